@@ -1,0 +1,66 @@
+# Parachute — the two commands a newcomer needs are `make demo` and `make test`.
+# Every target does its own set-up (virtualenv, Prometheus, control-plane binaries).
+
+PY := .venv/bin/python
+PYTEST := $(PY) -m pytest
+CLUSTER_DIR ?= .cluster
+
+.PHONY: help setup demo test test-quick unit integration lint typecheck format crds \
+        cluster-up cluster-down e2e-kind bench clean
+
+help:
+	@echo "make demo        local cluster + Prometheus + operator + an example release"
+	@echo "make test        lint, type-check, unit and integration tests (what CI runs)"
+	@echo "make test-quick  unit tests and fast checks only"
+	@echo "make crds        regenerate CRDs, RBAC and chart copies from the models"
+	@echo "make cluster-up / cluster-down   the local control plane alone"
+	@echo "make e2e-kind    the integration tests on kind (needs Docker)"
+	@echo "make bench       benchmarks; prints figures"
+
+setup:
+	@bash testbed/setup.sh
+
+demo: setup
+	$(PY) -m testbed.demo --dir $(CLUSTER_DIR)
+
+test: setup lint typecheck
+	$(PYTEST) tests/unit tests/integration
+
+test-quick: setup lint typecheck
+	$(PYTEST) tests/unit -m "not slow"
+
+unit: setup
+	$(PYTEST) tests/unit
+
+integration: setup
+	$(PYTEST) tests/integration
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	.venv/bin/lint-imports
+
+typecheck: setup
+	$(PY) -m mypy
+
+format: setup
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+crds: setup
+	$(PY) -m parachute.crd .
+
+cluster-up: setup
+	$(PY) -m testbed.cluster up --dir $(CLUSTER_DIR)
+
+cluster-down:
+	$(PY) -m testbed.cluster down --dir $(CLUSTER_DIR)
+
+e2e-kind: setup
+	bash tests/e2e/kind.sh
+
+bench: setup
+	$(PY) -m bench
+
+clean: cluster-down
+	rm -rf .cluster .venv .mypy_cache .pytest_cache .ruff_cache

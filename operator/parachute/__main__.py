@@ -1,0 +1,50 @@
+"""`parachute` / `python -m parachute`: run the operator against the current kubeconfig.
+
+parachute [run] [--namespace NS ...] [--verbose]   the operator (default)
+parachute crds                                     print the CRDs it serves
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="parachute", description="Parachute: safe, reversible releases.")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run the operator (the default)")
+    for p in (parser, run):
+        p.add_argument("--namespace", "-n", action="append", default=[], help="watch only these namespaces")
+        p.add_argument("--verbose", "-v", action="store_true")
+        p.add_argument(
+            "--liveness", default=None, help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz"
+        )
+    sub.add_parser("crds", help="print the CustomResourceDefinitions")
+    args = parser.parse_args(argv)
+
+    if args.command == "crds":
+        from parachute.crd import dump, rollout_crd
+
+        sys.stdout.write(dump(rollout_crd()))
+        return 0
+
+    import kopf
+
+    import parachute.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.configure(verbose=args.verbose, log_prefix=True)
+    asyncio.run(
+        kopf.operator(
+            standalone=True,
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            liveness_endpoint=args.liveness,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

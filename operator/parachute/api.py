@@ -1,0 +1,820 @@
+"""The Rollout API: pydantic models of `parachute.dev/v1alpha1` Rollout spec and status.
+
+This module is the one source of truth for the resource. The CRD under `crds/` is
+generated from these models (`make crds`, see `parachute.crd`), and a test fails when
+the committed YAML drifts from them. Validation that the API server can do is declared
+here (enums, bounds, patterns, CEL rules across fields) so that bad input is refused at
+`kubectl apply` with a message naming the field; everything else is checked by the
+operator and reported as an `Invalid` condition.
+
+Every duration is a Go-style string (`90s`, `2h`, `1h30m`), so the same plan runs for
+hours in production and for seconds in a test.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+GROUP = "parachute.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "Rollout"
+PLURAL = "rollouts"
+SINGULAR = "rollout"
+# `ro` belongs to Argo Rollouts; `pr` keeps both installable side by side.
+SHORT_NAMES = ["pr"]
+
+# Go's time.ParseDuration grammar without signs and sub-millisecond units. CEL's
+# duration() accepts the same strings, so cross-field rules can compare them.
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+# A threshold is a number (`1`, `"0.5"`), a percentage (`0.5%`), a duration (`400ms`) or a
+# rate (`10/min`); the template it belongs to says what a bare number measures. On the
+# wire it is int-or-string: a CRD field cannot take both a float and a string, so a
+# decimal without a unit is written in quotes.
+THRESHOLD_PATTERN = r"^[0-9]+(\.[0-9]+)?(%|ms|s|/s|/min)?$"
+
+
+def _number_as_text(value: object) -> object:
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+Threshold = Annotated[
+    str,
+    StringConstraints(pattern=THRESHOLD_PATTERN, max_length=32),
+    BeforeValidator(_number_as_text),
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
+]
+
+
+def parse_duration(text: str) -> timedelta:
+    """Turn a Go-style duration (`1h30m`, `250ms`) into a timedelta; raise ValueError if malformed."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"not a duration: {text!r} (expected forms like 30s, 5m, 1h30m)")
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    return timedelta(seconds=seconds)
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """A CEL validation rule as the API server expects it in `x-kubernetes-validations`."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def crd_extras(*rules: dict[str, str], **extra: Any) -> dict[str, Any]:
+    """Schema keywords that only Kubernetes understands, attached to a model's JSON schema."""
+    out: dict[str, Any] = dict(extra)
+    if rules:
+        out["x-kubernetes-validations"] = list(rules)
+    return out
+
+
+class Model(BaseModel):
+    """Base for every API object: camelCase on the wire, unknown fields ignored.
+
+    Unknown fields are ignored rather than refused because the API server has already
+    pruned what the schema does not know; a newer CRD with an older operator must not crash.
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+# ---------------------------------------------------------------------------- references
+
+
+class LocalObjectRef(Model):
+    """A named object in the Rollout's own namespace."""
+
+    name: Name
+
+
+class SecretKeyRef(Model):
+    """One key of a Secret in the Rollout's namespace."""
+
+    name: Name
+    key: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+
+
+class TargetRef(Model):
+    """The workload being released. The user (or GitOps) owns it; Parachute only pauses,
+    unpauses and — on a code-level rollback, when allowed — restores its pod template."""
+
+    api_version: Literal["apps/v1"] = Field("apps/v1", description="API version of the target.")
+    kind: Literal["Deployment"] = Field("Deployment", description="Kind of the target.")
+    name: Name = Field(description="Name of the Deployment in the Rollout's namespace.")
+
+
+# ---------------------------------------------------------------------------- plan
+
+
+class Risk(StrEnum):
+    """How much can go wrong; picks the default stage plan, waits and watched metrics."""
+
+    zero = "zero"
+    low = "low"
+    medium = "medium"
+    high = "high"
+
+
+class Strategy(StrEnum):
+    canary = "canary"
+    blue_green = "blueGreen"
+    phased = "phased"
+
+
+class Step(Model):
+    """One stage of a release: a traffic share held for a wait between a minimum and a maximum."""
+
+    model_config = ConfigDict(
+        json_schema_extra=crd_extras(
+            cel(
+                "!has(self.minWait) || !has(self.maxWait) || duration(self.minWait) <= duration(self.maxWait)",
+                "minWait must not be longer than maxWait",
+                ".minWait",
+            )
+        )
+    )
+
+    name: Annotated[str, StringConstraints(max_length=63)] | None = Field(
+        None, description="A label for the stage (shown in status), e.g. canary or partial."
+    )
+    weight: int = Field(ge=0, le=100, description="Percent of traffic (or replicas) on the new version.")
+    min_wait: Duration | None = Field(
+        None,
+        description="The stage may end this early when every watched metric was healthy for the whole wait.",
+    )
+    max_wait: Duration | None = Field(
+        None, description="The stage must be decided (promote or roll back) by this time."
+    )
+    flags_on: bool | None = Field(
+        None,
+        description="Whether the release's feature flags are ON during this stage. "
+        "Unset: ON once the weight is above zero.",
+    )
+    audience: Annotated[str, StringConstraints(max_length=63)] | None = Field(
+        None, description="Phased strategy: the audience (from spec.phased.audiences) this stage opens to."
+    )
+
+
+class Waits(Model):
+    """Overrides for the waits of the risk plan's stages (real plans wait hours; demos seconds)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=crd_extras(
+            cel(
+                "!has(self.min) || !has(self.max) || duration(self.min) <= duration(self.max)",
+                "waits.min must not be longer than waits.max",
+                ".min",
+            )
+        )
+    )
+
+    min: Duration | None = Field(None, description="Minimum wait of every stage.")
+    max: Duration | None = Field(None, description="Maximum wait of every stage.")
+    first_stage_min: Duration | None = Field(None, description="Minimum wait of the first stage.")
+    first_stage_max: Duration | None = Field(None, description="Maximum wait of the first stage.")
+
+
+# ---------------------------------------------------------------------------- traffic
+
+
+class ReplicaRouting(Model):
+    """Weight as the ratio of canary to stable ready pods behind one Service. Needs no mesh."""
+
+
+class GatewayAPIRouting(Model):
+    """Gateway API: Parachute sets the weights of the stable and canary backendRefs of one HTTPRoute."""
+
+    http_route: Name = Field(description="The HTTPRoute to drive.")
+    service: Name = Field(description="The Service the route sends to; -stable and -canary copies are made.")
+    port: int | None = Field(
+        None, ge=1, le=65535, description="Backend port; defaults to the Service's first."
+    )
+    rule_name: Annotated[str, StringConstraints(max_length=253)] | None = Field(
+        None, description="The route rule to drive, by name; default: the rule whose backend is the Service."
+    )
+
+
+class IstioRouting(Model):
+    """Istio: Parachute sets the route weights of a VirtualService (host-level: two Services)."""
+
+    virtual_service: Name = Field(description="The VirtualService to drive.")
+    service: Name = Field(description="The Service the route sends to; -stable and -canary copies are made.")
+    routes: list[Annotated[str, StringConstraints(max_length=253)]] | None = Field(
+        None,
+        max_length=16,
+        description="Names of the http routes to drive; default: all that name the Service.",
+    )
+
+
+class NginxRouting(Model):
+    """NGINX Ingress: Parachute manages a canary copy of the Ingress with canary annotations."""
+
+    ingress: Name = Field(description="The stable Ingress; a `<name>-canary` Ingress is created beside it.")
+    service: Name = Field(description="The Service the Ingress sends to.")
+
+
+class SMIRouting(Model):
+    """SMI TrafficSplit (split.smi-spec.io/v1alpha2, integer weights)."""
+
+    traffic_split: Name | None = Field(None, description="Name of the TrafficSplit; default: the Rollout's.")
+    root_service: Name = Field(description="The apex Service clients call.")
+
+
+class TrafficRouting(Model):
+    """How a weight becomes traffic. Exactly one backend; replica ratio when none is given."""
+
+    model_config = ConfigDict(
+        json_schema_extra=crd_extras(
+            cel(
+                "[has(self.replicas), has(self.gatewayAPI), has(self.istio), has(self.nginx), has(self.smi)]"
+                ".filter(x, x).size() <= 1",
+                "set at most one of replicas, gatewayAPI, istio, nginx, smi",
+            )
+        )
+    )
+
+    replicas: ReplicaRouting | None = None
+    gateway_api: GatewayAPIRouting | None = Field(None, alias="gatewayAPI")
+    istio: IstioRouting | None = None
+    nginx: NginxRouting | None = None
+    smi: SMIRouting | None = None
+
+
+class BlueGreen(Model):
+    """Blue/green: a full second copy, checked on a preview Service, then an instant switch."""
+
+    active_service: Name = Field(description="Service that carries production traffic.")
+    preview_service: Name | None = Field(
+        None, description="Service that reaches the new copy before the switch."
+    )
+    scale_down_delay: Duration = Field("30s", description="How long the old copy is kept after the switch.")
+
+
+class AudienceMatch(Model):
+    header: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = None
+    cookie: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = None
+    value: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
+        None, description="Exact value to match; any value when unset."
+    )
+
+
+class Audience(Model):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=63)]
+    match: AudienceMatch | None = Field(None, description="Router match that selects this audience.")
+    flag_targeting: Annotated[str, StringConstraints(max_length=253)] | None = Field(
+        None, description="Alternatively, a flagd targeting variable that selects this audience."
+    )
+
+
+class Phased(Model):
+    """Phased: by audience, not share (internal → beta → everyone)."""
+
+    audiences: list[Audience] = Field(min_length=1, max_length=10)
+
+
+# ---------------------------------------------------------------------------- analysis
+
+
+class PrometheusAuth(Model):
+    model_config = ConfigDict(
+        json_schema_extra=crd_extras(
+            cel(
+                "!has(self.type) || self.type != 'basic' || has(self.usernameSecretRef)",
+                "basic auth needs usernameSecretRef",
+            )
+        )
+    )
+
+    type: Literal["bearer", "basic"] = Field("bearer", description="Bearer token, or basic auth.")
+    secret_ref: SecretKeyRef = Field(description="The token (bearer) or password (basic).")
+    username_secret_ref: SecretKeyRef | None = Field(None, description="Basic auth user name.")
+
+
+class PrometheusTLS(Model):
+    insecure_skip_verify: bool = Field(False, description="Do not verify the server certificate.")
+    ca_secret_ref: SecretKeyRef | None = Field(None, description="PEM CA bundle to verify the server with.")
+
+
+class Prometheus(Model):
+    address: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2048)] = Field(
+        description="Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090."
+    )
+    auth: PrometheusAuth | None = None
+    tls: PrometheusTLS | None = None
+    timeout: Duration = Field("10s", description="Per-query timeout.")
+
+
+class Direction(StrEnum):
+    """Which side of a threshold is bad."""
+
+    above = "above"  # e.g. error rate, latency
+    below = "below"  # e.g. success rate
+
+
+class TemplateKind(StrEnum):
+    metric_template = "MetricTemplate"
+    cluster_metric_template = "ClusterMetricTemplate"
+
+
+class TemplateRef(Model):
+    kind: TemplateKind = TemplateKind.metric_template
+    name: Name
+
+
+class Metric(Model):
+    """One watched signal: a built-in template, a template resource, or an inline PromQL query."""
+
+    model_config = ConfigDict(
+        json_schema_extra=crd_extras(
+            cel(
+                "[has(self.template), has(self.templateRef), has(self.query)].filter(x, x).size() == 1",
+                "set exactly one of template, templateRef, query",
+            ),
+            cel("!has(self.query) || has(self.name)", "a metric with an inline query needs a name", ".name"),
+        )
+    )
+
+    name: (
+        Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)] | None
+    ) = Field(None, description="Metric name in status; defaults to the template's name.")
+    template: (
+        Literal["error-rate", "latency-p95", "success-rate", "database-errors", "security-alerts"] | None
+    ) = Field(None, description="A built-in template with the playbook's thresholds.")
+    template_ref: TemplateRef | None = Field(None, description="A MetricTemplate or ClusterMetricTemplate.")
+    query: Annotated[str, StringConstraints(min_length=1, max_length=8192)] | None = Field(
+        None,
+        description="PromQL. Variables: {{namespace}}, {{target}}, {{canary}}, {{stable}}, {{window}}.",
+    )
+    direction: Direction | None = Field(
+        None, description="Which side of the thresholds is bad. Default: above."
+    )
+    warning: Threshold | None = Field(
+        None, description="Past this the release is watched closely but proceeds."
+    )
+    critical: Threshold | None = Field(None, description="Past this (sustained) the release is rolled back.")
+    sustain_for: Duration | None = Field(
+        None, description="How long a critical value must hold at every evaluation before it triggers."
+    )
+    compare_with_stable: bool | None = Field(
+        None, description="Judge the canary relative to stable where both have traffic."
+    )
+    tolerance: Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?%$", max_length=16)] | None = (
+        Field(None, description="With compareWithStable: allowed excess over stable, e.g. 10%.")
+    )
+    immediate: bool | None = Field(None, description="A critical value rolls back at once, without sustain.")
+
+
+class AnalysisLimits(Model):
+    """How many outcomes of each kind a metric may have before the stage is decided."""
+
+    failure: int = Field(0, ge=0, le=100, description="Failed measurements tolerated before rolling back.")
+    inconclusive: int = Field(
+        3, ge=0, le=100, description="Inconclusive measurements before the release holds."
+    )
+    consecutive_errors: int = Field(4, ge=0, le=100, description="Consecutive query errors before it holds.")
+
+
+class Analysis(Model):
+    prometheus: Prometheus
+    interval: Duration = Field("1m", description="How often every metric is evaluated.")
+    metrics: list[Metric] | None = Field(
+        None, max_length=32, description="Watched metrics; default: the built-ins the risk plan watches."
+    )
+    min_requests: int | None = Field(
+        None, ge=0, description="Fewer requests than this in the window makes a result Inconclusive."
+    )
+    limits: AnalysisLimits | None = None
+
+
+# ---------------------------------------------------------------------------- recovery
+
+
+class FlagFormat(StrEnum):
+    plain = "plain"  # ConfigMap data: KEY: "true" | "false"
+    flagd = "flagd"  # ConfigMap key holding OpenFeature flagd JSON
+
+
+class FeatureFlags(Model):
+    """Where the release's flags live, and which flags gate the new code (rollback level 1)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=crd_extras(
+            cel(
+                "has(self.configMapRef) != has(self.featureFlagRef)",
+                "set exactly one of configMapRef, featureFlagRef",
+            )
+        )
+    )
+
+    config_map_ref: LocalObjectRef | None = Field(None, description="ConfigMap holding the flags.")
+    feature_flag_ref: LocalObjectRef | None = Field(
+        None, description="OpenFeature FeatureFlag (core.openfeature.dev) holding the flags."
+    )
+    format: FlagFormat = Field(FlagFormat.plain, description="plain KEY=true|false data, or flagd JSON.")
+    key: Annotated[str, StringConstraints(max_length=253)] | None = Field(
+        None, description="flagd: the ConfigMap key holding the JSON; default: the only key ending in .json."
+    )
+    flags: list[Annotated[str, StringConstraints(min_length=1, max_length=253)]] = Field(
+        min_length=1, max_length=64, description="Flag names that gate the new code."
+    )
+    reloads: bool = Field(True, description="Pods re-read the flags without a restart.")
+
+
+class ConfigRef(Model):
+    """A ConfigMap whose content belongs to the release and is snapshot before it starts."""
+
+    name: Name
+
+
+class RecoveryLevel(StrEnum):
+    flag = "flag"
+    config = "config"
+    code = "code"
+
+
+class RecoveryBudgets(Model):
+    flag: Duration = Field("5m", description="Time for the flag level to bring health back.")
+    config: Duration = Field("10m", description="Time for the config level to bring health back.")
+    code: Duration = Field("15m", description="Time for the code level to bring health back.")
+
+
+class Recovery(Model):
+    levels: list[RecoveryLevel] | None = Field(
+        None,
+        max_length=3,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Levels to use, fastest first; default: every level the Rollout has the means for.",
+    )
+    budgets: RecoveryBudgets | None = None
+    restore_template: bool = Field(
+        False,
+        description="Code level also restores the target's pod template to the stable revision. "
+        "Leave off when GitOps owns the Deployment (status says which revision to revert in git).",
+    )
+    watch_after_rollback: Duration = Field("24h", description="How long to keep watching after a rollback.")
+    postmortem_due: Duration = Field("48h", description="When the postmortem is due after a rollback.")
+    objective: Duration = Field("5m", description="Recovery-time objective; longer recoveries are reported.")
+
+
+# ---------------------------------------------------------------------------- policy
+
+Weekday = Literal["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+ClockTime = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", max_length=5)]
+
+
+class WeeklyRange(Model):
+    model_config = ConfigDict(
+        json_schema_extra=crd_extras(cel("self.start != self.end", "an empty range never opens", ".end"))
+    )
+
+    days: list[Weekday] = Field(
+        min_length=1, max_length=7, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    start: ClockTime = Field(description="HH:MM, local to the time zone.")
+    end: ClockTime = Field(description="HH:MM; before start means it runs past midnight.")
+
+
+class Freeze(Model):
+    start: Annotated[str, StringConstraints(max_length=64)] = Field(
+        description="RFC 3339 date-time.", json_schema_extra={"format": "date-time"}
+    )
+    end: Annotated[str, StringConstraints(max_length=64)] = Field(
+        description="RFC 3339 date-time.", json_schema_extra={"format": "date-time"}
+    )
+    reason: Annotated[str, StringConstraints(max_length=1024)] | None = None
+
+
+class Holidays(Model):
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] = Field(description="ISO 3166-1 code.")
+    subdivision: Annotated[str, StringConstraints(max_length=16)] | None = None
+    day_before: bool = Field(True, description="Also closed the day before a holiday.")
+
+
+class PeakTraffic(Model):
+    query: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+    threshold: Threshold = Field(description="Above this the release waits.")
+
+
+class Window(Model):
+    """When a release may progress. Rollbacks are never held by it."""
+
+    time_zone: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        "UTC", description="IANA time zone, e.g. Europe/Berlin."
+    )
+    allow: list[WeeklyRange] | None = Field(
+        None, max_length=32, description="Open ranges; none means always."
+    )
+    deny: list[WeeklyRange] | None = Field(
+        None, max_length=32, description="Closed ranges, winning over allow."
+    )
+    freezes: list[Freeze] | None = Field(None, max_length=64)
+    holidays: Holidays | None = None
+    peak_traffic: PeakTraffic | None = None
+
+
+class AnnotationGate(Model):
+    key: Annotated[str, StringConstraints(min_length=1, max_length=317)]
+    value: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
+        None, description="Required value; any value when unset."
+    )
+
+
+class ConditionGate(Model):
+    api_version: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+    kind: Annotated[str, StringConstraints(min_length=1, max_length=63)]
+    name: Name
+    type: Annotated[str, StringConstraints(min_length=1, max_length=316)]
+    status: Literal["True", "False", "Unknown"] = "True"
+
+
+class HTTPGate(Model):
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2048)]
+    timeout: Duration = "5s"
+
+
+class PrometheusGate(Model):
+    query: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+    min: float | None = None
+    max: float | None = None
+
+
+class Gate(Model):
+    """A named check that must hold before the first stage."""
+
+    model_config = ConfigDict(
+        json_schema_extra=crd_extras(
+            cel(
+                "[has(self.annotation), has(self.condition), has(self.http), has(self.prometheus)]"
+                ".filter(x, x).size() == 1",
+                "set exactly one of annotation, condition, http, prometheus",
+            )
+        )
+    )
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=63)]
+    annotation: AnnotationGate | None = None
+    condition: ConditionGate | None = None
+    http: HTTPGate | None = None
+    prometheus: PrometheusGate | None = None
+
+
+class Checklist(Model):
+    preset: Literal["playbook", "none"] | None = Field(
+        None, description="playbook: the playbook's gates. Default: playbook for high risk, none otherwise."
+    )
+    gates: list[Gate] | None = Field(None, max_length=32)
+
+
+# ---------------------------------------------------------------------------- notifications
+
+
+class SlackNotification(Model):
+    webhook_secret_ref: SecretKeyRef = Field(description="Secret key holding the incoming-webhook URL.")
+    channel: Annotated[str, StringConstraints(max_length=80)] | None = None
+
+
+class CloudEventsNotification(Model):
+    url_secret_ref: SecretKeyRef = Field(description="Secret key holding the receiver URL.")
+    token_secret_ref: SecretKeyRef | None = Field(None, description="Bearer token for the receiver.")
+
+
+class Notification(Model):
+    model_config = ConfigDict(
+        json_schema_extra=crd_extras(
+            cel("has(self.slack) != has(self.cloudEvents)", "set exactly one of slack, cloudEvents")
+        )
+    )
+
+    slack: SlackNotification | None = None
+    cloud_events: CloudEventsNotification | None = None
+
+
+# ---------------------------------------------------------------------------- spec
+
+
+class RolloutSpec(Model):
+    model_config = ConfigDict(
+        json_schema_extra=crd_extras(
+            cel(
+                "!has(self.strategy) || self.strategy != 'blueGreen' || has(self.blueGreen)",
+                "strategy blueGreen needs spec.blueGreen",
+                ".blueGreen",
+            ),
+            cel(
+                "!has(self.strategy) || self.strategy != 'phased' || has(self.phased)",
+                "strategy phased needs spec.phased",
+                ".phased",
+            ),
+        )
+    )
+
+    target_ref: TargetRef = Field(description="The Deployment being released.")
+    risk: Risk | None = Field(
+        None,
+        description="zero, low, medium or high: picks the stage plan. Default: from the change "
+        "annotation a pipeline sets, else medium.",
+    )
+    strategy: Strategy = Field(Strategy.canary, description="canary, blueGreen or phased.")
+    steps: list[Step] | None = Field(
+        None, min_length=1, max_length=50, description="Explicit stages, replacing the risk plan's."
+    )
+    waits: Waits | None = Field(None, description="Override the waits of the risk plan's stages.")
+    watch_after_release: Duration | None = Field(
+        None,
+        description="Watching after 100% before the release is closed. Default: 24h for medium and high.",
+    )
+    progress_deadline: Duration = Field(
+        "10m", description="How long the new version may take to become ready."
+    )
+    traffic_routing: TrafficRouting | None = None
+    blue_green: BlueGreen | None = None
+    phased: Phased | None = None
+    analysis: Analysis | None = None
+    feature_flags: FeatureFlags | None = None
+    config_refs: list[ConfigRef] | None = Field(None, max_length=20)
+    recovery: Recovery | None = None
+    window: Window | None = None
+    policy_ref: LocalObjectRef | None = Field(
+        None, description="A cluster-wide ReleasePolicy (windows and gates)."
+    )
+    checklist: Checklist | None = None
+    hotfix: bool = Field(False, description="A security hotfix: ignores windows (and says so in an Event).")
+    paused: bool = Field(False, description="Hold the release where it is. Rollbacks still happen.")
+    notifications: list[Notification] | None = Field(None, max_length=16)
+
+
+# ---------------------------------------------------------------------------- status
+
+
+class Phase(StrEnum):
+    pending = "Pending"  # seen, not yet started
+    waiting = "Waiting"  # held by a window or a gate, resumes by itself
+    progressing = "Progressing"
+    paused = "Paused"
+    rolling_back = "RollingBack"
+    rolled_back = "RolledBack"
+    healthy = "Healthy"  # fully promoted and closed, or nothing to release
+    invalid = "Invalid"
+
+
+class Verdict(StrEnum):
+    successful = "Successful"
+    warning = "Warning"  # in the warning band: watch, don't roll back
+    failed = "Failed"
+    inconclusive = "Inconclusive"  # no data, no traffic, too few requests
+    error = "Error"  # could not measure: Prometheus down, bad query
+
+
+class ConditionStatus(StrEnum):
+    true = "True"
+    false = "False"
+    unknown = "Unknown"
+
+
+class Condition(Model):
+    """A standard Kubernetes condition (metav1.Condition)."""
+
+    type: Annotated[str, StringConstraints(max_length=316)]
+    status: ConditionStatus
+    reason: Annotated[str, StringConstraints(max_length=1024)] = ""
+    message: Annotated[str, StringConstraints(max_length=32768)] = ""
+    last_transition_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    observed_generation: int | None = None
+
+
+class PlannedStage(Model):
+    name: str | None = None
+    weight: int = Field(ge=0, le=100)
+    min_wait: Duration | None = None
+    max_wait: Duration | None = None
+    flags_on: bool | None = None
+
+
+class MetricStatus(Model):
+    name: str
+    value: float | None = Field(None, description="Last measured value; absent when there was no data.")
+    stable_value: float | None = None
+    verdict: Verdict | None = None
+    message: str | None = None
+    successful: int = 0
+    failed: int = 0
+    inconclusive: int = 0
+    errors: int = 0
+    consecutive_errors: int = 0
+    last_evaluated_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    breached_since: str | None = Field(None, json_schema_extra={"format": "date-time"})
+
+
+class LevelRecord(Model):
+    level: RecoveryLevel
+    started_at: str = Field(json_schema_extra={"format": "date-time"})
+    changed: list[str] | None = Field(None, description="What this level changed.")
+    applied_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    healthy_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    budget: Duration | None = None
+
+
+class Incident(Model):
+    id: str
+    revision: str | None = None
+    reason: str
+    started_at: str = Field(json_schema_extra={"format": "date-time"})
+    level: RecoveryLevel | None = None
+    levels: list[LevelRecord] | None = None
+    recovered_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    recovery_seconds: float | None = None
+    objective_met: bool | None = None
+    postmortem_due_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    watch_until: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    revert_in_git: str | None = Field(None, description="For GitOps: the revision to revert to in git.")
+    resolved: bool = False
+
+
+class GateStatus(Model):
+    name: str
+    met: bool
+    message: str | None = None
+    checked_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+
+
+class WindowStatus(Model):
+    policy: str | None = Field(None, description="Which policy applied (none: not held by time).")
+    open: bool = True
+    reason: str | None = None
+    next_open_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+
+
+class ConfigSnapshot(Model):
+    name: str
+    snapshot: str = Field(description="The immutable copy Parachute owns.")
+    hash: str
+
+
+class ReleaseStatus(Model):
+    revision: str | None = Field(None, description="Pod-template hash of the version being released.")
+    stable_revision: str | None = None
+    images: list[str] | None = None
+    started_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+
+
+class RolloutStatus(Model):
+    observed_generation: int | None = None
+    phase: Phase | None = None
+    message: str | None = None
+    risk: Risk | None = None
+    risk_reason: str | None = None
+    release: ReleaseStatus | None = None
+    plan: list[PlannedStage] | None = None
+    stage_index: int | None = Field(None, ge=0, description="0-based index into plan.")
+    stage: str | None = Field(None, description="Display only: position in the plan, e.g. 2/6.")
+    stage_started_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    canary_weight: int | None = Field(None, ge=0, le=100)
+    last_verdict: Verdict | None = None
+    metrics: list[MetricStatus] | None = None
+    gates: list[GateStatus] | None = None
+    window: WindowStatus | None = None
+    config_snapshots: list[ConfigSnapshot] | None = None
+    incidents: list[Incident] | None = None
+    blocked_revisions: list[str] | None = Field(
+        None, description="Revisions that rolled back; not released again until marked fixed."
+    )
+    next_check_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    conditions: list[Condition] | None = Field(
+        None,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+class Rollout(Model):
+    """A release of one Deployment through stages, watched by Prometheus, recoverable in minutes."""
+
+    api_version: Literal["parachute.dev/v1alpha1"] = "parachute.dev/v1alpha1"
+    kind: Literal["Rollout"] = "Rollout"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: RolloutSpec
+    status: RolloutStatus | None = None
+
+
+# Printer columns of `kubectl get pr`: what an SRE needs on one line.
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Stage", "type": "string", "jsonPath": ".status.stage"},
+    {"name": "Weight", "type": "integer", "jsonPath": ".status.canaryWeight"},
+    {"name": "Risk", "type": "string", "jsonPath": ".status.risk"},
+    {"name": "Verdict", "type": "string", "jsonPath": ".status.lastVerdict"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
+]

@@ -1,0 +1,211 @@
+"""Generate the CustomResourceDefinition from the pydantic models in `parachute.api`.
+
+Pydantic emits JSON Schema with `$ref`s, `anyOf [T, null]` for optional fields, titles and
+defaults. Kubernetes wants a *structural* schema: everything inlined, a `type` on every
+node, `nullable` instead of a null branch. This module does that translation and nothing
+else. `make crds` writes the result (`python -m parachute.crd`); a unit test fails when the
+committed YAML drifts from the models.
+
+Defaults stay in the models and are not written to the schema: server-side defaulting
+would add fields the user never wrote, which GitOps tools then report as drift. The
+default is appended to the field's description instead, so `kubectl explain` shows it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from parachute import api, install, rbac
+
+# Keywords the API server's structural schema accepts and we keep as they are.
+_KEPT = {
+    "type", "description", "properties", "required", "items", "enum", "format", "pattern",
+    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
+    "minItems", "maxItems", "uniqueItems", "nullable", "additionalProperties",
+}  # fmt: skip
+
+
+def structural(schema: dict[str, Any]) -> dict[str, Any]:
+    """Inline `$ref`s and rewrite a pydantic JSON schema into a structural OpenAPI v3 schema."""
+    defs = schema.get("$defs", {})
+    result: dict[str, Any] = _ordered(_convert({k: v for k, v in schema.items() if k != "$defs"}, defs))
+    return result
+
+
+def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" not in node:
+        return node
+    target = copy.deepcopy(defs[node["$ref"].rsplit("/", 1)[-1]])
+    # The field's own words win over the referenced model's docstring.
+    target.update({k: v for k, v in node.items() if k != "$ref"})
+    return _resolve(target, defs)
+
+
+def _unwrap_optional(node: dict[str, Any], defs: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """`anyOf: [T, null]` becomes T, nullable. Any other union cannot be structural."""
+    any_of = node.get("anyOf")
+    if any_of is None:
+        return node, False
+    branches = [b for b in any_of if b.get("type") != "null"]
+    if len(branches) != 1:
+        raise ValueError(f"cannot express a union of {len(branches)} types structurally: {node}")
+    merged = _resolve(branches[0], defs) | {k: v for k, v in node.items() if k != "anyOf"}
+    return merged, len(branches) < len(any_of)
+
+
+def _described_default(node: dict[str, Any], description: str) -> str:
+    default = node.get("default")
+    if default is None:
+        return description
+    shown = default if isinstance(default, str) else json.dumps(default)
+    return f"{description.rstrip('.')}. Default: {shown}.".lstrip(". ")
+
+
+def _convert(raw: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    node, nullable = _unwrap_optional(_resolve(raw, defs), defs)
+    out = {k: v for k, v in node.items() if k in _KEPT or k.startswith("x-kubernetes-")}
+    if "const" in node:
+        out["enum"] = [node["const"]]
+    if "enum" in out:
+        out.setdefault("type", "string")
+    if "default" in node:
+        out["description"] = _described_default(node, out.get("description", ""))
+    if nullable:
+        out["nullable"] = True
+    if "properties" in out:
+        out["type"] = "object"
+        out["properties"] = {k: _convert(v, defs) for k, v in out["properties"].items()}
+        out.pop("additionalProperties", None)
+        if not out["properties"] and "x-kubernetes-validations" not in out:
+            del out["properties"]  # an empty marker object such as `replicas: {}`
+    elif out.get("type") == "object":
+        _shape_free_object(out, defs)
+    if "items" in out:
+        out["items"] = _convert(out["items"], defs)
+    if out.get("x-kubernetes-int-or-string"):
+        # The one union a structural schema allows, spelled the way the API server wants it.
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    elif "type" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+        raise ValueError(f"schema node without a type is not structural: {node}")
+    return out
+
+
+def _shape_free_object(out: dict[str, Any], defs: dict[str, Any]) -> None:
+    """A map keeps its value schema; a free-form object (e.g. metadata) keeps what the user wrote."""
+    extra = out.get("additionalProperties")
+    if isinstance(extra, dict) and extra:
+        out["additionalProperties"] = _convert(extra, defs)
+    else:
+        out.pop("additionalProperties", None)
+        out["x-kubernetes-preserve-unknown-fields"] = True
+
+
+_FIRST = ("type", "description", "required")
+
+
+def _ordered(node: Any) -> Any:
+    """type and description first, so the YAML reads like `kubectl explain`."""
+    if isinstance(node, list):
+        return [_ordered(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    keys = [k for k in _FIRST if k in node] + [k for k in node if k not in _FIRST]
+    return {k: (node[k] if k in ("enum", "required") else _ordered(node[k])) for k in keys}
+
+
+def rollout_schema() -> dict[str, Any]:
+    """The openAPIV3Schema of the Rollout: spec and status from the models, the envelope by hand."""
+    spec = structural(api.RolloutSpec.model_json_schema(by_alias=True))
+    status = structural(api.RolloutStatus.model_json_schema(by_alias=True))
+    return {
+        "type": "object",
+        "description": (api.Rollout.__doc__ or "").strip(),
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+    }
+
+
+def rollout_crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{api.PLURAL}.{api.GROUP}",
+            "labels": {"app.kubernetes.io/name": "parachute", "app.kubernetes.io/component": "crd"},
+        },
+        "spec": {
+            "group": api.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": api.KIND,
+                "listKind": f"{api.KIND}List",
+                "plural": api.PLURAL,
+                "singular": api.SINGULAR,
+                "shortNames": api.SHORT_NAMES,
+                "categories": ["parachute"],
+            },
+            "versions": [
+                {
+                    "name": api.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": api.PRINTER_COLUMNS,
+                    "schema": {"openAPIV3Schema": rollout_schema()},
+                }
+            ],
+        },
+    }
+
+
+GENERATED_HEADER = "# Generated from operator/parachute by `make crds`. Do not edit by hand.\n"
+
+
+def dump(document: dict[str, Any] | list[dict[str, Any]]) -> str:
+    docs = document if isinstance(document, list) else [document]
+    body = "---\n".join(yaml.safe_dump(d, sort_keys=False, width=100) for d in docs)
+    return GENERATED_HEADER + body
+
+
+def generated_files() -> dict[str, str]:
+    """Every file generated from the models, by path relative to the repository root."""
+    crd = dump(rollout_crd())
+    rules = dump(rbac.cluster_role_rules_document())
+    return {
+        "crds/rollouts.parachute.dev.yaml": crd,
+        "helm/parachute/crds/rollouts.parachute.dev.yaml": crd,
+        "manifests/crds.yaml": crd,
+        "helm/parachute/files/clusterrole-rules.yaml": rules,
+        "manifests/operator.yaml": dump(install.documents()),
+    }
+
+
+def write(root: Path) -> list[Path]:
+    written = []
+    for relative, text in generated_files().items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+            written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    import sys
+
+    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path.cwd()
+    for path in write(root):
+        print(f"wrote {path.relative_to(root)}")

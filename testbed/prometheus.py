@@ -1,0 +1,143 @@
+"""A real Prometheus (Debian's `prometheus` package) scraping local targets every second.
+
+The server can be stopped and started again on the same port and data, so a test can
+take Prometheus away in the middle of a stage and bring it back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from testbed.cluster import ClusterError, wait_for
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    job: str
+    address: str  # host:port
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def find_prometheus() -> str:
+    binary = shutil.which("prometheus") or (
+        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None
+    )
+    if binary is None:
+        raise ClusterError("prometheus is not installed; `make setup` installs Debian's package")
+    return binary
+
+
+class LocalPrometheus:
+    def __init__(self, workdir: Path, targets: list[ScrapeTarget], scrape_interval: str = "1s") -> None:
+        self.dir = workdir
+        self.targets = targets
+        self.scrape_interval = scrape_interval
+        self.port = _free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _write_config(self) -> Path:
+        jobs: dict[str, list[ScrapeTarget]] = {}
+        for target in self.targets:
+            jobs.setdefault(target.job, []).append(target)
+        config = {
+            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
+            "scrape_configs": [
+                {
+                    "job_name": job,
+                    "static_configs": [{"targets": [t.address], "labels": t.labels} for t in targets],
+                }
+                for job, targets in jobs.items()
+            ],
+        }
+        path = self.dir / "prometheus.yml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def start(self, timeout: float = 30) -> LocalPrometheus:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        # The child keeps its own descriptor of the log; ours is closed as soon as it starts.
+        with (self.dir / "prometheus.log").open("ab") as log:
+            self._process = self._popen(config, log)
+        wait_for("prometheus", self.ready, timeout, self.dir / "prometheus.log")
+        return self
+
+    def _popen(self, config: Path, log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                find_prometheus(),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--storage.tsdb.retention.time=2h",
+                "--web.enable-lifecycle",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def ready(self) -> bool:
+        with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+            return bool(response.status == 200)
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """Instant query; the `result` list of a vector (raises on an API error)."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.loads(response.read())
+        if body.get("status") != "success":
+            raise RuntimeError(f"prometheus query failed: {body}")
+        return list(body["data"]["result"])
+
+    def wait_for_value(
+        self, promql: str, timeout: float = 10, accept: Callable[[float], bool] = lambda _: True
+    ) -> float:
+        """Poll until the query returns a non-empty, non-NaN value that `accept`s, and return it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                result = self.query(promql)
+                if result:
+                    value = float(result[0]["value"][1])
+                    if not math.isnan(value) and accept(value):
+                        return value
+            time.sleep(0.25)
+        raise TimeoutError(f"no value for {promql!r} within {timeout}s")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,250 @@
+"""Fixtures for tests against real parts: a Kubernetes control plane and a Prometheus.
+
+The cluster is started once per session from `testbed.cluster` (etcd, kube-apiserver,
+controller-manager, scheduler, kwok). Set PARACHUTE_TEST_KUBECONFIG to run the same tests
+against another cluster instead (kind, for `make e2e-kind`). Each test gets its own
+namespace; Prometheus and the demo application are started per test, in well under a second.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from parachute import crd, rbac
+from testbed.cluster import LocalCluster
+from testbed.demoapp import DemoApp
+from testbed.loadgen import LoadGenerator
+from testbed.prometheus import LocalPrometheus, ScrapeTarget
+
+
+def eventually(check: Callable[[], Any], timeout: float = 30, interval: float = 0.25, what: str = "") -> Any:
+    """Poll `check` until it returns something truthy; fail with the last error or value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (ApiException, AssertionError, KeyError) as error:
+            last = error
+        time.sleep(interval)
+    pytest.fail(f"not within {timeout}s: {what or check}; last: {last!r}")
+
+
+class Cluster:
+    """What a test needs of the cluster: clients, kubeconfigs and a way to mint SA credentials."""
+
+    def __init__(self, kubeconfig: Path, local: LocalCluster | None) -> None:
+        self.kubeconfig = kubeconfig
+        self.local = local
+        self.api = config.new_client_from_config(str(kubeconfig))
+        self.core = client.CoreV1Api(self.api)
+        self.apps = client.AppsV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.extensions = client.ApiextensionsV1Api(self.api)
+        self.rbac = client.RbacAuthorizationV1Api(self.api)
+
+    def apply(self, document: dict[str, Any]) -> None:
+        """Create, or replace an existing object with the same name (enough for fixtures)."""
+        from kubernetes import utils
+
+        try:
+            utils.create_from_dict(self.api, document)
+        except utils.FailToCreateError as failure:
+            if not all(getattr(e, "status", None) == 409 for e in failure.api_exceptions):
+                raise
+
+    def service_account_kubeconfig(self, namespace: str, name: str, path: Path) -> Path:
+        if self.local is None:
+            pytest.skip("minting ServiceAccount kubeconfigs needs the local control plane")
+        return self.local.service_account_kubeconfig(namespace, name, path)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    external = os.environ.get("PARACHUTE_TEST_KUBECONFIG")
+    if external:
+        yield Cluster(Path(external), None)
+        return
+    # etcd on tmpfs where there is one: fsync-free and fast.
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+    workdir = Path(tempfile.mkdtemp(prefix="parachute-cluster-", dir=base))
+    local = LocalCluster(workdir)
+    try:
+        kubeconfig = local.up()
+        yield Cluster(kubeconfig, local)
+    finally:
+        local.down()
+        logs = tmp_path_factory.getbasetemp() / "cluster-logs"
+        shutil.copytree(workdir / "logs", logs, dirs_exist_ok=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> Cluster:
+    """The generated CRD, installed and Established."""
+    document = crd.rollout_crd()
+    name = document["metadata"]["name"]
+    try:
+        cluster.extensions.create_custom_resource_definition(document)
+    except ApiException as error:
+        if error.status != 409:
+            raise
+        current = cluster.extensions.read_custom_resource_definition(name)
+        document["metadata"]["resourceVersion"] = current.metadata.resource_version
+        cluster.extensions.replace_custom_resource_definition(name, document)
+
+    def established() -> bool:
+        conditions = cluster.extensions.read_custom_resource_definition(name).status.conditions or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    eventually(established, what=f"CRD {name} Established")
+    return cluster
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    cluster.core.create_namespace({"metadata": {"name": name, "labels": {"parachute.dev/test": "true"}}})
+    # Pods are refused until the ServiceAccount controller has made `default`.
+    eventually(lambda: cluster.core.read_namespaced_service_account("default", name), what="default SA")
+    yield name
+    cluster.core.delete_namespace(name, propagation_policy="Background")
+
+
+def deployment(name: str, replicas: int = 3, image: str = "registry.example/checkout:1.0") -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    # kwok nodes run nothing; this pod is scheduled and marked Ready.
+                    "containers": [{"name": "app", "image": image}],
+                },
+            },
+        },
+    }
+
+
+def rollout(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "parachute.dev/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def load_example(name: str) -> dict[str, Any]:
+    path = Path(__file__).resolve().parents[2] / "examples" / name
+    document: dict[str, Any] = yaml.safe_load(path.read_text())
+    return document
+
+
+@pytest.fixture
+def demo_app() -> Iterator[DemoApp]:
+    app = DemoApp().start()
+    yield app
+    app.stop()
+
+
+@pytest.fixture
+def load(demo_app: DemoApp) -> Iterator[LoadGenerator]:
+    generator = LoadGenerator(demo_app.stable.url, demo_app.canary.url, rate=40, duration=600).start()
+    yield generator
+    generator.stop()
+
+
+@pytest.fixture
+def prometheus(demo_app: DemoApp, tmp_path: Path) -> Iterator[LocalPrometheus]:
+    targets = [
+        ScrapeTarget("demoapp", f"127.0.0.1:{version.port}", {"namespace": "shop", "app": "checkout"})
+        for version in demo_app.versions.values()
+    ]
+    server = LocalPrometheus(tmp_path / "prometheus", targets).start()
+    yield server
+    server.stop()
+
+
+OPERATOR_NAMESPACE = "parachute-system"
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(crds: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Credentials of the operator's own ServiceAccount, bound to the ClusterRole it ships."""
+    for document in rbac.install_documents(OPERATOR_NAMESPACE):
+        crds.apply(document)
+    eventually(lambda: crds.core.read_namespaced_service_account("parachute", OPERATOR_NAMESPACE))
+    path = tmp_path_factory.mktemp("operator") / "operator.kubeconfig"
+    return crds.service_account_kubeconfig(OPERATOR_NAMESPACE, "parachute", path)
+
+
+class RunningOperator:
+    """`python -m parachute` as a real process, under the operator's ServiceAccount."""
+
+    def __init__(self, kubeconfig: Path, log: Path) -> None:
+        self.kubeconfig, self.log = kubeconfig, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RunningOperator:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "parachute", "run", "--verbose"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            )  # fmt: skip
+        return self
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """Die at once, mid-whatever, as a crashed or evicted operator would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@pytest.fixture
+def operator(operator_kubeconfig: Path, tmp_path: Path) -> Iterator[RunningOperator]:
+    running = RunningOperator(operator_kubeconfig, tmp_path / "operator.log").start()
+    yield running
+    running.stop()
+    # Least privilege must still be enough: any refusal fails the test that caused it.
+    for refusal in ("Forbidden", "Not enough permissions", " 403"):
+        assert refusal not in running.output, f"operator was refused ({refusal}); log: {running.log}"

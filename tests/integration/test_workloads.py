@@ -1,0 +1,32 @@
+"""The control plane is real: Deployments become ready on kwok's fake nodes."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.conftest import Cluster, deployment, eventually
+
+pytestmark = pytest.mark.cluster
+
+
+def test_a_deployment_of_three_becomes_ready(cluster: Cluster, namespace: str) -> None:
+    cluster.apps.create_namespaced_deployment(namespace, deployment("checkout", replicas=3))
+
+    def ready() -> bool:
+        status = cluster.apps.read_namespaced_deployment_status("checkout", namespace).status
+        return status.ready_replicas == 3 and status.available_replicas == 3
+
+    eventually(ready, timeout=60, what="readyReplicas: 3")
+    pods = cluster.core.list_namespaced_pod(namespace, label_selector="app=checkout").items
+    assert len(pods) == 3
+    assert {p.spec.node_name for p in pods} <= {"kwok-node-1", "kwok-node-2"}
+    assert all(p.status.phase == "Running" for p in pods)
+
+
+def test_scaling_down_really_removes_pods(cluster: Cluster, namespace: str) -> None:
+    cluster.apps.create_namespaced_deployment(namespace, deployment("checkout", replicas=3))
+    eventually(lambda: cluster.apps.read_namespaced_deployment("checkout", namespace).status.ready_replicas == 3,
+               timeout=60)  # fmt: skip
+    cluster.apps.patch_namespaced_deployment_scale("checkout", namespace, {"spec": {"replicas": 1}})
+    eventually(lambda: len(cluster.core.list_namespaced_pod(namespace, label_selector="app=checkout").items) == 1,
+               timeout=60, what="pods deleted by kwok")  # fmt: skip

@@ -1,0 +1,92 @@
+"""The Rollout API models: what a user may write, and what is refused before it reaches a cluster."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from parachute.api import FlagFormat, Risk, Rollout, RolloutSpec, Strategy, parse_duration
+from parachute.reconcile import describe_validation_error
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("30s", timedelta(seconds=30), id="seconds"),
+        pytest.param("5m", timedelta(minutes=5), id="minutes"),
+        pytest.param("2h", timedelta(hours=2), id="hours"),
+        pytest.param("1h30m", timedelta(hours=1, minutes=30), id="compound"),
+        pytest.param("250ms", timedelta(milliseconds=250), id="milliseconds"),
+        pytest.param("1.5s", timedelta(seconds=1.5), id="fraction"),
+        pytest.param("0s", timedelta(0), id="zero"),
+    ],
+)
+def test_durations_are_go_style(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "5", "-5s", "5 m", "1d", "s", "5mm"])
+def test_malformed_durations_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("rollout-*.yaml")), ids=lambda p: p.name)
+def test_every_example_is_a_valid_rollout(path: Path) -> None:
+    for document in yaml.safe_load_all(path.read_text()):
+        if document and document.get("kind") == "Rollout":
+            Rollout.model_validate(document)
+
+
+def test_the_smallest_rollout_takes_the_documented_defaults() -> None:
+    spec = RolloutSpec.model_validate({"targetRef": {"name": "checkout"}})
+    assert spec.target_ref.kind == "Deployment"
+    assert spec.strategy is Strategy.canary
+    assert spec.risk is None  # decided later: from the change annotation, else medium
+    assert spec.progress_deadline == "10m"
+    assert not spec.hotfix and not spec.paused
+
+
+def test_the_full_example_reads_as_the_spec_sketches_it() -> None:
+    rollout = Rollout.model_validate(yaml.safe_load((EXAMPLES / "rollout-full.yaml").read_text()))
+    spec = rollout.spec
+    assert spec.risk is Risk.high
+    assert spec.traffic_routing and spec.traffic_routing.gateway_api
+    assert spec.traffic_routing.gateway_api.http_route == "checkout"
+    assert spec.feature_flags and spec.feature_flags.format is FlagFormat.flagd
+    assert spec.analysis and spec.analysis.metrics and spec.analysis.metrics[1].critical == "400ms"
+    assert spec.recovery and spec.recovery.budgets and spec.recovery.budgets.flag == "5m"
+
+
+def test_the_wire_format_is_camel_case() -> None:
+    spec = RolloutSpec.model_validate(
+        {"targetRef": {"name": "a"}, "steps": [{"weight": 10, "minWait": "1m"}]}
+    )
+    dumped = spec.model_dump(by_alias=True, exclude_none=True)
+    assert dumped["targetRef"]["name"] == "a"
+    assert dumped["steps"][0]["minWait"] == "1m"
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        pytest.param({"targetRef": {"name": "a"}, "risk": "extreme"}, "spec.risk", id="unknown-risk"),
+        pytest.param(
+            {"targetRef": {"name": "a"}, "steps": [{"weight": 150}]}, "spec.steps[0].weight", id="weight-150"
+        ),
+        pytest.param({"risk": "low"}, "spec.targetRef", id="missing-target"),
+        pytest.param(
+            {"targetRef": {"name": "a"}, "waits": {"min": "soon"}}, "spec.waits.min", id="bad-duration"
+        ),
+    ],
+)
+def test_bad_input_names_the_field(spec: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        RolloutSpec.model_validate(spec)
+    assert describe_validation_error(caught.value).startswith(field)
