@@ -269,19 +269,6 @@ class LocalCluster:
     def api_client(self, kubeconfig_path: Path | None = None) -> Any:
         return config.new_client_from_config(str(kubeconfig_path or self.admin_kubeconfig))
 
-    def service_account_kubeconfig(self, namespace: str, name: str, path: Path, hours: int = 4) -> Path:
-        """A kubeconfig that authenticates as a ServiceAccount, through the TokenRequest API."""
-        core = client.CoreV1Api(self.api_client())
-        request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
-            audiences=[], expiration_seconds=hours * 3600))  # fmt: skip
-        status = core.create_namespaced_service_account_token(name, namespace, request).status
-        if status is None or not status.token:
-            raise ClusterError(f"no token issued for ServiceAccount {namespace}/{name}")
-        token = str(status.token)
-        path.write_text(yaml.safe_dump(kubeconfig(self.server, self.pki / "ca.crt", {"token": token})))
-        path.chmod(0o600)
-        return path
-
     # ------------------------------------------------------------------ internals
 
     def _add_fake_nodes(self, timeout: float) -> None:

@@ -170,6 +170,63 @@ def rollout_crd() -> dict[str, Any]:
     }
 
 
+def _type_of(node: dict[str, Any]) -> str:
+    if node.get("x-kubernetes-int-or-string"):
+        return "int or string"
+    kind = str(node.get("type", "any"))
+    if kind == "array":
+        return f"[]{_type_of(node.get('items', {}))}"
+    if kind == "object" and isinstance(node.get("additionalProperties"), dict):
+        return f"map[string]{_type_of(node['additionalProperties'])}"
+    return kind
+
+
+def _constraints(node: dict[str, Any]) -> str:
+    parts = []
+    if "enum" in node:
+        parts.append("one of " + ", ".join(f"`{v}`" for v in node["enum"]))
+    if "minimum" in node or "maximum" in node:
+        parts.append(f"{node.get('minimum', '')}..{node.get('maximum', '')}")
+    if "maxItems" in node:
+        parts.append(f"at most {node['maxItems']} items")
+    for rule in node.get("x-kubernetes-validations", []):
+        parts.append(rule["message"])
+    return "; ".join(parts)
+
+
+def reference_markdown() -> str:
+    """A field reference of the Rollout, generated from the same schema as the CRD."""
+    lines = [
+        "<!-- Generated from operator/parachute/api.py by `make crds`. Do not edit by hand. -->",
+        "# Rollout field reference",
+        "",
+        f"`apiVersion: {api.API_VERSION}`, `kind: {api.KIND}`. Durations are Go-style (`30s`, `5m`, `1h30m`).",
+        "",
+    ]
+    schema = rollout_schema()["properties"]
+    for section in ("spec", "status"):
+        lines += [f"## {section}", "", "| field | type | required | description |", "|---|---|---|---|"]
+        lines += _reference_rows(schema[section], section, required=True, top=True)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _reference_rows(node: dict[str, Any], path: str, *, required: bool, top: bool = False) -> list[str]:
+    rows = []
+    if not top:
+        text = " ".join(node.get("description", "").split())
+        extra = _constraints(node)
+        text = f"{text} ({extra})" if extra and text else text or extra
+        cell = text.replace("|", "\\|")
+        rows.append(f"| `{path}` | {_type_of(node)} | {'yes' if required else ''} | {cell} |")
+    is_list = node.get("type") == "array"
+    child = node.get("items", {}) if is_list else node
+    for name, sub_node in child.get("properties", {}).items():
+        sub_path = f"{path}{'[]' if is_list else ''}.{name}"
+        rows += _reference_rows(sub_node, sub_path, required=name in child.get("required", []))
+    return rows
+
+
 GENERATED_HEADER = "# Generated from operator/parachute by `make crds`. Do not edit by hand.\n"
 
 
@@ -189,6 +246,7 @@ def generated_files() -> dict[str, str]:
         "manifests/crds.yaml": crd,
         "helm/parachute/files/clusterrole-rules.yaml": rules,
         "manifests/operator.yaml": dump(install.documents()),
+        "docs/reference.md": reference_markdown(),
     }
 
 

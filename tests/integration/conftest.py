@@ -25,9 +25,9 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from parachute import crd, rbac
 from testbed.cluster import LocalCluster
 from testbed.demoapp import DemoApp
+from testbed.install import install_crd, install_operator_account
 from testbed.loadgen import LoadGenerator
 from testbed.prometheus import LocalPrometheus, ScrapeTarget
 
@@ -60,21 +60,6 @@ class Cluster:
         self.extensions = client.ApiextensionsV1Api(self.api)
         self.rbac = client.RbacAuthorizationV1Api(self.api)
 
-    def apply(self, document: dict[str, Any]) -> None:
-        """Create, or replace an existing object with the same name (enough for fixtures)."""
-        from kubernetes import utils
-
-        try:
-            utils.create_from_dict(self.api, document)
-        except utils.FailToCreateError as failure:
-            if not all(getattr(e, "status", None) == 409 for e in failure.api_exceptions):
-                raise
-
-    def service_account_kubeconfig(self, namespace: str, name: str, path: Path) -> Path:
-        if self.local is None:
-            pytest.skip("minting ServiceAccount kubeconfigs needs the local control plane")
-        return self.local.service_account_kubeconfig(namespace, name, path)
-
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
@@ -99,22 +84,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 @pytest.fixture(scope="session")
 def crds(cluster: Cluster) -> Cluster:
     """The generated CRD, installed and Established."""
-    document = crd.rollout_crd()
-    name = document["metadata"]["name"]
-    try:
-        cluster.extensions.create_custom_resource_definition(document)
-    except ApiException as error:
-        if error.status != 409:
-            raise
-        current = cluster.extensions.read_custom_resource_definition(name)
-        document["metadata"]["resourceVersion"] = current.metadata.resource_version
-        cluster.extensions.replace_custom_resource_definition(name, document)
-
-    def established() -> bool:
-        conditions = cluster.extensions.read_custom_resource_definition(name).status.conditions or []
-        return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-    eventually(established, what=f"CRD {name} Established")
+    install_crd(cluster.api)
     return cluster
 
 
@@ -188,17 +158,12 @@ def prometheus(demo_app: DemoApp, tmp_path: Path) -> Iterator[LocalPrometheus]:
     server.stop()
 
 
-OPERATOR_NAMESPACE = "parachute-system"
-
-
 @pytest.fixture(scope="session")
 def operator_kubeconfig(crds: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Credentials of the operator's own ServiceAccount, bound to the ClusterRole it ships."""
-    for document in rbac.install_documents(OPERATOR_NAMESPACE):
-        crds.apply(document)
-    eventually(lambda: crds.core.read_namespaced_service_account("parachute", OPERATOR_NAMESPACE))
-    path = tmp_path_factory.mktemp("operator") / "operator.kubeconfig"
-    return crds.service_account_kubeconfig(OPERATOR_NAMESPACE, "parachute", path)
+    return install_operator_account(
+        crds.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.kubeconfig"
+    )
 
 
 class RunningOperator:

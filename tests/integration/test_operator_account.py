@@ -99,7 +99,9 @@ def test_the_operator_serves_rollouts_under_its_own_account(
     assert served["risk"] == "medium"
 
     # Nothing Parachute needs blocks deletion: no finalizer on the user's Rollout.
-    body = crds.custom.get_namespaced_custom_object("parachute.dev", "v1alpha1", namespace, "rollouts", "checkout")
+    body = crds.custom.get_namespaced_custom_object(
+        "parachute.dev", "v1alpha1", namespace, "rollouts", "checkout"
+    )
     assert not body["metadata"].get("finalizers")
 
     # When the missing target appears, the Rollout becomes valid by itself.

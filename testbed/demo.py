@@ -1,0 +1,162 @@
+"""`make demo`: Parachute's main job on this machine, with nothing but the project's own files.
+
+Brings up the local control plane and a Prometheus scraping the demo app under load,
+installs the CRD and the operator's RBAC, runs the operator under its own ServiceAccount,
+creates a Deployment and applies an example Rollout, then shows what a user sees. It keeps
+running (printing the Rollout as it changes) until Ctrl-C; `--once` stops after the first
+view. The cluster stays up afterwards for kubectl; `make cluster-down` stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from parachute import api
+from testbed.cluster import DEFAULT_DIR, REPO, LocalCluster
+from testbed.demoapp import Behaviour, DemoApp
+from testbed.install import install_crd, install_operator_account
+from testbed.loadgen import LoadGenerator
+from testbed.prometheus import LocalPrometheus, ScrapeTarget
+
+NAMESPACE = "shop"
+
+
+def say(text: str) -> None:
+    print(f"\n==> {text}", flush=True)
+
+
+def ensure(create: Any, *args: Any) -> None:
+    with contextlib.suppress(ApiException):
+        create(*args)
+
+
+def deploy_checkout(cluster: LocalCluster, prometheus_url: str) -> None:
+    api_client = cluster.api_client()
+    core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+    ensure(core.create_namespace, {"metadata": {"name": NAMESPACE}})
+    labels = {"app": "checkout"}
+    ensure(apps.create_namespaced_deployment, NAMESPACE, {
+        "metadata": {"name": "checkout", "labels": labels},
+        "spec": {"replicas": 10, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels},
+            "spec": {"containers": [{"name": "app", "image": "registry.example/checkout:1.0"}]}}},
+    })  # fmt: skip
+    rollout = yaml.safe_load((REPO / "examples" / "demo-rollout.yaml").read_text())
+    rollout["spec"]["analysis"]["prometheus"]["address"] = prometheus_url
+    custom = client.CustomObjectsApi(api_client)
+    try:
+        custom.create_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, rollout)
+    except ApiException as error:
+        if error.status != 409:
+            raise
+        custom.patch_namespaced_custom_object(
+            api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, "checkout", rollout
+        )
+
+
+def show(cluster: LocalCluster) -> str:
+    """`kubectl get pr -n shop -o wide` when kubectl is here; the same columns otherwise."""
+    kubectl = shutil.which("kubectl")
+    if kubectl:
+        result = subprocess.run(
+            [kubectl, f"--kubeconfig={cluster.admin_kubeconfig}", "get", "pr", "-n", NAMESPACE, "-o", "wide"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        return result.stdout or result.stderr
+    body: dict[str, Any] = client.CustomObjectsApi(cluster.api_client()).get_namespaced_custom_object(  # type: ignore[assignment]
+        api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, "checkout"
+    )
+    status = body.get("status", {})
+    row = [body["metadata"]["name"], status.get("phase", ""), status.get("stage", ""),
+           str(status.get("canaryWeight", "")), status.get("risk", ""), status.get("lastVerdict", ""),
+           status.get("message", "")]  # fmt: skip
+    return "NAME  PHASE  STAGE  WEIGHT  RISK  VERDICT  MESSAGE\n" + "  ".join(row) + "\n"
+
+
+def start_metrics(workdir: Path) -> tuple[DemoApp, LoadGenerator, LocalPrometheus]:
+    app = DemoApp().start()
+    app.canary.set_behaviour(Behaviour(error_rate=0.0, latency_ms=25))
+    load = LoadGenerator(app.stable.url, app.canary.url, rate=20, canary_percent=lambda: 10).start()
+    targets = [ScrapeTarget("demoapp", f"127.0.0.1:{v.port}", {"namespace": NAMESPACE, "app": "checkout"})
+               for v in app.versions.values()]  # fmt: skip
+    return app, load, LocalPrometheus(workdir / "prometheus", targets).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m testbed.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    parser.add_argument("--once", action="store_true", help="show the first view and stop")
+    args = parser.parse_args(argv)
+
+    say("starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)")
+    cluster = LocalCluster(args.dir)
+    cluster.up()
+    print(f"    export KUBECONFIG={cluster.admin_kubeconfig}")
+
+    say("starting the demo app (stable + canary), its load, and Prometheus scraping it every second")
+    app, load, prometheus = start_metrics(args.dir)
+    print(f"    Prometheus at {prometheus.url}")
+
+    say("installing the Rollout CRD and the operator's least-privilege RBAC")
+    install_crd(cluster.api_client())
+    operator_kubeconfig = install_operator_account(
+        cluster.admin_kubeconfig, cluster.dir / "operator.kubeconfig"
+    )
+
+    say("starting the operator under its own ServiceAccount")
+    log = (args.dir / "logs" / "operator.log").open("ab")
+    operator = subprocess.Popen(
+        [sys.executable, "-m", "parachute", "run"], stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "KUBECONFIG": str(operator_kubeconfig)},
+    )  # fmt: skip
+    print(f"    operator log: {args.dir / 'logs' / 'operator.log'}")
+
+    say("creating Deployment shop/checkout (10 replicas) and applying examples/demo-rollout.yaml")
+    deploy_checkout(cluster, prometheus.url)
+
+    stop = False
+
+    def interrupt(*_: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    say("kubectl get pr -n shop -o wide")
+    last = ""
+    deadline = time.monotonic() + 30
+    try:
+        while not stop:
+            view = show(cluster)
+            if view != last:
+                print(view, end="", flush=True)
+                last = view
+            if args.once and ("Pending" in view or time.monotonic() > deadline):
+                break
+            time.sleep(2)
+    finally:
+        operator.send_signal(signal.SIGTERM)
+        operator.wait(timeout=20)
+        log.close()
+        load.stop()
+        prometheus.stop()
+        app.stop()
+    say("stopped the operator, Prometheus and the demo app; the cluster is still up (`make cluster-down`)")
+    return 0 if "Pending" in last or "Progressing" in last or "Healthy" in last else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Install Parachute into a cluster the way a user would: the generated CRD (waiting until
+it is Established) and the operator's ServiceAccount, ClusterRole and binding."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, config, utils
+from kubernetes.client.exceptions import ApiException
+
+from parachute import crd, rbac
+from testbed.cluster import wait_for
+
+OPERATOR_NAMESPACE = "parachute-system"
+OPERATOR_ACCOUNT = "parachute"
+
+
+def install_crd(api_client: client.ApiClient, timeout: float = 30) -> None:
+    """Create or replace the Rollout CRD and wait until the API server serves it."""
+    extensions = client.ApiextensionsV1Api(api_client)
+    document: dict[str, Any] = crd.rollout_crd()
+    name = document["metadata"]["name"]
+    try:
+        extensions.create_custom_resource_definition(document)  # type: ignore[arg-type]  # dicts are accepted
+    except ApiException as error:
+        if error.status != 409:
+            raise
+        current = extensions.read_custom_resource_definition(name)
+        document["metadata"]["resourceVersion"] = current.metadata and current.metadata.resource_version
+        extensions.replace_custom_resource_definition(name, document)  # type: ignore[arg-type]
+
+    def established() -> bool:
+        status = extensions.read_custom_resource_definition(name).status
+        return any(
+            c.type == "Established" and c.status == "True" for c in (status and status.conditions) or []
+        )
+
+    wait_for(f"CRD {name} Established", established, timeout)
+
+
+def apply(api_client: client.ApiClient, document: dict[str, Any]) -> None:
+    """Create the object; one that already exists is left as it is (enough for fixtures)."""
+    try:
+        utils.create_from_dict(api_client, document)
+    except utils.FailToCreateError as failure:
+        if not all(getattr(e, "status", None) == 409 for e in failure.api_exceptions):
+            raise
+
+
+def service_account_kubeconfig(
+    admin_kubeconfig: Path, namespace: str, name: str, path: Path, hours: int = 4
+) -> Path:
+    """A kubeconfig for the same cluster that authenticates as a ServiceAccount (TokenRequest API)."""
+    admin = yaml.safe_load(admin_kubeconfig.read_text())
+    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
+    cluster = next(c for c in admin["clusters"] if c["name"] == context["cluster"])
+    core = client.CoreV1Api(config.new_client_from_config(str(admin_kubeconfig)))
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=hours * 3600)
+    )
+    status = core.create_namespaced_service_account_token(name, namespace, request).status
+    if status is None or not status.token:
+        raise RuntimeError(f"no token issued for ServiceAccount {namespace}/{name}")
+    account = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "cluster", "cluster": cluster["cluster"]}],
+        "users": [{"name": name, "user": {"token": status.token}}],
+        "contexts": [{"name": name, "context": {"cluster": "cluster", "user": name}}],
+        "current-context": name,
+    }
+    path.write_text(yaml.safe_dump(account))
+    path.chmod(0o600)
+    return path
+
+
+def install_operator_account(admin_kubeconfig: Path, kubeconfig_path: Path) -> Path:
+    """The operator's ServiceAccount bound to the shipped ClusterRole; returns its kubeconfig."""
+    api_client = config.new_client_from_config(str(admin_kubeconfig))
+    for document in rbac.install_documents(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT):
+        apply(api_client, document)
+    core = client.CoreV1Api(api_client)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ApiException):
+            core.read_namespaced_service_account(OPERATOR_ACCOUNT, OPERATOR_NAMESPACE)
+            break
+        time.sleep(0.2)
+    return service_account_kubeconfig(admin_kubeconfig, OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, kubeconfig_path)
