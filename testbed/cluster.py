@@ -68,6 +68,12 @@ def install_binaries() -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
+def tool(name: str) -> Path:
+    """A cached tool binary (`helm`, `kwok`, ...) at the version `versions.env` pins."""
+    version = _versions()[f"{name.upper()}_VERSION"]
+    return install_binaries() / f"{name}-v{version}" / name
+
+
 def _versions() -> dict[str, str]:
     lines = (REPO / "testbed" / "versions.env").read_text().splitlines()
     pairs = (line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))

@@ -15,6 +15,7 @@ BIN=$CACHE/bin
 KUBE_DIR=$BIN/kubernetes-v$KUBE_VERSION
 ETCD_DIR=$BIN/etcd-v$ETCD_VERSION
 KWOK_DIR=$BIN/kwok-v$KWOK_VERSION
+HELM_DIR=$BIN/helm-v$HELM_VERSION
 ARCH=$(uname -m); case $ARCH in x86_64) ARCH=amd64 ;; aarch64) ARCH=arm64 ;; esac
 
 log() { printf '[install-binaries] %s\n' "$*" >&2; }
@@ -125,6 +126,21 @@ write_kwok_stages() {
   mv "$KWOK_DIR/stages.yaml.part" "$KWOK_DIR/stages.yaml"
 }
 
+helm_ok() { local out; [ -x "$HELM_DIR/helm" ] && out=$("$HELM_DIR/helm" version --short 2>/dev/null) && [[ $out == "v$HELM_VERSION"* ]]; }
+
+download_helm() {
+  local tmp; tmp=$(mktemp -d)
+  fetch "https://get.helm.sh/helm-v$HELM_VERSION-linux-$ARCH.tar.gz" "$tmp/helm.tgz" || { rm -rf "$tmp"; return 1; }
+  tar -xzf "$tmp/helm.tgz" -C "$tmp"
+  mkdir -p "$HELM_DIR"; mv "$tmp/linux-$ARCH/helm" "$HELM_DIR/"; rm -rf "$tmp"
+}
+
+build_helm() {
+  go_env
+  GOBIN=$HELM_DIR go install -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION" \
+    "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
+}
+
 obtain() {  # obtain NAME: check, else download, else build
   local name=$1 start=$SECONDS
   if "${name}_ok"; then log "$name: cached"; return; fi
@@ -140,4 +156,5 @@ mkdir -p "$BIN"
 obtain etcd
 obtain kwok
 obtain kube
+obtain helm
 echo "$BIN"

@@ -239,7 +239,8 @@ def dump(document: dict[str, Any] | list[dict[str, Any]]) -> str:
 def generated_files() -> dict[str, str]:
     """Every file generated from the models, by path relative to the repository root."""
     crd = dump(rollout_crd())
-    rules = dump(rbac.cluster_role_rules_document())
+    # One YAML list, pasted under `rules:` by the chart's template.
+    rules = GENERATED_HEADER + yaml.safe_dump(rbac.cluster_role_rules_document(), sort_keys=False)
     return {
         "crds/rollouts.parachute.dev.yaml": crd,
         "helm/parachute/crds/rollouts.parachute.dev.yaml": crd,
