@@ -89,7 +89,7 @@ def show(cluster: LocalCluster) -> str:
 def start_metrics(workdir: Path) -> tuple[DemoApp, LoadGenerator, LocalPrometheus]:
     app = DemoApp().start()
     app.canary.set_behaviour(Behaviour(error_rate=0.0, latency_ms=25))
-    load = LoadGenerator(app.stable.url, app.canary.url, rate=20, canary_percent=lambda: 10).start()
+    load = LoadGenerator(app.stable.url, app.canary.url, rate=20, canary_percent=lambda: weight.value).start()
     targets = [ScrapeTarget("demoapp", f"127.0.0.1:{v.port}", {"namespace": NAMESPACE, "app": "checkout"})
                for v in app.versions.values()]  # fmt: skip
     return app, load, LocalPrometheus(workdir / "prometheus", targets).start()
@@ -135,18 +135,31 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
-    say("kubectl get pr -n shop -o wide")
-    last = ""
-    deadline = time.monotonic() + 30
+    released = False
     try:
-        while not stop:
-            view = show(cluster)
-            if view != last:
-                print(view, end="", flush=True)
-                last = view
-            if args.once and ("Pending" in view or time.monotonic() > deadline):
-                break
-            time.sleep(2)
+        watch(cluster, lambda: stop, until=lambda s: s.get("phase") == "Healthy", timeout=60)
+        say(
+            "releasing a new image: kubectl -n shop set image deployment/checkout app=registry.example/checkout:2.0"
+        )
+        client.AppsV1Api(cluster.api_client()).patch_namespaced_deployment("checkout", NAMESPACE, {
+            "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "registry.example/checkout:2.0"}]}}}
+        })  # fmt: skip
+        say("kubectl get pr -n shop -o wide --watch   (the demo app's traffic follows WEIGHT)")
+
+        def done(status: dict[str, Any]) -> bool:
+            weight.value = float(status.get("canaryWeight") or 0)
+            release = status.get("release") or {}
+            return status.get("phase") == "Healthy" and release.get("stableRevision") == release.get(
+                "revision"
+            )
+
+        released = watch(cluster, lambda: stop, until=done, timeout=300)
+        if released:
+            say(
+                "released: the Deployment runs the new image and the canary is retired (kubectl -n shop get deploy)"
+            )
+        while not stop and not args.once:
+            time.sleep(1)
     finally:
         operator.send_signal(signal.SIGTERM)
         operator.wait(timeout=20)
@@ -155,7 +168,37 @@ def main(argv: list[str] | None = None) -> int:
         prometheus.stop()
         app.stop()
     say("stopped the operator, Prometheus and the demo app; the cluster is still up (`make cluster-down`)")
-    return 0 if "Pending" in last or "Progressing" in last or "Healthy" in last else 1
+    return 0 if released else 1
+
+
+class Weight:
+    """The canary share the load generator sends, following the Rollout."""
+
+    value = 0.0
+
+
+weight = Weight()
+
+
+def watch(cluster: LocalCluster, stopped: Any, until: Any, timeout: float) -> bool:
+    """Print the Rollout's line whenever it changes, until `until(status)` or the timeout."""
+    last = ""
+    deadline = time.monotonic() + timeout
+    custom = client.CustomObjectsApi(cluster.api_client())
+    while not stopped() and time.monotonic() < deadline:
+        body: dict[str, Any] = custom.get_namespaced_custom_object(  # type: ignore[assignment]
+            api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, "checkout"
+        )
+        status = dict(body.get("status") or {})
+        state = repr([status.get(k) for k in ("phase", "stage", "canaryWeight", "message")])
+        if state != last:  # AGE changes every second; print when the state does
+            view = show(cluster)
+            print(view.splitlines()[-1] if last else view.rstrip(), flush=True)
+            last = state
+        if until(status):
+            return True
+        time.sleep(1)
+    return False
 
 
 if __name__ == "__main__":

@@ -666,6 +666,7 @@ class Phase(StrEnum):
     paused = "Paused"
     rolling_back = "RollingBack"
     rolled_back = "RolledBack"
+    aborted = "Aborted"  # stopped by a person (or a deadline); stable serves everything
     healthy = "Healthy"  # fully promoted and closed, or nothing to release
     invalid = "Invalid"
 
@@ -770,6 +771,14 @@ class ReleaseStatus(Model):
     started_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
 
 
+class HandledCommands(Model):
+    """The last value of each command annotation acted on: a new value is a new command."""
+
+    promote: str | None = None
+    abort: str | None = None
+    retry: str | None = None
+
+
 class RolloutStatus(Model):
     observed_generation: int | None = None
     phase: Phase | None = None
@@ -791,6 +800,8 @@ class RolloutStatus(Model):
     blocked_revisions: list[str] | None = Field(
         None, description="Revisions that rolled back; not released again until marked fixed."
     )
+    paused_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    commands: HandledCommands | None = None
     next_check_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
     conditions: list[Condition] | None = Field(
         None,
@@ -807,6 +818,12 @@ class Rollout(Model):
     spec: RolloutSpec
     status: RolloutStatus | None = None
 
+
+# Manual control: set one of these annotations to a new value (a timestamp is usual) and
+# Parachute acts on it once; `status.commands` records the value it acted on.
+PROMOTE_ANNOTATION = f"{GROUP}/promote"  # end the current stage's wait now
+ABORT_ANNOTATION = f"{GROUP}/abort"  # stop the release; all traffic back to stable
+RETRY_ANNOTATION = f"{GROUP}/retry"  # start an aborted or rolled-back release again
 
 # Printer columns of `kubectl get pr`: what an SRE needs on one line.
 PRINTER_COLUMNS: list[dict[str, Any]] = [

@@ -1,70 +1,85 @@
-"""kopf registration: thin handlers that delegate to `parachute.reconcile`.
+"""kopf registration only: watch events wake the scheduler; the scheduler reconciles.
 
-No timers or daemons: kopf puts a finalizer on every object that has one, and a Rollout
-must stay deletable when the operator is gone. A Rollout is reconciled when it changes and
-when its target Deployment changes (found through an in-memory index of targets).
+No timers, daemons or mandatory deletion handlers: kopf would put a finalizer on every
+Rollout, and a Rollout must stay deletable when the operator is gone. With only event
+handlers, kopf writes nothing to Rollouts either: their status is Parachute's alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import kopf
 
 from parachute import api, kube
-from parachute.reconcile import reconcile
+from parachute.engine_loop import reconcile_key
+from parachute.scheduler import Key, Scheduler
 
 ROLLOUTS = (api.GROUP, api.VERSION, api.PLURAL)
-# kopf's own bookkeeping goes to annotations under this prefix, so `status` is Parachute's alone.
 KOPF_PREFIX = f"kopf.{api.GROUP}"
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{api.GROUP}/finalizer"
-    # Parachute posts its own Events with meaningful reasons; kopf's are log lines.
-    settings.posting.level = logging.ERROR
+    settings.posting.level = logging.ERROR  # Parachute posts its own Events, with reasons
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    memo.scheduler = Scheduler(reconcile_key)
+    memo.scheduler_task = asyncio.create_task(memo.scheduler.run(), name="parachute-scheduler")
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    task: asyncio.Task[None] | None = getattr(memo, "scheduler_task", None)
+    if task is not None:
+        task.cancel()
 
 
 @kopf.index(*ROLLOUTS)
 def rollouts_by_target(
     namespace: str | None, name: str, spec: kopf.Spec, **_: Any
 ) -> dict[tuple[str | None, str], str]:
-    target = spec.get("targetRef", {}).get("name", "")
-    return {(namespace, target): name}
+    return {(namespace, spec.get("targetRef", {}).get("name", "")): name}
 
 
-@kopf.on.resume(*ROLLOUTS)
-@kopf.on.create(*ROLLOUTS)
-@kopf.on.update(*ROLLOUTS, field="spec")
-async def on_rollout(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    new = await _next_status(dict(body))
-    if new is not None:
-        patch.status.update(new)
+@kopf.on.event(*ROLLOUTS)
+def on_rollout(
+    type: str, namespace: str | None, name: str, status: kopf.Status, memo: kopf.Memo, **_: Any
+) -> None:
+    scheduler: Scheduler = memo.scheduler
+    key: Key = (namespace or "", name)
+    if type == "DELETED":
+        scheduler.forget(key)
+        return
+    scheduler.wake(key)
+    due = status.get("nextCheckAt")
+    if due:
+        scheduler.wake(key, datetime.fromisoformat(due.replace("Z", "+00:00")))
 
 
 @kopf.on.event("apps", "v1", "deployments")
-async def on_target(namespace: str | None, name: str, **kwargs: Any) -> None:
+def on_deployment(namespace: str | None, name: str, meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A target or a canary changed: wake the Rollout it belongs to."""
     index: kopf.Index[tuple[str | None, str], str] = kwargs["rollouts_by_target"]
-    if namespace is None:
-        return
-    for rollout_name in index.get((namespace, name), []):
-        body = await kube.read_rollout(namespace, rollout_name)
-        new = await _next_status(body) if body else None
-        if new is not None:
-            await kube.patch_rollout_status(namespace, rollout_name, new)
+    scheduler: Scheduler = memo.scheduler
+    for rollout in index.get((namespace, name), []):
+        scheduler.wake((namespace or "", rollout))
+    for owner in meta.get("ownerReferences") or []:
+        if owner.get("kind") == api.KIND and owner.get("apiVersion") == api.API_VERSION:
+            scheduler.wake((namespace or "", owner["name"]))
 
 
-async def _next_status(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The status to write, or None when nothing changed (no write, no new resourceVersion)."""
-    status = await reconcile(body, datetime.now(UTC))
-    new = status.model_dump(by_alias=True, exclude_none=True, mode="json")
-    return None if new == dict(body.get("status") or {}) else new
+@kopf.on.delete(*ROLLOUTS, optional=True)
+async def on_rollout_deleted(namespace: str | None, spec: kopf.Spec, **_: Any) -> None:
+    """Best effort (no finalizer): hand the target back unpaused so it rolls on its own again."""
+    target = spec.get("targetRef", {}).get("name")
+    if namespace and target and await kube.read_deployment(namespace, target):
+        await kube.patch_deployment(namespace, target, {"spec": {"paused": False}})

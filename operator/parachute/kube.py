@@ -1,17 +1,32 @@
 """The Kubernetes reads and writes Parachute makes: one place to look.
 
 The synchronous `kubernetes` client is called from worker threads (`asyncio.to_thread`)
-so that a slow API server never blocks kopf's event loop.
+so that a slow API server never blocks kopf's event loop. Objects travel as plain dicts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import uuid
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+
+from parachute import api
+
+ROLLOUT_API = (api.GROUP, api.VERSION)
+COMPONENT = "parachute"
+
+
+class ConflictError(Exception):
+    """The object changed since it was read; read it again and decide again."""
+
+
+class NamespaceTerminatingError(Exception):
+    """The namespace is being deleted: nothing new may be created in it."""
 
 
 @functools.cache
@@ -24,49 +39,111 @@ def api_client() -> client.ApiClient:
     return client.ApiClient()
 
 
-def _read_deployment(namespace: str, name: str) -> dict[str, Any] | None:
+def _plain(obj: Any) -> dict[str, Any]:
+    return cast(dict[str, Any], api_client().sanitize_for_serialization(obj))
+
+
+def _absent_on_404(call: Any, *args: Any) -> Any:
     try:
-        obj = client.AppsV1Api(api_client()).read_namespaced_deployment(name, namespace)
+        return call(*args)
     except ApiException as error:
         if error.status == 404:
             return None
         raise
-    result: dict[str, Any] = api_client().sanitize_for_serialization(obj)
-    return result
 
 
 async def read_deployment(namespace: str, name: str) -> dict[str, Any] | None:
     """The Deployment as a plain dict, or None when it does not exist."""
-    return await asyncio.to_thread(_read_deployment, namespace, name)
+    apps = client.AppsV1Api(api_client())
+    found = await asyncio.to_thread(_absent_on_404, apps.read_namespaced_deployment, name, namespace)
+    return None if found is None else _plain(found)
 
 
-ROLLOUT_API = ("parachute.dev", "v1alpha1")
+async def create_deployment(namespace: str, body: dict[str, Any]) -> None:
+    apps = client.AppsV1Api(api_client())
+    await asyncio.to_thread(apps.create_namespaced_deployment, namespace, body)  # type: ignore[arg-type]  # dicts are accepted
 
 
-def _read_rollout(namespace: str, name: str) -> dict[str, Any] | None:
+async def patch_deployment(namespace: str, name: str, patch: dict[str, Any]) -> None:
+    """A merge patch (strategic for Deployments: lists of containers merge by name)."""
+    apps = client.AppsV1Api(api_client())
+    await asyncio.to_thread(apps.patch_namespaced_deployment, name, namespace, patch)
+
+
+async def replace_deployment(namespace: str, name: str, body: dict[str, Any]) -> None:
+    """A full replace, guarded by the resourceVersion in `body`."""
+    apps = client.AppsV1Api(api_client())
     try:
-        body = client.CustomObjectsApi(api_client()).get_namespaced_custom_object(
-            *ROLLOUT_API, namespace, "rollouts", name
-        )
+        await asyncio.to_thread(apps.replace_namespaced_deployment, name, namespace, body)  # type: ignore[arg-type]
     except ApiException as error:
-        if error.status == 404:
-            return None
+        if error.status == 409:
+            raise ConflictError(f"Deployment {namespace}/{name} changed while being updated") from error
         raise
-    return cast(dict[str, Any], body)
 
 
 async def read_rollout(namespace: str, name: str) -> dict[str, Any] | None:
-    return await asyncio.to_thread(_read_rollout, namespace, name)
-
-
-async def patch_rollout_status(namespace: str, name: str, status: dict[str, Any]) -> None:
-    """Merge-patch the status subresource (lists such as conditions are replaced whole)."""
-    api = client.CustomObjectsApi(api_client())
-    await asyncio.to_thread(
-        api.patch_namespaced_custom_object_status,
-        *ROLLOUT_API,
-        namespace,
-        "rollouts",
-        name,
-        {"status": status},
+    custom = client.CustomObjectsApi(api_client())
+    found = await asyncio.to_thread(
+        _absent_on_404, custom.get_namespaced_custom_object, *ROLLOUT_API, namespace, api.PLURAL, name
     )
+    return cast(dict[str, Any] | None, found)
+
+
+def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The RFC 7386 merge patch that turns `old` into `new`: changed keys, None for removed ones."""
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            nested = merge_patch(before, value)
+            if nested:
+                patch[key] = nested
+        elif value != before:
+            patch[key] = value
+    return patch
+
+
+async def patch_rollout_status(
+    namespace: str, name: str, old: dict[str, Any], new: dict[str, Any], resource_version: str
+) -> None:
+    """Write the status change, only if nobody wrote the Rollout since it was read (else Conflict).
+
+    The resourceVersion in the patch is a precondition, so two reconciles of one Rollout
+    can never interleave their writes.
+    """
+    custom = client.CustomObjectsApi(api_client())
+    body = {"metadata": {"resourceVersion": resource_version}, "status": merge_patch(old, new)}
+    try:
+        await asyncio.to_thread(
+            custom.patch_namespaced_custom_object_status, *ROLLOUT_API, namespace, api.PLURAL, name, body
+        )
+    except ApiException as error:
+        if error.status == 409:
+            raise ConflictError(f"{namespace}/{name} changed while being reconciled") from error
+        raise
+
+
+async def post_event(rollout: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    """A core/v1 Event about the Rollout, as `kubectl describe pr` shows them."""
+    meta = rollout["metadata"]
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = {
+        "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": api.API_VERSION, "kind": api.KIND, "name": meta["name"],
+            "namespace": meta["namespace"], "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "type": type_, "reason": reason, "message": message[:1024],
+        "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    }  # fmt: skip
+    core = client.CoreV1Api(api_client())
+    try:
+        await asyncio.to_thread(core.create_namespaced_event, meta["namespace"], event)  # type: ignore[arg-type]
+    except ApiException as error:
+        if error.status == 403 and "NamespaceTerminating" in str(error.body):
+            raise NamespaceTerminatingError(meta["namespace"]) from error
+        raise

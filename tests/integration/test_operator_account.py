@@ -93,7 +93,7 @@ def test_the_operator_serves_rollouts_under_its_own_account(
 
     # The invalid one does not stop the operator from serving the other.
     served = eventually(
-        lambda: status("checkout").get("phase") == "Pending" and status("checkout"), timeout=30
+        lambda: status("checkout").get("phase") == "Healthy" and status("checkout"), timeout=30
     )
     assert served["observedGeneration"] == 1
     assert served["risk"] == "medium"
@@ -106,4 +106,4 @@ def test_the_operator_serves_rollouts_under_its_own_account(
 
     # When the missing target appears, the Rollout becomes valid by itself.
     crds.apps.create_namespaced_deployment(namespace, deployment("missing"))
-    eventually(lambda: status("orphan").get("phase") == "Pending", timeout=30, what="orphan recovers")
+    eventually(lambda: status("orphan").get("phase") == "Healthy", timeout=30, what="orphan recovers")

@@ -1,0 +1,375 @@
+"""The release state machine: `decide(spec, status, observed, now) -> Decision`.
+
+Pure and level-triggered: given what the status says and what the cluster looks like, it
+says what the status and the workload should be now. It never sleeps; waits are timestamps
+in status, compared with `now`. Running it twice on the same input gives the same answer,
+and running it after a restart resumes where the status says the release was.
+
+Phases: Healthy (nothing to release, or released) → Progressing (stage by stage) → Healthy,
+with Paused (spec.paused), Aborted (by a person or a deadline) and RolledBack (by health)
+on the way. A new pod template starts a release; another one during it supersedes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from parachute import conditions
+from parachute.api import (
+    ABORT_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    RETRY_ANNOTATION,
+    Condition,
+    ConditionStatus,
+    HandledCommands,
+    Phase,
+    PlannedStage,
+    ReleaseStatus,
+    RolloutSpec,
+    RolloutStatus,
+    parse_duration,
+)
+from parachute.conditions import timestamp
+from parachute.plan.model import Decision, Event, EventType, Observed, WorkloadIntent
+from parachute.plan.stages import effective_risk, flag_gated_plan, plan_for
+from parachute.plan.workload import canary_replicas
+
+# How soon to look again while waiting for the cluster (pods becoming ready, a rollout).
+CLUSTER_TICK = timedelta(seconds=2)
+ACTIVE = (Phase.progressing, Phase.paused, Phase.waiting)
+STOPPED = (Phase.aborted, Phase.rolled_back)
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def stages_for(spec: RolloutSpec) -> list[PlannedStage]:
+    """The user's steps, the five-stage flag-gated sequence, or the risk plan."""
+    if not spec.steps and spec.feature_flags is not None and effective_risk(spec).value in ("medium", "high"):
+        return flag_gated_plan(spec)
+    return plan_for(spec)
+
+
+@dataclass
+class _Work:
+    """The decision being built: a mutable copy of status plus what else comes out."""
+
+    status: RolloutStatus
+    now: datetime
+    events: list[Event] = field(default_factory=list)
+    next_check_at: datetime | None = None
+    intent: WorkloadIntent | None = None
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.events.append(Event(EventType.warning if warning else EventType.normal, reason, message))
+
+    def check_at(self, moment: datetime) -> None:
+        if self.next_check_at is None or moment < self.next_check_at:
+            self.next_check_at = moment
+
+
+def decide(
+    spec: RolloutSpec, status: RolloutStatus, observed: Observed, now: datetime, generation: int | None = None
+) -> Decision:
+    work = _Work(status.model_copy(deep=True), now)
+    st = work.status
+    st.risk = effective_risk(spec)
+    st.plan = stages_for(spec)
+    st.observed_generation = generation
+    st.commands = st.commands or HandledCommands()
+
+    _follow_template(work, observed)
+    _recover_from_invalid(work)
+    _apply_commands(work, spec, observed)
+    _pause_or_resume(work, spec)
+
+    revision = observed.target.revision
+    if st.phase == Phase.progressing:
+        _progress(work, spec, observed)
+    elif st.phase == Phase.paused:
+        work.intent = _stage_intent(st, observed, revision)
+    else:  # Healthy, Aborted, RolledBack: stable serves everything
+        work.intent = WorkloadIntent(target_paused=True, canary_replicas=0, canary_revision=None)
+        if st.phase in STOPPED:
+            st.canary_weight = 0
+
+    _stale_promote_is_dropped(work, observed)
+    st.conditions = _conditions(st, now, generation)
+    st.next_check_at = timestamp(work.next_check_at) if work.next_check_at else None
+    assert work.intent is not None
+    return Decision(st, work.intent, tuple(work.events), work.next_check_at)
+
+
+# ---------------------------------------------------------------------------- transitions
+
+
+def _follow_template(work: _Work, observed: Observed) -> None:
+    """Adopt the target on first sight; a new pod template starts (or supersedes) a release."""
+    st, target = work.status, observed.target
+    release = st.release or ReleaseStatus()
+    if release.stable_revision is None:
+        st.release = ReleaseStatus(stable_revision=target.revision, revision=target.revision)
+        st.phase = Phase.healthy
+        st.message = f"serving revision {target.revision}"
+        st.canary_weight = 0
+        work.event(
+            "Adopted",
+            f"Deployment adopted at revision {target.revision}; new templates are released in stages",
+        )
+        return
+    if target.revision == release.revision:
+        return
+    if target.revision == release.stable_revision:
+        st.release = ReleaseStatus(stable_revision=release.stable_revision, revision=target.revision)
+        st.phase, st.stage_index, st.stage, st.stage_started_at, st.paused_at = (
+            Phase.healthy,
+            None,
+            None,
+            None,
+            None,
+        )
+        st.canary_weight = 0
+        st.message = f"template is back at the stable revision {target.revision}; release cancelled"
+        work.event("ReleaseCancelled", st.message)
+        return
+    superseding = release.revision != release.stable_revision and st.phase in ACTIVE
+    st.release = ReleaseStatus(
+        revision=target.revision,
+        stable_revision=release.stable_revision,
+        images=list(target.images) or None,
+        started_at=timestamp(work.now),
+    )
+    _start(work)
+    if superseding:
+        work.event(
+            "ReleaseSuperseded", f"revision {target.revision} replaces {release.revision}; starting over"
+        )
+    else:
+        work.event("ReleaseStarted", f"releasing revision {target.revision} over {release.stable_revision}")
+
+
+def _recover_from_invalid(work: _Work) -> None:
+    """A Rollout that was Invalid (say its target was briefly missing) resumes its release."""
+    st = work.status
+    assert st.release is not None
+    if st.phase not in (None, Phase.invalid):
+        return
+    if st.release.revision != st.release.stable_revision and st.stage_index is not None:
+        st.phase = Phase.progressing
+    else:
+        st.phase = Phase.healthy
+        st.message = f"serving revision {st.release.stable_revision}"
+
+
+def _start(work: _Work) -> None:
+    st = work.status
+    st.phase = Phase.progressing
+    st.paused_at = None
+    _enter_stage(work, 0)
+
+
+def _enter_stage(work: _Work, index: int) -> None:
+    st = work.status
+    assert st.plan is not None
+    st.stage_index = index
+    st.stage = f"{index + 1}/{len(st.plan)}"
+    st.stage_started_at = timestamp(work.now)
+    st.canary_weight = st.plan[index].weight
+
+
+def _apply_commands(work: _Work, spec: RolloutSpec, observed: Observed) -> None:
+    st = work.status
+    assert st.commands is not None and st.release is not None
+    abort = observed.commands.get(ABORT_ANNOTATION)
+    if abort and abort != st.commands.abort:
+        st.commands.abort = abort
+        if st.phase in ACTIVE:
+            _stop(work, Phase.aborted, "Aborted", f"aborted by {ABORT_ANNOTATION}")
+    retry = observed.commands.get(RETRY_ANNOTATION)
+    if retry and retry != st.commands.retry:
+        st.commands.retry = retry
+        if st.phase in STOPPED and st.release.revision != st.release.stable_revision:
+            st.release = st.release.model_copy(update={"started_at": timestamp(work.now)})
+            _start(work)
+            work.event("ReleaseRetried", f"retrying revision {st.release.revision} from the first stage")
+
+
+def _stop(work: _Work, phase: Phase, reason: str, why: str) -> None:
+    st = work.status
+    assert st.release is not None
+    st.phase = phase
+    st.paused_at = None
+    st.canary_weight = 0
+    st.message = (
+        f"{why}; all traffic on stable revision {st.release.stable_revision}; "
+        f"set {RETRY_ANNOTATION} to start again, or apply a new template"
+    )
+    work.event(reason, st.message, warning=True)
+
+
+def _pause_or_resume(work: _Work, spec: RolloutSpec) -> None:
+    st = work.status
+    if st.phase == Phase.progressing and spec.paused:
+        st.phase = Phase.paused
+        st.paused_at = timestamp(work.now)
+        st.message = f"paused at stage {st.stage} by spec.paused"
+        work.event("Paused", st.message)
+    elif st.phase == Phase.paused and not spec.paused:
+        paused_at = parse_time(st.paused_at) or work.now
+        started = parse_time(st.stage_started_at) or work.now
+        # The wait clock stops while paused: the stage still gets its whole wait.
+        st.stage_started_at = timestamp(started + (work.now - paused_at))
+        st.phase = Phase.progressing
+        st.paused_at = None
+        work.event("Resumed", f"resumed at stage {st.stage}")
+
+
+def _stage_intent(st: RolloutStatus, observed: Observed, revision: str) -> WorkloadIntent:
+    """The workload of the current stage: the canary sized to its weight, the target held."""
+    assert st.plan is not None and st.stage_index is not None
+    stage = st.plan[min(st.stage_index, len(st.plan) - 1)]
+    if stage.weight == 100:
+        done = observed.target.rolled_out
+        keep = _previous_canary(st, observed)
+        return WorkloadIntent(
+            target_paused=done, canary_replicas=0 if done else keep, canary_revision=revision
+        )
+    return WorkloadIntent(
+        target_paused=True,
+        canary_replicas=canary_replicas(observed.target.replicas, stage.weight),
+        canary_revision=revision,
+    )
+
+
+def _previous_canary(st: RolloutStatus, observed: Observed) -> int:
+    """While the target rolls to the new version, the canary keeps the capacity it had."""
+    assert st.plan is not None and st.stage_index is not None
+    earlier = [s.weight for s in st.plan[: st.stage_index] if s.weight < 100]
+    return canary_replicas(observed.target.replicas, earlier[-1]) if earlier else 0
+
+
+def _progress(work: _Work, spec: RolloutSpec, observed: Observed) -> None:
+    st = work.status
+    assert st.plan is not None and st.release is not None
+    if st.stage_index is None or st.stage_index >= len(st.plan):
+        # The plan got shorter under a running release (a spec edit): continue from its end.
+        _enter_stage(work, min(st.stage_index or 0, len(st.plan) - 1))
+    index = st.stage_index
+    assert index is not None
+    stage = st.plan[index]
+    st.stage = f"{index + 1}/{len(st.plan)}"
+    revision = observed.target.revision
+    work.intent = _stage_intent(st, observed, revision)
+    started = parse_time(st.stage_started_at) or work.now
+    label = f"stage {st.stage} ({stage.name}) at {stage.weight}%"
+
+    if observed.health.failed:
+        _stop(
+            work,
+            Phase.rolled_back,
+            "RolledBack",
+            f"{label}: {observed.health.reason or 'health check failed'}",
+        )
+        work.intent = WorkloadIntent(target_paused=True, canary_replicas=0, canary_revision=None)
+        return
+
+    if not _stage_ready(work, observed, stage.weight, revision):
+        deadline = started + parse_duration(spec.progress_deadline)
+        if work.now >= deadline:
+            _stop(work, Phase.aborted, "ProgressDeadlineExceeded",
+                  f"{label}: the new version was not ready within {spec.progress_deadline}")  # fmt: skip
+            work.intent = WorkloadIntent(target_paused=True, canary_replicas=0, canary_revision=None)
+            return
+        st.message = f"{label}: waiting for the new version to become ready"
+        work.check_at(min(work.now + CLUSTER_TICK, deadline))
+        return
+
+    elapsed = work.now - started
+    min_wait = parse_duration(stage.min_wait or "0s")
+    max_wait = parse_duration(stage.max_wait or stage.min_wait or "0s")
+    healthy_since = observed.health.healthy_since
+    healthy_whole_wait = healthy_since is None or healthy_since <= started
+    promote = observed.commands.get(PROMOTE_ANNOTATION)
+    promoted_by_hand = bool(promote) and promote != (st.commands.promote if st.commands else None)
+
+    if promoted_by_hand or elapsed >= max_wait or (elapsed >= min_wait and healthy_whole_wait):
+        if promoted_by_hand:
+            assert st.commands is not None
+            st.commands.promote = promote
+            work.event("Promoted", f"{label}: wait ended by {PROMOTE_ANNOTATION}")
+        _advance(work, observed)
+        return
+    until = started + (min_wait if healthy_whole_wait else max_wait)
+    st.message = f"{label}: watching until {timestamp(until)}"
+    work.check_at(until)
+
+
+def _stage_ready(work: _Work, observed: Observed, weight: int, revision: str) -> bool:
+    if weight == 100:
+        return observed.target.rolled_out
+    want = work.intent.canary_replicas if work.intent else 0
+    canary = observed.canary
+    return canary is not None and canary.revision == revision and canary.ready >= want
+
+
+def _advance(work: _Work, observed: Observed) -> None:
+    st = work.status
+    assert st.plan is not None and st.stage_index is not None and st.release is not None
+    following = st.stage_index + 1
+    if following < len(st.plan):
+        _enter_stage(work, following)
+        stage = st.plan[following]
+        reason = (
+            "Promoting" if stage.weight == 100 and st.plan[following - 1].weight < 100 else "StageAdvanced"
+        )
+        st.message = f"stage {st.stage} ({stage.name}) at {stage.weight}%"
+        work.event(reason, st.message)
+        work.intent = _stage_intent(st, observed, observed.target.revision)
+        work.check_at(work.now)
+        return
+    revision = st.release.revision
+    st.release = st.release.model_copy(update={"stable_revision": revision})
+    st.phase = Phase.healthy
+    st.message = f"revision {revision} released"
+    work.intent = WorkloadIntent(target_paused=True, canary_replicas=0, canary_revision=None)
+    work.event("ReleaseCompleted", st.message)
+
+
+def _stale_promote_is_dropped(work: _Work, observed: Observed) -> None:
+    """A promote given when nothing is waiting must not skip a later release's wait."""
+    st = work.status
+    promote = observed.commands.get(PROMOTE_ANNOTATION)
+    if promote and st.commands is not None and st.phase not in (Phase.progressing, Phase.paused):
+        st.commands.promote = promote
+
+
+# ---------------------------------------------------------------------------- conditions
+
+
+def _conditions(st: RolloutStatus, now: datetime, generation: int | None) -> list[Condition]:
+    phase = st.phase
+    message = st.message or ""
+    table = [
+        (conditions.READY, phase == Phase.healthy, str(phase)),
+        (conditions.PROGRESSING, phase == Phase.progressing, str(phase)),
+        (conditions.DEGRADED, phase in STOPPED, str(phase)),
+        (conditions.PAUSED, phase == Phase.paused, "PausedBySpec" if phase == Phase.paused else str(phase)),
+        (conditions.INVALID, False, "SpecValid"),
+    ]
+    out: list[Condition] = list(st.conditions or [])
+    for type_, on, reason in table:
+        out = conditions.set_condition(
+            out,
+            type_=type_,
+            status=ConditionStatus.true if on else ConditionStatus.false,
+            reason=reason,
+            message=message if on else "",
+            now=now,
+            generation=generation,
+        )
+    return out

@@ -1,0 +1,82 @@
+"""What the planner sees and what it decides: plain data, no clients.
+
+`Observed` is a snapshot of the cluster taken by the reconcile; `Decision` is what the
+status, the workload and the Events should become. The planner never calls anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from parachute.api import RolloutStatus
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """The user's Deployment as observed."""
+
+    revision: str  # hash of its current pod template (what the user wants to run)
+    replicas: int  # its desired size
+    paused: bool
+    images: tuple[str, ...] = ()
+    # Whether every pod runs the current template and is available (after an unpause).
+    rolled_out: bool = False
+
+
+@dataclass(frozen=True)
+class CanaryState:
+    """The canary Deployment Parachute owns, as observed."""
+
+    revision: str | None  # the template revision it runs
+    replicas: int
+    ready: int
+
+
+@dataclass(frozen=True)
+class Health:
+    """The analysis summary for the current stage (filled in by the analysis module)."""
+
+    # Since when every watched signal has been healthy without a break; None = always.
+    healthy_since: datetime | None = None
+    # A verdict that demands a rollback.
+    failed: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Observed:
+    target: TargetState
+    canary: CanaryState | None = None
+    commands: dict[str, str] = field(default_factory=dict)  # annotation -> value
+    health: Health = Health()
+
+
+@dataclass(frozen=True)
+class WorkloadIntent:
+    """How the workload should be; the executor makes it so, idempotently."""
+
+    target_paused: bool
+    canary_replicas: int  # 0 retires the canary
+    canary_revision: str | None  # the template revision the canary must run
+
+
+class EventType(StrEnum):
+    normal = "Normal"
+    warning = "Warning"
+
+
+@dataclass(frozen=True)
+class Event:
+    type: EventType
+    reason: str  # CamelCase, as Kubernetes Events are
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: RolloutStatus
+    workload: WorkloadIntent
+    events: tuple[Event, ...] = ()
+    next_check_at: datetime | None = None  # when to look again without an outside change

@@ -1,0 +1,43 @@
+"""What the workload should look like: replica arithmetic and template revisions.
+
+The target Deployment keeps its full size, so stable can take all traffic back at once.
+With replica-ratio routing the canary is sized so that ready pods split as the weight says:
+canary / (stable + canary) ≈ weight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+# Annotations that change a pod template without changing what runs.
+IGNORED_TEMPLATE_ANNOTATIONS = frozenset({"parachute.dev/restarted-at"})
+
+
+def canary_replicas(stable: int, weight: int) -> int:
+    """Canary pods for `weight`% of traffic next to `stable` pods; at least one above 0%."""
+    if not 0 <= weight <= 100:
+        raise ValueError(f"weight {weight} is outside 0..100")
+    if weight == 0 or stable == 0:
+        return 0 if weight == 0 else 1
+    if weight == 100:
+        return stable
+    return max(1, round(stable * weight / (100 - weight)))
+
+
+def actual_weight(stable: int, canary: int) -> int:
+    """The share of ready pods that run the new version, in percent."""
+    total = stable + canary
+    return 0 if total == 0 else round(100 * canary / total)
+
+
+def revision_of(template: dict[str, Any]) -> str:
+    """A short, stable hash of a pod template: a new value is a new release."""
+    meta = dict(template.get("metadata") or {})
+    annotations = {
+        k: v for k, v in (meta.get("annotations") or {}).items() if k not in IGNORED_TEMPLATE_ANNOTATIONS
+    }
+    meta["annotations"] = annotations or None
+    canonical = json.dumps({**template, "metadata": meta}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]

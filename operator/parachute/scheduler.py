@@ -1,0 +1,110 @@
+"""When each Rollout is next due, and one loop that reconciles whatever is due.
+
+Replaces per-object timers: kopf would put a finalizer on every object with a timer, and
+one heap of due times scales further than thousands of timer tasks. The heap is only a
+cache: the due times come from `status.nextCheckAt` and from watch events, so a new
+process rebuilds it from the first listing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+Key = tuple[str, str]  # namespace, name
+Work = Callable[[Key], Awaitable[datetime | None]]
+
+logger = logging.getLogger("parachute.scheduler")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        work: Work,
+        clock: Callable[[], datetime] = utcnow,
+        concurrency: int = 8,
+        max_backoff: float = 60,
+    ) -> None:
+        self._work = work
+        self._clock = clock
+        self._due: dict[Key, datetime] = {}
+        self._heap: list[tuple[datetime, Key]] = []
+        self._running: set[Key] = set()
+        self._again: set[Key] = set()  # woken while running: run once more right after
+        self._failures: dict[Key, int] = {}
+        self._limit = asyncio.Semaphore(concurrency)
+        self._changed = asyncio.Event()
+        self._max_backoff = max_backoff
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def wake(self, key: Key, at: datetime | None = None) -> None:
+        """Make `key` due at `at` (now if None), unless it is already due earlier."""
+        at = at or self._clock()
+        if key in self._running:
+            if at <= self._clock():
+                self._again.add(key)
+            else:
+                self._schedule(key, at)
+            return
+        self._schedule(key, at)
+
+    def forget(self, key: Key) -> None:
+        self._due.pop(key, None)
+        self._again.discard(key)
+
+    @property
+    def pending(self) -> int:
+        return len(self._due)
+
+    def _schedule(self, key: Key, at: datetime) -> None:
+        current = self._due.get(key)
+        if current is not None and current <= at:
+            return
+        self._due[key] = at
+        heapq.heappush(self._heap, (at, key))
+        self._changed.set()
+
+    async def run(self) -> None:
+        while True:
+            now = self._clock()
+            while self._heap and self._heap[0][0] <= now:
+                at, key = heapq.heappop(self._heap)
+                if self._due.get(key) != at:
+                    continue  # superseded by an earlier or later wake
+                del self._due[key]
+                task = asyncio.create_task(self._one(key))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            delay = (self._heap[0][0] - now).total_seconds() if self._heap else 3600.0
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=max(0.0, min(delay, 3600.0)))
+
+    async def _one(self, key: Key) -> None:
+        async with self._limit:
+            self._running.add(key)
+            try:
+                following = await self._work(key)
+                self._failures.pop(key, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                failures = self._failures[key] = self._failures.get(key, 0) + 1
+                backoff = min(self._max_backoff, 2 ** min(failures, 10))
+                logger.warning("reconcile of %s/%s failed (%s); again in %ss", *key, error, backoff)
+                following = self._clock() + timedelta(seconds=backoff)
+            finally:
+                self._running.discard(key)
+            if key in self._again:
+                self._again.discard(key)
+                following = self._clock()
+            if following is not None:
+                self._schedule(key, following)

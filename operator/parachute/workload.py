@@ -1,0 +1,153 @@
+"""The workload Parachute runs beside the user's Deployment: observe it, and make it as
+the planner intends.
+
+The target (the user's or GitOps') is only paused and unpaused. The new version runs in a
+canary Deployment Parachute owns (`<target>-canary`): the target's pod template plus a
+canary label, owned by the Rollout, so it goes away with the Rollout. Writes are "ensure":
+build what should be, read what is, create it if missing, refuse if it is someone else's,
+patch only what differs.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from parachute import api, kube
+from parachute.plan.model import CanaryState, Observed, TargetState, WorkloadIntent
+from parachute.plan.workload import revision_of
+
+CANARY_LABEL = f"{api.GROUP}/canary"
+ROLLOUT_LABEL = f"{api.GROUP}/rollout"
+REVISION_ANNOTATION = f"{api.GROUP}/revision"
+COMMANDS = (api.PROMOTE_ANNOTATION, api.ABORT_ANNOTATION, api.RETRY_ANNOTATION)
+
+
+class ForeignObjectError(Exception):
+    """An object Parachute would manage exists and belongs to someone else: it is left alone."""
+
+
+def canary_name(target: str) -> str:
+    return f"{target}-canary"
+
+
+def target_state(deployment: dict[str, Any]) -> TargetState:
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    replicas = int(spec.get("replicas", 1))
+    current = status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+    rolled_out = (
+        current
+        and status.get("updatedReplicas", 0) == replicas
+        and status.get("availableReplicas", 0) == replicas
+        and status.get("replicas", 0) == replicas  # no pods of the old version left
+    )
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    return TargetState(
+        revision=revision_of(spec.get("template") or {}),
+        replicas=replicas,
+        paused=bool(spec.get("paused")),
+        images=tuple(c.get("image", "") for c in containers),
+        rolled_out=rolled_out,
+    )
+
+
+def canary_state(deployment: dict[str, Any]) -> CanaryState:
+    meta, spec, status = deployment["metadata"], deployment.get("spec") or {}, deployment.get("status") or {}
+    current = status.get("observedGeneration", 0) >= meta.get("generation", 0)
+    # Pods of an earlier template may still be ready: count only updated ones.
+    ready = min(status.get("readyReplicas", 0), status.get("updatedReplicas", 0)) if current else 0
+    return CanaryState(
+        revision=(meta.get("annotations") or {}).get(REVISION_ANNOTATION),
+        replicas=int(spec.get("replicas", 0)),
+        ready=ready,
+    )
+
+
+def owned_by(obj: dict[str, Any], rollout: dict[str, Any]) -> bool:
+    uid = rollout["metadata"].get("uid")
+    return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
+
+
+async def observe(rollout: dict[str, Any], target: dict[str, Any]) -> Observed:
+    namespace = rollout["metadata"]["namespace"]
+    canary = await kube.read_deployment(namespace, canary_name(target["metadata"]["name"]))
+    if canary is not None and not owned_by(canary, rollout):
+        raise ForeignObjectError(
+            f"Deployment {namespace}/{canary['metadata']['name']} exists and is not this Rollout's; "
+            "Parachute will not overwrite it (rename it, or delete it if it is left over)"
+        )
+    annotations = rollout["metadata"].get("annotations") or {}
+    return Observed(
+        target=target_state(target),
+        canary=canary_state(canary) if canary else None,
+        commands={k: v for k, v in annotations.items() if k in COMMANDS},
+    )
+
+
+def desired_canary(
+    rollout: dict[str, Any], target: dict[str, Any], replicas: int, revision: str
+) -> dict[str, Any]:
+    meta = rollout["metadata"]
+    template = copy.deepcopy(target["spec"]["template"])
+    template.setdefault("metadata", {}).setdefault("labels", {})[CANARY_LABEL] = "true"
+    selector = copy.deepcopy(target["spec"]["selector"])
+    selector.setdefault("matchLabels", {})[CANARY_LABEL] = "true"
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": canary_name(target["metadata"]["name"]),
+            "namespace": meta["namespace"],
+            "labels": {"app.kubernetes.io/managed-by": "parachute", ROLLOUT_LABEL: meta["name"]},
+            "annotations": {REVISION_ANNOTATION: revision},
+            "ownerReferences": [
+                {
+                    "apiVersion": api.API_VERSION,
+                    "kind": api.KIND,
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {"replicas": replicas, "selector": selector, "template": template},
+    }
+
+
+async def act(rollout: dict[str, Any], target: dict[str, Any], intent: WorkloadIntent) -> list[str]:
+    """Make the workload as `intent` says; returns what was changed (for logs)."""
+    namespace = rollout["metadata"]["namespace"]
+    name = target["metadata"]["name"]
+    changed = []
+    if bool(target["spec"].get("paused")) != intent.target_paused:
+        await kube.patch_deployment(namespace, name, {"spec": {"paused": intent.target_paused}})
+        changed.append(f"{'paused' if intent.target_paused else 'unpaused'} Deployment {name}")
+
+    current = await kube.read_deployment(namespace, canary_name(name))
+    if current is not None and not owned_by(current, rollout):
+        raise ForeignObjectError(f"Deployment {namespace}/{canary_name(name)} is not this Rollout's")
+    if intent.canary_replicas == 0 or intent.canary_revision is None:
+        if current is not None and current["spec"].get("replicas", 0) != 0:
+            await kube.patch_deployment(namespace, canary_name(name), {"spec": {"replicas": 0}})
+            changed.append(f"scaled {canary_name(name)} to 0")
+        return changed
+    desired = desired_canary(rollout, target, intent.canary_replicas, intent.canary_revision)
+    if current is None:
+        await kube.create_deployment(namespace, desired)
+        changed.append(f"created {canary_name(name)} with {intent.canary_replicas} replicas")
+    elif canary_state(current).revision != intent.canary_revision:
+        # Replaced whole, not patched: a merge would keep containers the new template dropped.
+        current["metadata"].setdefault("annotations", {}).update(desired["metadata"]["annotations"])
+        current["spec"] = {
+            **current["spec"],
+            "replicas": intent.canary_replicas,
+            "template": desired["spec"]["template"],
+        }
+        await kube.replace_deployment(namespace, canary_name(name), current)
+        changed.append(f"moved {canary_name(name)} to revision {intent.canary_revision}")
+    elif current["spec"].get("replicas", 0) != intent.canary_replicas:
+        await kube.patch_deployment(
+            namespace, canary_name(name), {"spec": {"replicas": intent.canary_replicas}}
+        )
+        changed.append(f"scaled {canary_name(name)} to {intent.canary_replicas}")
+    return changed

@@ -1,0 +1,148 @@
+"""Releases on the real cluster, with the operator running under its own ServiceAccount:
+a new image goes 10% → 50% → 100%, survives the operator dying mid-stage, and an abort
+puts everything back on stable."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import Cluster, RunningOperator, deployment, eventually, rollout
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+GROUP, VERSION, PLURAL = "parachute.dev", "v1alpha1", "rollouts"
+
+
+class Release:
+    """What a test needs to drive and read one Rollout of Deployment `checkout`."""
+
+    def __init__(self, cluster: Cluster, namespace: str) -> None:
+        self.cluster, self.namespace = cluster, namespace
+
+    def create(self, replicas: int = 4, **spec: Any) -> None:
+        self.cluster.apps.create_namespaced_deployment(
+            self.namespace, deployment("checkout", replicas=replicas)
+        )
+        body = rollout("checkout", targetRef={"name": "checkout"}, **spec)
+        self.cluster.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+        eventually(lambda: self.status().get("phase") == "Healthy", timeout=60, what="adopted")
+        eventually(lambda: self.target().spec.paused, what="target paused")
+
+    def status(self) -> dict[str, Any]:
+        body = self.cluster.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, "checkout"
+        )
+        return dict(body.get("status") or {})
+
+    def annotate(self, key: str, value: str) -> None:
+        patch = {"metadata": {"annotations": {key: value}}}
+        self.cluster.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, "checkout", patch
+        )
+
+    def target(self) -> Any:
+        return self.cluster.apps.read_namespaced_deployment("checkout", self.namespace)
+
+    def canary_replicas(self) -> int | None:
+        try:
+            return int(
+                self.cluster.apps.read_namespaced_deployment("checkout-canary", self.namespace).spec.replicas
+            )
+        except Exception:
+            return None
+
+    def new_image(self, image: str = "registry.example/checkout:2.0") -> None:
+        patch = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}}
+        self.cluster.apps.patch_namespaced_deployment("checkout", self.namespace, patch)
+
+    def reasons(self) -> list[str]:
+        events = self.cluster.core.list_namespaced_event(
+            self.namespace, field_selector="involvedObject.name=checkout,involvedObject.kind=Rollout"
+        ).items
+        return [e.reason for e in sorted(events, key=lambda e: e.metadata.creation_timestamp)]
+
+    def running_images(self) -> set[str]:
+        pods = self.cluster.core.list_namespaced_pod(self.namespace, label_selector="app=checkout").items
+        return {p.spec.containers[0].image for p in pods if p.metadata.deletion_timestamp is None}
+
+
+@pytest.fixture
+def release(crds: Cluster, namespace: str) -> Release:
+    return Release(crds, namespace)
+
+
+def test_a_medium_release_goes_10_50_100_with_matching_canary_pods(
+    release: Release, operator: RunningOperator
+) -> None:
+    release.create(replicas=4, risk="medium", waits={"min": "3s", "max": "10s"})
+    release.new_image()
+
+    seen: list[tuple[str, int, int | None]] = []
+
+    def released() -> bool:
+        status = release.status()
+        point = (status.get("stage", ""), status.get("canaryWeight", 0), release.canary_replicas())
+        if not seen or seen[-1] != point:
+            seen.append(point)
+        stable = (status.get("release") or {}).get("stableRevision")
+        return status.get("phase") == "Healthy" and stable == status["release"]["revision"] and len(seen) > 1
+
+    eventually(released, timeout=120, interval=0.2, what="release completed")
+    # 4 stable pods: 10% is 1 canary pod, 50% is as many canary pods as stable ones.
+    assert ("1/3", 10, 1) in seen
+    assert ("2/3", 50, 4) in seen
+    assert any(stage == "3/3" and weight == 100 for stage, weight, _ in seen)
+
+    target = release.target()
+    assert target.spec.template.spec.containers[0].image == "registry.example/checkout:2.0"
+    assert target.spec.paused is True  # held again, ready for the next release
+    eventually(lambda: release.canary_replicas() == 0, what="canary retired")
+    eventually(lambda: release.running_images() == {"registry.example/checkout:2.0"}, timeout=60)
+    # Event times have one-second resolution, so their order is not theirs to show; each happened once.
+    expected = sorted(["Adopted", "ReleaseStarted", "StageAdvanced", "Promoting", "ReleaseCompleted"])
+    eventually(lambda: sorted(release.reasons()) == expected, what=f"Events {expected}")
+
+
+def test_a_new_operator_resumes_the_stage_its_predecessor_died_in(
+    release: Release, operator: RunningOperator
+) -> None:
+    release.create(replicas=4, risk="medium", waits={"min": "12s", "max": "30s"})
+    release.new_image()
+    eventually(lambda: release.status().get("stage") == "1/3" and release.canary_replicas() == 1, timeout=60)
+    before = release.status()
+
+    operator.kill()  # no goodbye: mid-stage, mid-wait
+    time.sleep(2)
+    operator.start()
+
+    # The new process does not start the stage again, nor the release.
+    time.sleep(3)
+    during = release.status()
+    assert (during["stage"], during["stageStartedAt"]) == (before["stage"], before["stageStartedAt"])
+    eventually(lambda: release.status().get("stage") == "2/3", timeout=60, what="resumed and advanced")
+    # Events follow the status write that decided them.
+    reasons = eventually(lambda: "StageAdvanced" in release.reasons() and release.reasons())
+    assert reasons.count("ReleaseStarted") == 1
+    assert reasons.count("StageAdvanced") == 1
+
+
+def test_an_abort_mid_stage_returns_everything_to_stable(release: Release, operator: RunningOperator) -> None:
+    release.create(replicas=4, risk="medium", waits={"min": "60s", "max": "120s"})
+    release.new_image()
+    eventually(lambda: release.status().get("stage") == "1/3" and release.canary_replicas() == 1, timeout=60)
+    eventually(lambda: "registry.example/checkout:2.0" in release.running_images(), timeout=60)
+
+    release.annotate("parachute.dev/abort", "2026-11-26T12:00:00Z")
+
+    eventually(lambda: release.status().get("phase") == "Aborted", timeout=30, what="aborted")
+    eventually(lambda: release.canary_replicas() == 0, what="canary scaled to zero")
+    eventually(lambda: release.running_images() == {"registry.example/checkout:1.0"}, timeout=60)
+    status = release.status()
+    assert status["canaryWeight"] == 0
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "Aborted")
+    assert release.target().spec.paused is True  # the new template waits for a retry
+    eventually(lambda: "Aborted" in release.reasons(), what="an Aborted Event")

@@ -1,0 +1,319 @@
+"""The release state machine, read as the spec: stages, waits, manual commands, supersede,
+restarts. Pure: a virtual clock and a simulated workload, no cluster."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from parachute.api import (
+    ABORT_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    RETRY_ANNOTATION,
+    Phase,
+)
+from parachute.plan.engine import decide
+from parachute.plan.model import Health
+from parachute.plan.workload import actual_weight, canary_replicas, revision_of
+from tests.unit.world import T0, Story, World, spec
+
+MEDIUM = spec(risk="medium", waits={"min": "1m", "max": "5m"})
+SECONDS = timedelta(seconds=1)
+MINUTE = timedelta(minutes=1)
+
+
+def released(story: Story, revision: str = "rev-2") -> Story:
+    """Adopt at rev-1, then the user applies a new template."""
+    story.tick()
+    story.world.revision = revision
+    story.tick()
+    return story
+
+
+# ---------------------------------------------------------------------------- replica arithmetic
+
+
+@pytest.mark.parametrize(
+    ("stable", "weight", "canary"),
+    [
+        pytest.param(10, 0, 0, id="zero-weight-no-pods"),
+        pytest.param(10, 10, 1, id="ten-percent-of-ten"),
+        pytest.param(10, 50, 10, id="half-means-as-many-as-stable"),
+        pytest.param(3, 10, 1, id="at-least-one-pod-above-zero"),
+        pytest.param(4, 75, 12, id="three-to-one"),
+        pytest.param(10, 100, 10, id="full"),
+    ],
+)
+def test_canary_is_sized_so_ready_pods_split_as_the_weight_says(
+    stable: int, weight: int, canary: int
+) -> None:
+    assert canary_replicas(stable, weight) == canary
+
+
+def test_actual_weight_is_the_share_of_pods() -> None:
+    assert actual_weight(10, 10) == 50
+    assert actual_weight(10, 1) == 9
+    assert actual_weight(0, 0) == 0
+
+
+def test_a_template_revision_ignores_key_order_and_restart_marks() -> None:
+    a = {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}}
+    b = {"spec": {"containers": [{"image": "i:1", "name": "c"}]}, "metadata": {"labels": {"app": "x"}}}
+    restarted = {**a, "metadata": {**a["metadata"], "annotations": {"parachute.dev/restarted-at": "now"}}}
+    assert revision_of(a) == revision_of(b) == revision_of(restarted)
+    assert revision_of(a) != revision_of({**a, "spec": {"containers": [{"name": "c", "image": "i:2"}]}})
+
+
+# ---------------------------------------------------------------------------- single decisions
+
+
+def test_first_sight_adopts_the_target_without_restarting_it() -> None:
+    story = Story(MEDIUM, World(paused=False))
+    decision = story.tick()
+    assert decision.status.phase == Phase.healthy
+    assert decision.status.release.stable_revision == "rev-1"
+    assert decision.workload.target_paused is True  # paused: a template change no longer rolls by itself
+    assert decision.workload.canary_replicas == 0
+    assert story.world.running == "rev-1"  # nothing restarted
+    assert story.reasons == ["Adopted"]
+    assert decision.next_check_at is None
+
+
+def test_a_new_template_starts_a_release_at_the_first_stage() -> None:
+    story = released(Story(MEDIUM))
+    status = story.status
+    assert (status.phase, status.stage, status.canary_weight) == (Phase.progressing, "1/3", 10)
+    assert status.release.revision == "rev-2" and status.release.stable_revision == "rev-1"
+    assert story.last.workload.canary_replicas == 1 and story.last.workload.target_paused
+    assert story.reasons[-1] == "ReleaseStarted"
+
+
+def test_the_stage_waits_for_its_pods_before_its_wait_counts() -> None:
+    story = released(Story(MEDIUM, World(canary_delay=timedelta(seconds=30))))
+    decision = story.tick(10 * SECONDS)
+    assert "waiting for the new version to become ready" in decision.status.message
+    assert decision.next_check_at == story.now + timedelta(seconds=2)
+
+
+@pytest.mark.parametrize(
+    ("after", "stage"),
+    [
+        pytest.param(timedelta(seconds=59), "1/3", id="before-min-wait-stays"),
+        pytest.param(timedelta(seconds=60), "2/3", id="at-min-wait-healthy-advances"),
+    ],
+)
+def test_a_healthy_stage_ends_at_its_minimum_wait(after: timedelta, stage: str) -> None:
+    story = released(Story(MEDIUM))
+    story.tick(after)
+    assert story.status.stage == stage
+
+
+def test_a_stage_not_healthy_for_the_whole_wait_runs_to_its_maximum() -> None:
+    story = released(Story(MEDIUM))
+    story.world.health = Health(healthy_since=story.now + 30 * SECONDS)  # a warning half a minute in
+    decision = story.tick(2 * MINUTE)
+    assert story.status.stage == "1/3"
+    assert decision.next_check_at == T0 + 5 * MINUTE
+    story.tick(3 * MINUTE)  # the maximum: it must be decided, and nothing failed
+    assert story.status.stage == "2/3"
+
+
+def test_the_full_stage_unpauses_the_target_and_keeps_canary_capacity_until_it_rolled() -> None:
+    story = released(Story(spec(steps=[{"weight": 50, "minWait": "1m"}, {"weight": 100, "minWait": "1m"}])))
+    story.world.running = "rev-1"
+    decision = story.tick(MINUTE)  # 50% ends: promotion
+    assert story.status.stage == "2/2" and story.reasons[-1] == "Promoting"
+    assert decision.workload.target_paused is False
+    assert decision.workload.canary_replicas == 10  # as at 50%, until the target has rolled
+
+
+def test_a_completed_release_makes_the_new_revision_stable_and_retires_the_canary() -> None:
+    story = released(Story(MEDIUM))
+    story.run_until_quiet()
+    status = story.status
+    assert status.phase == Phase.healthy
+    assert status.release.stable_revision == "rev-2"
+    assert story.last.workload == story.last.workload.__class__(True, 0, None)
+    assert story.reasons == ["Adopted", "ReleaseStarted", "StageAdvanced", "Promoting", "ReleaseCompleted"]
+    assert status.message == "revision rev-2 released"
+
+
+def test_a_new_version_never_ready_is_aborted_at_the_progress_deadline() -> None:
+    story = released(Story(MEDIUM, World(canary_delay=timedelta(hours=1))))
+    story.tick(9 * MINUTE)
+    assert story.status.phase == Phase.progressing
+    decision = story.tick(MINUTE)
+    assert decision.status.phase == Phase.aborted
+    assert decision.workload.canary_replicas == 0
+    assert story.reasons[-1] == "ProgressDeadlineExceeded"
+
+
+def test_a_failed_health_verdict_rolls_back_to_stable() -> None:
+    story = released(Story(MEDIUM))
+    story.world.health = Health(failed=True, reason="error rate 6% over 5% critical")
+    decision = story.tick(10 * SECONDS)
+    assert decision.status.phase == Phase.rolled_back
+    assert decision.workload.canary_replicas == 0
+    assert "error rate 6%" in decision.status.message
+
+
+def test_an_invalid_rollout_resumes_its_release_when_valid_again() -> None:
+    story = released(Story(MEDIUM))
+    story.status = story.status.model_copy(update={"phase": Phase.invalid})
+    story.tick(SECONDS)
+    assert story.status.phase == Phase.progressing and story.status.stage == "1/3"
+
+
+# ---------------------------------------------------------------------------- manual control
+
+
+def test_abort_returns_all_traffic_to_stable_once() -> None:
+    story = released(Story(MEDIUM))
+    story.world.annotations[ABORT_ANNOTATION] = "t1"
+    decision = story.tick(SECONDS)
+    assert decision.status.phase == Phase.aborted
+    assert decision.workload.canary_replicas == 0 and decision.workload.target_paused
+    assert decision.status.commands.abort == "t1"
+    assert story.reasons[-1] == "Aborted"
+    story.tick(MINUTE)  # the same annotation value is not a new command
+    assert story.reasons.count("Aborted") == 1
+
+
+def test_retry_starts_an_aborted_release_from_the_first_stage() -> None:
+    story = released(Story(MEDIUM))
+    story.tick(MINUTE)
+    assert story.status.stage == "2/3"
+    story.world.annotations[ABORT_ANNOTATION] = "t1"
+    story.tick(SECONDS)
+    story.world.annotations[RETRY_ANNOTATION] = "t2"
+    decision = story.tick(SECONDS)
+    assert (decision.status.phase, decision.status.stage) == (Phase.progressing, "1/3")
+    assert story.reasons[-1] == "ReleaseRetried"
+
+
+def test_promote_ends_the_current_wait_at_once() -> None:
+    story = released(Story(MEDIUM))
+    story.world.annotations[PROMOTE_ANNOTATION] = "t1"
+    story.tick(SECONDS)
+    assert story.status.stage == "2/3"
+    assert story.status.commands.promote == "t1"
+    story.tick(SECONDS)  # the same value does not skip the next stage too
+    assert story.status.stage == "2/3"
+
+
+def test_a_promote_given_while_nothing_waits_does_not_skip_a_later_release() -> None:
+    story = Story(MEDIUM)
+    story.tick()
+    story.world.annotations[PROMOTE_ANNOTATION] = "early"
+    story.tick(SECONDS)
+    story.world.revision = "rev-2"
+    story.tick(SECONDS)
+    story.tick(SECONDS)
+    assert story.status.stage == "1/3"
+
+
+def test_pause_holds_the_stage_and_the_wait_clock() -> None:
+    story = released(Story(MEDIUM))
+    story.spec = MEDIUM.model_copy(update={"paused": True})
+    story.tick(30 * SECONDS)
+    assert story.status.phase == Phase.paused
+    assert story.last.workload.canary_replicas == 1  # held where it was, not rolled back
+    story.tick(10 * MINUTE)
+    assert story.status.stage == "1/3"
+    story.spec = MEDIUM
+    story.tick(SECONDS)  # resumed: 30 s of the 60 s minimum were spent before the pause
+    assert story.status.phase == Phase.progressing and story.status.stage == "1/3"
+    story.tick(29 * SECONDS)
+    assert story.status.stage == "1/3"
+    story.tick(SECONDS)
+    assert story.status.stage == "2/3"
+    assert story.reasons[-3:] == ["Paused", "Resumed", "StageAdvanced"]
+
+
+# ---------------------------------------------------------------------------- supersede and cancel
+
+
+def test_a_second_template_during_a_release_supersedes_it_cleanly() -> None:
+    story = released(Story(MEDIUM))
+    story.tick(MINUTE)
+    assert story.status.stage == "2/3"
+    story.world.revision = "rev-3"
+    decision = story.tick(SECONDS)
+    assert decision.status.release.revision == "rev-3"
+    assert decision.status.release.stable_revision == "rev-1"
+    assert decision.status.stage == "1/3"
+    assert decision.workload.canary_revision == "rev-3" and decision.workload.canary_replicas == 1
+    assert story.reasons[-1] == "ReleaseSuperseded"
+
+
+def test_a_template_put_back_to_stable_cancels_the_release() -> None:
+    story = released(Story(MEDIUM))
+    story.world.revision = "rev-1"
+    decision = story.tick(SECONDS)
+    assert decision.status.phase == Phase.healthy
+    assert decision.workload.canary_replicas == 0
+    assert story.reasons[-1] == "ReleaseCancelled"
+
+
+# ---------------------------------------------------------------------------- restarts
+
+
+def test_a_restart_mid_stage_resumes_at_the_same_stage_without_repeating_anything() -> None:
+    story = released(Story(MEDIUM))
+    story.tick(MINUTE)
+    before = story.status
+    # A new operator process knows only what status says.
+    after = decide(
+        MEDIUM, before, story.world.observe(story.now + SECONDS), story.now + SECONDS, generation=1
+    )
+    assert after.status.stage == before.stage and after.status.stage_started_at == before.stage_started_at
+    assert after.events == ()
+
+
+def test_status_is_written_only_when_something_changed() -> None:
+    story = released(Story(MEDIUM))
+    first = story.tick(SECONDS).status
+    second = decide(MEDIUM, first, story.world.observe(story.now), story.now, generation=1).status
+    assert second == first
+
+
+# ---------------------------------------------------------------------------- properties
+
+actions = st.sampled_from(["tick", "wait", "abort", "retry", "promote", "template", "pause", "slow"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(actions, min_size=1, max_size=40), st.sampled_from(["low", "medium", "high"]))
+def test_invariants_hold_whatever_happens(script: list[str], risk: str) -> None:
+    story = Story(spec(risk=risk, waits={"min": "1m", "max": "3m"}))
+    story.tick()
+    revisions, paused = 1, False
+    for n, action in enumerate(script):
+        previous = story.status
+        if action == "abort":
+            story.world.annotations[ABORT_ANNOTATION] = f"a{n}"
+        elif action == "retry":
+            story.world.annotations[RETRY_ANNOTATION] = f"r{n}"
+        elif action == "promote":
+            story.world.annotations[PROMOTE_ANNOTATION] = f"p{n}"
+        elif action == "template":
+            revisions += 1
+            story.world.revision = f"rev-{revisions}"
+        elif action == "pause":
+            paused = not paused
+            story.spec = story.spec.model_copy(update={"paused": paused})
+        elif action == "slow":
+            story.world.canary_delay = timedelta(minutes=2)
+        decision = story.tick(MINUTE if action == "wait" else SECONDS)
+        status = decision.status
+
+        assert 0 <= (status.canary_weight or 0) <= 100
+        assert decision.workload.canary_replicas >= 0
+        if status.phase in (Phase.aborted, Phase.rolled_back, Phase.healthy):
+            assert decision.workload.canary_replicas == 0  # stable serves everything
+        restarted = (status.release.started_at != previous.release.started_at) if previous.release else True
+        if previous.stage_index is not None and status.stage_index is not None and not restarted:
+            assert status.stage_index >= previous.stage_index, "a stage never goes back except on retry"
