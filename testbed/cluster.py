@@ -6,7 +6,8 @@ the binaries come from `testbed/install-binaries.sh` (release download or a buil
 Go module proxy, cached by version). Every process runs in its own session with its PID in
 the work directory, so a cluster started by one command is stopped by another.
 
-    python -m testbed.cluster up [--dir DIR]     prints the admin kubeconfig path
+    python -m testbed.cluster up [--dir DIR]     prints the admin kubeconfig path; also writes
+                                                 operator.kubeconfig (the operator's ServiceAccount)
     python -m testbed.cluster down [--dir DIR]
 """
 
@@ -380,7 +381,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cluster: {error}", file=sys.stderr)
             cluster.down()
             return 1
+        # The CRD and the operator's own account, so the operator can run here with least privilege.
+        from testbed.install import install_crd, install_operator_account
+
+        install_crd(cluster.api_client())
+        operator = install_operator_account(path, cluster.dir / "operator.kubeconfig")
         print(f"cluster: up in {time.monotonic() - started:.1f}s at {cluster.server}", file=sys.stderr)
+        print(f"cluster: admin kubeconfig {path}", file=sys.stderr)
+        print(
+            f"cluster: operator kubeconfig {operator} (ServiceAccount parachute-system/parachute)",
+            file=sys.stderr,
+        )
         print(path)
     elif args.command == "down":
         cluster.down()

@@ -146,3 +146,49 @@ def test_an_abort_mid_stage_returns_everything_to_stable(release: Release, opera
     assert (degraded["status"], degraded["reason"]) == ("True", "Aborted")
     assert release.target().spec.paused is True  # the new template waits for a retry
     eventually(lambda: "Aborted" in release.reasons(), what="an Aborted Event")
+
+
+def test_adopting_a_deployment_restarts_none_of_its_pods(release: Release, operator: RunningOperator) -> None:
+    release.cluster.apps.create_namespaced_deployment(release.namespace, deployment("checkout", replicas=3))
+    eventually(lambda: release.target().status.ready_replicas == 3, timeout=60)
+    pods = {p.metadata.uid for p in release.cluster.core.list_namespaced_pod(release.namespace).items}
+    body = rollout("checkout", targetRef={"name": "checkout"})
+    release.cluster.custom.create_namespaced_custom_object(GROUP, VERSION, release.namespace, PLURAL, body)
+    eventually(
+        lambda: release.status().get("phase") == "Healthy" and release.target().spec.paused, timeout=60
+    )
+    time.sleep(2)
+    assert {p.metadata.uid for p in release.cluster.core.list_namespaced_pod(release.namespace).items} == pods
+
+
+def test_a_second_image_mid_release_replaces_the_first(release: Release, operator: RunningOperator) -> None:
+    release.create(replicas=4, risk="medium", waits={"min": "4s", "max": "10s"})
+    release.new_image("registry.example/checkout:2.0")
+    eventually(lambda: release.status().get("stage") == "2/3", timeout=60, what="second stage of 2.0")
+    release.new_image("registry.example/checkout:3.0")
+
+    def restarted_with_three() -> bool:
+        canary = release.cluster.apps.read_namespaced_deployment("checkout-canary", release.namespace)
+        return (
+            release.status().get("stage") == "1/3"
+            and canary.spec.template.spec.containers[0].image == "registry.example/checkout:3.0"
+        )
+
+    eventually(restarted_with_three, timeout=30, what="superseded: back to the first stage with 3.0")
+    eventually(lambda: "ReleaseSuperseded" in release.reasons(), what="a ReleaseSuperseded Event")
+    eventually(lambda: release.status().get("phase") == "Healthy", timeout=120, what="3.0 released")
+    eventually(lambda: release.running_images() == {"registry.example/checkout:3.0"}, timeout=60)
+
+
+def test_a_canary_deployment_that_is_not_ours_is_left_alone(
+    release: Release, operator: RunningOperator
+) -> None:
+    foreign = deployment("checkout-canary", replicas=1)
+    release.cluster.apps.create_namespaced_deployment(release.namespace, foreign)
+    release.cluster.apps.create_namespaced_deployment(release.namespace, deployment("checkout", replicas=2))
+    body = rollout("checkout", targetRef={"name": "checkout"})
+    release.cluster.custom.create_namespaced_custom_object(GROUP, VERSION, release.namespace, PLURAL, body)
+    status = eventually(lambda: release.status().get("phase") == "Invalid" and release.status(), timeout=60)
+    assert "checkout-canary exists and is not this Rollout's" in status["message"]
+    untouched = release.cluster.apps.read_namespaced_deployment("checkout-canary", release.namespace)
+    assert untouched.spec.replicas == 1 and not untouched.metadata.owner_references
