@@ -89,10 +89,43 @@ def show(cluster: LocalCluster) -> str:
 def start_metrics(workdir: Path) -> tuple[DemoApp, LoadGenerator, LocalPrometheus]:
     app = DemoApp().start()
     app.canary.set_behaviour(Behaviour(error_rate=0.0, latency_ms=25))
-    load = LoadGenerator(app.stable.url, app.canary.url, rate=20, canary_percent=lambda: weight.value).start()
+    load = LoadGenerator(app.stable.url, app.canary.url, rate=60, canary_percent=weight.canary_share).start()
     targets = [ScrapeTarget("demoapp", f"127.0.0.1:{v.port}", {"namespace": NAMESPACE, "app": "checkout"})
                for v in app.versions.values()]  # fmt: skip
     return app, load, LocalPrometheus(workdir / "prometheus", targets).start()
+
+
+def release_story(cluster: LocalCluster, stopped: Any, once: bool) -> bool:
+    """Wait for adoption, apply a new image, and watch it go through the stages."""
+    adopted: dict[str, Any] = {}
+
+    def healthy(status: dict[str, Any]) -> bool:
+        adopted.update(status.get("release") or {})
+        return status.get("phase") == "Healthy"
+
+    watch(cluster, stopped, until=healthy, timeout=60)
+    say(
+        "releasing a new image: kubectl -n shop set image deployment/checkout app=registry.example/checkout:2.0"
+    )
+    client.AppsV1Api(cluster.api_client()).patch_namespaced_deployment("checkout", NAMESPACE, {
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "registry.example/checkout:2.0"}]}}}
+    })  # fmt: skip
+    say("kubectl get pr -n shop -o wide --watch   (the demo app's traffic follows WEIGHT)")
+
+    def done(status: dict[str, Any]) -> bool:
+        weight.value = float(status.get("canaryWeight") or 0)
+        stable = (status.get("release") or {}).get("stableRevision")
+        # Done is a new stable revision: the first reads may predate the new template.
+        return status.get("phase") == "Healthy" and stable not in (None, adopted.get("stableRevision"))
+
+    released = watch(cluster, stopped, until=done, timeout=300)
+    if released:
+        say(
+            "released: the Deployment runs the new image and the canary is retired (kubectl -n shop get deploy)"
+        )
+    while not stopped() and not once:
+        time.sleep(1)
+    return released
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,29 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     released = False
     try:
-        watch(cluster, lambda: stop, until=lambda s: s.get("phase") == "Healthy", timeout=60)
-        say(
-            "releasing a new image: kubectl -n shop set image deployment/checkout app=registry.example/checkout:2.0"
-        )
-        client.AppsV1Api(cluster.api_client()).patch_namespaced_deployment("checkout", NAMESPACE, {
-            "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "registry.example/checkout:2.0"}]}}}
-        })  # fmt: skip
-        say("kubectl get pr -n shop -o wide --watch   (the demo app's traffic follows WEIGHT)")
-
-        def done(status: dict[str, Any]) -> bool:
-            weight.value = float(status.get("canaryWeight") or 0)
-            release = status.get("release") or {}
-            return status.get("phase") == "Healthy" and release.get("stableRevision") == release.get(
-                "revision"
-            )
-
-        released = watch(cluster, lambda: stop, until=done, timeout=300)
-        if released:
-            say(
-                "released: the Deployment runs the new image and the canary is retired (kubectl -n shop get deploy)"
-            )
-        while not stop and not args.once:
-            time.sleep(1)
+        released = release_story(cluster, lambda: stop, args.once)
     finally:
         operator.send_signal(signal.SIGTERM)
         operator.wait(timeout=20)
@@ -175,6 +186,10 @@ class Weight:
     """The canary share the load generator sends, following the Rollout."""
 
     value = 0.0
+
+    def canary_share(self) -> float:
+        # Once promoted, the new version runs as the target: its traffic is "stable" traffic.
+        return self.value if self.value < 100 else 0.0
 
 
 weight = Weight()

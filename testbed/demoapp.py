@@ -88,6 +88,7 @@ class Version:
         self._flagged: Behaviour | None = None
         self._flag: FlagSource | None = None
         self._lock = threading.Lock()
+        self._served = 0
         self.registry = CollectorRegistry()
         self.requests = Counter("http_requests_total", "HTTP requests served.", ["code", "version"],
                                 registry=self.registry)  # fmt: skip
@@ -126,11 +127,19 @@ class Version:
         return base
 
     def serve_one(self) -> int:
-        """Simulate one request: sleep the latency, decide the status code, record both."""
+        """Simulate one request: sleep the latency, decide the status code, record both.
+
+        Errors are spaced evenly (6% is exactly 6 in every 100 requests), so a short
+        analysis window measures the rate that was set rather than a coin toss around it.
+        """
         behaviour = self.behaviour()
         latency = max(0.0, random.gauss(behaviour.latency_ms, behaviour.latency_ms * 0.2)) / 1000
         time.sleep(latency)
-        code = 500 if random.random() < behaviour.error_rate else 200
+        with self._lock:
+            served = self._served
+            self._served += 1
+        failing = int((served + 1) * behaviour.error_rate) > int(served * behaviour.error_rate)
+        code = 500 if failing else 200
         self.requests.labels(code=str(code), version=self.name).inc()
         self.duration.labels(version=self.name).observe(latency)
         return code

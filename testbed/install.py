@@ -20,9 +20,13 @@ OPERATOR_ACCOUNT = "parachute"
 
 
 def install_crd(api_client: client.ApiClient, timeout: float = 30) -> None:
-    """Create or replace the Rollout CRD and wait until the API server serves it."""
+    """Create or replace every Parachute CRD and wait until the API server serves them."""
+    for document in crd.all_crds():
+        _install_one(api_client, document, timeout)
+
+
+def _install_one(api_client: client.ApiClient, document: dict[str, Any], timeout: float) -> None:
     extensions = client.ApiextensionsV1Api(api_client)
-    document: dict[str, Any] = crd.rollout_crd()
     name = document["metadata"]["name"]
     try:
         extensions.create_custom_resource_definition(document)  # type: ignore[arg-type]  # dicts are accepted

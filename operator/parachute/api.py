@@ -374,7 +374,56 @@ class Metric(Model):
     tolerance: Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?%$", max_length=16)] | None = (
         Field(None, description="With compareWithStable: allowed excess over stable, e.g. 10%.")
     )
-    immediate: bool | None = Field(None, description="A critical value rolls back at once, without sustain.")
+    rollback_at: Threshold | None = Field(
+        None, description="Past this the release is rolled back at once, without waiting for sustainFor."
+    )
+    no_data_is_zero: bool | None = Field(
+        None, description="An empty result means zero (counts such as firing alerts), not Inconclusive."
+    )
+
+
+class MetricTemplateSpec(Model):
+    """A reusable metric: the PromQL and the thresholds, referenced from Rollouts by name."""
+
+    model_config = ConfigDict(
+        json_schema_extra=crd_extras(
+            cel(
+                "has(self.warning) || has(self.critical) || has(self.rollbackAt)",
+                "set at least one threshold",
+            )
+        )
+    )
+
+    query: Annotated[str, StringConstraints(min_length=1, max_length=8192)] = Field(
+        description="PromQL. Variables: {{namespace}}, {{target}}, {{version}}, {{canary}}, {{stable}}, {{window}}."
+    )
+    direction: Direction = Field(Direction.above, description="Which side of the thresholds is bad.")
+    warning: Threshold | None = None
+    critical: Threshold | None = None
+    sustain_for: Duration | None = None
+    rollback_at: Threshold | None = None
+    compare_with_stable: bool = False
+    tolerance: Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?%$", max_length=16)] | None = None
+    no_data_is_zero: bool = False
+    unit: Literal["ratio", "seconds", "perMinute", "count", "number"] = Field(
+        "number", description="How a bare threshold number is read and how values are shown."
+    )
+
+
+class MetricTemplate(Model):
+    """A namespaced metric template (`kind: MetricTemplate`)."""
+
+    api_version: Literal["parachute.dev/v1alpha1"] = "parachute.dev/v1alpha1"
+    kind: Literal["MetricTemplate", "ClusterMetricTemplate"] = "MetricTemplate"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: MetricTemplateSpec
+
+
+class VersionLabels(Model):
+    """The label values that tell the versions apart in metrics ({{canary}} and {{stable}})."""
+
+    canary: Annotated[str, StringConstraints(min_length=1, max_length=253)] = "canary"
+    stable: Annotated[str, StringConstraints(min_length=1, max_length=253)] = "stable"
 
 
 class AnalysisLimits(Model):
@@ -382,7 +431,7 @@ class AnalysisLimits(Model):
 
     failure: int = Field(0, ge=0, le=100, description="Failed measurements tolerated before rolling back.")
     inconclusive: int = Field(
-        3, ge=0, le=100, description="Inconclusive measurements before the release holds."
+        3, ge=0, le=100, description="Inconclusive measurements in a row before the release holds."
     )
     consecutive_errors: int = Field(4, ge=0, le=100, description="Consecutive query errors before it holds.")
 
@@ -394,8 +443,11 @@ class Analysis(Model):
         None, max_length=32, description="Watched metrics; default: the built-ins the risk plan watches."
     )
     min_requests: int | None = Field(
-        None, ge=0, description="Fewer requests than this in the window makes a result Inconclusive."
+        None,
+        ge=0,
+        description="Fewer requests than this in the window makes a result Inconclusive. Default: 10.",
     )
+    versions: VersionLabels | None = Field(None, description="Label values of each version in the metrics.")
     limits: AnalysisLimits | None = None
 
 
@@ -706,6 +758,9 @@ class PlannedStage(Model):
 
 class MetricStatus(Model):
     name: str
+    healthy_since: str | None = Field(
+        None, json_schema_extra={"format": "date-time"}, description="Successful at every evaluation since."
+    )
     value: float | None = Field(None, description="Last measured value; absent when there was no data.")
     stable_value: float | None = None
     verdict: Verdict | None = None
@@ -715,6 +770,7 @@ class MetricStatus(Model):
     inconclusive: int = 0
     errors: int = 0
     consecutive_errors: int = 0
+    consecutive_inconclusive: int = 0
     last_evaluated_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
     breached_since: str | None = Field(None, json_schema_extra={"format": "date-time"})
 
@@ -802,6 +858,7 @@ class RolloutStatus(Model):
     )
     paused_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
     commands: HandledCommands | None = None
+    next_analysis_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
     next_check_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
     conditions: list[Condition] | None = Field(
         None,

@@ -119,55 +119,74 @@ def _ordered(node: Any) -> Any:
     return {k: (node[k] if k in ("enum", "required") else _ordered(node[k])) for k in keys}
 
 
+def _envelope(spec: dict[str, Any], status: dict[str, Any] | None, description: str) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        "spec": spec,
+    }
+    if status is not None:
+        properties["status"] = status
+    return {"type": "object", "description": description, "required": ["spec"], "properties": properties}
+
+
 def rollout_schema() -> dict[str, Any]:
     """The openAPIV3Schema of the Rollout: spec and status from the models, the envelope by hand."""
-    spec = structural(api.RolloutSpec.model_json_schema(by_alias=True))
-    status = structural(api.RolloutStatus.model_json_schema(by_alias=True))
-    return {
-        "type": "object",
-        "description": (api.Rollout.__doc__ or "").strip(),
-        "required": ["spec"],
-        "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"type": "object"},
-            "spec": spec,
-            "status": status,
-        },
+    return _envelope(
+        structural(api.RolloutSpec.model_json_schema(by_alias=True)),
+        structural(api.RolloutStatus.model_json_schema(by_alias=True)),
+        (api.Rollout.__doc__ or "").strip(),
+    )
+
+
+def _crd(
+    kind: str, plural: str, scope: str, schema: dict[str, Any], *, short_names: list[str] | None = None,
+    status: bool = False, columns: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    version: dict[str, Any] = {"name": api.VERSION, "served": True, "storage": True}
+    if status:
+        version["subresources"] = {"status": {}}
+    if columns:
+        version["additionalPrinterColumns"] = columns
+    version["schema"] = {"openAPIV3Schema": schema}
+    names: dict[str, Any] = {
+        "kind": kind,
+        "listKind": f"{kind}List",
+        "plural": plural,
+        "singular": kind.lower(),
     }
-
-
-def rollout_crd() -> dict[str, Any]:
+    if short_names:
+        names["shortNames"] = short_names
+    names["categories"] = ["parachute"]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{api.PLURAL}.{api.GROUP}",
+            "name": f"{plural}.{api.GROUP}",
             "labels": {"app.kubernetes.io/name": "parachute", "app.kubernetes.io/component": "crd"},
         },
-        "spec": {
-            "group": api.GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": api.KIND,
-                "listKind": f"{api.KIND}List",
-                "plural": api.PLURAL,
-                "singular": api.SINGULAR,
-                "shortNames": api.SHORT_NAMES,
-                "categories": ["parachute"],
-            },
-            "versions": [
-                {
-                    "name": api.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": api.PRINTER_COLUMNS,
-                    "schema": {"openAPIV3Schema": rollout_schema()},
-                }
-            ],
-        },
+        "spec": {"group": api.GROUP, "scope": scope, "names": names, "versions": [version]},
     }
+
+
+def rollout_crd() -> dict[str, Any]:
+    return _crd(api.KIND, api.PLURAL, "Namespaced", rollout_schema(), short_names=api.SHORT_NAMES, status=True,
+                columns=api.PRINTER_COLUMNS)  # fmt: skip
+
+
+def metric_template_crd(cluster_wide: bool) -> dict[str, Any]:
+    spec = structural(api.MetricTemplateSpec.model_json_schema(by_alias=True))
+    kind = "ClusterMetricTemplate" if cluster_wide else "MetricTemplate"
+    scope = "cluster-wide" if cluster_wide else "namespaced"
+    description = f"A {scope} metric template: PromQL and thresholds that Rollouts reference by name."
+    columns = [{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]
+    return _crd(kind, f"{kind.lower()}s", "Cluster" if cluster_wide else "Namespaced",
+                _envelope(spec, None, description), columns=columns)  # fmt: skip
+
+
+def all_crds() -> list[dict[str, Any]]:
+    return [rollout_crd(), metric_template_crd(cluster_wide=False), metric_template_crd(cluster_wide=True)]
 
 
 def _type_of(node: dict[str, Any]) -> str:
@@ -238,13 +257,16 @@ def dump(document: dict[str, Any] | list[dict[str, Any]]) -> str:
 
 def generated_files() -> dict[str, str]:
     """Every file generated from the models, by path relative to the repository root."""
-    crd = dump(rollout_crd())
     # One YAML list, pasted under `rules:` by the chart's template.
     rules = GENERATED_HEADER + yaml.safe_dump(rbac.cluster_role_rules_document(), sort_keys=False)
+    files = {}
+    for document in all_crds():
+        text = dump(document)
+        files[f"crds/{document['metadata']['name']}.yaml"] = text
+        files[f"helm/parachute/crds/{document['metadata']['name']}.yaml"] = text
     return {
-        "crds/rollouts.parachute.dev.yaml": crd,
-        "helm/parachute/crds/rollouts.parachute.dev.yaml": crd,
-        "manifests/crds.yaml": crd,
+        **files,
+        "manifests/crds.yaml": dump(all_crds()),
         "helm/parachute/files/clusterrole-rules.yaml": rules,
         "manifests/operator.yaml": dump(install.documents()),
         "docs/reference.md": reference_markdown(),

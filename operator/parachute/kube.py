@@ -7,6 +7,7 @@ so that a slow API server never blocks kopf's event loop. Objects travel as plai
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import uuid
 from datetime import UTC, datetime
@@ -79,6 +80,32 @@ async def replace_deployment(namespace: str, name: str, body: dict[str, Any]) ->
         if error.status == 409:
             raise ConflictError(f"Deployment {namespace}/{name} changed while being updated") from error
         raise
+
+
+async def read_secret_key(namespace: str, name: str, key: str) -> str | None:
+    """One key of a Secret, decoded; None when the Secret or the key is missing."""
+    core = client.CoreV1Api(api_client())
+    secret = await asyncio.to_thread(_absent_on_404, core.read_namespaced_secret, name, namespace)
+    if secret is None or not secret.data or key not in secret.data:
+        return None
+    return base64.b64decode(secret.data[key]).decode()
+
+
+async def list_metric_templates(namespace: str) -> dict[str, dict[str, Any]]:
+    """MetricTemplates of the namespace and ClusterMetricTemplates, by kind/name."""
+    custom = client.CustomObjectsApi(api_client())
+    found: dict[str, dict[str, Any]] = {}
+    for plural, kind, scoped in (("metrictemplates", "MetricTemplate", True),
+                                 ("clustermetrictemplates", "ClusterMetricTemplate", False)):  # fmt: skip
+        if scoped:
+            items = await asyncio.to_thread(
+                custom.list_namespaced_custom_object, *ROLLOUT_API, namespace, plural
+            )
+        else:
+            items = await asyncio.to_thread(custom.list_cluster_custom_object, *ROLLOUT_API, plural)
+        for item in cast(dict[str, Any], items).get("items", []):
+            found[f"{kind}/{item['metadata']['name']}"] = item
+    return found
 
 
 async def read_rollout(namespace: str, name: str) -> dict[str, Any] | None:

@@ -28,6 +28,8 @@ RULES: tuple[Rule, ...] = (
     Rule((api.GROUP,), ("rollouts",), ("get", "list", "watch", "patch"),
          "watch Rollouts; kopf keeps its bookkeeping in their annotations"),
     Rule((api.GROUP,), ("rollouts/status",), ("get", "patch", "update"), "status is where a release's state lives"),
+    Rule((api.GROUP,), ("metrictemplates", "clustermetrictemplates"), ("get", "list", "watch"),
+         "metric templates Rollouts reference"),
     Rule(("",), ("events",), ("create", "patch"), "Events at every transition"),
     Rule(("events.k8s.io",), ("events",), ("create", "patch"), "Events at every transition"),
     Rule(("apps",), ("deployments",), ("get", "list", "watch", "create", "patch", "update", "delete"),

@@ -10,15 +10,21 @@ status write succeeded, so a lost race never repeats them.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from parachute import conditions, kube
-from parachute.api import ConditionStatus, Phase, RolloutSpec, RolloutStatus
-from parachute.plan.engine import decide
-from parachute.plan.model import Event, EventType
+from parachute.analysis.connect import AnalysisSetupError, provider_for, templates_for
+from parachute.analysis.evaluate import evaluate
+from parachute.api import AnalysisLimits, ConditionStatus, Phase, RolloutSpec, RolloutStatus, parse_duration
+from parachute.conditions import timestamp
+from parachute.plan.engine import decide, parse_time
+from parachute.plan.metrics import UnknownTemplateError
+from parachute.plan.model import Event, EventType, Health, Observed
+from parachute.plan.verdicts import health, worst
 from parachute.workload import ForeignObjectError, act, observe
 
 logger = logging.getLogger("parachute.reconcile")
@@ -79,6 +85,15 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
         await _write_invalid(body, old, invalid(status, str(refusal), now, generation))
         return None
 
+    analysis_events: list[Event] = []
+    if spec.analysis is not None:
+        try:
+            status, health_now, analysis_events = await _analyse(spec, status, observed, namespace, now)
+        except (AnalysisSetupError, UnknownTemplateError) as problem:
+            await _write_invalid(body, old, invalid(status, str(problem), now, generation))
+            return None
+        observed = replace(observed, health=health_now)
+
     decision = decide(spec, status, observed, now, generation)
     new = _dump(decision.status)
     if new != old:
@@ -86,8 +101,8 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     changed = await act(body, target, decision.workload)
     if changed:
         logger.info("%s/%s: %s", namespace, name, "; ".join(changed))
-    await _tell(body, decision.events)
-    return decision.next_check_at
+    await _tell(body, (*analysis_events, *decision.events))
+    return _earliest(decision.next_check_at, parse_time(decision.status.next_analysis_at))
 
 
 async def _write_invalid(body: dict[str, Any], old: dict[str, Any], status: RolloutStatus) -> None:
@@ -108,6 +123,38 @@ async def _tell(body: dict[str, Any], events: tuple[Event, ...]) -> None:
             logger.debug("no Event %s: the namespace is being deleted", event.reason)
         except Exception:  # an Event is a courtesy: losing one must not stop a release
             logger.exception("could not post Event %s", event.reason)
+
+
+async def _analyse(
+    spec: RolloutSpec, status: RolloutStatus, observed: Observed, namespace: str, now: datetime
+) -> tuple[RolloutStatus, Health, list[Event]]:
+    """Evaluate the metrics when a round is due; summarise them for the planner either way."""
+    assert spec.analysis is not None
+    if status.phase != Phase.progressing:
+        return status, Health(), []
+    events: list[Event] = []
+    due = parse_time(status.next_analysis_at)
+    if due is None or now >= due:
+        provider = await provider_for(spec.analysis, namespace)
+        templates = await templates_for(spec, namespace)
+        stage = (status.plan or [])[status.stage_index or 0] if status.plan else None
+        promoted = stage is not None and stage.weight == 100 and observed.target.rolled_out
+        round_ = await evaluate(spec, namespace=namespace, previous=status.metrics, provider=provider,
+                                templates=templates, now=now, promoted=promoted)  # fmt: skip
+        interval = parse_duration(spec.analysis.interval)
+        status = status.model_copy(update={
+            "metrics": round_.metrics, "next_analysis_at": timestamp(now + interval),
+            "last_verdict": worst(m.verdict for m in round_.metrics),
+        })  # fmt: skip
+        events = round_.events
+    limits = spec.analysis.limits or AnalysisLimits()
+    grace = parse_duration(spec.analysis.interval)
+    return status, health(status.metrics or [], limits, parse_time(status.stage_started_at), grace), events
+
+
+def _earliest(*moments: datetime | None) -> datetime | None:
+    present = [m for m in moments if m is not None]
+    return min(present) if present else None
 
 
 def _dump(status: RolloutStatus) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def test_the_chart_carries_the_crd_and_runs_the_operator() -> None:
     assert kinds == [
         "ClusterRole",
         "ClusterRoleBinding",
-        "CustomResourceDefinition",
+        *["CustomResourceDefinition"] * 3,  # Rollout, MetricTemplate, ClusterMetricTemplate
         "Deployment",
         "ServiceAccount",
     ]

@@ -17,6 +17,7 @@ from parachute.api import (
 )
 from parachute.plan.engine import decide
 from parachute.plan.model import Health
+from parachute.plan.verdicts import NOT_HEALTHY
 from parachute.plan.workload import actual_weight, canary_replicas, revision_of
 from tests.unit.world import T0, Story, World, spec
 
@@ -317,3 +318,22 @@ def test_invariants_hold_whatever_happens(script: list[str], risk: str) -> None:
         restarted = (status.release.started_at != previous.release.started_at) if previous.release else True
         if previous.stage_index is not None and status.stage_index is not None and not restarted:
             assert status.stage_index >= previous.stage_index, "a stage never goes back except on retry"
+
+
+def test_a_stage_is_never_decided_at_its_maximum_on_no_data() -> None:
+    story = released(Story(MEDIUM))
+    story.world.health = Health(healthy_since=NOT_HEALTHY, undecided_reason="error-rate: no data")
+    decision = story.tick(6 * MINUTE)
+    assert story.status.stage == "1/3"
+    assert "held, cannot decide on error-rate: no data" in decision.status.message
+    story.world.health = Health(healthy_since=NOT_HEALTHY)  # a round that measured: decided at last
+    story.tick(SECONDS)
+    assert story.status.stage == "2/3"
+
+
+def test_a_hold_stops_progress_but_never_rolls_back() -> None:
+    story = released(Story(MEDIUM))
+    story.world.health = Health(hold_reason="Prometheus unreachable (4 times in a row)")
+    decision = story.tick(10 * MINUTE)
+    assert (decision.status.phase, decision.status.stage) == (Phase.progressing, "1/3")
+    assert decision.workload.canary_replicas == 1

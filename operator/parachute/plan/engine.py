@@ -170,6 +170,8 @@ def _start(work: _Work) -> None:
     st = work.status
     st.phase = Phase.progressing
     st.paused_at = None
+    # Each release is judged on its own measurements.
+    st.metrics, st.next_analysis_at, st.last_verdict = None, None, None
     _enter_stage(work, 0)
 
 
@@ -289,14 +291,24 @@ def _progress(work: _Work, spec: RolloutSpec, observed: Observed) -> None:
         work.check_at(min(work.now + CLUSTER_TICK, deadline))
         return
 
+    if observed.health.hold_reason:
+        st.message = f"{label}: held, {observed.health.hold_reason}"
+        work.check_at(work.now + CLUSTER_TICK)
+        return
+
     elapsed = work.now - started
     min_wait = parse_duration(stage.min_wait or "0s")
     max_wait = parse_duration(stage.max_wait or stage.min_wait or "0s")
     healthy_since = observed.health.healthy_since
-    healthy_whole_wait = healthy_since is None or healthy_since <= started
+    healthy_whole_wait = observed.health.fresh and (healthy_since is None or healthy_since <= started)
     promote = observed.commands.get(PROMOTE_ANNOTATION)
     promoted_by_hand = bool(promote) and promote != (st.commands.promote if st.commands else None)
 
+    if elapsed >= max_wait and not promoted_by_hand and observed.health.undecided_reason:
+        # "No data" is never a pass: past the maximum, wait for a round that can judge.
+        st.message = f"{label}: held, cannot decide on {observed.health.undecided_reason}"
+        work.check_at(work.now + CLUSTER_TICK)
+        return
     if promoted_by_hand or elapsed >= max_wait or (elapsed >= min_wait and healthy_whole_wait):
         if promoted_by_hand:
             assert st.commands is not None

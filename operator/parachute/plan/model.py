@@ -43,6 +43,12 @@ class Health:
     # A verdict that demands a rollback.
     failed: bool = False
     reason: str = ""
+    # Why the release may not progress for now (no data, Prometheus away); never a rollback.
+    hold_reason: str = ""
+    # Every metric was evaluated since the stage began (needed to end a stage early).
+    fresh: bool = True
+    # Why the latest round could not judge (Inconclusive, Error): a stage is never decided on that.
+    undecided_reason: str = ""
 
 
 @dataclass(frozen=True)

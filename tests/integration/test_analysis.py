@@ -1,0 +1,184 @@
+"""Analysis against a real Prometheus scraping the demo app, with the operator running under
+its own ServiceAccount: healthy promotes, 6% errors roll back at once, 0.3% warns and
+proceeds, no traffic holds, Prometheus away holds (never rolls back) and the release goes on
+when it returns, and a bad query is named."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testbed.demoapp import Behaviour, DemoApp
+from testbed.loadgen import LoadGenerator
+from testbed.prometheus import LocalPrometheus, ScrapeTarget
+from tests.integration.conftest import Cluster, RunningOperator, deployment, eventually, rollout
+
+pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
+
+GROUP, VERSION, PLURAL = "parachute.dev", "v1alpha1", "rollouts"
+INTERVAL = "3s"
+
+
+class Analysed:
+    """A Deployment `checkout` whose two versions are the demo app, measured by Prometheus."""
+
+    def __init__(self, cluster: Cluster, namespace: str, workdir: Path) -> None:
+        self.cluster, self.namespace = cluster, namespace
+        self.app = DemoApp().start()
+        self.canary_share = 60.0
+        self.load = LoadGenerator(self.app.stable.url, self.app.canary.url, rate=150,
+                                  canary_percent=lambda: self.canary_share, duration=600).start()  # fmt: skip
+        labels = {"namespace": namespace, "app": "checkout"}
+        targets = [
+            ScrapeTarget("checkout", f"127.0.0.1:{v.port}", labels) for v in self.app.versions.values()
+        ]
+        self.prometheus = LocalPrometheus(workdir / "prometheus", targets).start()
+        # A Prometheus that has just started has too few samples for a 3s window yet.
+        self.prometheus.wait_for_value(
+            f'sum(increase(http_requests_total{{app="checkout"}}[{INTERVAL}]))', 20
+        )
+
+    def stop(self) -> None:
+        self.load.stop()
+        self.prometheus.stop()
+        self.app.stop()
+
+    def release(self, metrics: list[dict[str, Any]] | None = None, **waits: str) -> None:
+        """Adopt `checkout`, then apply a new image: the release starts."""
+        self.cluster.apps.create_namespaced_deployment(self.namespace, deployment("checkout", replicas=4))
+        analysis: dict[str, Any] = {"prometheus": {"address": self.prometheus.url}, "interval": INTERVAL}
+        if metrics is not None:
+            analysis["metrics"] = metrics
+        body = rollout("checkout", targetRef={"name": "checkout"}, risk="medium",
+                       waits=waits or {"min": "6s", "max": "15s"}, analysis=analysis)  # fmt: skip
+        self.cluster.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+        eventually(lambda: self.status().get("phase") == "Healthy", timeout=60, what="adopted")
+        image = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "checkout:2.0"}]}}}}
+        self.cluster.apps.patch_namespaced_deployment("checkout", self.namespace, image)
+        eventually(lambda: self.status().get("phase") == "Progressing", timeout=30, what="release started")
+
+    def status(self) -> dict[str, Any]:
+        body = self.cluster.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, "checkout"
+        )
+        return dict(body.get("status") or {})
+
+    def metric(self, name: str) -> dict[str, Any]:
+        return next((m for m in self.status().get("metrics") or [] if m["name"] == name), {})
+
+    def released(self) -> bool:
+        status = self.status()
+        release = status.get("release") or {}
+        return status.get("phase") == "Healthy" and release.get("stableRevision") == release.get("revision")
+
+    def reasons(self) -> list[str]:
+        events = self.cluster.core.list_namespaced_event(
+            self.namespace, field_selector="involvedObject.name=checkout,involvedObject.kind=Rollout"
+        ).items
+        return [e.reason for e in events]
+
+
+@pytest.fixture
+def analysed(crds: Cluster, namespace: str, tmp_path: Path) -> Iterator[Analysed]:
+    world = Analysed(crds, namespace, tmp_path)
+    yield world
+    world.stop()
+
+
+def test_a_healthy_canary_is_promoted(analysed: Analysed, operator: RunningOperator) -> None:
+    analysed.release()
+    eventually(analysed.released, timeout=120, what="released")
+    status = analysed.status()
+    assert {m["name"] for m in status["metrics"]} == {"error-rate", "latency-p95", "success-rate"}
+    assert all(m["failed"] == 0 for m in status["metrics"])
+    assert status["lastVerdict"] in ("Successful", "Warning")
+
+
+def test_six_percent_errors_are_rolled_back_within_two_intervals(
+    analysed: Analysed, operator: RunningOperator
+) -> None:
+    analysed.app.canary.set_behaviour(Behaviour(error_rate=0.06))
+    analysed.release(min="60s", max="120s")
+    status = eventually(lambda: analysed.status().get("phase") == "RolledBack" and analysed.status(), timeout=60,
+                        what="rolled back")  # fmt: skip
+    error_rate = next(m for m in status["metrics"] if m["name"] == "error-rate")
+    rounds = (
+        error_rate["successful"] + error_rate["failed"] + error_rate["inconclusive"] + error_rate["errors"]
+    )
+    assert rounds <= 2, f"took {rounds} analysis rounds: {error_rate}"
+    assert error_rate["verdict"] == "Failed" and "roll back at once" in error_rate["message"]
+    assert status["canaryWeight"] == 0
+    eventually(lambda: "MetricFailed" in analysed.reasons() and "RolledBack" in analysed.reasons())
+
+
+def test_a_warning_rate_of_errors_is_watched_but_the_release_proceeds(
+    analysed: Analysed, operator: RunningOperator
+) -> None:
+    analysed.app.canary.set_behaviour(Behaviour(error_rate=0.003))
+    warned: list[str] = []
+
+    def progress() -> bool:
+        if analysed.metric("error-rate").get("verdict") == "Warning":
+            warned.append(analysed.metric("error-rate")["message"])
+        return analysed.released()
+
+    analysed.release(min="4s", max="12s")
+    eventually(progress, timeout=150, interval=0.5, what="released despite warnings")
+    assert warned, "a 0.3% error rate is in the warning band"
+    assert "watching" in warned[0] or "critical" in warned[0]
+    assert analysed.metric("error-rate")["failed"] == 0
+
+
+def test_no_traffic_holds_the_release_as_inconclusive_and_says_so(
+    analysed: Analysed, operator: RunningOperator
+) -> None:
+    analysed.canary_share = 0  # nobody calls the new version
+    time.sleep(4)  # longer than the analysis window: no canary request is left in it
+    analysed.release(min="4s", max="8s")
+    status = eventually(lambda: "held" in (analysed.status().get("message") or "") and analysed.status(),
+                        timeout=60, what="held")  # fmt: skip
+    assert "no traffic" in status["message"] and "Inconclusive" in status["message"]
+    time.sleep(9)  # past the maximum wait: still held, never promoted, never rolled back
+    status = analysed.status()
+    assert (status["phase"], status["stage"]) == ("Progressing", "1/3")
+    assert status["lastVerdict"] == "Inconclusive"
+
+    analysed.canary_share = 60  # traffic returns: the release goes on by itself
+    eventually(lambda: analysed.status().get("stage") != "1/3", timeout=60, what="continued")
+
+
+def test_prometheus_away_holds_the_release_and_never_rolls_back(
+    analysed: Analysed, operator: RunningOperator
+) -> None:
+    analysed.release(min="20s", max="40s")
+    eventually(lambda: analysed.metric("error-rate").get("verdict") in ("Successful", "Warning"), timeout=60)
+    analysed.prometheus.stop()
+    status = eventually(lambda: "held" in (analysed.status().get("message") or "") and analysed.status(),
+                        timeout=60, what="held while Prometheus is away")  # fmt: skip
+    assert "unreachable" in status["message"]
+    assert status["lastVerdict"] == "Error" and status["phase"] == "Progressing"
+
+    analysed.prometheus.start()
+    eventually(analysed.released, timeout=150, what="released after Prometheus came back")
+    assert "RolledBack" not in analysed.reasons()
+
+
+def test_a_query_with_a_syntax_error_is_reported_naming_the_metric(
+    analysed: Analysed, operator: RunningOperator
+) -> None:
+    broken = {
+        "name": "payment-failures",
+        "query": "sum(rate(payments_failed_total[{{window}}]",
+        "critical": 1,
+    }
+    analysed.release(metrics=[{"template": "error-rate"}, broken], min="5s", max="10s")
+    metric = eventually(lambda: analysed.metric("payment-failures").get("verdict") == "Error"
+                        and analysed.metric("payment-failures"), timeout=60)  # fmt: skip
+    assert metric["message"].startswith("payment-failures: bad query: ")
+    assert "parse error" in metric["message"]
+    eventually(lambda: "MetricError" in analysed.reasons())
+    assert analysed.status()["phase"] == "Progressing"  # an unmeasurable metric never rolls back

@@ -1,0 +1,181 @@
+"""Verdicts read as spec §3: four outcomes never conflated, NaN and empty results handled,
+sustained means held at every evaluation, and "no data" never rolls back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from parachute.api import AnalysisLimits, Metric, MetricStatus, Verdict
+from parachute.plan.metrics import BUILTIN, UnknownTemplateError, parse_threshold, render, resolve
+from parachute.plan.verdicts import NOT_HEALTHY, Sample, health, judge
+
+T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+ERROR_RATE = resolve(Metric(template="error-rate"), {})
+LATENCY = resolve(Metric(template="latency-p95"), {})
+SUCCESS = resolve(Metric(template="success-rate"), {})
+SECURITY = resolve(Metric(template="security-alerts"), {})
+DB = resolve(Metric(template="database-errors"), {})
+
+
+@pytest.mark.parametrize(
+    ("text", "unit", "value"),
+    [
+        pytest.param("0.5%", "ratio", 0.005, id="percent"),
+        pytest.param("400ms", "seconds", 0.4, id="milliseconds"),
+        pytest.param("1.5s", "seconds", 1.5, id="seconds"),
+        pytest.param("10/min", "perMinute", 10, id="per-minute"),
+        pytest.param("2/s", "perMinute", 120, id="per-second-as-per-minute"),
+        pytest.param("0.1", "number", 0.1, id="bare"),
+    ],
+)
+def test_thresholds_are_read_in_the_templates_unit(text: str, unit: str, value: float) -> None:
+    assert parse_threshold(text, unit) == pytest.approx(value)
+
+
+def test_the_builtins_carry_the_playbooks_numbers() -> None:
+    assert (ERROR_RATE.warning, ERROR_RATE.critical, ERROR_RATE.rollback_at) == (0.002, 0.005, 0.05)
+    assert (LATENCY.warning, LATENCY.critical, LATENCY.compare_with_stable) == (0.3, 0.5, True)
+    assert (SUCCESS.warning, SUCCESS.critical) == (pytest.approx(0.998), pytest.approx(0.995))
+    assert (DB.warning, DB.critical) == (10, 50)
+    assert SECURITY.rollback_at == 0 and SECURITY.no_data_is_zero
+    assert ERROR_RATE.sustain_for == timedelta(minutes=10)
+
+
+def test_a_rollout_may_override_one_threshold() -> None:
+    latency = resolve(Metric(template="latency-p95", critical="400ms"), {})
+    assert (latency.warning, latency.critical) == (0.3, 0.4)
+
+
+def test_an_unknown_template_is_named() -> None:
+    with pytest.raises(UnknownTemplateError, match="no template named 'checkout-errors'"):
+        resolve(Metric.model_validate({"templateRef": {"name": "checkout-errors"}}), {})
+
+
+def test_queries_are_rendered_per_version() -> None:
+    query = render(BUILTIN["error-rate"].query, {"namespace": "shop", "target": "checkout", "version": "canary",
+                                                  "window": "1m"})  # fmt: skip
+    assert 'namespace="shop",app="checkout",version="canary",code=~"5.."' in query
+    assert "[1m]" in query and "{{" not in query
+
+
+def judged(metric, sample: Sample, previous=None, at=T0, **kw) -> MetricStatus:  # type: ignore[no-untyped-def]
+    return judge(metric, sample, previous, at, **kw)
+
+
+@pytest.mark.parametrize(
+    ("metric", "sample", "verdict"),
+    [
+        pytest.param(ERROR_RATE, Sample.of(0.0001), Verdict.successful, id="error-rate-baseline"),
+        pytest.param(ERROR_RATE, Sample.of(0.003), Verdict.warning, id="error-rate-warning-band-watch"),
+        pytest.param(
+            ERROR_RATE, Sample.of(0.008), Verdict.warning, id="error-rate-critical-not-yet-sustained"
+        ),
+        pytest.param(ERROR_RATE, Sample.of(0.06), Verdict.failed, id="error-rate-over-5-percent-at-once"),
+        pytest.param(LATENCY, Sample.of(0.2), Verdict.successful, id="latency-fine"),
+        pytest.param(LATENCY, Sample.of(0.35), Verdict.warning, id="latency-warning"),
+        pytest.param(SUCCESS, Sample.of(0.9999), Verdict.successful, id="success-rate-fine"),
+        pytest.param(SUCCESS, Sample.of(0.997), Verdict.warning, id="success-rate-below-warning"),
+        pytest.param(SECURITY, Sample(), Verdict.successful, id="no-security-alert-firing"),
+        pytest.param(SECURITY, Sample.of(1), Verdict.failed, id="any-security-alert-rolls-back"),
+        pytest.param(DB, Sample(), Verdict.successful, id="no-db-error-series-is-zero"),
+        pytest.param(ERROR_RATE, Sample(), Verdict.inconclusive, id="empty-result-inconclusive"),
+        pytest.param(ERROR_RATE, Sample.of(float("nan")), Verdict.inconclusive, id="nan-inconclusive"),
+        pytest.param(ERROR_RATE, Sample.of(float("inf")), Verdict.inconclusive, id="inf-inconclusive"),
+        pytest.param(
+            ERROR_RATE, Sample(error="connection refused"), Verdict.error, id="prometheus-down-error"
+        ),
+    ],
+)
+def test_one_evaluation(metric, sample: Sample, verdict: Verdict) -> None:  # type: ignore[no-untyped-def]
+    assert judged(metric, sample).verdict == verdict
+
+
+def test_no_traffic_is_inconclusive_and_says_so() -> None:
+    status = judged(ERROR_RATE, Sample.of(0.0), requests=3, min_requests=10)
+    assert status.verdict == Verdict.inconclusive
+    assert "no traffic" in status.message and "3 requests" in status.message
+
+
+def test_nan_never_reaches_a_comparison() -> None:
+    status = judged(ERROR_RATE, Sample.of(float("nan")))
+    assert status.value is None
+
+
+def test_critical_must_hold_at_every_evaluation_for_sustain_for() -> None:
+    first = judged(ERROR_RATE, Sample.of(0.008), at=T0)
+    assert first.verdict == Verdict.warning and first.breached_since == "2026-11-24T10:00:00Z"
+    almost = judged(ERROR_RATE, Sample.of(0.008), first, at=T0 + timedelta(minutes=9, seconds=59))
+    assert almost.verdict == Verdict.warning
+    held = judged(ERROR_RATE, Sample.of(0.008), almost, at=T0 + timedelta(minutes=10))
+    assert held.verdict == Verdict.failed
+
+
+def test_one_good_evaluation_breaks_the_sustained_window() -> None:
+    first = judged(ERROR_RATE, Sample.of(0.008), at=T0)
+    dip = judged(ERROR_RATE, Sample.of(0.001), first, at=T0 + timedelta(minutes=5))
+    assert dip.breached_since is None
+    again = judged(ERROR_RATE, Sample.of(0.008), dip, at=T0 + timedelta(minutes=11))
+    assert again.verdict == Verdict.warning  # the clock started over
+
+
+def test_latency_is_compared_with_stable_within_ten_percent() -> None:
+    assert judged(LATENCY, Sample.of(0.120), stable=Sample.of(0.100)).verdict == Verdict.warning
+    assert judged(LATENCY, Sample.of(0.105), stable=Sample.of(0.100)).verdict == Verdict.successful
+    assert judged(LATENCY, Sample.of(0.120), stable=Sample()).verdict == Verdict.successful  # no baseline
+
+
+def test_counts_are_kept_per_outcome_and_errors_in_a_row() -> None:
+    status = None
+    for sample in (Sample.of(0.0), Sample(error="timeout"), Sample(error="timeout"), Sample()):
+        status = judged(ERROR_RATE, sample, status)
+    assert status is not None
+    assert (status.successful, status.errors, status.inconclusive, status.failed) == (1, 2, 1, 0)
+    assert status.consecutive_errors == 0 and status.consecutive_inconclusive == 1
+
+
+LIMITS = AnalysisLimits()
+
+
+def test_a_failed_metric_fails_the_stage() -> None:
+    result = health([judged(ERROR_RATE, Sample.of(0.06))], LIMITS, T0)
+    assert result.failed and "roll back at once" in result.reason
+
+
+def test_errors_in_a_row_hold_the_release_and_never_fail_it() -> None:
+    status = None
+    for _ in range(4):
+        status = judged(ERROR_RATE, Sample(error="connection refused"), status)
+    result = health([status], LIMITS, T0)  # type: ignore[list-item]
+    assert not result.failed
+    assert "connection refused" in result.hold_reason and "4 times in a row" in result.hold_reason
+
+
+def test_too_many_inconclusive_in_a_row_hold_and_data_returning_releases_the_hold() -> None:
+    status = None
+    for _ in range(4):
+        status = judged(ERROR_RATE, Sample(), status)
+    assert "no data" in health([status], LIMITS, T0).hold_reason  # type: ignore[list-item]
+    status = judged(ERROR_RATE, Sample.of(0.0), status)
+    assert health([status], LIMITS, T0).hold_reason == ""
+
+
+def test_healthy_since_is_the_latest_start_of_an_unbroken_run_of_successes() -> None:
+    a = judged(ERROR_RATE, Sample.of(0.0), at=T0)
+    b = judged(LATENCY, Sample.of(0.1), at=T0 + timedelta(minutes=1))
+    assert health([a, b], LIMITS, T0).healthy_since == T0 + timedelta(minutes=1)
+    warned = judged(LATENCY, Sample.of(0.35), b, at=T0 + timedelta(minutes=2))
+    assert health([a, warned], LIMITS, T0).healthy_since == NOT_HEALTHY
+
+
+def test_a_stage_is_fresh_only_when_every_metric_was_evaluated_during_it() -> None:
+    old = judged(ERROR_RATE, Sample.of(0.0), at=T0)
+    assert not health([old], LIMITS, T0 + timedelta(minutes=1)).fresh
+    assert health([old], LIMITS, T0).fresh
+
+
+def test_a_metric_healthy_since_the_stages_first_round_was_healthy_all_stage() -> None:
+    first_round = judged(ERROR_RATE, Sample.of(0.0), at=T0 + timedelta(seconds=20))
+    assert health([first_round], LIMITS, T0, grace=timedelta(seconds=30)).healthy_since == T0
+    assert health([first_round], LIMITS, T0).healthy_since == T0 + timedelta(seconds=20)
