@@ -6,7 +6,7 @@ PYTEST := $(PY) -m pytest
 CLUSTER_DIR ?= .cluster
 
 .PHONY: help setup demo test test-quick unit integration lint typecheck format crds \
-        cluster-up cluster-down e2e-kind clean
+        cluster-up cluster-down e2e-kind bench clean
 
 help:
 	@echo "make demo        local cluster + Prometheus + operator + an example release"
@@ -15,6 +15,7 @@ help:
 	@echo "make crds        regenerate CRDs, RBAC and chart copies from the models"
 	@echo "make cluster-up / cluster-down   the local control plane alone"
 	@echo "make e2e-kind    the integration tests on kind (needs Docker)"
+	@echo "make bench       benchmarks on the local cluster; prints figures"
 
 setup:
 	@bash testbed/setup.sh
@@ -57,6 +58,9 @@ cluster-down:
 
 e2e-kind: setup
 	bash tests/e2e/kind.sh
+
+bench: setup
+	$(PY) -m bench
 
 clean: cluster-down
 	rm -rf .cluster .venv .mypy_cache .pytest_cache .ruff_cache

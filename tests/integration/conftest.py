@@ -214,3 +214,18 @@ def operator(operator_kubeconfig: Path, tmp_path: Path) -> Iterator[RunningOpera
     # (A 403 for a namespace being deleted is not one: nothing may be created there.)
     for refusal in ('is forbidden: User "system:serviceaccount:', "Not enough permissions"):
         assert refusal not in running.output, f"operator was refused ({refusal}); log: {running.log}"
+
+
+def rollout_status(cluster: Cluster, namespace: str, name: str = "checkout") -> dict[str, Any]:
+    body = cluster.custom.get_namespaced_custom_object(
+        "parachute.dev", "v1alpha1", namespace, "rollouts", name
+    )
+    return dict(body.get("status") or {})
+
+
+def event_reasons(cluster: Cluster, namespace: str, name: str = "checkout") -> list[str]:
+    """Reasons of the Events about a Rollout, oldest first (to the second: same-second order is arbitrary)."""
+    events = cluster.core.list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name},involvedObject.kind=Rollout"
+    ).items
+    return [e.reason for e in sorted(events, key=lambda e: e.metadata.creation_timestamp)]

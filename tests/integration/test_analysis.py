@@ -15,7 +15,15 @@ import pytest
 from testbed.demoapp import Behaviour, DemoApp
 from testbed.loadgen import LoadGenerator
 from testbed.prometheus import LocalPrometheus, ScrapeTarget
-from tests.integration.conftest import Cluster, RunningOperator, deployment, eventually, rollout
+from tests.integration.conftest import (
+    Cluster,
+    RunningOperator,
+    deployment,
+    event_reasons,
+    eventually,
+    rollout,
+    rollout_status,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
 
@@ -59,13 +67,13 @@ class Analysed:
         eventually(lambda: self.status().get("phase") == "Healthy", timeout=60, what="adopted")
         image = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "checkout:2.0"}]}}}}
         self.cluster.apps.patch_namespaced_deployment("checkout", self.namespace, image)
-        eventually(lambda: self.status().get("phase") == "Progressing", timeout=30, what="release started")
+        # Not "phase == Progressing": a bad canary may be rolled back before anyone looks.
+        eventually(
+            lambda: (self.status().get("release") or {}).get("startedAt"), timeout=30, what="release started"
+        )
 
     def status(self) -> dict[str, Any]:
-        body = self.cluster.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, "checkout"
-        )
-        return dict(body.get("status") or {})
+        return rollout_status(self.cluster, self.namespace)
 
     def metric(self, name: str) -> dict[str, Any]:
         return next((m for m in self.status().get("metrics") or [] if m["name"] == name), {})
@@ -76,10 +84,7 @@ class Analysed:
         return status.get("phase") == "Healthy" and release.get("stableRevision") == release.get("revision")
 
     def reasons(self) -> list[str]:
-        events = self.cluster.core.list_namespaced_event(
-            self.namespace, field_selector="involvedObject.name=checkout,involvedObject.kind=Rollout"
-        ).items
-        return [e.reason for e in events]
+        return event_reasons(self.cluster, self.namespace)
 
 
 @pytest.fixture

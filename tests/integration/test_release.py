@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Cluster, RunningOperator, deployment, eventually, rollout
+from tests.integration.conftest import (
+    Cluster,
+    RunningOperator,
+    deployment,
+    event_reasons,
+    eventually,
+    rollout,
+    rollout_status,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -32,10 +40,7 @@ class Release:
         eventually(lambda: self.target().spec.paused, what="target paused")
 
     def status(self) -> dict[str, Any]:
-        body = self.cluster.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, "checkout"
-        )
-        return dict(body.get("status") or {})
+        return rollout_status(self.cluster, self.namespace)
 
     def annotate(self, key: str, value: str) -> None:
         patch = {"metadata": {"annotations": {key: value}}}
@@ -59,10 +64,7 @@ class Release:
         self.cluster.apps.patch_namespaced_deployment("checkout", self.namespace, patch)
 
     def reasons(self) -> list[str]:
-        events = self.cluster.core.list_namespaced_event(
-            self.namespace, field_selector="involvedObject.name=checkout,involvedObject.kind=Rollout"
-        ).items
-        return [e.reason for e in sorted(events, key=lambda e: e.metadata.creation_timestamp)]
+        return event_reasons(self.cluster, self.namespace)
 
     def running_images(self) -> set[str]:
         pods = self.cluster.core.list_namespaced_pod(self.namespace, label_selector="app=checkout").items

@@ -1,0 +1,254 @@
+"""Benchmarks: `make bench` (or `python -m bench`) prints figures; nothing here asserts.
+
+- decide: the pure planner's cost per decision.
+- reconcile: one full reconcile (read, decide, write, act) against the real local API server.
+- scale: N Rollouts adopted, then released at once, by one operator process; its memory.
+- breach-to-stable: a canary failing at 6% errors, from the release's start to all traffic
+  back on stable (analysis every 2 s; the rollback itself is the code level for now).
+
+Runs on the local control plane and Prometheus from `testbed/`, in its own work directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from parachute import api
+from parachute.api import RolloutSpec, RolloutStatus
+from parachute.plan.engine import decide
+from parachute.plan.model import CanaryState, Observed, TargetState
+from testbed.cluster import LocalCluster
+from testbed.demoapp import Behaviour, DemoApp
+from testbed.install import install_crd, install_operator_account
+from testbed.loadgen import LoadGenerator
+from testbed.prometheus import LocalPrometheus, ScrapeTarget
+
+GROUP, VERSION, PLURAL = api.GROUP, api.VERSION, api.PLURAL
+
+
+def figure(name: str, value: str, note: str = "") -> None:
+    print(f"{name:<44} {value:>14}  {note}", flush=True)
+
+
+def bench_decide(rounds: int = 20000) -> None:
+    spec = RolloutSpec.model_validate({"targetRef": {"name": "checkout"}, "risk": "high"})
+    now = datetime(2026, 11, 24, 10, tzinfo=UTC)
+    observed = Observed(TargetState("rev-2", 10, True), CanaryState("rev-2", 1, 1))
+    status = decide(spec, RolloutStatus(), Observed(TargetState("rev-1", 10, False)), now).status
+    status = decide(spec, status, observed, now).status
+    started = time.perf_counter()
+    for i in range(rounds):
+        decide(spec, status, observed, now + timedelta(seconds=i))
+    per_call = (time.perf_counter() - started) / rounds
+    figure("decide (pure planner), per decision", f"{per_call * 1e6:.0f} µs", f"{rounds} decisions")
+
+
+def deployment(name: str, replicas: int = 2) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels}, "spec": {"containers": [{"name": "app", "image": "bench:1"}]}}},
+    }  # fmt: skip
+
+
+def rollout(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Rollout", "metadata": {"name": name},
+            "spec": {"targetRef": {"name": name}, **spec}}  # fmt: skip
+
+
+class Operator:
+    def __init__(self, kubeconfig: Path, log: Path) -> None:
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+        self.process = subprocess.Popen([sys.executable, "-m", "parachute", "run"], env=env,
+                                        stdout=log.open("ab"), stderr=subprocess.STDOUT)  # fmt: skip
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=30)
+
+
+def phases(custom: client.CustomObjectsApi, namespace: str) -> list[dict[str, Any]]:
+    items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+    return [dict(i.get("status") or {}) for i in items]
+
+
+def wait(predicate: Any, timeout: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        with contextlib.suppress(ApiException, IndexError):
+            if predicate():
+                return time.monotonic() - started
+        time.sleep(0.25)
+    return float("nan")
+
+
+def bench_scale(cluster: LocalCluster, operator_kubeconfig: Path, workdir: Path, count: int) -> None:
+    api_client = cluster.api_client()
+    core, apps, custom = (
+        client.CoreV1Api(api_client),
+        client.AppsV1Api(api_client),
+        client.CustomObjectsApi(api_client),
+    )
+    namespace = "bench-scale"
+    core.create_namespace({"metadata": {"name": namespace}})
+    wait(lambda: core.read_namespaced_service_account("default", namespace), 30)
+    for i in range(count):
+        apps.create_namespaced_deployment(namespace, deployment(f"app-{i}"))
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                               rollout(f"app-{i}", waits={"min": "1s", "max": "2s"}))  # fmt: skip
+    operator = Operator(operator_kubeconfig, workdir / "operator-scale.log")
+    try:
+        adopted = wait(
+            lambda: sum(s.get("phase") == "Healthy" for s in phases(custom, namespace)) == count, 300
+        )
+        figure(f"scale: {count} Rollouts adopted by a fresh operator", f"{adopted:.1f} s")
+        image = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "bench:2"}]}}}}
+        started = time.monotonic()
+        for i in range(count):
+            apps.patch_namespaced_deployment(f"app-{i}", namespace, image)
+
+        def all_released() -> bool:
+            statuses = phases(custom, namespace)
+            done = [s for s in statuses if s.get("phase") == "Healthy"
+                    and (s.get("release") or {}).get("stableRevision") == (s.get("release") or {}).get("revision")
+                    and s.get("stage")]  # fmt: skip
+            return len(done) == count
+
+        released = wait(all_released, 600)
+        figure(f"scale: {count} releases of 3 stages, all at once", f"{released:.1f} s",
+               f"{time.monotonic() - started:.1f} s wall; 3 x 1 s waits each")  # fmt: skip
+        figure("scale: operator memory (RSS) after", f"{operator.rss_mib():.0f} MiB")
+    finally:
+        operator.stop()
+
+
+async def _reconcile_many(namespace: str, name: str, rounds: int) -> list[float]:
+    from parachute.reconcile import reconcile
+
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        await reconcile(namespace, name, datetime.now(UTC))
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def bench_reconcile(cluster: LocalCluster, rounds: int = 100) -> None:
+    api_client = cluster.api_client()
+    core, apps, custom = (
+        client.CoreV1Api(api_client),
+        client.AppsV1Api(api_client),
+        client.CustomObjectsApi(api_client),
+    )
+    namespace = "bench-reconcile"
+    core.create_namespace({"metadata": {"name": namespace}})
+    wait(lambda: core.read_namespaced_service_account("default", namespace), 30)
+    apps.create_namespaced_deployment(namespace, deployment("one"))
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, rollout("one"))
+    os.environ["KUBECONFIG"] = str(cluster.admin_kubeconfig)
+    times = asyncio.run(_reconcile_many(namespace, "one", rounds))
+    p50, p95 = statistics.median(times), sorted(times)[int(0.95 * len(times)) - 1]
+    figure("reconcile (read, decide, write, act), p50", f"{p50 * 1000:.1f} ms", f"{rounds} reconciles")
+    figure("reconcile, p95", f"{p95 * 1000:.1f} ms")
+
+
+def bench_breach(cluster: LocalCluster, operator_kubeconfig: Path, workdir: Path) -> None:
+    api_client = cluster.api_client()
+    core, apps, custom = (
+        client.CoreV1Api(api_client),
+        client.AppsV1Api(api_client),
+        client.CustomObjectsApi(api_client),
+    )
+    namespace = "bench-breach"
+    core.create_namespace({"metadata": {"name": namespace}})
+    wait(lambda: core.read_namespaced_service_account("default", namespace), 30)
+    app = DemoApp().start()
+    app.canary.set_behaviour(Behaviour(error_rate=0.06))
+    load = LoadGenerator(
+        app.stable.url, app.canary.url, rate=100, canary_percent=lambda: 50, duration=300
+    ).start()
+    targets = [ScrapeTarget("checkout", f"127.0.0.1:{v.port}", {"namespace": namespace, "app": "checkout"})
+               for v in app.versions.values()]  # fmt: skip
+    prometheus = LocalPrometheus(workdir / "prometheus", targets).start()
+    prometheus.wait_for_value('sum(increase(http_requests_total{app="checkout"}[2s]))', 20)
+    operator = Operator(operator_kubeconfig, workdir / "operator-breach.log")
+    try:
+        apps.create_namespaced_deployment(namespace, deployment("checkout", replicas=4))
+        analysis = {"prometheus": {"address": prometheus.url}, "interval": "2s"}
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                               rollout("checkout", waits={"min": "60s"}, analysis=analysis))  # fmt: skip
+        wait(lambda: phases(custom, namespace)[0].get("phase") == "Healthy", 60)
+        image = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "bench:2"}]}}}}
+        started = time.monotonic()
+        apps.patch_namespaced_deployment("checkout", namespace, image)
+        detected = wait(lambda: phases(custom, namespace)[0].get("phase") == "RolledBack", 120)
+
+        def canary_gone() -> bool:
+            canary = apps.read_namespaced_deployment_status("checkout-canary", namespace)
+            return (canary.status.replicas or 0) == 0
+
+        wait(canary_gone, 60)
+        figure(
+            "breach to rollback decided (6% errors)", f"{detected:.1f} s", "from the new image being applied"
+        )
+        figure("breach to all traffic on stable", f"{time.monotonic() - started:.1f} s",
+               "canary pods gone; analysis every 2 s")  # fmt: skip
+    finally:
+        operator.stop()
+        load.stop()
+        prometheus.stop()
+        app.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rollouts", type=int, default=100, help="Rollouts for the scale figure")
+    args = parser.parse_args(argv)
+    print(
+        f"Parachute benchmarks — {os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", flush=True
+    )
+    bench_decide()
+    workdir = Path(
+        tempfile.mkdtemp(prefix="parachute-bench-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
+    )
+    cluster = LocalCluster(workdir / "cluster")
+    try:
+        started = time.monotonic()
+        cluster.up()
+        figure("local control plane start (warm binaries)", f"{time.monotonic() - started:.1f} s")
+        install_crd(cluster.api_client())
+        operator_kubeconfig = install_operator_account(
+            cluster.admin_kubeconfig, workdir / "operator.kubeconfig"
+        )
+        bench_reconcile(cluster)
+        bench_breach(cluster, operator_kubeconfig, workdir)
+        bench_scale(cluster, operator_kubeconfig, workdir, args.rollouts)
+    finally:
+        cluster.down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
