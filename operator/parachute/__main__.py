@@ -21,16 +21,24 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(
             "--liveness", default=None, help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz"
         )
+        p.add_argument("--default-policy", default=None, help="ReleasePolicy for Rollouts that name none")
     sub.add_parser("crds", help="print the CustomResourceDefinitions")
     args = parser.parse_args(argv)
 
     if args.command == "crds":
-        from parachute.crd import dump, rollout_crd
+        from parachute.crd import all_crds, dump
 
-        sys.stdout.write(dump(rollout_crd()))
+        sys.stdout.write(dump(all_crds()))
         return 0
 
+    import os
+
     import kopf
+
+    if args.default_policy:
+        from parachute.policy import DEFAULT_POLICY_ENV
+
+        os.environ[DEFAULT_POLICY_ENV] = args.default_policy
 
     import parachute.handlers  # noqa: F401  (registers the handlers)
 

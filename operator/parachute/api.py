@@ -630,6 +630,22 @@ class Checklist(Model):
     gates: list[Gate] | None = Field(None, max_length=32)
 
 
+class ReleasePolicySpec(Model):
+    """Windows and gates a platform team sets once and Rollouts reference (or get by default)."""
+
+    window: Window | None = None
+    checklist: Checklist | None = None
+
+
+class ReleasePolicy(Model):
+    """A cluster-wide release policy (`kind: ReleasePolicy`)."""
+
+    api_version: Literal["parachute.dev/v1alpha1"] = "parachute.dev/v1alpha1"
+    kind: Literal["ReleasePolicy"] = "ReleasePolicy"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ReleasePolicySpec
+
+
 # ---------------------------------------------------------------------------- notifications
 
 
@@ -881,6 +897,7 @@ class Rollout(Model):
 PROMOTE_ANNOTATION = f"{GROUP}/promote"  # end the current stage's wait now
 ABORT_ANNOTATION = f"{GROUP}/abort"  # stop the release; all traffic back to stable
 RETRY_ANNOTATION = f"{GROUP}/retry"  # start an aborted or rolled-back release again
+HOTFIX_ANNOTATION = f"{GROUP}/hotfix"  # "true": a security hotfix, not held by windows
 
 # Printer columns of `kubectl get pr`: what an SRE needs on one line.
 PRINTER_COLUMNS: list[dict[str, Any]] = [

@@ -185,8 +185,22 @@ def metric_template_crd(cluster_wide: bool) -> dict[str, Any]:
                 _envelope(spec, None, description), columns=columns)  # fmt: skip
 
 
+def release_policy_crd() -> dict[str, Any]:
+    spec = structural(api.ReleasePolicySpec.model_json_schema(by_alias=True))
+    description = (api.ReleasePolicy.__doc__ or "").strip()
+    columns = [{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]
+    return _crd(
+        "ReleasePolicy", "releasepolicies", "Cluster", _envelope(spec, None, description), columns=columns
+    )
+
+
 def all_crds() -> list[dict[str, Any]]:
-    return [rollout_crd(), metric_template_crd(cluster_wide=False), metric_template_crd(cluster_wide=True)]
+    return [
+        rollout_crd(),
+        metric_template_crd(cluster_wide=False),
+        metric_template_crd(cluster_wide=True),
+        release_policy_crd(),
+    ]
 
 
 def _type_of(node: dict[str, Any]) -> str:
@@ -269,6 +283,12 @@ def generated_files() -> dict[str, str]:
         "manifests/crds.yaml": dump(all_crds()),
         "helm/parachute/files/clusterrole-rules.yaml": rules,
         "manifests/operator.yaml": dump(install.documents()),
+        "manifests/policy-playbook.yaml": dump(install.playbook_policy()),
+        "helm/parachute/files/playbook-window.yaml": GENERATED_HEADER
+        + yaml.safe_dump(
+            {k: v for k, v in install.playbook_policy()["spec"]["window"].items() if k != "timeZone"},
+            sort_keys=False,
+        ),
         "docs/reference.md": reference_markdown(),
     }
 

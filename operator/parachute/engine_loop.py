@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from parachute import kube
+from parachute import clock, kube
 from parachute.reconcile import reconcile
 from parachute.scheduler import Key
 
@@ -14,7 +14,7 @@ CONFLICT_RETRY = timedelta(milliseconds=200)
 
 async def reconcile_key(key: Key) -> datetime | None:
     namespace, name = key
-    now = datetime.now(UTC)
+    now = clock.now()
     try:
         return await reconcile(namespace, name, now)
     except kube.ConflictError:

@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from parachute import api, kube
+from parachute import api, clock, kube
 from parachute.engine_loop import reconcile_key
 from parachute.scheduler import Key, Scheduler
 
@@ -32,7 +32,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.posting.level = logging.ERROR  # Parachute posts its own Events, with reasons
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    memo.scheduler = Scheduler(reconcile_key)
+    memo.scheduler = Scheduler(reconcile_key, clock=clock.now)
     memo.scheduler_task = asyncio.create_task(memo.scheduler.run(), name="parachute-scheduler")
 
 

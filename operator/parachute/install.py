@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from parachute import rbac
+from parachute.plan.windows import playbook_window
 
 NAMESPACE = "parachute-system"
 IMAGE = "ghcr.io/parachute-dev/parachute:0.1.0"
@@ -51,6 +52,17 @@ def operator_deployment(namespace: str = NAMESPACE, image: str = IMAGE) -> dict[
                 },
             },
         },
+    }
+
+
+def playbook_policy() -> dict[str, Any]:
+    """The playbook's windows as a ReleasePolicy named `playbook` (spec §5)."""
+    window = playbook_window("UTC").model_dump(by_alias=True, exclude_none=True)
+    return {
+        "apiVersion": "parachute.dev/v1alpha1",
+        "kind": "ReleasePolicy",
+        "metadata": {"name": "playbook", "labels": LABELS},
+        "spec": {"window": window},
     }
 
 

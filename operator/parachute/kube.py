@@ -19,7 +19,6 @@ from kubernetes.client.exceptions import ApiException
 
 from parachute import api
 
-ROLLOUT_API = (api.GROUP, api.VERSION)
 COMPONENT = "parachute"
 
 
@@ -101,19 +100,33 @@ async def list_metric_templates(namespace: str) -> dict[str, dict[str, Any]]:
                                  ("clustermetrictemplates", "ClusterMetricTemplate", False)):  # fmt: skip
         if scoped:
             items = await asyncio.to_thread(
-                custom.list_namespaced_custom_object, *ROLLOUT_API, namespace, plural
+                custom.list_namespaced_custom_object, api.GROUP, api.VERSION, namespace, plural
             )
         else:
-            items = await asyncio.to_thread(custom.list_cluster_custom_object, *ROLLOUT_API, plural)
+            items = await asyncio.to_thread(custom.list_cluster_custom_object, api.GROUP, api.VERSION, plural)
         for item in cast(dict[str, Any], items).get("items", []):
             found[f"{kind}/{item['metadata']['name']}"] = item
     return found
 
 
+async def read_release_policy(name: str) -> dict[str, Any] | None:
+    custom = client.CustomObjectsApi(api_client())
+    found = await asyncio.to_thread(
+        _absent_on_404, custom.get_cluster_custom_object, api.GROUP, api.VERSION, "releasepolicies", name
+    )
+    return cast(dict[str, Any] | None, found)
+
+
 async def read_rollout(namespace: str, name: str) -> dict[str, Any] | None:
     custom = client.CustomObjectsApi(api_client())
     found = await asyncio.to_thread(
-        _absent_on_404, custom.get_namespaced_custom_object, *ROLLOUT_API, namespace, api.PLURAL, name
+        _absent_on_404,
+        custom.get_namespaced_custom_object,
+        api.GROUP,
+        api.VERSION,
+        namespace,
+        api.PLURAL,
+        name,
     )
     return cast(dict[str, Any] | None, found)
 
@@ -146,7 +159,13 @@ async def patch_rollout_status(
     body = {"metadata": {"resourceVersion": resource_version}, "status": merge_patch(old, new)}
     try:
         await asyncio.to_thread(
-            custom.patch_namespaced_custom_object_status, *ROLLOUT_API, namespace, api.PLURAL, name, body
+            custom.patch_namespaced_custom_object_status,
+            api.GROUP,
+            api.VERSION,
+            namespace,
+            api.PLURAL,
+            name,
+            body,
         )
     except ApiException as error:
         if error.status == 409:

@@ -3,8 +3,8 @@
 Independent of what triggered it (a change of the Rollout or its Deployment, or a wait
 that ran out), so the scheduler calls it the same way for all of them. Status is written
 before the workload is touched: if the process dies in between, the next reconcile finds
-the decision in status and makes the workload match it. Events go out only after the
-status write succeeded, so a lost race never repeats them.
+the decision in status and makes the workload match it. Events go out right after the
+status write succeeded: a lost race never repeats them, a failed act never loses them.
 """
 
 from __future__ import annotations
@@ -19,12 +19,21 @@ from pydantic import ValidationError
 from parachute import conditions, kube
 from parachute.analysis.connect import AnalysisSetupError, provider_for, templates_for
 from parachute.analysis.evaluate import evaluate
-from parachute.api import AnalysisLimits, ConditionStatus, Phase, RolloutSpec, RolloutStatus, parse_duration
+from parachute.api import (
+    HOTFIX_ANNOTATION,
+    AnalysisLimits,
+    ConditionStatus,
+    Phase,
+    RolloutSpec,
+    RolloutStatus,
+    parse_duration,
+)
 from parachute.conditions import timestamp
 from parachute.plan.engine import decide, parse_time
 from parachute.plan.metrics import UnknownTemplateError
 from parachute.plan.model import Event, EventType, Health, Observed
 from parachute.plan.verdicts import health, worst
+from parachute.policy import PolicyError, window_for
 from parachute.workload import ForeignObjectError, act, observe
 
 logger = logging.getLogger("parachute.reconcile")
@@ -61,6 +70,14 @@ def invalid(status: RolloutStatus, message: str, now: datetime, generation: int 
     )
 
 
+# Everything that means "this Rollout cannot work as written": its message names the field.
+CANNOT_WORK = (ForeignObjectError, PolicyError, AnalysisSetupError, UnknownTemplateError)
+
+
+class MissingTargetError(ValueError):
+    """The target Deployment does not exist (yet)."""
+
+
 async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None:
     """Bring one Rollout a step forward; returns when it wants to be looked at again."""
     body = await kube.read_rollout(namespace, name)
@@ -71,38 +88,43 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     status = RolloutStatus.model_validate(old)
     try:
         spec = RolloutSpec.model_validate(body.get("spec") or {})
+        target, observed = await _observe(body, spec, now)
+        analysis_events: list[Event] = []
+        if spec.analysis is not None:
+            status, health_now, analysis_events = await _analyse(spec, status, observed, namespace, now)
+            observed = replace(observed, health=health_now)
     except ValidationError as error:
         await _write_invalid(body, old, invalid(status, describe_validation_error(error), now, generation))
         return None
-    target = await kube.read_deployment(namespace, spec.target_ref.name)
-    if target is None:
-        message = f"spec.targetRef.name: Deployment {namespace}/{spec.target_ref.name} not found"
-        await _write_invalid(body, old, invalid(status, message, now, generation))
+    except (MissingTargetError, *CANNOT_WORK) as problem:
+        await _write_invalid(body, old, invalid(status, str(problem), now, generation))
         return None
-    try:
-        observed = await observe(body, target)
-    except ForeignObjectError as refusal:
-        await _write_invalid(body, old, invalid(status, str(refusal), now, generation))
-        return None
-
-    analysis_events: list[Event] = []
-    if spec.analysis is not None:
-        try:
-            status, health_now, analysis_events = await _analyse(spec, status, observed, namespace, now)
-        except (AnalysisSetupError, UnknownTemplateError) as problem:
-            await _write_invalid(body, old, invalid(status, str(problem), now, generation))
-            return None
-        observed = replace(observed, health=health_now)
 
     decision = decide(spec, status, observed, now, generation)
     new = _dump(decision.status)
     if new != old:
         await kube.patch_rollout_status(namespace, name, old, new, body["metadata"]["resourceVersion"])
+    # Told as soon as the decision is written: if acting fails below, the next reconcile finds
+    # the decision already made and would not tell it again.
+    await _tell(body, (*analysis_events, *decision.events))
     changed = await act(body, target, decision.workload)
     if changed:
         logger.info("%s/%s: %s", namespace, name, "; ".join(changed))
-    await _tell(body, (*analysis_events, *decision.events))
     return _earliest(decision.next_check_at, parse_time(decision.status.next_analysis_at))
+
+
+async def _observe(body: dict[str, Any], spec: RolloutSpec, now: datetime) -> tuple[dict[str, Any], Observed]:
+    """The target, the canary, the commands, the window and whether this is a hotfix."""
+    namespace = body["metadata"]["namespace"]
+    target = await kube.read_deployment(namespace, spec.target_ref.name)
+    if target is None:
+        raise MissingTargetError(
+            f"spec.targetRef.name: Deployment {namespace}/{spec.target_ref.name} not found"
+        )
+    observed = await observe(body, target)
+    annotations = body["metadata"].get("annotations") or {}
+    hotfix = spec.hotfix or annotations.get(HOTFIX_ANNOTATION) == "true"
+    return target, replace(observed, window=await window_for(spec, namespace, now), hotfix=hotfix)
 
 
 async def _write_invalid(body: dict[str, Any], old: dict[str, Any], status: RolloutStatus) -> None:

@@ -169,12 +169,12 @@ def operator_kubeconfig(crds: Cluster, tmp_path_factory: pytest.TempPathFactory)
 class RunningOperator:
     """`python -m parachute` as a real process, under the operator's ServiceAccount."""
 
-    def __init__(self, kubeconfig: Path, log: Path) -> None:
-        self.kubeconfig, self.log = kubeconfig, log
+    def __init__(self, kubeconfig: Path, log: Path, env: dict[str, str] | None = None) -> None:
+        self.kubeconfig, self.log, self.env = kubeconfig, log, env or {}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RunningOperator:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1", **self.env}
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "parachute", "run", "--verbose"],
@@ -210,6 +210,28 @@ def operator(operator_kubeconfig: Path, tmp_path: Path) -> Iterator[RunningOpera
     running = RunningOperator(operator_kubeconfig, tmp_path / "operator.log").start()
     yield running
     running.stop()
+    _assert_never_refused(running)
+
+
+@pytest.fixture
+def operator_at(operator_kubeconfig: Path, tmp_path: Path) -> Iterator[Callable[[str], RunningOperator]]:
+    """Start the operator with its clock at a given moment (PARACHUTE_CLOCK_START), at real speed after."""
+    started: list[RunningOperator] = []
+
+    def start(moment: str) -> RunningOperator:
+        running = RunningOperator(
+            operator_kubeconfig, tmp_path / "operator.log", {"PARACHUTE_CLOCK_START": moment}
+        )
+        started.append(running.start())
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+        _assert_never_refused(running)
+
+
+def _assert_never_refused(running: RunningOperator) -> None:
     # Least privilege must still be enough: an RBAC refusal fails the test that caused it.
     # (A 403 for a namespace being deleted is not one: nothing may be created there.)
     for refusal in ('is forbidden: User "system:serviceaccount:', "Not enough permissions"):

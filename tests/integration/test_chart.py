@@ -10,7 +10,7 @@ import pytest
 import yaml
 from kubernetes import utils
 
-from parachute import rbac
+from parachute import install, rbac
 from testbed.cluster import tool
 from tests.integration.conftest import Cluster
 
@@ -44,8 +44,9 @@ def test_the_chart_carries_the_crd_and_runs_the_operator() -> None:
     assert kinds == [
         "ClusterRole",
         "ClusterRoleBinding",
-        *["CustomResourceDefinition"] * 3,  # Rollout, MetricTemplate, ClusterMetricTemplate
+        *["CustomResourceDefinition"] * 4,  # Rollout, MetricTemplate, ClusterMetricTemplate, ReleasePolicy
         "Deployment",
+        "ReleasePolicy",
         "ServiceAccount",
     ]
     container = next(d for d in documents if d["kind"] == "Deployment")["spec"]["template"]["spec"][
@@ -56,11 +57,24 @@ def test_the_chart_carries_the_crd_and_runs_the_operator() -> None:
     assert container["image"] == "ghcr.io/parachute-dev/parachute:0.1.0"
 
 
+def test_the_chart_ships_the_playbook_policy_the_plain_manifests_ship() -> None:
+    policy = next(d for d in rendered() if d["kind"] == "ReleasePolicy")
+    assert policy["spec"] == install.playbook_policy()["spec"]
+    zoned = next(d for d in rendered("playbookPolicy.timeZone=Europe/Berlin") if d["kind"] == "ReleasePolicy")
+    assert zoned["spec"]["window"]["timeZone"] == "Europe/Berlin"
+    operator = next(d for d in rendered("defaultPolicy=playbook") if d["kind"] == "Deployment")
+    assert "--default-policy=playbook" in operator["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
 @pytest.mark.cluster
-def test_the_api_server_accepts_everything_the_chart_renders(cluster: Cluster, namespace: str) -> None:
+def test_the_api_server_accepts_everything_the_chart_renders(crds: Cluster, namespace: str) -> None:
     """A server-side dry run: schema, defaulting and admission, nothing stored."""
     for document in rendered():
         if document["kind"] == "CustomResourceDefinition":
             continue  # installed for real by the resource tests
+        if document["kind"] == "ReleasePolicy":
+            crds.custom.create_cluster_custom_object("parachute.dev", "v1alpha1", "releasepolicies", document,
+                                                     dry_run="All")  # fmt: skip
+            continue
         document["metadata"]["namespace"] = namespace
-        utils.create_from_dict(cluster.api, document, dry_run="All")
+        utils.create_from_dict(crds.api, document, dry_run="All")

@@ -16,7 +16,7 @@ from parachute.api import (
     Phase,
 )
 from parachute.plan.engine import decide
-from parachute.plan.model import Health
+from parachute.plan.model import Health, WindowView
 from parachute.plan.verdicts import NOT_HEALTHY
 from parachute.plan.workload import actual_weight, canary_replicas, revision_of
 from tests.unit.world import T0, Story, World, spec
@@ -337,3 +337,59 @@ def test_a_hold_stops_progress_but_never_rolls_back() -> None:
     decision = story.tick(10 * MINUTE)
     assert (decision.status.phase, decision.status.stage) == (Phase.progressing, "1/3")
     assert decision.workload.canary_replicas == 1
+
+
+# ---------------------------------------------------------------------------- windows
+
+CLOSED = WindowView(
+    open=False, reason="Friday after 12:00", next_open=T0 + timedelta(days=3), policy="playbook"
+)
+
+
+def test_a_release_outside_its_window_waits_and_says_until_when() -> None:
+    story = Story(MEDIUM, World(window=CLOSED))
+    story.tick()
+    story.world.revision = "rev-2"
+    decision = story.tick(SECONDS)
+    assert decision.status.phase == Phase.waiting
+    assert decision.workload.canary_replicas == 0  # nothing of the new version runs yet
+    assert "Friday after 12:00 (policy playbook); next open 2026-11-27T10:00:00Z" in decision.status.message
+    assert decision.next_check_at == CLOSED.next_open
+    assert decision.status.window.policy == "playbook" and decision.status.window.open is False
+    assert story.reasons[-1] == "ReleaseWaiting"
+
+
+def test_a_waiting_release_starts_by_itself_when_the_window_opens() -> None:
+    story = Story(MEDIUM, World(window=CLOSED))
+    story.tick()
+    story.world.revision = "rev-2"
+    story.tick(SECONDS)
+    story.world.window = WindowView(policy="playbook")
+    decision = story.tick(timedelta(days=3))
+    assert (decision.status.phase, decision.status.stage) == (Phase.progressing, "1/3")
+    assert story.reasons[-1] == "ReleaseStarted"
+
+
+def test_a_stage_that_is_done_waits_for_the_window_before_the_next() -> None:
+    story = released(Story(MEDIUM))
+    story.world.window = CLOSED
+    decision = story.tick(2 * MINUTE)
+    assert decision.status.stage == "1/3" and decision.workload.canary_replicas == 1
+    assert "stage 1/3 done; the next waits for the release window" in decision.status.message
+
+
+def test_a_hotfix_ignores_the_window_and_says_so() -> None:
+    story = Story(MEDIUM, World(window=CLOSED, hotfix=True))
+    story.tick()
+    story.world.revision = "rev-2"
+    decision = story.tick(SECONDS)
+    assert decision.status.phase == Phase.progressing
+    assert "HotfixIgnoresWindow" in story.reasons
+
+
+def test_a_rollback_is_never_held_by_a_window() -> None:
+    story = released(Story(MEDIUM))
+    story.world.window = WindowView(open=False, reason="frozen until Monday", next_open=None, policy="freeze")
+    story.world.health = Health(failed=True, reason="error rate 6%")
+    decision = story.tick(SECONDS)
+    assert decision.status.phase == Phase.rolled_back and decision.workload.canary_replicas == 0

@@ -10,7 +10,7 @@ from typing import Any
 
 from parachute.api import RolloutSpec, RolloutStatus
 from parachute.plan.engine import decide
-from parachute.plan.model import CanaryState, Decision, Event, Health, Observed, TargetState
+from parachute.plan.model import CanaryState, Decision, Event, Health, Observed, TargetState, WindowView
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)  # a Tuesday morning
 
@@ -29,6 +29,8 @@ class World:
     canary_delay: timedelta = timedelta(0)  # how long canary pods take to become ready
     annotations: dict[str, str] = field(default_factory=dict)
     health: Health = field(default_factory=Health)
+    window: WindowView = field(default_factory=WindowView)
+    hotfix: bool = False
     _canary_ready_at: datetime | None = None
 
     def observe(self, now: datetime) -> Observed:
@@ -42,7 +44,8 @@ class World:
             paused=self.paused,
             rolled_out=self.running == self.revision,
         )
-        return Observed(target=target, canary=canary, commands=dict(self.annotations), health=self.health)
+        return Observed(target=target, canary=canary, commands=dict(self.annotations), health=self.health,
+                        window=self.window, hotfix=self.hotfix)  # fmt: skip
 
     def apply(self, decision: Decision, now: datetime) -> None:
         intent = decision.workload

@@ -28,6 +28,7 @@ from parachute.api import (
     ReleaseStatus,
     RolloutSpec,
     RolloutStatus,
+    WindowStatus,
     parse_duration,
 )
 from parachute.conditions import timestamp
@@ -86,6 +87,7 @@ def decide(
     _follow_template(work, observed)
     _recover_from_invalid(work)
     _apply_commands(work, spec, observed)
+    _open_window(work, observed)
     _pause_or_resume(work, spec)
 
     revision = observed.target.revision
@@ -99,6 +101,11 @@ def decide(
             st.canary_weight = 0
 
     _stale_promote_is_dropped(work, observed)
+    window = observed.window
+    st.window = WindowStatus(
+        policy=window.policy, open=window.open, reason=window.reason or None,
+        next_open_at=timestamp(window.next_open) if window.next_open else None,
+    )  # fmt: skip
     st.conditions = _conditions(st, now, generation)
     st.next_check_at = timestamp(work.next_check_at) if work.next_check_at else None
     assert work.intent is not None
@@ -144,13 +151,68 @@ def _follow_template(work: _Work, observed: Observed) -> None:
         images=list(target.images) or None,
         started_at=timestamp(work.now),
     )
+    if not _may_progress(work, observed):
+        st.phase, st.stage_index, st.stage, st.stage_started_at, st.paused_at = (
+            Phase.waiting,
+            None,
+            None,
+            None,
+            None,
+        )
+        st.canary_weight = 0
+        st.metrics, st.next_analysis_at, st.last_verdict = None, None, None
+        _say_waiting(work, observed, f"revision {target.revision} waits for the release window")
+        work.event("ReleaseWaiting", st.message or "")
+        return
     _start(work)
+    _announce_hotfix(work, observed)
     if superseding:
         work.event(
             "ReleaseSuperseded", f"revision {target.revision} replaces {release.revision}; starting over"
         )
     else:
         work.event("ReleaseStarted", f"releasing revision {target.revision} over {release.stable_revision}")
+
+
+def _may_progress(work: _Work, observed: Observed) -> bool:
+    return observed.window.open or observed.hotfix
+
+
+def _say_waiting(work: _Work, observed: Observed, what: str) -> None:
+    window = observed.window
+    until = (
+        f"; next open {timestamp(window.next_open)}"
+        if window.next_open
+        else "; it never opens: check the policy"
+    )
+    work.status.message = f"{what}: {window.reason} (policy {window.policy}){until}"
+    if window.next_open is not None:
+        work.check_at(window.next_open)
+
+
+def _announce_hotfix(work: _Work, observed: Observed) -> None:
+    if observed.hotfix and not observed.window.open:
+        work.event("HotfixIgnoresWindow", f"security hotfix: released although {observed.window.reason}")
+
+
+def _open_window(work: _Work, observed: Observed) -> None:
+    """A release waiting for its window starts when the window opens (or for a hotfix)."""
+    st = work.status
+    if st.phase != Phase.waiting:
+        return
+    if not _may_progress(work, observed):
+        _say_waiting(
+            work,
+            observed,
+            f"revision {st.release.revision if st.release else ''} waits for the release window",
+        )
+        return
+    _start(work)
+    _announce_hotfix(work, observed)
+    work.event(
+        "ReleaseStarted",
+        f"the release window opened; releasing revision {st.release.revision if st.release else ''}",
+    )
 
 
 def _recover_from_invalid(work: _Work) -> None:
@@ -333,6 +395,9 @@ def _advance(work: _Work, observed: Observed) -> None:
     st = work.status
     assert st.plan is not None and st.stage_index is not None and st.release is not None
     following = st.stage_index + 1
+    if following < len(st.plan) and not _may_progress(work, observed):
+        _say_waiting(work, observed, f"stage {st.stage} done; the next waits for the release window")
+        return
     if following < len(st.plan):
         _enter_stage(work, following)
         stage = st.plan[following]

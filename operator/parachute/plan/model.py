@@ -52,11 +52,23 @@ class Health:
 
 
 @dataclass(frozen=True)
+class WindowView:
+    """The release window as it stands now (computed by `plan.windows.state`)."""
+
+    open: bool = True
+    reason: str = ""
+    next_open: datetime | None = None
+    policy: str | None = None  # which policy applied; None: not held by time
+
+
+@dataclass(frozen=True)
 class Observed:
     target: TargetState
     canary: CanaryState | None = None
     commands: dict[str, str] = field(default_factory=dict)  # annotation -> value
     health: Health = Health()
+    window: WindowView = WindowView()
+    hotfix: bool = False  # spec.hotfix or the hotfix annotation
 
 
 @dataclass(frozen=True)
