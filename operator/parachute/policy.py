@@ -59,11 +59,13 @@ async def policy_for(spec: RolloutSpec) -> tuple[str | None, ReleasePolicySpec |
     return name, ReleasePolicySpec.model_validate(found.get("spec") or {})
 
 
-async def window_for(spec: RolloutSpec, namespace: str, now: datetime) -> WindowView:
+async def window_for(
+    spec: RolloutSpec, namespace: str, now: datetime
+) -> tuple[WindowView, ReleasePolicySpec | None]:
     name, policy = await policy_for(spec)
     window = policy.window if policy else None
     if window is None:
-        return WindowView(policy=name)
+        return WindowView(policy=name), policy
     peak = False
     if window.peak_traffic is not None and spec.analysis is not None:
         provider = await provider_for(spec.analysis, namespace)
@@ -73,4 +75,4 @@ async def window_for(spec: RolloutSpec, namespace: str, now: datetime) -> Window
             window.peak_traffic.threshold, "number"
         )
     result = state(window, now, calendar_for(window), peak)
-    return WindowView(open=result.open, reason=result.reason, next_open=result.next_open, policy=name)
+    return WindowView(open=result.open, reason=result.reason, next_open=result.next_open, policy=name), policy

@@ -29,7 +29,9 @@ from parachute.api import (
     parse_duration,
 )
 from parachute.conditions import timestamp
+from parachute.gating import check_all
 from parachute.plan.engine import decide, parse_time
+from parachute.plan.gates import GateResult, gates_for
 from parachute.plan.metrics import UnknownTemplateError
 from parachute.plan.model import Event, EventType, Health, Observed
 from parachute.plan.verdicts import health, worst
@@ -124,7 +126,20 @@ async def _observe(body: dict[str, Any], spec: RolloutSpec, now: datetime) -> tu
     observed = await observe(body, target)
     annotations = body["metadata"].get("annotations") or {}
     hotfix = spec.hotfix or annotations.get(HOTFIX_ANNOTATION) == "true"
-    return target, replace(observed, window=await window_for(spec, namespace, now), hotfix=hotfix)
+    window, policy = await window_for(spec, namespace, now)
+    status = RolloutStatus.model_validate(body.get("status") or {})
+    release = status.release
+    pending = status.phase == Phase.waiting or (
+        release is not None
+        and release.stable_revision is not None
+        and observed.target.revision != release.revision
+    )
+    results: list[GateResult] = []
+    if pending:
+        gates = gates_for(spec, policy.checklist if policy else None)
+        results = await check_all(gates, spec, namespace, annotations)
+    gate_view = tuple((r.name, r.met, r.message) for r in results)
+    return target, replace(observed, window=window, hotfix=hotfix, gates=gate_view)
 
 
 async def _write_invalid(body: dict[str, Any], old: dict[str, Any], status: RolloutStatus) -> None:

@@ -31,6 +31,7 @@ class World:
     health: Health = field(default_factory=Health)
     window: WindowView = field(default_factory=WindowView)
     hotfix: bool = False
+    gates: tuple[tuple[str, bool, str], ...] = ()
     _canary_ready_at: datetime | None = None
 
     def observe(self, now: datetime) -> Observed:
@@ -45,7 +46,7 @@ class World:
             rolled_out=self.running == self.revision,
         )
         return Observed(target=target, canary=canary, commands=dict(self.annotations), health=self.health,
-                        window=self.window, hotfix=self.hotfix)  # fmt: skip
+                        window=self.window, hotfix=self.hotfix, gates=self.gates)  # fmt: skip
 
     def apply(self, decision: Decision, now: datetime) -> None:
         intent = decision.workload

@@ -22,6 +22,7 @@ from parachute.api import (
     RETRY_ANNOTATION,
     Condition,
     ConditionStatus,
+    GateStatus,
     HandledCommands,
     Phase,
     PlannedStage,
@@ -38,6 +39,8 @@ from parachute.plan.workload import canary_replicas
 
 # How soon to look again while waiting for the cluster (pods becoming ready, a rollout).
 CLUSTER_TICK = timedelta(seconds=2)
+# How often unmet gates are checked again (a new annotation wakes the Rollout at once anyway).
+GATE_RECHECK = timedelta(seconds=10)
 ACTIVE = (Phase.progressing, Phase.paused, Phase.waiting)
 STOPPED = (Phase.aborted, Phase.rolled_back)
 
@@ -101,6 +104,11 @@ def decide(
             st.canary_weight = 0
 
     _stale_promote_is_dropped(work, observed)
+    if observed.gates:
+        checked = timestamp(work.now)
+        st.gates = [
+            GateStatus(name=n, met=m, message=msg, checked_at=checked) for n, m, msg in observed.gates
+        ]
     window = observed.window
     st.window = WindowStatus(
         policy=window.policy, open=window.open, reason=window.reason or None,
@@ -151,7 +159,7 @@ def _follow_template(work: _Work, observed: Observed) -> None:
         images=list(target.images) or None,
         started_at=timestamp(work.now),
     )
-    if not _may_progress(work, observed):
+    if not _may_start(work, observed):
         st.phase, st.stage_index, st.stage, st.stage_started_at, st.paused_at = (
             Phase.waiting,
             None,
@@ -161,7 +169,7 @@ def _follow_template(work: _Work, observed: Observed) -> None:
         )
         st.canary_weight = 0
         st.metrics, st.next_analysis_at, st.last_verdict = None, None, None
-        _say_waiting(work, observed, f"revision {target.revision} waits for the release window")
+        _say_why_waiting(work, observed, f"revision {target.revision}")
         work.event("ReleaseWaiting", st.message or "")
         return
     _start(work)
@@ -176,6 +184,22 @@ def _follow_template(work: _Work, observed: Observed) -> None:
 
 def _may_progress(work: _Work, observed: Observed) -> bool:
     return observed.window.open or observed.hotfix
+
+
+def _unmet_gates(observed: Observed) -> str:
+    return "; ".join(f"gate {name}: {message}" for name, met, message in observed.gates if not met)
+
+
+def _may_start(work: _Work, observed: Observed) -> bool:
+    return _may_progress(work, observed) and not _unmet_gates(observed)
+
+
+def _say_why_waiting(work: _Work, observed: Observed, what: str) -> None:
+    if not _may_progress(work, observed):
+        _say_waiting(work, observed, f"{what} waits for the release window")
+    else:
+        work.status.message = f"{what} waits for its checklist: {_unmet_gates(observed)}"
+        work.check_at(work.now + GATE_RECHECK)
 
 
 def _say_waiting(work: _Work, observed: Observed, what: str) -> None:
@@ -200,18 +224,14 @@ def _open_window(work: _Work, observed: Observed) -> None:
     st = work.status
     if st.phase != Phase.waiting:
         return
-    if not _may_progress(work, observed):
-        _say_waiting(
-            work,
-            observed,
-            f"revision {st.release.revision if st.release else ''} waits for the release window",
-        )
+    if not _may_start(work, observed):
+        _say_why_waiting(work, observed, f"revision {st.release.revision if st.release else ''}")
         return
     _start(work)
     _announce_hotfix(work, observed)
     work.event(
         "ReleaseStarted",
-        f"the release window opened; releasing revision {st.release.revision if st.release else ''}",
+        f"window open, gates met; releasing revision {st.release.revision if st.release else ''}",
     )
 
 

@@ -69,6 +69,8 @@ class Observed:
     health: Health = Health()
     window: WindowView = WindowView()
     hotfix: bool = False  # spec.hotfix or the hotfix annotation
+    # Gate results (name, met, message), checked while a release waits to start.
+    gates: tuple[tuple[str, bool, str], ...] = ()
 
 
 @dataclass(frozen=True)
