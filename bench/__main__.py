@@ -104,6 +104,11 @@ def wait(predicate: Any, timeout: float) -> float:
     return float("nan")
 
 
+def new_namespace(core: client.CoreV1Api, name: str) -> None:
+    core.create_namespace({"metadata": {"name": name}})
+    wait(lambda: core.read_namespaced_service_account("default", name), 30)  # pods need it
+
+
 def bench_scale(cluster: LocalCluster, operator_kubeconfig: Path, workdir: Path, count: int) -> None:
     api_client = cluster.api_client()
     core, apps, custom = (
@@ -112,8 +117,7 @@ def bench_scale(cluster: LocalCluster, operator_kubeconfig: Path, workdir: Path,
         client.CustomObjectsApi(api_client),
     )
     namespace = "bench-scale"
-    core.create_namespace({"metadata": {"name": namespace}})
-    wait(lambda: core.read_namespaced_service_account("default", namespace), 30)
+    new_namespace(core, namespace)
     for i in range(count):
         apps.create_namespaced_deployment(namespace, deployment(f"app-{i}"))
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
@@ -163,8 +167,7 @@ def bench_reconcile(cluster: LocalCluster, rounds: int = 100) -> None:
         client.CustomObjectsApi(api_client),
     )
     namespace = "bench-reconcile"
-    core.create_namespace({"metadata": {"name": namespace}})
-    wait(lambda: core.read_namespaced_service_account("default", namespace), 30)
+    new_namespace(core, namespace)
     apps.create_namespaced_deployment(namespace, deployment("one"))
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, rollout("one"))
     os.environ["KUBECONFIG"] = str(cluster.admin_kubeconfig)
@@ -182,8 +185,7 @@ def bench_breach(cluster: LocalCluster, operator_kubeconfig: Path, workdir: Path
         client.CustomObjectsApi(api_client),
     )
     namespace = "bench-breach"
-    core.create_namespace({"metadata": {"name": namespace}})
-    wait(lambda: core.read_namespaced_service_account("default", namespace), 30)
+    new_namespace(core, namespace)
     app = DemoApp().start()
     app.canary.set_behaviour(Behaviour(error_rate=0.06))
     load = LoadGenerator(

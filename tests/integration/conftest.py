@@ -251,3 +251,15 @@ def event_reasons(cluster: Cluster, namespace: str, name: str = "checkout") -> l
         namespace, field_selector=f"involvedObject.name={name},involvedObject.kind=Rollout"
     ).items
     return [e.reason for e in sorted(events, key=lambda e: e.metadata.creation_timestamp)]
+
+
+def start_release(cluster: Cluster, namespace: str, **spec: Any) -> None:
+    """Adopt Deployment `checkout` under a Rollout with short waits, then apply a new image."""
+    cluster.apps.create_namespaced_deployment(namespace, deployment("checkout", replicas=2))
+    body = rollout("checkout", targetRef={"name": "checkout"}, waits={"min": "3s", "max": "6s"}, **spec)
+    cluster.custom.create_namespaced_custom_object("parachute.dev", "v1alpha1", namespace, "rollouts", body)
+    eventually(
+        lambda: (rollout_status(cluster, namespace).get("release") or {}).get("stableRevision"), timeout=60
+    )
+    image = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "checkout:2.0"}]}}}}
+    cluster.apps.patch_namespaced_deployment("checkout", namespace, image)

@@ -13,11 +13,10 @@ import pytest
 from tests.integration.conftest import (
     Cluster,
     RunningOperator,
-    deployment,
     event_reasons,
     eventually,
-    rollout,
     rollout_status,
+    start_release,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -54,17 +53,6 @@ def smoke() -> Iterator[Answering]:
     yield server
     server.server.shutdown()
     server.server.server_close()
-
-
-def start_release(cluster: Cluster, namespace: str, **spec: Any) -> None:
-    cluster.apps.create_namespaced_deployment(namespace, deployment("checkout", replicas=2))
-    body = rollout("checkout", targetRef={"name": "checkout"}, waits={"min": "3s", "max": "6s"}, **spec)
-    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "rollouts", body)
-    eventually(
-        lambda: (rollout_status(cluster, namespace).get("release") or {}).get("stableRevision"), timeout=60
-    )
-    image = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "checkout:2.0"}]}}}}
-    cluster.apps.patch_namespaced_deployment("checkout", namespace, image)
 
 
 def waiting_on(cluster: Cluster, namespace: str, text: str) -> dict[str, Any]:

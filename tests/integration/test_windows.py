@@ -13,11 +13,10 @@ import pytest
 from tests.integration.conftest import (
     Cluster,
     RunningOperator,
-    deployment,
     event_reasons,
     eventually,
-    rollout,
     rollout_status,
+    start_release,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -44,17 +43,6 @@ def policy(crds: Cluster, namespace: str) -> Iterator[Callable[[dict[str, Any]],
 
     yield make
     crds.custom.delete_cluster_custom_object(GROUP, VERSION, "releasepolicies", name)
-
-
-def start_release(cluster: Cluster, namespace: str, **spec: Any) -> None:
-    cluster.apps.create_namespaced_deployment(namespace, deployment("checkout", replicas=2))
-    body = rollout("checkout", targetRef={"name": "checkout"}, waits={"min": "3s", "max": "6s"}, **spec)
-    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "rollouts", body)
-    eventually(
-        lambda: (rollout_status(cluster, namespace).get("release") or {}).get("stableRevision"), timeout=60
-    )
-    image = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "checkout:2.0"}]}}}}
-    cluster.apps.patch_namespaced_deployment("checkout", namespace, image)
 
 
 def test_a_release_in_a_closed_window_waits_and_starts_when_it_opens(
