@@ -104,18 +104,18 @@ def wait(predicate: Any, timeout: float) -> float:
     return float("nan")
 
 
+def clients(cluster: LocalCluster) -> tuple[client.CoreV1Api, client.AppsV1Api, client.CustomObjectsApi]:
+    api_client = cluster.api_client()
+    return client.CoreV1Api(api_client), client.AppsV1Api(api_client), client.CustomObjectsApi(api_client)
+
+
 def new_namespace(core: client.CoreV1Api, name: str) -> None:
     core.create_namespace({"metadata": {"name": name}})
     wait(lambda: core.read_namespaced_service_account("default", name), 30)  # pods need it
 
 
 def bench_scale(cluster: LocalCluster, operator_kubeconfig: Path, workdir: Path, count: int) -> None:
-    api_client = cluster.api_client()
-    core, apps, custom = (
-        client.CoreV1Api(api_client),
-        client.AppsV1Api(api_client),
-        client.CustomObjectsApi(api_client),
-    )
+    core, apps, custom = clients(cluster)
     namespace = "bench-scale"
     new_namespace(core, namespace)
     for i in range(count):
@@ -160,12 +160,7 @@ async def _reconcile_many(namespace: str, name: str, rounds: int) -> list[float]
 
 
 def bench_reconcile(cluster: LocalCluster, rounds: int = 100) -> None:
-    api_client = cluster.api_client()
-    core, apps, custom = (
-        client.CoreV1Api(api_client),
-        client.AppsV1Api(api_client),
-        client.CustomObjectsApi(api_client),
-    )
+    core, apps, custom = clients(cluster)
     namespace = "bench-reconcile"
     new_namespace(core, namespace)
     apps.create_namespaced_deployment(namespace, deployment("one"))
@@ -178,12 +173,7 @@ def bench_reconcile(cluster: LocalCluster, rounds: int = 100) -> None:
 
 
 def bench_breach(cluster: LocalCluster, operator_kubeconfig: Path, workdir: Path) -> None:
-    api_client = cluster.api_client()
-    core, apps, custom = (
-        client.CoreV1Api(api_client),
-        client.AppsV1Api(api_client),
-        client.CustomObjectsApi(api_client),
-    )
+    core, apps, custom = clients(cluster)
     namespace = "bench-breach"
     new_namespace(core, namespace)
     app = DemoApp().start()

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -355,16 +355,6 @@ class LocalCluster:
         child = self._children.pop(pid, None)
         if child is not None:
             child.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def running_cluster(workdir: Path) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(workdir)
-    try:
-        cluster.up()
-        yield cluster
-    finally:
-        cluster.down()
 
 
 def main(argv: list[str] | None = None) -> int:

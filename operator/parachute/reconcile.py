@@ -90,7 +90,7 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     status = RolloutStatus.model_validate(old)
     try:
         spec = RolloutSpec.model_validate(body.get("spec") or {})
-        target, observed = await _observe(body, spec, now)
+        target, canary, observed = await _observe(body, spec, status, now)
         analysis_events: list[Event] = []
         if spec.analysis is not None:
             status, health_now, analysis_events = await _analyse(spec, status, observed, namespace, now)
@@ -109,13 +109,15 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     # Told as soon as the decision is written: if acting fails below, the next reconcile finds
     # the decision already made and would not tell it again.
     await _tell(body, (*analysis_events, *decision.events))
-    changed = await act(body, target, decision.workload)
+    changed = await act(body, target, canary, decision.workload)
     if changed:
         logger.info("%s/%s: %s", namespace, name, "; ".join(changed))
     return _earliest(decision.next_check_at, parse_time(decision.status.next_analysis_at))
 
 
-async def _observe(body: dict[str, Any], spec: RolloutSpec, now: datetime) -> tuple[dict[str, Any], Observed]:
+async def _observe(
+    body: dict[str, Any], spec: RolloutSpec, status: RolloutStatus, now: datetime
+) -> tuple[dict[str, Any], dict[str, Any] | None, Observed]:
     """The target, the canary, the commands, the window and whether this is a hotfix."""
     namespace = body["metadata"]["namespace"]
     target = await kube.read_deployment(namespace, spec.target_ref.name)
@@ -123,11 +125,10 @@ async def _observe(body: dict[str, Any], spec: RolloutSpec, now: datetime) -> tu
         raise MissingTargetError(
             f"spec.targetRef.name: Deployment {namespace}/{spec.target_ref.name} not found"
         )
-    observed = await observe(body, target)
+    observed, canary = await observe(body, target)
     annotations = body["metadata"].get("annotations") or {}
     hotfix = spec.hotfix or annotations.get(HOTFIX_ANNOTATION) == "true"
     window, policy = await window_for(spec, namespace, now)
-    status = RolloutStatus.model_validate(body.get("status") or {})
     release = status.release
     pending = status.phase == Phase.waiting or (
         release is not None
@@ -139,7 +140,7 @@ async def _observe(body: dict[str, Any], spec: RolloutSpec, now: datetime) -> tu
         gates = gates_for(spec, policy.checklist if policy else None)
         results = await check_all(gates, spec, namespace, annotations)
     gate_view = tuple((r.name, r.met, r.message) for r in results)
-    return target, replace(observed, window=window, hotfix=hotfix, gates=gate_view)
+    return target, canary, replace(observed, window=window, hotfix=hotfix, gates=gate_view)
 
 
 async def _write_invalid(body: dict[str, Any], old: dict[str, Any], status: RolloutStatus) -> None:

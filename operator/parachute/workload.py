@@ -68,7 +68,8 @@ def owned_by(obj: dict[str, Any], rollout: dict[str, Any]) -> bool:
     return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
 
 
-async def observe(rollout: dict[str, Any], target: dict[str, Any]) -> Observed:
+async def observe(rollout: dict[str, Any], target: dict[str, Any]) -> tuple[Observed, dict[str, Any] | None]:
+    """What the planner sees, and the canary Deployment as read (for `act`, so it is read once)."""
     namespace = rollout["metadata"]["namespace"]
     canary = await kube.read_deployment(namespace, canary_name(target["metadata"]["name"]))
     if canary is not None and not owned_by(canary, rollout):
@@ -77,11 +78,12 @@ async def observe(rollout: dict[str, Any], target: dict[str, Any]) -> Observed:
             "Parachute will not overwrite it (rename it, or delete it if it is left over)"
         )
     annotations = rollout["metadata"].get("annotations") or {}
-    return Observed(
+    observed = Observed(
         target=target_state(target),
         canary=canary_state(canary) if canary else None,
         commands={k: v for k, v in annotations.items() if k in COMMANDS},
     )
+    return observed, canary
 
 
 def desired_canary(
@@ -114,8 +116,14 @@ def desired_canary(
     }
 
 
-async def act(rollout: dict[str, Any], target: dict[str, Any], intent: WorkloadIntent) -> list[str]:
-    """Make the workload as `intent` says; returns what was changed (for logs)."""
+async def act(
+    rollout: dict[str, Any], target: dict[str, Any], current: dict[str, Any] | None, intent: WorkloadIntent
+) -> list[str]:
+    """Make the workload as `intent` says; returns what was changed (for logs).
+
+    `current` is the canary as `observe` read it (and found to be this Rollout's): only this
+    reconcile changes it, and a replace is guarded by its resourceVersion.
+    """
     namespace = rollout["metadata"]["namespace"]
     name = target["metadata"]["name"]
     changed = []
@@ -123,9 +131,6 @@ async def act(rollout: dict[str, Any], target: dict[str, Any], intent: WorkloadI
         await kube.patch_deployment(namespace, name, {"spec": {"paused": intent.target_paused}})
         changed.append(f"{'paused' if intent.target_paused else 'unpaused'} Deployment {name}")
 
-    current = await kube.read_deployment(namespace, canary_name(name))
-    if current is not None and not owned_by(current, rollout):
-        raise ForeignObjectError(f"Deployment {namespace}/{canary_name(name)} is not this Rollout's")
     if intent.canary_replicas == 0 or intent.canary_revision is None:
         if current is not None and current["spec"].get("replicas", 0) != 0:
             await kube.patch_deployment(namespace, canary_name(name), {"spec": {"replicas": 0}})
