@@ -95,3 +95,40 @@ def install_operator_account(admin_kubeconfig: Path, kubeconfig_path: Path) -> P
             break
         time.sleep(0.2)
     return service_account_kubeconfig(admin_kubeconfig, OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, kubeconfig_path)
+
+
+def openfeature_crd() -> dict[str, Any]:
+    """OpenFeature's FeatureFlag (core.openfeature.dev/v1beta1), trimmed to what Parachute
+    touches: `spec.flagSpec.flags`, each flag a flagd definition."""
+    flag = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    schema = {
+        "type": "object",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "flagSpec": {
+                        "type": "object",
+                        "properties": {"flags": {"type": "object", "additionalProperties": flag}},
+                    }
+                },
+            }
+        },
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "featureflags.core.openfeature.dev"},
+        "spec": {
+            "group": "core.openfeature.dev",
+            "scope": "Namespaced",
+            "names": {"plural": "featureflags", "singular": "featureflag", "kind": "FeatureFlag"},
+            "versions": [
+                {"name": "v1beta1", "served": True, "storage": True, "schema": {"openAPIV3Schema": schema}}
+            ],
+        },
+    }
+
+
+def install_openfeature_crd(api_client: client.ApiClient, timeout: float = 30) -> None:
+    _install_one(api_client, openfeature_crd(), timeout)

@@ -22,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
             "--liveness", default=None, help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz"
         )
         p.add_argument("--default-policy", default=None, help="ReleasePolicy for Rollouts that name none")
+        p.add_argument(
+            "--metrics-port", type=int, default=None,
+            help="serve the operator's metrics (recovery times) on this port; also PARACHUTE_METRICS_PORT",
+        )  # fmt: skip
     sub.add_parser("crds", help="print the CustomResourceDefinitions")
     args = parser.parse_args(argv)
 
@@ -41,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[DEFAULT_POLICY_ENV] = args.default_policy
 
     import parachute.handlers  # noqa: F401  (registers the handlers)
+
+    metrics_port = args.metrics_port or int(os.environ.get("PARACHUTE_METRICS_PORT", "0") or 0)
+    if metrics_port:
+        from parachute.telemetry import serve
+
+        serve(metrics_port)
 
     kopf.configure(verbose=args.verbose, log_prefix=True)
     asyncio.run(

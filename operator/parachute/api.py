@@ -65,6 +65,19 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def format_duration(value: timedelta) -> str:
+    """The inverse of `parse_duration`, shortest form: 90 s is `1m30s`, 0.25 s is `250ms`."""
+    millis = round(value.total_seconds() * 1000)
+    if millis % 1000:
+        return f"{millis}ms"
+    total, out = millis // 1000, ""
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size:
+            out += f"{total // size}{unit}"
+            total %= size
+    return out or "0s"
+
+
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
     """A CEL validation rule as the API server expects it in `x-kubernetes-validations`."""
     entry = {"rule": rule, "message": message}
@@ -508,7 +521,8 @@ class Recovery(Model):
         None,
         max_length=3,
         json_schema_extra={"x-kubernetes-list-type": "set"},
-        description="Levels to use, fastest first; default: every level the Rollout has the means for.",
+        description="Levels to use, fastest first; default: every level the Rollout has the means for "
+        "(flag needs featureFlags, config needs configRefs). Code is always the last resort.",
     )
     budgets: RecoveryBudgets | None = None
     restore_template: bool = Field(
@@ -558,6 +572,7 @@ class Holidays(Model):
 class PeakTraffic(Model):
     query: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
     threshold: Threshold = Field(description="Above this the release waits.")
+    recheck: Duration = Field("5m", description="How often a release held by peak traffic looks again.")
 
 
 class Window(Model):
@@ -789,31 +804,50 @@ class MetricStatus(Model):
     consecutive_inconclusive: int = 0
     last_evaluated_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
     breached_since: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    immediate: bool | None = Field(None, description="Failed on rollbackAt: an immediate trigger.")
 
 
 class LevelRecord(Model):
+    """One rollback level of an incident: when it started, what it changed, when health returned."""
+
     level: RecoveryLevel
     started_at: str = Field(json_schema_extra={"format": "date-time"})
     changed: list[str] | None = Field(None, description="What this level changed.")
-    applied_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    applied_at: str | None = Field(
+        None,
+        description="When its change was in place (pods restarted, if they had to be).",
+        json_schema_extra={"format": "date-time"},
+    )
     healthy_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
-    budget: Duration | None = None
+    budget: Duration | None = Field(None, description="How long it had to bring health back.")
+    seconds: float | None = Field(None, description="From its start to health, or to the next level.")
 
 
 class Incident(Model):
+    """A rollback: what, when, why, which levels, and how long recovery took."""
+
     id: str
-    revision: str | None = None
+    revision: str | None = Field(None, description="The revision rolled back; blocked until resolved.")
+    stable_revision: str | None = None
     reason: str
-    started_at: str = Field(json_schema_extra={"format": "date-time"})
+    started_at: str = Field(
+        description="The first critical verdict.", json_schema_extra={"format": "date-time"}
+    )
+    immediate: bool = Field(False, description="An immediate trigger: every level has the shortest budget.")
+    new_code_in_target: bool = Field(
+        False, description="The target's own pods ran the new revision (the release had reached 100%)."
+    )
     level: RecoveryLevel | None = None
     levels: list[LevelRecord] | None = None
     recovered_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
-    recovery_seconds: float | None = None
-    objective_met: bool | None = None
+    recovery_seconds: float | None = Field(None, description="First critical verdict to health restored.")
+    objective_met: bool | None = Field(
+        None, description="Whether recovery took no longer than the objective."
+    )
     postmortem_due_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
     watch_until: str | None = Field(None, json_schema_extra={"format": "date-time"})
     revert_in_git: str | None = Field(None, description="For GitOps: the revision to revert to in git.")
-    resolved: bool = False
+    resolved: bool = Field(False, description=f"Root cause marked fixed ({GROUP}/resolved).")
 
 
 class GateStatus(Model):
@@ -840,6 +874,7 @@ class ReleaseStatus(Model):
     revision: str | None = Field(None, description="Pod-template hash of the version being released.")
     stable_revision: str | None = None
     images: list[str] | None = None
+    stable_images: list[str] | None = None
     started_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
 
 
@@ -849,6 +884,7 @@ class HandledCommands(Model):
     promote: str | None = None
     abort: str | None = None
     retry: str | None = None
+    resolved: str | None = None
 
 
 class RolloutStatus(Model):
@@ -898,6 +934,11 @@ PROMOTE_ANNOTATION = f"{GROUP}/promote"  # end the current stage's wait now
 ABORT_ANNOTATION = f"{GROUP}/abort"  # stop the release; all traffic back to stable
 RETRY_ANNOTATION = f"{GROUP}/retry"  # start an aborted or rolled-back release again
 HOTFIX_ANNOTATION = f"{GROUP}/hotfix"  # "true": a security hotfix, not held by windows
+# What a release touches (areas or paths), set by a pipeline on the Deployment or the Rollout:
+# the risk when spec.risk is not given.
+CHANGE_ANNOTATION = f"{GROUP}/change"
+# The root cause of a rolled-back revision is fixed: its value is that revision (or "all").
+RESOLVED_ANNOTATION = f"{GROUP}/resolved"
 
 # Printer columns of `kubectl get pr`: what an SRE needs on one line.
 PRINTER_COLUMNS: list[dict[str, Any]] = [

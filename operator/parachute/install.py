@@ -35,8 +35,11 @@ def operator_deployment(namespace: str = NAMESPACE, image: str = IMAGE) -> dict[
                         {
                             "name": "operator",
                             "image": image,
-                            "args": ["run", "--liveness=http://0.0.0.0:8080/healthz"],
-                            "ports": [{"name": "health", "containerPort": 8080}],
+                            "args": ["run", "--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=9100"],
+                            "ports": [
+                                {"name": "health", "containerPort": 8080},
+                                {"name": "metrics", "containerPort": 9100},
+                            ],
                             "livenessProbe": {"httpGet": {"path": "/healthz", "port": "health"}},
                             "resources": {
                                 "requests": {"cpu": "50m", "memory": "128Mi"},

@@ -72,15 +72,22 @@ async def patch_deployment(namespace: str, name: str, patch: dict[str, Any]) -> 
     await asyncio.to_thread(apps.patch_namespaced_deployment, name, namespace, patch)
 
 
+async def _guarded(what: str, call: Any, *args: Any) -> None:
+    """A write whose body carries a resourceVersion: a 409 means someone wrote first."""
+    try:
+        await asyncio.to_thread(call, *args)
+    except ApiException as error:
+        if error.status == 409:
+            raise ConflictError(f"{what} changed while being updated") from error
+        raise
+
+
 async def replace_deployment(namespace: str, name: str, body: dict[str, Any]) -> None:
     """A full replace, guarded by the resourceVersion in `body`."""
     apps = client.AppsV1Api(api_client())
-    try:
-        await asyncio.to_thread(apps.replace_namespaced_deployment, name, namespace, body)  # type: ignore[arg-type]
-    except ApiException as error:
-        if error.status == 409:
-            raise ConflictError(f"Deployment {namespace}/{name} changed while being updated") from error
-        raise
+    await _guarded(
+        f"Deployment {namespace}/{name}", apps.replace_namespaced_deployment, name, namespace, body
+    )
 
 
 async def read_secret_key(namespace: str, name: str, key: str) -> str | None:
@@ -157,20 +164,8 @@ async def patch_rollout_status(
     """
     custom = client.CustomObjectsApi(api_client())
     body = {"metadata": {"resourceVersion": resource_version}, "status": merge_patch(old, new)}
-    try:
-        await asyncio.to_thread(
-            custom.patch_namespaced_custom_object_status,
-            api.GROUP,
-            api.VERSION,
-            namespace,
-            api.PLURAL,
-            name,
-            body,
-        )
-    except ApiException as error:
-        if error.status == 409:
-            raise ConflictError(f"{namespace}/{name} changed while being reconciled") from error
-        raise
+    await _guarded(f"Rollout {namespace}/{name}", custom.patch_namespaced_custom_object_status,
+                   api.GROUP, api.VERSION, namespace, api.PLURAL, name, body)  # fmt: skip
 
 
 async def post_event(rollout: dict[str, Any], type_: str, reason: str, message: str) -> None:
@@ -195,3 +190,90 @@ async def post_event(rollout: dict[str, Any], type_: str, reason: str, message: 
         if error.status == 403 and "NamespaceTerminating" in str(error.body):
             raise NamespaceTerminatingError(meta["namespace"]) from error
         raise
+
+
+async def read_config_map(namespace: str, name: str) -> dict[str, Any] | None:
+    core = client.CoreV1Api(api_client())
+    found = await asyncio.to_thread(_absent_on_404, core.read_namespaced_config_map, name, namespace)
+    return None if found is None else _plain(found)
+
+
+async def create_config_map(namespace: str, body: dict[str, Any]) -> bool:
+    """Create it; False when one of that name exists already."""
+    core = client.CoreV1Api(api_client())
+    try:
+        await asyncio.to_thread(core.create_namespaced_config_map, namespace, body)  # type: ignore[arg-type]
+    except ApiException as error:
+        if error.status == 409:
+            return False
+        raise
+    return True
+
+
+async def patch_config_map(namespace: str, name: str, patch: dict[str, Any]) -> None:
+    core = client.CoreV1Api(api_client())
+    await asyncio.to_thread(core.patch_namespaced_config_map, name, namespace, patch)
+
+
+async def replace_config_map(namespace: str, name: str, body: dict[str, Any]) -> None:
+    """A full replace, guarded by the resourceVersion in `body`: exact bytes, no merging."""
+    core = client.CoreV1Api(api_client())
+    await _guarded(f"ConfigMap {namespace}/{name}", core.replace_namespaced_config_map, name, namespace, body)
+
+
+OPENFEATURE = ("core.openfeature.dev", "v1beta1", "featureflags")
+
+
+async def read_feature_flag(namespace: str, name: str) -> dict[str, Any] | None:
+    """The OpenFeature FeatureFlag, or None when it (or its CRD) does not exist."""
+    custom = client.CustomObjectsApi(api_client())
+    group, version, plural = OPENFEATURE
+    found = await asyncio.to_thread(
+        _absent_on_404, custom.get_namespaced_custom_object, group, version, namespace, plural, name
+    )
+    return cast(dict[str, Any] | None, found)
+
+
+async def replace_feature_flag(namespace: str, name: str, body: dict[str, Any]) -> None:
+    custom = client.CustomObjectsApi(api_client())
+    group, version, plural = OPENFEATURE
+    await _guarded(f"FeatureFlag {namespace}/{name}", custom.replace_namespaced_custom_object,
+                   group, version, namespace, plural, name, body)  # fmt: skip
+
+
+async def list_replica_sets(namespace: str, selector: str) -> list[dict[str, Any]]:
+    apps = client.AppsV1Api(api_client())
+    found = await asyncio.to_thread(apps.list_namespaced_replica_set, namespace, label_selector=selector)
+    return [_plain(item) for item in found.items]
+
+
+class NotPermittedError(Exception):
+    """The operator's ServiceAccount may not read this kind."""
+
+
+@functools.cache
+def _dynamic() -> Any:
+    from kubernetes.dynamic import DynamicClient
+
+    return DynamicClient(api_client())
+
+
+def _read_object(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    from kubernetes.dynamic.exceptions import ForbiddenError, NotFoundError, ResourceNotFoundError
+
+    try:
+        resource = _dynamic().resources.get(api_version=api_version, kind=kind)
+    except ResourceNotFoundError as error:
+        raise LookupError(f"the API server serves no {kind} in {api_version}") from error
+    try:
+        found = resource.get(name=name, namespace=namespace if resource.namespaced else None)
+    except NotFoundError:
+        return None
+    except ForbiddenError as error:
+        raise NotPermittedError(f"the operator may not read {kind} ({api_version})") from error
+    return cast(dict[str, Any], found.to_dict())
+
+
+async def read_object(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """Any object by apiVersion and kind (discovered), or None when it does not exist."""
+    return await asyncio.to_thread(_read_object, api_version, kind, namespace, name)

@@ -39,6 +39,8 @@ RULES: tuple[Rule, ...] = (
          "the -stable and -canary Services it owns"),
     Rule(("",), ("configmaps",), ("get", "list", "watch", "create", "patch", "update"),
          "flip flags, snapshot and restore tracked configuration"),
+    Rule(("core.openfeature.dev",), ("featureflags",), ("get", "update"),
+         "switch a release's OpenFeature flags off (rollback level 1)"),
     Rule(("",), ("secrets",), ("get",), "Prometheus credentials and webhook URLs named in a Rollout"),
     Rule(("",), ("namespaces",), ("list", "watch"), "kopf follows namespaces when running cluster-wide"),
     Rule(("apiextensions.k8s.io",), ("customresourcedefinitions",), ("list", "watch"),

@@ -16,26 +16,33 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from parachute import conditions, kube
+from parachute import conditions, kube, telemetry
 from parachute.analysis.connect import AnalysisSetupError, provider_for, templates_for
 from parachute.analysis.evaluate import evaluate
 from parachute.api import (
+    CHANGE_ANNOTATION,
     HOTFIX_ANNOTATION,
     AnalysisLimits,
     ConditionStatus,
     Phase,
+    RecoveryLevel,
     RolloutSpec,
     RolloutStatus,
     parse_duration,
 )
 from parachute.conditions import timestamp
 from parachute.gating import check_all
+from parachute.notify.webhooks import notify
 from parachute.plan.engine import decide, parse_time
 from parachute.plan.gates import GateResult, gates_for
 from parachute.plan.metrics import UnknownTemplateError
-from parachute.plan.model import Event, EventType, Health, Observed
+from parachute.plan.model import Event, EventType, Health, Observed, RecoveryView
+from parachute.plan.recovery import current_incident
+from parachute.plan.risk import risk_of_change
 from parachute.plan.verdicts import health, worst
 from parachute.policy import PolicyError, window_for
+from parachute.recovery import apply as recovery
+from parachute.recovery import restarts, snapshots
 from parachute.workload import ForeignObjectError, act, observe
 
 logger = logging.getLogger("parachute.reconcile")
@@ -90,7 +97,7 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     status = RolloutStatus.model_validate(old)
     try:
         spec = RolloutSpec.model_validate(body.get("spec") or {})
-        target, canary, observed = await _observe(body, spec, status, now)
+        spec, target, canary, observed = await _observe(body, spec, status, now)
         analysis_events: list[Event] = []
         if spec.analysis is not None:
             status, health_now, analysis_events = await _analyse(spec, status, observed, namespace, now)
@@ -103,13 +110,19 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
         return None
 
     decision = decide(spec, status, observed, now, generation)
+    # Copies first: status may name a snapshot only once it exists.
+    await snapshots.take(body, decision.snapshots)
     new = _dump(decision.status)
     if new != old:
         await kube.patch_rollout_status(namespace, name, old, new, body["metadata"]["resourceVersion"])
     # Told as soon as the decision is written: if acting fails below, the next reconcile finds
     # the decision already made and would not tell it again.
     await _tell(body, (*analysis_events, *decision.events))
-    changed = await act(body, target, canary, decision.workload)
+    _report(body, spec, decision.status, decision.events)
+    changed = []
+    if decision.status.phase == Phase.rolling_back:  # the fastest lever first: flags, then config
+        changed += await recovery.act(body, spec, target, canary, decision.recovery)
+    changed += await act(body, target, canary, decision.workload)
     if changed:
         logger.info("%s/%s: %s", namespace, name, "; ".join(changed))
     return _earliest(decision.next_check_at, parse_time(decision.status.next_analysis_at))
@@ -117,14 +130,15 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
 
 async def _observe(
     body: dict[str, Any], spec: RolloutSpec, status: RolloutStatus, now: datetime
-) -> tuple[dict[str, Any], dict[str, Any] | None, Observed]:
-    """The target, the canary, the commands, the window and whether this is a hotfix."""
+) -> tuple[RolloutSpec, dict[str, Any], dict[str, Any] | None, Observed]:
+    """The spec with its risk decided, the target, the canary, and what the planner sees."""
     namespace = body["metadata"]["namespace"]
     target = await kube.read_deployment(namespace, spec.target_ref.name)
     if target is None:
         raise MissingTargetError(
             f"spec.targetRef.name: Deployment {namespace}/{spec.target_ref.name} not found"
         )
+    spec, risk_reason = risk_from_change(spec, body, target)
     observed, canary = await observe(body, target)
     annotations = body["metadata"].get("annotations") or {}
     hotfix = spec.hotfix or annotations.get(HOTFIX_ANNOTATION) == "true"
@@ -140,7 +154,63 @@ async def _observe(
         gates = gates_for(spec, policy.checklist if policy else None)
         results = await check_all(gates, spec, namespace, annotations)
     gate_view = tuple((r.name, r.met, r.message) for r in results)
-    return target, canary, replace(observed, window=window, hotfix=hotfix, gates=gate_view)
+    view = await _observe_recovery(spec, status, namespace, target, canary)
+    observed = replace(
+        observed, window=window, hotfix=hotfix, gates=gate_view, recovery=view, risk_reason=risk_reason
+    )
+    return spec, target, canary, observed
+
+
+def risk_from_change(
+    spec: RolloutSpec, body: dict[str, Any], target: dict[str, Any]
+) -> tuple[RolloutSpec, str]:
+    """Without `spec.risk`, the change annotation (on the Deployment, else the Rollout) decides it."""
+    if spec.risk is not None:
+        return spec, ""
+    for holder in (target, body):
+        declared = (holder["metadata"].get("annotations") or {}).get(CHANGE_ANNOTATION)
+        if declared:
+            judged = risk_of_change(declared)
+            if judged is None:
+                return spec, f"default (medium): {CHANGE_ANNOTATION} names nothing known ({declared[:200]})"
+            risk, reason = judged
+            return spec.model_copy(update={"risk": risk}), reason
+    return spec, ""
+
+
+async def _observe_recovery(
+    spec: RolloutSpec,
+    status: RolloutStatus,
+    namespace: str,
+    target: dict[str, Any],
+    canary: dict[str, Any] | None,
+) -> RecoveryView:
+    """The tracked ConfigMaps always (snapshots need them); flags and restarts while rolling back."""
+    hashes = await snapshots.hashes(namespace, [r.name for r in spec.config_refs or []])
+    if status.phase != Phase.rolling_back:
+        return RecoveryView(config_hashes=hashes)
+    flags_off, problem = await recovery.observe_flags(namespace, spec)
+    incident = current_incident(status.incidents)
+    include_target = incident is not None and incident.new_code_in_target
+    return RecoveryView(flags_off=flags_off, flags_problem=problem, config_hashes=hashes,
+                        restarted_at=restarts.restarted_at(canary, target, include_target))  # fmt: skip
+
+
+def _report(
+    body: dict[str, Any], spec: RolloutSpec, status: RolloutStatus, events: tuple[Event, ...]
+) -> None:
+    """Notifications and the operator's metrics for the rollback transitions (in the background)."""
+    meta = body["metadata"]
+    incident = current_incident(status.incidents)
+    for event in events:
+        if event.reason == "RollingBack":
+            telemetry.rollback_started(meta["namespace"], meta["name"])
+        if event.reason == "RolledBack" and incident is not None and incident.recovery_seconds is not None:
+            telemetry.recovered(meta["namespace"], meta["name"], str(incident.level),
+                                incident.recovery_seconds, bool(incident.objective_met))  # fmt: skip
+        if spec.notifications:
+            shown = incident.model_dump(by_alias=True, exclude_none=True, mode="json") if incident else None
+            notify(body, spec.notifications, event.reason, event.message, shown)
 
 
 async def _write_invalid(body: dict[str, Any], old: dict[str, Any], status: RolloutStatus) -> None:
@@ -168,7 +238,12 @@ async def _analyse(
 ) -> tuple[RolloutStatus, Health, list[Event]]:
     """Evaluate the metrics when a round is due; summarise them for the planner either way."""
     assert spec.analysis is not None
-    if status.phase != Phase.progressing:
+    incident = current_incident(status.incidents)
+    on_code_level = incident is not None and incident.level == RecoveryLevel.code
+    judging = status.phase in (Phase.progressing, Phase.paused) or (
+        status.phase == Phase.rolling_back and not on_code_level  # the canary is gone: nothing to judge
+    )
+    if not judging:
         return status, Health(), []
     events: list[Event] = []
     due = parse_time(status.next_analysis_at)

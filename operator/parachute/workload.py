@@ -20,7 +20,7 @@ from parachute.plan.workload import revision_of
 CANARY_LABEL = f"{api.GROUP}/canary"
 ROLLOUT_LABEL = f"{api.GROUP}/rollout"
 REVISION_ANNOTATION = f"{api.GROUP}/revision"
-COMMANDS = (api.PROMOTE_ANNOTATION, api.ABORT_ANNOTATION, api.RETRY_ANNOTATION)
+COMMANDS = (api.PROMOTE_ANNOTATION, api.ABORT_ANNOTATION, api.RETRY_ANNOTATION, api.RESOLVED_ANNOTATION)
 
 
 class ForeignObjectError(Exception):

@@ -8,83 +8,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from testbed.demoapp import Behaviour, DemoApp
-from testbed.loadgen import LoadGenerator
-from testbed.prometheus import LocalPrometheus, ScrapeTarget
-from tests.integration.conftest import (
-    Cluster,
-    RunningOperator,
-    deployment,
-    event_reasons,
-    eventually,
-    rollout,
-    rollout_status,
-)
+from testbed.demoapp import Behaviour
+from tests.integration.analysed import Analysed
+from tests.integration.conftest import Cluster, RunningOperator, eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
-
-GROUP, VERSION, PLURAL = "parachute.dev", "v1alpha1", "rollouts"
-INTERVAL = "3s"
-
-
-class Analysed:
-    """A Deployment `checkout` whose two versions are the demo app, measured by Prometheus."""
-
-    def __init__(self, cluster: Cluster, namespace: str, workdir: Path) -> None:
-        self.cluster, self.namespace = cluster, namespace
-        self.app = DemoApp().start()
-        self.canary_share = 60.0
-        self.load = LoadGenerator(self.app.stable.url, self.app.canary.url, rate=150,
-                                  canary_percent=lambda: self.canary_share, duration=600).start()  # fmt: skip
-        labels = {"namespace": namespace, "app": "checkout"}
-        targets = [
-            ScrapeTarget("checkout", f"127.0.0.1:{v.port}", labels) for v in self.app.versions.values()
-        ]
-        self.prometheus = LocalPrometheus(workdir / "prometheus", targets).start()
-        # A Prometheus that has just started has too few samples for a 3s window yet.
-        self.prometheus.wait_for_value(
-            f'sum(increase(http_requests_total{{app="checkout"}}[{INTERVAL}]))', 20
-        )
-
-    def stop(self) -> None:
-        self.load.stop()
-        self.prometheus.stop()
-        self.app.stop()
-
-    def release(self, metrics: list[dict[str, Any]] | None = None, **waits: str) -> None:
-        """Adopt `checkout`, then apply a new image: the release starts."""
-        self.cluster.apps.create_namespaced_deployment(self.namespace, deployment("checkout", replicas=4))
-        analysis: dict[str, Any] = {"prometheus": {"address": self.prometheus.url}, "interval": INTERVAL}
-        if metrics is not None:
-            analysis["metrics"] = metrics
-        body = rollout("checkout", targetRef={"name": "checkout"}, risk="medium",
-                       waits=waits or {"min": "6s", "max": "15s"}, analysis=analysis)  # fmt: skip
-        self.cluster.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
-        eventually(lambda: self.status().get("phase") == "Healthy", timeout=60, what="adopted")
-        image = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "checkout:2.0"}]}}}}
-        self.cluster.apps.patch_namespaced_deployment("checkout", self.namespace, image)
-        # Not "phase == Progressing": a bad canary may be rolled back before anyone looks.
-        eventually(
-            lambda: (self.status().get("release") or {}).get("startedAt"), timeout=30, what="release started"
-        )
-
-    def status(self) -> dict[str, Any]:
-        return rollout_status(self.cluster, self.namespace)
-
-    def metric(self, name: str) -> dict[str, Any]:
-        return next((m for m in self.status().get("metrics") or [] if m["name"] == name), {})
-
-    def released(self) -> bool:
-        status = self.status()
-        release = status.get("release") or {}
-        return status.get("phase") == "Healthy" and release.get("stableRevision") == release.get("revision")
-
-    def reasons(self) -> list[str]:
-        return event_reasons(self.cluster, self.namespace)
 
 
 @pytest.fixture

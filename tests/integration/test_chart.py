@@ -38,6 +38,13 @@ def test_the_chart_grants_exactly_the_shipped_rules() -> None:
     assert role["rules"] == rbac.cluster_role_rules_document()
 
 
+def test_extra_read_rules_for_condition_gates_are_added_to_the_shipped_ones() -> None:
+    role = next(d for d in rendered("rbac.extraReadRules[0].apiGroups={batch}", "rbac.extraReadRules[0].resources={jobs}",
+                                    "rbac.extraReadRules[0].verbs={get}") if d["kind"] == "ClusterRole")  # fmt: skip
+    assert role["rules"] == [*rbac.cluster_role_rules_document(),
+                             {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]}]  # fmt: skip
+
+
 def test_the_chart_carries_the_crd_and_runs_the_operator() -> None:
     documents = rendered("watchNamespaces={shop,payments}")
     kinds = sorted(d["kind"] for d in documents)
@@ -53,7 +60,7 @@ def test_the_chart_carries_the_crd_and_runs_the_operator() -> None:
         "containers"
     ][0]
     assert container["args"] == ["run", "--liveness=http://0.0.0.0:8080/healthz", "--namespace=shop",
-                                 "--namespace=payments"]  # fmt: skip
+                                 "--namespace=payments", "--metrics-port=9100"]  # fmt: skip
     assert container["image"] == "ghcr.io/parachute-dev/parachute:0.1.0"
 
 

@@ -1,5 +1,6 @@
 """Checklist gates on the real cluster: an unmet gate holds the release until a pipeline sets
-its annotation, and an HTTP gate passes and fails as a real local server answers."""
+its annotation, an HTTP gate passes and fails as a real local server answers, and a condition
+gate waits for another object's condition."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from tests.integration.conftest import (
     Cluster,
     RunningOperator,
+    deployment,
     event_reasons,
     eventually,
     rollout_status,
@@ -91,3 +93,19 @@ def test_an_http_gate_follows_what_the_server_answers(
         lambda: rollout_status(crds, namespace).get("phase") == "Progressing", timeout=40, what="started"
     )
     assert "answered 200" in rollout_status(crds, namespace)["gates"][0]["message"]
+
+
+def test_a_condition_gate_waits_for_another_object_s_condition(
+    crds: Cluster, namespace: str, operator: RunningOperator
+) -> None:
+    gate = {"name": "database-up",
+            "condition": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "payments-db", "type": "Available"}}  # fmt: skip
+    start_release(crds, namespace, checklist={"gates": [gate]})
+    waiting_on(crds, namespace, "gate database-up: Deployment payments-db not found")
+    crds.apps.create_namespaced_deployment(namespace, deployment("payments-db", replicas=1))
+    eventually(
+        lambda: rollout_status(crds, namespace).get("phase") == "Progressing", timeout=40, what="started"
+    )
+    assert (
+        rollout_status(crds, namespace)["gates"][0]["message"] == "Deployment payments-db is Available=True"
+    )

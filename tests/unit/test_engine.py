@@ -63,7 +63,10 @@ def test_actual_weight_is_the_share_of_pods() -> None:
 def test_a_template_revision_ignores_key_order_and_restart_marks() -> None:
     a = {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}}
     b = {"spec": {"containers": [{"image": "i:1", "name": "c"}]}, "metadata": {"labels": {"app": "x"}}}
-    restarted = {**a, "metadata": {**a["metadata"], "annotations": {"parachute.dev/restarted-at": "now"}}}
+    restarted = {
+        **a,
+        "metadata": {**a["metadata"], "annotations": {"kubectl.kubernetes.io/restartedAt": "now"}},
+    }
     assert revision_of(a) == revision_of(b) == revision_of(restarted)
     assert revision_of(a) != revision_of({**a, "spec": {"containers": [{"name": "c", "image": "i:2"}]}})
 
@@ -156,9 +159,11 @@ def test_a_failed_health_verdict_rolls_back_to_stable() -> None:
     story = released(Story(MEDIUM))
     story.world.health = Health(failed=True, reason="error rate 6% over 5% critical")
     decision = story.tick(10 * SECONDS)
-    assert decision.status.phase == Phase.rolled_back
+    assert decision.status.phase == Phase.rolling_back
     assert decision.workload.canary_replicas == 0
-    assert "error rate 6%" in decision.status.message
+    decision = story.tick(SECONDS)
+    assert decision.status.phase == Phase.rolled_back
+    assert "error rate 6%" in (story.status.incidents or [])[-1].reason
 
 
 def test_an_invalid_rollout_resumes_its_release_when_valid_again() -> None:
@@ -392,4 +397,5 @@ def test_a_rollback_is_never_held_by_a_window() -> None:
     story.world.window = WindowView(open=False, reason="frozen until Monday", next_open=None, policy="freeze")
     story.world.health = Health(failed=True, reason="error rate 6%")
     decision = story.tick(SECONDS)
-    assert decision.status.phase == Phase.rolled_back and decision.workload.canary_replicas == 0
+    assert decision.status.phase == Phase.rolling_back and decision.workload.canary_replicas == 0
+    assert story.tick(SECONDS).status.phase == Phase.rolled_back

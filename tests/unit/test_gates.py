@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from parachute.api import Checklist, Gate, Phase
-from parachute.plan.gates import PLAYBOOK_GATES, annotation_result, gates_for
+import pytest
+
+from parachute.api import Checklist, ConditionGate, Gate, Phase
+from parachute.plan.gates import PLAYBOOK_GATES, annotation_result, condition_result, gates_for
 from tests.unit.world import Story, World, spec
 
 
@@ -42,3 +44,31 @@ def test_an_unmet_gate_holds_the_start_and_names_the_gate() -> None:
     assert decision.status.gates[0].name == "tests-passed" and decision.status.gates[0].met is False
     story.world.gates = (("tests-passed", True, "set"),)
     assert story.tick(timedelta(seconds=1)).status.phase == Phase.progressing
+
+
+# ---------------------------------------------------------------------------- condition gates
+
+
+def deployment_with(conditions: list[dict[str, object]], generation: int = 1) -> dict[str, object]:
+    return {"metadata": {"generation": generation}, "status": {"conditions": conditions}}
+
+
+CONDITION = ConditionGate(apiVersion="apps/v1", kind="Deployment", name="db", type="Available")
+
+
+@pytest.mark.parametrize(
+    ("conditions", "met", "message"),
+    [
+        ([{"type": "Available", "status": "True"}], True, "Deployment db is Available=True"),
+        ([{"type": "Available", "status": "False", "message": "0 of 1 ready"}], False,
+         "Deployment db is Available=False, not True: 0 of 1 ready"),
+        ([], False, "Deployment db has no Available condition yet"),
+        ([{"type": "Available", "status": "True", "observedGeneration": 1}], False,
+         "Deployment db's Available condition is out of date (generation 1 < 2)"),
+    ],
+)  # fmt: skip
+def test_a_condition_gate_reads_the_named_condition(
+    conditions: list[dict[str, object]], met: bool, message: str
+) -> None:
+    generation = 2 if any("observedGeneration" in c for c in conditions) else 1
+    assert condition_result(CONDITION, deployment_with(conditions, generation)) == (met, message)

@@ -10,7 +10,16 @@ from typing import Any
 
 from parachute.api import RolloutSpec, RolloutStatus
 from parachute.plan.engine import decide
-from parachute.plan.model import CanaryState, Decision, Event, Health, Observed, TargetState, WindowView
+from parachute.plan.model import (
+    CanaryState,
+    Decision,
+    Event,
+    Health,
+    Observed,
+    RecoveryView,
+    TargetState,
+    WindowView,
+)
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)  # a Tuesday morning
 
@@ -32,6 +41,13 @@ class World:
     window: WindowView = field(default_factory=WindowView)
     hotfix: bool = False
     gates: tuple[tuple[str, bool, str], ...] = ()
+    # The flag store and the tracked ConfigMaps, as the rollback levels find them.
+    flags_off: bool | None = None
+    flags_problem: str = ""
+    configs: dict[str, str] = field(default_factory=dict)  # ConfigMap -> content hash
+    restarted_at: str | None = None
+    # Pods restart (and flags reload) at once unless a story says otherwise.
+    restarts: bool = True
     _canary_ready_at: datetime | None = None
 
     def observe(self, now: datetime) -> Observed:
@@ -46,9 +62,13 @@ class World:
             rolled_out=self.running == self.revision,
         )
         return Observed(target=target, canary=canary, commands=dict(self.annotations), health=self.health,
-                        window=self.window, hotfix=self.hotfix, gates=self.gates)  # fmt: skip
+                        window=self.window, hotfix=self.hotfix, gates=self.gates,
+                        recovery=RecoveryView(flags_off=self.flags_off, flags_problem=self.flags_problem,
+                                              config_hashes=dict(self.configs),
+                                              restarted_at=self.restarted_at))  # fmt: skip
 
     def apply(self, decision: Decision, now: datetime) -> None:
+        self._recover(decision)
         intent = decision.workload
         self.paused = intent.target_paused
         if not self.paused:
@@ -63,6 +83,18 @@ class World:
             ready = current.ready if current and current.revision == intent.canary_revision else 0
             self.canary = CanaryState(revision=intent.canary_revision, replicas=want, ready=min(ready, want))
             self._canary_ready_at = now + self.canary_delay
+
+    def _recover(self, decision: Decision) -> None:
+        wanted = decision.recovery
+        if wanted.flags_off and self.flags_off is not None and not self.flags_problem:
+            self.flags_off = True
+        snapshots = {s.snapshot: s.hash for s in decision.status.config_snapshots or []}
+        for name, snapshot in wanted.restore_configs:
+            self.configs[name] = snapshots[snapshot]
+        if wanted.restart_stamp and self.restarts:
+            self.restarted_at = wanted.restart_stamp
+        if wanted.restore_template:
+            self.revision = wanted.restore_template
 
 
 @dataclass

@@ -6,8 +6,10 @@ in status, compared with `now`. Running it twice on the same input gives the sam
 and running it after a restart resumes where the status says the release was.
 
 Phases: Healthy (nothing to release, or released) → Progressing (stage by stage) → Healthy,
-with Paused (spec.paused), Aborted (by a person or a deadline) and RolledBack (by health)
-on the way. A new pod template starts a release; another one during it supersedes it.
+with Paused (spec.paused), Aborted (by a person or a deadline), and RollingBack → RolledBack
+(by health, level by level: see `plan.recovery`) on the way. A new pod template starts a
+release; another one during it supersedes it. A rolled-back revision stays blocked until
+someone marks its root cause fixed.
 """
 
 from __future__ import annotations
@@ -19,21 +21,29 @@ from parachute import conditions
 from parachute.api import (
     ABORT_ANNOTATION,
     PROMOTE_ANNOTATION,
+    RESOLVED_ANNOTATION,
     RETRY_ANNOTATION,
     Condition,
     ConditionStatus,
+    ConfigSnapshot,
     GateStatus,
     HandledCommands,
+    Incident,
+    LevelRecord,
     Phase,
     PlannedStage,
+    Recovery,
+    RecoveryLevel,
     ReleaseStatus,
     RolloutSpec,
     RolloutStatus,
     WindowStatus,
+    format_duration,
     parse_duration,
 )
 from parachute.conditions import timestamp
-from parachute.plan.model import Decision, Event, EventType, Observed, WorkloadIntent
+from parachute.plan import recovery
+from parachute.plan.model import Decision, Event, EventType, Observed, RecoveryIntent, WorkloadIntent
 from parachute.plan.stages import effective_risk, flag_gated_plan, plan_for
 from parachute.plan.workload import canary_replicas
 
@@ -68,6 +78,8 @@ class _Work:
     events: list[Event] = field(default_factory=list)
     next_check_at: datetime | None = None
     intent: WorkloadIntent | None = None
+    recovery: RecoveryIntent = field(default_factory=RecoveryIntent)
+    snapshots: list[tuple[str, str]] = field(default_factory=list)
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append(Event(EventType.warning if warning else EventType.normal, reason, message))
@@ -83,11 +95,13 @@ def decide(
     work = _Work(status.model_copy(deep=True), now)
     st = work.status
     st.risk = effective_risk(spec)
+    st.risk_reason = observed.risk_reason or ("spec.risk" if spec.risk else f"default ({st.risk})")
     st.plan = stages_for(spec)
     st.observed_generation = generation
     st.commands = st.commands or HandledCommands()
 
-    _follow_template(work, observed)
+    if st.phase != Phase.rolling_back:  # a new template waits until recovery is over
+        _follow_template(work, observed)
     _recover_from_invalid(work)
     _apply_commands(work, spec, observed)
     _open_window(work, observed)
@@ -96,8 +110,13 @@ def decide(
     revision = observed.target.revision
     if st.phase == Phase.progressing:
         _progress(work, spec, observed)
+    elif st.phase == Phase.paused and observed.health.failed:
+        # Paused holds a release where it is; it never holds a rollback.
+        _begin_recovery(work, spec, observed, f"paused at stage {st.stage}")
     elif st.phase == Phase.paused:
         work.intent = _stage_intent(st, observed, revision)
+    elif st.phase == Phase.rolling_back:
+        _recover(work, spec, observed)
     else:  # Healthy, Aborted, RolledBack: stable serves everything
         work.intent = WorkloadIntent(target_paused=True, canary_replicas=0, canary_revision=None)
         if st.phase in STOPPED:
@@ -115,9 +134,11 @@ def decide(
         next_open_at=timestamp(window.next_open) if window.next_open else None,
     )  # fmt: skip
     st.conditions = _conditions(st, now, generation)
+    _snapshot_configs(work, spec, observed)
     st.next_check_at = timestamp(work.next_check_at) if work.next_check_at else None
     assert work.intent is not None
-    return Decision(st, work.intent, tuple(work.events), work.next_check_at)
+    return Decision(st, work.intent, tuple(work.events), work.next_check_at, work.recovery,
+                    tuple(work.snapshots))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- transitions
@@ -128,7 +149,11 @@ def _follow_template(work: _Work, observed: Observed) -> None:
     st, target = work.status, observed.target
     release = st.release or ReleaseStatus()
     if release.stable_revision is None:
-        st.release = ReleaseStatus(stable_revision=target.revision, revision=target.revision)
+        st.release = ReleaseStatus(
+            stable_revision=target.revision,
+            revision=target.revision,
+            stable_images=list(target.images) or None,
+        )
         st.phase = Phase.healthy
         st.message = f"serving revision {target.revision}"
         st.canary_weight = 0
@@ -140,7 +165,12 @@ def _follow_template(work: _Work, observed: Observed) -> None:
     if target.revision == release.revision:
         return
     if target.revision == release.stable_revision:
-        st.release = ReleaseStatus(stable_revision=release.stable_revision, revision=target.revision)
+        st.release = ReleaseStatus(
+            stable_revision=release.stable_revision,
+            revision=target.revision,
+            stable_images=release.stable_images,
+        )
+        after_rollback = st.phase == Phase.rolled_back
         st.phase, st.stage_index, st.stage, st.stage_started_at, st.paused_at = (
             Phase.healthy,
             None,
@@ -149,14 +179,19 @@ def _follow_template(work: _Work, observed: Observed) -> None:
             None,
         )
         st.canary_weight = 0
-        st.message = f"template is back at the stable revision {target.revision}; release cancelled"
-        work.event("ReleaseCancelled", st.message)
+        if after_rollback:
+            st.message = f"template is back at the stable revision {target.revision} after the rollback"
+            work.event("RevertedToStable", st.message)
+        else:
+            st.message = f"template is back at the stable revision {target.revision}; release cancelled"
+            work.event("ReleaseCancelled", st.message)
         return
     superseding = release.revision != release.stable_revision and st.phase in ACTIVE
     st.release = ReleaseStatus(
         revision=target.revision,
         stable_revision=release.stable_revision,
         images=list(target.images) or None,
+        stable_images=release.stable_images,
         started_at=timestamp(work.now),
     )
     if not _may_start(work, observed):
@@ -190,12 +225,23 @@ def _unmet_gates(observed: Observed) -> str:
     return "; ".join(f"gate {name}: {message}" for name, met, message in observed.gates if not met)
 
 
+def _blocked(work: _Work) -> bool:
+    st = work.status
+    return st.release is not None and st.release.revision in (st.blocked_revisions or [])
+
+
 def _may_start(work: _Work, observed: Observed) -> bool:
-    return _may_progress(work, observed) and not _unmet_gates(observed)
+    return _may_progress(work, observed) and not _unmet_gates(observed) and not _blocked(work)
 
 
 def _say_why_waiting(work: _Work, observed: Observed, what: str) -> None:
-    if not _may_progress(work, observed):
+    if _blocked(work):
+        revision = work.status.release.revision if work.status.release else ""
+        work.status.message = (
+            f"{what} was rolled back and is blocked until its root cause is marked fixed: "
+            f"set {RESOLVED_ANNOTATION}={revision}"
+        )
+    elif not _may_progress(work, observed):
         _say_waiting(work, observed, f"{what} waits for the release window")
     else:
         work.status.message = f"{what} waits for its checklist: {_unmet_gates(observed)}"
@@ -241,7 +287,10 @@ def _recover_from_invalid(work: _Work) -> None:
     assert st.release is not None
     if st.phase not in (None, Phase.invalid):
         return
-    if st.release.revision != st.release.stable_revision and st.stage_index is not None:
+    incident = recovery.current_incident(st.incidents)
+    if incident is not None and incident.recovered_at is None and not incident.resolved:
+        st.phase = Phase.rolling_back  # a rollback interrupted by a bad spec goes on where it was
+    elif st.release.revision != st.release.stable_revision and st.stage_index is not None:
         st.phase = Phase.progressing
     else:
         st.phase = Phase.healthy
@@ -274,13 +323,38 @@ def _apply_commands(work: _Work, spec: RolloutSpec, observed: Observed) -> None:
         st.commands.abort = abort
         if st.phase in ACTIVE:
             _stop(work, Phase.aborted, "Aborted", f"aborted by {ABORT_ANNOTATION}")
+    resolved = observed.commands.get(RESOLVED_ANNOTATION)
+    if resolved and resolved != st.commands.resolved:
+        st.commands.resolved = resolved
+        _resolve(work, resolved)
     retry = observed.commands.get(RETRY_ANNOTATION)
     if retry and retry != st.commands.retry:
         st.commands.retry = retry
-        if st.phase in STOPPED and st.release.revision != st.release.stable_revision:
+        if st.phase in STOPPED and _blocked(work):
+            work.event(
+                "RetryRefused",
+                f"revision {st.release.revision} is blocked until {RESOLVED_ANNOTATION}={st.release.revision}",
+                warning=True,
+            )
+        elif st.phase in STOPPED and st.release.revision != st.release.stable_revision:
             st.release = st.release.model_copy(update={"started_at": timestamp(work.now)})
             _start(work)
             work.event("ReleaseRetried", f"retrying revision {st.release.revision} from the first stage")
+
+
+def _resolve(work: _Work, value: str) -> None:
+    """The root cause of a rolled-back revision (or of all, for "all") is marked fixed."""
+    st = work.status
+    blocked = st.blocked_revisions or []
+    freed = [r for r in blocked if value in (r, "all")]
+    if not freed:
+        work.event("ResolveIgnored", f"{RESOLVED_ANNOTATION}={value}: no such blocked revision", warning=True)
+        return
+    st.blocked_revisions = [r for r in blocked if r not in freed] or None
+    st.incidents = [
+        i.model_copy(update={"resolved": True}) if i.revision in freed else i for i in st.incidents or []
+    ] or None
+    work.event("RootCauseFixed", f"revision {', '.join(freed)} may be released again")
 
 
 def _stop(work: _Work, phase: Phase, reason: str, why: str) -> None:
@@ -353,13 +427,7 @@ def _progress(work: _Work, spec: RolloutSpec, observed: Observed) -> None:
     label = f"stage {st.stage} ({stage.name}) at {stage.weight}%"
 
     if observed.health.failed:
-        _stop(
-            work,
-            Phase.rolled_back,
-            "RolledBack",
-            f"{label}: {observed.health.reason or 'health check failed'}",
-        )
-        work.intent = WorkloadIntent(target_paused=True, canary_replicas=0, canary_revision=None)
+        _begin_recovery(work, spec, observed, label)
         return
 
     if not _stage_ready(work, observed, stage.weight, revision):
@@ -430,7 +498,11 @@ def _advance(work: _Work, observed: Observed) -> None:
         work.check_at(work.now)
         return
     revision = st.release.revision
-    st.release = st.release.model_copy(update={"stable_revision": revision})
+    st.release = st.release.model_copy(
+        update={"stable_revision": revision, "stable_images": st.release.images}
+    )
+    # The configuration this release ran with is now the one known to be good.
+    st.config_snapshots = None
     st.phase = Phase.healthy
     st.message = f"revision {revision} released"
     work.intent = WorkloadIntent(target_paused=True, canary_replicas=0, canary_revision=None)
@@ -454,7 +526,7 @@ def _conditions(st: RolloutStatus, now: datetime, generation: int | None) -> lis
     table = [
         (conditions.READY, phase == Phase.healthy, str(phase)),
         (conditions.PROGRESSING, phase == Phase.progressing, str(phase)),
-        (conditions.DEGRADED, phase in STOPPED, str(phase)),
+        (conditions.DEGRADED, phase in (*STOPPED, Phase.rolling_back), str(phase)),
         (conditions.PAUSED, phase == Phase.paused, "PausedBySpec" if phase == Phase.paused else str(phase)),
         (conditions.INVALID, False, "SpecValid"),
     ]
@@ -470,3 +542,290 @@ def _conditions(st: RolloutStatus, now: datetime, generation: int | None) -> lis
             generation=generation,
         )
     return out
+
+
+# ---------------------------------------------------------------------------- recovery
+
+
+def _begin_recovery(work: _Work, spec: RolloutSpec, observed: Observed, label: str) -> None:
+    """A verdict demands a rollback: open an incident and start at the lowest level there is."""
+    st = work.status
+    assert st.release is not None and st.release.revision is not None
+    metrics = st.metrics or []
+    started = recovery.first_critical(metrics, work.now)
+    immediate = recovery.is_immediate(metrics)
+    stage = st.plan[st.stage_index] if st.plan and st.stage_index is not None else None
+    revision, stable = st.release.revision, st.release.stable_revision
+    settings = spec.recovery or Recovery()
+    images = ", ".join(st.release.stable_images or []) or "unknown images"
+    incident = Incident(
+        id=recovery.incident_id(revision, started),
+        revision=revision,
+        stable_revision=stable,
+        reason=f"{label}: {observed.health.reason or 'health check failed'}",
+        started_at=timestamp(started),
+        immediate=immediate,
+        new_code_in_target=stage is not None and stage.weight == 100,
+        levels=[],
+        postmortem_due_at=timestamp(started + parse_duration(settings.postmortem_due)),
+        revert_in_git=None if settings.restore_template else f"revision {stable} ({images})",
+    )
+    st.incidents = [*(st.incidents or [])[-(recovery.INCIDENTS_KEPT - 1) :], incident]
+    st.blocked_revisions = sorted({*(st.blocked_revisions or []), revision})
+    st.phase, st.paused_at = Phase.rolling_back, None
+    work.event("RollingBack", f"{incident.reason}; rolling back revision {revision}", warning=True)
+    _enter_level(work, spec, observed, recovery.levels_for(spec)[0])
+    _recover(work, spec, observed)
+
+
+def _enter_level(work: _Work, spec: RolloutSpec, observed: Observed, level: RecoveryLevel) -> None:
+    incident = _incident(work)
+    budget = recovery.budget_for(spec, level, incident.immediate)
+    record = LevelRecord(
+        level=level, started_at=timestamp(work.now), budget=format_duration(budget),
+        changed=_level_changes(work, spec, level),
+    )  # fmt: skip
+    incident.levels = [*(incident.levels or []), record]
+    incident.level = level
+
+
+def _incident(work: _Work) -> Incident:
+    incident = recovery.current_incident(work.status.incidents)
+    assert incident is not None
+    return incident
+
+
+def _level_changes(work: _Work, spec: RolloutSpec, level: RecoveryLevel) -> list[str]:
+    st = work.status
+    if level == RecoveryLevel.flag:
+        flags = spec.feature_flags
+        assert flags is not None
+        store = flags.config_map_ref or flags.feature_flag_ref
+        kind = "ConfigMap" if flags.config_map_ref else "FeatureFlag"
+        out = [
+            f"flags {', '.join(flags.flags)} off in {kind} {store.name if store else ''} (before: a snapshot copy)"
+        ]
+        if not flags.reloads:
+            out.append("pods that read the flags restarted")
+        return out
+    if level == RecoveryLevel.config:
+        names = [s.name for s in st.config_snapshots or []]
+        missing = [r.name for r in spec.config_refs or [] if r.name not in names]
+        out = [f"ConfigMap {s.name} restored to snapshot {s.snapshot}" for s in st.config_snapshots or []]
+        out += [f"ConfigMap {name}: no snapshot to restore" for name in missing]
+        return [*out, "pods that use them restarted"]
+    incident = _incident(work)
+    out = ["canary scaled to 0; all traffic on stable"]
+    if incident.new_code_in_target:
+        settings = spec.recovery or Recovery()
+        out.append(
+            f"target's pod template restored to revision {incident.stable_revision}"
+            if settings.restore_template
+            else f"target runs the new code: revert it in git to {incident.revert_in_git}"
+        )
+    return out
+
+
+def _recover(work: _Work, spec: RolloutSpec, observed: Observed) -> None:
+    """One step of the current level: apply it, judge it, and escalate when its budget is spent."""
+    st = work.status
+    incident = _incident(work)
+    assert incident.levels and st.release is not None
+    record = incident.levels[-1]
+    level = record.level
+    stamp = _restart_stamp(spec, incident)
+    work.recovery = _recovery_intent(spec, st, incident, stamp)
+    work.intent = _recovery_workload(work, spec, observed, incident)
+    started = _at(record.started_at)
+    deadline = started + recovery.budget_for(spec, level, incident.immediate)
+
+    problem = _cannot_apply(spec, st, observed, level)
+    if problem:
+        if problem not in (record.changed or []):
+            record.changed = [*(record.changed or []), problem]
+        _escalate(work, spec, observed, problem)
+        return
+    if record.applied_at is None and _applied(work, spec, observed, incident, stamp):
+        record.applied_at = timestamp(work.now)
+        work.event("RecoveryApplied", f"level {level}: {'; '.join(record.changed or [])}")
+    healthy = _health_back(spec, st, record)
+    if healthy is not None:
+        _recovered(work, spec, incident, record, healthy)
+        return
+    if work.now >= deadline:
+        _escalate(work, spec, observed, f"health did not return within {record.budget}")
+        return
+    if level == RecoveryLevel.code:
+        st.canary_weight = 0
+    waiting_for = "its change to be in place" if record.applied_at is None else "health to return"
+    st.message = f"rolling back revision {incident.revision}: level {level} waits for {waiting_for} (budget until {timestamp(deadline)})"
+    work.check_at(min(deadline, work.now + CLUSTER_TICK))
+
+
+def _restart_stamp(spec: RolloutSpec, incident: Incident) -> str | None:
+    """Pods that cannot reload are restarted once per level that needs it, with that level's start."""
+    stamp = None
+    for record in incident.levels or []:
+        if record.level == RecoveryLevel.config or (
+            record.level == RecoveryLevel.flag
+            and spec.feature_flags is not None
+            and not spec.feature_flags.reloads
+        ):
+            stamp = record.started_at
+    return stamp
+
+
+def _recovery_intent(
+    spec: RolloutSpec, st: RolloutStatus, incident: Incident, stamp: str | None
+) -> RecoveryIntent:
+    used = {r.level for r in incident.levels or []}
+    settings = spec.recovery or Recovery()
+    code = RecoveryLevel.code in used
+    return RecoveryIntent(
+        flags_off=RecoveryLevel.flag in used,
+        restore_configs=tuple((s.name, s.snapshot) for s in st.config_snapshots or [])
+        if RecoveryLevel.config in used
+        else (),
+        restart_stamp=None if code else stamp,
+        restart_target=incident.new_code_in_target and not code,
+        restore_template=incident.stable_revision
+        if code and settings.restore_template and incident.new_code_in_target
+        else None,
+    )
+
+
+def _recovery_workload(
+    work: _Work, spec: RolloutSpec, observed: Observed, incident: Incident
+) -> WorkloadIntent:
+    st = work.status
+    assert st.release is not None and incident.levels
+    level = incident.levels[-1].level
+    if level == RecoveryLevel.code:
+        restoring = work.recovery.restore_template is not None
+        stable_template = observed.target.revision == incident.stable_revision
+        # A paused Deployment does not roll: once its template is stable again (restored here,
+        # or reverted in git) it is let go until the stable pods are back, then held again.
+        back = stable_template and observed.target.rolled_out
+        rolling = incident.new_code_in_target and (restoring or stable_template)
+        return WorkloadIntent(target_paused=back or not rolling, canary_replicas=0, canary_revision=None)
+    # Flag and config levels keep the traffic where it is: health is judged on the same split.
+    stage_intent = _stage_intent(st, observed, st.release.revision or observed.target.revision)
+    restarting_target = work.recovery.restart_target and work.recovery.restart_stamp is not None
+    if restarting_target and observed.recovery.restarted_at != work.recovery.restart_stamp:
+        return WorkloadIntent(False, stage_intent.canary_replicas, stage_intent.canary_revision)
+    return stage_intent
+
+
+def _cannot_apply(spec: RolloutSpec, st: RolloutStatus, observed: Observed, level: RecoveryLevel) -> str:
+    if level == RecoveryLevel.flag and observed.recovery.flags_problem:
+        return observed.recovery.flags_problem
+    if level == RecoveryLevel.config and not st.config_snapshots:
+        return "no configuration snapshot was taken before the release"
+    return ""
+
+
+def _applied(
+    work: _Work, spec: RolloutSpec, observed: Observed, incident: Incident, stamp: str | None
+) -> bool:
+    st = work.status
+    restarted = stamp is None or observed.recovery.restarted_at == stamp
+    level = (incident.levels or [])[-1].level
+    if level == RecoveryLevel.flag:
+        return observed.recovery.flags_off is True and restarted
+    if level == RecoveryLevel.config:
+        hashes = observed.recovery.config_hashes
+        return all(hashes.get(s.name) == s.hash for s in st.config_snapshots or []) and restarted
+    canary_gone = observed.canary is None or (observed.canary.replicas == 0 and observed.canary.ready == 0)
+    target_back = not incident.new_code_in_target or (
+        observed.target.revision == incident.stable_revision and observed.target.rolled_out
+    )
+    return canary_gone and target_back
+
+
+def _health_back(spec: RolloutSpec, st: RolloutStatus, record: LevelRecord) -> datetime | None:
+    if record.applied_at is None:
+        return None
+    applied = _at(record.applied_at)
+    if record.level == RecoveryLevel.code or spec.analysis is None:
+        return applied  # the stable version serves everything: it was healthy before the release
+    window = parse_duration(spec.analysis.interval)
+    return recovery.health_returned(st.metrics or [], applied + window)
+
+
+def _escalate(work: _Work, spec: RolloutSpec, observed: Observed, why: str) -> None:
+    st = work.status
+    incident = _incident(work)
+    record = (incident.levels or [])[-1]
+    following = recovery.next_level(spec, record.level)
+    if following is None:
+        st.message = (
+            f"rolling back revision {incident.revision}: the code level has not finished ({why}); "
+            f"{'; '.join(record.changed or [])}"
+        )
+        if record.seconds is None:
+            record.seconds = recovery.seconds(_at(record.started_at), work.now)
+            work.event("RecoveryStalled", st.message, warning=True)
+        work.check_at(work.now + CLUSTER_TICK)
+        return
+    record.seconds = recovery.seconds(_at(record.started_at), work.now)
+    work.event("RecoveryEscalated", f"level {record.level}: {why}; moving to level {following}", warning=True)
+    _enter_level(work, spec, observed, following)
+    _recover(work, spec, observed)
+
+
+def _recovered(
+    work: _Work, spec: RolloutSpec, incident: Incident, record: LevelRecord, healthy: datetime
+) -> None:
+    st = work.status
+    settings = spec.recovery or Recovery()
+    record.healthy_at = timestamp(healthy)
+    record.seconds = recovery.seconds(_at(record.started_at), healthy)
+    took = recovery.seconds(_at(incident.started_at), healthy)
+    incident.recovered_at = timestamp(healthy)
+    incident.recovery_seconds = took
+    incident.objective_met = took <= parse_duration(settings.objective).total_seconds()
+    incident.watch_until = timestamp(healthy + parse_duration(settings.watch_after_rollback))
+    assert st.release is not None
+    st.phase, st.canary_weight = Phase.rolled_back, 0
+    st.message = (
+        f"recovered by the {record.level} level in {took:g}s; all traffic on stable revision "
+        f"{st.release.stable_revision}; revision {incident.revision} is blocked until "
+        f"{RESOLVED_ANNOTATION}={incident.revision}"
+    )
+    work.intent = WorkloadIntent(target_paused=True, canary_replicas=0, canary_revision=None)
+    work.event("RolledBack", st.message, warning=True)
+    if not incident.objective_met:
+        work.event(
+            "RecoveryObjectiveMissed",
+            f"recovery took {took:g}s, over the {settings.objective} objective",
+            warning=True,
+        )
+
+
+def _snapshot_configs(work: _Work, spec: RolloutSpec, observed: Observed) -> None:
+    """Copy tracked ConfigMaps while the Rollout is Healthy: the configuration known to be good.
+
+    Taken on adoption and after each completed release, never during one: a snapshot taken
+    after a bad change would restore the bad change.
+    """
+    st = work.status
+    if st.phase != Phase.healthy:
+        return
+    have = {s.name: s for s in st.config_snapshots or []}
+    hashes = observed.recovery.config_hashes
+    kept = [have[r.name] for r in spec.config_refs or [] if r.name in have]
+    for ref in spec.config_refs or []:
+        if ref.name in have or ref.name not in hashes:
+            continue
+        digest = hashes[ref.name]
+        kept.append(
+            ConfigSnapshot(name=ref.name, snapshot=recovery.snapshot_name(ref.name, digest), hash=digest)
+        )
+        work.snapshots.append((ref.name, digest))
+    st.config_snapshots = kept or None
+
+
+def _at(text: str) -> datetime:
+    moment = parse_time(text)
+    assert moment is not None
+    return moment

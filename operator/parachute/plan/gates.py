@@ -1,15 +1,16 @@
 """Checklist gates before the first stage (spec §6): which gates apply, and the pure checks.
 
-A gate is satisfied by an annotation a pipeline sets, an HTTP check, or a Prometheus query
-(those two are measured by `parachute.gating`). The playbook's checklist is a preset of
+A gate is satisfied by an annotation a pipeline sets, a condition on another object, an HTTP
+check, or a Prometheus query (the object, the check and the query are fetched by `parachute.gating`). The playbook's checklist is a preset of
 annotation gates; it applies to `high` risk unless the Rollout says otherwise.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from parachute.api import AnnotationGate, Checklist, Gate, Risk, RolloutSpec
+from parachute.api import AnnotationGate, Checklist, ConditionGate, Gate, Risk, RolloutSpec
 from parachute.plan.stages import effective_risk
 
 GATE_PREFIX = "gates.parachute.dev"
@@ -58,6 +59,24 @@ def annotation_result(gate: Gate, annotations: dict[str, str]) -> GateResult:
     if wanted is not None and value != wanted:
         return GateResult(gate.name, False, f"annotation {key} is {value!r}, not {wanted!r}")
     return GateResult(gate.name, True, f"annotation {key} is set")
+
+
+def condition_result(gate: ConditionGate, found: dict[str, Any]) -> tuple[bool, str]:
+    """Whether `found` has condition `gate.type` at `gate.status` (and not out of date)."""
+    what = f"{gate.kind} {gate.name}"
+    conditions = (found.get("status") or {}).get("conditions") or []
+    condition = next((c for c in conditions if c.get("type") == gate.type), None)
+    if condition is None:
+        return False, f"{what} has no {gate.type} condition yet"
+    generation = (found.get("metadata") or {}).get("generation")
+    observed = condition.get("observedGeneration")
+    if generation is not None and observed is not None and observed < generation:
+        return False, f"{what}'s {gate.type} condition is out of date (generation {observed} < {generation})"
+    status = condition.get("status")
+    said = f": {condition['message']}" if condition.get("message") else ""
+    if status != gate.status:
+        return False, f"{what} is {gate.type}={status}, not {gate.status}{said}"
+    return True, f"{what} is {gate.type}={status}"
 
 
 def unmet(results: list[GateResult]) -> str:

@@ -62,6 +62,16 @@ class WindowView:
 
 
 @dataclass(frozen=True)
+class RecoveryView:
+    """What the rollback levels find in place: the flag store, the tracked ConfigMaps, restarts."""
+
+    flags_off: bool | None = None  # None: no flag store, or it could not be read
+    flags_problem: str = ""  # why the flags cannot be switched off (missing store, bad JSON)
+    config_hashes: dict[str, str] = field(default_factory=dict)  # tracked ConfigMap -> content hash
+    restarted_at: str | None = None  # the restart stamp the canary (and target) pods finished with
+
+
+@dataclass(frozen=True)
 class Observed:
     target: TargetState
     canary: CanaryState | None = None
@@ -71,6 +81,8 @@ class Observed:
     hotfix: bool = False  # spec.hotfix or the hotfix annotation
     # Gate results (name, met, message), checked while a release waits to start.
     gates: tuple[tuple[str, bool, str], ...] = ()
+    recovery: RecoveryView = RecoveryView()
+    risk_reason: str = ""  # why the risk is what it is, when the change annotation chose it
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,17 @@ class WorkloadIntent:
     target_paused: bool
     canary_replicas: int  # 0 retires the canary
     canary_revision: str | None  # the template revision the canary must run
+
+
+@dataclass(frozen=True)
+class RecoveryIntent:
+    """What the rollback levels must have in place; the executor makes it so, idempotently."""
+
+    flags_off: bool = False
+    restore_configs: tuple[tuple[str, str], ...] = ()  # (tracked ConfigMap, snapshot copy)
+    restart_stamp: str | None = None  # pods that cannot reload are restarted with this stamp
+    restart_target: bool = False  # the target's pods run the new code too: restart them as well
+    restore_template: str | None = None  # put the target's pod template back to this revision
 
 
 class EventType(StrEnum):
@@ -100,3 +123,6 @@ class Decision:
     workload: WorkloadIntent
     events: tuple[Event, ...] = ()
     next_check_at: datetime | None = None  # when to look again without an outside change
+    recovery: RecoveryIntent = RecoveryIntent()
+    # Tracked ConfigMaps to copy now (name, content hash): the configuration known to be good.
+    snapshots: tuple[tuple[str, str], ...] = ()

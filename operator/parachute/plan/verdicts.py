@@ -82,6 +82,8 @@ def judge(
     key = {Verdict.successful: "successful", Verdict.warning: "successful", Verdict.failed: "failed",
            Verdict.inconclusive: "inconclusive", Verdict.error: "errors"}[verdict]  # fmt: skip
     counts[key] += 1
+    # rollbackAt is the one failure with no sustain: an immediate trigger for recovery.
+    immediate = verdict == Verdict.failed and _bad(canary.value or 0.0, metric.rollback_at, metric.direction)
     healthy_since = old.healthy_since if verdict == Verdict.successful else None
     if verdict == Verdict.successful and healthy_since is None:
         healthy_since = timestamp(now)
@@ -95,6 +97,7 @@ def judge(
         consecutive_inconclusive=consecutive_inconclusive,
         last_evaluated_at=timestamp(now),
         breached_since=breached_since,
+        immediate=immediate or None,
         healthy_since=healthy_since,
         **counts,
     )

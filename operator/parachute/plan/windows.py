@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from parachute.api import Freeze, WeeklyRange, Window
+from parachute.api import Freeze, WeeklyRange, Window, parse_duration
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 HORIZON = timedelta(days=400)  # how far ahead "next open" looks before it says "never"
@@ -147,7 +147,8 @@ def state(
         return WindowState(open=True)
     if peak and reason == "peak traffic":
         # Peak traffic is measured, not scheduled: look again soon rather than predict it.
-        return WindowState(open=False, reason=reason, next_open=now + timedelta(minutes=5))
+        recheck = window.peak_traffic.recheck if window.peak_traffic else "5m"
+        return WindowState(open=False, reason=reason, next_open=now + parse_duration(recheck))
     for moment in _boundaries(window, now):
         if not closed_because(window, moment, calendar):
             return WindowState(open=False, reason=reason, next_open=moment)

@@ -12,7 +12,8 @@ import json
 from typing import Any
 
 # Annotations that change a pod template without changing what runs.
-IGNORED_TEMPLATE_ANNOTATIONS = frozenset({"parachute.dev/restarted-at"})
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
+IGNORED_TEMPLATE_ANNOTATIONS = frozenset({RESTARTED_AT})
 
 
 def canary_replicas(stable: int, weight: int) -> int:

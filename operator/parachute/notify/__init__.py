@@ -1,0 +1,1 @@
+"""Telling the incident channel: a Slack-compatible webhook and a CloudEvents webhook."""

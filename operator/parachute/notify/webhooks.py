@@ -1,0 +1,129 @@
+"""Incident notifications, sent in the background: a receiver that is slow or down never
+holds a rollback. Each POST has a timeout and a few retries; URLs and tokens are read from
+Secrets at send time, so a rotated Secret is used at once.
+
+Payloads: Slack's incoming-webhook `{"text": ...}` (Mattermost, Teams' Slack-compatible
+connectors and many others accept it too), and a CloudEvents 1.0 event in structured JSON
+mode (`application/cloudevents+json`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import urllib.request
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from parachute import api, kube
+from parachute.api import Notification
+
+logger = logging.getLogger("parachute.notify")
+
+# Events worth waking someone for; everything else stays in `kubectl describe`.
+NOTIFIED = {
+    "RollingBack": "rollback.started",
+    "RecoveryEscalated": "rollback.escalated",
+    "RolledBack": "rollback.recovered",
+    "RecoveryObjectiveMissed": "rollback.objective-missed",
+    "RecoveryStalled": "rollback.stalled",
+}
+TIMEOUT_SECONDS = 5.0
+ATTEMPTS = 3
+EVENT_TYPE_PREFIX = "dev.parachute.rollout."
+
+_in_flight: set[asyncio.Task[None]] = set()
+
+
+def slack_payload(rollout: dict[str, Any], reason: str, message: str, channel: str | None) -> dict[str, Any]:
+    meta = rollout["metadata"]
+    icon = ":white_check_mark:" if reason == "RolledBack" else ":rotating_light:"
+    payload: dict[str, Any] = {
+        "text": f"{icon} *{reason}* Rollout {meta['namespace']}/{meta['name']}: {message}"
+    }
+    if channel:
+        payload["channel"] = channel
+    return payload
+
+
+def cloud_event(
+    rollout: dict[str, Any], reason: str, message: str, incident: dict[str, Any] | None
+) -> dict[str, Any]:
+    meta = rollout["metadata"]
+    return {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": f"/apis/{api.API_VERSION}/namespaces/{meta['namespace']}/{api.PLURAL}/{meta['name']}",
+        "type": EVENT_TYPE_PREFIX + NOTIFIED.get(reason, reason.lower()),
+        "subject": meta["name"],
+        "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "datacontenttype": "application/json",
+        "data": {
+            "reason": reason,
+            "message": message,
+            "namespace": meta["namespace"],
+            "rollout": meta["name"],
+            "incident": incident,
+        },
+    }
+
+
+def post(url: str, body: dict[str, Any], headers: dict[str, str]) -> int:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", **headers})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+        return int(response.status)
+
+
+async def _with_retries(send: Callable[[], Awaitable[int]], what: str) -> None:
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            await send()
+            return
+        except Exception as error:  # a notification is best effort: log, retry, give up
+            logger.warning("notification to %s failed (attempt %d of %d): %s", what, attempt, ATTEMPTS, error)
+            if attempt < ATTEMPTS:
+                await asyncio.sleep(0.5 * 2**attempt)
+
+
+async def _deliver(rollout: dict[str, Any], target: Notification, reason: str, message: str,
+                   incident: dict[str, Any] | None) -> None:  # fmt: skip
+    namespace = rollout["metadata"]["namespace"]
+    if target.slack is not None:
+        ref = target.slack.webhook_secret_ref
+        url = await kube.read_secret_key(namespace, ref.name, ref.key)
+        if url is None:
+            logger.warning(
+                "no Slack notification: Secret %s/%s key %s not found", namespace, ref.name, ref.key
+            )
+        else:
+            body, slack_url = slack_payload(rollout, reason, message, target.slack.channel), url.strip()
+            await _with_retries(lambda: asyncio.to_thread(post, slack_url, body, {}), "Slack webhook")
+    if target.cloud_events is not None:
+        ce = target.cloud_events
+        url = await kube.read_secret_key(namespace, ce.url_secret_ref.name, ce.url_secret_ref.key)
+        if url is None:
+            logger.warning("no CloudEvent: Secret %s/%s key %s not found", namespace, ce.url_secret_ref.name,
+                           ce.url_secret_ref.key)  # fmt: skip
+            return
+        headers = {"Content-Type": "application/cloudevents+json"}
+        if ce.token_secret_ref is not None:
+            token = await kube.read_secret_key(namespace, ce.token_secret_ref.name, ce.token_secret_ref.key)
+            if token:
+                headers["Authorization"] = f"Bearer {token.strip()}"
+        event, ce_url = cloud_event(rollout, reason, message, incident), url.strip()
+        await _with_retries(lambda: asyncio.to_thread(post, ce_url, event, headers), "CloudEvents receiver")
+
+
+def notify(rollout: dict[str, Any], targets: list[Notification], reason: str, message: str,
+           incident: dict[str, Any] | None) -> None:  # fmt: skip
+    """Start sending, and return at once."""
+    if reason not in NOTIFIED:
+        return
+    for target in targets:
+        task = asyncio.get_running_loop().create_task(_deliver(rollout, target, reason, message, incident))
+        _in_flight.add(task)
+        task.add_done_callback(_in_flight.discard)

@@ -1,0 +1,99 @@
+"""Rollback level 1: the release's feature flags, off in their store.
+
+A ConfigMap of plain values, a ConfigMap key of flagd JSON, or an OpenFeature `FeatureFlag`
+resource. Before the first change the store's content is copied (see `snapshots`), so the
+previous values can be put back once the root cause is fixed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from parachute import kube
+from parachute.api import FeatureFlags, FlagFormat
+from parachute.plan import flags as pure
+from parachute.recovery import snapshots
+
+
+class FlagStoreError(Exception):
+    """The flag store is missing or cannot be read: the flag level cannot act."""
+
+
+@dataclass(frozen=True)
+class Store:
+    body: dict[str, Any]
+    document: dict[str, Any] | None  # flagd definitions; None for plain data
+    key: str | None  # the ConfigMap key holding flagd JSON
+
+    def is_off(self, names: list[str]) -> bool:
+        if self.document is None:
+            return pure.plain_is_off(self.body.get("data") or {}, names)
+        return pure.flagd_is_off(self.document, names)
+
+
+async def read(namespace: str, flags: FeatureFlags) -> Store:
+    if flags.feature_flag_ref is not None:
+        body = await kube.read_feature_flag(namespace, flags.feature_flag_ref.name)
+        if body is None:
+            raise FlagStoreError(
+                f"spec.featureFlags.featureFlagRef: FeatureFlag {namespace}/{flags.feature_flag_ref.name} "
+                "not found (or its CRD is not installed)"
+            )
+        return Store(body, ((body.get("spec") or {}).get("flagSpec") or {}), None)
+    assert flags.config_map_ref is not None
+    name = flags.config_map_ref.name
+    body = await kube.read_config_map(namespace, name)
+    if body is None:
+        raise FlagStoreError(f"spec.featureFlags.configMapRef: ConfigMap {namespace}/{name} not found")
+    if flags.format == FlagFormat.plain:
+        return Store(body, None, None)
+    data = body.get("data") or {}
+    key = flags.key or _only_json_key(data, name)
+    try:
+        return Store(body, json.loads(data[key]), key)
+    except (KeyError, ValueError) as error:
+        raise FlagStoreError(
+            f"spec.featureFlags: ConfigMap {name} key {key!r} is not flagd JSON: {error}"
+        ) from error
+
+
+def _only_json_key(data: dict[str, str], name: str) -> str:
+    keys = [k for k in data if k.endswith(".json")]
+    if len(keys) != 1:
+        raise FlagStoreError(
+            f"spec.featureFlags.key: ConfigMap {name} has {len(keys)} keys ending in .json; name the one to use"
+        )
+    return keys[0]
+
+
+async def observe(namespace: str, flags: FeatureFlags) -> tuple[bool | None, str]:
+    """Whether the flags are off, or why that cannot be known."""
+    try:
+        store = await read(namespace, flags)
+    except FlagStoreError as problem:
+        return None, str(problem)
+    return store.is_off(flags.flags), ""
+
+
+async def switch_off(rollout: dict[str, Any], flags: FeatureFlags) -> list[str]:
+    namespace = rollout["metadata"]["namespace"]
+    store = await read(namespace, flags)
+    if store.is_off(flags.flags):
+        return []
+    if store.document is None:  # plain ConfigMap
+        kept = await snapshots.copy(rollout, store.body)
+        await kube.patch_config_map(namespace, store.body["metadata"]["name"],
+                                    {"data": pure.plain_off(store.body.get("data") or {}, flags.flags)})  # fmt: skip
+        return [f"flags {', '.join(flags.flags)} set to false (previous values kept in {kept})"]
+    document, changed = pure.flagd_off(store.document, flags.flags)
+    if store.key is not None:  # flagd JSON in a ConfigMap
+        kept = await snapshots.copy(rollout, store.body)
+        store.body.setdefault("data", {})[store.key] = json.dumps(document, indent=2)
+        await kube.replace_config_map(namespace, store.body["metadata"]["name"], store.body)
+    else:  # an OpenFeature FeatureFlag resource
+        kept = await snapshots.copy(rollout, store.body, {"flagSpec.json": json.dumps(store.document)})
+        store.body["spec"]["flagSpec"] = document
+        await kube.replace_feature_flag(namespace, store.body["metadata"]["name"], store.body)
+    return [*changed, f"previous flag definitions kept in {kept}"]

@@ -1,0 +1,42 @@
+"""Rollback level 3 for a Deployment released in place: its pod template back to the stable
+revision, found in the ReplicaSet that ran it (as `kubectl rollout undo` does). The template
+being replaced is copied first."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from parachute import kube
+from parachute.plan.workload import revision_of
+from parachute.recovery import snapshots
+
+HASH_LABEL = "pod-template-hash"  # added by the Deployment controller to its ReplicaSets
+
+
+def _template_of(replica_set: dict[str, Any]) -> dict[str, Any]:
+    template: dict[str, Any] = copy.deepcopy(replica_set["spec"]["template"])
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    labels.pop(HASH_LABEL, None)
+    return template
+
+
+async def restore(rollout: dict[str, Any], target: dict[str, Any], revision: str) -> list[str]:
+    namespace, name = target["metadata"]["namespace"], target["metadata"]["name"]
+    if revision_of(target["spec"]["template"]) == revision:
+        return []
+    selector = ",".join(f"{k}={v}" for k, v in (target["spec"]["selector"].get("matchLabels") or {}).items())
+    for replica_set in await kube.list_replica_sets(namespace, selector):
+        template = _template_of(replica_set)
+        if revision_of(template) != revision:
+            continue
+        kept = await snapshots.copy(
+            rollout, target, {"template.json": json.dumps(target["spec"]["template"])}
+        )
+        target["spec"]["template"] = template
+        await kube.replace_deployment(namespace, name, target)
+        return [
+            f"Deployment {name}'s pod template restored to revision {revision} (the one replaced is kept in {kept})"
+        ]
+    return [f"Deployment {name}: no ReplicaSet runs revision {revision}; revert its template by hand"]

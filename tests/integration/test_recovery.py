@@ -1,0 +1,343 @@
+"""Recovery in three levels on the real cluster with a real Prometheus, the operator under its
+own ServiceAccount: a bad flag is switched off (level 1), a bad configuration is restored to
+its snapshot's bytes (level 2), bad code is sent back to stable (level 3), a level that does
+not help escalates, a rolled-back revision stays blocked until marked fixed, and the incident
+channel hears of it without a dead receiver slowing anything down."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testbed.demoapp import Behaviour, FlagSource
+from testbed.install import install_openfeature_crd
+from testbed.projector import ConfigMapVolume, FeatureFlagFile, Projection
+from tests.integration.analysed import Analysed
+from tests.integration.conftest import Cluster, RunningOperator, eventually
+
+pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
+
+BAD = Behaviour(error_rate=0.06)  # over the 5% that rolls back at once
+# One stage at half the traffic, long enough that only a rollback ends it.
+ONE_STAGE = [{"name": "canary", "weight": 50, "minWait": "5m"}]
+RESOLVED = "parachute.dev/resolved"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Recovering(Analysed):
+    def __init__(self, cluster: Cluster, namespace: str, workdir: Path) -> None:
+        super().__init__(cluster, namespace, workdir)
+        self.workdir = workdir
+        self.volumes: list[Projection] = []
+        self.route()
+
+    def config_map(self, name: str, data: dict[str, str]) -> Projection:
+        """A ConfigMap, mounted (projected) where the canary reads it."""
+        body = {"metadata": {"name": name}, "data": data}
+        self.cluster.core.create_namespaced_config_map(self.namespace, body)
+        return self._project(ConfigMapVolume(self.cluster.core, self.namespace, name, self.workdir / name))
+
+    def feature_flag(self, name: str, flags: dict[str, Any]) -> Projection:
+        """An OpenFeature FeatureFlag, served to the canary as flagd would."""
+        install_openfeature_crd(self.cluster.api)
+        body = {"apiVersion": "core.openfeature.dev/v1beta1", "kind": "FeatureFlag", "metadata": {"name": name},
+                "spec": {"flagSpec": {"flags": flags}}}  # fmt: skip
+        self.cluster.custom.create_namespaced_custom_object("core.openfeature.dev", "v1beta1", self.namespace,
+                                                            "featureflags", body)  # fmt: skip
+        return self._project(FeatureFlagFile(self.cluster.custom, self.namespace, name, self.workdir / name))
+
+    def _project(self, projection: Projection) -> Projection:
+        self.volumes.append(projection.start())
+        return projection
+
+    def data(self, name: str) -> dict[str, str]:
+        return dict(self.cluster.core.read_namespaced_config_map(name, self.namespace).data or {})
+
+    def incident(self) -> dict[str, Any]:
+        return (self.status().get("incidents") or [{}])[-1]
+
+    def recovered(self) -> dict[str, Any]:
+        """Wait for RolledBack; the incident that got there."""
+        eventually(lambda: self.status().get("phase") == "RolledBack", timeout=120, what="recovered")
+        return self.incident()
+
+    def stop(self) -> None:
+        for volume in self.volumes:
+            volume.stop()
+        super().stop()
+
+
+@pytest.fixture
+def world(crds: Cluster, namespace: str, tmp_path: Path) -> Iterator[Recovering]:
+    running = Recovering(crds, namespace, tmp_path)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def metrics_port(operator_kubeconfig: Path, tmp_path: Path) -> Iterator[int]:
+    """The operator, serving its own metrics."""
+    port = free_port()
+    running = RunningOperator(
+        operator_kubeconfig, tmp_path / "operator.log", {"PARACHUTE_METRICS_PORT": str(port)}
+    )
+    running.start()
+    yield port
+    running.stop()
+    assert 'is forbidden: User "system:serviceaccount:' not in running.output
+
+
+def operator_metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def recoveries(scraped: str, level: str) -> float:
+    """How many recoveries by `level` the operator's own metrics count."""
+    for line in scraped.splitlines():
+        if line.startswith("parachute_recovery_seconds_count{") and f'level="{level}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def assert_recovery_time_recorded(incident: dict[str, Any], level: str) -> None:
+    assert incident["level"] == level, incident
+    # Timestamps in status are to the second: a recovery within it reads 0.
+    assert incident["recoverySeconds"] >= 0 and incident["objectiveMet"] is True, incident
+    assert incident["recoveredAt"] and incident["postmortemDueAt"] and incident["watchUntil"]
+    print(f"recovered by level {level} in {incident['recoverySeconds']} s; levels: {incident['levels']}")
+
+
+# ---------------------------------------------------------------------------- level 1
+
+
+NEW_CHECKOUT = {  # a flagd definition: on for everyone, and for example.com users by targeting too
+    "state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on",
+    "targeting": {"if": [{"ends_with": [{"var": "email"}, "@example.com"]}, "on", None]},
+}  # fmt: skip
+
+
+def flag_store(world: Recovering, kind: str) -> tuple[dict[str, Any], FlagSource]:
+    """Flag `new-checkout`, on, in a store of `kind`: the Rollout's featureFlags, and what the canary reads."""
+    if kind == "plain":
+        store = world.config_map("checkout-flags", {"new-checkout": "true"})
+        return {"configMapRef": {"name": "checkout-flags"}}, FlagSource(
+            store.path("new-checkout"), "new-checkout"
+        )
+    flags = {"new-checkout": NEW_CHECKOUT}
+    if kind == "flagd":
+        store = world.config_map("checkout-flags", {"flags.json": json.dumps({"flags": flags})})
+        ref: dict[str, Any] = {"configMapRef": {"name": "checkout-flags"}, "format": "flagd"}
+    else:
+        store = world.feature_flag("checkout-flags", flags)
+        ref = {"featureFlagRef": {"name": "checkout-flags"}}
+    return ref, FlagSource(store.path("flags.json"), "new-checkout")
+
+
+def flag_now(world: Recovering, kind: str) -> Any:
+    """The flag as its store holds it now."""
+    if kind == "plain":
+        return world.data("checkout-flags")["new-checkout"]
+    if kind == "flagd":
+        return json.loads(world.data("checkout-flags")["flags.json"])["flags"]["new-checkout"]
+    found = world.cluster.custom.get_namespaced_custom_object(
+        "core.openfeature.dev", "v1beta1", world.namespace, "featureflags", "checkout-flags"
+    )
+    return found["spec"]["flagSpec"]["flags"]["new-checkout"]
+
+
+@pytest.mark.parametrize("kind", ["plain", "flagd", "FeatureFlag"])
+def test_a_bad_release_behind_a_flag_is_recovered_by_switching_the_flag_off(
+    world: Recovering, metrics_port: int, kind: str
+) -> None:
+    ref, source = flag_store(world, kind)
+    before = flag_now(world, kind)
+    world.app.canary.follow_flag(source, BAD)
+    world.release(spec={"steps": ONE_STAGE, "featureFlags": {**ref, "flags": ["new-checkout"]}})
+    incident = world.recovered()
+    assert_recovery_time_recorded(incident, "flag")
+    assert [level["level"] for level in incident["levels"]] == ["flag"]
+    off = {k: v for k, v in NEW_CHECKOUT.items() if k != "targeting"} | {"defaultVariant": "off"}
+    # Off for everyone: no targeting rule is left to serve the new path to anyone.
+    assert flag_now(world, kind) == ("false" if kind == "plain" else off)
+    # The error rate really fell: the round that proved it still sent the canary half the traffic.
+    error_rate = next(m for m in world.status()["metrics"] if m["name"] == "error-rate")
+    assert error_rate["verdict"] == "Successful" and error_rate["value"] < 0.005, error_rate
+    # What the flag was is kept, so it can be put back once the cause is fixed.
+    copies = world.cluster.core.list_namespaced_config_map(
+        world.namespace, label_selector="parachute.dev/rollout=checkout"
+    )
+    kept = [
+        json.loads(v) if k.endswith(".json") else v for c in copies.items for k, v in (c.data or {}).items()
+    ]
+    assert before in kept or {"flags": {"new-checkout": before}} in kept, kept
+    assert "RecoveryApplied" in world.reasons() and "RolledBack" in world.reasons()
+    assert recoveries(operator_metrics(metrics_port), "flag") == 1
+
+
+# ---------------------------------------------------------------------------- level 2
+
+
+def test_a_bad_configuration_is_recovered_by_restoring_its_snapshot(
+    world: Recovering, operator: RunningOperator
+) -> None:
+    good = {"settings": "fast_path=false\nretries=3\n"}
+    config = world.config_map("checkout-config", good)
+    world.app.canary.follow_flag(FlagSource(config.path("settings"), "fast_path"), BAD)
+    world.adopt(spec={"steps": ONE_STAGE, "configRefs": [{"name": "checkout-config"}]})
+    snapshot = eventually(lambda: (world.status().get("configSnapshots") or [None])[0], what="snapshot taken")
+    assert world.data(snapshot["snapshot"]) == good
+    # The release brings its configuration along: a bad one.
+    world.cluster.core.patch_namespaced_config_map("checkout-config", world.namespace,
+                                                   {"data": {"settings": "fast_path=true\nretries=3\n"}})  # fmt: skip
+    world.apply_image("checkout:2.0")
+    incident = world.recovered()
+    assert_recovery_time_recorded(incident, "config")
+    assert world.data("checkout-config") == good == world.data(snapshot["snapshot"])
+    # The pods that read it were rolled.
+    canary = world.cluster.apps.read_namespaced_deployment("checkout-canary", world.namespace)
+    assert "kubectl.kubernetes.io/restartedAt" in (canary.spec.template.metadata.annotations or {})
+
+
+# ---------------------------------------------------------------------------- level 3 and notifications
+
+
+class Receiver:
+    """A local incident channel: records what it is sent; `hang` makes it never answer in time."""
+
+    def __init__(self, hang: float = 0.0) -> None:
+        self.received: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+                receiver.received.append((self.path, dict(self.headers), body))
+                time.sleep(hang)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def secret(world: Recovering, name: str, value: str) -> dict[str, str]:
+    world.cluster.core.create_namespaced_secret(
+        world.namespace, {"metadata": {"name": name}, "stringData": {"v": value}}
+    )
+    return {"name": name, "key": "v"}
+
+
+def test_bad_code_goes_back_to_stable_and_the_incident_channel_hears_of_it(
+    world: Recovering, metrics_port: int
+) -> None:
+    channel, dead = Receiver(), Receiver(hang=60)
+    try:
+        notifications = [
+            {"slack": {"webhookSecretRef": secret(world, "slack", channel.url("/slack")), "channel": "#incidents"}},
+            {"cloudEvents": {"urlSecretRef": secret(world, "bus", channel.url("/events")),
+                             "tokenSecretRef": secret(world, "bus-token", "s3cret")}},
+            {"cloudEvents": {"urlSecretRef": secret(world, "dead", dead.url("/events"))}},
+        ]  # fmt: skip
+        world.app.canary.set_behaviour(BAD)
+        world.release(spec={"steps": ONE_STAGE, "notifications": notifications})
+        incident = world.recovered()
+        assert_recovery_time_recorded(incident, "code")
+        # The receiver that never answers did not hold the rollback up.
+        assert incident["recoverySeconds"] < 30
+        assert incident["revertInGit"].startswith("revision ")
+        assert world.status()["blockedRevisions"] == [incident["revision"]]
+
+        def heard() -> list[tuple[str, dict[str, str], dict[str, Any]]]:
+            paths = [(p, b.get("type", b.get("text", ""))) for p, _, b in channel.received]
+            done = any("RolledBack" in text for p, text in paths if p == "/slack") and any(
+                text.endswith("rollback.recovered") for p, text in paths if p == "/events"
+            )
+            return channel.received if done else []
+
+        received = eventually(heard, timeout=30, what="notifications")
+        slack = [b for p, _, b in received if p == "/slack"]
+        assert slack[0]["channel"] == "#incidents" and "RollingBack" in slack[0]["text"]
+        cloud = [(h, b) for p, h, b in received if p == "/events"]
+        headers, event = cloud[-1]
+        assert event["specversion"] == "1.0" and event["source"].endswith(
+            f"/namespaces/{world.namespace}/rollouts/checkout"
+        )
+        assert event["data"]["incident"]["level"] == "code" and headers["Authorization"] == "Bearer s3cret"
+        assert headers["Content-Type"] == "application/cloudevents+json"
+        assert dead.received  # it was tried
+        assert recoveries(operator_metrics(metrics_port), "code") == 1
+    finally:
+        channel.stop()
+        dead.stop()
+
+
+# ---------------------------------------------------------------------------- escalation
+
+
+def test_a_level_that_does_not_bring_health_back_escalates_to_the_next(
+    world: Recovering, operator: RunningOperator
+) -> None:
+    world.config_map("checkout-flags", {"new-checkout": "true"})
+    world.app.canary.set_behaviour(BAD)  # broken whatever the flag says
+    world.release(spec={
+        "steps": ONE_STAGE,
+        "featureFlags": {"configMapRef": {"name": "checkout-flags"}, "flags": ["new-checkout"]},
+        "recovery": {"budgets": {"flag": "10s"}},
+    })  # fmt: skip
+    incident = world.recovered()
+    assert [level["level"] for level in incident["levels"]] == ["flag", "code"]
+    flag = incident["levels"][0]
+    assert flag["appliedAt"] and "healthyAt" not in flag and flag["seconds"] >= 10
+    assert_recovery_time_recorded(incident, "code")
+    assert "RecoveryEscalated" in world.reasons()
+
+
+# ---------------------------------------------------------------------------- the latch
+
+
+def test_a_rolled_back_revision_stays_blocked_until_marked_fixed(
+    world: Recovering, operator: RunningOperator
+) -> None:
+    world.app.canary.set_behaviour(BAD)
+    world.release(spec={"steps": ONE_STAGE})
+    incident = world.recovered()
+    assert_recovery_time_recorded(incident, "code")
+    world.apply_image("registry.example/checkout:1.0", starts=False)  # reverted (what GitOps would do)
+    eventually(lambda: world.status().get("phase") == "Healthy", what="back at stable")
+    world.apply_image("checkout:2.0")  # and the same revision applied again
+    eventually(lambda: world.status().get("phase") == "Waiting", what="blocked")
+    assert f"{RESOLVED}={incident['revision']}" in world.status()["message"]
+    time.sleep(3)
+    assert world.status().get("phase") == "Waiting"
+    world.app.canary.set_behaviour(Behaviour())  # the fix
+    world.cluster.custom.patch_namespaced_custom_object("parachute.dev", "v1alpha1", world.namespace, "rollouts",
+                                                        "checkout", {"metadata": {"annotations": {RESOLVED: incident["revision"]}}})  # fmt: skip
+    eventually(lambda: world.status().get("phase") == "Progressing", what="released after the fix")
+    assert not world.status().get("blockedRevisions") and world.incident()["resolved"] is True
