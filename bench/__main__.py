@@ -179,9 +179,11 @@ def bench_breach(cluster: LocalCluster, operator_kubeconfig: Path, workdir: Path
     namespace = f"bench-breach-{level}"
     new_namespace(core, namespace)
     app = DemoApp().start()
+    # The canary's process serves its share from the start, so the first round sees the breach:
+    # these figures are the operator's part of recovery, not a real canary's start-up.
     spec: dict[str, Any] = {"waits": {"min": "60s"}}
     volume = None
-    if level == "flag":  # the new code path is behind a flag the canary re-reads
+    if level == "flag":  # the flag-gated plan: new code everywhere, its path behind a flag it re-reads
         core.create_namespaced_config_map(
             namespace, {"metadata": {"name": "flags"}, "data": {"new-path": "true"}}
         )
@@ -214,11 +216,12 @@ def bench_breach(cluster: LocalCluster, operator_kubeconfig: Path, workdir: Path
             canary = apps.read_namespaced_deployment_status("checkout-canary", namespace)
             return (canary.status.replicas or 0) == 0
 
-        wait(canary_gone, 60)
         figure(f"6% errors: applied to recovered, {incident.get('level')} level", f"{recovered:.1f} s",
                f"incident says {incident.get('recoverySeconds')} s from the first critical verdict")  # fmt: skip
-        figure(f"6% errors: applied to canary gone, {level} level", f"{time.monotonic() - started:.1f} s",
-               "analysis every 2 s")  # fmt: skip
+        if level == "code":
+            wait(canary_gone, 60)
+            figure("6% errors: applied to canary pods gone, code level", f"{time.monotonic() - started:.1f} s",
+                   "analysis every 2 s")  # fmt: skip
     finally:
         if volume is not None:
             volume.stop()

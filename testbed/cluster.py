@@ -36,6 +36,9 @@ from kubernetes import client, config
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = REPO / ".cluster"
 SERVICE_CIDR = "10.96.0.0/16"
+# The controllers' default client rate (20 requests/s) paces a test cluster, not Parachute:
+# fifty Deployments rolling at once would wait on it.
+CLIENT_RATE = ("--kube-api-qps=200", "--kube-api-burst=400")
 FAKE_NODES = ("kwok-node-1", "kwok-node-2")
 
 
@@ -239,12 +242,13 @@ class LocalCluster:
             "--bind-address=127.0.0.1", f"--secure-port={ports.controller_manager}",
             "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
             f"--root-ca-file={self.pki / 'ca.crt'}", f"--service-account-private-key-file={self.pki / 'sa.key'}",
-            "--leader-elect=false", "--v=1",
+            "--leader-elect=false", "--v=1", *CLIENT_RATE,
         ])  # fmt: skip
         self._start("kube-scheduler", [
             str(kube / "kube-scheduler"), f"--kubeconfig={self.admin_kubeconfig}",
             "--bind-address=127.0.0.1", f"--secure-port={ports.scheduler}",
             "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics", "--leader-elect=false", "--v=1",
+            *CLIENT_RATE,
         ])  # fmt: skip
         self._start("kwok", [
             str(kwok_dir / "kwok"), f"--kubeconfig={self.admin_kubeconfig}", f"--config={kwok_dir / 'stages.yaml'}",

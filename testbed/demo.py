@@ -26,9 +26,10 @@ from kubernetes.client.exceptions import ApiException
 
 from parachute import api
 from testbed.cluster import DEFAULT_DIR, REPO, LocalCluster
-from testbed.demoapp import Behaviour, DemoApp
+from testbed.demoapp import Behaviour, DemoApp, FlagSource
 from testbed.install import install_crd, install_operator_account
 from testbed.loadgen import LoadGenerator
+from testbed.projector import ConfigMapVolume
 from testbed.prometheus import LocalPrometheus, ScrapeTarget
 
 NAMESPACE = "shop"
@@ -47,6 +48,8 @@ def deploy_checkout(cluster: LocalCluster, prometheus_url: str) -> None:
     api_client = cluster.api_client()
     core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
     ensure(core.create_namespace, {"metadata": {"name": NAMESPACE}})
+    ensure(core.create_namespaced_config_map, NAMESPACE,
+           {"metadata": {"name": "checkout-flags"}, "data": {"new-checkout": "false"}})  # fmt: skip
     labels = {"app": "checkout"}
     ensure(apps.create_namespaced_deployment, NAMESPACE, {
         "metadata": {"name": "checkout", "labels": labels},
@@ -123,9 +126,40 @@ def release_story(cluster: LocalCluster, stopped: Any, once: bool) -> bool:
         say(
             "released: the Deployment runs the new image and the canary is retired (kubectl -n shop get deploy)"
         )
+        released = bad_release_story(cluster, stopped)
     while not stopped() and not once:
         time.sleep(1)
     return released
+
+
+def bad_release_story(cluster: LocalCluster, stopped: Any) -> bool:
+    """Image 3.0 with its new code path switched on goes bad; the flag level recovers it."""
+    api_client = cluster.api_client()
+    say("a release that goes bad: image 3.0, its new code path behind flag new-checkout, switched on")
+    client.CoreV1Api(api_client).patch_namespaced_config_map(
+        "checkout-flags", NAMESPACE, {"data": {"new-checkout": "true"}}
+    )
+    client.AppsV1Api(api_client).patch_namespaced_deployment("checkout", NAMESPACE, {
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "registry.example/checkout:3.0"}]}}}
+    })  # fmt: skip
+
+    def recovered(status: dict[str, Any]) -> bool:
+        weight.value = float(status.get("canaryWeight") or 0)
+        return status.get("phase") == "RolledBack"
+
+    if not watch(cluster, stopped, until=recovered, timeout=180):
+        return False
+    body: dict[str, Any] = client.CustomObjectsApi(api_client).get_namespaced_custom_object(  # type: ignore[assignment]
+        api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, "checkout"
+    )
+    incident = (body["status"].get("incidents") or [{}])[-1]
+    flags = client.CoreV1Api(api_client).read_namespaced_config_map("checkout-flags", NAMESPACE).data
+    say(f"recovered by the {incident.get('level')} level in {incident.get('recoverySeconds')} s "
+        f"(first critical verdict to health); flags now {flags}")  # fmt: skip
+    print(f"    why: {incident.get('reason')}")
+    print(f"    revision {incident.get('revision')} stays blocked until its root cause is marked fixed:")
+    print(f"    kubectl -n shop annotate pr checkout parachute.dev/resolved={incident.get('revision')}")
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
 
     say("creating Deployment shop/checkout (10 replicas) and applying examples/demo-rollout.yaml")
     deploy_checkout(cluster, prometheus.url)
+    # The canary reads the flag ConfigMap as a mounted volume; with it on, 6% of requests fail.
+    flags = ConfigMapVolume(client.CoreV1Api(cluster.api_client()), NAMESPACE, "checkout-flags",
+                            args.dir / "flags").start()  # fmt: skip
+    app.canary.follow_flag(FlagSource(flags.path("new-checkout"), "new-checkout"), Behaviour(error_rate=0.06))
 
     stop = False
 
@@ -175,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         operator.send_signal(signal.SIGTERM)
         operator.wait(timeout=20)
         log.close()
+        flags.stop()
         load.stop()
         prometheus.stop()
         app.stop()

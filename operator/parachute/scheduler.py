@@ -80,6 +80,12 @@ class Scheduler:
                 if self._due.get(key) != at:
                     continue  # superseded by an earlier or later wake
                 del self._due[key]
+                if key in self._running:  # queued or running already: once more right after
+                    self._again.add(key)
+                    continue
+                # Running from the moment it is queued: a wake while it waits for a slot must
+                # not start a second reconcile of the same Rollout beside it.
+                self._running.add(key)
                 task = asyncio.create_task(self._one(key))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -90,7 +96,6 @@ class Scheduler:
 
     async def _one(self, key: Key) -> None:
         async with self._limit:
-            self._running.add(key)
             try:
                 following = await self._work(key)
                 self._failures.pop(key, None)

@@ -100,3 +100,33 @@ def test_a_failing_reconcile_is_retried_later_not_in_a_hot_loop() -> None:
 
     asyncio.run(story())
     assert len(calls) == 1
+
+
+def test_a_rollout_waiting_for_a_free_slot_is_not_queued_twice() -> None:
+    running: set[Key] = set()
+    overlaps: list[Key] = []
+    calls: list[Key] = []
+
+    async def work(key: Key) -> datetime | None:
+        if key in running:
+            overlaps.append(key)
+        running.add(key)
+        calls.append(key)
+        await asyncio.sleep(0.1)
+        running.discard(key)
+        return None
+
+    async def story() -> None:
+        scheduler = Scheduler(work, concurrency=2)
+        scheduler.wake(B)  # B and C take both slots
+        scheduler.wake(("shop", "cart"))
+        scheduler.wake(A)  # waits for one
+        task = asyncio.create_task(scheduler.run())
+        await asyncio.sleep(0.02)
+        scheduler.wake(A)  # woken again while it waits: runs once more, never beside itself
+        scheduler.wake(A)
+        await asyncio.sleep(0.5)
+        task.cancel()
+
+    asyncio.run(story())
+    assert overlaps == [] and calls.count(A) == 2
