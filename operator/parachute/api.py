@@ -847,6 +847,12 @@ class Incident(Model):
     postmortem_due_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
     watch_until: str | None = Field(None, json_schema_extra={"format": "date-time"})
     revert_in_git: str | None = Field(None, description="For GitOps: the revision to revert to in git.")
+    regressed_at: str | None = Field(
+        None,
+        description="Health failed again while watching after the rollback.",
+        json_schema_extra={"format": "date-time"},
+    )
+    regression: str | None = Field(None, description="What failed while watching after the rollback.")
     resolved: bool = Field(False, description=f"Root cause marked fixed ({GROUP}/resolved).")
 
 

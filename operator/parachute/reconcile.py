@@ -25,7 +25,6 @@ from parachute.api import (
     AnalysisLimits,
     ConditionStatus,
     Phase,
-    RecoveryLevel,
     RolloutSpec,
     RolloutStatus,
     parse_duration,
@@ -33,10 +32,10 @@ from parachute.api import (
 from parachute.conditions import timestamp
 from parachute.gating import check_all
 from parachute.notify.webhooks import notify
-from parachute.plan.engine import decide, parse_time
+from parachute.plan.engine import analysing, decide, parse_time
 from parachute.plan.gates import GateResult, gates_for
 from parachute.plan.metrics import UnknownTemplateError
-from parachute.plan.model import Event, EventType, Health, Observed, RecoveryView
+from parachute.plan.model import Event, EventType, Health, Observed, RecoveryView, WindowView
 from parachute.plan.recovery import current_incident
 from parachute.plan.risk import risk_of_change
 from parachute.plan.verdicts import health, worst
@@ -100,7 +99,13 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
         spec, target, canary, observed = await _observe(body, spec, status, now)
         analysis_events: list[Event] = []
         if spec.analysis is not None:
-            status, health_now, analysis_events = await _analyse(spec, status, observed, namespace, now)
+            try:
+                status, health_now, analysis_events = await _analyse(spec, status, observed, namespace, now)
+            except (AnalysisSetupError, UnknownTemplateError) as problem:
+                if status.phase != Phase.rolling_back:
+                    raise
+                # Nothing can prove health now: the level's budget runs out and recovery moves up.
+                health_now = Health(undecided_reason=str(problem))
             observed = replace(observed, health=health_now)
     except ValidationError as error:
         await _write_invalid(body, old, invalid(status, describe_validation_error(error), now, generation))
@@ -142,7 +147,12 @@ async def _observe(
     observed, canary = await observe(body, target)
     annotations = body["metadata"].get("annotations") or {}
     hotfix = spec.hotfix or annotations.get(HOTFIX_ANNOTATION) == "true"
-    window, policy = await window_for(spec, namespace, now)
+    try:
+        window, policy = await window_for(spec, namespace, now)
+    except PolicyError:
+        if status.phase != Phase.rolling_back:
+            raise
+        window, policy = WindowView(), None  # a rollback is never held: a broken policy cannot stop it
     release = status.release
     pending = status.phase == Phase.waiting or (
         release is not None
@@ -238,12 +248,7 @@ async def _analyse(
 ) -> tuple[RolloutStatus, Health, list[Event]]:
     """Evaluate the metrics when a round is due; summarise them for the planner either way."""
     assert spec.analysis is not None
-    incident = current_incident(status.incidents)
-    on_code_level = incident is not None and incident.level == RecoveryLevel.code
-    judging = status.phase in (Phase.progressing, Phase.paused) or (
-        status.phase == Phase.rolling_back and not on_code_level  # the canary is gone: nothing to judge
-    )
-    if not judging:
+    if not analysing(status, now):
         return status, Health(), []
     events: list[Event] = []
     due = parse_time(status.next_analysis_at)
@@ -252,6 +257,8 @@ async def _analyse(
         templates = await templates_for(spec, namespace)
         stage = (status.plan or [])[status.stage_index or 0] if status.plan else None
         promoted = stage is not None and stage.weight == 100 and observed.target.rolled_out
+        # Watching after a rollback: what serves now is judged, whatever it runs.
+        promoted = promoted or status.phase == Phase.rolled_back
         round_ = await evaluate(spec, namespace=namespace, previous=status.metrics, provider=provider,
                                 templates=templates, now=now, promoted=promoted)  # fmt: skip
         interval = parse_duration(spec.analysis.interval)

@@ -341,3 +341,18 @@ def test_a_rolled_back_revision_stays_blocked_until_marked_fixed(
                                                         "checkout", {"metadata": {"annotations": {RESOLVED: incident["revision"]}}})  # fmt: skip
     eventually(lambda: world.status().get("phase") == "Progressing", what="released after the fix")
     assert not world.status().get("blockedRevisions") and world.incident()["resolved"] is True
+
+
+# ---------------------------------------------------------------------------- watching after
+
+
+def test_what_serves_after_a_rollback_is_watched(world: Recovering, operator: RunningOperator) -> None:
+    world.app.canary.set_behaviour(BAD)
+    world.release(spec={"steps": ONE_STAGE})
+    incident = world.recovered()
+    assert_recovery_time_recorded(incident, "code")
+    world.app.stable.set_behaviour(BAD)  # the old version fails too: the release was not the only cause
+    regressed = eventually(lambda: world.incident().get("regressedAt") and world.incident(), timeout=60,
+                           what="regression reported")  # fmt: skip
+    assert "error-rate" in regressed["regression"] and "RegressedAfterRollback" in world.reasons()
+    assert world.status()["phase"] == "RolledBack"

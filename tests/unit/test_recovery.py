@@ -20,7 +20,7 @@ from parachute.api import (
     format_duration,
 )
 from parachute.conditions import timestamp
-from parachute.plan import flags, recovery
+from parachute.plan import engine, flags, recovery
 from parachute.plan.model import Health
 from tests.unit.world import T0, Story, World, spec
 
@@ -403,3 +403,37 @@ def test_a_rollback_interrupted_by_an_invalid_spec_goes_on_when_it_is_valid_agai
     story.status = story.status.model_copy(update={"phase": Phase.invalid})
     story.tick(SECOND)
     assert story.status.phase == Phase.rolling_back and levels(story) == [RecoveryLevel.flag]
+
+
+# ---------------------------------------------------------------------------- watching after
+
+
+def test_after_a_rollback_what_serves_is_watched_and_a_new_failure_is_reported_once() -> None:
+    story = started(Story(rollout(featureFlags=FLAGS), World(flags_off=False)))
+    breach(story)
+    story.tick(SECOND)
+    story.now += 11 * SECOND
+    judged(story, Verdict.successful)
+    story.tick()
+    assert story.status.phase == Phase.rolled_back and engine.analysing(story.status, story.now)
+    judged(story, Verdict.failed)  # stable fails too: the release was not the only cause
+    story.tick(MINUTE)
+    story.tick(MINUTE)
+    assert story.reasons.count("RegressedAfterRollback") == 1
+    assert incident(story).regression and incident(story).regressed_at == timestamp(T0 + MINUTE + 15 * SECOND)
+    assert story.status.phase == Phase.rolled_back  # reported, not acted on: stable is all there is
+
+
+def test_the_watch_ends_and_nothing_is_measured_after_it() -> None:
+    story = rolled_back(Story(rollout(recovery={"watchAfterRollback": "1h"})))
+    assert story.status.next_analysis_at is None or engine.analysing(story.status, story.now)
+    story.tick(timedelta(hours=1))
+    assert not engine.analysing(story.status, story.now) and story.status.next_analysis_at is None
+
+
+def test_a_released_rollout_has_no_analysis_due() -> None:
+    story = Story(spec(risk="zero", analysis=ANALYSIS))
+    story.tick()
+    story.status = story.status.model_copy(update={"next_analysis_at": timestamp(T0)})
+    story.tick(SECOND)
+    assert story.status.next_analysis_at is None

@@ -30,6 +30,7 @@ NOTIFIED = {
     "RolledBack": "rollback.recovered",
     "RecoveryObjectiveMissed": "rollback.objective-missed",
     "RecoveryStalled": "rollback.stalled",
+    "RegressedAfterRollback": "rollback.regressed",
 }
 TIMEOUT_SECONDS = 5.0
 ATTEMPTS = 3

@@ -121,6 +121,10 @@ def decide(
         work.intent = WorkloadIntent(target_paused=True, canary_replicas=0, canary_revision=None)
         if st.phase in STOPPED:
             st.canary_weight = 0
+        if st.phase == Phase.rolled_back:
+            _watch_after_rollback(work, observed)
+    if not analysing(st, now):
+        st.next_analysis_at = None  # nothing is measured in this phase: no round is due
 
     _stale_promote_is_dropped(work, observed)
     if observed.gates:
@@ -545,6 +549,33 @@ def _conditions(st: RolloutStatus, now: datetime, generation: int | None) -> lis
 
 
 # ---------------------------------------------------------------------------- recovery
+
+
+def analysing(st: RolloutStatus, now: datetime) -> bool:
+    """Whether metrics are evaluated in this state: during a release, during the flag and config
+    levels (traffic is where it was), and while watching after a rollback (what serves now)."""
+    incident = recovery.current_incident(st.incidents)
+    if st.phase in (Phase.progressing, Phase.paused):
+        return True
+    if st.phase == Phase.rolling_back:
+        return incident is not None and incident.level != RecoveryLevel.code  # the canary is gone
+    if st.phase == Phase.rolled_back and incident is not None and incident.watch_until:
+        return now < _at(incident.watch_until)
+    return False
+
+
+def _watch_after_rollback(work: _Work, observed: Observed) -> None:
+    """A failure while watching after a rollback means the release was not the only cause."""
+    incident = recovery.current_incident(work.status.incidents)
+    if incident is None or not observed.health.failed or incident.regressed_at is not None:
+        return
+    incident.regressed_at = timestamp(work.now)
+    incident.regression = observed.health.reason or "health check failed"
+    work.event(
+        "RegressedAfterRollback",
+        f"after rolling back revision {incident.revision}, what serves now fails too: {incident.regression}",
+        warning=True,
+    )
 
 
 def _begin_recovery(work: _Work, spec: RolloutSpec, observed: Observed, label: str) -> None:
