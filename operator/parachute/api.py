@@ -877,7 +877,11 @@ class ConfigSnapshot(Model):
 
 
 class ReleaseStatus(Model):
-    revision: str | None = Field(None, description="Pod-template hash of the version being released.")
+    revision: str | None = Field(
+        None,
+        description="What is being released: the pod template's hash, then (with configRefs) the "
+        "tracked configuration's, as <template>.<config>.",
+    )
     stable_revision: str | None = None
     images: list[str] | None = None
     stable_images: list[str] | None = None

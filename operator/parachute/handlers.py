@@ -50,6 +50,14 @@ def rollouts_by_target(
     return {(namespace, spec.get("targetRef", {}).get("name", "")): name}
 
 
+@kopf.index(*ROLLOUTS)
+def rollouts_by_config(
+    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+) -> dict[tuple[str | None, str], str]:
+    """Tracked ConfigMaps: a change to one is a release of its Rollout."""
+    return {(namespace, ref.get("name", "")): name for ref in spec.get("configRefs") or []}
+
+
 @kopf.on.event(*ROLLOUTS)
 def on_rollout(
     type: str, namespace: str | None, name: str, status: kopf.Status, memo: kopf.Memo, **_: Any
@@ -75,6 +83,15 @@ def on_deployment(namespace: str | None, name: str, meta: kopf.Meta, memo: kopf.
     for owner in meta.get("ownerReferences") or []:
         if owner.get("kind") == api.KIND and owner.get("apiVersion") == api.API_VERSION:
             scheduler.wake((namespace or "", owner["name"]))
+
+
+@kopf.on.event("", "v1", "configmaps")
+def on_config_map(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A tracked ConfigMap changed: wake the Rollouts that track it."""
+    index: kopf.Index[tuple[str | None, str], str] = kwargs["rollouts_by_config"]
+    scheduler: Scheduler = memo.scheduler
+    for rollout in index.get((namespace, name), []):
+        scheduler.wake((namespace or "", rollout))
 
 
 @kopf.on.delete(*ROLLOUTS, optional=True)

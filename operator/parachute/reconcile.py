@@ -39,6 +39,7 @@ from parachute.plan.model import Event, EventType, Health, Observed, RecoveryVie
 from parachute.plan.recovery import current_incident
 from parachute.plan.risk import risk_of_change
 from parachute.plan.verdicts import health, worst
+from parachute.plan.workload import with_config
 from parachute.policy import PolicyError, window_for
 from parachute.recovery import apply as recovery
 from parachute.recovery import restarts, snapshots
@@ -165,6 +166,9 @@ async def _observe(
         results = await check_all(gates, spec, namespace, annotations)
     gate_view = tuple((r.name, r.met, r.message) for r in results)
     view = await _observe_recovery(spec, status, namespace, target, canary)
+    if spec.config_refs:  # tracked configuration is part of what is released
+        revision = with_config(observed.target.revision, view.config_hashes)
+        observed = replace(observed, target=replace(observed.target, revision=revision))
     observed = replace(
         observed, window=window, hotfix=hotfix, gates=gate_view, recovery=view, risk_reason=risk_reason
     )

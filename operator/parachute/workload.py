@@ -15,7 +15,7 @@ from typing import Any
 
 from parachute import api, kube
 from parachute.plan.model import CanaryState, Observed, TargetState, WorkloadIntent
-from parachute.plan.workload import revision_of
+from parachute.plan.workload import RESTARTED_AT, revision_of
 
 CANARY_LABEL = f"{api.GROUP}/canary"
 ROLLOUT_LABEL = f"{api.GROUP}/rollout"
@@ -42,12 +42,14 @@ def target_state(deployment: dict[str, Any]) -> TargetState:
         and status.get("replicas", 0) == replicas  # no pods of the old version left
     )
     containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    template_annotations = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
     return TargetState(
         revision=revision_of(spec.get("template") or {}),
         replicas=replicas,
         paused=bool(spec.get("paused")),
         images=tuple(c.get("image", "") for c in containers),
         rolled_out=rolled_out,
+        restarted_at=template_annotations.get(RESTARTED_AT),
     )
 
 
@@ -127,6 +129,10 @@ async def act(
     namespace = rollout["metadata"]["namespace"]
     name = target["metadata"]["name"]
     changed = []
+    if intent.target_restart and target_state(target).restarted_at != intent.target_restart:
+        patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: intent.target_restart}}}}}
+        await kube.patch_deployment(namespace, name, patch)
+        changed.append(f"restarted the pods of Deployment {name} (new configuration)")
     if bool(target["spec"].get("paused")) != intent.target_paused:
         await kube.patch_deployment(namespace, name, {"spec": {"paused": intent.target_paused}})
         changed.append(f"{'paused' if intent.target_paused else 'unpaused'} Deployment {name}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -39,15 +40,18 @@ def test_six_percent_errors_are_rolled_back_within_two_intervals(
 ) -> None:
     analysed.app.canary.set_behaviour(Behaviour(error_rate=0.06))
     analysed.release(min="60s", max="120s")
-    status = eventually(lambda: analysed.status().get("phase") == "RolledBack" and analysed.status(), timeout=60,
-                        what="rolled back")  # fmt: skip
-    error_rate = next(m for m in status["metrics"] if m["name"] == "error-rate")
-    rounds = (
-        error_rate["successful"] + error_rate["failed"] + error_rate["inconclusive"] + error_rate["errors"]
+    incident = eventually(lambda: (analysed.status().get("incidents") or [{}])[-1].get("recoveredAt")
+                          and analysed.status()["incidents"][-1], timeout=60, what="rolled back")  # fmt: skip
+    assert (
+        "error-rate" in incident["reason"]
+        and "roll back at once" in incident["reason"]
+        and incident["immediate"]
     )
-    assert rounds <= 2, f"took {rounds} analysis rounds: {error_rate}"
-    assert error_rate["verdict"] == "Failed" and "roll back at once" in error_rate["message"]
-    assert status["canaryWeight"] == 0
+    # The first critical verdict came within two analysis intervals of the release (to the second).
+    started = datetime.fromisoformat(analysed.status()["release"]["startedAt"].replace("Z", "+00:00"))
+    first = datetime.fromisoformat(incident["startedAt"].replace("Z", "+00:00"))
+    assert first - started <= timedelta(seconds=2 * 3 + 1), (started, first)
+    assert analysed.status()["canaryWeight"] == 0
     eventually(lambda: "MetricFailed" in analysed.reasons() and "RolledBack" in analysed.reasons())
 
 

@@ -71,8 +71,8 @@ class Recovering(Analysed):
         return (self.status().get("incidents") or [{}])[-1]
 
     def recovered(self) -> dict[str, Any]:
-        """Wait for RolledBack; the incident that got there."""
-        eventually(lambda: self.status().get("phase") == "RolledBack", timeout=120, what="recovered")
+        """Wait for the incident to record health restored; the incident."""
+        eventually(lambda: self.incident().get("recoveredAt"), timeout=120, what="recovered")
         return self.incident()
 
     def stop(self) -> None:
@@ -201,16 +201,20 @@ def test_a_bad_configuration_is_recovered_by_restoring_its_snapshot(
     world.adopt(spec={"steps": ONE_STAGE, "configRefs": [{"name": "checkout-config"}]})
     snapshot = eventually(lambda: (world.status().get("configSnapshots") or [None])[0], what="snapshot taken")
     assert world.data(snapshot["snapshot"]) == good
-    # The release brings its configuration along: a bad one.
+    stable = world.status()["release"]["stableRevision"]
+    # A change to a tracked ConfigMap is a release of its own, even with the template untouched.
     world.cluster.core.patch_namespaced_config_map("checkout-config", world.namespace,
                                                    {"data": {"settings": "fast_path=true\nretries=3\n"}})  # fmt: skip
-    world.apply_image("checkout:2.0")
     incident = world.recovered()
+    assert incident["revision"] != stable and incident["revision"].split(".")[0] == stable.split(".")[0]
     assert_recovery_time_recorded(incident, "config")
     assert world.data("checkout-config") == good == world.data(snapshot["snapshot"])
     # The pods that read it were rolled.
     canary = world.cluster.apps.read_namespaced_deployment("checkout-canary", world.namespace)
     assert "kubectl.kubernetes.io/restartedAt" in (canary.spec.template.metadata.annotations or {})
+    # The configuration is the stable one again: nothing is left to release.
+    eventually(lambda: world.status().get("phase") == "Healthy", what="healthy at the stable revision")
+    assert world.status()["release"]["revision"] == stable
 
 
 # ---------------------------------------------------------------------------- level 3 and notifications

@@ -437,3 +437,44 @@ def test_a_released_rollout_has_no_analysis_due() -> None:
     story.status = story.status.model_copy(update={"next_analysis_at": timestamp(T0)})
     story.tick(SECOND)
     assert story.status.next_analysis_at is None
+
+
+# ---------------------------------------------------------------------------- configuration as a release
+
+
+def test_a_change_to_tracked_configuration_alone_is_a_release_promoted_by_a_restart() -> None:
+    story = Story(spec(steps=STEPS, configRefs=[{"name": "c"}]), World(configs={"c": "v1"}))
+    story.tick()
+    stable = story.status.release.stable_revision if story.status.release else None
+    story.world.configs["c"] = "v2"  # nobody touched the template
+    story.tick(SECOND)
+    assert story.status.phase == Phase.progressing and "ReleaseStarted" in story.reasons
+    assert story.status.release and story.status.release.revision != stable
+    assert stable and story.status.release.revision.startswith(stable.split(".")[0] + ".")
+    story.run_until_quiet()
+    assert story.status.phase == Phase.healthy
+    assert story.world.target_restarted_at is not None  # the target's pods read the new configuration
+    assert [s.hash for s in story.status.config_snapshots or []] == ["v2"]
+
+
+def test_a_bad_configuration_alone_is_restored_and_the_rollout_is_healthy_again() -> None:
+    story = Story(rollout(configRefs=[{"name": "c"}]), World(configs={"c": "good"}))
+    story.tick()
+    story.world.configs["c"] = "bad"
+    story.tick(SECOND)
+    story.tick(SECOND)
+    bad = story.status.release.revision if story.status.release else None
+    breach(story)
+    story.tick(SECOND)
+    story.now += 11 * SECOND
+    judged(story, Verdict.successful)
+    story.tick()
+    assert story.status.phase == Phase.rolled_back and incident(story).level == RecoveryLevel.config
+    story.tick(SECOND)  # the configuration is the stable one again: nothing left to release
+    assert story.status.phase == Phase.healthy and story.status.blocked_revisions == [bad]
+
+
+def test_the_watch_starts_at_once_even_when_nothing_else_would_wake_the_rollout() -> None:
+    story = rolled_back(Story(rollout()))
+    assert story.status.next_analysis_at is None
+    assert story.last is not None and story.last.next_check_at == story.now

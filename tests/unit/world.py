@@ -20,6 +20,7 @@ from parachute.plan.model import (
     TargetState,
     WindowView,
 )
+from parachute.plan.workload import with_config
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)  # a Tuesday morning
 
@@ -46,6 +47,7 @@ class World:
     flags_problem: str = ""
     configs: dict[str, str] = field(default_factory=dict)  # ConfigMap -> content hash
     restarted_at: str | None = None
+    target_restarted_at: str | None = None
     # Pods restart (and flags reload) at once unless a story says otherwise.
     restarts: bool = True
     _canary_ready_at: datetime | None = None
@@ -55,11 +57,13 @@ class World:
         if canary is not None and self._canary_ready_at is not None and now >= self._canary_ready_at:
             canary = replace(canary, ready=canary.replicas)
             self.canary = canary
+        # As the reconcile does: tracked configuration is part of the revision.
         target = TargetState(
-            revision=self.revision,
+            revision=with_config(self.revision, self.configs),
             replicas=self.replicas,
             paused=self.paused,
             rolled_out=self.running == self.revision,
+            restarted_at=self.target_restarted_at,
         )
         return Observed(target=target, canary=canary, commands=dict(self.annotations), health=self.health,
                         window=self.window, hotfix=self.hotfix, gates=self.gates,
@@ -70,6 +74,8 @@ class World:
     def apply(self, decision: Decision, now: datetime) -> None:
         self._recover(decision)
         intent = decision.workload
+        if intent.target_restart and not intent.target_paused:
+            self.target_restarted_at = intent.target_restart  # rolls at once, here
         self.paused = intent.target_paused
         if not self.paused:
             self.running = self.revision  # the Deployment controller rolls it (instantly, here)

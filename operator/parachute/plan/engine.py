@@ -45,7 +45,7 @@ from parachute.conditions import timestamp
 from parachute.plan import recovery
 from parachute.plan.model import Decision, Event, EventType, Observed, RecoveryIntent, WorkloadIntent
 from parachute.plan.stages import effective_risk, flag_gated_plan, plan_for
-from parachute.plan.workload import canary_replicas
+from parachute.plan.workload import canary_replicas, template_revision
 
 # How soon to look again while waiting for the cluster (pods becoming ready, a rollout).
 CLUSTER_TICK = timedelta(seconds=2)
@@ -125,6 +125,8 @@ def decide(
             _watch_after_rollback(work, observed)
     if not analysing(st, now):
         st.next_analysis_at = None  # nothing is measured in this phase: no round is due
+    elif st.phase == Phase.rolled_back and st.next_analysis_at is None:
+        work.check_at(now)  # the watch after a rollback starts with a round now
 
     _stale_promote_is_dropped(work, observed)
     if observed.gates:
@@ -396,16 +398,33 @@ def _stage_intent(st: RolloutStatus, observed: Observed, revision: str) -> Workl
     assert st.plan is not None and st.stage_index is not None
     stage = st.plan[min(st.stage_index, len(st.plan) - 1)]
     if stage.weight == 100:
-        done = observed.target.rolled_out
+        done = _promoted(st, observed)
         keep = _previous_canary(st, observed)
-        return WorkloadIntent(
-            target_paused=done, canary_replicas=0 if done else keep, canary_revision=revision
-        )
+        return WorkloadIntent(target_paused=done, canary_replicas=0 if done else keep, canary_revision=revision,
+                              target_restart=_promotion_restart(st))  # fmt: skip
     return WorkloadIntent(
         target_paused=True,
         canary_replicas=canary_replicas(observed.target.replicas, stage.weight),
         canary_revision=revision,
     )
+
+
+def _promotion_restart(st: RolloutStatus) -> str | None:
+    """A release of configuration alone changes no pod template: promoting it restarts the
+    target's pods (stamped with the stage's start), so they all read the new configuration."""
+    release = st.release
+    if release is None or not release.revision or not release.stable_revision:
+        return None
+    if release.revision == release.stable_revision:
+        return None
+    same_template = template_revision(release.revision) == template_revision(release.stable_revision)
+    return st.stage_started_at if same_template else None
+
+
+def _promoted(st: RolloutStatus, observed: Observed) -> bool:
+    """At 100%: the target runs the new version everywhere (restarted, for configuration)."""
+    stamp = _promotion_restart(st)
+    return observed.target.rolled_out and (stamp is None or observed.target.restarted_at == stamp)
 
 
 def _previous_canary(st: RolloutStatus, observed: Observed) -> int:
@@ -477,7 +496,7 @@ def _progress(work: _Work, spec: RolloutSpec, observed: Observed) -> None:
 
 def _stage_ready(work: _Work, observed: Observed, weight: int, revision: str) -> bool:
     if weight == 100:
-        return observed.target.rolled_out
+        return _promoted(work.status, observed)
     want = work.intent.canary_replicas if work.intent else 0
     canary = observed.canary
     return canary is not None and canary.revision == revision and canary.ready >= want
@@ -719,8 +738,8 @@ def _recovery_intent(
         else (),
         restart_stamp=None if code else stamp,
         restart_target=incident.new_code_in_target and not code,
-        restore_template=incident.stable_revision
-        if code and settings.restore_template and incident.new_code_in_target
+        restore_template=template_revision(incident.stable_revision)
+        if code and settings.restore_template and incident.new_code_in_target and incident.stable_revision
         else None,
     )
 
@@ -733,7 +752,7 @@ def _recovery_workload(
     level = incident.levels[-1].level
     if level == RecoveryLevel.code:
         restoring = work.recovery.restore_template is not None
-        stable_template = observed.target.revision == incident.stable_revision
+        stable_template = _same_template(observed.target.revision, incident.stable_revision)
         # A paused Deployment does not roll: once its template is stable again (restored here,
         # or reverted in git) it is let go until the stable pods are back, then held again.
         back = stable_template and observed.target.rolled_out
@@ -768,7 +787,7 @@ def _applied(
         return all(hashes.get(s.name) == s.hash for s in st.config_snapshots or []) and restarted
     canary_gone = observed.canary is None or (observed.canary.replicas == 0 and observed.canary.ready == 0)
     target_back = not incident.new_code_in_target or (
-        observed.target.revision == incident.stable_revision and observed.target.rolled_out
+        _same_template(observed.target.revision, incident.stable_revision) and observed.target.rolled_out
     )
     return canary_gone and target_back
 
@@ -854,6 +873,10 @@ def _snapshot_configs(work: _Work, spec: RolloutSpec, observed: Observed) -> Non
         )
         work.snapshots.append((ref.name, digest))
     st.config_snapshots = kept or None
+
+
+def _same_template(revision: str, other: str | None) -> bool:
+    return other is not None and template_revision(revision) == template_revision(other)
 
 
 def _at(text: str) -> datetime:

@@ -23,6 +23,7 @@ class TargetState:
     images: tuple[str, ...] = ()
     # Whether every pod runs the current template and is available (after an unpause).
     rolled_out: bool = False
+    restarted_at: str | None = None  # the template's restart stamp, if any
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class WorkloadIntent:
     target_paused: bool
     canary_replicas: int  # 0 retires the canary
     canary_revision: str | None  # the template revision the canary must run
+    # Restart the target's pods with this stamp: promoting a release of configuration alone.
+    target_restart: str | None = None
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,20 @@ def actual_weight(stable: int, canary: int) -> int:
     return 0 if total == 0 else round(100 * canary / total)
 
 
+def with_config(template_revision: str, config_hashes: dict[str, str]) -> str:
+    """A release's revision: the pod template's, plus the tracked configuration's when there is
+    any, so that a change to a tracked ConfigMap is a release of its own."""
+    if not config_hashes:
+        return template_revision
+    canonical = ",".join(f"{name}={digest}" for name, digest in sorted(config_hashes.items()))
+    return f"{template_revision}.{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
+
+
+def template_revision(revision: str) -> str:
+    """The pod template's part of a release's revision."""
+    return revision.split(".", 1)[0]
+
+
 def revision_of(template: dict[str, Any]) -> str:
     """A short, stable hash of a pod template: a new value is a new release."""
     meta = dict(template.get("metadata") or {})

@@ -24,6 +24,7 @@ def _template_of(replica_set: dict[str, Any]) -> dict[str, Any]:
 
 async def restore(rollout: dict[str, Any], target: dict[str, Any], revision: str) -> list[str]:
     namespace, name = target["metadata"]["namespace"], target["metadata"]["name"]
+    # `revision` is a pod template's revision (without the tracked configuration's part).
     if revision_of(target["spec"]["template"]) == revision:
         return []
     selector = ",".join(f"{k}={v}" for k, v in (target["spec"]["selector"].get("matchLabels") or {}).items())
