@@ -302,6 +302,32 @@ def test_bad_code_goes_back_to_stable_and_the_incident_channel_hears_of_it(
         dead.stop()
 
 
+def test_new_code_in_the_deployment_itself_is_put_back_to_the_stable_template(
+    world: Recovering, operator: RunningOperator
+) -> None:
+    # Zero risk goes straight to 100%: the Deployment itself runs the new version.
+    world.release(
+        metrics=[{"template": "error-rate"}],  # zero risk watches nothing by default
+        spec={"risk": "zero", "waits": {"min": "60s", "max": "60s"}, "recovery": {"restoreTemplate": True}},
+    )
+    eventually(lambda: "watching until" in (world.status().get("message") or ""), timeout=60, what="promoted")
+    world.app.stable.set_behaviour(BAD)  # what the Deployment now runs is bad
+    eventually(lambda: world.status().get("phase") == "RollingBack", what="rolling back")
+    world.app.stable.set_behaviour(Behaviour())  # the old version, as it comes back
+    incident = world.recovered()
+    assert_recovery_time_recorded(incident, "code")
+    assert incident["newCodeInTarget"] is True and "revertInGit" not in incident
+    target = world.cluster.apps.read_namespaced_deployment("checkout", world.namespace)
+    assert target.spec.template.spec.containers[0].image == "registry.example/checkout:1.0"
+    # The template it replaced is kept.
+    copies = world.cluster.core.list_namespaced_config_map(
+        world.namespace, label_selector="parachute.dev/rollout=checkout"
+    )
+    kept = [json.loads(c.data["template.json"]) for c in copies.items if "template.json" in (c.data or {})]
+    assert [t["spec"]["containers"][0]["image"] for t in kept] == ["checkout:2.0"]
+    eventually(lambda: world.status().get("phase") == "Healthy", what="the Deployment is at stable again")
+
+
 # ---------------------------------------------------------------------------- escalation
 
 
