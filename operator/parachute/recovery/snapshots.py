@@ -39,6 +39,7 @@ async def copy(rollout: dict[str, Any], source: dict[str, Any], extra: dict[str,
     )
     digest = content_hash(data, binary)
     name = snapshot_name(source["metadata"]["name"], digest)
+    owner = {"apiVersion": api.API_VERSION, "kind": api.KIND, "name": meta["name"], "uid": meta["uid"]}
     body = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -47,15 +48,20 @@ async def copy(rollout: dict[str, Any], source: dict[str, Any], extra: dict[str,
             "namespace": meta["namespace"],
             "labels": {"app.kubernetes.io/managed-by": "parachute", ROLLOUT_LABEL: meta["name"]},
             "annotations": {SOURCE_ANNOTATION: source["metadata"]["name"], HASH_ANNOTATION: digest},
-            "ownerReferences": [
-                {"apiVersion": api.API_VERSION, "kind": api.KIND, "name": meta["name"], "uid": meta["uid"]}
-            ],
+            "ownerReferences": [owner],
         },
         "immutable": True,
         "data": data,
         **({"binaryData": binary} if binary else {}),
     }
-    await kube.create_config_map(meta["namespace"], body)  # already there: the same bytes
+    if not await kube.create_config_map(meta["namespace"], body):
+        # Already there, with the same bytes, perhaps another Rollout's copy of the same
+        # ConfigMap: own it too, so it lives as long as either Rollout needs it.
+        existing = await kube.read_config_map(meta["namespace"], name)
+        owners = list((existing or {}).get("metadata", {}).get("ownerReferences") or [])
+        if existing is not None and all(o.get("uid") != meta["uid"] for o in owners):
+            owners.append(owner)
+            await kube.patch_config_map(meta["namespace"], name, {"metadata": {"ownerReferences": owners}})
     return name
 
 
