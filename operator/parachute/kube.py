@@ -54,11 +54,15 @@ def _absent_on_404(call: Any, *args: Any) -> Any:
         raise
 
 
+async def _read(call: Any, namespace: str, name: str) -> dict[str, Any] | None:
+    """A typed client's read as a plain dict, or None when the object does not exist."""
+    found = await asyncio.to_thread(_absent_on_404, call, name, namespace)
+    return None if found is None else _plain(found)
+
+
 async def read_deployment(namespace: str, name: str) -> dict[str, Any] | None:
     """The Deployment as a plain dict, or None when it does not exist."""
-    apps = client.AppsV1Api(api_client())
-    found = await asyncio.to_thread(_absent_on_404, apps.read_namespaced_deployment, name, namespace)
-    return None if found is None else _plain(found)
+    return await _read(client.AppsV1Api(api_client()).read_namespaced_deployment, namespace, name)
 
 
 async def create_deployment(namespace: str, body: dict[str, Any]) -> None:
@@ -193,9 +197,7 @@ async def post_event(rollout: dict[str, Any], type_: str, reason: str, message: 
 
 
 async def read_config_map(namespace: str, name: str) -> dict[str, Any] | None:
-    core = client.CoreV1Api(api_client())
-    found = await asyncio.to_thread(_absent_on_404, core.read_namespaced_config_map, name, namespace)
-    return None if found is None else _plain(found)
+    return await _read(client.CoreV1Api(api_client()).read_namespaced_config_map, namespace, name)
 
 
 async def create_config_map(namespace: str, body: dict[str, Any]) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 
 from parachute import api, kube
 from parachute.plan.model import CanaryState, Observed, TargetState, WorkloadIntent
-from parachute.plan.workload import RESTARTED_AT, revision_of
+from parachute.plan.workload import RESTARTED_AT, restart_stamp, revision_of, rolled_out
 
 CANARY_LABEL = f"{api.GROUP}/canary"
 ROLLOUT_LABEL = f"{api.GROUP}/rollout"
@@ -32,24 +32,16 @@ def canary_name(target: str) -> str:
 
 
 def target_state(deployment: dict[str, Any]) -> TargetState:
-    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    spec = deployment.get("spec") or {}
     replicas = int(spec.get("replicas", 1))
-    current = status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
-    rolled_out = (
-        current
-        and status.get("updatedReplicas", 0) == replicas
-        and status.get("availableReplicas", 0) == replicas
-        and status.get("replicas", 0) == replicas  # no pods of the old version left
-    )
     containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
-    template_annotations = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
     return TargetState(
         revision=revision_of(spec.get("template") or {}),
         replicas=replicas,
         paused=bool(spec.get("paused")),
         images=tuple(c.get("image", "") for c in containers),
-        rolled_out=rolled_out,
-        restarted_at=template_annotations.get(RESTARTED_AT),
+        rolled_out=rolled_out(deployment),
+        restarted_at=restart_stamp(deployment),
     )
 
 
@@ -129,7 +121,7 @@ async def act(
     namespace = rollout["metadata"]["namespace"]
     name = target["metadata"]["name"]
     changed = []
-    if intent.target_restart and target_state(target).restarted_at != intent.target_restart:
+    if intent.target_restart and restart_stamp(target) != intent.target_restart:
         patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: intent.target_restart}}}}}
         await kube.patch_deployment(namespace, name, patch)
         changed.append(f"restarted the pods of Deployment {name} (new configuration)")

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -30,6 +30,9 @@ from testbed.demoapp import DemoApp
 from testbed.install import install_crd, install_operator_account
 from testbed.loadgen import LoadGenerator
 from testbed.prometheus import LocalPrometheus, ScrapeTarget
+
+if TYPE_CHECKING:
+    from tests.integration.analysed import Analysed
 
 
 def eventually(check: Callable[[], Any], timeout: float = 30, interval: float = 0.25, what: str = "") -> Any:
@@ -263,3 +266,13 @@ def start_release(cluster: Cluster, namespace: str, **spec: Any) -> None:
     )
     image = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "checkout:2.0"}]}}}}
     cluster.apps.patch_namespaced_deployment("checkout", namespace, image)
+
+
+@pytest.fixture
+def analysed(crds: Cluster, namespace: str, tmp_path: Path) -> Iterator[Analysed]:
+    """`checkout` as the demo app under load, measured by its own Prometheus."""
+    from tests.integration.analysed import Analysed  # it builds on this module's helpers
+
+    world = Analysed(crds, namespace, tmp_path)
+    yield world
+    world.stop()

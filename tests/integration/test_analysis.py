@@ -6,24 +6,15 @@ when it returns, and a bad query is named."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from testbed.demoapp import Behaviour
 from tests.integration.analysed import Analysed
-from tests.integration.conftest import Cluster, RunningOperator, eventually
+from tests.integration.conftest import RunningOperator, eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
-
-
-@pytest.fixture
-def analysed(crds: Cluster, namespace: str, tmp_path: Path) -> Iterator[Analysed]:
-    world = Analysed(crds, namespace, tmp_path)
-    yield world
-    world.stop()
 
 
 def test_a_healthy_canary_is_promoted(analysed: Analysed, operator: RunningOperator) -> None:

@@ -3,24 +3,14 @@ falls, and a Prometheus gate holds it until its query is within bounds."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from tests.integration.analysed import Analysed
-from tests.integration.conftest import Cluster, RunningOperator, eventually
+from tests.integration.conftest import RunningOperator, eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
 
 REQUESTS = 'sum(rate(http_requests_total{app="checkout"}[5s]))'
-
-
-@pytest.fixture
-def analysed(crds: Cluster, namespace: str, tmp_path: Path) -> Iterator[Analysed]:
-    world = Analysed(crds, namespace, tmp_path)
-    yield world
-    world.stop()
 
 
 def test_a_release_waits_out_peak_traffic(analysed: Analysed, operator: RunningOperator) -> None:

@@ -16,6 +16,24 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+class SlowWork:
+    """A reconcile that takes 100 ms and notes every call, and any that overlapped its own key."""
+
+    def __init__(self) -> None:
+        self.running: set[Key] = set()
+        self.overlaps: list[Key] = []
+        self.calls: list[Key] = []
+
+    async def work(self, key: Key) -> datetime | None:
+        if key in self.running:
+            self.overlaps.append(key)
+        self.running.add(key)
+        self.calls.append(key)
+        await asyncio.sleep(0.1)
+        self.running.discard(key)
+        return None
+
+
 async def run_for(scheduler: Scheduler, seconds: float) -> None:
     task = asyncio.create_task(scheduler.run())
     await asyncio.sleep(seconds)
@@ -57,21 +75,10 @@ def test_an_earlier_wake_wins_over_a_later_one() -> None:
 
 
 def test_one_rollout_is_never_reconciled_twice_at_once_but_a_wake_is_not_lost() -> None:
-    running: set[Key] = set()
-    overlaps: list[Key] = []
-    calls: list[Key] = []
-
-    async def work(key: Key) -> datetime | None:
-        if key in running:
-            overlaps.append(key)
-        running.add(key)
-        calls.append(key)
-        await asyncio.sleep(0.1)
-        running.discard(key)
-        return None
+    slow = SlowWork()
 
     async def story() -> None:
-        scheduler = Scheduler(work)
+        scheduler = Scheduler(slow.work)
         task = asyncio.create_task(scheduler.run())
         scheduler.wake(A)
         await asyncio.sleep(0.03)
@@ -81,8 +88,8 @@ def test_one_rollout_is_never_reconciled_twice_at_once_but_a_wake_is_not_lost() 
         task.cancel()
 
     asyncio.run(story())
-    assert overlaps == []
-    assert calls.count(A) == 2 and calls.count(B) == 1
+    assert slow.overlaps == []
+    assert slow.calls.count(A) == 2 and slow.calls.count(B) == 1
 
 
 def test_a_failing_reconcile_is_retried_later_not_in_a_hot_loop() -> None:
@@ -103,21 +110,10 @@ def test_a_failing_reconcile_is_retried_later_not_in_a_hot_loop() -> None:
 
 
 def test_a_rollout_waiting_for_a_free_slot_is_not_queued_twice() -> None:
-    running: set[Key] = set()
-    overlaps: list[Key] = []
-    calls: list[Key] = []
-
-    async def work(key: Key) -> datetime | None:
-        if key in running:
-            overlaps.append(key)
-        running.add(key)
-        calls.append(key)
-        await asyncio.sleep(0.1)
-        running.discard(key)
-        return None
+    slow = SlowWork()
 
     async def story() -> None:
-        scheduler = Scheduler(work, concurrency=2)
+        scheduler = Scheduler(slow.work, concurrency=2)
         scheduler.wake(B)  # B and C take both slots
         scheduler.wake(("shop", "cart"))
         scheduler.wake(A)  # waits for one
@@ -129,4 +125,4 @@ def test_a_rollout_waiting_for_a_free_slot_is_not_queued_twice() -> None:
         task.cancel()
 
     asyncio.run(story())
-    assert overlaps == [] and calls.count(A) == 2
+    assert slow.overlaps == [] and slow.calls.count(A) == 2

@@ -624,11 +624,11 @@ def _begin_recovery(work: _Work, spec: RolloutSpec, observed: Observed, label: s
     st.blocked_revisions = sorted({*(st.blocked_revisions or []), revision})
     st.phase, st.paused_at = Phase.rolling_back, None
     work.event("RollingBack", f"{incident.reason}; rolling back revision {revision}", warning=True)
-    _enter_level(work, spec, observed, recovery.levels_for(spec)[0])
+    _enter_level(work, spec, recovery.levels_for(spec)[0])
     _recover(work, spec, observed)
 
 
-def _enter_level(work: _Work, spec: RolloutSpec, observed: Observed, level: RecoveryLevel) -> None:
+def _enter_level(work: _Work, spec: RolloutSpec, level: RecoveryLevel) -> None:
     incident = _incident(work)
     budget = recovery.budget_for(spec, level, incident.immediate)
     record = LevelRecord(
@@ -685,17 +685,17 @@ def _recover(work: _Work, spec: RolloutSpec, observed: Observed) -> None:
     level = record.level
     stamp = _restart_stamp(spec, incident)
     work.recovery = _recovery_intent(spec, st, incident, stamp)
-    work.intent = _recovery_workload(work, spec, observed, incident)
+    work.intent = _recovery_workload(work, observed, incident)
     started = _at(record.started_at)
     deadline = started + recovery.budget_for(spec, level, incident.immediate)
 
-    problem = _cannot_apply(spec, st, observed, level)
+    problem = _cannot_apply(st, observed, level)
     if problem:
         if problem not in (record.changed or []):
             record.changed = [*(record.changed or []), problem]
         _escalate(work, spec, observed, problem)
         return
-    if record.applied_at is None and _applied(work, spec, observed, incident, stamp):
+    if record.applied_at is None and _applied(work, observed, incident, stamp):
         record.applied_at = timestamp(work.now)
         work.event("RecoveryApplied", f"level {level}: {'; '.join(record.changed or [])}")
     healthy = _health_back(spec, st, record)
@@ -744,9 +744,7 @@ def _recovery_intent(
     )
 
 
-def _recovery_workload(
-    work: _Work, spec: RolloutSpec, observed: Observed, incident: Incident
-) -> WorkloadIntent:
+def _recovery_workload(work: _Work, observed: Observed, incident: Incident) -> WorkloadIntent:
     st = work.status
     assert st.release is not None and incident.levels
     level = incident.levels[-1].level
@@ -766,7 +764,7 @@ def _recovery_workload(
     return stage_intent
 
 
-def _cannot_apply(spec: RolloutSpec, st: RolloutStatus, observed: Observed, level: RecoveryLevel) -> str:
+def _cannot_apply(st: RolloutStatus, observed: Observed, level: RecoveryLevel) -> str:
     if level == RecoveryLevel.flag and observed.recovery.flags_problem:
         return observed.recovery.flags_problem
     if level == RecoveryLevel.config and not st.config_snapshots:
@@ -774,9 +772,7 @@ def _cannot_apply(spec: RolloutSpec, st: RolloutStatus, observed: Observed, leve
     return ""
 
 
-def _applied(
-    work: _Work, spec: RolloutSpec, observed: Observed, incident: Incident, stamp: str | None
-) -> bool:
+def _applied(work: _Work, observed: Observed, incident: Incident, stamp: str | None) -> bool:
     st = work.status
     restarted = stamp is None or observed.recovery.restarted_at == stamp
     level = (incident.levels or [])[-1].level
@@ -819,7 +815,7 @@ def _escalate(work: _Work, spec: RolloutSpec, observed: Observed, why: str) -> N
         return
     record.seconds = recovery.seconds(_at(record.started_at), work.now)
     work.event("RecoveryEscalated", f"level {record.level}: {why}; moving to level {following}", warning=True)
-    _enter_level(work, spec, observed, following)
+    _enter_level(work, spec, following)
     _recover(work, spec, observed)
 
 

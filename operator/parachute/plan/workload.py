@@ -33,6 +33,26 @@ def actual_weight(stable: int, canary: int) -> int:
     return 0 if total == 0 else round(100 * canary / total)
 
 
+def rolled_out(deployment: dict[str, Any]) -> bool:
+    """Every pod runs the current template and is available, and none of an older one is left."""
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    replicas = int(spec.get("replicas", 1))
+    current = status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+    return bool(
+        current
+        and status.get("updatedReplicas", 0) == replicas
+        and status.get("availableReplicas", 0) == replicas
+        and status.get("replicas", 0) == replicas
+    )
+
+
+def restart_stamp(deployment: dict[str, Any]) -> str | None:
+    """The restart stamp in the Deployment's pod template, if any."""
+    template = (deployment.get("spec") or {}).get("template") or {}
+    stamp = ((template.get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT)
+    return str(stamp) if stamp is not None else None
+
+
 def with_config(template_revision: str, config_hashes: dict[str, str]) -> str:
     """A release's revision: the pod template's, plus the tracked configuration's when there is
     any, so that a change to a tracked ConfigMap is a release of its own."""
