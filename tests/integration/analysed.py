@@ -88,7 +88,9 @@ class Analysed:
         analysis: dict[str, Any] = {"prometheus": {"address": self.prometheus.url}, "interval": INTERVAL}
         if metrics is not None:
             analysis["metrics"] = metrics
-        fields = {"risk": "medium", "waits": waits or {"min": "6s", "max": "15s"}, **(spec or {})}
+        fields = {"risk": "medium", **(spec or {})}
+        if "steps" not in fields:  # steps carry their own waits: the API refuses both
+            fields["waits"] = waits or {"min": "6s", "max": "15s"}
         body = rollout("checkout", targetRef={"name": "checkout"}, analysis=analysis, **fields)
         self.cluster.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
         eventually(lambda: self.status().get("phase") == "Healthy", timeout=60, what="adopted")
