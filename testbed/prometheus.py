@@ -2,6 +2,10 @@
 
 The server can be stopped and started again on the same port and data, so a test can
 take Prometheus away in the middle of a stage and bring it back.
+
+`PodPrometheus` finds its targets as a cluster's Prometheus does instead: Kubernetes service
+discovery (role `pod`) against the test cluster's API server. Debian builds Prometheus without
+Kubernetes discovery, so this mode runs the upstream release that `install-binaries.sh` caches.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import yaml
 
 from testbed.cluster import ClusterError, wait_for
+from testbed.dataplane import PORT_ANNOTATION
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ class LocalPrometheus:
         jobs: dict[str, list[ScrapeTarget]] = {}
         for target in self.targets:
             jobs.setdefault(target.job, []).append(target)
-        config = {
+        config: dict[str, Any] = {
             "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
             "scrape_configs": [
                 {
@@ -67,6 +72,7 @@ class LocalPrometheus:
                 for job, targets in jobs.items()
             ],
         }
+        config["scrape_configs"].extend(self._discovery_scrape_configs())
         path = self.dir / "prometheus.yml"
         path.write_text(yaml.safe_dump(config))
         return path
@@ -83,7 +89,7 @@ class LocalPrometheus:
     def _popen(self, config: Path, log: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [
-                find_prometheus(),
+                self._binary(),
                 f"--config.file={config}",
                 f"--storage.tsdb.path={self.dir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
@@ -96,6 +102,12 @@ class LocalPrometheus:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+
+    def _binary(self) -> str:
+        return find_prometheus()
+
+    def _discovery_scrape_configs(self) -> list[dict[str, Any]]:
+        return []
 
     def ready(self) -> bool:
         with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
@@ -135,6 +147,86 @@ class LocalPrometheus:
                         return value
             time.sleep(0.25)
         raise TimeoutError(f"no value for {promql!r} within {timeout}s")
+
+
+# ---------------------------------------------------------------------------- pod discovery
+
+
+@dataclass(frozen=True)
+class PodDiscovery:
+    """Which pods to scrape: those of `namespaces` that carry the testbed's port annotation
+    (kwok's pods run nothing; the data plane serves each on a loopback port and names it)."""
+
+    kubeconfig: Path  # the cluster's admin kubeconfig
+    namespaces: tuple[str, ...]
+    job: str = "pods"
+
+
+def _meta_name(name: str) -> str:
+    """A label or annotation name as Kubernetes discovery spells it in a meta label."""
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+
+
+def pod_scrape_config(discovery: PodDiscovery) -> dict[str, Any]:
+    """A scrape job as a cluster's Prometheus has it, with the address rewritten to the pod's
+    loopback port: `namespace`, `pod` and every pod label (sanitised, as `labelmap` does)."""
+    port = f"__meta_kubernetes_pod_annotation_{_meta_name(PORT_ANNOTATION)}"
+    return {
+        "job_name": discovery.job,
+        "kubernetes_sd_configs": [
+            {
+                "role": "pod",
+                "kubeconfig_file": str(discovery.kubeconfig),
+                "namespaces": {"names": list(discovery.namespaces)},
+            }
+        ],
+        "relabel_configs": [
+            {"source_labels": [port], "regex": "[0-9]+", "action": "keep"},
+            {"source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Succeeded|Failed", "action": "drop"},
+            {"source_labels": ["__meta_kubernetes_pod_container_init"], "regex": "true", "action": "drop"},
+            {"source_labels": [port], "target_label": "__address__", "replacement": "127.0.0.1:$1"},
+            {"action": "labelmap", "regex": "__meta_kubernetes_pod_label_(.+)"},
+            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+        ],
+    }
+
+
+def find_prometheus_with_kubernetes_discovery() -> str:
+    """The upstream Prometheus that `install-binaries.sh` caches (Debian's lacks the discovery)."""
+    from testbed.cluster import tool
+
+    binary = tool("prometheus")
+    if not binary.exists():
+        raise ClusterError(f"{binary} is missing; `make setup` builds it")
+    return str(binary)
+
+
+class PodPrometheus(LocalPrometheus):
+    """A Prometheus that discovers its targets from the cluster's pods (and scrapes any static
+    `targets` too). Pods that come and go appear and vanish as they would in a cluster."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        discovery: PodDiscovery,
+        targets: list[ScrapeTarget] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(workdir, targets or [], **options)
+        self.discovery = discovery
+
+    def _binary(self) -> str:
+        return find_prometheus_with_kubernetes_discovery()
+
+    def _discovery_scrape_configs(self) -> list[dict[str, Any]]:
+        return [pod_scrape_config(self.discovery)]
+
+    def active_targets(self) -> list[dict[str, Any]]:
+        """The active targets, each with its `labels`, `health` and `scrapeUrl`."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/targets?state=active", timeout=5) as response:
+            body = json.loads(response.read())
+        return list(body["data"]["activeTargets"])
 
 
 def _free_port() -> int:
