@@ -1,7 +1,9 @@
 """A real Prometheus (Debian's `prometheus` package) scraping local targets every second.
 
 The server can be stopped and started again on the same port and data, so a test can
-take Prometheus away in the middle of a stage and bring it back.
+take Prometheus away in the middle of a stage and bring it back. With a `WebConfig` it
+serves HTTPS with a certificate from its own CA and asks for basic auth
+(`--web.config.file`), as a Prometheus exposed beyond its namespace does.
 
 `PodPrometheus` finds its targets as a cluster's Prometheus does instead: Kubernetes service
 discovery (role `pod`) against the test cluster's API server. Debian builds Prometheus without
@@ -10,11 +12,13 @@ Kubernetes discovery, so this mode runs the upstream release that `install-binar
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import math
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import urllib.parse
@@ -37,6 +41,62 @@ class ScrapeTarget:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """A CA and a serving certificate it signed, for 127.0.0.1 and localhost (PEM files)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @property
+    def ca_pem(self) -> str:
+        return self.ca.read_text()
+
+
+def mint_tls(directory: Path, subject: str = "prometheus") -> TLSFiles:
+    """A new CA and a serving certificate from it, made with the `openssl` binary."""
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl("genrsa", "-out", "ca.key", "2048")
+    openssl("req", "-x509", "-new", "-key", "ca.key", "-sha256", "-days", "2", "-subj", f"/CN={subject}-ca",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-out", "ca.crt")  # fmt: skip
+    openssl("genrsa", "-out", "server.key", "2048")
+    openssl("req", "-new", "-key", "server.key", "-subj", f"/CN={subject}", "-out", "server.csr")
+    (directory / "server.ext").write_text(
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+    )
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-sha256", "-days", "2", "-extfile", "server.ext", "-out", "server.crt")  # fmt: skip
+    return TLSFiles(directory / "ca.crt", directory / "server.crt", directory / "server.key")
+
+
+@dataclass
+class WebConfig:
+    """What Prometheus's `--web.config.file` says: serve TLS, and which basic-auth users it lets in."""
+
+    tls: TLSFiles | None = None
+    users: dict[str, str] = field(default_factory=dict)  # name: password (written bcrypt-hashed)
+
+    def document(self) -> dict[str, Any]:
+        import bcrypt  # a dev dependency: only tests serve Prometheus with auth
+
+        document: dict[str, Any] = {}
+        if self.tls is not None:
+            document["tls_server_config"] = {"cert_file": str(self.tls.cert), "key_file": str(self.tls.key)}
+        if self.users:
+            document["basic_auth_users"] = {
+                name: bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+                for name, password in self.users.items()
+            }
+        return document
+
+
 def find_prometheus() -> str:
     binary = shutil.which("prometheus") or (
         "/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None
@@ -47,16 +107,42 @@ def find_prometheus() -> str:
 
 
 class LocalPrometheus:
-    def __init__(self, workdir: Path, targets: list[ScrapeTarget], scrape_interval: str = "1s") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        targets: list[ScrapeTarget],
+        scrape_interval: str = "1s",
+        web: WebConfig | None = None,
+    ) -> None:
         self.dir = workdir
         self.targets = targets
         self.scrape_interval = scrape_interval
+        self.web = web
         self.port = _free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.web is not None and self.web.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def write_web_config(self) -> Path:
+        """Write the web config; a running Prometheus reads it again on every request."""
+        path = self.dir / "web.yml"
+        path.write_text(yaml.safe_dump(self.web.document() if self.web else {}))
+        return path
+
+    def _get(self, url: str, timeout: float) -> Any:
+        """urlopen, trusting the server's CA and sending the first basic-auth user's credentials."""
+        request = urllib.request.Request(url)
+        context = None
+        if self.web is not None:
+            if self.web.tls is not None:
+                context = ssl.create_default_context(cafile=str(self.web.tls.ca))
+            for name, password in list(self.web.users.items())[:1]:
+                token = base64.b64encode(f"{name}:{password}".encode()).decode()
+                request.add_header("Authorization", f"Basic {token}")
+        return urllib.request.urlopen(request, timeout=timeout, context=context)
 
     def _write_config(self) -> Path:
         jobs: dict[str, list[ScrapeTarget]] = {}
@@ -87,6 +173,7 @@ class LocalPrometheus:
         return self
 
     def _popen(self, config: Path, log: Any) -> subprocess.Popen[bytes]:
+        web = [f"--web.config.file={self.write_web_config()}"] if self.web is not None else []
         return subprocess.Popen(
             [
                 self._binary(),
@@ -96,6 +183,7 @@ class LocalPrometheus:
                 "--storage.tsdb.retention.time=2h",
                 "--web.enable-lifecycle",
                 "--log.level=warn",
+                *web,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -110,7 +198,7 @@ class LocalPrometheus:
         return []
 
     def ready(self) -> bool:
-        with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+        with self._get(f"{self.url}/-/ready", timeout=2) as response:
             return bool(response.status == 200)
 
     def stop(self) -> None:
@@ -127,7 +215,7 @@ class LocalPrometheus:
     def query(self, promql: str) -> list[dict[str, Any]]:
         """Instant query; the `result` list of a vector (raises on an API error)."""
         url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with self._get(url, timeout=5) as response:
             body = json.loads(response.read())
         if body.get("status") != "success":
             raise RuntimeError(f"prometheus query failed: {body}")

@@ -333,8 +333,11 @@ def dump(document: dict[str, Any] | list[dict[str, Any]]) -> str:
 
 def generated_files() -> dict[str, str]:
     """Every file generated from the models, by path relative to the repository root."""
-    # One YAML list, pasted under `rules:` by the chart's template.
-    rules = GENERATED_HEADER + yaml.safe_dump(rbac.cluster_role_rules_document(), sort_keys=False)
+
+    def rules(document: list[dict[str, Any]]) -> str:
+        """One YAML list, pasted under `rules:` by the chart's template."""
+        return GENERATED_HEADER + yaml.safe_dump(document, sort_keys=False)
+
     files = {}
     for document in all_crds():
         text = dump(document)
@@ -343,7 +346,11 @@ def generated_files() -> dict[str, str]:
     return {
         **files,
         "manifests/crds.yaml": dump(all_crds()),
-        "helm/parachute/files/clusterrole-rules.yaml": rules,
+        "helm/parachute/files/clusterrole-rules.yaml": rules(rbac.cluster_role_rules_document()),
+        "helm/parachute/files/role-rules.yaml": rules(rbac.namespaced_role_rules_document()),
+        "helm/parachute/files/namespaced-clusterrole-rules.yaml": rules(
+            rbac.namespaced_cluster_role_rules_document()
+        ),
         "manifests/operator.yaml": dump(install.documents()),
         "manifests/policy-playbook.yaml": dump(install.playbook_policy()),
         "helm/parachute/files/playbook-window.yaml": GENERATED_HEADER
