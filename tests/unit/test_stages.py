@@ -84,3 +84,8 @@ def test_overriding_only_the_maximum_never_leaves_min_above_max() -> None:
 
 def test_watch_after_release_sets_the_closing_wait() -> None:
     assert shape(plan_for(spec(risk="medium", watchAfterRelease="1h")))[-1] == (100, "1h", "1h")
+
+
+def test_watch_after_release_wins_over_the_generic_waits() -> None:
+    stages = plan_for(spec(risk="medium", waits={"min": "5s", "max": "20s"}, watchAfterRelease="2m"))
+    assert shape(stages) == [(10, "5s", "20s"), (50, "5s", "20s"), (100, "2m", "2m")]

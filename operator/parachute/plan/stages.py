@@ -78,12 +78,14 @@ def _planned(spec: RolloutSpec, defaults: tuple[_Default, ...]) -> list[PlannedS
                      flags=d.flags if has_flags else None)
         for d in defaults
     ]  # fmt: skip
+    stages = _with_wait_overrides(spec, stages)
+    # The watch after release is the closing stage's own wait: it wins over `waits`.
     if spec.watch_after_release is not None and stages[-1].weight == 100:
         last = stages[-1]
         stages[-1] = last.model_copy(
             update={"min_wait": spec.watch_after_release, "max_wait": spec.watch_after_release}
         )
-    return _with_wait_overrides(spec, stages)
+    return stages
 
 
 def _from_step(index: int, step: Step) -> PlannedStage:
