@@ -407,8 +407,7 @@ def _stop(work: _Work, observed: Observed, phase: Phase, reason: str, why: str) 
     revision, stable = st.release.revision, st.release.stable_revision
     in_target = _new_in_target(observed, revision, stable)
     where = (
-        f"the canary is scaled to 0, but revision {revision} still serves from the target "
-        f"({recovery.ready_pods(in_target)})"
+        f"revision {revision} still serves from the target ({recovery.ready_pods(in_target)})"
         if in_target
         else f"all traffic back to stable revision {stable}"
     )
