@@ -183,13 +183,14 @@ def bench_breach(cluster: LocalCluster, operator_kubeconfig: Path, workdir: Path
     # these figures are the operator's part of recovery, not a real canary's start-up.
     spec: dict[str, Any] = {"waits": {"min": "60s"}}
     volume = None
-    if level == "flag":  # the flag-gated plan: new code everywhere, its path behind a flag it re-reads
+    if level == "flag":  # a canary whose new path is behind a flag it re-reads, on at its stage
         core.create_namespaced_config_map(
             namespace, {"metadata": {"name": "flags"}, "data": {"new-path": "true"}}
         )
         volume = ConfigMapVolume(core, namespace, "flags", workdir / f"flags-{namespace}").start()
         app.canary.follow_flag(FlagSource(volume.path("new-path"), "new-path"), Behaviour(error_rate=0.06))
-        spec["featureFlags"] = {"configMapRef": {"name": "flags"}, "flags": ["new-path"]}
+        spec = {"steps": [{"name": "canary", "weight": 10, "minWait": "60s", "flags": "on"}],
+                "featureFlags": {"configMapRef": {"name": "flags"}, "flags": ["new-path"]}}  # fmt: skip
     else:
         app.canary.set_behaviour(Behaviour(error_rate=0.06))
     load = LoadGenerator(

@@ -195,6 +195,13 @@ class Strategy(StrEnum):
 SUPPORTED_STRATEGIES = (Strategy.canary,)
 
 
+class FlagState(StrEnum):
+    """What a stage exposes through the release's feature flags."""
+
+    off = "off"
+    on = "on"
+
+
 class Step(Model):
     """One stage of a release: a traffic share held for a wait between a minimum and a maximum."""
 
@@ -219,10 +226,11 @@ class Step(Model):
     max_wait: Duration | None = Field(
         None, description="The stage must be decided (promote or roll back) by this time."
     )
-    flags_on: bool | None = Field(
+    flags: FlagState | None = Field(
         None,
-        description="Whether the release's feature flags are ON during this stage. "
-        "Unset: ON once the weight is above zero.",
+        description="The state Parachute puts the release's feature flags (spec.featureFlags) in when "
+        "this stage begins: off or on. The stage counts as reached once the store is seen in that "
+        "state. Unset: the flags are left as they are.",
     )
     audience: Annotated[str, StringConstraints(max_length=63)] | None = Field(
         None,
@@ -768,6 +776,11 @@ class RolloutSpec(Model):
                 "give the last step its own minWait and maxWait",
                 ".watchAfterRelease",
             ),
+            cel(
+                "!has(self.steps) || has(self.featureFlags) || self.steps.all(s, !has(s.flags))",
+                "steps[].flags needs spec.featureFlags: the flags a stage switches",
+                ".steps",
+            ),
         )
     )
 
@@ -865,7 +878,9 @@ class PlannedStage(Model):
     weight: int = Field(ge=0, le=100)
     min_wait: Duration | None = None
     max_wait: Duration | None = None
-    flags_on: bool | None = None
+    flags: FlagState | None = Field(
+        None, description="The flags' state this stage puts in place; unset: left as they are."
+    )
 
 
 class MetricStatus(Model):
@@ -916,7 +931,9 @@ class Incident(Model):
     )
     immediate: bool = Field(False, description="An immediate trigger: every level has the shortest budget.")
     new_code_in_target: bool = Field(
-        False, description="The target's own pods ran the new revision (the release had reached 100%)."
+        False,
+        description="Ready pods of the new revision were seen serving from the target itself when the "
+        "incident opened (counted from its ReplicaSets).",
     )
     level: RecoveryLevel | None = None
     levels: list[LevelRecord] | None = None
@@ -957,6 +974,20 @@ class ConfigSnapshot(Model):
     hash: str
 
 
+class FlagsStatus(Model):
+    """The release's feature flags as Parachute last set them: at a stage, or on a rollback."""
+
+    state: FlagState
+    reason: str = Field(description="Why: the stage that says so, or the rollback of a revision.")
+    revision: str | None = Field(None, description="The release they were set for.")
+    requested_at: str = Field(
+        description="When Parachute began to set them.", json_schema_extra={"format": "date-time"}
+    )
+    in_place_at: str | None = Field(
+        None, description="When the store was seen in that state.", json_schema_extra={"format": "date-time"}
+    )
+
+
 class ReleaseStatus(Model):
     revision: str | None = Field(
         None,
@@ -995,6 +1026,7 @@ class RolloutStatus(Model):
     gates: list[GateStatus] | None = None
     window: WindowStatus | None = None
     config_snapshots: list[ConfigSnapshot] | None = None
+    flags: FlagsStatus | None = Field(None, description="The release's feature flags as Parachute set them.")
     incidents: list[Incident] | None = None
     blocked_revisions: list[str] | None = Field(
         None, description="Revisions that rolled back; not released again until marked fixed."

@@ -32,7 +32,7 @@ from parachute.api import (
 from parachute.conditions import timestamp
 from parachute.gating import check_all
 from parachute.notify.webhooks import notify
-from parachute.plan.engine import analysing, decide, parse_time
+from parachute.plan.engine import analysing, decide, judges_target, parse_time
 from parachute.plan.gates import GateResult, gates_for
 from parachute.plan.metrics import UnknownTemplateError
 from parachute.plan.model import Event, EventType, Health, Observed, RecoveryView, WindowView
@@ -126,7 +126,9 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     await _tell(body, (*analysis_events, *decision.events))
     _report(body, spec, decision.status, decision.events)
     changed = []
-    if decision.status.phase == Phase.rolling_back:  # the fastest lever first: flags, then config
+    if decision.flags is not None:  # the fastest lever first: flags, then config, then code
+        changed += await recovery.set_flags(body, spec, decision.flags)
+    if decision.status.phase == Phase.rolling_back:
         changed += await recovery.act(body, spec, target, canary, decision.recovery)
     changed += await act(body, target, canary, decision.workload)
     if changed:
@@ -169,9 +171,9 @@ async def _observe(
     if spec.config_refs:  # tracked configuration is part of what is released
         revision = with_config(observed.target.revision, view.config_hashes)
         observed = replace(observed, target=replace(observed.target, revision=revision))
-    observed = replace(
-        observed, window=window, hotfix=hotfix, gates=gate_view, recovery=view, risk_reason=risk_reason
-    )
+    flags = await recovery.observe_flags(namespace, spec)
+    observed = replace(observed, window=window, hotfix=hotfix, gates=gate_view, recovery=view,
+                       risk_reason=risk_reason, flags=flags)  # fmt: skip
     return spec, target, canary, observed
 
 
@@ -199,15 +201,15 @@ async def _observe_recovery(
     target: dict[str, Any],
     canary: dict[str, Any] | None,
 ) -> RecoveryView:
-    """The tracked ConfigMaps always (snapshots need them); flags and restarts while rolling back."""
+    """The tracked ConfigMaps always (snapshots need them); restarts while rolling back."""
     hashes = await snapshots.hashes(namespace, [r.name for r in spec.config_refs or []])
     if status.phase != Phase.rolling_back:
         return RecoveryView(config_hashes=hashes)
-    flags_off, problem = await recovery.observe_flags(namespace, spec)
     incident = current_incident(status.incidents)
     include_target = incident is not None and incident.new_code_in_target
-    return RecoveryView(flags_off=flags_off, flags_problem=problem, config_hashes=hashes,
-                        restarted_at=restarts.restarted_at(canary, target, include_target))  # fmt: skip
+    return RecoveryView(
+        config_hashes=hashes, restarted_at=restarts.restarted_at(canary, target, include_target)
+    )
 
 
 def _report(
@@ -259,10 +261,8 @@ async def _analyse(
     if due is None or now >= due:
         provider = await provider_for(spec.analysis, namespace)
         templates = await templates_for(spec, namespace)
-        stage = (status.plan or [])[status.stage_index or 0] if status.plan else None
-        promoted = stage is not None and stage.weight == 100 and observed.target.rolled_out
-        # Watching after a rollback: what serves now is judged, whatever it runs.
-        promoted = promoted or status.phase == Phase.rolled_back
+        # What the target's pods serve is judged at 100%, at the code level and after a rollback.
+        promoted = judges_target(status, observed)
         round_ = await evaluate(spec, namespace=namespace, previous=status.metrics, provider=provider,
                                 templates=templates, now=now, promoted=promoted)  # fmt: skip
         interval = parse_duration(spec.analysis.interval)

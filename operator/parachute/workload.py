@@ -14,8 +14,15 @@ import copy
 from typing import Any
 
 from parachute import api, kube
-from parachute.plan.model import CanaryState, Observed, TargetState, WorkloadIntent
-from parachute.plan.workload import RESTARTED_AT, restart_stamp, revision_of, rolled_out
+from parachute.plan.model import CanaryState, Observed, Serving, TargetState, WorkloadIntent
+from parachute.plan.workload import (
+    RESTARTED_AT,
+    label_selector,
+    ready_by_revision,
+    restart_stamp,
+    revision_of,
+    rolled_out,
+)
 
 CANARY_LABEL = f"{api.GROUP}/canary"
 ROLLOUT_LABEL = f"{api.GROUP}/rollout"
@@ -76,8 +83,20 @@ async def observe(rollout: dict[str, Any], target: dict[str, Any]) -> tuple[Obse
         target=target_state(target),
         canary=canary_state(canary) if canary else None,
         commands={k: v for k, v in annotations.items() if k in COMMANDS},
+        serving=await serving(namespace, target, canary),
     )
     return observed, canary
+
+
+async def serving(namespace: str, target: dict[str, Any], canary: dict[str, Any] | None) -> Serving:
+    """Ready pods of each template revision, in the target and in the canary, from their
+    ReplicaSets (one list: the canary's carry the target's labels too)."""
+    replica_sets = await kube.list_replica_sets(namespace, label_selector(target))
+    canary_uid = canary["metadata"].get("uid") if canary else None
+    return Serving(
+        target=ready_by_revision(replica_sets, target["metadata"].get("uid")),
+        canary=ready_by_revision(replica_sets, canary_uid, (CANARY_LABEL,)),
+    )
 
 
 def desired_canary(

@@ -93,9 +93,13 @@ class Analysed:
         }
         if metrics is not None:
             analysis["metrics"] = metrics
-        fields = {"risk": "medium", **(spec or {})}
-        if "steps" not in fields:  # steps carry their own waits: the API refuses both
-            fields["waits"] = waits or {"min": "6s", "max": "15s"}
+        given = spec or {}
+        # Steps carry their own waits; `risk: None` leaves the risk to its default.
+        defaults = {
+            "risk": "medium",
+            **({} if "steps" in given else {"waits": waits or {"min": "6s", "max": "15s"}}),
+        }
+        fields = {k: v for k, v in {**defaults, **given}.items() if v is not None}
         body = rollout("checkout", targetRef={"name": "checkout"}, analysis=analysis, **fields)
         self.cluster.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
         eventually(lambda: self.status().get("phase") == "Healthy", timeout=60, what="adopted")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from testbed.demoapp import Behaviour, FlagSource
 from testbed.install import install_openfeature_crd
@@ -212,9 +213,10 @@ def test_a_bad_configuration_is_recovered_by_restoring_its_snapshot(
     # The pods that read it were rolled.
     canary = world.cluster.apps.read_namespaced_deployment("checkout-canary", world.namespace)
     assert "kubectl.kubernetes.io/restartedAt" in (canary.spec.template.metadata.annotations or {})
-    # The configuration is the stable one again: nothing is left to release.
-    eventually(lambda: world.status().get("phase") == "Healthy", what="healthy at the stable revision")
-    assert world.status()["release"]["revision"] == stable
+    # The configuration is the stable one again: nothing is left to release, and the rolled-back
+    # state stays in view while what serves is watched.
+    eventually(lambda: world.status()["release"]["revision"] == stable, what="back at the stable revision")
+    assert world.status()["phase"] == "RolledBack" and "RevertedToStable" in world.reasons()
 
 
 # ---------------------------------------------------------------------------- level 3 and notifications
@@ -325,7 +327,61 @@ def test_new_code_in_the_deployment_itself_is_put_back_to_the_stable_template(
     )
     kept = [json.loads(c.data["template.json"]) for c in copies.items if "template.json" in (c.data or {})]
     assert [t["spec"]["containers"][0]["image"] for t in kept] == ["checkout:2.0"]
-    eventually(lambda: world.status().get("phase") == "Healthy", what="the Deployment is at stable again")
+    # Back at stable, and it says so; the rolled-back state stays in view while it is watched.
+    stable = eventually(lambda: "all traffic on stable revision" in (world.status().get("message") or "")
+                        and world.status(), what="the message says stable serves")  # fmt: skip
+    assert stable["phase"] == "RolledBack"
+
+
+# ---------------------------------------------------------------------------- the flag-gated plan
+
+
+def test_a_flag_gated_release_failing_with_its_flags_on_is_rolled_back_to_what_really_serves(
+    world: Recovering, operator: RunningOperator
+) -> None:
+    """Issue #11's scenario: featureFlags and the default risk, failing at the stage that switches
+    the flags on, with recovery by the code level alone and the template restored."""
+    store = world.config_map("checkout-flags", {"new-checkout": "false"})
+    # The new code path runs in the Deployment's own pods (the testbed's "stable" app) once on.
+    world.app.stable.follow_flag(FlagSource(store.path("new-checkout"), "new-checkout"), BAD)
+    world.release(spec={
+        "risk": None,
+        "featureFlags": {"configMapRef": {"name": "checkout-flags"}, "flags": ["new-checkout"]},
+        "recovery": {"levels": ["code"], "restoreTemplate": True},
+        "waits": {"min": "3s", "max": "6s"},
+        "watchAfterRelease": "2m",  # time enough for the flags to be judged at the last stage
+    })  # fmt: skip
+    status = world.status()
+    assert status["risk"] == "medium" and [s["flags"] for s in status["plan"]] == ["off", "off", "on"]
+    eventually(lambda: world.data("checkout-flags")["new-checkout"] == "true", timeout=90,
+               what="the flags switched on at the last stage")  # fmt: skip
+    incident = world.recovered()
+    # What the target was seen running: the new code, everywhere.
+    assert incident["newCodeInTarget"] is True, incident
+    assert [level["level"] for level in incident["levels"]] == ["code"]
+    code = incident["levels"][0]
+    assert code["appliedAt"] < code["healthyAt"], code  # judged after, never healthy at once
+    # The flags Parachute switched on are off again; the template is the stable one.
+    assert world.data("checkout-flags")["new-checkout"] == "false"
+    target = world.cluster.apps.read_namespaced_deployment("checkout", world.namespace)
+    assert target.spec.template.spec.containers[0].image == "registry.example/checkout:1.0"
+    # No canary of a revision the target runs ever appeared (a canary is never deleted, only scaled).
+    with pytest.raises(ApiException) as missing:
+        world.cluster.apps.read_namespaced_deployment("checkout-canary", world.namespace)
+    assert missing.value.status == 404
+    # The message says what serves, as seen.
+    message = eventually(lambda: "all traffic on stable revision" in (world.status().get("message") or "")
+                         and world.status()["message"], what="the message says stable serves")  # fmt: skip
+    assert "with flags new-checkout off" in message and "watched until" in message, message
+    reasons = world.reasons()
+    assert reasons.count("FlagsSet") >= 4 and "RevertedToStable" in reasons, reasons  # off, off, on, off
+    # The rolled-back state, its watch and its latch stay in view.
+    time.sleep(5)
+    after = world.status()
+    assert after["phase"] == "RolledBack" and after["blockedRevisions"] == [incident["revision"]]
+    assert after["incidents"][-1]["watchUntil"] > after["incidents"][-1]["recoveredAt"]
+    evaluated = after["metrics"][0]["lastEvaluatedAt"]
+    eventually(lambda: world.status()["metrics"][0]["lastEvaluatedAt"] > evaluated, what="still watched")
 
 
 # ---------------------------------------------------------------------------- escalation
@@ -360,7 +416,8 @@ def test_a_rolled_back_revision_stays_blocked_until_marked_fixed(
     incident = world.recovered()
     assert_recovery_time_recorded(incident, "code")
     world.apply_image("registry.example/checkout:1.0", starts=False)  # reverted (what GitOps would do)
-    eventually(lambda: world.status().get("phase") == "Healthy", what="back at stable")
+    eventually(lambda: "RevertedToStable" in world.reasons(), what="back at stable")
+    assert world.status()["phase"] == "RolledBack"  # the watch goes on
     world.apply_image("checkout:2.0")  # and the same revision applied again
     eventually(lambda: world.status().get("phase") == "Waiting", what="blocked")
     assert f"{RESOLVED}={incident['revision']}" in world.status()["message"]

@@ -1,6 +1,7 @@
 """Releases on the real cluster, with the operator running under its own ServiceAccount:
 a new image goes 10% → 50% → 100%, survives the operator dying mid-stage, and an abort
-puts everything back on stable."""
+puts everything back on stable. A flag-gated release takes the code to everyone with its
+flags off, then switches them on, with no canary at all."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from tests.integration.conftest import (
     Cluster,
@@ -194,3 +196,51 @@ def test_a_canary_deployment_that_is_not_ours_is_left_alone(
     assert "checkout-canary exists and is not this Rollout's" in status["message"]
     untouched = release.cluster.apps.read_namespaced_deployment("checkout-canary", release.namespace)
     assert untouched.spec.replicas == 1 and not untouched.metadata.owner_references
+
+
+def test_a_flag_gated_release_ships_the_code_with_its_flags_off_then_switches_them_on(
+    release: Release, operator: RunningOperator
+) -> None:
+    core = release.cluster.core
+    # Left on by an earlier feature: the new code must not start with it on.
+    core.create_namespaced_config_map(release.namespace, {"metadata": {"name": "checkout-flags"},
+                                                          "data": {"new-checkout": "true"}})  # fmt: skip
+    flags = {"configMapRef": {"name": "checkout-flags"}, "flags": ["new-checkout"]}
+    release.create(replicas=4, featureFlags=flags, waits={"min": "3s", "max": "6s"})
+    release.new_image()
+
+    seen: list[tuple[str, str, int | None]] = []
+
+    def released() -> bool:
+        status = release.status()
+        flag = core.read_namespaced_config_map("checkout-flags", release.namespace).data["new-checkout"]
+        point = (status.get("stage", ""), flag, release.canary_replicas())
+        if not seen or seen[-1] != point:
+            seen.append(point)
+        stable = (status.get("release") or {}).get("stableRevision")
+        return status.get("phase") == "Healthy" and stable == status["release"]["revision"] and len(seen) > 1
+
+    eventually(released, timeout=120, interval=0.2, what="release completed")
+    assert ("1/3", "false", None) in seen and ("3/3", "true", None) in seen, seen
+    assert all(canary is None for _, _, canary in seen)  # the code went to everyone: no canary
+    assert seen.index(("3/3", "true", None)) > seen.index(("1/3", "false", None))
+    status = release.status()
+    assert [stage["flags"] for stage in status["plan"]] == ["off", "off", "on"]
+    assert status["flags"]["state"] == "on" and status["flags"]["reason"] == "stage 3/3 (full)"
+    assert status["flags"]["inPlaceAt"] >= status["flags"]["requestedAt"]
+    assert release.reasons().count("FlagsSet") == 3
+    # What the store held before each change is kept.
+    copies = core.list_namespaced_config_map(
+        release.namespace, label_selector="parachute.dev/rollout=checkout"
+    )
+    assert {"new-checkout": "true"} in [c.data for c in copies.items]
+    eventually(lambda: release.running_images() == {"registry.example/checkout:2.0"}, timeout=60)
+
+
+def test_a_step_that_sets_flags_needs_the_flags(crds: Cluster, namespace: str) -> None:
+    body = rollout("checkout", targetRef={"name": "checkout"}, steps=[{"weight": 100, "flags": "on"}])
+    with pytest.raises(ApiException) as refused:
+        crds.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    assert refused.value.status == 422
+    assert "spec.steps" in refused.value.body
+    assert "steps[].flags needs spec.featureFlags" in refused.value.body

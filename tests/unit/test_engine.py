@@ -200,6 +200,25 @@ def test_retry_starts_an_aborted_release_from_the_first_stage() -> None:
     assert story.reasons[-1] == "ReleaseRetried"
 
 
+def test_a_retry_after_the_target_runs_the_release_adds_no_canary_of_it() -> None:
+    two = spec(steps=[{"weight": 50, "minWait": "1m"}, {"weight": 100, "minWait": "5m"}])
+    story = released(Story(two))
+    story.tick(MINUTE)
+    story.tick(SECONDS)  # at 100%: the target's own pods run rev-2
+    assert story.world.running == "rev-2"
+    story.world.annotations[ABORT_ANNOTATION] = "t1"
+    story.tick(SECONDS)
+    # Aborted, and honest about it: the target still serves the new revision.
+    assert "revision rev-2 still serves from the target (10 ready pods)" in (story.status.message or "")
+    assert "all traffic back to stable" not in (story.status.message or "")
+    story.world.annotations[RETRY_ANNOTATION] = "t2"
+    decision = story.tick(SECONDS)
+    assert (decision.status.phase, decision.status.stage) == (Phase.progressing, "1/2")
+    assert decision.workload.canary_replicas == 0  # 50% of rev-2 beside 100% of it would only add pods
+    story.tick(MINUTE)
+    assert story.status.stage == "2/2" and (story.world.canary is None or story.world.canary.replicas == 0)
+
+
 def test_promote_ends_the_current_wait_at_once() -> None:
     story = released(Story(MEDIUM))
     story.world.annotations[PROMOTE_ANNOTATION] = "t1"

@@ -43,8 +43,6 @@ ALLOWED: dict[str, str] = {
     # writing it explicitly chooses what happens anyway, so there is nothing to tell apart.
     "spec.trafficRouting": "replica ratio, the default, is the only backend accepted today",
     "spec.trafficRouting.replicas": "an explicit choice of the default: replica ratio",
-    # Copied into the plan (`PlannedStage.flags_on`), which nothing acts on.
-    "spec.steps[].flagsOn": "replaced by Step.flags in the engine change",
 }
 
 

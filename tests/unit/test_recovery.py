@@ -11,6 +11,7 @@ import pytest
 from parachute.api import (
     RESOLVED_ANNOTATION,
     RETRY_ANNOTATION,
+    FlagState,
     Incident,
     MetricStatus,
     Phase,
@@ -50,12 +51,7 @@ def started(story: Story) -> Story:
 
 def judged(story: Story, verdict: Verdict, immediate: bool = False) -> None:
     """An analysis round at the story's current time, as the reconcile writes it to status."""
-    at = timestamp(story.now)
-    metric = MetricStatus(name="error-rate", verdict=verdict, last_evaluated_at=at,
-                          breached_since=at if verdict == Verdict.failed else None,
-                          immediate=immediate or None)  # fmt: skip
-    story.status = story.status.model_copy(update={"metrics": [metric]})
-    story.world.health = Health(failed=verdict == Verdict.failed, reason="error-rate 6% above 5%")
+    story.judge(verdict, immediate)
 
 
 def breach(story: Story, immediate: bool = False) -> Incident:
@@ -111,10 +107,10 @@ def test_budgets_default_to_5_10_15_minutes_and_an_immediate_trigger_gets_the_sh
 
 
 def test_a_bad_release_behind_a_flag_is_recovered_by_switching_the_flag_off() -> None:
-    story = started(Story(rollout(featureFlags=FLAGS), World(flags_off=False)))
+    story = started(Story(rollout(featureFlags=FLAGS), World(flags=FlagState.on)))
     first = breach(story)
     assert first.level == RecoveryLevel.flag and first.revision == "rev-2"
-    assert story.last is not None and story.last.recovery.flags_off
+    assert story.last is not None and story.last.flags == FlagState.off
     # Traffic stays where it was: health is judged on the same split.
     assert story.last.workload.canary_replicas > 0
     story.tick(SECOND)  # the flag is off in the store: the level is applied
@@ -139,7 +135,7 @@ def test_a_bad_release_behind_a_flag_is_recovered_by_switching_the_flag_off() ->
 
 def test_pods_that_cannot_reload_are_restarted_before_the_flag_level_counts() -> None:
     story = started(
-        Story(rollout(featureFlags={**FLAGS, "reloads": False}), World(flags_off=False, restarts=False))
+        Story(rollout(featureFlags={**FLAGS, "reloads": False}), World(flags=FlagState.on, restarts=False))
     )
     breach(story)
     assert (
@@ -202,15 +198,31 @@ def test_a_completed_release_makes_its_configuration_the_snapshot() -> None:
 # ---------------------------------------------------------------------------- level 3: code
 
 
-def test_without_flags_or_config_the_code_level_sends_everything_to_stable() -> None:
+def test_without_flags_or_config_the_code_level_sends_everything_to_stable_and_then_judges_it() -> None:
     story = started(Story(rollout()))
     breach(story)
     assert levels(story) == [RecoveryLevel.code]
     assert story.last is not None and story.last.workload.canary_replicas == 0
-    story.tick(SECOND)  # the canary is gone
+    story.tick(SECOND)  # the canary is gone: the level is applied, and not yet proven
+    assert story.status.phase == Phase.rolling_back
+    assert incident(story).levels[0].applied_at == timestamp(story.now)  # type: ignore[index]
+    assert "level code waits for health to return" in (story.status.message or "")
+    story.now += 11 * SECOND
+    judged(story, Verdict.successful)  # a whole window after the canary went
+    story.tick()
     done = incident(story)
-    assert story.status.phase == Phase.rolled_back and done.recovery_seconds == pytest.approx(2, abs=0.5)
+    assert story.status.phase == Phase.rolled_back and done.recovery_seconds == pytest.approx(13, abs=1)
     assert done.revert_in_git and "rev-1" in done.revert_in_git
+    assert "all traffic on stable revision rev-1" in (story.status.message or "")
+
+
+def test_the_code_level_is_never_healthy_at_once() -> None:
+    story = started(Story(rollout()))
+    breach(story)
+    story.tick(SECOND)
+    judged(story, Verdict.successful)  # a round on a window that still holds the canary's minutes
+    story.tick(5 * SECOND)
+    assert story.status.phase == Phase.rolling_back and incident(story).levels[0].healthy_at is None  # type: ignore[index]
 
 
 def promoted(story: Story) -> Story:
@@ -222,15 +234,50 @@ def promoted(story: Story) -> Story:
     return story
 
 
-def test_code_in_the_target_is_restored_to_the_stable_template_when_asked() -> None:
-    story = promoted(Story(spec(risk="zero", analysis=ANALYSIS, recovery={"restoreTemplate": True})))
-    assert breach(story).new_code_in_target
+def test_code_in_the_target_is_restored_and_the_level_counts_once_none_of_its_pods_serve() -> None:
+    world = World(roll_delay=30 * SECOND)
+    restore = {"restoreTemplate": True}
+    story = promoted(
+        Story(spec(risk="zero", waits={"min": "1h", "max": "1h"}, analysis=ANALYSIS, recovery=restore), world)
+    )
+    story.tick(30 * SECOND)  # the target has rolled: its own pods run rev-2
+    assert world.bad_pods("rev-2") == 10
+    assert breach(story).new_code_in_target  # seen in its ReplicaSets, not guessed from the stage
     assert story.last is not None and story.last.recovery.restore_template == "rev-1"
-    story.tick(SECOND)
+    assert world.revision == "rev-1"
+    assert story.tick(SECOND).workload.target_paused is False  # a paused Deployment would not roll
+    story.tick(10 * SECOND)  # rolling: pods of both templates serve
+    assert world.bad_pods("rev-2") == 5 and incident(story).levels[0].applied_at is None  # type: ignore[index]
+    assert "revision rev-2 to stop serving: revision rev-2 still serves from the target (5 ready pods)" in (
+        story.status.message or ""
+    )
+    story.tick(20 * SECOND)  # rolled back: no pod of rev-2 is left
+    assert incident(story).levels[0].applied_at == timestamp(story.now)  # type: ignore[index]
+    assert story.status.phase == Phase.rolling_back
+    story.now += 11 * SECOND
+    judged(story, Verdict.successful)
+    story.tick()
     assert story.status.phase == Phase.rolled_back
-    story.tick(SECOND)  # the template is back at stable: nothing left to release
-    assert story.status.phase == Phase.healthy and "RevertedToStable" in story.reasons
+    assert "all traffic on stable revision rev-1" in (story.status.message or "")
     assert story.status.blocked_revisions == ["rev-2"]
+
+
+def test_a_template_back_at_stable_keeps_the_rolled_back_state_in_view_until_the_watch_ends() -> None:
+    story = promoted(Story(spec(risk="zero", analysis=ANALYSIS, recovery={"restoreTemplate": True})))
+    breach(story)
+    story.tick(SECOND)
+    story.tick(SECOND)
+    story.now += 11 * SECOND
+    judged(story, Verdict.successful)
+    story.tick()
+    assert story.status.phase == Phase.rolled_back
+    story.tick(SECOND)  # the template is back at stable: nothing left to release, but a watch to keep
+    assert story.status.phase == Phase.rolled_back and "RevertedToStable" in story.reasons
+    assert engine.analysing(story.status, story.now) and story.status.blocked_revisions == ["rev-2"]
+    assert "watched until" in (story.status.message or "")
+    story.tick(timedelta(hours=24))
+    assert story.status.phase == Phase.healthy and "WatchEnded" in story.reasons
+    assert story.status.blocked_revisions == ["rev-2"]  # the latch outlives the watch
 
 
 def test_code_in_the_target_waits_for_a_revert_in_git_and_says_which_revision() -> None:
@@ -239,18 +286,26 @@ def test_code_in_the_target_waits_for_a_revert_in_git_and_says_which_revision() 
     story.tick(16 * MINUTE)
     assert story.status.phase == Phase.rolling_back and "RecoveryStalled" in story.reasons
     assert "revert it in git to revision rev-1" in (story.status.message or "")
+    assert "revision rev-2 still serves from the target with 10 ready pods" in (story.status.message or "")
     story.world.revision = "rev-1"  # GitOps reverted the template
     assert story.tick(SECOND).workload.target_paused is False  # a paused Deployment would not roll
     story.tick(SECOND)
+    assert incident(story).levels[0].applied_at is not None  # type: ignore[index]
+    story.now += 11 * SECOND
+    judged(story, Verdict.successful)
+    story.tick()
     assert story.status.phase == Phase.rolled_back
     assert incident(story).objective_met is False and "RecoveryObjectiveMissed" in story.reasons
+    assert "over the 5m objective" in next(
+        e.message for e in story.events if e.reason == "RecoveryObjectiveMissed"
+    )
 
 
 # ---------------------------------------------------------------------------- escalation
 
 
 def test_a_level_that_does_not_bring_health_back_within_its_budget_escalates() -> None:
-    story = started(Story(rollout(featureFlags=FLAGS), World(flags_off=False)))
+    story = started(Story(rollout(featureFlags=FLAGS), World(flags=FlagState.on)))
     breach(story)
     story.tick(SECOND)
     judged(story, Verdict.failed)  # the flag was not the cause
@@ -260,6 +315,9 @@ def test_a_level_that_does_not_bring_health_back_within_its_budget_escalates() -
     assert levels(story) == [RecoveryLevel.flag, RecoveryLevel.code]
     assert "RecoveryEscalated" in story.reasons
     story.tick(SECOND)
+    story.now += 11 * SECOND
+    judged(story, Verdict.successful)
+    story.tick()
     done = incident(story)
     assert story.status.phase == Phase.rolled_back and done.level == RecoveryLevel.code
     assert done.levels and done.levels[0].seconds == pytest.approx(300, abs=2)
@@ -269,7 +327,7 @@ def test_a_level_that_does_not_bring_health_back_within_its_budget_escalates() -
 def test_an_immediate_trigger_gives_every_level_the_shortest_budget() -> None:
     story = started(Story(rollout(configRefs=[{"name": "c"}], featureFlags=FLAGS,
                                   recovery={"budgets": {"flag": "1m", "config": "10m", "code": "15m"}}),
-                          World(flags_off=False, configs={"c": "good"})))  # fmt: skip
+                          World(flags=FlagState.on, configs={"c": "good"})))  # fmt: skip
     assert breach(story, immediate=True).immediate
     judged(story, Verdict.failed, immediate=True)
     story.tick(MINUTE)
@@ -287,7 +345,7 @@ def test_a_rollback_goes_ahead_while_paused() -> None:
 
 
 def test_a_new_template_during_recovery_waits_until_recovery_is_over() -> None:
-    story = started(Story(rollout(featureFlags=FLAGS), World(flags_off=False)))
+    story = started(Story(rollout(featureFlags=FLAGS), World(flags=FlagState.on)))
     breach(story)
     story.world.revision = "rev-3"
     story.tick(SECOND)
@@ -298,13 +356,33 @@ def test_a_new_template_during_recovery_waits_until_recovery_is_over() -> None:
     )
 
 
+def test_a_new_template_during_a_rollback_at_full_neither_rolls_the_target_nor_brings_a_canary_back() -> None:
+    steps = [{"weight": 50, "minWait": "1m"}, {"weight": 100, "minWait": "1h"}]
+    story = started(
+        Story(spec(steps=steps, analysis=ANALYSIS, featureFlags=FLAGS), World(flags=FlagState.on))
+    )
+    story.tick(MINUTE)
+    story.tick(SECOND)  # at 100%: the target runs rev-2 and the canary is retired
+    assert story.world.running == "rev-2" and story.world.canary and story.world.canary.replicas == 0
+    breach(story)
+    assert incident(story).level == RecoveryLevel.flag
+    story.world.revision = "rev-3"  # applied while the flag level is judged
+    decision = story.tick(SECOND)
+    assert decision.workload.target_paused and decision.workload.canary_replicas == 0
+    assert story.world.running == "rev-2" and story.world.canary.replicas == 0
+
+
 # ---------------------------------------------------------------------------- the latch
 
 
 def rolled_back(story: Story) -> Story:
+    """Started, failed, rolled back by the code level and judged healthy after it."""
     started(story)
     breach(story)
     story.tick(SECOND)
+    story.now += 11 * SECOND
+    judged(story, Verdict.successful)
+    story.tick()
     assert story.status.phase == Phase.rolled_back
     return story
 
@@ -314,6 +392,7 @@ def test_a_rolled_back_revision_stays_blocked_until_its_root_cause_is_marked_fix
     assert story.status.blocked_revisions == ["rev-2"]
     story.world.revision = "rev-1"  # reverted
     story.tick(SECOND)
+    assert story.status.phase == Phase.rolled_back  # the watch goes on
     story.world.revision = "rev-2"  # and the same revision applied again
     story.tick(SECOND)
     assert story.status.phase == Phase.waiting
@@ -339,8 +418,13 @@ def test_the_incident_records_what_when_why_and_the_postmortem_due_time() -> Non
     assert done.postmortem_due_at == timestamp(T0 + 2 * SECOND + timedelta(hours=48))
     assert done.watch_until is not None and done.recovered_at is not None
     assert done.levels and done.levels[0].changed == [
-        "canary scaled to 0; all traffic on stable",
+        "canary scaled to 0",
+        "target's pod template left at revision rev-2: revert it in git to revision rev-1 (unknown images)",
     ]
+    # The template still holds the revision: RolledBack says what is awaited.
+    assert "the target's template still holds revision rev-2: revert it in git to revision rev-1" in (
+        story.status.message or ""
+    )
 
 
 # ---------------------------------------------------------------------------- pure helpers
@@ -398,7 +482,7 @@ def test_durations_print_as_they_parse(seconds: float) -> None:
 
 
 def test_a_rollback_interrupted_by_an_invalid_spec_goes_on_when_it_is_valid_again() -> None:
-    story = started(Story(rollout(featureFlags=FLAGS), World(flags_off=False)))
+    story = started(Story(rollout(featureFlags=FLAGS), World(flags=FlagState.on)))
     breach(story)
     story.status = story.status.model_copy(update={"phase": Phase.invalid})
     story.tick(SECOND)
@@ -409,7 +493,7 @@ def test_a_rollback_interrupted_by_an_invalid_spec_goes_on_when_it_is_valid_agai
 
 
 def test_after_a_rollback_what_serves_is_watched_and_a_new_failure_is_reported_once() -> None:
-    story = started(Story(rollout(featureFlags=FLAGS), World(flags_off=False)))
+    story = started(Story(rollout(featureFlags=FLAGS), World(flags=FlagState.on)))
     breach(story)
     story.tick(SECOND)
     story.now += 11 * SECOND
@@ -457,7 +541,7 @@ def test_a_change_to_tracked_configuration_alone_is_a_release_promoted_by_a_rest
     assert [s.hash for s in story.status.config_snapshots or []] == ["v2"]
 
 
-def test_a_bad_configuration_alone_is_restored_and_the_rollout_is_healthy_again() -> None:
+def test_a_bad_configuration_alone_is_restored_and_the_rollout_is_healthy_after_the_watch() -> None:
     story = Story(rollout(configRefs=[{"name": "c"}]), World(configs={"c": "good"}))
     story.tick()
     story.world.configs["c"] = "bad"
@@ -471,6 +555,9 @@ def test_a_bad_configuration_alone_is_restored_and_the_rollout_is_healthy_again(
     story.tick()
     assert story.status.phase == Phase.rolled_back and incident(story).level == RecoveryLevel.config
     story.tick(SECOND)  # the configuration is the stable one again: nothing left to release
+    assert story.status.phase == Phase.rolled_back
+    assert story.status.release and story.status.release.revision == story.status.release.stable_revision
+    story.tick(timedelta(hours=24))
     assert story.status.phase == Phase.healthy and story.status.blocked_revisions == [bad]
 
 

@@ -35,16 +35,34 @@ def test_no_risk_means_medium() -> None:
     assert shape(plan_for(spec())) == shape(plan_for(spec(risk="medium")))
 
 
+FLAGS = {"configMapRef": {"name": "flags"}, "flags": ["new-checkout"]}
+
+
 def test_low_risk_keeps_flags_off() -> None:
-    assert plan_for(spec(risk="low"))[0].flags_on is False
+    assert plan_for(spec(risk="low", featureFlags=FLAGS))[0].flags == "off"
 
 
-def test_a_flag_gated_feature_gets_the_five_stage_sequence() -> None:
-    flags = {"configMapRef": {"name": "flags"}, "flags": ["new-checkout"]}
-    stages = stages_for(spec(risk="medium", featureFlags=flags))
-    assert [s.name for s in stages] == ["infrastructure", "integration", "canary", "partial", "full"]
-    assert [s.flags_on for s in stages] == [False, False, True, True, True]
-    assert shape(stages)[:2] == [(100, "0s", "0s"), (100, "1h", "1h")]
+def test_a_plan_never_names_flags_the_rollout_has_no_store_for() -> None:
+    assert [s.flags for s in plan_for(spec(risk="low"))] == [None]
+
+
+def test_a_flag_gated_feature_gets_the_playbook_sequence() -> None:
+    stages = stages_for(spec(risk="medium", featureFlags=FLAGS))
+    assert [s.name for s in stages] == ["infrastructure", "integration", "full"]
+    # The code reaches everyone with its flags OFF, then the flags go ON: the weight is the
+    # code's share, the flags what it exposes.
+    assert [(s.weight, s.flags) for s in stages] == [(100, "off"), (100, "off"), (100, "on")]
+    assert shape(stages) == [(100, "0s", "0s"), (100, "1h", "1h"), (100, "24h", "24h")]
+
+
+def test_watch_after_release_sets_the_closing_wait_of_the_flag_gated_plan_too() -> None:
+    stages = stages_for(spec(risk="high", featureFlags=FLAGS, watchAfterRelease="2h"))
+    assert shape(stages)[-1] == (100, "2h", "2h") and stages[-1].flags == "on"
+
+
+def test_a_step_says_what_its_flags_are() -> None:
+    steps = [{"weight": 100, "flags": "off"}, {"weight": 100}, {"weight": 100, "flags": "on"}]
+    assert [s.flags for s in plan_for(spec(steps=steps, featureFlags=FLAGS))] == ["off", None, "on"]
 
 
 def test_explicit_steps_replace_the_plan() -> None:
@@ -66,3 +84,8 @@ def test_overriding_only_the_maximum_never_leaves_min_above_max() -> None:
 
 def test_watch_after_release_sets_the_closing_wait() -> None:
     assert shape(plan_for(spec(risk="medium", watchAfterRelease="1h")))[-1] == (100, "1h", "1h")
+
+
+def test_watch_after_release_wins_over_the_generic_waits() -> None:
+    stages = plan_for(spec(risk="medium", waits={"min": "5s", "max": "20s"}, watchAfterRelease="2m"))
+    assert shape(stages) == [(10, "5s", "20s"), (50, "5s", "20s"), (100, "2m", "2m")]

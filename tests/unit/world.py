@@ -1,6 +1,8 @@
 """A tiny simulated cluster for planner stories: it does what the planner's intent says,
 the way Deployments would (a canary becomes ready after a delay, an unpaused target rolls
-out), on a virtual clock. No I/O; time moves only when a story says so."""
+out, through a moment with pods of both templates when rolling takes time), on a virtual
+clock. What serves is kept per pod template, as ReplicaSets count it; the flag store holds
+the flags' state. No I/O; time moves only when a story says so."""
 
 from __future__ import annotations
 
@@ -8,19 +10,22 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from parachute.api import RolloutSpec, RolloutStatus
+from parachute.api import FlagState, MetricStatus, RolloutSpec, RolloutStatus, Verdict
+from parachute.conditions import timestamp
 from parachute.plan.engine import decide
 from parachute.plan.model import (
     CanaryState,
     Decision,
     Event,
+    FlagsView,
     Health,
     Observed,
     RecoveryView,
+    Serving,
     TargetState,
     WindowView,
 )
-from parachute.plan.workload import with_config
+from parachute.plan.workload import template_revision, with_config
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)  # a Tuesday morning
 
@@ -33,8 +38,9 @@ def spec(**fields: Any) -> RolloutSpec:
 class World:
     replicas: int = 10
     revision: str = "rev-1"  # the target's current template
-    running: str = "rev-1"  # what the target's pods run
+    running: str = "rev-1"  # what the target's pods run (all ready), once any roll is over
     paused: bool = False
+    roll_delay: timedelta = timedelta(0)  # how long the target takes to roll, once let go
     canary: CanaryState | None = None
     canary_delay: timedelta = timedelta(0)  # how long canary pods take to become ready
     annotations: dict[str, str] = field(default_factory=dict)
@@ -42,34 +48,62 @@ class World:
     window: WindowView = field(default_factory=WindowView)
     hotfix: bool = False
     gates: tuple[tuple[str, bool, str], ...] = ()
-    # The flag store and the tracked ConfigMaps, as the rollback levels find them.
-    flags_off: bool | None = None
+    # The flag store (None: not readable as one state) and the tracked ConfigMaps.
+    flags: FlagState | None = None
     flags_problem: str = ""
+    cannot_switch_on: str = ""
     configs: dict[str, str] = field(default_factory=dict)  # ConfigMap -> content hash
     restarted_at: str | None = None
     target_restarted_at: str | None = None
     # Pods restart (and flags reload) at once unless a story says otherwise.
     restarts: bool = True
     _canary_ready_at: datetime | None = None
+    _rolling_to: str | None = None  # the template the target is rolling to, while it does
+    _rolled_at: datetime | None = None  # when that roll is over
 
     def observe(self, now: datetime) -> Observed:
         canary = self.canary
         if canary is not None and self._canary_ready_at is not None and now >= self._canary_ready_at:
             canary = replace(canary, ready=canary.replicas)
             self.canary = canary
+        if (
+            self._rolling_to is not None
+            and self._rolled_at is not None
+            and now >= self._rolled_at
+            and not self.paused
+        ):
+            self.running, self._rolling_to, self._rolled_at = self._rolling_to, None, None
         # As the reconcile does: tracked configuration is part of the revision.
         target = TargetState(
             revision=with_config(self.revision, self.configs),
             replicas=self.replicas,
             paused=self.paused,
-            rolled_out=self.running == self.revision,
+            rolled_out=self.running == self.revision and self._rolling_to is None,
             restarted_at=self.target_restarted_at,
         )
         return Observed(target=target, canary=canary, commands=dict(self.annotations), health=self.health,
                         window=self.window, hotfix=self.hotfix, gates=self.gates,
-                        recovery=RecoveryView(flags_off=self.flags_off, flags_problem=self.flags_problem,
-                                              config_hashes=dict(self.configs),
-                                              restarted_at=self.restarted_at))  # fmt: skip
+                        recovery=RecoveryView(config_hashes=dict(self.configs), restarted_at=self.restarted_at),
+                        serving=self.serving(),
+                        flags=FlagsView(self.flags, self.flags_problem, self.cannot_switch_on))  # fmt: skip
+
+    def serving(self) -> Serving:
+        """Ready pods per template, as the ReplicaSets count them: half and half mid-roll."""
+        target: dict[str, int] = {}
+        if self._rolling_to is not None:
+            target[self._rolling_to] = self.replicas // 2
+            target[self.running] = target.get(self.running, 0) + self.replicas - self.replicas // 2
+        elif self.replicas:
+            target[self.running] = self.replicas
+        canary = self.canary
+        in_canary = {template_revision(canary.revision): canary.ready} if canary and canary.revision else {}
+        return Serving(target={k: v for k, v in target.items() if v},
+                       canary={k: v for k, v in in_canary.items() if v})  # fmt: skip
+
+    def bad_pods(self, revision: str) -> int:
+        """Ready pods of `revision`'s template anywhere, canary pods always counted."""
+        serving = self.serving()
+        return serving.in_target(template_revision(revision)) + serving.in_canary()
 
     def apply(self, decision: Decision, now: datetime) -> None:
         self._recover(decision)
@@ -77,8 +111,11 @@ class World:
         if intent.target_restart and not intent.target_paused:
             self.target_restarted_at = intent.target_restart  # rolls at once, here
         self.paused = intent.target_paused
-        if not self.paused:
-            self.running = self.revision  # the Deployment controller rolls it (instantly, here)
+        if not self.paused and self.revision != (self._rolling_to or self.running):
+            if self.roll_delay:  # the Deployment controller rolls it, through both templates
+                self._rolling_to, self._rolled_at = self.revision, now + self.roll_delay
+            else:
+                self.running, self._rolling_to = self.revision, None  # instantly, here
         want = intent.canary_replicas
         if want == 0:
             if self.canary is not None:
@@ -92,15 +129,16 @@ class World:
 
     def _recover(self, decision: Decision) -> None:
         wanted = decision.recovery
-        if wanted.flags_off and self.flags_off is not None and not self.flags_problem:
-            self.flags_off = True
+        switchable = decision.flags == FlagState.off or not self.cannot_switch_on
+        if decision.flags is not None and not self.flags_problem and switchable:
+            self.flags = decision.flags
         snapshots = {s.snapshot: s.hash for s in decision.status.config_snapshots or []}
         for name, snapshot in wanted.restore_configs:
             self.configs[name] = snapshots[snapshot]
         if wanted.restart_stamp and self.restarts:
             self.restarted_at = wanted.restart_stamp
         if wanted.restore_template:
-            self.revision = wanted.restore_template
+            self.revision = wanted.restore_template  # rolled to once the target is let go
 
 
 @dataclass
@@ -113,10 +151,12 @@ class Story:
     status: RolloutStatus = field(default_factory=RolloutStatus)
     events: list[Event] = field(default_factory=list)
     last: Decision | None = None
+    seen: Observed | None = None  # what the last decision was made on
 
     def tick(self, after: timedelta = timedelta(0)) -> Decision:
         self.now += after
-        decision = decide(self.spec, self.status, self.world.observe(self.now), self.now, generation=1)
+        self.seen = self.world.observe(self.now)
+        decision = decide(self.spec, self.status, self.seen, self.now, generation=1)
         # Status goes through JSON, as it does through the API server.
         self.status = RolloutStatus.model_validate(decision.status.model_dump(by_alias=True, mode="json"))
         self.world.apply(decision, self.now)
@@ -132,6 +172,15 @@ class Story:
                 return
             self.now = max(self.now, decision.next_check_at)
         raise AssertionError("the story did not settle")
+
+    def judge(self, verdict: Verdict, immediate: bool = False) -> None:
+        """An analysis round at the story's current time, as the reconcile writes it to status."""
+        at = timestamp(self.now)
+        metric = MetricStatus(name="error-rate", verdict=verdict, last_evaluated_at=at,
+                              breached_since=at if verdict == Verdict.failed else None,
+                              immediate=immediate or None)  # fmt: skip
+        self.status = self.status.model_copy(update={"metrics": [metric]})
+        self.world.health = Health(failed=verdict == Verdict.failed, reason="error-rate 6% above 5%")
 
     @property
     def reasons(self) -> list[str]:

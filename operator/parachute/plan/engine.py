@@ -14,7 +14,7 @@ someone marks its root cause fixed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from parachute import conditions
@@ -26,6 +26,8 @@ from parachute.api import (
     Condition,
     ConditionStatus,
     ConfigSnapshot,
+    FlagsStatus,
+    FlagState,
     GateStatus,
     HandledCommands,
     Incident,
@@ -53,6 +55,8 @@ CLUSTER_TICK = timedelta(seconds=2)
 GATE_RECHECK = timedelta(seconds=10)
 ACTIVE = (Phase.progressing, Phase.paused, Phase.waiting)
 STOPPED = (Phase.aborted, Phase.rolled_back)
+# Phases in which what serves is watched after a rollback: no canary, the target held.
+WATCHED = (Phase.rolled_back, Phase.waiting)
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -80,6 +84,7 @@ class _Work:
     intent: WorkloadIntent | None = None
     recovery: RecoveryIntent = field(default_factory=RecoveryIntent)
     snapshots: list[tuple[str, str]] = field(default_factory=list)
+    flags: FlagState | None = None  # the state the release's flags must be put in now
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append(Event(EventType.warning if warning else EventType.normal, reason, message))
@@ -117,15 +122,17 @@ def decide(
         work.intent = _stage_intent(st, observed, revision)
     elif st.phase == Phase.rolling_back:
         _recover(work, spec, observed)
-    else:  # Healthy, Aborted, RolledBack: stable serves everything
+    elif st.phase == Phase.rolled_back:
+        _rolled_back(work, spec, observed)
+    else:  # Healthy, Aborted, Waiting: no canary; the target is held
         work.intent = WorkloadIntent(target_paused=True, canary_replicas=0, canary_revision=None)
         if st.phase in STOPPED:
             st.canary_weight = 0
-        if st.phase == Phase.rolled_back:
+        if st.phase == Phase.waiting and _watching(st, now):
             _watch_after_rollback(work, observed)
     if not analysing(st, now):
         st.next_analysis_at = None  # nothing is measured in this phase: no round is due
-    elif st.phase == Phase.rolled_back and st.next_analysis_at is None:
+    elif spec.analysis is not None and st.phase in WATCHED and st.next_analysis_at is None:
         work.check_at(now)  # the watch after a rollback starts with a round now
 
     _stale_promote_is_dropped(work, observed)
@@ -144,7 +151,7 @@ def decide(
     st.next_check_at = timestamp(work.next_check_at) if work.next_check_at else None
     assert work.intent is not None
     return Decision(st, work.intent, tuple(work.events), work.next_check_at, work.recovery,
-                    tuple(work.snapshots))  # fmt: skip
+                    tuple(work.snapshots), work.flags)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- transitions
@@ -169,6 +176,18 @@ def _follow_template(work: _Work, observed: Observed) -> None:
         )
         return
     if target.revision == release.revision:
+        return
+    if (
+        target.revision == release.stable_revision
+        and st.phase == Phase.rolled_back
+        and _watching(st, work.now)
+    ):
+        # Back at stable (restored, or reverted in git): the rolled-back state, its watch and its
+        # latch stay in view until the watch ends.
+        st.release = ReleaseStatus(stable_revision=release.stable_revision, revision=target.revision,
+                                   stable_images=release.stable_images)  # fmt: skip
+        work.event("RevertedToStable", f"template is back at the stable revision {target.revision}; "
+                   f"what serves is watched until {_incident(work).watch_until}")  # fmt: skip
         return
     if target.revision == release.stable_revision:
         st.release = ReleaseStatus(
@@ -296,6 +315,15 @@ def _recover_from_invalid(work: _Work) -> None:
     incident = recovery.current_incident(st.incidents)
     if incident is not None and incident.recovered_at is None and not incident.resolved:
         st.phase = Phase.rolling_back  # a rollback interrupted by a bad spec goes on where it was
+    elif (
+        incident is not None
+        and incident.recovered_at is not None
+        and (
+            (st.release.revision == incident.revision and not incident.resolved)
+            or (st.release.revision == st.release.stable_revision and _watching(st, work.now))
+        )
+    ):
+        st.phase = Phase.rolled_back  # never released again by way of a bad spec
     elif st.release.revision != st.release.stable_revision and st.stage_index is not None:
         st.phase = Phase.progressing
     else:
@@ -319,6 +347,13 @@ def _enter_stage(work: _Work, index: int) -> None:
     st.stage = f"{index + 1}/{len(st.plan)}"
     st.stage_started_at = timestamp(work.now)
     st.canary_weight = st.plan[index].weight
+    wanted = st.plan[index].flags
+    if wanted is not None:  # each stage that names a state puts it in place anew
+        _ask_flags(work, wanted, _stage_label(st, st.plan[index]))
+
+
+def _stage_label(st: RolloutStatus, stage: PlannedStage) -> str:
+    return f"stage {st.stage} ({stage.name})"
 
 
 def _apply_commands(work: _Work, spec: RolloutSpec, observed: Observed) -> None:
@@ -328,7 +363,7 @@ def _apply_commands(work: _Work, spec: RolloutSpec, observed: Observed) -> None:
     if abort and abort != st.commands.abort:
         st.commands.abort = abort
         if st.phase in ACTIVE:
-            _stop(work, Phase.aborted, "Aborted", f"aborted by {ABORT_ANNOTATION}")
+            _stop(work, observed, Phase.aborted, "Aborted", f"aborted by {ABORT_ANNOTATION}")
     resolved = observed.commands.get(RESOLVED_ANNOTATION)
     if resolved and resolved != st.commands.resolved:
         st.commands.resolved = resolved
@@ -363,16 +398,20 @@ def _resolve(work: _Work, value: str) -> None:
     work.event("RootCauseFixed", f"revision {', '.join(freed)} may be released again")
 
 
-def _stop(work: _Work, phase: Phase, reason: str, why: str) -> None:
+def _stop(work: _Work, observed: Observed, phase: Phase, reason: str, why: str) -> None:
     st = work.status
-    assert st.release is not None
+    assert st.release is not None and st.release.revision is not None
     st.phase = phase
     st.paused_at = None
     st.canary_weight = 0
-    st.message = (
-        f"{why}; all traffic on stable revision {st.release.stable_revision}; "
-        f"set {RETRY_ANNOTATION} to start again, or apply a new template"
+    revision, stable = st.release.revision, st.release.stable_revision
+    in_target = _new_in_target(observed, revision, stable)
+    where = (
+        f"revision {revision} still serves from the target ({recovery.ready_pods(in_target)})"
+        if in_target
+        else f"all traffic back to stable revision {stable}"
     )
+    st.message = f"{why}; {where}; set {RETRY_ANNOTATION} to start again, or apply a new template"
     work.event(reason, st.message, warning=True)
 
 
@@ -399,14 +438,31 @@ def _stage_intent(st: RolloutStatus, observed: Observed, revision: str) -> Workl
     stage = st.plan[min(st.stage_index, len(st.plan) - 1)]
     if stage.weight == 100:
         done = _promoted(st, observed)
-        keep = _previous_canary(st, observed)
+        # A canary that runs it keeps its capacity while the target rolls; none is made anew.
+        canary = observed.canary
+        running = canary is not None and canary.revision == revision and canary.replicas > 0
+        keep = _previous_canary(st, observed) if running else 0
         return WorkloadIntent(target_paused=done, canary_replicas=0 if done else keep, canary_revision=revision,
                               target_restart=_promotion_restart(st))  # fmt: skip
-    return WorkloadIntent(
-        target_paused=True,
-        canary_replicas=canary_replicas(observed.target.replicas, stage.weight),
-        canary_revision=revision,
+    # The target's own pods already serve it (a retry after promotion, a plan that went to 100%
+    # earlier): a canary of it beside them would only add pods, not a share.
+    beside = (
+        0 if _target_runs(st, observed, revision) else canary_replicas(observed.target.replicas, stage.weight)
     )
+    return WorkloadIntent(target_paused=True, canary_replicas=beside, canary_revision=revision)
+
+
+def _target_runs(st: RolloutStatus, observed: Observed, revision: str) -> bool:
+    """Ready pods of `revision`'s template serve from the target, and it is not stable's."""
+    stable = st.release.stable_revision if st.release else None
+    return _new_in_target(observed, revision, stable) > 0
+
+
+def _new_in_target(observed: Observed, revision: str, stable: str | None) -> int:
+    """Ready pods of a release's new pod template in the target (none when it has none of its own)."""
+    if _same_template(revision, stable):
+        return 0
+    return observed.serving.in_target(template_revision(revision))
 
 
 def _promotion_restart(st: RolloutStatus) -> str | None:
@@ -453,14 +509,15 @@ def _progress(work: _Work, spec: RolloutSpec, observed: Observed) -> None:
         _begin_recovery(work, spec, observed, label)
         return
 
-    if not _stage_ready(work, observed, stage.weight, revision):
+    not_ready = _not_reached(work, spec, observed, stage, revision)
+    if not_ready:
         deadline = started + parse_duration(spec.progress_deadline)
         if work.now >= deadline:
-            _stop(work, Phase.aborted, "ProgressDeadlineExceeded",
-                  f"{label}: the new version was not ready within {spec.progress_deadline}")  # fmt: skip
+            _stop(work, observed, Phase.aborted, "ProgressDeadlineExceeded",
+                  f"{label}: still waiting for {not_ready} after {spec.progress_deadline}")  # fmt: skip
             work.intent = WorkloadIntent(target_paused=True, canary_replicas=0, canary_revision=None)
             return
-        st.message = f"{label}: waiting for the new version to become ready"
+        st.message = f"{label}: waiting for {not_ready}"
         work.check_at(min(work.now + CLUSTER_TICK, deadline))
         return
 
@@ -494,12 +551,70 @@ def _progress(work: _Work, spec: RolloutSpec, observed: Observed) -> None:
     work.check_at(until)
 
 
+def _not_reached(
+    work: _Work, spec: RolloutSpec, observed: Observed, stage: PlannedStage, revision: str
+) -> str:
+    """What the stage still waits for before its wait counts: the new version's pods, and its
+    flags seen in their state (asked for at once: new pods start with the stage's flags).
+    Empty when the stage is reached."""
+    flags = _stage_flags(work, spec, observed, stage)
+    if not _stage_ready(work, observed, stage.weight, revision):
+        return "the new version to become ready"
+    return flags
+
+
 def _stage_ready(work: _Work, observed: Observed, weight: int, revision: str) -> bool:
     if weight == 100:
         return _promoted(work.status, observed)
     want = work.intent.canary_replicas if work.intent else 0
+    if want == 0 and _target_runs(work.status, observed, revision):
+        return True  # the target's own pods serve it already
     canary = observed.canary
     return canary is not None and canary.revision == revision and canary.ready >= want
+
+
+# ---------------------------------------------------------------------------- flags
+
+
+def _stage_flags(work: _Work, spec: RolloutSpec, observed: Observed, stage: PlannedStage) -> str:
+    """The stage's flags: asked for when it begins, in place once the store is seen so."""
+    st = work.status
+    if stage.flags is None or spec.feature_flags is None:
+        return ""
+    if st.flags is None or st.flags.state != stage.flags:  # the plan changed under the stage
+        _ask_flags(work, stage.flags, _stage_label(st, stage))
+    return _flags_wait(work, spec, observed)
+
+
+def _ask_flags(work: _Work, state: FlagState, reason: str) -> None:
+    st = work.status
+    revision = st.release.revision if st.release else None
+    st.flags = FlagsStatus(state=state, reason=reason, revision=revision, requested_at=timestamp(work.now))
+
+
+def _flags_wait(work: _Work, spec: RolloutSpec, observed: Observed) -> str:
+    """Put the asked-for state in place; what is still awaited ("" once the store shows it)."""
+    st, seen = work.status, observed.flags
+    assert st.flags is not None and spec.feature_flags is not None
+    names = ", ".join(spec.feature_flags.flags)
+    if st.flags.in_place_at is not None:
+        return ""
+    if seen.state == st.flags.state:
+        st.flags.in_place_at = timestamp(work.now)
+        work.event("FlagsSet", f"flags {names} {seen.state} in {_store(spec)} ({st.flags.reason})")
+        return ""
+    problem = seen.problem or (seen.cannot_switch_on if st.flags.state == FlagState.on else "")
+    if not problem:
+        work.flags = st.flags.state
+    return f"flags {names} to be {st.flags.state}" + (f": {problem}" if problem else "")
+
+
+def _store(spec: RolloutSpec) -> str:
+    flags = spec.feature_flags
+    assert flags is not None
+    if flags.config_map_ref is not None:
+        return f"ConfigMap {flags.config_map_ref.name}"
+    return f"FeatureFlag {flags.feature_flag_ref.name if flags.feature_flag_ref else ''}"
 
 
 def _advance(work: _Work, observed: Observed) -> None:
@@ -571,16 +686,33 @@ def _conditions(st: RolloutStatus, now: datetime, generation: int | None) -> lis
 
 
 def analysing(st: RolloutStatus, now: datetime) -> bool:
-    """Whether metrics are evaluated in this state: during a release, during the flag and config
-    levels (traffic is where it was), and while watching after a rollback (what serves now)."""
-    incident = recovery.current_incident(st.incidents)
-    if st.phase in (Phase.progressing, Phase.paused):
+    """Whether metrics are evaluated in this state: during a release, at every rollback level
+    (the flag and config levels on the same split, the code level on what serves once the
+    canary is gone), and while watching after a rollback (what serves now)."""
+    if st.phase in (Phase.progressing, Phase.paused, Phase.rolling_back):
         return True
-    if st.phase == Phase.rolling_back:
-        return incident is not None and incident.level != RecoveryLevel.code  # the canary is gone
-    if st.phase == Phase.rolled_back and incident is not None and incident.watch_until:
-        return now < _at(incident.watch_until)
-    return False
+    return st.phase in WATCHED and _watching(st, now)
+
+
+def judges_target(st: RolloutStatus, observed: Observed) -> bool:
+    """Whether analysis judges the target's pods (the stable label) rather than the canary's: at
+    a 100% stage once the target has rolled, at the code level, and while watching after."""
+    if st.phase in WATCHED:
+        return True
+    incident = recovery.current_incident(st.incidents)
+    if st.phase == Phase.rolling_back and incident is not None and incident.level == RecoveryLevel.code:
+        return True
+    plan, index = st.plan or [], st.stage_index
+    stage = plan[index] if index is not None and index < len(plan) else None
+    return stage is not None and stage.weight == 100 and observed.target.rolled_out
+
+
+def _watching(st: RolloutStatus, now: datetime) -> bool:
+    """Within the watch after the latest rollback, and stable is still what it went back to."""
+    incident = recovery.current_incident(st.incidents)
+    if incident is None or not incident.watch_until or st.release is None:
+        return False
+    return now < _at(incident.watch_until) and st.release.stable_revision == incident.stable_revision
 
 
 def _watch_after_rollback(work: _Work, observed: Observed) -> None:
@@ -604,10 +736,10 @@ def _begin_recovery(work: _Work, spec: RolloutSpec, observed: Observed, label: s
     metrics = st.metrics or []
     started = recovery.first_critical(metrics, work.now)
     immediate = recovery.is_immediate(metrics)
-    stage = st.plan[st.stage_index] if st.plan and st.stage_index is not None else None
     revision, stable = st.release.revision, st.release.stable_revision
     settings = spec.recovery or Recovery()
     images = ", ".join(st.release.stable_images or []) or "unknown images"
+    levels = recovery.levels_for(spec)
     incident = Incident(
         id=recovery.incident_id(revision, started),
         revision=revision,
@@ -615,25 +747,59 @@ def _begin_recovery(work: _Work, spec: RolloutSpec, observed: Observed, label: s
         reason=f"{label}: {observed.health.reason or 'health check failed'}",
         started_at=timestamp(started),
         immediate=immediate,
-        new_code_in_target=stage is not None and stage.weight == 100,
+        new_code_in_target=_code_in_target(st, observed),
         levels=[],
         postmortem_due_at=timestamp(started + parse_duration(settings.postmortem_due)),
         revert_in_git=None if settings.restore_template else f"revision {stable} ({images})",
     )
+    # Flags the rollback switches off: the flag level's, and any Parachute set for this release.
+    set_here = (
+        st.flags is not None and st.flags.revision == revision and _since_release(st, st.flags.requested_at)
+    )
+    if spec.feature_flags is not None and (RecoveryLevel.flag in levels or set_here):
+        _ask_flags(work, FlagState.off, _rollback_reason(revision))
     st.incidents = [*(st.incidents or [])[-(recovery.INCIDENTS_KEPT - 1) :], incident]
     st.blocked_revisions = sorted({*(st.blocked_revisions or []), revision})
     st.phase, st.paused_at = Phase.rolling_back, None
     work.event("RollingBack", f"{incident.reason}; rolling back revision {revision}", warning=True)
-    _enter_level(work, spec, recovery.levels_for(spec)[0])
+    _enter_level(work, spec, observed, levels[0])
     _recover(work, spec, observed)
 
 
-def _enter_level(work: _Work, spec: RolloutSpec, level: RecoveryLevel) -> None:
+def _code_in_target(st: RolloutStatus, observed: Observed) -> bool:
+    """Whether the target's own pods were seen serving the release (not guessed from the stage)."""
+    assert st.release is not None and st.release.revision is not None
+    if not _same_template(st.release.revision, st.release.stable_revision):
+        return _new_in_target(observed, st.release.revision, st.release.stable_revision) > 0
+    stamp = _promotion_restart(st)  # configuration alone reaches the target by a restart
+    return stamp is not None and observed.target.restarted_at == stamp
+
+
+def _since_release(st: RolloutStatus, moment: str) -> bool:
+    started = parse_time(st.release.started_at if st.release else None)
+    return started is None or _at(moment) >= started
+
+
+def _rollback_reason(revision: str | None) -> str:
+    return f"rollback of revision {revision}"
+
+
+def _rollback_flags(st: RolloutStatus, incident: Incident) -> bool:
+    """Whether this rollback switches the release's flags off (asked for when it began)."""
+    flags = st.flags
+    return (
+        flags is not None
+        and flags.reason == _rollback_reason(incident.revision)
+        and _at(flags.requested_at) >= _at(incident.started_at)
+    )
+
+
+def _enter_level(work: _Work, spec: RolloutSpec, observed: Observed, level: RecoveryLevel) -> None:
     incident = _incident(work)
     budget = recovery.budget_for(spec, level, incident.immediate)
     record = LevelRecord(
         level=level, started_at=timestamp(work.now), budget=format_duration(budget),
-        changed=_level_changes(work, spec, level),
+        changed=_level_changes(work, spec, observed, level),
     )  # fmt: skip
     incident.levels = [*(incident.levels or []), record]
     incident.level = level
@@ -645,16 +811,12 @@ def _incident(work: _Work) -> Incident:
     return incident
 
 
-def _level_changes(work: _Work, spec: RolloutSpec, level: RecoveryLevel) -> list[str]:
+def _level_changes(work: _Work, spec: RolloutSpec, observed: Observed, level: RecoveryLevel) -> list[str]:
     st = work.status
     if level == RecoveryLevel.flag:
         flags = spec.feature_flags
         assert flags is not None
-        store = flags.config_map_ref or flags.feature_flag_ref
-        kind = "ConfigMap" if flags.config_map_ref else "FeatureFlag"
-        out = [
-            f"flags {', '.join(flags.flags)} off in {kind} {store.name if store else ''} (before: a snapshot copy)"
-        ]
+        out = [f"flags {', '.join(flags.flags)} off in {_store(spec)} (before: a snapshot copy)"]
         if not flags.reloads:
             out.append("pods that read the flags restarted")
         return out
@@ -664,14 +826,23 @@ def _level_changes(work: _Work, spec: RolloutSpec, level: RecoveryLevel) -> list
         out = [f"ConfigMap {s.name} restored to snapshot {s.snapshot}" for s in st.config_snapshots or []]
         out += [f"ConfigMap {name}: no snapshot to restore" for name in missing]
         return [*out, "pods that use them restarted"]
+    return _code_changes(work, spec, observed)
+
+
+def _code_changes(work: _Work, spec: RolloutSpec, observed: Observed) -> list[str]:
     incident = _incident(work)
-    out = ["canary scaled to 0; all traffic on stable"]
-    if incident.new_code_in_target:
+    out = ["canary scaled to 0"]
+    flag_level = any(r.level == RecoveryLevel.flag for r in incident.levels or [])
+    if spec.feature_flags is not None and _rollback_flags(work.status, incident) and not flag_level:
+        names = ", ".join(spec.feature_flags.flags)
+        out.append(f"flags {names} off in {_store(spec)}, as Parachute had set them for this release")
+    if not _same_template(observed.target.revision, incident.stable_revision):
         settings = spec.recovery or Recovery()
         out.append(
             f"target's pod template restored to revision {incident.stable_revision}"
             if settings.restore_template
-            else f"target runs the new code: revert it in git to {incident.revert_in_git}"
+            else f"target's pod template left at revision {incident.revision}: revert it in git to "
+            f"{incident.revert_in_git}"
         )
     return out
 
@@ -684,8 +855,12 @@ def _recover(work: _Work, spec: RolloutSpec, observed: Observed) -> None:
     record = incident.levels[-1]
     level = record.level
     stamp = _restart_stamp(spec, incident)
-    work.recovery = _recovery_intent(spec, st, incident, stamp)
+    work.recovery = _recovery_intent(spec, st, observed, incident, stamp)
     work.intent = _recovery_workload(work, observed, incident)
+    if spec.feature_flags is not None and _rollback_flags(st, incident):
+        _flags_wait(work, spec, observed)
+        if observed.flags.state != FlagState.off and not observed.flags.problem:
+            work.flags = FlagState.off  # held off for the whole rollback
     started = _at(record.started_at)
     deadline = started + recovery.budget_for(spec, level, incident.immediate)
 
@@ -700,16 +875,35 @@ def _recover(work: _Work, spec: RolloutSpec, observed: Observed) -> None:
         work.event("RecoveryApplied", f"level {level}: {'; '.join(record.changed or [])}")
     healthy = _health_back(spec, st, record)
     if healthy is not None:
-        _recovered(work, spec, incident, record, healthy)
+        _recovered(work, spec, observed, healthy)
         return
     if work.now >= deadline:
-        _escalate(work, spec, observed, f"health did not return within {record.budget}")
+        late = "its change was not in place" if record.applied_at is None else "health did not return"
+        _escalate(work, spec, observed, f"{late} within {record.budget}")
         return
     if level == RecoveryLevel.code:
         st.canary_weight = 0
-    waiting_for = "its change to be in place" if record.applied_at is None else "health to return"
-    st.message = f"rolling back revision {incident.revision}: level {level} waits for {waiting_for} (budget until {timestamp(deadline)})"
+    awaited = _awaited(work, observed, incident, record)
+    st.message = f"rolling back revision {incident.revision}: level {level} waits for {awaited} (budget until {timestamp(deadline)})"
     work.check_at(min(deadline, work.now + CLUSTER_TICK))
+
+
+def _awaited(work: _Work, observed: Observed, incident: Incident, record: LevelRecord) -> str:
+    """What the level waits for now, in words."""
+    if record.applied_at is not None:
+        return "health to return"
+    if record.level != RecoveryLevel.code:
+        return "its change to be in place"
+    in_target, in_canary = recovery.still_serving(observed, incident)
+    template_bad = not _same_template(observed.target.revision, incident.stable_revision)
+    if in_target and template_bad and work.recovery.restore_template is None:
+        return (
+            f"a revert in git, as revision {incident.revision} still serves from the target with "
+            f"{recovery.ready_pods(in_target)}: revert it in git to {incident.revert_in_git}"
+        )
+    if in_target or in_canary:
+        return f"revision {incident.revision} to stop serving: {recovery.what_serves(observed, incident)}"
+    return "its change to be in place"
 
 
 def _restart_stamp(spec: RolloutSpec, incident: Incident) -> str | None:
@@ -726,21 +920,24 @@ def _restart_stamp(spec: RolloutSpec, incident: Incident) -> str | None:
 
 
 def _recovery_intent(
-    spec: RolloutSpec, st: RolloutStatus, incident: Incident, stamp: str | None
+    spec: RolloutSpec, st: RolloutStatus, observed: Observed, incident: Incident, stamp: str | None
 ) -> RecoveryIntent:
     used = {r.level for r in incident.levels or []}
     settings = spec.recovery or Recovery()
     code = RecoveryLevel.code in used
+    stable = incident.stable_revision
+    # With restoreTemplate the code level leaves no bad template behind, even one that never
+    # rolled (a paused target): unpaused later, it would.
+    restore = (
+        code and settings.restore_template and stable and not _same_template(observed.target.revision, stable)
+    )
     return RecoveryIntent(
-        flags_off=RecoveryLevel.flag in used,
         restore_configs=tuple((s.name, s.snapshot) for s in st.config_snapshots or [])
         if RecoveryLevel.config in used
         else (),
         restart_stamp=None if code else stamp,
         restart_target=incident.new_code_in_target and not code,
-        restore_template=template_revision(incident.stable_revision)
-        if code and settings.restore_template and incident.new_code_in_target and incident.stable_revision
-        else None,
+        restore_template=template_revision(stable) if restore and stable else None,
     )
 
 
@@ -749,51 +946,65 @@ def _recovery_workload(work: _Work, observed: Observed, incident: Incident) -> W
     assert st.release is not None and incident.levels
     level = incident.levels[-1].level
     if level == RecoveryLevel.code:
-        restoring = work.recovery.restore_template is not None
-        stable_template = _same_template(observed.target.revision, incident.stable_revision)
-        # A paused Deployment does not roll: once its template is stable again (restored here,
-        # or reverted in git) it is let go until the stable pods are back, then held again.
-        back = stable_template and observed.target.rolled_out
-        rolling = incident.new_code_in_target and (restoring or stable_template)
-        return WorkloadIntent(target_paused=back or not rolling, canary_replicas=0, canary_revision=None)
+        return WorkloadIntent(
+            target_paused=_hold_target(observed, incident), canary_replicas=0, canary_revision=None
+        )
     # Flag and config levels keep the traffic where it is: health is judged on the same split.
     stage_intent = _stage_intent(st, observed, st.release.revision or observed.target.revision)
+    if observed.target.revision != st.release.revision:
+        # A template applied during the recovery waits for it to end: the target is held.
+        return replace(stage_intent, target_paused=True, target_restart=None)
     restarting_target = work.recovery.restart_target and work.recovery.restart_stamp is not None
     if restarting_target and observed.recovery.restarted_at != work.recovery.restart_stamp:
         return WorkloadIntent(False, stage_intent.canary_replicas, stage_intent.canary_revision)
     return stage_intent
 
 
+def _hold_target(observed: Observed, incident: Incident) -> bool:
+    """A paused Deployment does not roll: once its template is stable again (restored, or reverted
+    in git) it is let go until the stable pods are back, then held again. A bad template is held."""
+    stable_template = _same_template(observed.target.revision, incident.stable_revision)
+    return not (stable_template and not observed.target.rolled_out)
+
+
 def _cannot_apply(st: RolloutStatus, observed: Observed, level: RecoveryLevel) -> str:
-    if level == RecoveryLevel.flag and observed.recovery.flags_problem:
-        return observed.recovery.flags_problem
+    if level == RecoveryLevel.flag and observed.flags.problem:
+        return observed.flags.problem
     if level == RecoveryLevel.config and not st.config_snapshots:
         return "no configuration snapshot was taken before the release"
     return ""
 
 
 def _applied(work: _Work, observed: Observed, incident: Incident, stamp: str | None) -> bool:
+    """The level's change is in place: seen so, not assumed."""
     st = work.status
     restarted = stamp is None or observed.recovery.restarted_at == stamp
+    flags_off = observed.flags.state == FlagState.off
     level = (incident.levels or [])[-1].level
     if level == RecoveryLevel.flag:
-        return observed.recovery.flags_off is True and restarted
+        return flags_off and restarted
+    # The flags this rollback switches off are off at every level (unless there is no store).
+    if _rollback_flags(st, incident) and not (flags_off or observed.flags.problem):
+        return False
     if level == RecoveryLevel.config:
         hashes = observed.recovery.config_hashes
         return all(hashes.get(s.name) == s.hash for s in st.config_snapshots or []) and restarted
-    canary_gone = observed.canary is None or (observed.canary.replicas == 0 and observed.canary.ready == 0)
-    target_back = not incident.new_code_in_target or (
-        _same_template(observed.target.revision, incident.stable_revision) and observed.target.rolled_out
-    )
-    return canary_gone and target_back
+    # Code: no ready pod of the revision serves anywhere, and no canary is left to serve it.
+    in_target, in_canary = recovery.still_serving(observed, incident)
+    canary = observed.canary
+    canary_gone = canary is None or (canary.replicas == 0 and canary.ready == 0)
+    restored = work.recovery.restore_template is None
+    return canary_gone and not in_canary and not in_target and restored
 
 
 def _health_back(spec: RolloutSpec, st: RolloutStatus, record: LevelRecord) -> datetime | None:
+    """Health judged good on a window that began after the level's change was in place, at every
+    level: the code level too, since what serves then is only what the level left."""
     if record.applied_at is None:
         return None
     applied = _at(record.applied_at)
-    if record.level == RecoveryLevel.code or spec.analysis is None:
-        return applied  # the stable version serves everything: it was healthy before the release
+    if spec.analysis is None:
+        return applied  # nothing measures: the change in place is all there is to know
     window = parse_duration(spec.analysis.interval)
     return recovery.health_returned(st.metrics or [], applied + window)
 
@@ -806,7 +1017,7 @@ def _escalate(work: _Work, spec: RolloutSpec, observed: Observed, why: str) -> N
     if following is None:
         st.message = (
             f"rolling back revision {incident.revision}: the code level has not finished ({why}); "
-            f"{'; '.join(record.changed or [])}"
+            f"it waits for {_awaited(work, observed, incident, record)}"
         )
         if record.seconds is None:
             record.seconds = recovery.seconds(_at(record.started_at), work.now)
@@ -815,14 +1026,14 @@ def _escalate(work: _Work, spec: RolloutSpec, observed: Observed, why: str) -> N
         return
     record.seconds = recovery.seconds(_at(record.started_at), work.now)
     work.event("RecoveryEscalated", f"level {record.level}: {why}; moving to level {following}", warning=True)
-    _enter_level(work, spec, following)
+    _enter_level(work, spec, observed, following)
     _recover(work, spec, observed)
 
 
-def _recovered(
-    work: _Work, spec: RolloutSpec, incident: Incident, record: LevelRecord, healthy: datetime
-) -> None:
+def _recovered(work: _Work, spec: RolloutSpec, observed: Observed, healthy: datetime) -> None:
     st = work.status
+    incident = _incident(work)
+    record = (incident.levels or [])[-1]
     settings = spec.recovery or Recovery()
     record.healthy_at = timestamp(healthy)
     record.seconds = recovery.seconds(_at(record.started_at), healthy)
@@ -831,21 +1042,72 @@ def _recovered(
     incident.recovery_seconds = took
     incident.objective_met = took <= parse_duration(settings.objective).total_seconds()
     incident.watch_until = timestamp(healthy + parse_duration(settings.watch_after_rollback))
-    assert st.release is not None
     st.phase, st.canary_weight = Phase.rolled_back, 0
-    st.message = (
-        f"recovered by the {record.level} level in {took:g}s; all traffic on stable revision "
-        f"{st.release.stable_revision}; revision {incident.revision} is blocked until "
-        f"{RESOLVED_ANNOTATION}={incident.revision}"
+    st.message = _rolled_back_message(work, spec, observed, incident)
+    work.intent = WorkloadIntent(
+        target_paused=_hold_target(observed, incident), canary_replicas=0, canary_revision=None
     )
-    work.intent = WorkloadIntent(target_paused=True, canary_replicas=0, canary_revision=None)
     work.event("RolledBack", st.message, warning=True)
     if not incident.objective_met:
         work.event(
             "RecoveryObjectiveMissed",
-            f"recovery took {took:g}s, over the {settings.objective} objective",
+            f"recovery took {recovery.human_seconds(took)}, over the {settings.objective} objective",
             warning=True,
         )
+
+
+def _rolled_back(work: _Work, spec: RolloutSpec, observed: Observed) -> None:
+    """After a rollback: say what serves (as seen), watch it, and end when the watch does with
+    the template back at stable. The canary is gone; a template back at stable may roll."""
+    st = work.status
+    st.canary_weight = 0
+    incident = recovery.current_incident(st.incidents)
+    if incident is None or st.release is None:  # a status edited by hand: hold what is there
+        work.intent = WorkloadIntent(target_paused=True, canary_replicas=0, canary_revision=None)
+        return
+    work.intent = WorkloadIntent(
+        target_paused=_hold_target(observed, incident), canary_replicas=0, canary_revision=None
+    )
+    at_stable = st.release.revision == st.release.stable_revision
+    if _watching(st, work.now):
+        _watch_after_rollback(work, observed)
+        if at_stable:
+            work.check_at(_at(incident.watch_until or timestamp(work.now)))
+    elif at_stable:
+        st.phase, st.stage_index, st.stage, st.stage_started_at = Phase.healthy, None, None, None
+        st.message = f"serving revision {st.release.stable_revision}; the watch after rolling back revision {incident.revision} ended"
+        work.event("WatchEnded", st.message)
+        return
+    st.message = _rolled_back_message(work, spec, observed, incident)
+    if any(recovery.still_serving(observed, incident)) or (observed.canary and observed.canary.replicas):
+        work.check_at(work.now + CLUSTER_TICK)  # the canary is still going: say so once it is gone
+
+
+def _rolled_back_message(work: _Work, spec: RolloutSpec, observed: Observed, incident: Incident) -> str:
+    """What a person reads after a rollback: what really serves, never what should."""
+    st = work.status
+    took = recovery.human_seconds(incident.recovery_seconds or 0.0)
+    parts = [
+        f"recovered by the {incident.level} level in {took}",
+        recovery.what_serves(observed, incident) + _flags_note(spec, observed),
+    ]
+    if not _same_template(observed.target.revision, incident.stable_revision):
+        revert = f": revert it in git to {incident.revert_in_git}" if incident.revert_in_git else ""
+        parts.append(f"the target's template still holds revision {incident.revision}{revert}")
+    if incident.revision in (st.blocked_revisions or []):
+        parts.append(
+            f"revision {incident.revision} is blocked until {RESOLVED_ANNOTATION}={incident.revision}"
+        )
+    if _watching(st, work.now):
+        parts.append(f"watched until {incident.watch_until}")
+    return "; ".join(parts)
+
+
+def _flags_note(spec: RolloutSpec, observed: Observed) -> str:
+    flags = spec.feature_flags
+    if flags is None or observed.flags.state is None:
+        return ""
+    return f", with flags {', '.join(flags.flags)} {observed.flags.state}"
 
 
 def _snapshot_configs(work: _Work, spec: RolloutSpec, observed: Observed) -> None:

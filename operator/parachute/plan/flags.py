@@ -1,10 +1,11 @@
-"""Switching a release's feature flags off, as pure transformations of the flag store.
+"""Setting a release's feature flags off or on, as pure transformations of the flag store.
 
 Two shapes of store: a ConfigMap of plain `KEY: "true"|"false"` values, and OpenFeature
 flagd flag definitions (`{"flags": {name: {state, variants, defaultVariant, targeting}}}`),
-held in a ConfigMap key or in a `FeatureFlag` resource's `spec.flagSpec`. Off means: every
-evaluation answers the safe variant, so targeting is cleared too (a targeting rule would
-otherwise keep serving the new path to some users).
+held in a ConfigMap key or in a `FeatureFlag` resource's `spec.flagSpec`. Off and on both
+mean the same answer for every evaluation, so targeting is cleared (a targeting rule would
+otherwise keep serving the other variant to some users); the copy taken before the write
+keeps the original. Stages switch flags off or on; a rollback switches them off.
 """
 
 from __future__ import annotations
@@ -13,63 +14,126 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from parachute.api import FlagState
+
 OFF_NAMES = ("off", "false", "disabled")
+ON_NAMES = ("on", "true", "enabled")
+
+
+def plain_set(data: Mapping[str, str], flags: Iterable[str], state: FlagState) -> dict[str, str]:
+    value = "true" if state == FlagState.on else "false"
+    return {**data, **{flag: value for flag in flags}}
 
 
 def plain_off(data: Mapping[str, str], flags: Iterable[str]) -> dict[str, str]:
-    return {**data, **{flag: "false" for flag in flags}}
+    return plain_set(data, flags, FlagState.off)
+
+
+def plain_state(data: Mapping[str, str], flags: Iterable[str]) -> FlagState | None:
+    """on or off when every flag says so (a missing key is off); None when they differ."""
+    values = {(data.get(flag) or "false").strip().lower() == "true" for flag in flags}
+    if values == {True}:
+        return FlagState.on
+    return FlagState.off if values <= {False} else None
 
 
 def plain_is_off(data: Mapping[str, str], flags: Iterable[str]) -> bool:
-    return all((data.get(flag) or "false").strip().lower() != "true" for flag in flags)
+    return plain_state(data, flags) == FlagState.off
 
 
 def off_variant(definition: Mapping[str, Any]) -> str | None:
     """The variant that turns a flag off: the one whose value is false, else one named off."""
+    return _variant(definition, False, OFF_NAMES)
+
+
+def on_variant(definition: Mapping[str, Any]) -> str | None:
+    """The variant that turns a flag on: the one whose value is true, else one named on."""
+    return _variant(definition, True, ON_NAMES)
+
+
+def _variant(definition: Mapping[str, Any], value: bool, names: tuple[str, ...]) -> str | None:
     variants = definition.get("variants") or {}
-    for name, value in variants.items():
-        if value is False:
+    for name, given in variants.items():
+        if given is value:
             return str(name)
     for name in variants:
-        if str(name).lower() in OFF_NAMES:
+        if str(name).lower() in names:
             return str(name)
     return None
 
 
-def flagd_off(document: Mapping[str, Any], flags: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
-    """The flag definitions with `flags` off, and what was changed (or could not be)."""
+def flagd_set(
+    document: Mapping[str, Any], flags: Iterable[str], state: FlagState
+) -> tuple[dict[str, Any], list[str]]:
+    """The flag definitions with `flags` in `state`, and what was changed (or could not be)."""
     out = copy.deepcopy(dict(document))
     definitions = out.setdefault("flags", {})
     changed = []
     for flag in flags:
         definition = definitions.get(flag)
         if definition is None:
-            changed.append(f"{flag}: not defined, nothing to switch off")
+            changed.append(f"{flag}: not defined, nothing to switch {state}")
             continue
-        variant = off_variant(definition)
-        before = definition.get("defaultVariant")
-        if variant is None:
-            # No safe variant to serve: a disabled flag makes clients fall back to their code default.
-            definition["state"] = "DISABLED"
-            changed.append(f"{flag}: state DISABLED (no false or off variant)")
-        else:
-            definition["defaultVariant"] = variant
-            if before != variant:
-                changed.append(f"{flag}: defaultVariant {before} -> {variant}")
+        changed += _set_one(flag, definition, state)
         if definition.pop("targeting", None):
             changed.append(f"{flag}: targeting cleared")
     return out, changed
 
 
+def _set_one(flag: str, definition: dict[str, Any], state: FlagState) -> list[str]:
+    before = definition.get("defaultVariant")
+    if state == FlagState.on:
+        variant = on_variant(definition)
+        if variant is None:
+            return [f"{flag}: no true or on variant, not switched on"]
+        changed = [] if before == variant else [f"{flag}: defaultVariant {before} -> {variant}"]
+        if definition.get("state") != "ENABLED":
+            definition["state"] = "ENABLED"
+            changed.append(f"{flag}: state ENABLED")
+        definition["defaultVariant"] = variant
+        return changed
+    variant = off_variant(definition)
+    if variant is None:
+        # No safe variant to serve: a disabled flag makes clients fall back to their code default.
+        definition["state"] = "DISABLED"
+        return [f"{flag}: state DISABLED (no false or off variant)"]
+    definition["defaultVariant"] = variant
+    return [] if before == variant else [f"{flag}: defaultVariant {before} -> {variant}"]
+
+
+def flagd_off(document: Mapping[str, Any], flags: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
+    return flagd_set(document, flags, FlagState.off)
+
+
+def flagd_state(document: Mapping[str, Any], flags: Iterable[str]) -> FlagState | None:
+    """on or off when every flag serves that variant to everyone; None otherwise."""
+    states = {_flagd_one(document, flag) for flag in flags}
+    return states.pop() if len(states) == 1 else None
+
+
+def _flagd_one(document: Mapping[str, Any], flag: str) -> FlagState | None:
+    definition = (document.get("flags") or {}).get(flag)
+    if definition is None or definition.get("state") == "DISABLED":
+        return FlagState.off  # clients answer their code default: the new path stays shut
+    if definition.get("targeting"):
+        return None
+    default = definition.get("defaultVariant")
+    if default is not None and default == off_variant(definition):
+        return FlagState.off
+    if default is not None and default == on_variant(definition) and definition.get("state") == "ENABLED":
+        return FlagState.on
+    return None
+
+
 def flagd_is_off(document: Mapping[str, Any], flags: Iterable[str]) -> bool:
-    definitions = document.get("flags") or {}
-    for flag in flags:
-        definition = definitions.get(flag)
-        if definition is None or definition.get("state") == "DISABLED":
-            continue
-        if definition.get("targeting"):
-            return False
-        variant = off_variant(definition)
-        if variant is None or definition.get("defaultVariant") != variant:
-            return False
-    return True
+    return flagd_state(document, flags) == FlagState.off
+
+
+def flagd_cannot_switch_on(document: Mapping[str, Any], flags: Iterable[str]) -> str:
+    """Why some of `flags` cannot be switched on (not defined, no on variant); empty if all can."""
+    definitions, names = document.get("flags") or {}, list(flags)
+    missing = [flag for flag in names if flag not in definitions]
+    no_variant = [f for f in names if f in definitions and on_variant(definitions[f]) is None]
+    problems = [f"{', '.join(missing)} not defined"] if missing else []
+    problems += [f"{', '.join(no_variant)} without a true or on variant"] if no_variant else []
+    return "; ".join(problems)

@@ -6,11 +6,12 @@ status, the workload and the Events should become. The planner never calls anyth
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from parachute.api import RolloutStatus
+from parachute.api import FlagState, RolloutStatus
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,33 @@ class WindowView:
 
 
 @dataclass(frozen=True)
-class RecoveryView:
-    """What the rollback levels find in place: the flag store, the tracked ConfigMaps, restarts."""
+class Serving:
+    """Ready pods of each pod-template revision, counted from the ReplicaSets of the target and
+    of the canary: what really serves, whatever the templates say."""
 
-    flags_off: bool | None = None  # None: no flag store, or it could not be read
-    flags_problem: str = ""  # why the flags cannot be switched off (missing store, bad JSON)
+    target: Mapping[str, int] = field(default_factory=dict)  # template revision -> ready pods
+    canary: Mapping[str, int] = field(default_factory=dict)
+
+    def in_target(self, template: str) -> int:
+        return self.target.get(template, 0)
+
+    def in_canary(self) -> int:
+        return sum(self.canary.values())
+
+
+@dataclass(frozen=True)
+class FlagsView:
+    """The release's flag store as observed."""
+
+    state: FlagState | None = None  # every flag on, or every flag off; None: mixed, or no store
+    problem: str = ""  # why the store cannot be read or written (missing, bad JSON)
+    cannot_switch_on: str = ""  # why some flags have no "on" to switch to (flagd: no on variant)
+
+
+@dataclass(frozen=True)
+class RecoveryView:
+    """What the rollback levels find in place: the tracked ConfigMaps and restarts."""
+
     config_hashes: dict[str, str] = field(default_factory=dict)  # tracked ConfigMap -> content hash
     restarted_at: str | None = None  # the restart stamp the canary (and target) pods finished with
 
@@ -84,6 +107,8 @@ class Observed:
     gates: tuple[tuple[str, bool, str], ...] = ()
     recovery: RecoveryView = RecoveryView()
     risk_reason: str = ""  # why the risk is what it is, when the change annotation chose it
+    serving: Serving = Serving()
+    flags: FlagsView = FlagsView()
 
 
 @dataclass(frozen=True)
@@ -101,7 +126,6 @@ class WorkloadIntent:
 class RecoveryIntent:
     """What the rollback levels must have in place; the executor makes it so, idempotently."""
 
-    flags_off: bool = False
     restore_configs: tuple[tuple[str, str], ...] = ()  # (tracked ConfigMap, snapshot copy)
     restart_stamp: str | None = None  # pods that cannot reload are restarted with this stamp
     restart_target: bool = False  # the target's pods run the new code too: restart them as well
@@ -129,3 +153,5 @@ class Decision:
     recovery: RecoveryIntent = RecoveryIntent()
     # Tracked ConfigMaps to copy now (name, content hash): the configuration known to be good.
     snapshots: tuple[tuple[str, str], ...] = ()
+    # The state the release's flags must be put in now (copied first); None: leave them.
+    flags: FlagState | None = None

@@ -4,13 +4,13 @@ Pure: which levels a Rollout has, each level's budget, when a level's change cou
 place, when health has returned, and the incident record. The engine calls these; the
 executor (`parachute.recovery`) makes the intent real.
 
-A level is *applied* when its change is in place (flags off in the store, ConfigMaps back
-at their snapshot bytes, pods restarted where they cannot reload, the canary gone). Health
-has *returned* when every metric was judged Successful, or Warning below its critical
+A level is *applied* when its change is seen in place (flags off in the store, ConfigMaps
+back at their snapshot bytes, pods restarted where they cannot reload; for the code level,
+no ready pod of the rolled-back revision serving from the target or a canary). Health has
+*returned* when every metric was judged Successful, or Warning below its critical
 threshold, on a window that began after the level was applied: a window still holding the
-bad minutes proves nothing.
-The code level is the last resort and its own proof: once the new version serves nothing,
-what serves is the stable version that was healthy before the release.
+bad minutes proves nothing. That holds for the code level too: what serves then is what it
+left, and nothing but a measurement says it is healthy.
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ from parachute.api import (
     RecoveryLevel,
     RolloutSpec,
     Verdict,
+    format_duration,
     parse_duration,
 )
+from parachute.plan.model import Observed
+from parachute.plan.workload import template_revision
 
 LEVEL_ORDER = (RecoveryLevel.flag, RecoveryLevel.config, RecoveryLevel.code)
 # How many incidents status keeps; older ones live on in Events and notifications.
@@ -126,6 +129,49 @@ def content_hash(data: Mapping[str, str], binary: Mapping[str, str] | None = Non
 
 def seconds(start: datetime, end: datetime) -> float:
     return round(max(0.0, (end - start).total_seconds()), 3)
+
+
+def still_serving(observed: Observed, incident: Incident) -> tuple[int, int]:
+    """Ready pods of the rolled-back revision: in the target, and in the canary (any canary pod
+    serves a release, never stable)."""
+    bad, stable = template_revision(incident.revision or ""), incident.stable_revision or ""
+    if bad != template_revision(stable):
+        in_target = observed.serving.in_target(bad)
+    elif observed.target.revision != stable:
+        # A release of configuration alone: the target's pods read the configuration it brought.
+        in_target = sum(observed.serving.target.values())
+    else:
+        in_target = 0
+    return in_target, observed.serving.in_canary()
+
+
+def what_serves(observed: Observed, incident: Incident) -> str:
+    """What serves now, as seen in the ReplicaSets, in words: never "stable" unless it is so."""
+    in_target, in_canary = still_serving(observed, incident)
+    if in_target or in_canary:
+        where = [
+            f"the {side} ({ready_pods(n)})" for side, n in (("target", in_target), ("canary", in_canary)) if n
+        ]
+        return f"revision {incident.revision} still serves from {' and '.join(where)}"
+    stable = incident.stable_revision or ""
+    total = sum(observed.serving.target.values())
+    on_stable = (
+        total if observed.target.revision == stable else observed.serving.in_target(template_revision(stable))
+    )
+    if total == 0:
+        return f"no ready pods serve yet (stable revision {stable} is coming back)"
+    if on_stable < total:
+        return f"stable revision {stable} serves ({ready_pods(on_stable)}) beside {ready_pods(total - on_stable)} of other revisions"
+    return f"all traffic on stable revision {stable}"
+
+
+def ready_pods(count: int) -> str:
+    return f"{count} ready pod{'' if count == 1 else 's'}"
+
+
+def human_seconds(value: float) -> str:
+    """A recovery time as a person reads it: 5s, 1m30s."""
+    return format_duration(timedelta(seconds=round(value)))
 
 
 def current_incident(incidents: list[Incident] | None) -> Incident | None:

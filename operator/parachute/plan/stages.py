@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from parachute.api import PlannedStage, Risk, RolloutSpec, Step, parse_duration
+from parachute.api import FlagState, PlannedStage, Risk, RolloutSpec, Step, parse_duration
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class _Default:
     weight: int
     min_wait: str
     max_wait: str
-    flags_on: bool | None = None
+    flags: FlagState | None = None
 
 
 # The playbook's plans. The closing 100% stage holds the "watch after release" period.
@@ -25,7 +25,7 @@ DEFAULT_PLANS: dict[Risk, tuple[_Default, ...]] = {
     # Tests, docs, code whose flags are off: straight to 100%, nothing to wait for.
     Risk.zero: (_Default("full", 100, "0s", "0s"),),
     # New code not yet wired in: everything at once with flags OFF, then an hour of watching.
-    Risk.low: (_Default("full", 100, "1h", "1h", flags_on=False),),
+    Risk.low: (_Default("full", 100, "1h", "1h", flags=FlagState.off),),
     # Middleware, API changes, compatible migrations.
     Risk.medium: (
         _Default("canary", 10, "2h", "4h"),
@@ -43,14 +43,14 @@ DEFAULT_PLANS: dict[Risk, tuple[_Default, ...]] = {
     ),
 }
 
-# The five-stage sequence of a flag-gated feature: the code goes out with its flags OFF
-# (infrastructure, integration), then the flags open to 10%, 50% and everyone.
+# The playbook's flag-gated sequence: the code goes out to everyone with its flags OFF
+# (infrastructure, then an hour of integration), then the flags go ON for everyone and the
+# release is watched for a day. (Flags on for a share of users needs a store that can hold a
+# percentage; until then "on" means on for everyone.)
 FLAG_GATED_PLAN: tuple[_Default, ...] = (
-    _Default("infrastructure", 100, "0s", "0s", flags_on=False),
-    _Default("integration", 100, "1h", "1h", flags_on=False),
-    _Default("canary", 10, "2h", "4h", flags_on=True),
-    _Default("partial", 50, "4h", "8h", flags_on=True),
-    _Default("full", 100, "24h", "24h", flags_on=True),
+    _Default("infrastructure", 100, "0s", "0s", flags=FlagState.off),
+    _Default("integration", 100, "1h", "1h", flags=FlagState.off),
+    _Default("full", 100, "24h", "24h", flags=FlagState.on),
 )
 
 
@@ -62,30 +62,30 @@ def plan_for(spec: RolloutSpec) -> list[PlannedStage]:
     """The stages this Rollout goes through, waits overridden by `spec.waits` where given."""
     if spec.steps:
         return [_from_step(i, step) for i, step in enumerate(spec.steps)]
-    defaults = DEFAULT_PLANS[effective_risk(spec)]
+    return _planned(spec, DEFAULT_PLANS[effective_risk(spec)])
+
+
+def flag_gated_plan(spec: RolloutSpec) -> list[PlannedStage]:
+    """The flag-gated sequence, with the same overrides of its waits."""
+    return _planned(spec, FLAG_GATED_PLAN)
+
+
+def _planned(spec: RolloutSpec, defaults: tuple[_Default, ...]) -> list[PlannedStage]:
+    # Without a flag store there is nothing to switch: a plan never claims flags it cannot set.
+    has_flags = spec.feature_flags is not None
     stages = [
-        PlannedStage(
-            name=d.name, weight=d.weight, min_wait=d.min_wait, max_wait=d.max_wait, flags_on=d.flags_on
-        )
+        PlannedStage(name=d.name, weight=d.weight, min_wait=d.min_wait, max_wait=d.max_wait,
+                     flags=d.flags if has_flags else None)
         for d in defaults
-    ]
+    ]  # fmt: skip
+    stages = _with_wait_overrides(spec, stages)
+    # The watch after release is the closing stage's own wait: it wins over `waits`.
     if spec.watch_after_release is not None and stages[-1].weight == 100:
         last = stages[-1]
         stages[-1] = last.model_copy(
             update={"min_wait": spec.watch_after_release, "max_wait": spec.watch_after_release}
         )
-    return _with_wait_overrides(spec, stages)
-
-
-def flag_gated_plan(spec: RolloutSpec) -> list[PlannedStage]:
-    """The five-stage flag-gated sequence, with the same wait overrides."""
-    stages = [
-        PlannedStage(
-            name=d.name, weight=d.weight, min_wait=d.min_wait, max_wait=d.max_wait, flags_on=d.flags_on
-        )
-        for d in FLAG_GATED_PLAN
-    ]
-    return _with_wait_overrides(spec, stages)
+    return stages
 
 
 def _from_step(index: int, step: Step) -> PlannedStage:
@@ -94,7 +94,7 @@ def _from_step(index: int, step: Step) -> PlannedStage:
         weight=step.weight,
         min_wait=step.min_wait or "0s",
         max_wait=step.max_wait or step.min_wait or "0s",
-        flags_on=step.flags_on,
+        flags=step.flags,
     )
 
 

@@ -2,18 +2,22 @@
 
 The target Deployment keeps its full size, so stable can take all traffic back at once.
 With replica-ratio routing the canary is sized so that ready pods split as the weight says:
-canary / (stable + canary) ≈ weight.
+canary / (stable + canary) ≈ weight. What really serves is counted from ReplicaSets: each
+one's pod template, hashed as a Deployment's is, and its ready pods.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Any
 
 # Annotations that change a pod template without changing what runs.
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
 IGNORED_TEMPLATE_ANNOTATIONS = frozenset({RESTARTED_AT})
+HASH_LABEL = "pod-template-hash"  # added by the Deployment controller to its ReplicaSets' pods
 
 
 def canary_replicas(stable: int, weight: int) -> int:
@@ -76,3 +80,35 @@ def revision_of(template: dict[str, Any]) -> str:
     meta["annotations"] = annotations or None
     canonical = json.dumps({**template, "metadata": meta}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def template_of_replica_set(replica_set: dict[str, Any], added_labels: Iterable[str] = ()) -> dict[str, Any]:
+    """The pod template a ReplicaSet was made from: its own, without the labels added to it
+    (the Deployment controller's hash, and `added_labels`, such as the canary's mark)."""
+    template: dict[str, Any] = copy.deepcopy((replica_set.get("spec") or {}).get("template") or {})
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    for label in (HASH_LABEL, *added_labels):
+        labels.pop(label, None)
+    return template
+
+
+def ready_by_revision(
+    replica_sets: Iterable[dict[str, Any]], owner_uid: str | None, added_labels: Iterable[str] = ()
+) -> dict[str, int]:
+    """Ready pods of each template revision among the ReplicaSets `owner_uid` owns."""
+    added = tuple(added_labels)
+    out: dict[str, int] = {}
+    for replica_set in replica_sets:
+        owners = replica_set.get("metadata", {}).get("ownerReferences") or []
+        ready = int((replica_set.get("status") or {}).get("readyReplicas") or 0)
+        if owner_uid is None or ready <= 0 or all(o.get("uid") != owner_uid for o in owners):
+            continue
+        revision = revision_of(template_of_replica_set(replica_set, added))
+        out[revision] = out.get(revision, 0) + ready
+    return out
+
+
+def label_selector(deployment: dict[str, Any]) -> str:
+    """A Deployment's `matchLabels` as a label selector (what its ReplicaSets carry)."""
+    labels = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))

@@ -1,13 +1,14 @@
-"""Make the rollback levels' intent real, fastest change first: flags, then configuration,
-then restarts of the pods that cannot reload, then the target's template."""
+"""Make the rollback levels' intent real, fastest change first: configuration, then restarts
+of the pods that cannot reload, then the target's template. The flags (level 1, and the
+stages that set them) go first of all, through `set_flags`."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from parachute.api import RolloutSpec
-from parachute.plan.model import RecoveryIntent
+from parachute.api import FlagState, RolloutSpec
+from parachute.plan.model import FlagsView, RecoveryIntent
 from parachute.recovery import flags, restarts, snapshots, template
 
 logger = logging.getLogger("parachute.recovery")
@@ -22,11 +23,6 @@ async def act(
 ) -> list[str]:
     namespace = rollout["metadata"]["namespace"]
     changed: list[str] = []
-    if intent.flags_off and spec.feature_flags is not None:
-        try:
-            changed += await flags.switch_off(rollout, spec.feature_flags)
-        except flags.FlagStoreError as problem:  # the planner sees it too, and moves on
-            logger.warning("flag level cannot act: %s", problem)
     if intent.restore_configs:
         changed += await snapshots.restore(rollout, intent.restore_configs)
     if intent.restart_stamp is not None:
@@ -39,7 +35,19 @@ async def act(
     return changed
 
 
-async def observe_flags(namespace: str, spec: RolloutSpec) -> tuple[bool | None, str]:
+async def set_flags(rollout: dict[str, Any], spec: RolloutSpec, state: FlagState) -> list[str]:
+    """The release's flags in `state` (copied first); a store that cannot be read is left to
+    the planner, which sees it in the next observation and says so."""
     if spec.feature_flags is None:
-        return None, ""
+        return []
+    try:
+        return await flags.ensure(rollout, spec.feature_flags, state)
+    except flags.FlagStoreError as problem:
+        logger.warning("flags cannot be switched %s: %s", state, problem)
+        return []
+
+
+async def observe_flags(namespace: str, spec: RolloutSpec) -> FlagsView:
+    if spec.feature_flags is None:
+        return FlagsView()
     return await flags.observe(namespace, spec.feature_flags)

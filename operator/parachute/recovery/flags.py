@@ -1,8 +1,9 @@
-"""Rollback level 1: the release's feature flags, off in their store.
+"""The release's feature flags in their store: switched on or off at the stage that says so,
+and off on a rollback (level 1, or the rollback of a release whose flags Parachute set).
 
 A ConfigMap of plain values, a ConfigMap key of flagd JSON, or an OpenFeature `FeatureFlag`
-resource. Before the first change the store's content is copied (see `snapshots`), so the
-previous values can be put back once the root cause is fixed.
+resource. Before every change the store's content is copied (see `snapshots`), so what it
+held can be put back by hand.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from parachute import kube
-from parachute.api import FeatureFlags, FlagFormat
+from parachute.api import FeatureFlags, FlagFormat, FlagState
 from parachute.plan import flags as pure
+from parachute.plan.model import FlagsView
 from parachute.recovery import snapshots
 
 
 class FlagStoreError(Exception):
-    """The flag store is missing or cannot be read: the flag level cannot act."""
+    """The flag store is missing or cannot be read: the flags cannot be set."""
 
 
 @dataclass(frozen=True)
@@ -27,10 +29,13 @@ class Store:
     document: dict[str, Any] | None  # flagd definitions; None for plain data
     key: str | None  # the ConfigMap key holding flagd JSON
 
-    def is_off(self, names: list[str]) -> bool:
+    def state(self, names: list[str]) -> FlagState | None:
         if self.document is None:
-            return pure.plain_is_off(self.body.get("data") or {}, names)
-        return pure.flagd_is_off(self.document, names)
+            return pure.plain_state(self.body.get("data") or {}, names)
+        return pure.flagd_state(self.document, names)
+
+    def cannot_switch_on(self, names: list[str]) -> str:
+        return "" if self.document is None else pure.flagd_cannot_switch_on(self.document, names)
 
 
 async def read(namespace: str, flags: FeatureFlags) -> Store:
@@ -68,26 +73,32 @@ def _only_json_key(data: dict[str, str], name: str) -> str:
     return keys[0]
 
 
-async def observe(namespace: str, flags: FeatureFlags) -> tuple[bool | None, str]:
-    """Whether the flags are off, or why that cannot be known."""
+async def observe(namespace: str, flags: FeatureFlags) -> FlagsView:
+    """Whether the flags are on or off, or why that cannot be known."""
     try:
         store = await read(namespace, flags)
     except FlagStoreError as problem:
-        return None, str(problem)
-    return store.is_off(flags.flags), ""
+        return FlagsView(problem=str(problem))
+    return FlagsView(state=store.state(flags.flags), cannot_switch_on=store.cannot_switch_on(flags.flags))
 
 
-async def switch_off(rollout: dict[str, Any], flags: FeatureFlags) -> list[str]:
+async def ensure(rollout: dict[str, Any], flags: FeatureFlags, state: FlagState) -> list[str]:
+    """Put the flags in `state`, the store copied first; what changed (nothing if they are)."""
     namespace = rollout["metadata"]["namespace"]
     store = await read(namespace, flags)
-    if store.is_off(flags.flags):
+    if store.state(flags.flags) == state:
         return []
+    names = ", ".join(flags.flags)
     if store.document is None:  # plain ConfigMap
         kept = await snapshots.copy(rollout, store.body)
-        await kube.patch_config_map(namespace, store.body["metadata"]["name"],
-                                    {"data": pure.plain_off(store.body.get("data") or {}, flags.flags)})  # fmt: skip
-        return [f"flags {', '.join(flags.flags)} set to false (previous values kept in {kept})"]
-    document, changed = pure.flagd_off(store.document, flags.flags)
+        data = pure.plain_set(store.body.get("data") or {}, flags.flags, state)
+        await kube.patch_config_map(namespace, store.body["metadata"]["name"], {"data": data})
+        return [
+            f"flags {names} set to {'true' if state == FlagState.on else 'false'} (previous values kept in {kept})"
+        ]
+    document, changed = pure.flagd_set(store.document, flags.flags, state)
+    if document == store.document:  # what cannot be switched stays as it is: no write, no copy
+        return changed
     if store.key is not None:  # flagd JSON in a ConfigMap
         kept = await snapshots.copy(rollout, store.body)
         store.body.setdefault("data", {})[store.key] = json.dumps(document, indent=2)

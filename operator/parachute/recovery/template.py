@@ -4,22 +4,12 @@ being replaced is copied first."""
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
 from parachute import kube
-from parachute.plan.workload import revision_of
+from parachute.plan.workload import label_selector, revision_of, template_of_replica_set
 from parachute.recovery import snapshots
-
-HASH_LABEL = "pod-template-hash"  # added by the Deployment controller to its ReplicaSets
-
-
-def _template_of(replica_set: dict[str, Any]) -> dict[str, Any]:
-    template: dict[str, Any] = copy.deepcopy(replica_set["spec"]["template"])
-    labels = (template.get("metadata") or {}).get("labels") or {}
-    labels.pop(HASH_LABEL, None)
-    return template
 
 
 async def restore(rollout: dict[str, Any], target: dict[str, Any], revision: str) -> list[str]:
@@ -27,9 +17,8 @@ async def restore(rollout: dict[str, Any], target: dict[str, Any], revision: str
     # `revision` is a pod template's revision (without the tracked configuration's part).
     if revision_of(target["spec"]["template"]) == revision:
         return []
-    selector = ",".join(f"{k}={v}" for k, v in (target["spec"]["selector"].get("matchLabels") or {}).items())
-    for replica_set in await kube.list_replica_sets(namespace, selector):
-        template = _template_of(replica_set)
+    for replica_set in await kube.list_replica_sets(namespace, label_selector(target)):
+        template = template_of_replica_set(replica_set)
         if revision_of(template) != revision:
             continue
         kept = await snapshots.copy(
