@@ -15,7 +15,7 @@ from typing import Any
 
 from parachute import api
 from parachute.routing.gateway_api import GatewayAPIRouter
-from parachute.routing.istio import IstioRouter
+from parachute.routing.istio import IstioRouter, Subsets
 from parachute.routing.nginx import NginxRouter, canary_ingress_name
 from parachute.routing.objects import Body, Client, Operation, Ref, pointer
 from parachute.routing.router import Release, Router
@@ -117,6 +117,20 @@ def virtual_service(namespace: str, send_to: str = SERVICE, name: str = "checkou
     }
 
 
+def destination_rule(namespace: str, name: str = SERVICE) -> Body:
+    """The user's DestinationRule for the Service, with a policy and a subset of its own."""
+    return {
+        "apiVersion": ISTIO_V1,
+        "kind": "DestinationRule",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "host": SERVICE,
+            "trafficPolicy": {"loadBalancer": {"simple": "LEAST_REQUEST"}},
+            "subsets": [{"name": "legacy", "labels": {"version": "v0"}}],
+        },
+    }
+
+
 def ingress(namespace: str, send_to: str = SERVICE, name: str = "shop") -> Body:
     def path(prefix: str, to: str) -> dict[str, Any]:
         return {
@@ -156,6 +170,7 @@ class Backend:
     weights: Callable[[Body], tuple[int, int]]  # (stable, canary) as the raw object holds them
     hand_edit: Callable[[Body, int], list[Operation]]  # a person's patch setting the canary to w%
     users_parts: Callable[[Body], Any]  # what Parachute must never change
+    services: bool = True  # stable and canary are Services Parachute makes (else subsets)
 
     def router(self, client: Client, release: Release) -> Router:
         return self.make_router(client, release)
@@ -224,6 +239,21 @@ def _istio_users_parts(vs: Body) -> Any:
     )
 
 
+def _subset_weights(vs: Body) -> tuple[int, int]:
+    http = vs["spec"]["http"][_rule_index(vs["spec"]["http"], "route", _host_service)]
+    by_subset = {d["destination"].get("subset"): d.get("weight", 0) for d in http["route"]}
+    return by_subset.get("stable", 0), by_subset.get("canary", 0)
+
+
+def _subset_edit(vs: Body, weight: int) -> list[Operation]:
+    index = _rule_index(vs["spec"]["http"], "route", _host_service)
+    return [
+        {"op": "replace", "path": f"/spec/http/{index}/route/{j}/weight",
+         "value": weight if d["destination"].get("subset") == "canary" else 100 - weight}
+        for j, d in enumerate(vs["spec"]["http"][index]["route"])
+    ]  # fmt: skip
+
+
 def _nginx_weights(canary: Body) -> tuple[int, int]:
     weight = int(canary["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"])
     return 100 - weight, weight
@@ -281,6 +311,24 @@ BACKENDS = (
         weights=_istio_weights,
         hand_edit=_istio_edit,
         users_parts=_istio_users_parts,
+    ),
+    Backend(
+        id="istio-subsets",
+        crd="virtualservices.networking.istio.io",
+        crd_message="VirtualService CRD networking.istio.io/v1 is not installed",
+        route_name="checkout",
+        user_objects=lambda ns, to: [virtual_service(ns, to), destination_rule(ns)],
+        make_router=lambda client, release: IstioRouter(
+            client,
+            release,
+            api.IstioRouting(virtual_service="checkout", service=SERVICE),
+            Subsets(destination_rule="checkout"),
+        ),
+        weighted=lambda ns: Ref(ISTIO_V1, "VirtualService", ns, "checkout"),
+        weights=_subset_weights,
+        hand_edit=_subset_edit,
+        users_parts=_istio_users_parts,
+        services=False,
     ),
     Backend(
         id="nginx",

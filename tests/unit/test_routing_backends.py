@@ -12,11 +12,19 @@ import pytest
 from parachute import api
 from parachute.routing.fake import FakeClient
 from parachute.routing.gateway_api import GatewayAPIRouter
-from parachute.routing.istio import IstioRouter
+from parachute.routing.istio import IstioRouter, Subsets
 from parachute.routing.nginx import NginxRouter
 from parachute.routing.objects import Body, Ref
 from parachute.routing.router import Release, RoutingSetupError
-from testbed.routes import OTHER, gateway_parent, http_route, ingress, service, virtual_service
+from testbed.routes import (
+    OTHER,
+    destination_rule,
+    gateway_parent,
+    http_route,
+    ingress,
+    service,
+    virtual_service,
+)
 
 T = TypeVar("T")
 NS = "shop"
@@ -110,12 +118,12 @@ def test_an_uneven_hand_edit_reads_as_the_nearest_percent_and_is_put_back() -> N
     fake, router = gateway(route_with(rule(ref("checkout"))))
     run(router.ensure())
     run(router.set_weight(10))
-    fake.edit(
-        ROUTE,
-        lambda b: [
-            r.update(weight=w) for r, w in zip(b["spec"]["rules"][0]["backendRefs"], (2, 1), strict=True)
-        ],
-    )
+
+    def two_to_one(body: Body) -> None:
+        stable, canary = body["spec"]["rules"][0]["backendRefs"]
+        stable["weight"], canary["weight"] = 2, 1
+
+    fake.edit(ROUTE, two_to_one)
     assert run(router.read()).weight == 33
     assert run(router.set_weight(33)).wrote  # 67/33, not 2/1: what Parachute writes sums to 100
 
@@ -235,6 +243,94 @@ def test_a_lone_istio_destination_without_weight_takes_everything() -> None:
     fake = FakeClient([service(NS), virtual_service(NS, send_to="checkout-canary")])
     router = IstioRouter(fake, RELEASE, api.IstioRouting(virtual_service="checkout", service="checkout"))
     assert run(router.read()).weight == 100
+
+
+# -- Istio, subset-level: the DestinationRule ---------------------------------------------------
+
+DR = Ref("networking.istio.io/v1", "DestinationRule", NS, "checkout")
+
+
+def subset_router(fake: FakeClient, release: Release = RELEASE) -> IstioRouter:
+    config = api.IstioRouting(virtual_service="checkout", service="checkout")
+    return IstioRouter(fake, release, config, Subsets(destination_rule="checkout"))
+
+
+def test_subsets_are_kept_in_step_and_the_users_own_are_left_alone() -> None:
+    fake = FakeClient([service(NS), virtual_service(NS), destination_rule(NS)])
+    router = subset_router(fake)
+    assert run(router.ensure()) == [
+        "updated DestinationRule shop/checkout subsets stable (pod-template-hash=5d4f8c7b9) and canary"
+    ]
+    spec = fake.look(DR)["spec"]
+    assert spec["trafficPolicy"] == destination_rule(NS)["spec"]["trafficPolicy"]
+    assert spec["subsets"] == [
+        {"name": "legacy", "labels": {"version": "v0"}},
+        {"name": "stable", "labels": {"pod-template-hash": "5d4f8c7b9"}},
+        {"name": "canary", "labels": {"parachute.dev/canary": "true"}},
+    ]
+    assert run(router.ensure()) == []
+    # A new stable ReplicaSet, and a subset's labels edited by hand: both put in step.
+    fake.edit(
+        DR,
+        lambda b: b["spec"]["subsets"][2].update(
+            labels={"version": "v2"}, trafficPolicy={"tls": {"mode": "ISTIO_MUTUAL"}}
+        ),
+    )
+    run(subset_router(fake, Release(NS, "checkout", "uid-1", stable_hash="77f9c6d8b")).ensure())
+    subsets = fake.look(DR)["spec"]["subsets"]
+    assert subsets[1]["labels"] == {"pod-template-hash": "77f9c6d8b"}
+    assert subsets[2] == {
+        "name": "canary",
+        "labels": {"parachute.dev/canary": "true"},
+        "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}},
+    }
+
+
+def test_subset_level_destinations_keep_the_host_and_name_the_subsets() -> None:
+    fake = FakeClient([service(NS), virtual_service(NS), destination_rule(NS)])
+    router = subset_router(fake)
+    run(router.ensure())
+    run(router.set_weight(5))
+    route = fake.look(VS)["spec"]["http"][1]["route"]
+    assert [(d["destination"]["host"], d["destination"]["subset"], d["weight"]) for d in route] == [
+        ("checkout.shop.svc.cluster.local", "stable", 95),
+        ("checkout.shop.svc.cluster.local", "canary", 5),
+    ]
+    assert fake.objects.keys() == {Ref("v1", "Service", NS, "checkout"), VS, DR}  # no Service copies
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (None, "DestinationRule shop/checkout does not exist"),
+        (
+            {"host": "payments.shop.svc.cluster.local"},
+            "is for host 'payments.shop.svc.cluster.local', not Service checkout",
+        ),
+    ],
+    ids=["missing", "for another host"],
+)
+def test_a_destination_rule_parachute_cannot_use_is_a_setup_error(
+    rule: dict[str, Any] | None, message: str
+) -> None:
+    fake = FakeClient([service(NS), virtual_service(NS)])
+    if rule is not None:
+        fake.put({**destination_rule(NS), "spec": rule})
+    with pytest.raises(RoutingSetupError) as error:
+        run(subset_router(fake).ensure())
+    assert error.value.field == "spec.trafficRouting.istio.destinationRule"
+    assert message in error.value.message
+    assert fake.writes == []
+
+
+def test_a_route_to_a_subset_of_the_users_own_is_refused() -> None:
+    vs = virtual_service(NS)
+    vs["spec"]["http"][1]["route"].append(
+        {"destination": {"host": "checkout", "subset": "legacy"}, "weight": 0}
+    )
+    fake = FakeClient([service(NS), vs, destination_rule(NS)])
+    with pytest.raises(RoutingSetupError, match="also sends to checkout subset legacy"):
+        run(subset_router(fake).ensure())
 
 
 # -- NGINX: the user's Ingress and the canary copy ---------------------------------------------

@@ -94,6 +94,9 @@ class GatewayAPIRouter(WeightedRouteRouter):
                     )
         return f"{self.ref}: " + "; ".join(problems) if problems else None
 
+    def describe(self, destination: dict[str, Any]) -> str:
+        return str(destination.get("name"))
+
     def service_of(self, destination: dict[str, Any]) -> str | None:
         core = destination.get("group", "") == "" and destination.get("kind", "Service") == "Service"
         here = destination.get("namespace", self.release.namespace) == self.release.namespace

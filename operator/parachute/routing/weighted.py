@@ -76,6 +76,10 @@ class WeightedRouteRouter(ABC):
     def normal(self, destination: dict[str, Any]) -> Any:
         """A destination with the backend's defaults filled in, for comparing."""
 
+    def describe(self, destination: dict[str, Any]) -> str:
+        """A destination as a person reads it in a message."""
+        return str(self.service_of(destination))
+
     def refused(self, route: Body) -> str | None:
         """What the backend's controller says it could not apply, when it says so."""
         return None
@@ -89,7 +93,15 @@ class WeightedRouteRouter(ABC):
         if not await self.client.served(self.api_version, self.kind):
             raise RoutingSetupError(self.field, f"{self.crd()} is not installed")
         self.managed(await self._route())
+        return await self.ensure_backends()
+
+    async def ensure_backends(self) -> list[str]:
+        """Make what the split destinations send to: the stable and canary Services."""
         return await services.ensure(self.client, self.release, self.service, f"{self.field}.service")
+
+    async def check_backends(self) -> None:
+        """Refuse to send traffic to destinations that are not there yet."""
+        await services.check(self.client, self.release, self.service, f"{self.field}.service")
 
     async def read(self) -> Applied:
         route = await self._route()
@@ -111,7 +123,7 @@ class WeightedRouteRouter(ABC):
                         {"op": "add", "path": f"{at}/{self.destinations_key}", "value": wanted},
                     ]
             if operations:
-                await services.check(self.client, self.release, self.service, f"{self.field}.service")
+                await self.check_backends()
             key = self.release.weight_annotation()
             recorded = _annotations(route).get(key)
             if operations or recorded != str(weight):
@@ -204,9 +216,7 @@ class WeightedRouteRouter(ABC):
     def _describe(self, rule: Rule) -> str:
         destinations = rule.body.get(self.destinations_key) or []
         alone = len(destinations) == 1
-        return (
-            ", ".join(f"{self.service_of(d)} {self.weight_of(d, alone)}" for d in destinations) or "nothing"
-        )
+        return ", ".join(f"{self.describe(d)} {self.weight_of(d, alone)}" for d in destinations) or "nothing"
 
 
 def _annotations(body: Body) -> dict[str, str]:
