@@ -267,7 +267,27 @@ def test_stable_and_canary_services_reach_only_their_pods(routers_installed: Clu
     eventually(lambda: addresses("checkout-stable") == set(stable_pods), timeout=30, what="stable endpoints")
     canary_pods = set(pods("parachute.dev/canary=true"))
     eventually(lambda: addresses("checkout-canary") == canary_pods, timeout=30, what="canary endpoints")
-    assert addresses("checkout") == set(stable_pods) | canary_pods  # why the user's Service is not a backend
+    # The user's Service reaches both: why it is never a weighted backend itself.
+    eventually(
+        lambda: addresses("checkout") == set(stable_pods) | canary_pods, timeout=30, what="all endpoints"
+    )
+
+    # At a full stage the target rolls to the new template: the stable Service follows its hash.
+    image = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "checkout:2.0"}]}}}}
+    cluster.apps.patch_namespaced_deployment("checkout", namespace, image)
+    rolled = eventually(
+        lambda: (found := pods("app=checkout,!parachute.dev/canary")) and len(found) == 2
+        and stable_hash not in found.values() and found,
+        timeout=60, what="the target's pods replaced",
+    )  # fmt: skip
+    new_hash = next(iter(rolled.values()))
+    changes = run(world.router(Release(namespace, "checkout", world.release.rollout_uid, new_hash)).ensure())
+    assert changes == [
+        f"updated Service {namespace}/checkout-stable (selector app=checkout,pod-template-hash={new_hash})"
+    ]
+    eventually(
+        lambda: addresses("checkout-stable") == set(rolled), timeout=30, what="stable endpoints follow"
+    )
 
 
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b.services], ids=lambda b: b.id)

@@ -228,6 +228,9 @@ def test_the_fake_router_holds_its_weight_and_notices_a_hand_edit() -> None:
     assert run(router.read()).hand_edit == "found 40%, set 10%"
     assert run(router.set_weight(10)).hand_edit == "found 40%, set 10%; now 10%"
     assert run(router.set_weight(10)) == Applied(10)
+    unverified = FakeRouter(verifiable=False)
+    assert run(unverified.set_weight(10)) == Applied(None, FakeRouter.UNVERIFIED)
+    assert unverified.writes == []
     broken = FakeRouter(
         setup_error=RoutingSetupError("spec.trafficRouting.istio", "VirtualService CRD missing")
     )

@@ -174,8 +174,11 @@ class FakeRouter:
     """A `Router` with no backend: it holds the weight it was given.
 
     `setup_error` makes every call fail as a broken set-up would; `verifiable=False` makes it
-    answer as replica ratio does; `hand_edit(w)` changes the weight behind its back.
+    answer as replica ratio does (nothing written, nothing to read back); `hand_edit(w)`
+    changes the weight behind its back.
     """
+
+    UNVERIFIED = "the fake router is set up not to verify"
 
     def __init__(self, setup_error: RoutingSetupError | None = None, verifiable: bool = True) -> None:
         self.weight = 0
@@ -194,19 +197,19 @@ class FakeRouter:
     async def read(self) -> Applied:
         self._check()
         if not self.verifiable:
-            return Applied(None, unverified="the fake router cannot verify")
+            return Applied(None, self.UNVERIFIED)
         edited = None if self.weight == self.recorded else f"found {self.weight}%, set {self.recorded}%"
         return Applied(self.weight, hand_edit=edited)
 
     async def set_weight(self, weight: int) -> Applied:
         check_weight(weight)
         seen = await self.read()
-        if self.weight == weight and self.recorded == weight:
-            return Applied(weight if self.verifiable else None, unverified=seen.unverified)
+        if not self.verifiable or (self.weight, self.recorded) == (weight, weight):
+            return seen
         self.weight = self.recorded = weight
         self.writes.append(weight)
         hand_edit = f"{seen.hand_edit}; now {weight}%" if seen.hand_edit else None
-        return Applied(weight if self.verifiable else None, seen.unverified, hand_edit, wrote=True)
+        return Applied(weight, hand_edit=hand_edit, wrote=True)
 
     async def reset(self) -> Applied:
         return await self.set_weight(0)

@@ -127,7 +127,8 @@ class NginxRouter:
     async def _canary_ingress(self) -> Body:
         found = await self.client.get(self.canary_ref)
         if found is None or not self.release.owns(found):
-            raise RoutingSetupError(f"{FIELD}.ingress", f"{self.canary_ref} is missing; ensure makes it")
+            state = "does not exist" if found is None else "is not this Rollout's"
+            raise RoutingSetupError(f"{FIELD}.ingress", f"{self.canary_ref} {state}; ensure makes it first")
         return found
 
     def _paths(self, ingress: Body, names: tuple[str, ...]) -> list[tuple[int, int, dict[str, Any]]]:

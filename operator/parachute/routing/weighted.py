@@ -1,6 +1,6 @@
 """What the HTTPRoute and VirtualService routers share: a route object in which some rules
-send to the Service, and whose weighted destinations Parachute rewrites to its stable and
-canary copies.
+send to the Service, and whose weighted destinations Parachute rewrites to a stable and a
+canary destination.
 
 A backend module says how its rules are found, how a destination names a Service and
 carries a weight, and what the two destinations for a share look like. This module does
@@ -180,13 +180,10 @@ class WeightedRouteRouter(ABC):
                     self.split(rule, int(recorded))
                 ):
                     edits.append(f"{rule.label} holds {self._describe(rule)}")
-        hand_edit = (
-            f"{self.ref} was changed by someone else: "
-            + "; ".join(edits)
-            + f" (Parachute set canary {recorded}%)"
-            if edits
-            else None
-        )
+        hand_edit = None
+        if edits:
+            found = "; ".join(edits)
+            hand_edit = f"{self.ref} was changed by someone else: {found} (Parachute set canary {recorded}%)"
         values = set(shares.values())
         refusal = self.refused(route)
         if refusal:
