@@ -34,7 +34,7 @@ copy_or_fetch() {  # copy_or_fetch SRC_DIR REL_PATH URL DEST
   if [ -n "$1" ] && [ -f "$1/$2" ]; then cp "$1/$2" "$4.part"
   else curl -fsSL --connect-timeout 5 --max-time 300 -o "$4.part" "$3"
   fi
-  mv "$4.part" "$4"
+  chmod 644 "$4.part"; mv "$4.part" "$4"
 }
 
 gateway_ok() { for f in $GATEWAY_FILES; do [ -s "$GATEWAY_DIR/gateway.networking.k8s.io_$f.yaml" ] || return 1; done; }
