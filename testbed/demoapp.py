@@ -6,6 +6,9 @@ and exports what Parachute's built-in metric templates query:
     http_requests_total{code, version}
     http_request_duration_seconds_bucket{le, version}   (and _sum, _count)
 
+The status code's label may be named otherwise (`status`), as some apps name it. The same
+`Version` serves one pod's endpoint in the testbed's data plane (testbed/dataplane.py).
+
 How each version behaves (its error rate and latency) is set at run time, by a test or by
 `POST /behaviour` with `{"errorRate": 0.06, "latencyMs": 120}`. A version may also read a
 feature flag from a file (a mounted flag ConfigMap): while the flag is on, the version
@@ -80,23 +83,30 @@ def flag_value(text: str, name: str) -> bool:
 
 
 class Version:
-    """One version of the service: its behaviour, its metrics, its HTTP server."""
+    """One version of the service: its behaviour, its metrics, its HTTP server.
 
-    def __init__(self, name: str, port: int = 0, behaviour: Behaviour | None = None) -> None:
+    `name` is the value of the `version` label on its series; `code_label` names the
+    status code's label.
+    """
+
+    def __init__(
+        self, name: str, port: int = 0, behaviour: Behaviour | None = None, *, code_label: str = "code"
+    ) -> None:
         self.name = name
+        self.code_label = code_label
         self._behaviour = behaviour or Behaviour()
         self._flagged: Behaviour | None = None
         self._flag: FlagSource | None = None
         self._lock = threading.Lock()
         self._served = 0
         self.registry = CollectorRegistry()
-        self.requests = Counter("http_requests_total", "HTTP requests served.", ["code", "version"],
+        self.requests = Counter("http_requests_total", "HTTP requests served.", [code_label, "version"],
                                 registry=self.registry)  # fmt: skip
         self.duration = Histogram("http_request_duration_seconds", "Time to serve a request.", ["version"],
                                   buckets=LATENCY_BUCKETS, registry=self.registry)  # fmt: skip
         # Both codes exist from the start, so an error-rate query is 0, not an empty vector.
         for code in ("200", "500"):
-            self.requests.labels(code=code, version=name)
+            self.requests.labels(code, name)
         self.duration.labels(version=name)
         self.server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self.server.daemon_threads = True
@@ -114,8 +124,8 @@ class Version:
         with self._lock:
             self._behaviour = behaviour
 
-    def follow_flag(self, flag: FlagSource, when_on: Behaviour) -> None:
-        """While `flag` is on, behave as `when_on` (e.g. the new code path's error rate)."""
+    def follow_flag(self, flag: FlagSource | None, when_on: Behaviour | None = None) -> None:
+        """While `flag` is on, behave as `when_on` (e.g. the new code path's error rate); None: no flag."""
         with self._lock:
             self._flag, self._flagged = flag, when_on
 
@@ -140,7 +150,7 @@ class Version:
             self._served += 1
         failing = int((served + 1) * behaviour.error_rate) > int(served * behaviour.error_rate)
         code = 500 if failing else 200
-        self.requests.labels(code=str(code), version=self.name).inc()
+        self.requests.labels(str(code), self.name).inc()
         self.duration.labels(version=self.name).observe(latency)
         return code
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Obtains etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok for the
-# local control plane, into a per-user cache keyed by version. Official release downloads
-# are tried first; where they cannot be reached, the same versions are built from the Go
-# module proxy. A second run finds the cache and does nothing.
+# local control plane (and helm, and an upstream Prometheus for pod discovery), into a
+# per-user cache keyed by version. Official release downloads are tried first; where they
+# cannot be reached, the same versions are built from the Go module proxy. A second run
+# finds the cache and does nothing.
 #
 # Usage: cluster/install-binaries.sh          prints the cache directory on its last line
 set -euo pipefail
@@ -16,6 +17,7 @@ KUBE_DIR=$BIN/kubernetes-v$KUBE_VERSION
 ETCD_DIR=$BIN/etcd-v$ETCD_VERSION
 KWOK_DIR=$BIN/kwok-v$KWOK_VERSION
 HELM_DIR=$BIN/helm-v$HELM_VERSION
+PROMETHEUS_DIR=$BIN/prometheus-v$PROMETHEUS_VERSION
 ARCH=$(uname -m); case $ARCH in x86_64) ARCH=amd64 ;; aarch64) ARCH=arm64 ;; esac
 
 log() { printf '[install-binaries] %s\n' "$*" >&2; }
@@ -141,6 +143,34 @@ build_helm() {
     "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
 }
 
+# Debian's prometheus is built without Kubernetes service discovery; the testbed's
+# pod-discovery mode needs the upstream build (`kubernetes_sd_configs`). Built from source,
+# it serves the API without the web UI's assets, which no test reads.
+prometheus_ok() { [ -x "$PROMETHEUS_DIR/prometheus" ] && reports "$PROMETHEUS_DIR/prometheus" "version $PROMETHEUS_VERSION"; }
+
+download_prometheus() {
+  local tmp; tmp=$(mktemp -d)
+  fetch "https://github.com/prometheus/prometheus/releases/download/v$PROMETHEUS_VERSION/prometheus-$PROMETHEUS_VERSION.linux-$ARCH.tar.gz" "$tmp/p.tgz" || { rm -rf "$tmp"; return 1; }
+  tar -xzf "$tmp/p.tgz" -C "$tmp" --strip-components=1
+  mkdir -p "$PROMETHEUS_DIR"; mv "$tmp/prometheus" "$PROMETHEUS_DIR/"; rm -rf "$tmp"
+}
+
+# Prometheus 3's Go module is tagged v0.3MM.P for release 3.MM.P. Its go.mod has exclude
+# lines, which `go install pkg@version` refuses; they name versions nothing selects, so a
+# throwaway module builds the same binary.
+build_prometheus() {
+  go_env
+  local w minor V=github.com/prometheus/common/version
+  w=$(mktemp -d); minor=$(echo "$PROMETHEUS_VERSION" | cut -d. -f2)
+  ( cd "$w"
+    go mod init parachute-prometheus-build >/dev/null 2>&1
+    go get "github.com/prometheus/prometheus/cmd/prometheus@v0.3$(printf %02d "$minor").${PROMETHEUS_VERSION##*.}"
+    mkdir -p "$PROMETHEUS_DIR"
+    go build -trimpath -ldflags "-s -w -X $V.Version=$PROMETHEUS_VERSION" \
+      -o "$PROMETHEUS_DIR/prometheus" github.com/prometheus/prometheus/cmd/prometheus )
+  rm -rf "$w"
+}
+
 obtain() {  # obtain NAME: check, else download, else build
   local name=$1 start=$SECONDS
   if "${name}_ok"; then log "$name: cached"; return; fi
@@ -157,4 +187,5 @@ obtain etcd
 obtain kwok
 obtain kube
 obtain helm
+obtain prometheus
 echo "$BIN"

@@ -1,5 +1,6 @@
 """Install Parachute into a cluster the way a user would: the generated CRD (waiting until
-it is Established) and the operator's ServiceAccount, ClusterRole and binding."""
+it is Established) and the operator's ServiceAccount with its RBAC, cluster-wide (one
+ClusterRole) or namespaced (a Role in each watched namespace and a small ClusterRole)."""
 
 from __future__ import annotations
 
@@ -82,19 +83,29 @@ def service_account_kubeconfig(
     return path
 
 
-def install_operator_account(admin_kubeconfig: Path, kubeconfig_path: Path) -> Path:
-    """The operator's ServiceAccount bound to the shipped ClusterRole; returns its kubeconfig."""
+def install_operator_account(
+    admin_kubeconfig: Path,
+    kubeconfig_path: Path,
+    watch_namespaces: list[str] | None = None,
+    account: str = OPERATOR_ACCOUNT,
+) -> Path:
+    """The operator's ServiceAccount bound to the shipped rules; returns its kubeconfig.
+
+    With `watch_namespaces`, the namespaced install: its RBAC objects are named after the
+    account, so it sits beside the cluster-wide one.
+    """
     api_client = config.new_client_from_config(str(admin_kubeconfig))
-    for document in rbac.install_documents(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT):
+    name = "parachute" if watch_namespaces is None else account
+    for document in rbac.install_documents(OPERATOR_NAMESPACE, account, watch_namespaces, name=name):
         apply(api_client, document)
     core = client.CoreV1Api(api_client)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with contextlib.suppress(ApiException):
-            core.read_namespaced_service_account(OPERATOR_ACCOUNT, OPERATOR_NAMESPACE)
+            core.read_namespaced_service_account(account, OPERATOR_NAMESPACE)
             break
         time.sleep(0.2)
-    return service_account_kubeconfig(admin_kubeconfig, OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, kubeconfig_path)
+    return service_account_kubeconfig(admin_kubeconfig, OPERATOR_NAMESPACE, account, kubeconfig_path)
 
 
 def openfeature_crd() -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """A load generator for the demo application: real HTTP requests at a steady rate.
 
-Traffic is split between the stable and the canary version by a percentage that may
-change while it runs (a test passes the Rollout's current weight), the way a Service or
-a route would split it. Requests are sent from a small thread pool so that a slow
-version does not slow the rate. It stops by itself after `duration` seconds at most.
+Where each request goes is a picker's answer, asked per request. The testbed's data plane
+(testbed/dataplane.py) has pickers that follow the cluster: a Service's ready endpoints, or an
+HTTPRoute's weights. Without a picker, traffic is split between two URLs (the demo app's stable
+and canary versions) by a percentage that may change while it runs. Requests are sent from a
+small thread pool so that a slow endpoint does not slow the rate. It stops by itself after
+`duration` seconds at most.
 """
 
 from __future__ import annotations
@@ -18,20 +20,31 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 
+def split(stable_url: str, canary_url: str, canary_percent: Callable[[], float]) -> Callable[[], str]:
+    """A picker that sends `canary_percent()` % of requests to `canary_url`, the rest to `stable_url`."""
+    return lambda: canary_url if random.uniform(0, 100) < canary_percent() else stable_url
+
+
 class LoadGenerator:
     def __init__(
         self,
-        stable_url: str,
-        canary_url: str,
+        stable_url: str | None = None,
+        canary_url: str | None = None,
         rate: float = 40.0,
         canary_percent: Callable[[], float] = lambda: 50.0,
         duration: float = 1800.0,
+        *,
+        picker: Callable[[], str | None] | None = None,
     ) -> None:
-        self.stable_url, self.canary_url = stable_url, canary_url
+        if picker is None:
+            if stable_url is None or canary_url is None:
+                raise ValueError("a load generator needs a picker, or a stable and a canary URL")
+            picker = split(stable_url, canary_url, canary_percent)
+        self.picker = picker
         self.rate = rate
-        self.canary_percent = canary_percent
         self.duration = duration
         self.sent = 0
+        self.unrouted = 0  # requests the picker had nowhere to send (they fail, as at a proxy)
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="loadgen")
         self._thread = threading.Thread(target=self._run, name="loadgen", daemon=True)
@@ -50,9 +63,15 @@ class LoadGenerator:
         deadline = time.monotonic() + self.duration
         next_at = time.monotonic()
         while not self._stop.is_set() and time.monotonic() < deadline:
-            url = self.canary_url if random.uniform(0, 100) < self.canary_percent() else self.stable_url
-            self._pool.submit(_get, url)
-            self.sent += 1
+            try:
+                url = self.picker()
+            except Exception:  # a picker reading the cluster mid-blip: this request goes nowhere
+                url = None
+            if url is None:
+                self.unrouted += 1
+            else:
+                self._pool.submit(_get, url)
+                self.sent += 1
             next_at += period
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 

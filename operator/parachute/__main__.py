@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
+
+# Loggers of the HTTP clients that would print what they send and receive at DEBUG:
+# whole Secret bodies from the Kubernetes client, request lines from urllib3. They stay at
+# WARNING whatever `--verbose` does to the root logger.
+QUIET_LOGGERS = ("kubernetes", "urllib3", "requests")
+
+
+def quiet_http_clients() -> None:
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run the operator (the default)")
     for p in (parser, run):
-        p.add_argument("--namespace", "-n", action="append", default=[], help="watch only these namespaces")
+        p.add_argument("--namespace", "-n", action="append", default=[],
+                       help="watch only these namespaces (exact names)")  # fmt: skip
         p.add_argument("--verbose", "-v", action="store_true")
         p.add_argument(
             "--liveness", default=None, help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz"
@@ -34,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
 
         sys.stdout.write(dump(all_crds()))
         return 0
+
+    if any(set(ns) & set("*?[]!,") for ns in args.namespace):
+        parser.error("--namespace takes exact names, not patterns")
 
     import os
 
@@ -53,12 +68,18 @@ def main(argv: list[str] | None = None) -> int:
         serve(metrics_port)
 
     kopf.configure(verbose=args.verbose, log_prefix=True)
+    quiet_http_clients()
+    settings = kopf.OperatorSettings()
+    # With exact namespace names kopf needs to observe neither namespaces nor CRDs, so the
+    # namespaced install grants neither (`parachute.rbac`); CRDs are found at start-up.
+    settings.scanning.disabled = bool(args.namespace)
     asyncio.run(
         kopf.operator(
             standalone=True,
             clusterwide=not args.namespace,
             namespaces=args.namespace,
             liveness_endpoint=args.liveness,
+            settings=settings,
         )
     )
     return 0

@@ -16,9 +16,18 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from functools import cache
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 GROUP = "parachute.dev"
@@ -94,6 +103,28 @@ def crd_extras(*rules: dict[str, str], **extra: Any) -> dict[str, Any]:
     return out
 
 
+# A field the API declares but no code acts on yet. `parachute.crd` turns the marker into a
+# CEL rule on the parent object that refuses the field with a message naming it, strips the
+# marker from the emitted schema, and the reference shows the field as refused. The models
+# refuse it too, for objects the API server never checked against the current CRD (stored
+# before an upgrade, or a CRD that `helm upgrade` left as it was): they are marked Invalid.
+NOT_SUPPORTED = "x-parachute-not-supported"
+
+
+def not_supported(why: str) -> dict[str, Any]:
+    """`json_schema_extra` of a field refused until the code that acts on it exists; `why` says what is missing."""
+    return {NOT_SUPPORTED: why}
+
+
+@cache
+def _not_supported_fields(model: type[BaseModel]) -> frozenset[str]:
+    return frozenset(
+        name
+        for name, info in model.model_fields.items()
+        if isinstance(info.json_schema_extra, dict) and NOT_SUPPORTED in info.json_schema_extra
+    )
+
+
 class Model(BaseModel):
     """Base for every API object: camelCase on the wire, unknown fields ignored.
 
@@ -102,6 +133,18 @@ class Model(BaseModel):
     """
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    @model_validator(mode="after")
+    def _refuse_not_supported(self) -> Self:
+        model = type(self)
+        refused = [
+            model.model_fields[name].alias or name
+            for name in sorted(_not_supported_fields(model) & self.model_fields_set)
+            if getattr(self, name) is not None
+        ]
+        if refused:
+            raise ValueError("; ".join(f"{field} is not supported yet" for field in refused))
+        return self
 
 
 # ---------------------------------------------------------------------------- references
@@ -142,9 +185,14 @@ class Risk(StrEnum):
 
 
 class Strategy(StrEnum):
+    """How the new version is exposed. Only canary is acted on; the others are refused."""
+
     canary = "canary"
     blue_green = "blueGreen"
     phased = "phased"
+
+
+SUPPORTED_STRATEGIES = (Strategy.canary,)
 
 
 class Step(Model):
@@ -177,7 +225,9 @@ class Step(Model):
         "Unset: ON once the weight is above zero.",
     )
     audience: Annotated[str, StringConstraints(max_length=63)] | None = Field(
-        None, description="Phased strategy: the audience (from spec.phased.audiences) this stage opens to."
+        None,
+        description="Phased strategy: the audience (from spec.phased.audiences) this stage opens to.",
+        json_schema_extra=not_supported("no router opens a stage to an audience yet"),
     )
 
 
@@ -239,31 +289,29 @@ class NginxRouting(Model):
     service: Name = Field(description="The Service the Ingress sends to.")
 
 
-class SMIRouting(Model):
-    """SMI TrafficSplit (split.smi-spec.io/v1alpha2, integer weights)."""
-
-    traffic_split: Name | None = Field(None, description="Name of the TrafficSplit; default: the Rollout's.")
-    root_service: Name = Field(description="The apex Service clients call.")
+_NO_ROUTER_YET = "the operator drives no router yet; weights are replica ratios"
 
 
 class TrafficRouting(Model):
-    """How a weight becomes traffic. Exactly one backend; replica ratio when none is given."""
+    """How a weight becomes traffic: the ratio of canary to stable ready pods behind one Service."""
 
     model_config = ConfigDict(
         json_schema_extra=crd_extras(
+            # Kept while the backends are refused: it bites as soon as one of them is accepted.
             cel(
-                "[has(self.replicas), has(self.gatewayAPI), has(self.istio), has(self.nginx), has(self.smi)]"
+                "[has(self.replicas), has(self.gatewayAPI), has(self.istio), has(self.nginx)]"
                 ".filter(x, x).size() <= 1",
-                "set at most one of replicas, gatewayAPI, istio, nginx, smi",
+                "set at most one of replicas, gatewayAPI, istio, nginx",
             )
         )
     )
 
     replicas: ReplicaRouting | None = None
-    gateway_api: GatewayAPIRouting | None = Field(None, alias="gatewayAPI")
-    istio: IstioRouting | None = None
-    nginx: NginxRouting | None = None
-    smi: SMIRouting | None = None
+    gateway_api: GatewayAPIRouting | None = Field(
+        None, alias="gatewayAPI", json_schema_extra=not_supported(_NO_ROUTER_YET)
+    )
+    istio: IstioRouting | None = Field(None, json_schema_extra=not_supported(_NO_ROUTER_YET))
+    nginx: NginxRouting | None = Field(None, json_schema_extra=not_supported(_NO_ROUTER_YET))
 
 
 class BlueGreen(Model):
@@ -688,18 +736,37 @@ class Notification(Model):
 # ---------------------------------------------------------------------------- spec
 
 
+_STRATEGY_REFUSED = "blueGreen and phased are not supported yet; use canary"
+
+
 class RolloutSpec(Model):
     model_config = ConfigDict(
         json_schema_extra=crd_extras(
+            # The other values stay in the enum, so accepting one is lifting this rule.
             cel(
-                "!has(self.strategy) || self.strategy != 'blueGreen' || has(self.blueGreen)",
-                "strategy blueGreen needs spec.blueGreen",
-                ".blueGreen",
+                "!has(self.strategy) || self.strategy in ["
+                + ", ".join(f"'{s.value}'" for s in SUPPORTED_STRATEGIES)
+                + "]",
+                f"spec.strategy: {_STRATEGY_REFUSED}",
+                ".strategy",
+            ),
+            # Equal weights are fine: 100, 100 is the flag-gated plan (flags off, then on).
+            cel(
+                "!has(self.steps) || self.steps.map(s, s.weight).isSorted()",
+                "spec.steps: weights must not decrease (e.g. 10, 50, 100)",
+                ".steps",
             ),
             cel(
-                "!has(self.strategy) || self.strategy != 'phased' || has(self.phased)",
-                "strategy phased needs spec.phased",
-                ".phased",
+                "!has(self.steps) || !has(self.waits)",
+                "spec.waits overrides the risk plan's waits and is ignored with spec.steps: "
+                "give each step its own minWait and maxWait",
+                ".waits",
+            ),
+            cel(
+                "!has(self.steps) || !has(self.watchAfterRelease)",
+                "spec.watchAfterRelease sets the risk plan's closing wait and is ignored with spec.steps: "
+                "give the last step its own minWait and maxWait",
+                ".watchAfterRelease",
             ),
         )
     )
@@ -710,7 +777,9 @@ class RolloutSpec(Model):
         description="zero, low, medium or high: picks the stage plan. Default: from the change "
         "annotation a pipeline sets, else medium.",
     )
-    strategy: Strategy = Field(Strategy.canary, description="canary, blueGreen or phased.")
+    strategy: Strategy = Field(
+        Strategy.canary, description="canary: the new version takes a share of the traffic per stage."
+    )
     steps: list[Step] | None = Field(
         None, min_length=1, max_length=50, description="Explicit stages, replacing the risk plan's."
     )
@@ -723,8 +792,12 @@ class RolloutSpec(Model):
         "10m", description="How long the new version may take to become ready."
     )
     traffic_routing: TrafficRouting | None = None
-    blue_green: BlueGreen | None = None
-    phased: Phased | None = None
+    blue_green: BlueGreen | None = Field(
+        None, json_schema_extra=not_supported("the operator runs no second copy and switches no Service yet")
+    )
+    phased: Phased | None = Field(
+        None, json_schema_extra=not_supported("no router opens a stage to an audience yet")
+    )
     analysis: Analysis | None = None
     feature_flags: FeatureFlags | None = None
     config_refs: list[ConfigRef] | None = Field(None, max_length=20)
@@ -737,6 +810,14 @@ class RolloutSpec(Model):
     hotfix: bool = Field(False, description="A security hotfix: ignores windows (and says so in an Event).")
     paused: bool = Field(False, description="Hold the release where it is. Rollbacks still happen.")
     notifications: list[Notification] | None = Field(None, max_length=16)
+
+    @field_validator("strategy")
+    @classmethod
+    def _refuse_strategies_not_supported(cls, strategy: Strategy) -> Strategy:
+        # The CEL rule above, for objects the API server did not check (see NOT_SUPPORTED).
+        if strategy not in SUPPORTED_STRATEGIES:
+            raise ValueError(_STRATEGY_REFUSED)
+        return strategy
 
 
 # ---------------------------------------------------------------------------- status

@@ -9,6 +9,10 @@ committed YAML drifts from the models.
 Defaults stay in the models and are not written to the schema: server-side defaulting
 would add fields the user never wrote, which GitOps tools then report as drift. The
 default is appended to the field's description instead, so `kubectl explain` shows it.
+
+A field marked not supported yet in the models (`api.not_supported`) is refused by a CEL
+rule on its parent object, with a message naming the field; the marker itself never
+reaches the emitted schema, and the reference lists the field as refused.
 """
 
 from __future__ import annotations
@@ -30,11 +34,50 @@ _KEPT = {
 }  # fmt: skip
 
 
-def structural(schema: dict[str, Any]) -> dict[str, Any]:
-    """Inline `$ref`s and rewrite a pydantic JSON schema into a structural OpenAPI v3 schema."""
-    defs = schema.get("$defs", {})
-    result: dict[str, Any] = _ordered(_convert({k: v for k, v in schema.items() if k != "$defs"}, defs))
+NOT_SUPPORTED_TEXT = "Not supported yet: refused by the API server."
+
+
+def structural(schema: dict[str, Any], root: str = "spec") -> dict[str, Any]:
+    """Inline `$ref`s and rewrite a pydantic JSON schema into a structural OpenAPI v3 schema.
+
+    `root` is the schema's path in the resource, for the messages that name refused fields.
+    """
+    result: dict[str, Any] = _ordered(_refuse_not_supported(_marked(schema), root))
     return result
+
+
+def _marked(schema: dict[str, Any]) -> dict[str, Any]:
+    """The structural schema with the not-supported markers still on their fields (for the reference)."""
+    defs = schema.get("$defs", {})
+    return _convert({k: v for k, v in schema.items() if k != "$defs"}, defs)
+
+
+def _refuse_not_supported(node: dict[str, Any], path: str) -> dict[str, Any]:
+    """A copy in which each marked field is refused by a CEL rule on its parent, its marker gone.
+
+    The field's own schema stays, so accepting it later is removing the marker, and
+    `kubectl explain` says that it is refused.
+    """
+    out = dict(node)
+    if "properties" in out:
+        properties = {}
+        rules = list(out.get("x-kubernetes-validations", []))
+        for name, marked in out["properties"].items():
+            child, child_path = marked, f"{path}.{name}"
+            if api.NOT_SUPPORTED in marked:
+                child = {k: v for k, v in marked.items() if k != api.NOT_SUPPORTED}
+                child["description"] = NOT_SUPPORTED_TEXT
+                refusal = api.cel(f"!has(self.{name})", f"{child_path} is not supported yet", f".{name}")
+                rules.append(dict(sorted(refusal.items())))  # in the order pydantic writes the others
+            properties[name] = _refuse_not_supported(child, child_path)
+        out["properties"] = properties
+        if rules:
+            out["x-kubernetes-validations"] = rules
+    if isinstance(out.get("items"), dict):
+        out["items"] = _refuse_not_supported(out["items"], f"{path}[]")
+    if isinstance(out.get("additionalProperties"), dict):
+        out["additionalProperties"] = _refuse_not_supported(out["additionalProperties"], f"{path}{{}}")
+    return out
 
 
 def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -68,7 +111,9 @@ def _described_default(node: dict[str, Any], description: str) -> str:
 
 def _convert(raw: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     node, nullable = _unwrap_optional(_resolve(raw, defs), defs)
-    out = {k: v for k, v in node.items() if k in _KEPT or k.startswith("x-kubernetes-")}
+    out = {
+        k: v for k, v in node.items() if k in _KEPT or k.startswith("x-kubernetes-") or k == api.NOT_SUPPORTED
+    }
     if "const" in node:
         out["enum"] = [node["const"]]
     if "enum" in out:
@@ -134,8 +179,8 @@ def _envelope(spec: dict[str, Any], status: dict[str, Any] | None, description: 
 def rollout_schema() -> dict[str, Any]:
     """The openAPIV3Schema of the Rollout: spec and status from the models, the envelope by hand."""
     return _envelope(
-        structural(api.RolloutSpec.model_json_schema(by_alias=True)),
-        structural(api.RolloutStatus.model_json_schema(by_alias=True)),
+        structural(api.RolloutSpec.model_json_schema(by_alias=True), "spec"),
+        structural(api.RolloutStatus.model_json_schema(by_alias=True), "status"),
         (api.Rollout.__doc__ or "").strip(),
     )
 
@@ -214,7 +259,7 @@ def _type_of(node: dict[str, Any]) -> str:
     return kind
 
 
-def _constraints(node: dict[str, Any]) -> str:
+def _constraints(node: dict[str, Any], rules: list[str]) -> str:
     parts = []
     if "enum" in node:
         parts.append("one of " + ", ".join(f"`{v}`" for v in node["enum"]))
@@ -222,9 +267,7 @@ def _constraints(node: dict[str, Any]) -> str:
         parts.append(f"{node.get('minimum', '')}..{node.get('maximum', '')}")
     if "maxItems" in node:
         parts.append(f"at most {node['maxItems']} items")
-    for rule in node.get("x-kubernetes-validations", []):
-        parts.append(rule["message"])
-    return "; ".join(parts)
+    return "; ".join(parts + rules)
 
 
 def reference_markdown() -> str:
@@ -236,27 +279,46 @@ def reference_markdown() -> str:
         f"`apiVersion: {api.API_VERSION}`, `kind: {api.KIND}`. Durations are Go-style (`30s`, `5m`, `1h30m`).",
         "",
     ]
-    schema = rollout_schema()["properties"]
-    for section in ("spec", "status"):
+    sections = {
+        "spec": _marked(api.RolloutSpec.model_json_schema(by_alias=True)),
+        "status": _marked(api.RolloutStatus.model_json_schema(by_alias=True)),
+    }
+    for section, schema in sections.items():
         lines += [f"## {section}", "", "| field | type | required | description |", "|---|---|---|---|"]
-        lines += _reference_rows(schema[section], section, required=True, top=True)
+        lines += _reference_rows(schema, section, required=True, top=True)
         lines.append("")
     return "\n".join(lines)
 
 
-def _reference_rows(node: dict[str, Any], path: str, *, required: bool, top: bool = False) -> list[str]:
+def _reference_rows(
+    node: dict[str, Any], path: str, *, required: bool, top: bool = False, rules: tuple[str, ...] = ()
+) -> list[str]:
+    """Rows of `node` and everything under it; `rules` are its parent's rules about it."""
+    if api.NOT_SUPPORTED in node:
+        # Refused, with everything under it: nothing here to document as working.
+        return [f"| `{path}` | {_type_of(node)} |  | {NOT_SUPPORTED_TEXT} |"]
+    is_list = node.get("type") == "array"
+    child = node.get("items", {}) if is_list else node
+    properties = child.get("properties", {})
+    validations = child.get("x-kubernetes-validations", [])
+    # A rule that names one field (its fieldPath) is shown on that field's row.
+    about = {
+        name: tuple(r["message"] for r in validations if r.get("fieldPath") == f".{name}")
+        for name in properties
+    }
+    own = [r["message"] for r in validations if r.get("fieldPath", "").removeprefix(".") not in properties]
     rows = []
     if not top:
         text = " ".join(node.get("description", "").split())
-        extra = _constraints(node)
+        extra = _constraints(node, [*rules, *own])
         text = f"{text} ({extra})" if extra and text else text or extra
         cell = text.replace("|", "\\|")
         rows.append(f"| `{path}` | {_type_of(node)} | {'yes' if required else ''} | {cell} |")
-    is_list = node.get("type") == "array"
-    child = node.get("items", {}) if is_list else node
-    for name, sub_node in child.get("properties", {}).items():
+    for name, sub_node in properties.items():
         sub_path = f"{path}{'[]' if is_list else ''}.{name}"
-        rows += _reference_rows(sub_node, sub_path, required=name in child.get("required", []))
+        rows += _reference_rows(
+            sub_node, sub_path, required=name in child.get("required", []), rules=about[name]
+        )
     return rows
 
 
@@ -271,8 +333,11 @@ def dump(document: dict[str, Any] | list[dict[str, Any]]) -> str:
 
 def generated_files() -> dict[str, str]:
     """Every file generated from the models, by path relative to the repository root."""
-    # One YAML list, pasted under `rules:` by the chart's template.
-    rules = GENERATED_HEADER + yaml.safe_dump(rbac.cluster_role_rules_document(), sort_keys=False)
+
+    def rules(document: list[dict[str, Any]]) -> str:
+        """One YAML list, pasted under `rules:` by the chart's template."""
+        return GENERATED_HEADER + yaml.safe_dump(document, sort_keys=False)
+
     files = {}
     for document in all_crds():
         text = dump(document)
@@ -281,7 +346,11 @@ def generated_files() -> dict[str, str]:
     return {
         **files,
         "manifests/crds.yaml": dump(all_crds()),
-        "helm/parachute/files/clusterrole-rules.yaml": rules,
+        "helm/parachute/files/clusterrole-rules.yaml": rules(rbac.cluster_role_rules_document()),
+        "helm/parachute/files/role-rules.yaml": rules(rbac.namespaced_role_rules_document()),
+        "helm/parachute/files/namespaced-clusterrole-rules.yaml": rules(
+            rbac.namespaced_cluster_role_rules_document()
+        ),
         "manifests/operator.yaml": dump(install.documents()),
         "manifests/policy-playbook.yaml": dump(install.playbook_policy()),
         "helm/parachute/files/playbook-window.yaml": GENERATED_HEADER

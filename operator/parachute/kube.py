@@ -2,6 +2,8 @@
 
 The synchronous `kubernetes` client is called from worker threads (`asyncio.to_thread`)
 so that a slow API server never blocks kopf's event loop. Objects travel as plain dicts.
+Each function declares the calls it makes (`@calls`): the shipped RBAC rules grant exactly
+these plus what kopf needs (`parachute.rbac`), which a unit test holds to.
 """
 
 from __future__ import annotations
@@ -11,15 +13,32 @@ import base64
 import functools
 import os
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from parachute import api
+from parachute import api, rbac
 
 COMPONENT = "parachute"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# What each function below asks of the API server, by function name.
+CALLS: dict[str, frozenset[rbac.Call]] = {}
+
+
+def calls(*made: tuple[str, str, str]) -> Callable[[F], F]:
+    """Declare the API calls a function makes, each as (apiGroup, resource, verb)."""
+
+    def declare(function: F) -> F:
+        CALLS[function.__name__] = frozenset(rbac.Call(*call) for call in made)
+        return function
+
+    return declare
 
 
 class ConflictError(Exception):
@@ -60,16 +79,19 @@ async def _read(call: Any, namespace: str, name: str) -> dict[str, Any] | None:
     return None if found is None else _plain(found)
 
 
+@calls(("apps", "deployments", "get"))
 async def read_deployment(namespace: str, name: str) -> dict[str, Any] | None:
     """The Deployment as a plain dict, or None when it does not exist."""
     return await _read(client.AppsV1Api(api_client()).read_namespaced_deployment, namespace, name)
 
 
+@calls(("apps", "deployments", "create"))
 async def create_deployment(namespace: str, body: dict[str, Any]) -> None:
     apps = client.AppsV1Api(api_client())
     await asyncio.to_thread(apps.create_namespaced_deployment, namespace, body)  # type: ignore[arg-type]  # dicts are accepted
 
 
+@calls(("apps", "deployments", "patch"))
 async def patch_deployment(namespace: str, name: str, patch: dict[str, Any]) -> None:
     """A merge patch (strategic for Deployments: lists of containers merge by name)."""
     apps = client.AppsV1Api(api_client())
@@ -86,6 +108,7 @@ async def _guarded(what: str, call: Any, *args: Any) -> None:
         raise
 
 
+@calls(("apps", "deployments", "update"))
 async def replace_deployment(namespace: str, name: str, body: dict[str, Any]) -> None:
     """A full replace, guarded by the resourceVersion in `body`."""
     apps = client.AppsV1Api(api_client())
@@ -94,15 +117,26 @@ async def replace_deployment(namespace: str, name: str, body: dict[str, Any]) ->
     )
 
 
-async def read_secret_key(namespace: str, name: str, key: str) -> str | None:
+@dataclass(frozen=True)
+class SecretValue:
+    """One key of a Secret, and the Secret's resourceVersion (a new one: the value may have changed)."""
+
+    value: str = field(repr=False)  # never printed, not even in a traceback's repr
+    version: str
+
+
+@calls(("", "secrets", "get"))
+async def read_secret_key(namespace: str, name: str, key: str) -> SecretValue | None:
     """One key of a Secret, decoded; None when the Secret or the key is missing."""
     core = client.CoreV1Api(api_client())
     secret = await asyncio.to_thread(_absent_on_404, core.read_namespaced_secret, name, namespace)
     if secret is None or not secret.data or key not in secret.data:
         return None
-    return base64.b64decode(secret.data[key]).decode()
+    version = (secret.metadata and secret.metadata.resource_version) or ""
+    return SecretValue(base64.b64decode(secret.data[key]).decode(), version)
 
 
+@calls((api.GROUP, "metrictemplates", "list"), (api.GROUP, "clustermetrictemplates", "list"))
 async def list_metric_templates(namespace: str) -> dict[str, dict[str, Any]]:
     """MetricTemplates of the namespace and ClusterMetricTemplates, by kind/name."""
     custom = client.CustomObjectsApi(api_client())
@@ -120,6 +154,7 @@ async def list_metric_templates(namespace: str) -> dict[str, dict[str, Any]]:
     return found
 
 
+@calls((api.GROUP, "releasepolicies", "get"))
 async def read_release_policy(name: str) -> dict[str, Any] | None:
     custom = client.CustomObjectsApi(api_client())
     found = await asyncio.to_thread(
@@ -128,6 +163,7 @@ async def read_release_policy(name: str) -> dict[str, Any] | None:
     return cast(dict[str, Any] | None, found)
 
 
+@calls((api.GROUP, api.PLURAL, "get"))
 async def read_rollout(namespace: str, name: str) -> dict[str, Any] | None:
     custom = client.CustomObjectsApi(api_client())
     found = await asyncio.to_thread(
@@ -158,6 +194,7 @@ def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
+@calls((api.GROUP, f"{api.PLURAL}/status", "patch"))
 async def patch_rollout_status(
     namespace: str, name: str, old: dict[str, Any], new: dict[str, Any], resource_version: str
 ) -> None:
@@ -172,6 +209,7 @@ async def patch_rollout_status(
                    api.GROUP, api.VERSION, namespace, api.PLURAL, name, body)  # fmt: skip
 
 
+@calls(("", "events", "create"))
 async def post_event(rollout: dict[str, Any], type_: str, reason: str, message: str) -> None:
     """A core/v1 Event about the Rollout, as `kubectl describe pr` shows them."""
     meta = rollout["metadata"]
@@ -196,10 +234,12 @@ async def post_event(rollout: dict[str, Any], type_: str, reason: str, message: 
         raise
 
 
+@calls(("", "configmaps", "get"))
 async def read_config_map(namespace: str, name: str) -> dict[str, Any] | None:
     return await _read(client.CoreV1Api(api_client()).read_namespaced_config_map, namespace, name)
 
 
+@calls(("", "configmaps", "create"))
 async def create_config_map(namespace: str, body: dict[str, Any]) -> bool:
     """Create it; False when one of that name exists already."""
     core = client.CoreV1Api(api_client())
@@ -212,11 +252,13 @@ async def create_config_map(namespace: str, body: dict[str, Any]) -> bool:
     return True
 
 
+@calls(("", "configmaps", "patch"))
 async def patch_config_map(namespace: str, name: str, patch: dict[str, Any]) -> None:
     core = client.CoreV1Api(api_client())
     await asyncio.to_thread(core.patch_namespaced_config_map, name, namespace, patch)
 
 
+@calls(("", "configmaps", "update"))
 async def replace_config_map(namespace: str, name: str, body: dict[str, Any]) -> None:
     """A full replace, guarded by the resourceVersion in `body`: exact bytes, no merging."""
     core = client.CoreV1Api(api_client())
@@ -226,6 +268,7 @@ async def replace_config_map(namespace: str, name: str, body: dict[str, Any]) ->
 OPENFEATURE = ("core.openfeature.dev", "v1beta1", "featureflags")
 
 
+@calls(("core.openfeature.dev", "featureflags", "get"))
 async def read_feature_flag(namespace: str, name: str) -> dict[str, Any] | None:
     """The OpenFeature FeatureFlag, or None when it (or its CRD) does not exist."""
     custom = client.CustomObjectsApi(api_client())
@@ -236,6 +279,7 @@ async def read_feature_flag(namespace: str, name: str) -> dict[str, Any] | None:
     return cast(dict[str, Any] | None, found)
 
 
+@calls(("core.openfeature.dev", "featureflags", "update"))
 async def replace_feature_flag(namespace: str, name: str, body: dict[str, Any]) -> None:
     custom = client.CustomObjectsApi(api_client())
     group, version, plural = OPENFEATURE
@@ -243,6 +287,7 @@ async def replace_feature_flag(namespace: str, name: str, body: dict[str, Any]) 
                    group, version, namespace, plural, name, body)  # fmt: skip
 
 
+@calls(("apps", "replicasets", "list"))
 async def list_replica_sets(namespace: str, selector: str) -> list[dict[str, Any]]:
     apps = client.AppsV1Api(api_client())
     found = await asyncio.to_thread(apps.list_namespaced_replica_set, namespace, label_selector=selector)
@@ -276,6 +321,8 @@ def _read_object(api_version: str, kind: str, namespace: str, name: str) -> dict
     return cast(dict[str, Any], found.to_dict())
 
 
+# The kinds are the user's (condition gates): granted per install with `rbac.extraReadRules`.
+@calls()
 async def read_object(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
     """Any object by apiVersion and kind (discovered), or None when it does not exist."""
     return await asyncio.to_thread(_read_object, api_version, kind, namespace, name)

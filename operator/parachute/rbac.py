@@ -1,16 +1,38 @@
 """What the operator may do in the cluster: the one list of RBAC rules, each with its reason.
 
-The plain manifests and the Helm chart are generated from this list (`make crds`), and an
-integration test runs the operator under a ServiceAccount bound to exactly these rules,
-so a missing permission fails a test rather than a user's release.
+The plain manifests and the Helm chart are generated from this list (`make crds`). A unit
+test checks it against the calls the code declares (`parachute.kube`) plus what kopf itself
+needs (`KOPF_USES`): nothing granted that is unused, nothing used that is not granted. The
+integration tests run the operator under exactly these rules, so a missing permission fails
+a test rather than a user's release.
+
+Two ways to install:
+
+- cluster-wide (the default): one ClusterRole. The operator serves Rollouts in every
+  namespace, so it can read any Secret *by name* in any namespace (it cannot list them),
+  and read and change any Deployment and ConfigMap.
+- namespaced: a Role with the namespaced rules in each watched namespace, and a small
+  ClusterRole for the cluster-scoped kinds it reads (ClusterMetricTemplates, ReleasePolicies).
+  The operator runs with `--namespace` and reads nothing outside those namespaces.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from parachute import api
+
+RBAC_API = "rbac.authorization.k8s.io"
+LABELS = {"app.kubernetes.io/name": "parachute"}
+
+
+class Call(NamedTuple):
+    """One kind of request to the API server: (apiGroup, resource, verb)."""
+
+    group: str
+    resource: str
+    verb: str
 
 
 @dataclass(frozen=True)
@@ -19,60 +41,151 @@ class Rule:
     resources: tuple[str, ...]
     verbs: tuple[str, ...]
     why: str
+    # The resources have no namespace: a Role cannot grant them, a ClusterRole must.
+    cluster_scoped: bool = False
+    # Needed only when the operator watches every namespace (kopf's CRD watch).
+    all_namespaces_only: bool = False
 
     def as_k8s(self) -> dict[str, Any]:
         return {"apiGroups": list(self.groups), "resources": list(self.resources), "verbs": list(self.verbs)}
 
+    def calls(self) -> frozenset[Call]:
+        return frozenset(Call(g, r, v) for g in self.groups for r in self.resources for v in self.verbs)
+
 
 RULES: tuple[Rule, ...] = (
     Rule((api.GROUP,), ("rollouts",), ("get", "list", "watch", "patch"),
-         "watch Rollouts; kopf keeps its bookkeeping in their annotations"),
-    Rule((api.GROUP,), ("rollouts/status",), ("get", "patch", "update"), "status is where a release's state lives"),
-    Rule((api.GROUP,), ("metrictemplates", "clustermetrictemplates", "releasepolicies"), ("get", "list", "watch"),
-         "metric templates and release policies Rollouts reference"),
-    Rule(("",), ("events",), ("create", "patch"), "Events at every transition"),
-    Rule(("events.k8s.io",), ("events",), ("create", "patch"), "Events at every transition"),
-    Rule(("apps",), ("deployments",), ("get", "list", "watch", "create", "patch", "update", "delete"),
-         "pause the target; run the canary Deployment it owns (deletes only what it owns)"),
-    Rule(("apps",), ("replicasets",), ("get", "list", "watch"), "find the stable revision's pod template"),
-    Rule(("",), ("services",), ("get", "list", "watch", "create", "patch", "delete"),
-         "the -stable and -canary Services it owns"),
+         "kopf watches Rollouts and keeps its bookkeeping in their annotations; a reconcile reads one afresh"),
+    Rule((api.GROUP,), ("rollouts/status",), ("patch",),
+         "status is where a release's state lives (written with a resourceVersion precondition)"),
+    Rule((api.GROUP,), ("metrictemplates",), ("list",), "the MetricTemplates a Rollout's metrics name"),
+    Rule((api.GROUP,), ("clustermetrictemplates",), ("list",), "the ClusterMetricTemplates a Rollout's metrics name",
+         cluster_scoped=True),
+    Rule((api.GROUP,), ("releasepolicies",), ("get",), "the ReleasePolicy a Rollout names, or the default one",
+         cluster_scoped=True),
+    Rule(("",), ("events",), ("create",), "Events at every transition (kopf's too, on a handler error)"),
+    Rule(("apps",), ("deployments",), ("get", "list", "watch", "create", "patch", "update"),
+         "watch targets and canaries; pause the target, run the canary it owns, put a template back "
+         "(never deletes: the canary goes with its Rollout, by owner reference)"),
+    Rule(("apps",), ("replicasets",), ("list",), "find the stable revision's pod template"),
     Rule(("",), ("configmaps",), ("get", "list", "watch", "create", "patch", "update"),
-         "flip flags, snapshot and restore tracked configuration"),
+         "watch tracked configuration; flip flags, snapshot and restore it (never deletes)"),
     Rule(("core.openfeature.dev",), ("featureflags",), ("get", "update"),
          "switch a release's OpenFeature flags off (rollback level 1)"),
-    Rule(("",), ("secrets",), ("get",), "Prometheus credentials and webhook URLs named in a Rollout"),
-    Rule(("",), ("namespaces",), ("list", "watch"), "kopf follows namespaces when running cluster-wide"),
+    Rule(("",), ("secrets",), ("get",),
+         "Prometheus credentials and webhook URLs a Rollout names, read by name (never listed)"),
     Rule(("apiextensions.k8s.io",), ("customresourcedefinitions",), ("list", "watch"),
-         "kopf discovers the resources it serves"),
+         "kopf notices CRDs created or changed while it runs", cluster_scoped=True, all_namespaces_only=True),
 )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Uses:
+    """Calls kopf makes by itself, for the handlers in `parachute.handlers` and its own upkeep."""
+
+    group: str
+    resource: str
+    verbs: tuple[str, ...]
+    why: str
+    all_namespaces_only: bool = False
+
+    def calls(self) -> frozenset[Call]:
+        return frozenset(Call(self.group, self.resource, verb) for verb in self.verbs)
+
+
+# kopf reads the API's discovery documents (/api, /apis), which every authenticated user
+# may read, and with `--namespace` it observes no namespaces and no CRDs
+# (`settings.scanning.disabled`, set in `parachute.__main__`): the names are exact.
+KOPF_USES: tuple[Uses, ...] = (
+    Uses(api.GROUP, "rollouts", ("list", "watch"), "kopf.on.event and the indexes on Rollouts"),
+    Uses(api.GROUP, "rollouts", ("patch",), "kopf's diff-base and progress annotations (kopf.parachute.dev/)"),
+    Uses("apps", "deployments", ("list", "watch"), "kopf.on.event on Deployments wakes their Rollouts"),
+    Uses("", "configmaps", ("list", "watch"), "kopf.on.event on ConfigMaps wakes the Rollouts tracking one"),
+    Uses("", "events", ("create",), "kopf posts an Event when a handler fails (posting level ERROR)"),
+    Uses("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch"),
+         "kopf's resource observer, when it watches the whole cluster", all_namespaces_only=True),
+)  # fmt: skip
+
+
+def granted(namespaced: bool = False) -> frozenset[Call]:
+    """Every call the shipped rules allow, in one install mode."""
+    return frozenset(
+        call for rule in RULES if not (namespaced and rule.all_namespaces_only) for call in rule.calls()
+    )
+
+
 def cluster_role_rules_document() -> list[dict[str, Any]]:
+    """The ClusterRole of the cluster-wide install."""
     return [rule.as_k8s() for rule in RULES]
 
 
-def install_documents(namespace: str, service_account: str = "parachute") -> list[dict[str, Any]]:
-    """Namespace, ServiceAccount, ClusterRole and binding for the operator."""
-    labels = {"app.kubernetes.io/name": "parachute"}
-    return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}},
+def namespaced_role_rules_document() -> list[dict[str, Any]]:
+    """The Role in each watched namespace, in the namespaced install."""
+    return [rule.as_k8s() for rule in RULES if not rule.cluster_scoped]
+
+
+def namespaced_cluster_role_rules_document() -> list[dict[str, Any]]:
+    """The small ClusterRole of the namespaced install: cluster-scoped kinds only."""
+    return [rule.as_k8s() for rule in RULES if rule.cluster_scoped and not rule.all_namespaces_only]
+
+
+def _binding(
+    kind: str, name: str, role_kind: str, namespace: str | None, subject: dict[str, str]
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "labels": LABELS}
+    if namespace is not None:
+        metadata["namespace"] = namespace
+    return {
+        "apiVersion": f"{RBAC_API}/v1",
+        "kind": kind,
+        "metadata": metadata,
+        "roleRef": {"apiGroup": RBAC_API, "kind": role_kind, "name": name},
+        "subjects": [subject],
+    }
+
+
+def install_documents(
+    namespace: str,
+    service_account: str = "parachute",
+    watch_namespaces: list[str] | None = None,
+    name: str = "parachute",
+) -> list[dict[str, Any]]:
+    """Namespace, ServiceAccount and RBAC for the operator.
+
+    With `watch_namespaces`, the namespaced install: a Role and RoleBinding in each of them
+    and the small ClusterRole; else one ClusterRole for the whole cluster.
+    """
+    subject = {"kind": "ServiceAccount", "name": service_account, "namespace": namespace}
+    documents: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": LABELS}},
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
-            "metadata": {"name": service_account, "namespace": namespace, "labels": labels},
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": "parachute", "labels": labels},
-            "rules": cluster_role_rules_document(),
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "parachute", "labels": labels},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "parachute"},
-            "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
+            "metadata": {"name": service_account, "namespace": namespace, "labels": LABELS},
         },
     ]
+    cluster_rules = (
+        cluster_role_rules_document()
+        if watch_namespaces is None
+        else namespaced_cluster_role_rules_document()
+    )
+    documents += [
+        {
+            "apiVersion": f"{RBAC_API}/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name, "labels": LABELS},
+            "rules": cluster_rules,
+        },
+        _binding("ClusterRoleBinding", name, "ClusterRole", None, subject),
+    ]
+    for watched in watch_namespaces or []:
+        documents += [
+            {
+                "apiVersion": f"{RBAC_API}/v1",
+                "kind": "Role",
+                "metadata": {"name": name, "namespace": watched, "labels": LABELS},
+                "rules": namespaced_role_rules_document(),
+            },
+            _binding("RoleBinding", name, "Role", watched, subject),
+        ]
+    return documents

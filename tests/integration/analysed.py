@@ -11,7 +11,7 @@ from kubernetes.client.exceptions import ApiException
 
 from testbed.demoapp import DemoApp
 from testbed.loadgen import LoadGenerator
-from testbed.prometheus import LocalPrometheus, ScrapeTarget
+from testbed.prometheus import LocalPrometheus, ScrapeTarget, WebConfig
 from tests.integration.conftest import (
     Cluster,
     deployment,
@@ -28,8 +28,10 @@ INTERVAL = "3s"
 class Analysed:
     """A Deployment `checkout` whose two versions are the demo app, measured by Prometheus."""
 
-    def __init__(self, cluster: Cluster, namespace: str, workdir: Path) -> None:
+    def __init__(self, cluster: Cluster, namespace: str, workdir: Path, web: WebConfig | None = None) -> None:
         self.cluster, self.namespace = cluster, namespace
+        # With `web` (TLS, basic auth), the fields of spec.analysis.prometheus that reach it.
+        self.prometheus_access: dict[str, Any] = {}
         self.app = DemoApp().start()
         self.canary_share = 60.0
         # With `follow_weight`, the canary gets the share the Rollout gives it, as a router would.
@@ -42,7 +44,7 @@ class Analysed:
         targets = [
             ScrapeTarget("checkout", f"127.0.0.1:{v.port}", labels) for v in self.app.versions.values()
         ]
-        self.prometheus = LocalPrometheus(workdir / "prometheus", targets).start()
+        self.prometheus = LocalPrometheus(workdir / "prometheus", targets, web=web).start()
         # A Prometheus that has just started has too few samples for a 3s window yet.
         self.prometheus.wait_for_value(
             f'sum(increase(http_requests_total{{app="checkout"}}[{INTERVAL}]))', 20
@@ -85,10 +87,15 @@ class Analysed:
     def adopt(self, metrics: list[dict[str, Any]] | None = None, spec: dict[str, Any] | None = None,
               **waits: str) -> None:  # fmt: skip
         self.cluster.apps.create_namespaced_deployment(self.namespace, deployment("checkout", replicas=4))
-        analysis: dict[str, Any] = {"prometheus": {"address": self.prometheus.url}, "interval": INTERVAL}
+        analysis: dict[str, Any] = {
+            "prometheus": {"address": self.prometheus.url, **self.prometheus_access},
+            "interval": INTERVAL,
+        }
         if metrics is not None:
             analysis["metrics"] = metrics
-        fields = {"risk": "medium", "waits": waits or {"min": "6s", "max": "15s"}, **(spec or {})}
+        fields = {"risk": "medium", **(spec or {})}
+        if "steps" not in fields:  # steps carry their own waits: the API refuses both
+            fields["waits"] = waits or {"min": "6s", "max": "15s"}
         body = rollout("checkout", targetRef={"name": "checkout"}, analysis=analysis, **fields)
         self.cluster.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
         eventually(lambda: self.status().get("phase") == "Healthy", timeout=60, what="adopted")

@@ -45,6 +45,45 @@ def test_extra_read_rules_for_condition_gates_are_added_to_the_shipped_ones() ->
                              {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]}]  # fmt: skip
 
 
+def test_the_namespaced_scope_grants_a_role_in_each_watched_namespace_and_little_cluster_wide() -> None:
+    documents = rendered("rbac.scope=namespaced", "watchNamespaces={shop,payments}",
+                         "rbac.extraReadRules[0].apiGroups={batch}", "rbac.extraReadRules[0].resources={jobs}",
+                         "rbac.extraReadRules[0].verbs={get}")  # fmt: skip
+    rbac_kinds = sorted(
+        (d["kind"], d["metadata"].get("namespace") or "") for d in documents if "Role" in d["kind"]
+    )
+    assert rbac_kinds == [
+        ("ClusterRole", ""), ("ClusterRoleBinding", ""),
+        ("Role", "payments"), ("Role", "shop"), ("RoleBinding", "payments"), ("RoleBinding", "shop"),
+    ]  # fmt: skip
+    cluster_role = next(d for d in documents if d["kind"] == "ClusterRole")
+    assert cluster_role["rules"] == rbac.namespaced_cluster_role_rules_document()
+    jobs = {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]}
+    for role in (d for d in documents if d["kind"] == "Role"):
+        assert role["rules"] == [*rbac.namespaced_role_rules_document(), jobs]  # gates read in the namespace
+    subject = {"kind": "ServiceAccount", "name": "parachute", "namespace": "parachute-system"}
+    for binding in (d for d in documents if d["kind"].endswith("Binding")):
+        assert binding["subjects"] == [subject]
+    container = next(d for d in documents if d["kind"] == "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert "--namespace=shop" in container["args"] and "--namespace=payments" in container["args"]
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        (["rbac.scope=namespaced"], "rbac.scope=namespaced needs the namespaces to watch in watchNamespaces"),
+        (["rbac.scope=everything"], 'rbac.scope must be cluster or namespaced, not "everything"'),
+    ],
+    ids=["namespaced-without-namespaces", "unknown-scope"],
+)
+def test_a_scope_that_cannot_work_is_refused(values: list[str], complaint: str) -> None:
+    with pytest.raises(subprocess.CalledProcessError) as error:
+        rendered(*values)
+    assert complaint in error.value.stderr
+
+
 def test_the_chart_carries_the_crd_and_runs_the_operator() -> None:
     documents = rendered("watchNamespaces={shop,payments}")
     kinds = sorted(d["kind"] for d in documents)
@@ -74,9 +113,13 @@ def test_the_chart_ships_the_playbook_policy_the_plain_manifests_ship() -> None:
 
 
 @pytest.mark.cluster
-def test_the_api_server_accepts_everything_the_chart_renders(crds: Cluster, namespace: str) -> None:
+@pytest.mark.parametrize("scope", ["cluster", "namespaced"])
+def test_the_api_server_accepts_everything_the_chart_renders(
+    crds: Cluster, namespace: str, scope: str
+) -> None:
     """A server-side dry run: schema, defaulting and admission, nothing stored."""
-    for document in rendered():
+    values = [f"rbac.scope={scope}", f"watchNamespaces={{{namespace}}}"] if scope == "namespaced" else []
+    for document in rendered(*values):
         if document["kind"] == "CustomResourceDefinition":
             continue  # installed for real by the resource tests
         if document["kind"] == "ReleasePolicy":

@@ -1,9 +1,14 @@
 """The operator runs under its own ServiceAccount: allowed what its ClusterRole grants,
-refused (403) anything else, and that is enough to serve Rollouts."""
+refused (403) anything else, and that is enough to serve Rollouts. The namespaced install
+(a Role per watched namespace, a small ClusterRole) is enough to release in its namespace,
+and reads nothing outside it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +16,16 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tests.integration.conftest import Cluster, RunningOperator, deployment, eventually, rollout
+from testbed.install import install_operator_account
+from tests.integration.analysed import Analysed
+from tests.integration.conftest import (
+    Cluster,
+    RunningOperator,
+    _assert_never_refused,
+    deployment,
+    eventually,
+    rollout,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -58,9 +72,16 @@ def test_the_service_account_is_refused_everything_else(
     crds: Cluster, namespace: str, as_operator: client.ApiClient
 ) -> None:
     core, rbac = client.CoreV1Api(as_operator), client.RbacAuthorizationV1Api(as_operator)
+    apps = client.AppsV1Api(as_operator)
     refused(core.list_secret_for_all_namespaces)  # only `get` of a named Secret
     refused(lambda: core.delete_namespace(namespace))
     refused(lambda: core.delete_namespaced_config_map("anything", namespace))  # it never deletes user config
+    refused(
+        lambda: apps.delete_namespaced_deployment("anything", namespace)
+    )  # the canary goes by owner reference
+    refused(lambda: core.create_namespaced_service(namespace, {
+        "metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}}))  # fmt: skip
+    refused(core.list_namespace)  # kopf does not follow namespaces when it watches them all
     refused(lambda: rbac.create_cluster_role({"metadata": {"name": "escalate"}, "rules": []}))
     refused(lambda: core.create_namespaced_pod(namespace, {
         "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}))  # fmt: skip
@@ -107,3 +128,100 @@ def test_the_operator_serves_rollouts_under_its_own_account(
     # When the missing target appears, the Rollout becomes valid by itself.
     crds.apps.create_namespaced_deployment(namespace, deployment("missing"))
     eventually(lambda: status("orphan").get("phase") == "Healthy", timeout=30, what="orphan recovers")
+
+
+# ---------------------------------------------------------------------------- the namespaced install
+
+
+class NamespacedOperator(RunningOperator):
+    """The operator started with `--namespace`, as the chart runs it with rbac.scope=namespaced."""
+
+    def __init__(self, kubeconfig: Path, log: Path, namespaces: list[str]) -> None:
+        super().__init__(kubeconfig, log)
+        self.namespaces = namespaces
+
+    def start(self) -> RunningOperator:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        args = [f"--namespace={namespace}" for namespace in self.namespaces]
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "parachute", "run", "--verbose", *args],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            )  # fmt: skip
+        return self
+
+
+@pytest.fixture
+def namespaced_kubeconfig(crds: Cluster, namespace: str, tmp_path: Path) -> Path:
+    """A ServiceAccount bound to a Role in `namespace` only, and to the small ClusterRole."""
+    return install_operator_account(crds.kubeconfig, tmp_path / "namespaced.kubeconfig",
+                                    watch_namespaces=[namespace], account=f"parachute-{namespace}")  # fmt: skip
+
+
+def test_the_namespaced_account_reads_nothing_outside_its_namespaces(
+    crds: Cluster, namespace: str, namespaced_kubeconfig: Path
+) -> None:
+    as_operator = config.new_client_from_config(str(namespaced_kubeconfig))
+    core, custom = client.CoreV1Api(as_operator), client.CustomObjectsApi(as_operator)
+    crds.core.create_namespaced_secret("default", {"metadata": {"name": f"elsewhere-{namespace}"},
+                                                   "stringData": {"k": "v"}})  # fmt: skip
+    try:
+        refused(lambda: core.read_namespaced_secret(f"elsewhere-{namespace}", "default"))
+        refused(core.list_config_map_for_all_namespaces)
+        refused(lambda: custom.list_cluster_custom_object("parachute.dev", "v1alpha1", "rollouts"))
+        refused(lambda: client.ApiextensionsV1Api(as_operator).list_custom_resource_definition())
+        refused(core.list_namespace)
+        allowed(
+            lambda: custom.list_namespaced_custom_object("parachute.dev", "v1alpha1", namespace, "rollouts")
+        )
+        allowed(
+            lambda: custom.list_cluster_custom_object("parachute.dev", "v1alpha1", "clustermetrictemplates")
+        )
+        with pytest.raises(ApiException) as missing:  # allowed to look: there is none of that name
+            custom.get_cluster_custom_object("parachute.dev", "v1alpha1", "releasepolicies", "none")
+        assert missing.value.status == 404
+    finally:
+        crds.core.delete_namespaced_secret(f"elsewhere-{namespace}", "default")
+
+
+@pytest.fixture
+def namespaced_operator(
+    namespaced_kubeconfig: Path, namespace: str, tmp_path: Path
+) -> Iterator[RunningOperator]:
+    running = NamespacedOperator(namespaced_kubeconfig, tmp_path / "operator.log", [namespace]).start()
+    yield running
+    running.stop()
+    _assert_never_refused(running)
+
+
+CHECKOUT_5XX = (
+    'sum(rate(http_requests_total{namespace="{{namespace}}",app="{{target}}",version="{{version}}",'
+    'code=~"5.."}[{{window}}]))'
+)
+
+
+@pytest.mark.prometheus
+@pytest.mark.slow
+def test_the_namespaced_install_releases_in_its_namespace_with_no_refusal(
+    crds: Cluster, namespace: str, analysed: Analysed, namespaced_operator: RunningOperator
+) -> None:
+    # The cluster-scoped kinds it may read: a ClusterMetricTemplate and a ReleasePolicy.
+    template, policy = f"checkout-5xx-{namespace}", f"open-{namespace}"
+    crds.custom.create_cluster_custom_object("parachute.dev", "v1alpha1", "clustermetrictemplates", {
+        "apiVersion": "parachute.dev/v1alpha1", "kind": "ClusterMetricTemplate", "metadata": {"name": template},
+        "spec": {"query": CHECKOUT_5XX, "unit": "perMinute", "warning": "5/min", "critical": "20/min"}})  # fmt: skip
+    crds.custom.create_cluster_custom_object("parachute.dev", "v1alpha1", "releasepolicies", {
+        "apiVersion": "parachute.dev/v1alpha1", "kind": "ReleasePolicy", "metadata": {"name": policy},
+        "spec": {}})  # fmt: skip
+    try:
+        analysed.release(metrics=[{"templateRef": {"kind": "ClusterMetricTemplate", "name": template}}],
+                         spec={"policyRef": {"name": policy}}, min="3s", max="6s")  # fmt: skip
+        eventually(analysed.released, timeout=120, what="released under the namespaced install")
+        assert analysed.status()["window"]["policy"] == policy
+        measured = next(m for m in analysed.status()["metrics"] if m["name"] == template)
+        assert measured["successful"] > 0
+    finally:
+        crds.custom.delete_cluster_custom_object(
+            "parachute.dev", "v1alpha1", "clustermetrictemplates", template
+        )
+        crds.custom.delete_cluster_custom_object("parachute.dev", "v1alpha1", "releasepolicies", policy)

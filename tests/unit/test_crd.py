@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,90 @@ def test_validation_the_api_server_can_do_is_in_the_schema() -> None:
     assert (weight["minimum"], weight["maximum"]) == (0, 100)
     rules = spec["properties"]["steps"]["items"]["x-kubernetes-validations"]
     assert any("duration(self.minWait) <= duration(self.maxWait)" in r["rule"] for r in rules)
+
+
+SPEC_RULES = {r.get("fieldPath"): r for r in SCHEMA["properties"]["spec"]["x-kubernetes-validations"]}
+
+
+@pytest.mark.parametrize(
+    ("field_path", "rule", "says"),
+    [
+        pytest.param(".steps", "!has(self.steps) || self.steps.map(s, s.weight).isSorted()",
+                     "spec.steps: weights must not decrease", id="weights-never-decrease"),
+        pytest.param(".waits", "!has(self.steps) || !has(self.waits)", "spec.waits", id="waits-not-with-steps"),
+        pytest.param(".watchAfterRelease", "!has(self.steps) || !has(self.watchAfterRelease)",
+                     "spec.watchAfterRelease", id="watch-after-release-not-with-steps"),
+        pytest.param(".strategy", "!has(self.strategy) || self.strategy in ['canary']",
+                     "spec.strategy: blueGreen and phased are not supported yet", id="only-canary"),
+    ],
+)  # fmt: skip
+def test_plans_that_would_not_run_as_written_are_refused(field_path: str, rule: str, says: str) -> None:
+    assert SPEC_RULES[field_path]["rule"] == rule
+    assert SPEC_RULES[field_path]["message"].startswith(says)
+
+
+def test_the_strategies_not_supported_stay_in_the_enum_so_accepting_one_lifts_a_rule() -> None:
+    assert SCHEMA["properties"]["spec"]["properties"]["strategy"]["enum"] == ["canary", "blueGreen", "phased"]
+
+
+NOT_SUPPORTED = {
+    "spec.trafficRouting.gatewayAPI",
+    "spec.trafficRouting.istio",
+    "spec.trafficRouting.nginx",
+    "spec.blueGreen",
+    "spec.phased",
+    "spec.steps[].audience",
+}
+
+
+def marked(node: Any, root: str) -> set[str]:
+    """Paths of the fields marked not supported in a schema that still has its markers."""
+    return {f"{root}{path}" for path, sub in walk(node) if api.NOT_SUPPORTED in sub}
+
+
+def test_the_fields_no_code_acts_on_yet_are_marked_not_supported() -> None:
+    assert marked(crd._marked(api.RolloutSpec.model_json_schema(by_alias=True)), "spec") == NOT_SUPPORTED
+    for model in (api.MetricTemplateSpec, api.ReleasePolicySpec, api.RolloutStatus):
+        assert not marked(crd._marked(model.model_json_schema(by_alias=True)), "x")
+
+
+def _parent(path: str) -> dict[str, Any]:
+    nodes = dict(walk(SCHEMA))
+    parent = nodes["." + path.rsplit(".", 1)[0]]
+    return parent
+
+
+@pytest.mark.parametrize("path", sorted(NOT_SUPPORTED))
+def test_a_field_not_supported_is_refused_by_a_rule_on_its_parent_naming_it(path: str) -> None:
+    name = path.rsplit(".", 1)[1]
+    assert {
+        "fieldPath": f".{name}",
+        "message": f"{path} is not supported yet",
+        "rule": f"!has(self.{name})",
+    } in (_parent(path)["x-kubernetes-validations"])
+    assert _parent(path)["properties"][name]["description"] == crd.NOT_SUPPORTED_TEXT
+
+
+def test_no_marker_reaches_the_emitted_schemas() -> None:
+    for document in crd.all_crds():
+        schema = document["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        assert not [p for p, node in walk(schema) if any(k.startswith("x-parachute") for k in node)]
+
+
+def test_the_reference_shows_refused_fields_as_refused_and_nothing_under_them() -> None:
+    rows = crd.reference_markdown().splitlines()
+    for path in NOT_SUPPORTED:
+        row = next(r for r in rows if r.startswith(f"| `{path}` |"))
+        assert row.endswith(f"| {crd.NOT_SUPPORTED_TEXT} |")
+        assert not [r for r in rows if r.startswith(f"| `{path}.") or r.startswith(f"| `{path}[]")]
+
+
+def test_smi_is_gone() -> None:
+    """SMI was archived by the CNCF on 2023-10-03; its users moved to Gateway API (GAMMA)."""
+    routing = SCHEMA["properties"]["spec"]["properties"]["trafficRouting"]
+    assert "smi" not in routing["properties"]
+    assert not re.search(r"\bsmi\b|TrafficSplit", crd.reference_markdown(), re.IGNORECASE)
+    assert not any("smi" in "".join(map(str, rule.values())) for rule in routing["x-kubernetes-validations"])
 
 
 def test_optional_fields_are_nullable_and_defaults_are_described() -> None:

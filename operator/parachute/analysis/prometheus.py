@@ -2,7 +2,11 @@
 
 Called off the event loop (a worker thread per query), with a timeout and a bounded retry
 of transient HTTP failures. Whatever goes wrong becomes an Error sample with a message a
-person can act on; a NaN or an empty vector is no data. Nothing here judges.
+person can act on, with the credentials masked; a NaN or an empty vector is no data.
+Nothing here judges.
+
+A CA bundle to verify the server with is held in memory (an SSL context on the session's
+adapter), never written to a file: the operator's Pod has a read-only root filesystem.
 """
 
 from __future__ import annotations
@@ -12,14 +16,38 @@ import asyncio
 import contextlib
 import json
 import re
+import ssl
 from typing import Any
 
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
+from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from parachute.plan.verdicts import Sample
+from parachute.redaction import redact
+
+
+class _TrustingAdapter(HTTPAdapter):
+    """Verifies servers against one CA bundle held in memory, and nothing else."""
+
+    def __init__(self, ca: ssl.SSLContext, **kwargs: Any) -> None:
+        self._ca = ca
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, ssl_context=self._ca, **kwargs)
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        # requests would load its default bundle (certifi) into the context: trust ours alone.
+        conn.cert_reqs = "CERT_REQUIRED"
+        conn.ca_certs = conn.ca_cert_dir = None
+
+
+def trust(ca_pem: str) -> ssl.SSLContext:
+    """An SSL context that trusts exactly the PEM bundle given (ssl.SSLError if it holds none)."""
+    return ssl.create_default_context(cadata=ca_pem)
 
 
 class PrometheusProvider:
@@ -28,21 +56,27 @@ class PrometheusProvider:
         address: str,
         *,
         timeout: float = 10.0,
-        headers: dict[str, str] | None = None,
+        bearer_token: str | None = None,
         basic_auth: tuple[str, str] | None = None,
-        verify: bool | str = True,
+        ca: ssl.SSLContext | None = None,
+        insecure_skip_verify: bool = False,
         retries: int = 2,
     ) -> None:
         self.address = address
         self.timeout = timeout
+        self._secrets = [bearer_token or "", *(basic_auth or ())]
         retry = Retry(total=retries, connect=retries, read=0, backoff_factor=0.2,
                       status_forcelist=(502, 503, 504), allowed_methods=("GET",))  # fmt: skip
         session = requests.Session()
-        session.verify = verify
+        session.verify = not insecure_skip_verify
+        headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token else None
         self._client = PrometheusConnect(
-            address, headers=headers, disable_ssl=verify is False, retry=retry, auth=basic_auth,
+            address, headers=headers, disable_ssl=insecure_skip_verify, retry=retry, auth=basic_auth,
             session=session, timeout=timeout,
         )  # fmt: skip
+        if ca is not None and not insecure_skip_verify:
+            # After PrometheusConnect, which mounts its own adapter on the address.
+            session.mount(address, _TrustingAdapter(ca, max_retries=retry))
 
     async def sample(self, query: str) -> Sample:
         return await asyncio.to_thread(self._sample, query)
@@ -50,13 +84,24 @@ class PrometheusProvider:
     def _sample(self, query: str) -> Sample:
         try:
             result = self._client.custom_query(query, params={"timeout": f"{self.timeout:g}s"})
-        except PrometheusApiClientException as error:
-            return Sample(error=_api_error(str(error)))
-        except requests.exceptions.Timeout:
-            return Sample(error=f"Prometheus at {self.address} did not answer within {self.timeout:g}s")
-        except requests.exceptions.RequestException as error:
-            return Sample(error=f"Prometheus at {self.address} unreachable ({type(error).__name__})")
+        except Exception as error:  # whatever goes wrong is an Error sample, never an exception
+            return Sample(error=self._failure(error))
         return _to_sample(result)
+
+    def _failure(self, error: Exception) -> str:
+        at = f"Prometheus at {self.address}"
+        if isinstance(error, PrometheusApiClientException):
+            refused = re.match(r"HTTP Status Code (401|403)\b", str(error))
+            if refused:
+                return f"{at} refused the credentials (HTTP {refused[1]})"
+            return redact(_api_error(str(error)), self._secrets)
+        if isinstance(error, requests.exceptions.Timeout):
+            return f"{at} did not answer within {self.timeout:g}s"
+        if isinstance(error, requests.exceptions.SSLError):
+            return f"{at}: TLS failed ({_tls_reason(error)})"
+        if isinstance(error, requests.exceptions.RequestException):
+            return f"{at} unreachable ({type(error).__name__})"
+        return f"{at}: request failed ({type(error).__name__})"  # e.g. a credential no header can carry
 
 
 def _to_sample(result: Any) -> Sample:
@@ -68,6 +113,13 @@ def _to_sample(result: Any) -> Sample:
     if len(result) > 1:
         return Sample(error=f"the query returned {len(result)} series; aggregate it to one (e.g. sum(...))")
     return Sample.of(float(result[0]["value"][1]))
+
+
+def _tls_reason(error: Exception) -> str:
+    """The SSL library's reason (e.g. "certificate verify failed: unable to get local issuer
+    certificate"), without the URL and connection pool around it."""
+    found = re.search(r"certificate verify failed[^(]*|\[SSL: [A-Z_]+\][^(]*", str(error))
+    return found.group(0).strip(" :") if found else type(error).__name__
 
 
 def _api_error(text: str) -> str:

@@ -1,6 +1,7 @@
 """Incident notifications, sent in the background: a receiver that is slow or down never
 holds a rollback. Each POST has a timeout and a few retries; URLs and tokens are read from
-Secrets at send time, so a rotated Secret is used at once.
+Secrets at send time, so a rotated Secret is used at once. A failure is logged with those
+values masked (`parachute.redaction`): a webhook URL is a credential.
 
 Payloads: Slack's incoming-webhook `{"text": ...}` (Mattermost, Teams' Slack-compatible
 connectors and many others accept it too), and a CloudEvents 1.0 event in structured JSON
@@ -19,7 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from parachute import api, kube
-from parachute.api import Notification
+from parachute.api import Notification, SecretKeyRef
+from parachute.redaction import redact
 
 logger = logging.getLogger("parachute.notify")
 
@@ -79,44 +81,58 @@ def post(url: str, body: dict[str, Any], headers: dict[str, str]) -> int:
         return int(response.status)
 
 
-async def _with_retries(send: Callable[[], Awaitable[int]], what: str) -> None:
+async def _with_retries(send: Callable[[], Awaitable[int]], what: str, secrets: list[str]) -> None:
     for attempt in range(1, ATTEMPTS + 1):
         try:
             await send()
             return
         except Exception as error:  # a notification is best effort: log, retry, give up
-            logger.warning("notification to %s failed (attempt %d of %d): %s", what, attempt, ATTEMPTS, error)
+            logger.warning("notification to %s failed (attempt %d of %d): %s", what, attempt, ATTEMPTS,
+                           redact(str(error), secrets))  # fmt: skip
             if attempt < ATTEMPTS:
                 await asyncio.sleep(0.5 * 2**attempt)
+
+
+async def _read(namespace: str, ref: SecretKeyRef, what: str) -> str | None:
+    found = await kube.read_secret_key(namespace, ref.name, ref.key)
+    if found is None:
+        logger.warning("no %s: Secret %s/%s key %s not found", what, namespace, ref.name, ref.key)
+        return None
+    return found.value.strip()
 
 
 async def _deliver(rollout: dict[str, Any], target: Notification, reason: str, message: str,
                    incident: dict[str, Any] | None) -> None:  # fmt: skip
     namespace = rollout["metadata"]["namespace"]
     if target.slack is not None:
-        ref = target.slack.webhook_secret_ref
-        url = await kube.read_secret_key(namespace, ref.name, ref.key)
-        if url is None:
-            logger.warning(
-                "no Slack notification: Secret %s/%s key %s not found", namespace, ref.name, ref.key
+        slack_url = await _read(namespace, target.slack.webhook_secret_ref, "Slack notification")
+        if slack_url is not None:
+            body = slack_payload(rollout, reason, message, target.slack.channel)
+            await _with_retries(
+                lambda: asyncio.to_thread(post, slack_url, body, {}), "Slack webhook", [slack_url]
             )
-        else:
-            body, slack_url = slack_payload(rollout, reason, message, target.slack.channel), url.strip()
-            await _with_retries(lambda: asyncio.to_thread(post, slack_url, body, {}), "Slack webhook")
     if target.cloud_events is not None:
         ce = target.cloud_events
-        url = await kube.read_secret_key(namespace, ce.url_secret_ref.name, ce.url_secret_ref.key)
-        if url is None:
-            logger.warning("no CloudEvent: Secret %s/%s key %s not found", namespace, ce.url_secret_ref.name,
-                           ce.url_secret_ref.key)  # fmt: skip
+        ce_url = await _read(namespace, ce.url_secret_ref, "CloudEvent")
+        if ce_url is None:
             return
         headers = {"Content-Type": "application/cloudevents+json"}
-        if ce.token_secret_ref is not None:
-            token = await kube.read_secret_key(namespace, ce.token_secret_ref.name, ce.token_secret_ref.key)
-            if token:
-                headers["Authorization"] = f"Bearer {token.strip()}"
-        event, ce_url = cloud_event(rollout, reason, message, incident), url.strip()
-        await _with_retries(lambda: asyncio.to_thread(post, ce_url, event, headers), "CloudEvents receiver")
+        token = (
+            await _read(namespace, ce.token_secret_ref, "CloudEvent token") if ce.token_secret_ref else None
+        )
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        event = cloud_event(rollout, reason, message, incident)
+        await _with_retries(lambda: asyncio.to_thread(post, ce_url, event, headers), "CloudEvents receiver",
+                            [ce_url, token or ""])  # fmt: skip
+
+
+async def _deliver_logged(rollout: dict[str, Any], target: Notification, reason: str, message: str,
+                          incident: dict[str, Any] | None) -> None:  # fmt: skip
+    try:
+        await _deliver(rollout, target, reason, message, incident)
+    except Exception as error:  # reading a Secret failed: say so, without the request's details
+        logger.warning("notification %s not sent: %s", reason, type(error).__name__)
 
 
 def notify(rollout: dict[str, Any], targets: list[Notification], reason: str, message: str,
@@ -125,6 +141,8 @@ def notify(rollout: dict[str, Any], targets: list[Notification], reason: str, me
     if reason not in NOTIFIED:
         return
     for target in targets:
-        task = asyncio.get_running_loop().create_task(_deliver(rollout, target, reason, message, incident))
+        task = asyncio.get_running_loop().create_task(
+            _deliver_logged(rollout, target, reason, message, incident)
+        )
         _in_flight.add(task)
         task.add_done_callback(_in_flight.discard)

@@ -1,0 +1,441 @@
+"""The testbed's data plane: what kubelets, kube-proxy and a gateway would do for kwok's pods,
+which run nothing.
+
+- Every pod of one namespace gets an app endpoint: the demo app's `Version` on a free loopback
+  port, behaving as the pod's container image says (a table a test sets, and may change while
+  it runs). Its series say `version="canary"` when the pod carries `parachute.dev/canary: "true"`
+  and `"stable"` otherwise, as an app reading its own labels through the downward API would.
+  The pod is annotated `testbed.parachute.dev/port: "<port>"` (testbed only), which is how the
+  test Prometheus, discovering pods as a cluster's does (testbed/prometheus.py), finds it. A
+  deleted pod's endpoint stops.
+- Pickers say where each request of the load generator goes, from what the cluster says:
+  `ServicePicker` sends to a ready endpoint of a Service's EndpointSlices, uniformly at random
+  as kube-proxy does (the addresses are pod IPs: each leads to its pod, and so to its port).
+  `RoutePicker` first picks an HTTPRoute backendRef by weight, then an endpoint of its Service.
+
+So what Prometheus counts is what routing did, never a copy of what the operator reports.
+The choice itself is pure (`choose`, `ready_addresses`, `route_backends`) and unit-tested.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+from testbed.demoapp import Behaviour, FlagSource, Version
+
+PORT_ANNOTATION = "testbed.parachute.dev/port"
+CANARY_LABEL = "parachute.dev/canary"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+Body = Mapping[str, Any]
+
+
+# ---------------------------------------------------------------------------- what a pod runs
+
+
+@dataclass(frozen=True)
+class App:
+    """What the app of one image does: its behaviour, optionally a flag it follows, and the
+    name of its status code label (`code`, or `status` as some apps have it)."""
+
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    code_label: str = "code"
+    flag: FlagSource | None = None
+    when_flag_on: Behaviour | None = None
+
+
+def as_app(entry: App | Behaviour) -> App:
+    return entry if isinstance(entry, App) else App(behaviour=entry)
+
+
+def app_for(image: str, table: Mapping[str, App], default: App) -> App:
+    """The table's entry for `image`, by the full reference or by its last path segment
+    (`registry.example/checkout:1.0` matches `checkout:1.0`), else the default."""
+    return table.get(image) or table.get(image.rsplit("/", 1)[-1]) or default
+
+
+def pod_image(pod: Body) -> str:
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    return str(containers[0].get("image", ""))
+
+
+def pod_version(pod: Body) -> str:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return "canary" if labels.get(CANARY_LABEL) == "true" else "stable"
+
+
+def pod_runs(pod: Body) -> bool:
+    """Whether the pod's app runs: not yet finished (a pod being deleted still serves)."""
+    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+
+
+# ---------------------------------------------------------------------------- where a request goes
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One place traffic may go: its weight and the endpoints (URLs) that serve it now."""
+
+    weight: int
+    endpoints: tuple[str, ...]
+
+
+def choose(backends: Sequence[Backend], rng: random.Random) -> str | None:
+    """A backend by weight, then one of its endpoints uniformly; None when the chosen backend
+    has no endpoint or no backend has weight (the request fails, as it would at a proxy:
+    traffic meant for an empty backend is not moved to another)."""
+    weighted = [b for b in backends if b.weight > 0]
+    total = sum(b.weight for b in weighted)
+    if total == 0:
+        return None
+    point = rng.randrange(total)
+    for backend in weighted:
+        if point < backend.weight:
+            return rng.choice(backend.endpoints) if backend.endpoints else None
+        point -= backend.weight
+    raise AssertionError("unreachable: point < total")
+
+
+def ready_addresses(slices: Iterable[Body]) -> list[str]:
+    """Addresses of the ready endpoints of EndpointSlices (an unset `ready` means ready),
+    each once: an endpoint may sit in two slices while the controller moves it."""
+    seen: dict[str, None] = {}
+    for endpoint_slice in slices:
+        for endpoint in endpoint_slice.get("endpoints") or []:
+            if (endpoint.get("conditions") or {}).get("ready") is False:
+                continue
+            for address in endpoint.get("addresses") or []:
+                seen.setdefault(address, None)
+    return list(seen)
+
+
+def route_rule(route: Body, rule_name: str | None = None) -> Body | None:
+    """The rule of an HTTPRoute that a plain `GET /` takes: the named one if given, else the
+    first whose matches accept it, an exact `/` before a prefix (Gateway API precedence)."""
+    rules: list[Body] = list((route.get("spec") or {}).get("rules") or [])
+    if rule_name is not None:
+        return next((r for r in rules if r.get("name") == rule_name), None)
+    ranked = [(rank, i) for i, rule in enumerate(rules) if (rank := _root_rank(rule)) is not None]
+    return rules[min(ranked)[1]] if ranked else None
+
+
+def _root_rank(rule: Body) -> tuple[int, int] | None:
+    """How specifically `rule` matches `GET /` (lower is more specific); None: it does not."""
+    ranks = []
+    for match in rule.get("matches") or [{}]:
+        path = match.get("path") or {"type": "PathPrefix", "value": "/"}
+        if match.get("headers") or match.get("queryParams") or match.get("method", "GET") != "GET":
+            continue
+        kind, value = path.get("type", "PathPrefix"), path.get("value", "/")
+        if value == "/" and kind in ("Exact", "PathPrefix"):
+            ranks.append((0 if kind == "Exact" else 1, 0 if "method" in match else 1))
+    return min(ranks) if ranks else None
+
+
+def route_backends(route: Body, rule_name: str | None = None) -> list[tuple[str | None, int]]:
+    """The backendRefs of the rule `GET /` takes, as (Service name, weight); the name is None
+    for a backend this namespace's data plane cannot reach (another kind or namespace), whose
+    share of requests fails, as an unresolved backendRef's does."""
+    rule = route_rule(route, rule_name)
+    namespace = (route.get("metadata") or {}).get("namespace")
+    backends: list[tuple[str | None, int]] = []
+    for ref in (rule or {}).get("backendRefs") or []:
+        local = (
+            ref.get("group", "") == ""
+            and ref.get("kind", "Service") == "Service"
+            and ref.get("namespace", namespace) == namespace
+        )
+        backends.append((str(ref["name"]) if local else None, int(ref.get("weight", 1))))
+    return backends
+
+
+# ---------------------------------------------------------------------------- watching the cluster
+
+
+class Informer:
+    """The objects of one kind in one namespace, kept current by a list and a watch (a small
+    client-go informer). `on_change(name, object or None)` runs on its thread."""
+
+    def __init__(
+        self,
+        kind: str,
+        list_function: Callable[..., Any],
+        namespace: str,
+        on_change: Callable[[str, Body | None], None] = lambda _name, _obj: None,
+    ) -> None:
+        self.list_function, self.namespace, self.on_change = list_function, namespace, on_change
+        self.synced = threading.Event()
+        self.error: Exception | None = None  # the last failure, for a post-mortem
+        self._objects: dict[str, Body] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"informer-{kind}-{namespace}", daemon=True)
+
+    def start(self) -> Informer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        # The watch ends at its server-side timeout at the latest; nothing is applied after this.
+        self._stop.set()
+
+    def objects(self) -> list[Body]:
+        with self._lock:
+            return list(self._objects.values())
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                version = self._relist()
+                self.synced.set()
+                self._watch(version)
+            except Exception as error:  # an expired watch (410) or an API blip: list again
+                self.error = error
+                self._stop.wait(0.5)
+
+    def _relist(self) -> str:
+        response = self.list_function(self.namespace, _preload_content=False)
+        body = json.loads(response.data)
+        listed = {item["metadata"]["name"]: item for item in body.get("items") or []}
+        for gone in set(self._names()) - set(listed):
+            self._apply(gone, None)
+        for name, item in listed.items():
+            self._apply(name, item)
+        return str(body["metadata"]["resourceVersion"])
+
+    def _watch(self, version: str) -> None:
+        while not self._stop.is_set():
+            stream = watch.Watch().stream(
+                self.list_function, self.namespace, resource_version=version,
+                allow_watch_bookmarks=True, timeout_seconds=10, _request_timeout=30,
+            )  # fmt: skip
+            for event in stream:
+                if self._stop.is_set():
+                    return
+                item = event["raw_object"]
+                version = item["metadata"]["resourceVersion"]
+                if event["type"] in ("ADDED", "MODIFIED"):
+                    self._apply(item["metadata"]["name"], item)
+                elif event["type"] == "DELETED":
+                    self._apply(item["metadata"]["name"], None)
+
+    def _names(self) -> list[str]:
+        with self._lock:
+            return list(self._objects)
+
+    def _apply(self, name: str, item: Body | None) -> None:
+        if self._stop.is_set():
+            return
+        with self._lock:
+            if item is None:
+                self._objects.pop(name, None)
+            else:
+                self._objects[name] = item
+        self.on_change(name, item)
+
+
+# ---------------------------------------------------------------------------- the data plane
+
+
+@dataclass
+class Endpoint:
+    """One pod's app: the server standing in for its container."""
+
+    uid: str
+    image: str
+    app: App
+    version: Version
+
+    @property
+    def url(self) -> str:
+        return self.version.url
+
+
+class DataPlane:
+    """App endpoints for the pods of `namespace`, and the Services and routes that reach them.
+
+    `apps` maps container images to what their app does (an `App`, or just a `Behaviour`);
+    images it does not name run `default`. One data plane per namespace: the port annotation
+    is its own.
+    """
+
+    def __init__(
+        self,
+        api: Any,
+        namespace: str,
+        apps: Mapping[str, App | Behaviour] | None = None,
+        default: App | Behaviour | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self.core = client.CoreV1Api(api)
+        self._apps = {image: as_app(entry) for image, entry in (apps or {}).items()}
+        self._default = as_app(default or App())
+        self._endpoints: dict[str, Endpoint] = {}
+        self._lock = threading.RLock()
+        self._stopped = False
+        self.pods = Informer("pods", self.core.list_namespaced_pod, namespace, self._on_pod)
+        self.slices = Informer(
+            "endpointslices", client.DiscoveryV1Api(api).list_namespaced_endpoint_slice, namespace
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, timeout: float = 30) -> DataPlane:
+        self.pods.start()
+        self.slices.start()
+        for informer in (self.pods, self.slices):
+            if not informer.synced.wait(timeout):
+                raise TimeoutError(f"data plane for {self.namespace}: no first listing within {timeout}s")
+        return self
+
+    def stop(self) -> None:
+        self.pods.stop()
+        self.slices.stop()
+        with self._lock:
+            self._stopped = True
+            endpoints, self._endpoints = list(self._endpoints.values()), {}
+        for endpoint in endpoints:
+            endpoint.version.stop()
+
+    # ------------------------------------------------------------------ apps
+
+    def set_app(self, image: str, entry: App | Behaviour) -> None:
+        """Change what an image's app does; running endpoints of that image follow at once (a
+        new status code label name needs a new pod: a registry's label names are fixed)."""
+        with self._lock:
+            self._apps[image] = as_app(entry)
+            for endpoint in self._endpoints.values():
+                app = app_for(endpoint.image, self._apps, self._default)
+                endpoint.app = app
+                endpoint.version.set_behaviour(app.behaviour)
+                endpoint.version.follow_flag(app.flag, app.when_flag_on)
+
+    def endpoint(self, pod: str) -> Endpoint | None:
+        with self._lock:
+            return self._endpoints.get(pod)
+
+    def ports(self) -> dict[str, int]:
+        """Each pod's app port, by pod name."""
+        with self._lock:
+            return {name: e.version.port for name, e in self._endpoints.items()}
+
+    def _on_pod(self, name: str, pod: Body | None) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            running = self._endpoints.get(name)
+            runs = pod is not None and pod_runs(pod)
+            # The same pod with the same image is the same process; a new image restarts it.
+            same = (
+                running is not None
+                and pod is not None
+                and (running.uid, running.image) == (_uid(pod), pod_image(pod))
+            )
+            if running is not None and not (runs and same):
+                del self._endpoints[name]
+                running.version.stop()
+                running = None
+            if pod is None or not runs:
+                return
+            if running is None:
+                running = self._start_endpoint(pod)
+                self._endpoints[name] = running
+            port = str(running.version.port)
+        if ((pod.get("metadata") or {}).get("annotations") or {}).get(PORT_ANNOTATION) != port:
+            with contextlib.suppress(ApiException):  # deleted meanwhile: its DELETED event follows
+                self.core.patch_namespaced_pod(
+                    name, self.namespace, {"metadata": {"annotations": {PORT_ANNOTATION: port}}}
+                )
+
+    def _start_endpoint(self, pod: Body) -> Endpoint:
+        image = pod_image(pod)
+        app = app_for(image, self._apps, self._default)
+        version = Version(pod_version(pod), behaviour=app.behaviour, code_label=app.code_label)
+        version.follow_flag(app.flag, app.when_flag_on)
+        return Endpoint(_uid(pod), image, app, version.start())
+
+    # ------------------------------------------------------------------ traffic
+
+    def service_endpoints(self, service: str) -> list[str]:
+        """URLs of the ready endpoints of `service`, from its EndpointSlices: each address is
+        a pod IP, which leads to the pod and its app's port."""
+        slices = [
+            s
+            for s in self.slices.objects()
+            if ((s.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL) == service
+        ]
+        by_ip = {
+            ip: (pod.get("metadata") or {}).get("name")
+            for pod in self.pods.objects()
+            if pod_runs(pod) and (ip := (pod.get("status") or {}).get("podIP"))
+        }
+        with self._lock:
+            endpoints = [self._endpoints.get(str(by_ip.get(address))) for address in ready_addresses(slices)]
+        return [e.url for e in endpoints if e is not None]
+
+    def service_picker(self, service: str, rng: random.Random | None = None) -> ServicePicker:
+        return ServicePicker(self, service, rng)
+
+    def route_picker(
+        self, route: Body | Callable[[], Body], rule_name: str | None = None, rng: random.Random | None = None
+    ) -> RoutePicker:
+        return RoutePicker(self, route, rule_name, rng)
+
+
+def _uid(pod: Body) -> str:
+    return str((pod.get("metadata") or {}).get("uid", ""))
+
+
+class Endpoints(Protocol):
+    """What a picker needs: the URLs of a Service's ready endpoints, now."""
+
+    def service_endpoints(self, service: str) -> list[str]: ...
+
+
+class ServicePicker:
+    """Requests to a Service as kube-proxy sends them: to one of its ready endpoints, uniformly."""
+
+    def __init__(self, plane: Endpoints, service: str, rng: random.Random | None = None) -> None:
+        self.plane, self.service = plane, service
+        self.rng = rng or random.Random()
+
+    def backends(self) -> list[Backend]:
+        return [Backend(1, tuple(self.plane.service_endpoints(self.service)))]
+
+    def __call__(self) -> str | None:
+        return choose(self.backends(), self.rng)
+
+
+class RoutePicker:
+    """Requests through an HTTPRoute as a gateway sends them: a backendRef by weight, then one
+    of its Service's ready endpoints. `route` is the route's body, or a function returning its
+    current body (a watch, or a test's dict while the Gateway API CRDs are not installed)."""
+
+    def __init__(
+        self,
+        plane: Endpoints,
+        route: Body | Callable[[], Body],
+        rule_name: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.plane, self.rule_name = plane, rule_name
+        self.route: Callable[[], Body] = route if callable(route) else lambda: route
+        self.rng = rng or random.Random()
+
+    def backends(self) -> list[Backend]:
+        return [
+            Backend(weight, tuple(self.plane.service_endpoints(service)) if service else ())
+            for service, weight in route_backends(self.route(), self.rule_name)
+        ]
+
+    def __call__(self) -> str | None:
+        return choose(self.backends(), self.rng)

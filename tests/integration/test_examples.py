@@ -1,0 +1,124 @@
+"""Every file in examples/ works as its comment says: applied beside what it names (its
+Deployment, ConfigMaps, Secrets and policy), it reaches the phase its `# Reaches:` line promises.
+
+The test is parametrised over the directory, so a new example is tested by being there.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes.client.exceptions import ApiException
+
+from tests.integration.conftest import Cluster, RunningOperator, deployment, eventually, rollout_status
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+GROUP, VERSION = "parachute.dev", "v1alpha1"
+REACHES = re.compile(r"^# Reaches: (\w+)", re.MULTILINE)
+
+
+def promised_phase(path: Path) -> str:
+    found = REACHES.search(path.read_text())
+    assert found, f"{path.name} does not say which phase it reaches (a '# Reaches: <Phase> (...)' line)"
+    return found.group(1)
+
+
+def the_rollout(path: Path) -> dict[str, Any]:
+    documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert [d["kind"] for d in documents] == ["Rollout"], f"{path.name}: one Rollout per example"
+    rollout: dict[str, Any] = documents[0]
+    return rollout
+
+
+def secret_refs(node: Any) -> Iterator[dict[str, str]]:
+    """Every `{name, key}` a `...SecretRef` (or `secretRef`) field points at."""
+    if isinstance(node, dict):
+        for field, value in node.items():
+            if field == "secretRef" or field.endswith("SecretRef"):
+                yield value
+            else:
+                yield from secret_refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from secret_refs(item)
+
+
+def flag_store(flags: dict[str, Any]) -> dict[str, str]:
+    """The flags off, in the store format the example names."""
+    if flags.get("format") == "flagd":
+        definitions = {
+            name: {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off"}
+            for name in flags["flags"]
+        }
+        return {flags.get("key") or "flags.json": json.dumps({"flags": definitions})}
+    return {name: "false" for name in flags["flags"]}
+
+
+def create_what_it_names(cluster: Cluster, namespace: str, spec: dict[str, Any]) -> list[str]:
+    """The objects the example refers to; returns the cluster-wide policies this created."""
+    cluster.apps.create_namespaced_deployment(namespace, deployment(spec["targetRef"]["name"], replicas=2))
+    flags = spec.get("featureFlags") or {}
+    if "configMapRef" in flags:
+        body = {"metadata": {"name": flags["configMapRef"]["name"]}, "data": flag_store(flags)}
+        cluster.core.create_namespaced_config_map(namespace, body)
+    for ref in spec.get("configRefs") or []:
+        cluster.core.create_namespaced_config_map(
+            namespace, {"metadata": {"name": ref["name"]}, "data": {"a": "1"}}
+        )
+    for ref in secret_refs(spec):
+        secret = {"metadata": {"name": ref["name"]}, "stringData": {ref["key"]: "http://127.0.0.1:9/unused"}}
+        try:
+            cluster.core.create_namespaced_secret(namespace, secret)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            cluster.core.patch_namespaced_secret(ref["name"], namespace, {"stringData": secret["stringData"]})
+    created = []
+    if "policyRef" in spec:
+        name = spec["policyRef"]["name"]
+        manifest = ROOT / "manifests" / f"policy-{name}.yaml"
+        assert manifest.exists(), f"policyRef {name}: no manifests/policy-{name}.yaml to install"
+        try:
+            cluster.custom.create_cluster_custom_object(
+                GROUP, VERSION, "releasepolicies", yaml.safe_load(manifest.read_text())
+            )
+            created.append(name)
+        except ApiException as error:
+            if error.status != 409:  # already installed, as a cluster would have it
+                raise
+    return created
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_the_example_reaches_the_phase_it_promises(
+    crds: Cluster, namespace: str, operator: RunningOperator, path: Path
+) -> None:
+    phase = promised_phase(path)
+    rollout = the_rollout(path)
+    rollout["metadata"]["namespace"] = namespace
+    policies = create_what_it_names(crds, namespace, rollout["spec"])
+    try:
+        crds.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "rollouts", rollout)
+        name = rollout["metadata"]["name"]
+        status = eventually(
+            lambda: (s := rollout_status(crds, namespace, name)).get("phase") == phase and s,
+            timeout=60,
+            what=f"{path.name} reaches {phase}",
+        )
+        assert not any(
+            c["type"] == "Invalid" and c["status"] == "True" for c in status.get("conditions") or []
+        )
+        tracked = [ref["name"] for ref in rollout["spec"].get("configRefs") or []]
+        assert [s["name"] for s in status.get("configSnapshots") or []] == tracked
+    finally:
+        for policy in policies:
+            crds.custom.delete_cluster_custom_object(GROUP, VERSION, "releasepolicies", policy)

@@ -1,0 +1,120 @@
+"""The shipped RBAC rules grant exactly what the code asks of the API server: the calls each
+function in `parachute.kube` declares, plus what kopf needs. Nothing granted is unused and
+nothing used is ungranted, in the cluster-wide install and in the namespaced one."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from parachute import api, crd, kube, rbac
+from parachute.rbac import Call
+
+CLUSTER_WIDE, NAMESPACED = False, True
+MODES = pytest.mark.parametrize("namespaced", [CLUSTER_WIDE, NAMESPACED], ids=["cluster-wide", "namespaced"])
+
+
+def declared() -> frozenset[Call]:
+    return frozenset(call for made in kube.CALLS.values() for call in made)
+
+
+def kopf_uses(namespaced: bool) -> frozenset[Call]:
+    return frozenset(
+        call
+        for uses in rbac.KOPF_USES
+        if not (namespaced and uses.all_namespaces_only)
+        for call in uses.calls()
+    )
+
+
+def test_every_function_that_talks_to_the_api_server_declares_its_calls() -> None:
+    talking = {
+        name
+        for name, function in inspect.getmembers(kube, inspect.iscoroutinefunction)
+        if function.__module__ == kube.__name__ and not name.startswith("_")
+    }
+    assert talking == set(kube.CALLS)
+
+
+@MODES
+def test_nothing_is_granted_that_no_code_uses(namespaced: bool) -> None:
+    unused = rbac.granted(namespaced) - declared() - kopf_uses(namespaced)
+    assert not unused, f"granted but never used: {sorted(unused)}"
+
+
+@MODES
+def test_nothing_is_used_that_is_not_granted(namespaced: bool) -> None:
+    missing = (declared() | kopf_uses(namespaced)) - rbac.granted(namespaced)
+    assert not missing, f"used but not granted: {sorted(missing)}"
+
+
+def test_every_rule_says_why() -> None:
+    assert all(rule.why for rule in rbac.RULES)
+    assert all(uses.why for uses in rbac.KOPF_USES)
+
+
+def test_secrets_are_read_by_name_and_never_listed_or_watched() -> None:
+    verbs = {call.verb for call in rbac.granted() if call.resource == "secrets"}
+    assert verbs == {"get"}
+
+
+def _scopes() -> dict[tuple[str, str], str]:
+    """Each granted resource's scope: Parachute's from its CRDs, the others as Kubernetes has them."""
+    known = {
+        ("apiextensions.k8s.io", "customresourcedefinitions"): "Cluster",
+        ("core.openfeature.dev", "featureflags"): "Namespaced",
+        ("apps", "deployments"): "Namespaced",
+        ("apps", "replicasets"): "Namespaced",
+        ("", "configmaps"): "Namespaced",
+        ("", "events"): "Namespaced",
+        ("", "secrets"): "Namespaced",
+    }
+    for document in crd.all_crds():
+        plural, scope = document["spec"]["names"]["plural"], document["spec"]["scope"]
+        known[(api.GROUP, plural)] = scope
+        known[(api.GROUP, f"{plural}/status")] = scope
+    return known
+
+
+def test_the_namespaced_split_puts_each_rule_where_its_resources_live() -> None:
+    scopes = _scopes()
+    for rule in rbac.RULES:
+        for group in rule.groups:
+            for resource in rule.resources:
+                assert rule.cluster_scoped == (scopes[(group, resource)] == "Cluster"), (group, resource)
+    role = rbac.namespaced_role_rules_document()
+    cluster_role = rbac.namespaced_cluster_role_rules_document()
+    assert [r["resources"] for r in cluster_role] == [["clustermetrictemplates"], ["releasepolicies"]]
+    assert {"secrets", "rollouts", "deployments", "configmaps"} <= {
+        res for r in role for res in r["resources"]
+    }
+
+
+def test_the_namespaced_install_binds_a_role_in_each_watched_namespace() -> None:
+    documents = rbac.install_documents("parachute-system", watch_namespaces=["shop", "payments"])
+    kinds = [(d["kind"], d["metadata"].get("namespace")) for d in documents]
+    assert kinds == [
+        ("Namespace", None), ("ServiceAccount", "parachute-system"),
+        ("ClusterRole", None), ("ClusterRoleBinding", None),
+        ("Role", "shop"), ("RoleBinding", "shop"), ("Role", "payments"), ("RoleBinding", "payments"),
+    ]  # fmt: skip
+    role = next(d for d in documents if d["kind"] == "Role")
+    assert role["rules"] == rbac.namespaced_role_rules_document()
+    cluster_role = next(d for d in documents if d["kind"] == "ClusterRole")
+    assert cluster_role["rules"] == rbac.namespaced_cluster_role_rules_document()
+    for binding in (d for d in documents if d["kind"].endswith("Binding")):
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "parachute", "namespace": "parachute-system"}
+        ]
+
+
+def test_the_cluster_wide_install_has_one_cluster_role_with_every_rule() -> None:
+    documents = rbac.install_documents("parachute-system")
+    assert [d["kind"] for d in documents] == [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+    ]
+    assert documents[2]["rules"] == rbac.cluster_role_rules_document()
