@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything Parachute's tests and demo need on a fresh machine, each step skipped when
 # already done: the Python virtualenv with the project and its dev tools, Debian's
-# Prometheus, and the control-plane binaries (downloaded or built, cached by version).
+# Prometheus, the control-plane binaries (downloaded or built, cached by version) and the
+# published CRDs of the traffic routers (cached by version).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
@@ -43,4 +44,8 @@ fi
 t=$SECONDS
 bash "$here/install-binaries.sh" >/dev/null
 say "control-plane binaries ready in $((SECONDS - t))s"
+
+t=$SECONDS
+bash "$here/install-crds.sh" >/dev/null
+say "traffic-router CRDs ready in $((SECONDS - t))s"
 say "set-up done in $((SECONDS - start))s"

@@ -1,0 +1,219 @@
+"""In-memory stand-ins for unit tests: a `Client` that keeps objects in a dict, and a `Router`.
+
+`FakeClient` behaves as the API server does where routers can tell: resourceVersions and
+generations move on every change, JSON patches apply all-or-nothing and fail on a failed
+`test`, unserved kinds are refused, and every write is logged so a test can say "nothing was
+written". It applies no schema defaults and no validation. `FakeRouter` holds a weight for
+planner and reconcile tests that need a router without a backend.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from parachute.routing.objects import Body, ConflictError, KindNotServedError, Operation, Ref, ref_of
+from parachute.routing.router import Applied, RoutingSetupError, check_weight
+
+KINDS = (
+    ("v1", "Service"),
+    ("networking.k8s.io/v1", "Ingress"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    ("networking.istio.io/v1", "VirtualService"),
+    ("networking.istio.io/v1", "DestinationRule"),
+)
+
+
+class PatchError(Exception):
+    """A JSON patch that cannot apply (a path that does not exist): the server's 422."""
+
+
+class FakeClient:
+    """A `Client` over a dict of objects."""
+
+    def __init__(self, objects: Iterable[Body] = (), served: Iterable[tuple[str, str]] = KINDS) -> None:
+        self.objects: dict[Ref, Body] = {}
+        self.served_kinds = set(served)
+        self.writes: list[tuple[str, Ref]] = []
+        # Called before each write with the object's ref: a test's way to change the object
+        # "concurrently", between a router's read and its write.
+        self.before_write: Callable[[Ref], None] | None = None
+        self._versions = itertools.count(1)
+        for body in objects:
+            self.put(body)
+
+    # -- what a test uses to arrange and look --------------------------------------------
+
+    def put(self, body: Body) -> Body:
+        """Store an object as a user would create it (no write is logged)."""
+        stored = copy.deepcopy(body)
+        meta = stored["metadata"]
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta["resourceVersion"] = str(next(self._versions))
+        meta["generation"] = 1
+        self.objects[ref_of(stored)] = stored
+        return copy.deepcopy(stored)
+
+    def edit(self, ref: Ref, change: Callable[[Body], None]) -> None:
+        """Change an object by hand (no write is logged)."""
+        body = copy.deepcopy(self.objects[ref])
+        change(body)
+        self._store(ref, body)
+
+    def look(self, ref: Ref) -> Body:
+        return copy.deepcopy(self.objects[ref])
+
+    # -- the Client protocol -------------------------------------------------------------
+
+    async def served(self, api_version: str, kind: str) -> bool:
+        return (api_version, kind) in self.served_kinds
+
+    async def get(self, ref: Ref) -> Body | None:
+        self._check_served(ref.api_version, ref.kind)
+        found = self.objects.get(ref)
+        return copy.deepcopy(found) if found is not None else None
+
+    async def create(self, body: Body) -> Body:
+        ref = ref_of(body)
+        self._check_served(ref.api_version, ref.kind)
+        self._before(ref)
+        if ref in self.objects:
+            raise ConflictError(f"{ref} already exists")
+        self.writes.append(("create", ref))
+        return self.put(body)
+
+    async def patch(self, ref: Ref, operations: list[Operation]) -> Body:
+        self._check_served(ref.api_version, ref.kind)
+        self._before(ref)
+        if ref not in self.objects:
+            raise PatchError(f"{ref} does not exist")
+        body = copy.deepcopy(self.objects[ref])
+        for op in operations:
+            _apply(body, op)
+        self.writes.append(("patch", ref))
+        return self._store(ref, body)
+
+    def _store(self, ref: Ref, body: Body) -> Body:
+        before = self.objects[ref]
+        meta = body["metadata"]
+        meta["resourceVersion"] = str(next(self._versions))
+        if body.get("spec") != before.get("spec"):
+            meta["generation"] = before["metadata"].get("generation", 1) + 1
+        self.objects[ref] = body
+        return copy.deepcopy(body)
+
+    def _before(self, ref: Ref) -> None:
+        if self.before_write is not None:
+            hook, self.before_write = self.before_write, None
+            hook(ref)
+
+    def _check_served(self, api_version: str, kind: str) -> None:
+        if (api_version, kind) not in self.served_kinds:
+            raise KindNotServedError(f"{kind} {api_version} is not served")
+
+
+def _parse(path: str) -> list[str]:
+    if path == "":
+        return []
+    if not path.startswith("/"):
+        raise PatchError(f"bad JSON pointer {path!r}")
+    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
+
+
+def _walk(body: Any, parts: list[str]) -> Any:
+    for part in parts:
+        if isinstance(body, dict) and part in body:
+            body = body[part]
+        elif isinstance(body, list) and part.isdigit() and int(part) < len(body):
+            body = body[int(part)]
+        else:
+            raise PatchError(f"no {part!r} in the document")
+    return body
+
+
+def _apply(body: Body, op: Operation) -> None:
+    parts = _parse(op["path"])
+    parent, last = _walk(body, parts[:-1]), parts[-1]
+    kind = op["op"]
+    if kind == "test":
+        if _walk(body, parts) != op["value"]:
+            raise ConflictError(f"test of {op['path']} failed")
+    elif kind in ("add", "replace"):
+        _put(parent, last, copy.deepcopy(op["value"]), kind, op["path"])
+    elif kind == "remove":
+        _walk(body, parts)
+        if isinstance(parent, dict):
+            del parent[last]
+        else:
+            del parent[int(last)]
+    else:
+        raise PatchError(f"unsupported op {kind}")
+
+
+def _put(parent: Any, last: str, value: Any, kind: str, path: str) -> None:
+    if isinstance(parent, dict):
+        if kind == "replace" and last not in parent:
+            raise PatchError(f"replace of missing {path}")
+        parent[last] = value
+    elif isinstance(parent, list):
+        index = len(parent) if last == "-" else int(last)
+        if kind == "add" and index <= len(parent):
+            parent.insert(index, value)
+        elif kind == "replace" and index < len(parent):
+            parent[index] = value
+        else:
+            raise PatchError(f"index out of range: {path}")
+    else:
+        raise PatchError(f"cannot {kind} inside a scalar: {path}")
+
+
+class FakeRouter:
+    """A `Router` with no backend: it holds the weight it was given.
+
+    `setup_error` makes every call fail as a broken set-up would; `verifiable=False` makes it
+    answer as replica ratio does (nothing written, nothing to read back); `hand_edit(w)`
+    changes the weight behind its back.
+    """
+
+    UNVERIFIED = "the fake router is set up not to verify"
+
+    def __init__(self, setup_error: RoutingSetupError | None = None, verifiable: bool = True) -> None:
+        self.weight = 0
+        self.recorded = 0
+        self.setup_error = setup_error
+        self.verifiable = verifiable
+        self.writes: list[int] = []
+
+    def hand_edit(self, weight: int) -> None:
+        self.weight = weight
+
+    async def ensure(self) -> list[str]:
+        self._check()
+        return []
+
+    async def read(self) -> Applied:
+        self._check()
+        if not self.verifiable:
+            return Applied(None, self.UNVERIFIED)
+        edited = None if self.weight == self.recorded else f"found {self.weight}%, set {self.recorded}%"
+        return Applied(self.weight, hand_edit=edited)
+
+    async def set_weight(self, weight: int) -> Applied:
+        check_weight(weight)
+        seen = await self.read()
+        if not self.verifiable or (self.weight, self.recorded) == (weight, weight):
+            return seen
+        self.weight = self.recorded = weight
+        self.writes.append(weight)
+        hand_edit = f"{seen.hand_edit}; now {weight}%" if seen.hand_edit else None
+        return Applied(weight, hand_edit=hand_edit, wrote=True)
+
+    async def reset(self) -> Applied:
+        return await self.set_weight(0)
+
+    def _check(self) -> None:
+        if self.setup_error is not None:
+            raise self.setup_error

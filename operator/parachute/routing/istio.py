@@ -1,0 +1,233 @@
+"""Istio `VirtualService` (networking.istio.io/v1): host-level, or subset-level with a
+`DestinationRule`.
+
+The managed http routes are the ones named in `routes`, or every http route with a
+destination that is the Service (its host the short name or an FQDN in the Rollout's
+namespace), or, once split, its stable and canary destinations. Their `route` lists become
+a stable and a canary destination with weights summing to 100, keeping the host form, port
+and headers the user wrote; matches, retries, rewrites and every other http route stay as
+they are. The write is a JSON patch of those `route` lists only, each guarded by a `test`
+that its http route is as read.
+
+Host-level (the default), the two destinations are the hosts `<svc>-stable` and
+`<svc>-canary`, Services the router makes. Subset-level, both keep the Service's host and
+name the subsets `stable` and `canary` of a DestinationRule for that host; the router keeps
+those two subsets' labels in step with the stable pod-template-hash and the canary label,
+and leaves the rule's other subsets and policies alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from parachute import api
+from parachute.routing import services
+from parachute.routing.objects import Body, Client, KindNotServedError, Ref
+from parachute.routing.router import POD_TEMPLATE_HASH, Release, RoutingSetupError
+from parachute.routing.weighted import Rule, WeightedRouteRouter, other_services
+
+FIELD = "spec.trafficRouting.istio"
+API_VERSION = "networking.istio.io/v1"
+
+
+@dataclass(frozen=True)
+class Subsets:
+    """Subset-level routing: the DestinationRule (in the Rollout's namespace) and its subsets."""
+
+    destination_rule: str
+    stable: str = "stable"
+    canary: str = "canary"
+
+
+class IstioRouter(WeightedRouteRouter):
+    api_version = API_VERSION
+    kind = "VirtualService"
+    field = FIELD
+    rules_key = "http"
+    destinations_key = "route"
+
+    def __init__(
+        self, client: Client, release: Release, settings: api.IstioRouting, subsets: Subsets | None = None
+    ) -> None:
+        super().__init__(client, release, settings.virtual_service, settings.service)
+        self.settings, self.subsets = settings, subsets
+
+    def route_field(self) -> str:
+        return f"{FIELD}.virtualService"
+
+    def managed(self, route: Body) -> list[Rule]:
+        http: list[dict[str, Any]] = (route.get("spec") or {}).get("http") or []
+        names = self.names()
+        sends = [any(self.service_of(d) in names for d in r.get("route") or []) for r in http]
+        chosen: list[int] = []
+        if self.settings.routes:
+            for k, wanted in enumerate(self.settings.routes):
+                found = [i for i, r in enumerate(http) if r.get("name") == wanted]
+                if not found:
+                    raise RoutingSetupError(
+                        f"{FIELD}.routes[{k}]", f"{self.ref} has no http route named {wanted!r}"
+                    )
+                if not sends[found[0]]:
+                    raise RoutingSetupError(
+                        f"{FIELD}.routes[{k}]",
+                        f"{self.ref} http route {wanted!r} does not send to Service {self.service}",
+                    )
+                chosen.append(found[0])
+        else:
+            chosen = [i for i, yes in enumerate(sends) if yes]
+            if not chosen:
+                raise RoutingSetupError(
+                    f"{FIELD}.service", f"{self.ref} has no http route that sends to Service {self.service}"
+                )
+        managed = [Rule(i, _label(i, http[i]), http[i]) for i in sorted(set(chosen))]
+        for rule in managed:
+            hosts = [self.service_of(d) or _host(d) for d in rule.body.get("route") or []]
+            others = other_services(names, hosts)
+            if others:
+                raise RoutingSetupError(
+                    f"{FIELD}.service",
+                    f"{self.ref} {rule.label} also sends to {', '.join(others)}; Parachute drives an http "
+                    f"route whose only destination is Service {self.service}",
+                )
+        return managed
+
+    def service_of(self, destination: dict[str, Any]) -> str | None:
+        """The destination's Service; subset-level, its subset stands for the stable or canary copy."""
+        name = self._host_service(_host(destination))
+        if self.subsets is None or name != self.service:
+            return name
+        subset = (destination.get("destination") or {}).get("subset")
+        _, stable, canary = self.names()
+        known = {None: self.service, self.subsets.stable: stable, self.subsets.canary: canary}
+        return known.get(subset, f"{self.service} subset {subset}")
+
+    def describe(self, destination: dict[str, Any]) -> str:
+        subset = (destination.get("destination") or {}).get("subset")
+        return f"{_host(destination)} subset {subset}" if subset else _host(destination)
+
+    def weight_of(self, destination: dict[str, Any], alone: bool) -> int:
+        # An unset weight is all the traffic for a lone destination, none beside others.
+        return int(destination.get("weight", 100 if alone else 0))
+
+    def split(self, rule: Rule, weight: int) -> list[dict[str, Any]]:
+        _, stable, canary = self.names()
+        source = self._source(rule)
+        host = _host(source)
+        suffix = host[host.index(".") :] if "." in host else ""
+        port = {"port": source["destination"]["port"]} if "port" in (source.get("destination") or {}) else {}
+        headers = {"headers": source["headers"]} if "headers" in source else {}
+
+        def entry(name: str, subset: str | None, share: int) -> dict[str, Any]:
+            target = {"host": name + suffix, **({"subset": subset} if subset else {}), **port}
+            return {"destination": target, "weight": share, **headers}
+
+        if self.subsets is not None:
+            return [
+                entry(self.service, self.subsets.stable, 100 - weight),
+                entry(self.service, self.subsets.canary, weight),
+            ]
+        return [entry(stable, None, 100 - weight), entry(canary, None, weight)]
+
+    def normal(self, destination: dict[str, Any]) -> Any:
+        target = destination.get("destination") or {}
+        return (
+            target.get("host"),
+            target.get("subset"),
+            target.get("port"),
+            destination.get("weight"),
+            destination.get("headers"),
+        )
+
+    # -- subset-level: the DestinationRule ---------------------------------------------------
+
+    async def ensure_backends(self) -> list[str]:
+        if self.subsets is None:
+            return await super().ensure_backends()
+        await services.read_user_service(self.client, self.release, self.service, f"{FIELD}.service")
+        rule = await self._destination_rule()
+        found = (rule.get("spec") or {}).get("subsets") or []
+        wanted = self._subsets(found)
+        if wanted == found:
+            return []
+        ref = self._destination_rule_ref()
+        await self.client.patch(
+            ref,
+            [{"op": "test", "path": "/metadata/resourceVersion", "value": rule["metadata"]["resourceVersion"]},
+             {"op": "add", "path": "/spec/subsets", "value": wanted}],
+        )  # fmt: skip
+        return [f"updated {ref} subsets {self.subsets.stable} ({POD_TEMPLATE_HASH}={self.release.stable_hash}) "
+                f"and {self.subsets.canary}"]  # fmt: skip
+
+    async def check_backends(self) -> None:
+        if self.subsets is None:
+            return await super().check_backends()
+        rule = await self._destination_rule()
+        present = {s.get("name") for s in (rule.get("spec") or {}).get("subsets") or []}
+        if not {self.subsets.stable, self.subsets.canary} <= present:
+            raise RoutingSetupError(
+                f"{FIELD}.destinationRule",
+                f"{self._destination_rule_ref()} has no subsets {self.subsets.stable} and "
+                f"{self.subsets.canary} yet; ensure makes them first",
+            )
+        return None
+
+    def _subsets(self, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rule's subsets with stable and canary selecting their pods; the others unchanged."""
+        assert self.subsets is not None
+        labels = {
+            self.subsets.stable: {POD_TEMPLATE_HASH: self.release.stable_hash},
+            self.subsets.canary: dict(self.release.canary_labels),
+        }
+        wanted = [{**s, "labels": labels[s["name"]]} if s.get("name") in labels else s for s in found]
+        present = {s.get("name") for s in found}
+        wanted += [{"name": name, "labels": chosen} for name, chosen in labels.items() if name not in present]
+        return wanted
+
+    def _destination_rule_ref(self) -> Ref:
+        assert self.subsets is not None
+        return Ref(API_VERSION, "DestinationRule", self.release.namespace, self.subsets.destination_rule)
+
+    async def _destination_rule(self) -> Body:
+        ref = self._destination_rule_ref()
+        try:
+            found = await self.client.get(ref)
+        except KindNotServedError:
+            raise RoutingSetupError(FIELD, f"DestinationRule CRD {API_VERSION} is not installed") from None
+        if found is None:
+            raise RoutingSetupError(f"{FIELD}.destinationRule", f"{ref} does not exist")
+        host = str((found.get("spec") or {}).get("host", ""))
+        if self._host_service(host) != self.service:
+            raise RoutingSetupError(
+                f"{FIELD}.destinationRule", f"{ref} is for host {host!r}, not Service {self.service}"
+            )
+        return found
+
+    # -- shared ----------------------------------------------------------------------------------
+
+    def _host_service(self, host: str) -> str | None:
+        """The Service a host names in the Rollout's namespace (short name or FQDN), if any."""
+        name, _, rest = host.partition(".")
+        if not rest:
+            return name or None
+        namespace, _, tail = rest.partition(".")
+        in_cluster = tail in {"", "svc"} or tail.startswith("svc.")
+        return name if namespace == self.release.namespace and in_cluster else None
+
+    def _source(self, rule: Rule) -> dict[str, Any]:
+        """The destination whose host form, port and headers the split keeps."""
+        route = rule.body.get("route") or []
+        base, stable, canary = self.names()
+        for name in (stable, base, canary):
+            for destination in route:
+                if self.service_of(destination) == name:
+                    return dict(destination)
+        return {}
+
+
+def _host(destination: dict[str, Any]) -> str:
+    return str((destination.get("destination") or {}).get("host", ""))
+
+
+def _label(index: int, route: dict[str, Any]) -> str:
+    return f"http route {route['name']!r}" if route.get("name") else f"http route {index}"

@@ -1,0 +1,30 @@
+"""Replica ratio: no router at all. The user's Service selects stable and canary pods alike,
+so requests split roughly as ready pods do, and the workload sizes the canary for the weight.
+
+Nothing here writes, and nothing can be read back: which pod a request reached is known to
+no object in the cluster, so every answer says it cannot be verified.
+"""
+
+from __future__ import annotations
+
+from parachute.routing.router import Applied, check_weight
+
+UNVERIFIED = (
+    "replica ratio: the canary's share follows its ready pods behind the Service "
+    "(the workload sizes it); no object holds a weight to read back"
+)
+
+
+class ReplicaRouter:
+    async def ensure(self) -> list[str]:
+        return []
+
+    async def read(self) -> Applied:
+        return Applied(None, UNVERIFIED)
+
+    async def set_weight(self, weight: int) -> Applied:
+        check_weight(weight)
+        return Applied(None, UNVERIFIED)
+
+    async def reset(self) -> Applied:
+        return Applied(None, UNVERIFIED)

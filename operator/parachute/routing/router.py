@@ -1,0 +1,125 @@
+"""The one seam between a traffic share the planner decided and the backend that makes it true.
+
+The planner says what share of requests the canary should receive; a `Router` makes the
+backend hold that share and reports what the backend holds, or says plainly that it cannot
+tell. Routers decide nothing about the release: they ensure what their backend needs, write
+weights, notice weights someone else wrote, and put everything on stable when told.
+
+Every router raises `RoutingSetupError` for a setup that cannot work (a CRD that is not
+installed, a route that does not send to the Service, an object that does not exist), with
+the `spec.trafficRouting...` field to blame, before it has written anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from parachute import api
+
+POD_TEMPLATE_HASH = "pod-template-hash"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "parachute"}
+ROLLOUT_LABEL = f"{api.GROUP}/rollout"
+
+
+class RoutingSetupError(Exception):
+    """The routing set-up cannot work; `field` names the spec field, `message` what is missing."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Release:
+    """What every router is told about the release it routes.
+
+    `stable_hash` is the pod-template-hash of the stable ReplicaSet (stable pods come from
+    the paused target); `canary_labels` are the labels only the canary's pods carry.
+    """
+
+    namespace: str
+    rollout: str
+    rollout_uid: str
+    stable_hash: str
+    canary_labels: Mapping[str, str] = field(default_factory=lambda: {f"{api.GROUP}/canary": "true"})
+
+    def owner_reference(self) -> dict[str, object]:
+        return {
+            "apiVersion": api.API_VERSION,
+            "kind": api.KIND,
+            "name": self.rollout,
+            "uid": self.rollout_uid,
+            "controller": True,
+        }
+
+    def labels(self) -> dict[str, str]:
+        """Labels of every object a router creates."""
+        return {**MANAGED_BY, ROLLOUT_LABEL: self.rollout}
+
+    def weight_annotation(self) -> str:
+        """The annotation where this Rollout records the canary share it last wrote.
+
+        Keyed by Rollout, so two Rollouts driving rules of one route keep their own record.
+        An annotation's name part holds 63 characters; a longer Rollout name is shortened
+        with a digest so the key stays unique.
+        """
+        name = f"weight.{self.rollout}"
+        if len(name) > 63:
+            digest = hashlib.sha256(self.rollout.encode()).hexdigest()[:8]
+            name = f"{name[:54].rstrip('.-')}.{digest}"
+        return f"{api.GROUP}/{name}"
+
+    def owns(self, body: Mapping[str, object]) -> bool:
+        meta = body.get("metadata")
+        refs = meta.get("ownerReferences") if isinstance(meta, Mapping) else None
+        return any(isinstance(r, Mapping) and r.get("uid") == self.rollout_uid for r in refs or [])
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a backend holds now, as a router read it.
+
+    `weight`: the canary's share in percent, or None when it cannot be verified, `unverified`
+    then saying why. `hand_edit`: weights found that Parachute did not write, what they
+    were and (after `set_weight` or `reset`) that they were put right: an Event's message.
+    `wrote`: whether this call changed the backend.
+    """
+
+    weight: int | None
+    unverified: str | None = None
+    hand_edit: str | None = None
+    wrote: bool = False
+
+    def holds(self, weight: int) -> bool:
+        """A stage is reached only when the backend verifiably holds its weight."""
+        return self.weight == weight
+
+
+class Router(Protocol):
+    """One traffic backend. Every method is idempotent."""
+
+    async def ensure(self) -> list[str]:
+        """Make what the backend needs exist (Services, a canary Ingress); returns what changed."""
+        ...
+
+    async def read(self) -> Applied:
+        """The canary share the backend holds now; writes nothing."""
+        ...
+
+    async def set_weight(self, weight: int) -> Applied:
+        """Make the backend send `weight`% to the canary; writes nothing when it already does,
+        and puts back weights someone else changed (reported in `hand_edit`)."""
+        ...
+
+    async def reset(self) -> Applied:
+        """Send everything to stable."""
+        ...
+
+
+def check_weight(weight: int) -> None:
+    if not 0 <= weight <= 100:
+        raise ValueError(f"a canary weight is a percentage, not {weight}")

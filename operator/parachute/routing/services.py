@@ -1,0 +1,131 @@
+"""The stable and canary Services a router sends traffic to: `<svc>-stable` and `<svc>-canary`.
+
+Both are owned by the Rollout and copy the user's Service's ports and selector. The stable
+one also selects the stable ReplicaSet's pod-template-hash (the paused target's pods), the
+canary one the labels only canary pods carry, so neither reaches the other's pods. The
+user's own Service is read, never changed. A same-named Service that is not the Rollout's is
+refused, not taken over. Everything is checked before anything is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from parachute.routing.objects import Body, Client, ConflictError, Ref, pointer
+from parachute.routing.router import POD_TEMPLATE_HASH, Release, RoutingSetupError
+
+MAX_NAME = 63  # a Service's name is a DNS label
+_PORT_FIELDS = ("name", "protocol", "appProtocol", "port", "targetPort")
+
+
+def stable_name(service: str) -> str:
+    return f"{service}-stable"
+
+
+def canary_name(service: str) -> str:
+    return f"{service}-canary"
+
+
+def service_ref(release: Release, name: str) -> Ref:
+    return Ref("v1", "Service", release.namespace, name)
+
+
+async def read_user_service(client: Client, release: Release, service: str, field: str) -> Body:
+    """The user's Service; a setup error naming `field` when it is missing or selects nothing."""
+    found = await client.get(service_ref(release, service))
+    if found is None:
+        raise RoutingSetupError(field, f"Service {release.namespace}/{service} does not exist")
+    if not (found.get("spec") or {}).get("selector"):
+        raise RoutingSetupError(
+            field,
+            f"Service {release.namespace}/{service} has no selector; Parachute copies its selector "
+            "into the stable and canary Services",
+        )
+    if len(stable_name(service)) > MAX_NAME:
+        raise RoutingSetupError(
+            field, f"Service name {service!r} is too long for its -stable and -canary copies (63 at most)"
+        )
+    return found
+
+
+def desired(release: Release, user: Body, name: str, extra_selector: dict[str, str]) -> Body:
+    spec = user["spec"]
+    ports = [{k: p[k] for k in _PORT_FIELDS if k in p} for p in spec.get("ports") or []]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": release.namespace,
+            "labels": release.labels(),
+            "ownerReferences": [release.owner_reference()],
+        },
+        "spec": {"type": "ClusterIP", "selector": {**spec["selector"], **extra_selector}, "ports": ports},
+    }
+
+
+async def ensure(client: Client, release: Release, service: str, field: str) -> list[str]:
+    """Make `<service>-stable` and `<service>-canary` as they should be; returns what changed."""
+    user = await read_user_service(client, release, service, field)
+    wanted = [
+        desired(release, user, stable_name(service), {POD_TEMPLATE_HASH: release.stable_hash}),
+        desired(release, user, canary_name(service), dict(release.canary_labels)),
+    ]
+    current = {
+        w["metadata"]["name"]: await client.get(service_ref(release, w["metadata"]["name"])) for w in wanted
+    }
+    for name, found in current.items():
+        if found is not None and not release.owns(found):
+            raise RoutingSetupError(
+                field,
+                f"Service {release.namespace}/{name} exists and is not this Rollout's; Parachute will not "
+                "overwrite it (rename it, or delete it if it is left over)",
+            )
+    changed = []
+    for body in wanted:
+        name = body["metadata"]["name"]
+        found = current[name]
+        if found is None:
+            try:
+                await client.create(body)
+            except ConflictError:
+                # Made meanwhile (by this Rollout's previous reconcile, or someone else's):
+                # the next ensure reads it and decides.
+                continue
+            changed.append(f"created Service {release.namespace}/{name}")
+        elif operations := _differences(found, body):
+            await client.patch(service_ref(release, name), operations)
+            changed.append(f"updated Service {release.namespace}/{name} ({_what(found, body)})")
+    return changed
+
+
+async def check(client: Client, release: Release, service: str, field: str) -> None:
+    """Refuse to send traffic to copies that are missing or not the Rollout's (ensure makes them)."""
+    for name in (stable_name(service), canary_name(service)):
+        found = await client.get(service_ref(release, name))
+        if found is None or not release.owns(found):
+            state = "does not exist" if found is None else "is not this Rollout's"
+            raise RoutingSetupError(
+                field, f"Service {release.namespace}/{name} {state}; ensure makes it first"
+            )
+
+
+def _differences(found: Body, body: Body) -> list[dict[str, Any]]:
+    spec = found.get("spec") or {}
+    ops = [
+        {"op": "add", "path": pointer("spec", key), "value": body["spec"][key]}
+        for key in ("selector", "ports")
+        if spec.get(key) != body["spec"][key]
+    ]
+    return [{"op": "test", "path": "/metadata/resourceVersion", "value": found["metadata"]["resourceVersion"]},
+            *ops] if ops else []  # fmt: skip
+
+
+def _what(found: Body, body: Body) -> str:
+    spec = found.get("spec") or {}
+    parts = []
+    if spec.get("selector") != body["spec"]["selector"]:
+        parts.append("selector " + ",".join(f"{k}={v}" for k, v in sorted(body["spec"]["selector"].items())))
+    if spec.get("ports") != body["spec"]["ports"]:
+        parts.append("ports")
+    return "; ".join(parts)

@@ -1,0 +1,225 @@
+"""What the HTTPRoute and VirtualService routers share: a route object in which some rules
+send to the Service, and whose weighted destinations Parachute rewrites to a stable and a
+canary destination.
+
+A backend module says how its rules are found, how a destination names a Service and
+carries a weight, and what the two destinations for a share look like. This module does
+the rest the same way for both: read the share back, tell Parachute's own weights from
+someone else's (the share Parachute last wrote is recorded in an annotation on the route,
+per Rollout), and write one JSON patch that replaces only the managed rules' destinations,
+each guarded by a `test` that the rule is still as read.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from parachute.routing import services
+from parachute.routing.objects import (
+    Body,
+    Client,
+    ConflictError,
+    KindNotServedError,
+    Operation,
+    Ref,
+    set_annotation,
+)
+from parachute.routing.router import Applied, Release, RoutingSetupError, check_weight
+
+ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One managed rule of a route, as read."""
+
+    index: int
+    label: str  # how a person finds it: "rule 'main'", "http route 0"
+    body: dict[str, Any]
+
+
+class WeightedRouteRouter(ABC):
+    """A router whose backend is a route object with weighted destinations."""
+
+    api_version: str
+    kind: str
+    field: str  # spec.trafficRouting.<backend>
+    rules_key: str  # the route's list of rules: "rules", "http"
+    destinations_key: str  # a rule's list of destinations: "backendRefs", "route"
+
+    def __init__(self, client: Client, release: Release, route: str, service: str) -> None:
+        self.client, self.release, self.service = client, release, service
+        self.ref = Ref(self.api_version, self.kind, release.namespace, route)
+
+    # -- what a backend says ---------------------------------------------------------------
+
+    @abstractmethod
+    def managed(self, route: Body) -> list[Rule]:
+        """The rules Parachute drives; a setup error naming the field when there are none."""
+
+    @abstractmethod
+    def service_of(self, destination: dict[str, Any]) -> str | None:
+        """The name of the Service (in the Rollout's namespace) a destination sends to."""
+
+    @abstractmethod
+    def weight_of(self, destination: dict[str, Any], alone: bool) -> int:
+        """The destination's weight as the backend reads it (its default when unset)."""
+
+    @abstractmethod
+    def split(self, rule: Rule, weight: int) -> list[dict[str, Any]]:
+        """The rule's destinations that send `weight`% to canary and the rest to stable."""
+
+    @abstractmethod
+    def normal(self, destination: dict[str, Any]) -> Any:
+        """A destination with the backend's defaults filled in, for comparing."""
+
+    def describe(self, destination: dict[str, Any]) -> str:
+        """A destination as a person reads it in a message."""
+        return str(self.service_of(destination))
+
+    def refused(self, route: Body) -> str | None:
+        """What the backend's controller says it could not apply, when it says so."""
+        return None
+
+    def crd(self) -> str:
+        return f"{self.kind} CRD {self.api_version}"
+
+    # -- the Router protocol -----------------------------------------------------------------
+
+    async def ensure(self) -> list[str]:
+        if not await self.client.served(self.api_version, self.kind):
+            raise RoutingSetupError(self.field, f"{self.crd()} is not installed")
+        self.managed(await self._route())
+        return await self.ensure_backends()
+
+    async def ensure_backends(self) -> list[str]:
+        """Make what the split destinations send to: the stable and canary Services."""
+        return await services.ensure(self.client, self.release, self.service, f"{self.field}.service")
+
+    async def check_backends(self) -> None:
+        """Refuse to send traffic to destinations that are not there yet."""
+        await services.check(self.client, self.release, self.service, f"{self.field}.service")
+
+    async def read(self) -> Applied:
+        route = await self._route()
+        return self._observe(route, self.managed(route))
+
+    async def set_weight(self, weight: int) -> Applied:
+        check_weight(weight)
+        for _ in range(ATTEMPTS):
+            route = await self._route()
+            rules = self.managed(route)
+            seen = self._observe(route, rules)
+            operations: list[Operation] = []
+            for rule in rules:
+                wanted = self.split(rule, weight)
+                if self._normals(rule.body.get(self.destinations_key)) != self._normals(wanted):
+                    at = f"/spec/{self.rules_key}/{rule.index}"
+                    operations += [
+                        {"op": "test", "path": at, "value": rule.body},
+                        {"op": "add", "path": f"{at}/{self.destinations_key}", "value": wanted},
+                    ]
+            if operations:
+                await self.check_backends()
+            key = self.release.weight_annotation()
+            recorded = _annotations(route).get(key)
+            if operations or recorded != str(weight):
+                operations += set_annotation(route, key, str(weight))
+            if not operations:
+                return seen
+            try:
+                written = await self.client.patch(self.ref, operations)
+            except ConflictError:
+                continue
+            after = self._observe(written, self.managed(written))
+            put = "put back to" if recorded == str(weight) else "set to"
+            hand_edit = seen.hand_edit and f"{seen.hand_edit}; {put} canary {weight}%"
+            return Applied(after.weight, after.unverified, hand_edit, wrote=True)
+        raise ConflictError(f"{self.ref} kept changing while Parachute set its weights")
+
+    async def reset(self) -> Applied:
+        return await self.set_weight(0)
+
+    # -- shared ------------------------------------------------------------------------------
+
+    async def _route(self) -> Body:
+        try:
+            found = await self.client.get(self.ref)
+        except KindNotServedError:
+            raise RoutingSetupError(self.field, f"{self.crd()} is not installed") from None
+        if found is None:
+            raise RoutingSetupError(self.route_field(), f"{self.ref} does not exist")
+        return found
+
+    def route_field(self) -> str:
+        return self.field
+
+    def names(self) -> tuple[str, str, str]:
+        return self.service, services.stable_name(self.service), services.canary_name(self.service)
+
+    def _normals(self, destinations: list[dict[str, Any]] | None) -> list[Any]:
+        return [self.normal(d) for d in destinations or []]
+
+    def _observe(self, route: Body, rules: list[Rule]) -> Applied:
+        """The share the managed rules hold, and whether it is the one Parachute last wrote."""
+        shares: dict[str, int | None] = {}
+        unverified: list[str] = []
+        for rule in rules:
+            share, why = self._share(rule)
+            shares[rule.label] = share
+            if why:
+                unverified.append(f"{self.ref} {rule.label} {why}")
+        recorded = _annotations(route).get(self.release.weight_annotation())
+        edits = []
+        if recorded is not None and recorded.isdigit():
+            for rule in rules:
+                if self._normals(rule.body.get(self.destinations_key)) != self._normals(
+                    self.split(rule, int(recorded))
+                ):
+                    edits.append(f"{rule.label} holds {self._describe(rule)}")
+        hand_edit = None
+        if edits:
+            found = "; ".join(edits)
+            hand_edit = f"{self.ref} was changed by someone else: {found} (Parachute set canary {recorded}%)"
+        values = set(shares.values())
+        refusal = self.refused(route)
+        if refusal:
+            unverified.append(refusal)
+        if unverified:
+            return Applied(None, "; ".join(unverified), hand_edit)
+        if len(values) > 1:
+            found = ", ".join(f"{label} {share}%" for label, share in shares.items())
+            return Applied(None, f"{self.ref}: its rules hold different shares ({found})", hand_edit)
+        return Applied(values.pop(), None, hand_edit)
+
+    def _share(self, rule: Rule) -> tuple[int | None, str | None]:
+        base, stable, canary = self.names()
+        destinations = rule.body.get(self.destinations_key) or []
+        weights = {base: 0, stable: 0, canary: 0}
+        for destination in destinations:
+            name = self.service_of(destination)
+            if name in weights:
+                weights[name] += self.weight_of(destination, alone=len(destinations) == 1)
+        if weights[base]:
+            return None, f"still sends to Service {base}, which selects the canary's pods too"
+        total = weights[stable] + weights[canary]
+        if total == 0:
+            return None, f"sends nothing to {stable} or {canary}"
+        return round(100 * weights[canary] / total), None
+
+    def _describe(self, rule: Rule) -> str:
+        destinations = rule.body.get(self.destinations_key) or []
+        alone = len(destinations) == 1
+        return ", ".join(f"{self.describe(d)} {self.weight_of(d, alone)}" for d in destinations) or "nothing"
+
+
+def _annotations(body: Body) -> dict[str, str]:
+    return dict(body["metadata"].get("annotations") or {})
+
+
+def other_services(names: tuple[str, ...], found: Sequence[str | None]) -> list[str]:
+    """Services a rule sends to besides the Service and its copies."""
+    return sorted({f or "(not a Service)" for f in found if f not in names})
