@@ -2,9 +2,11 @@
 
 Brings up the local control plane and a Prometheus scraping the demo app under load,
 installs the CRD and the operator's RBAC, runs the operator under its own ServiceAccount,
-creates a Deployment and applies an example Rollout, then shows what a user sees. It keeps
-running (printing the Rollout as it changes) until Ctrl-C; `--once` stops after the first
-view. The cluster stays up afterwards for kubectl; `make cluster-down` stops it.
+creates a Deployment and applies an example Rollout, then plays three acts: adoption, a
+good release, and a bad one recovered by the flag level. It prints the Rollout as it
+changes (the columns of `kubectl get pr -o wide`), ends with a summary of each act and the
+recovery time the Rollout's status reports, and exits 0 when every act went as it should.
+The cluster stays up afterwards for kubectl; `make cluster-down` stops it.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,102 +73,188 @@ def deploy_checkout(cluster: LocalCluster, prometheus_url: str) -> None:
         )
 
 
-def show(cluster: LocalCluster) -> str:
-    """`kubectl get pr -n shop -o wide` when kubectl is here; the same columns otherwise."""
-    kubectl = shutil.which("kubectl")
-    if kubectl:
-        result = subprocess.run(
-            [kubectl, f"--kubeconfig={cluster.admin_kubeconfig}", "get", "pr", "-n", NAMESPACE, "-o", "wide"],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        return result.stdout or result.stderr
-    body: dict[str, Any] = client.CustomObjectsApi(cluster.api_client()).get_namespaced_custom_object(  # type: ignore[assignment]
-        api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, "checkout"
+# The columns of `kubectl get pr -o wide`, at fixed widths so that every line lines up.
+COLUMNS = (("NAME", 10), ("PHASE", 13), ("STAGE", 7), ("WEIGHT", 8), ("RISK", 8), ("VERDICT", 14), ("AGE", 7))
+
+
+def header() -> str:
+    return line(title for title, _ in COLUMNS) + "MESSAGE"
+
+
+def line(cells: Any) -> str:
+    """Each cell padded to its column, and always one space after it."""
+    return "".join(
+        f"{'' if cell is None else cell!s:<{width - 1}} "
+        for cell, (_, width) in zip(cells, COLUMNS, strict=True)
     )
-    status = body.get("status", {})
-    row = [body["metadata"]["name"], status.get("phase", ""), status.get("stage", ""),
-           str(status.get("canaryWeight", "")), status.get("risk", ""), status.get("lastVerdict", ""),
-           status.get("message", "")]  # fmt: skip
-    return "NAME  PHASE  STAGE  WEIGHT  RISK  VERDICT  MESSAGE\n" + "  ".join(row) + "\n"
+
+
+def row(body: dict[str, Any]) -> str:
+    status = body.get("status") or {}
+    cells = (body["metadata"]["name"], status.get("phase"), status.get("stage"), status.get("canaryWeight"),
+             status.get("risk"), status.get("lastVerdict"), age(body["metadata"].get("creationTimestamp")))  # fmt: skip
+    return line(cells) + (status.get("message") or "")
+
+
+def age(created: str | None) -> str:
+    """As kubectl shows it: 71s, 2m11s, 3h4m."""
+    if not created:
+        return ""
+    seconds = int(
+        (datetime.now(UTC) - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds()
+    )
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60}m"
 
 
 def start_metrics(workdir: Path) -> tuple[DemoApp, LoadGenerator, LocalPrometheus]:
     app = DemoApp().start()
-    app.canary.set_behaviour(Behaviour(error_rate=0.0, latency_ms=25))
+    # Both versions equally fast, and a p95 (about 24 ms) well inside one histogram bucket, so
+    # the comparison with stable is not at the mercy of a few requests' noise.
+    for version in (app.stable, app.canary):
+        version.set_behaviour(Behaviour(error_rate=0.0, latency_ms=15))
     load = LoadGenerator(app.stable.url, app.canary.url, rate=60, canary_percent=weight.canary_share).start()
     targets = [ScrapeTarget("demoapp", f"127.0.0.1:{v.port}", {"namespace": NAMESPACE, "app": "checkout"})
                for v in app.versions.values()]  # fmt: skip
     return app, load, LocalPrometheus(workdir / "prometheus", targets).start()
 
 
-def release_story(cluster: LocalCluster, stopped: Any, once: bool) -> bool:
-    """Wait for adoption, apply a new image, and watch it go through the stages."""
-    adopted: dict[str, Any] = {}
+@dataclass
+class Act:
+    """One act of the demo and how it went, for the summary."""
 
-    def healthy(status: dict[str, Any]) -> bool:
-        adopted.update(status.get("release") or {})
-        return status.get("phase") == "Healthy"
+    name: str
+    ok: bool = False
+    outcome: str = "did not finish"
 
-    watch(cluster, stopped, until=healthy, timeout=60)
+
+def read_rollout(cluster: LocalCluster) -> dict[str, Any]:
+    body: dict[str, Any] = client.CustomObjectsApi(cluster.api_client()).get_namespaced_custom_object(  # type: ignore[assignment]
+        api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, "checkout"
+    )
+    return body
+
+
+def set_image(cluster: LocalCluster, image: str) -> None:
+    client.AppsV1Api(cluster.api_client()).patch_namespaced_deployment("checkout", NAMESPACE, {
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}
+    })  # fmt: skip
+
+
+def adoption(cluster: LocalCluster, stopped: Any) -> Act:
+    act = Act("adopt Deployment checkout")
+    say("the Rollout adopts checkout: it pauses the Deployment and records what serves now")
+    started = time.monotonic()
+    if watch(cluster, stopped, until=lambda status: status.get("phase") == "Healthy", timeout=60):
+        revision = (read_rollout(cluster).get("status") or {}).get("release", {}).get("stableRevision")
+        act.ok, act.outcome = (
+            True,
+            f"Healthy in {time.monotonic() - started:.0f}s, serving revision {revision}",
+        )
+    return act
+
+
+def good_release(cluster: LocalCluster, stopped: Any) -> Act:
+    """A new image goes through the stages while the demo app's traffic follows WEIGHT."""
+    act = Act("release image 2.0")
+    before = (read_rollout(cluster).get("status") or {}).get("release", {}).get("stableRevision")
     say(
         "releasing a new image: kubectl -n shop set image deployment/checkout app=registry.example/checkout:2.0"
     )
-    client.AppsV1Api(cluster.api_client()).patch_namespaced_deployment("checkout", NAMESPACE, {
-        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "registry.example/checkout:2.0"}]}}}
-    })  # fmt: skip
-    say("kubectl get pr -n shop -o wide --watch   (the demo app's traffic follows WEIGHT)")
+    set_image(cluster, "registry.example/checkout:2.0")
+    started = time.monotonic()
+    say(
+        "the Rollout, as kubectl get pr -n shop -o wide --watch shows it (the demo app's traffic follows WEIGHT)"
+    )
 
     def done(status: dict[str, Any]) -> bool:
         weight.value = float(status.get("canaryWeight") or 0)
         stable = (status.get("release") or {}).get("stableRevision")
         # Done is a new stable revision: the first reads may predate the new template.
-        return status.get("phase") == "Healthy" and stable not in (None, adopted.get("stableRevision"))
+        return status.get("phase") == "Healthy" and stable not in (None, before)
 
-    released = watch(cluster, stopped, until=done, timeout=300)
-    if released:
+    if watch(cluster, stopped, until=done, timeout=300):
+        status = read_rollout(cluster).get("status") or {}
         say(
             "released: the Deployment runs the new image and the canary is retired (kubectl -n shop get deploy)"
         )
-        released = bad_release_story(cluster, stopped)
-    while not stopped() and not once:
-        time.sleep(1)
-    return released
+        act.ok = True
+        act.outcome = (f"released through {len(status.get('plan') or [])} stages in {time.monotonic() - started:.0f}s; "
+                       f"stable revision {status['release']['stableRevision']}")  # fmt: skip
+    return act
 
 
-def bad_release_story(cluster: LocalCluster, stopped: Any) -> bool:
+def bad_release(cluster: LocalCluster, stopped: Any) -> Act:
     """Image 3.0 with its new code path switched on goes bad; the flag level recovers it."""
+    act = Act("release image 3.0, flag on")
     api_client = cluster.api_client()
     say("a release that goes bad: image 3.0, its new code path behind flag new-checkout, switched on")
     client.CoreV1Api(api_client).patch_namespaced_config_map(
         "checkout-flags", NAMESPACE, {"data": {"new-checkout": "true"}}
     )
-    client.AppsV1Api(api_client).patch_namespaced_deployment("checkout", NAMESPACE, {
-        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "registry.example/checkout:3.0"}]}}}
-    })  # fmt: skip
+    set_image(cluster, "registry.example/checkout:3.0")
 
     def recovered(status: dict[str, Any]) -> bool:
         weight.value = float(status.get("canaryWeight") or 0)
         return status.get("phase") == "RolledBack"
 
     if not watch(cluster, stopped, until=recovered, timeout=180):
-        return False
-    body: dict[str, Any] = client.CustomObjectsApi(api_client).get_namespaced_custom_object(  # type: ignore[assignment]
-        api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, "checkout"
-    )
-    incident = (body["status"].get("incidents") or [{}])[-1]
+        return act
+    body = read_rollout(cluster)
+    incident = ((body.get("status") or {}).get("incidents") or [{}])[-1]
+    objective = (body["spec"].get("recovery") or {}).get("objective", "5m")
     flags = client.CoreV1Api(api_client).read_namespaced_config_map("checkout-flags", NAMESPACE).data
-    say(f"recovered by the {incident.get('level')} level in {incident.get('recoverySeconds')} s "
-        f"(first critical verdict to health); flags now {flags}")  # fmt: skip
+    level = (incident.get("levels") or [{}])[-1]
+    seconds = round(incident.get("recoverySeconds") or 0)
+    say(f"recovered by the {incident.get('level')} level in {seconds}s (first critical verdict to health); "
+        f"flags now {flags}")  # fmt: skip
     print(f"    why: {incident.get('reason')}")
+    print(f"    {since(incident, level.get('appliedAt'))} flags off; "
+          f"{since(incident, level.get('healthyAt'))} health confirmed on a window that began after that")  # fmt: skip
     print(f"    revision {incident.get('revision')} stays blocked until its root cause is marked fixed:")
     print(f"    kubectl -n shop annotate pr checkout parachute.dev/resolved={incident.get('revision')}")
-    return True
+    act.ok = incident.get("level") == "flag" and flags == {"new-checkout": "false"}
+    met = "met" if incident.get("objectiveMet") else "missed"
+    act.outcome = (
+        f"recovered by the {incident.get('level')} level in {seconds}s (objective {objective} {met})"
+    )
+    return act
+
+
+def since(incident: dict[str, Any], moment: str | None) -> str:
+    """`+3s`: a moment of the incident, counted from its first critical verdict."""
+    if not moment:
+        return "?"
+    start = datetime.fromisoformat(incident["startedAt"].replace("Z", "+00:00"))
+    return f"+{(datetime.fromisoformat(moment.replace('Z', '+00:00')) - start).total_seconds():.0f}s"
+
+
+def summary(acts: list[Act]) -> None:
+    say("summary")
+    if not acts:
+        print("    nothing ran")
+        return
+    width = max(len(a.name) for a in acts) + 2
+    for number, act in enumerate(acts, 1):
+        print(f"    {number}. {act.name.ljust(width)}{'ok  ' if act.ok else 'FAIL'}  {act.outcome}")
+
+
+def play(cluster: LocalCluster, stopped: Any) -> list[Act]:
+    """The three acts, each only if the one before went as it should."""
+    acts = [adoption(cluster, stopped)]
+    for following in (good_release, bad_release):
+        if not acts[-1].ok:
+            break
+        acts.append(following(cluster, stopped))
+    return acts
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testbed.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
-    parser.add_argument("--once", action="store_true", help="show the first view and stop")
     args = parser.parse_args(argv)
 
     say("starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)")
@@ -196,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     # The canary reads the flag ConfigMap as a mounted volume; with it on, 6% of requests fail.
     flags = ConfigMapVolume(client.CoreV1Api(cluster.api_client()), NAMESPACE, "checkout-flags",
                             args.dir / "flags").start()  # fmt: skip
-    app.canary.follow_flag(FlagSource(flags.path("new-checkout"), "new-checkout"), Behaviour(error_rate=0.06))
+    app.canary.follow_flag(
+        FlagSource(flags.path("new-checkout"), "new-checkout"), Behaviour(error_rate=0.06, latency_ms=15)
+    )
 
     stop = False
 
@@ -206,9 +297,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
-    released = False
+    acts: list[Act] = []
     try:
-        released = release_story(cluster, lambda: stop, args.once)
+        acts = play(cluster, lambda: stop)
     finally:
         operator.send_signal(signal.SIGTERM)
         operator.wait(timeout=20)
@@ -218,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         prometheus.stop()
         app.stop()
     say("stopped the operator, Prometheus and the demo app; the cluster is still up (`make cluster-down`)")
-    return 0 if released else 1
+    summary(acts)
+    return 0 if len(acts) == 3 and all(a.ok for a in acts) else 1
 
 
 class Weight:
@@ -238,16 +330,14 @@ def watch(cluster: LocalCluster, stopped: Any, until: Any, timeout: float) -> bo
     """Print the Rollout's line whenever it changes, until `until(status)` or the timeout."""
     last = ""
     deadline = time.monotonic() + timeout
-    custom = client.CustomObjectsApi(cluster.api_client())
     while not stopped() and time.monotonic() < deadline:
-        body: dict[str, Any] = custom.get_namespaced_custom_object(  # type: ignore[assignment]
-            api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, "checkout"
-        )
+        body = read_rollout(cluster)
         status = dict(body.get("status") or {})
-        state = repr([status.get(k) for k in ("phase", "stage", "canaryWeight", "message")])
-        if state != last:  # AGE changes every second; print when the state does
-            view = show(cluster)
-            print(view.splitlines()[-1] if last else view.rstrip(), flush=True)
+        state = repr([status.get(k) for k in ("phase", "stage", "canaryWeight", "lastVerdict", "message")])
+        if status.get("phase") and state != last:  # AGE changes every second; print when the state does
+            if not last:
+                print(header(), flush=True)
+            print(row(body), flush=True)
             last = state
         if until(status):
             return True

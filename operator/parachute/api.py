@@ -1062,6 +1062,9 @@ HOTFIX_ANNOTATION = f"{GROUP}/hotfix"  # "true": a security hotfix, not held by 
 CHANGE_ANNOTATION = f"{GROUP}/change"
 # The root cause of a rolled-back revision is fixed: its value is that revision (or "all").
 RESOLVED_ANNOTATION = f"{GROUP}/resolved"
+# On a target Deployment Parachute paused: the Rollout that paused it. A target whose Rollout
+# is gone is given back unpaused.
+PAUSED_BY_ANNOTATION = f"{GROUP}/paused-by"
 
 # Printer columns of `kubectl get pr`: what an SRE needs on one line.
 PRINTER_COLUMNS: list[dict[str, Any]] = [

@@ -48,3 +48,34 @@ def set_condition(
         observed_generation=generation,
     )
     return list(current.values())
+
+
+# An operator-side fault: a reconcile that keeps raising. True names what failed; False once
+# a reconcile succeeds again.
+RECONCILE_FAILED = "ReconcileFailed"
+
+
+def _find(conditions: list[Condition] | None, type_: str) -> Condition | None:
+    return next((c for c in conditions or [] if c.type == type_), None)
+
+
+def mark_failed(
+    conditions: list[Condition] | None, *, reason: str, message: str, now: datetime, generation: int | None
+) -> list[Condition] | None:
+    """`conditions` with ReconcileFailed True for this fault; None when it already says so."""
+    current = _find(conditions, RECONCILE_FAILED)
+    if current is not None and current.status == ConditionStatus.true and current.message == message:
+        return None
+    return set_condition(conditions, type_=RECONCILE_FAILED, status=ConditionStatus.true, reason=reason,
+                         message=message, now=now, generation=generation)  # fmt: skip
+
+
+def clear_failed(
+    conditions: list[Condition] | None, *, now: datetime, generation: int | None
+) -> list[Condition] | None:
+    """`conditions` with ReconcileFailed False after a fault; None when there is none to clear."""
+    current = _find(conditions, RECONCILE_FAILED)
+    if current is None or current.status != ConditionStatus.true:
+        return None
+    return set_condition(conditions, type_=RECONCILE_FAILED, status=ConditionStatus.false, reason="Reconciled",
+                         message=f"reconciled again after {current.message}", now=now, generation=generation)  # fmt: skip

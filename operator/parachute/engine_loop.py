@@ -1,21 +1,142 @@
-"""The scheduler's unit of work: reconcile one Rollout and say when it is due again."""
+"""The scheduler's unit of work: reconcile one Rollout, say when it is due again, and make a
+fault that keeps recurring visible where users look.
+
+A conflict is ordinary (someone wrote first): decide again almost at once. Any other
+exception goes back to the scheduler, which retries with backoff (never a crash loop).
+After `FAULT_ATTEMPTS` failures in a row it is also written to the Rollout's status, as the
+`ReconcileFailed` condition naming the exception, with an Event: the operator's log is not
+where a user looks. The next reconcile that succeeds sets the condition back to False.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
-from parachute import clock, kube
+from parachute import clock, conditions, kube
+from parachute.api import Condition
 from parachute.reconcile import reconcile
 from parachute.scheduler import Key
 
+logger = logging.getLogger("parachute.engine_loop")
+
 # After a lost write race, decide again almost at once from what was written.
 CONFLICT_RETRY = timedelta(milliseconds=200)
+# Failures in a row before a fault is reported: one or two are usually passing trouble.
+FAULT_ATTEMPTS = 3
+# How much of an exception's text reaches status and Events.
+FAULT_TEXT = 300
+
+Work = Callable[[str, str, datetime], Awaitable[datetime | None]]
+# Writes a fault (reason, message) to the Rollout's status, or clears one (None).
+FaultWriter = Callable[[Key, tuple[str, str] | None, datetime], Awaitable[None]]
 
 
-async def reconcile_key(key: Key) -> datetime | None:
+def describe(error: BaseException) -> tuple[str, str]:
+    """(reason, message) for status: the exception's type, and its text made short and safe.
+
+    Only the first part of the text is kept (an API error's headers and body are left out),
+    and credentials in URLs are masked.
+    """
+    kind = type(error).__name__
+    lines = []
+    for line in str(error).splitlines():
+        if line.startswith(("HTTP response headers", "HTTP response body")):
+            break
+        lines.append(line.strip())
+    text = re.sub(r"://[^/\s@]+@", "://***@", " ".join(part for part in lines if part))
+    if len(text) > FAULT_TEXT:
+        text = text[: FAULT_TEXT - 1] + "…"
+    return kind, f"{kind}: {text}" if text else kind
+
+
+class ReconcileLoop:
+    """`reconcile` for the scheduler, with conflicts retried and faults reported."""
+
+    def __init__(
+        self,
+        work: Work = reconcile,
+        write_fault: FaultWriter | None = None,
+        now: Callable[[], datetime] = clock.now,
+        attempts: int = FAULT_ATTEMPTS,
+    ) -> None:
+        self._work = work
+        self._write_fault = write_fault or write_fault_to_status
+        self._now = now
+        self._attempts = attempts
+        self._failures: dict[Key, int] = {}
+        # Rollouts whose status may hold a ReconcileFailed True: reported by this process, or
+        # not yet looked at since it started (a fault from before a restart is cleared too).
+        self._maybe_failed: set[Key] = set()
+        self._seen: set[Key] = set()
+
+    async def __call__(self, key: Key) -> datetime | None:
+        now = self._now()
+        try:
+            following = await self._work(*key, now)
+        except kube.ConflictError:
+            return now + CONFLICT_RETRY
+        except Exception as error:
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+            if failures >= self._attempts:
+                await self._report(key, describe(error), now)
+            raise
+        self._failures.pop(key, None)
+        if key in self._maybe_failed or key not in self._seen:
+            await self._report(key, None, now)
+        return following
+
+    def forget(self, key: Key) -> None:
+        """The Rollout is gone."""
+        self._failures.pop(key, None)
+        self._maybe_failed.discard(key)
+        self._seen.discard(key)
+
+    async def _report(self, key: Key, fault: tuple[str, str] | None, now: datetime) -> None:
+        try:
+            await self._write_fault(key, fault, now)
+        except kube.ConflictError:  # written meanwhile: try again after the next reconcile
+            self._maybe_failed.add(key)
+            return
+        except Exception:  # reporting is a courtesy: the scheduler's backoff goes on regardless
+            logger.exception("could not write the fault of %s/%s to its status", *key)
+            self._maybe_failed.add(key)
+            return
+        self._seen.add(key)
+        if fault is None:
+            self._maybe_failed.discard(key)
+        else:
+            self._maybe_failed.add(key)
+
+
+async def write_fault_to_status(key: Key, fault: tuple[str, str] | None, now: datetime) -> None:
+    """Set (or clear) ReconcileFailed in the Rollout's status, with an Event when it changes."""
     namespace, name = key
-    now = clock.now()
-    try:
-        return await reconcile(namespace, name, now)
-    except kube.ConflictError:
-        return now + CONFLICT_RETRY
+    body = await kube.read_rollout(namespace, name)
+    if body is None:
+        return
+    old: dict[str, Any] = dict(body.get("status") or {})
+    current = [Condition.model_validate(c) for c in old.get("conditions") or []]
+    generation = body["metadata"].get("generation")
+    if fault is None:
+        changed = conditions.clear_failed(current, now=now, generation=generation)
+    else:
+        reason, message = fault
+        changed = conditions.mark_failed(
+            current, reason=reason, message=message, now=now, generation=generation
+        )
+    if changed is None:
+        return
+    new = {
+        **old,
+        "conditions": [c.model_dump(by_alias=True, exclude_none=True, mode="json") for c in changed],
+    }
+    await kube.patch_rollout_status(namespace, name, old, new, body["metadata"]["resourceVersion"])
+    failed = next(c for c in changed if c.type == conditions.RECONCILE_FAILED)
+    if fault is None:
+        await kube.post_event(body, "Normal", "Reconciled", failed.message)
+    else:
+        await kube.post_event(body, "Warning", conditions.RECONCILE_FAILED, failed.message)

@@ -1,21 +1,26 @@
 """kopf registration only: watch events wake the scheduler; the scheduler reconciles.
 
-No timers, daemons or mandatory deletion handlers: kopf would put a finalizer on every
-Rollout, and a Rollout must stay deletable when the operator is gone. With only event
-handlers, kopf writes nothing to Rollouts either: their status is Parachute's alone.
+No timers, daemons or deletion handlers: kopf would put a finalizer on every Rollout, and a
+Rollout must stay deletable when the operator is gone. A Rollout's deletion is seen as its
+watch's DELETED event instead, and its target handed back then (`parachute.handback`).
+With only event handlers, kopf writes nothing to Rollouts either: their status is
+Parachute's alone. Handlers are coroutines, so that they wake the scheduler on its own
+event loop (kopf would run plain functions in threads).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from datetime import datetime
 from typing import Any
 
 import kopf
 
-from parachute import api, clock, kube
-from parachute.engine_loop import reconcile_key
+from parachute import api, clock, handback
+from parachute.engine_loop import ReconcileLoop
+from parachute.policy import DEFAULT_POLICY_ENV
 from parachute.scheduler import Key, Scheduler
 
 ROLLOUTS = (api.GROUP, api.VERSION, api.PLURAL)
@@ -32,7 +37,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.posting.level = logging.ERROR  # Parachute posts its own Events, with reasons
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    memo.scheduler = Scheduler(reconcile_key, clock=clock.now)
+    memo.reconciler = ReconcileLoop()
+    memo.scheduler = Scheduler(memo.reconciler, clock=clock.now)
     memo.scheduler_task = asyncio.create_task(memo.scheduler.run(), name="parachute-scheduler")
 
 
@@ -58,14 +64,34 @@ def rollouts_by_config(
     return {(namespace, ref.get("name", "")): name for ref in spec.get("configRefs") or []}
 
 
+@kopf.index(*ROLLOUTS)
+def rollouts_by_policy(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[str, Key]:
+    """The ReleasePolicy each Rollout uses: its policyRef, or "" for the default (none with its own window)."""
+    if spec.get("window"):
+        return {}
+    return {(spec.get("policyRef") or {}).get("name", ""): (namespace or "", name)}
+
+
 @kopf.on.event(*ROLLOUTS)
-def on_rollout(
-    type: str, namespace: str | None, name: str, status: kopf.Status, memo: kopf.Memo, **_: Any
+async def on_rollout(
+    *,
+    type: str,
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
     scheduler: Scheduler = memo.scheduler
     key: Key = (namespace or "", name)
     if type == "DELETED":
         scheduler.forget(key)
+        memo.reconciler.forget(key)
+        # The last state the watch saw names the target: hand it back unpaused.
+        target = (body.get("spec", {}).get("targetRef") or {}).get("name")
+        if namespace and target:
+            await handback.unpause(namespace, target, name)
         return
     scheduler.wake(key)
     due = status.get("nextCheckAt")
@@ -74,19 +100,26 @@ def on_rollout(
 
 
 @kopf.on.event("apps", "v1", "deployments")
-def on_deployment(namespace: str | None, name: str, meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any) -> None:
-    """A target or a canary changed: wake the Rollout it belongs to."""
+async def on_deployment(
+    namespace: str | None, name: str, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A target or a canary changed: wake the Rollout it belongs to. A target still paused by
+    a Rollout that is gone (deleted while the operator was away) is handed back."""
     index: kopf.Index[tuple[str | None, str], str] = kwargs["rollouts_by_target"]
     scheduler: Scheduler = memo.scheduler
-    for rollout in index.get((namespace, name), []):
+    rollouts = list(index.get((namespace, name), []))
+    for rollout in rollouts:
         scheduler.wake((namespace or "", rollout))
     for owner in meta.get("ownerReferences") or []:
         if owner.get("kind") == api.KIND and owner.get("apiVersion") == api.API_VERSION:
             scheduler.wake((namespace or "", owner["name"]))
+    mark = (meta.get("annotations") or {}).get(api.PAUSED_BY_ANNOTATION)
+    if namespace and mark:
+        await handback.hand_back_if_orphaned(namespace, dict(body), known=mark in rollouts)
 
 
 @kopf.on.event("", "v1", "configmaps")
-def on_config_map(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+async def on_config_map(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     """A tracked ConfigMap changed: wake the Rollouts that track it."""
     index: kopf.Index[tuple[str | None, str], str] = kwargs["rollouts_by_config"]
     scheduler: Scheduler = memo.scheduler
@@ -94,9 +127,13 @@ def on_config_map(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: A
         scheduler.wake((namespace or "", rollout))
 
 
-@kopf.on.delete(*ROLLOUTS, optional=True)
-async def on_rollout_deleted(namespace: str | None, spec: kopf.Spec, **_: Any) -> None:
-    """Best effort (no finalizer): hand the target back unpaused so it rolls on its own again."""
-    target = spec.get("targetRef", {}).get("name")
-    if namespace and target and await kube.read_deployment(namespace, target):
-        await kube.patch_deployment(namespace, target, {"spec": {"paused": False}})
+@kopf.on.event(api.GROUP, api.VERSION, "releasepolicies")
+async def on_release_policy(name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A policy changed: the Rollouts it applies to look again (a fixed policy ends `Invalid`)."""
+    index: kopf.Index[str, Key] = kwargs["rollouts_by_policy"]
+    scheduler: Scheduler = memo.scheduler
+    keys = list(index.get(name, []))
+    if name == os.environ.get(DEFAULT_POLICY_ENV):
+        keys += index.get("", [])
+    for key in keys:
+        scheduler.wake(key)

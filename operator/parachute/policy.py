@@ -13,13 +13,14 @@ from datetime import date, datetime
 from typing import Any
 
 import holidays
+from pydantic import ValidationError
 
 from parachute import kube
 from parachute.analysis.connect import provider_for
 from parachute.api import ReleasePolicySpec, RolloutSpec, Window
 from parachute.plan.metrics import parse_threshold
 from parachute.plan.model import WindowView
-from parachute.plan.windows import Calendar, no_holidays, state
+from parachute.plan.windows import Calendar, no_holidays, problems, state
 
 DEFAULT_POLICY_ENV = "PARACHUTE_DEFAULT_POLICY"
 
@@ -56,7 +57,39 @@ async def policy_for(spec: RolloutSpec) -> tuple[str | None, ReleasePolicySpec |
     if found is None:
         field = "spec.policyRef.name" if spec.policy_ref else f"the default policy ({DEFAULT_POLICY_ENV})"
         raise PolicyError(f"{field}: ReleasePolicy {name} not found")
-    return name, ReleasePolicySpec.model_validate(found.get("spec") or {})
+    try:
+        return name, ReleasePolicySpec.model_validate(found.get("spec") or {})
+    except ValidationError as error:
+        problem = error.errors()[0]
+        field = ".".join(str(part) for part in ("spec", *problem["loc"]))
+        raise PolicyError(f"ReleasePolicy {name}: {field}: {problem['msg']}") from error
+
+
+def check_window(spec: RolloutSpec, policy: str, window: Window) -> None:
+    """Raise PolicyError, naming the field, for a window that cannot work as written.
+
+    An unknown time zone, hours that never open, a holiday calendar that does not exist,
+    and a peak-traffic query with no Prometheus to ask (the Rollout's `spec.analysis`).
+    """
+    where = "spec.window" if policy == "spec.window" else f"ReleasePolicy {policy}: spec.window"
+    found = problems(window)
+    if found:
+        field, message = found[0]
+        raise PolicyError(f"{where}.{field}: {message}")
+    if window.holidays is not None:
+        try:
+            _country(window.holidays.country, window.holidays.subdivision)
+        except NotImplementedError:
+            subdivision = (
+                f" subdivision {window.holidays.subdivision!r}" if window.holidays.subdivision else ""
+            )
+            raise PolicyError(
+                f"{where}.holidays: no holiday calendar for {window.holidays.country!r}{subdivision}"
+            ) from None
+    if window.peak_traffic is not None and spec.analysis is None:
+        raise PolicyError(
+            f"{where}.peakTraffic: needs a Prometheus to measure it, and this Rollout has no spec.analysis"
+        )
 
 
 async def window_for(
@@ -66,6 +99,8 @@ async def window_for(
     window = policy.window if policy else None
     if window is None:
         return WindowView(policy=name), policy
+    assert name is not None
+    check_window(spec, name, window)
     peak = False
     if window.peak_traffic is not None and spec.analysis is not None:
         provider = await provider_for(spec.analysis, namespace)

@@ -144,8 +144,16 @@ async def act(
         patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: intent.target_restart}}}}}
         await kube.patch_deployment(namespace, name, patch)
         changed.append(f"restarted the pods of Deployment {name} (new configuration)")
-    if bool(target["spec"].get("paused")) != intent.target_paused:
-        await kube.patch_deployment(namespace, name, {"spec": {"paused": intent.target_paused}})
+    # A pause carries the Rollout's mark, so that a target whose Rollout is gone is known and
+    # given back unpaused (parachute.handback); a pause from before the mark gets it too.
+    marked = (target["metadata"].get("annotations") or {}).get(api.PAUSED_BY_ANNOTATION)
+    mark = rollout["metadata"]["name"] if intent.target_paused else None
+    if bool(target["spec"].get("paused")) != intent.target_paused or marked != mark:
+        pause: dict[str, Any] = {
+            "metadata": {"annotations": {api.PAUSED_BY_ANNOTATION: mark}},
+            "spec": {"paused": intent.target_paused},
+        }
+        await kube.patch_deployment(namespace, name, pause)
         changed.append(f"{'paused' if intent.target_paused else 'unpaused'} Deployment {name}")
 
     if intent.canary_replicas == 0 or intent.canary_revision is None:

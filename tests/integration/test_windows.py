@@ -1,6 +1,8 @@
 """Release windows on the real cluster, with the operator's clock started where each story
 needs it: a release applied in a closed window waits and starts at the next open time, a
-hotfix starts at once, and a rollback goes ahead during a freeze."""
+hotfix starts at once, and a rollback goes ahead during a freeze. A window that cannot work
+(an unknown time zone, hours that never open, peak traffic with no Prometheus) makes the
+Rollout Invalid, naming the field, until it is fixed."""
 
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ import pytest
 from tests.integration.conftest import (
     Cluster,
     RunningOperator,
+    deployment,
     event_reasons,
     eventually,
+    rollout,
     rollout_status,
     start_release,
 )
@@ -100,3 +104,51 @@ def test_a_rollback_goes_ahead_during_a_freeze(
                                                {"metadata": {"annotations": {"parachute.dev/abort": "now"}}})  # fmt: skip
     eventually(lambda: rollout_status(crds, namespace).get("phase") == "Aborted", timeout=30, what="aborted")
     eventually(lambda: crds.apps.read_namespaced_deployment("checkout-canary", namespace).spec.replicas == 0)
+
+
+def invalid(crds: Cluster, namespace: str) -> dict[str, Any]:
+    status: dict[str, Any] = eventually(
+        lambda: rollout_status(crds, namespace).get("phase") == "Invalid" and rollout_status(crds, namespace),
+        timeout=30, what="Invalid",
+    )  # fmt: skip
+    return status
+
+
+def test_a_policy_with_an_unknown_time_zone_makes_the_rollout_invalid_until_it_is_fixed(
+    crds: Cluster, namespace: str, policy: Callable[[dict[str, Any]], str], operator: RunningOperator
+) -> None:
+    name = policy({"timeZone": "Mars/Olympus"})
+    crds.apps.create_namespaced_deployment(namespace, deployment("checkout", replicas=2))
+    body = rollout("checkout", targetRef={"name": "checkout"}, policyRef={"name": name})
+    crds.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "rollouts", body)
+
+    status = invalid(crds, namespace)
+    expected = f"ReleasePolicy {name}: spec.window.timeZone: unknown time zone 'Mars/Olympus'"
+    assert status["message"].startswith(expected)
+    condition = next(c for c in status["conditions"] if c["type"] == "Invalid")
+    assert condition["status"] == "True" and condition["message"].startswith(expected)
+    eventually(lambda: "Invalid" in event_reasons(crds, namespace), what="an Invalid Event")
+
+    policy({"timeZone": "Europe/Berlin"})  # fixed: the policy's watch wakes the Rollout
+    eventually(
+        lambda: rollout_status(crds, namespace).get("phase") == "Healthy", timeout=30, what="valid again"
+    )
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        pytest.param({"allow": [{"days": ["Mon"], "start": "10:00", "end": "11:00"}],
+                      "deny": [{"days": ["Mon"], "start": "09:00", "end": "12:00"}]},
+                     "spec.window.allow: never opens", id="a-window-that-never-opens"),
+        pytest.param({"peakTraffic": {"query": "sum(up)", "threshold": 1}},
+                     "spec.window.peakTraffic: needs a Prometheus to measure it", id="peak-traffic-without-analysis"),
+    ],
+)  # fmt: skip
+def test_a_window_that_cannot_work_makes_the_rollout_invalid(
+    crds: Cluster, namespace: str, operator: RunningOperator, window: dict[str, Any], message: str
+) -> None:
+    crds.apps.create_namespaced_deployment(namespace, deployment("checkout", replicas=2))
+    body = rollout("checkout", targetRef={"name": "checkout"}, window=window)
+    crds.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "rollouts", body)
+    assert invalid(crds, namespace)["message"].startswith(message)

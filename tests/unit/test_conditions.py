@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 from parachute.api import ConditionStatus
-from parachute.conditions import READY, set_condition, timestamp
+from parachute.conditions import READY, RECONCILE_FAILED, clear_failed, mark_failed, set_condition, timestamp
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 
@@ -50,3 +50,26 @@ def test_other_conditions_are_left_alone() -> None:
         both, type_="B", status=ConditionStatus.false, reason="r", message="", now=T0, generation=1
     )
     assert [c.type for c in both] == ["A", "B"]
+
+
+def test_a_fault_is_marked_once_and_cleared_by_the_next_success() -> None:
+    failed = mark_failed(None, reason="KeyError", message="KeyError: 'x'", now=T0, generation=3)
+    assert failed is not None
+    [condition] = failed
+    assert (condition.type, condition.status, condition.reason, condition.message) == (
+        RECONCILE_FAILED,
+        ConditionStatus.true,
+        "KeyError",
+        "KeyError: 'x'",
+    )
+    later = T0 + timedelta(minutes=1)
+    assert mark_failed(failed, reason="KeyError", message="KeyError: 'x'", now=later, generation=3) is None
+    other = mark_failed(failed, reason="TypeError", message="TypeError: no", now=later, generation=3)
+    assert other is not None and other[0].last_transition_time == "2026-11-26T10:00:00Z"
+
+    cleared = clear_failed(failed, now=later, generation=3)
+    assert cleared is not None
+    assert (cleared[0].status, cleared[0].reason) == (ConditionStatus.false, "Reconciled")
+    assert cleared[0].message == "reconciled again after KeyError: 'x'"
+    assert clear_failed(cleared, now=later, generation=3) is None
+    assert clear_failed(None, now=later, generation=3) is None

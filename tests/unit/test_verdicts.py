@@ -126,6 +126,86 @@ def test_latency_is_compared_with_stable_within_ten_percent() -> None:
     assert judged(LATENCY, Sample.of(0.120), stable=Sample()).verdict == Verdict.successful  # no baseline
 
 
+def test_past_the_tolerance_over_stable_is_critical_and_fails_once_sustained() -> None:
+    first = judged(LATENCY, Sample.of(0.130), stable=Sample.of(0.100), at=T0)
+    assert first.verdict == Verdict.warning and first.breached_since == "2026-11-24T10:00:00Z"
+    assert first.message == "latency-p95 130ms 30% above stable's 100ms (tolerance 10%), for 0s so far"
+    later = T0 + timedelta(minutes=4, seconds=10)
+    held = judged(LATENCY, Sample.of(0.130), first, at=later, stable=Sample.of(0.100))
+    assert held.verdict == Verdict.warning and held.message.endswith("for 4m10s so far")
+    failed = judged(LATENCY, Sample.of(0.130), held, at=T0 + timedelta(minutes=10), stable=Sample.of(0.100))
+    assert failed.verdict == Verdict.failed
+    assert failed.message == "latency-p95 130ms 30% above stable's 100ms (tolerance 10%), for 10m"
+    assert not failed.immediate  # sustained, not an immediate trigger
+
+
+def test_back_within_the_tolerance_starts_the_sustained_window_over() -> None:
+    first = judged(LATENCY, Sample.of(0.130), stable=Sample.of(0.100), at=T0)
+    back = judged(LATENCY, Sample.of(0.105), first, at=T0 + timedelta(minutes=5), stable=Sample.of(0.100))
+    assert back.verdict == Verdict.successful and back.breached_since is None
+    assert back.message == "latency-p95 105ms (stable 100ms)"
+
+
+@pytest.mark.parametrize(
+    ("canary", "stable", "verdict", "says"),
+    [
+        pytest.param(0.600, 0.100, Verdict.warning, "above critical 500ms; 500% above stable's 100ms",
+                     id="past-both-names-both"),
+        pytest.param(0.600, 0.590, Verdict.warning, "above critical 500ms, for",
+                     id="absolute-critical-even-close-to-stable"),
+        pytest.param(0.350, 0.340, Verdict.warning, "above warning 300ms: watching (stable 340ms)",
+                     id="warning-band-close-to-stable"),
+        pytest.param(0.350, 0.100, Verdict.warning, "250% above stable's 100ms (tolerance 10%), for",
+                     id="warning-band-far-from-stable-is-critical"),
+        pytest.param(0.090, 0.100, Verdict.successful, "latency-p95 90ms (stable 100ms)", id="faster-than-stable"),
+    ],
+)  # fmt: skip
+def test_the_comparison_with_stable_and_the_absolute_thresholds_together(
+    canary: float, stable: float, verdict: Verdict, says: str
+) -> None:
+    status = judged(LATENCY, Sample.of(canary), stable=Sample.of(stable))
+    assert status.verdict == verdict and says in status.message
+
+
+def test_a_comparison_below_stable_for_metrics_where_lower_is_worse() -> None:
+    success = resolve(
+        Metric(template="success-rate", compareWithStable=True, tolerance="1%", critical="50%"), {}
+    )
+    status = judged(success, Sample.of(0.97), stable=Sample.of(0.999))
+    assert status.verdict == Verdict.warning and "3% below stable's 99.9% (tolerance 1%)" in status.message
+
+
+@pytest.mark.parametrize(
+    ("stable", "note"),
+    [
+        pytest.param(Sample(), "(stable has no data: absolute thresholds only)", id="no-data"),
+        pytest.param(Sample(error="timeout"), "(stable not measured: timeout; absolute thresholds only)",
+                     id="not-measured"),
+        pytest.param(Sample.of(0.0), "(stable measures 0: absolute thresholds only)", id="zero"),
+    ],
+)  # fmt: skip
+def test_without_a_stable_value_only_the_absolute_thresholds_judge_and_the_message_says_so(
+    stable: Sample, note: str
+) -> None:
+    fine = judged(LATENCY, Sample.of(0.200), stable=stable)
+    assert fine.verdict == Verdict.successful and fine.message == f"latency-p95 200ms {note}"
+    critical = judged(LATENCY, Sample.of(0.600), stable=stable)
+    assert critical.verdict == Verdict.warning and critical.message.endswith(note)
+
+
+def test_a_metric_not_compared_this_round_says_nothing_about_stable() -> None:
+    # After promotion the new version is stable: there is nothing to compare with, and no note.
+    assert judged(LATENCY, Sample.of(0.200), stable=None).message == "latency-p95 200ms"
+
+
+def test_durations_in_messages_are_read_as_people_read_them() -> None:
+    first = judged(ERROR_RATE, Sample.of(0.008), at=T0)
+    again = judged(ERROR_RATE, Sample.of(0.008), first, at=T0 + timedelta(seconds=0.00471))
+    assert again.message == "error-rate 0.8% above critical 0.5%, for 0s so far"
+    hours = judged(ERROR_RATE, Sample.of(0.008), first, at=T0 + timedelta(hours=2, seconds=5.4))
+    assert hours.message == "error-rate 0.8% above critical 0.5%, for 2h5s"
+
+
 def test_counts_are_kept_per_outcome_and_errors_in_a_row() -> None:
     status = None
     for sample in (Sample.of(0.0), Sample(error="timeout"), Sample(error="timeout"), Sample()):

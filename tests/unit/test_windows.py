@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parachute.api import Window
-from parachute.plan.windows import closed_because, playbook_window, state
+from parachute.plan.windows import closed_because, never_opens, playbook_window, problems, state
 
 BERLIN = ZoneInfo("Europe/Berlin")
 PLAYBOOK = playbook_window("Europe/Berlin")
@@ -127,6 +127,53 @@ def test_a_window_with_no_open_hour_never_opens() -> None:
     assert not closed.open and closed.next_open is None
 
 
+EVERY_DAY = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+
+
+@pytest.mark.parametrize(
+    ("window", "never"),
+    [
+        pytest.param({}, False, id="no-ranges-always-open"),
+        pytest.param(PLAYBOOK.model_dump(by_alias=True, exclude_none=True), False, id="playbook"),
+        pytest.param({"allow": [{"days": ["Mon"], "start": "10:00", "end": "11:00"}],
+                      "deny": [{"days": ["Mon"], "start": "09:00", "end": "12:00"}]}, True, id="allow-inside-deny"),
+        pytest.param({"allow": [{"days": ["Mon"], "start": "10:00", "end": "11:00"}],
+                      "deny": [{"days": ["Tue"], "start": "09:00", "end": "12:00"}]}, False, id="deny-another-day"),
+        pytest.param({"allow": [{"days": ["Sat"], "start": "22:00", "end": "02:00"}],
+                      "deny": [{"days": ["Sat"], "start": "22:00", "end": "00:00"},
+                               {"days": ["Sun"], "start": "00:00", "end": "02:00"}]}, True,
+                     id="past-midnight-covered-on-both-days"),
+        pytest.param({"allow": [{"days": ["Sat"], "start": "22:00", "end": "02:00"}],
+                      "deny": [{"days": ["Sat"], "start": "22:00", "end": "00:00"},
+                               {"days": ["Sun"], "start": "00:00", "end": "01:59"}]}, False,
+                     id="one-minute-left-is-open"),
+        pytest.param({"deny": [{"days": EVERY_DAY, "start": "00:00", "end": "00:00"}]}, True, id="deny-all-week"),
+        pytest.param({"deny": [{"days": EVERY_DAY, "start": "12:00", "end": "11:59"}]}, False, id="deny-all-but-a-minute"),
+        pytest.param({"allow": [{"days": ["Fri"], "start": "13:00", "end": "15:00"}]}
+                     | {"deny": playbook_window().model_dump(by_alias=True)["deny"]}, True,
+                     id="friday-afternoon-under-the-playbook-denials"),
+    ],
+)  # fmt: skip
+def test_a_window_whose_hours_are_all_denied_never_opens(window: dict[str, object], never: bool) -> None:
+    assert never_opens(Window.model_validate({"timeZone": "UTC", **window})) is never
+
+
+def test_a_window_that_never_opens_is_a_problem_naming_the_field() -> None:
+    allowed = Window.model_validate({"allow": [{"days": ["Mon"], "start": "10:00", "end": "11:00"}],
+                                     "deny": [{"days": ["Mon"], "start": "09:00", "end": "12:00"}]})  # fmt: skip
+    assert problems(allowed) == [("allow", "never opens: the deny ranges cover every hour it allows")]
+    denied = Window.model_validate({"deny": [{"days": EVERY_DAY, "start": "00:00", "end": "00:00"}]})
+    assert problems(denied) == [("deny", "never opens: the deny ranges cover the whole week")]
+    assert problems(PLAYBOOK) == []
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus", "", "../../etc/passwd", "Europe/berlin "])
+def test_an_unknown_time_zone_is_a_problem_naming_the_field(zone: str) -> None:
+    assert problems(Window.model_construct(time_zone=zone)) == [
+        ("timeZone", f"unknown time zone {zone!r} (an IANA name, e.g. Europe/Berlin)")
+    ]
+
+
 def test_peak_traffic_closes_and_is_looked_at_again_soon() -> None:
     now = at("Tue 2026-11-24 10:30")
     closed = state(PLAYBOOK, now, peak=True)
@@ -157,3 +204,25 @@ def test_next_open_is_always_open_and_never_in_the_past(
     assert closed_because(window, result.next_open, calendar) == ""
     # And nothing earlier was open: it is the *next* open time.
     assert closed_because(window, result.next_open - timedelta(minutes=1), calendar) != ""
+
+
+CLOCK_TIMES = st.builds(lambda h, m: f"{h:02d}:{m:02d}", st.integers(0, 23), st.sampled_from([0, 15, 30, 59]))
+RANGES = st.builds(
+    lambda days, start, end: {"days": sorted(set(days)), "start": start, "end": end},
+    st.lists(st.sampled_from(EVERY_DAY), min_size=1, max_size=7),
+    CLOCK_TIMES,
+    CLOCK_TIMES,
+).filter(lambda r: r["start"] != r["end"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(RANGES, max_size=3), st.lists(RANGES, max_size=4),
+       st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31), timezones=st.just(UTC)))  # fmt: skip
+def test_never_opens_agrees_with_the_search_for_the_next_open_time(
+    allow: list[dict[str, object]], deny: list[dict[str, object]], now: datetime
+) -> None:
+    window = Window.model_validate(
+        {"timeZone": "Europe/Berlin", "allow": allow or None, "deny": deny or None}
+    )
+    result = state(window, now)
+    assert never_opens(window) is (not result.open and result.next_open is None)

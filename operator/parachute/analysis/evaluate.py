@@ -86,8 +86,10 @@ async def evaluate(
     )
     before = {m.name: m for m in previous or []}
     results, events = [], []
-    for metric, canary, stable in zip(metrics, canary_samples, stable_samples, strict=True):
-        status = judge(metric, canary, before.get(metric.name), now, stable=stable if stable.error is None else None,
+    for metric, canary, stable, compared in zip(
+        metrics, canary_samples, stable_samples, compare, strict=True
+    ):
+        status = judge(metric, canary, before.get(metric.name), now, stable=stable if compared else None,
                        requests=requests, min_requests=min_requests)  # fmt: skip
         old = before.get(metric.name)
         if old is None or old.verdict != status.verdict:

@@ -4,7 +4,9 @@ Four outcomes, never conflated (spec §3, and the vocabulary Argo Rollouts taugh
 Successful; Failed (measured and bad); Inconclusive (no data, no traffic, too few requests —
 never a pass and never by itself a rollback); Error (could not measure: Prometheus away, a
 bad query). Warning is Successful's cautious sibling: in the warning band, or critical but
-not yet for `sustainFor` — watch, don't roll back.
+not yet for `sustainFor` — watch, don't roll back. A metric compared with stable is critical
+past its tolerance, as past its `critical` threshold; without a stable value to compare with,
+only the absolute thresholds judge it, and the message says so.
 
 NaN never reaches a comparison: a sample is a number, no data, or an error.
 """
@@ -16,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from parachute.api import AnalysisLimits, Direction, MetricStatus, Verdict
+from parachute.api import AnalysisLimits, Direction, MetricStatus, Verdict, format_duration
 from parachute.conditions import timestamp
 from parachute.plan.metrics import MetricDefinition, format_value
 from parachute.plan.model import Health
@@ -56,7 +58,10 @@ def judge(
     requests: float | None = None,
     min_requests: int = 0,
 ) -> MetricStatus:
-    """The metric's status after one more evaluation."""
+    """The metric's status after one more evaluation.
+
+    `stable` is the stable version's sample when the metric is compared with it, None when not.
+    """
     old = previous or MetricStatus(name=metric.name)
     counts = {
         "successful": old.successful, "failed": old.failed, "inconclusive": old.inconclusive, "errors": old.errors,
@@ -77,7 +82,7 @@ def judge(
     else:
         value = canary.value if canary.value is not None else 0.0
         canary = Sample(value=value)
-        verdict, message, breached_since = _measured(metric, value, stable_value, breached_since, now)
+        verdict, message, breached_since = _measured(metric, value, stable, breached_since, now)
 
     key = {Verdict.successful: "successful", Verdict.warning: "successful", Verdict.failed: "failed",
            Verdict.inconclusive: "inconclusive", Verdict.error: "errors"}[verdict]  # fmt: skip
@@ -104,37 +109,61 @@ def judge(
 
 
 def _measured(
-    metric: MetricDefinition, value: float, stable: float | None, breached_since: str | None, now: datetime
+    metric: MetricDefinition, value: float, stable: Sample | None, breached_since: str | None, now: datetime
 ) -> tuple[Verdict, str, str | None]:
+    """A measured value against the absolute thresholds and, where asked, against stable.
+
+    Past `critical` or past the tolerance over stable is critical: either one is enough, and
+    both are named. Critical holds the release as Warning until it has lasted `sustainFor`.
+    """
     shown = format_value(value, metric.unit)
     side = "above" if metric.direction == Direction.above else "below"
     if _bad(value, metric.rollback_at, metric.direction):
         limit = format_value(metric.rollback_at or 0.0, metric.unit)
         return Verdict.failed, f"{metric.name} {shown} {side} {limit}: roll back at once", breached_since
+    off_stable, note = _against_stable(metric, value, stable)
+    critical = [off_stable] if off_stable else []
     if _bad(value, metric.critical, metric.direction):
+        critical.insert(0, f"{side} critical {format_value(metric.critical or 0.0, metric.unit)}")
+    if critical:
         since = breached_since or timestamp(now)
         held = now - _parse(since)
-        limit = format_value(metric.critical or 0.0, metric.unit)
+        what = f"{metric.name} {shown} {'; '.join(critical)}"
         if held >= metric.sustain_for:
-            return Verdict.failed, f"{metric.name} {shown} {side} critical {limit} for {held}", since
-        return Verdict.warning, f"{metric.name} {shown} {side} critical {limit}, for {held} so far", since
+            return Verdict.failed, f"{what}, for {human_duration(held)}{note}", since
+        return Verdict.warning, f"{what}, for {human_duration(held)} so far{note}", since
     if _bad(value, metric.warning, metric.direction):
         limit = format_value(metric.warning or 0.0, metric.unit)
-        return Verdict.warning, f"{metric.name} {shown} {side} warning {limit}: watching", None
-    if metric.compare_with_stable and stable is not None and stable > 0:
-        allowed = (
-            stable * (1 + metric.tolerance)
-            if metric.direction == Direction.above
-            else stable * (1 - metric.tolerance)
-        )
-        if _bad(value, allowed, metric.direction):
-            base = format_value(stable, metric.unit)
-            return (
-                Verdict.warning,
-                (f"{metric.name} {shown} is more than {metric.tolerance:.0%} off stable's {base}: watching"),
-                None,
-            )
-    return Verdict.successful, f"{metric.name} {shown}", None
+        return Verdict.warning, f"{metric.name} {shown} {side} warning {limit}: watching{note}", None
+    return Verdict.successful, f"{metric.name} {shown}{note}", None
+
+
+def _against_stable(metric: MetricDefinition, value: float, stable: Sample | None) -> tuple[str, str]:
+    """(how far past the tolerance over stable, or ""; a note when there was nothing to compare with).
+
+    `stable` is None when no comparison was asked for (or the new version already is stable).
+    """
+    if not metric.compare_with_stable or stable is None:
+        return "", ""
+    if stable.error is not None:
+        return "", f" (stable not measured: {stable.error}; absolute thresholds only)"
+    if stable.value is None:
+        return "", " (stable has no data: absolute thresholds only)"
+    if stable.value <= 0:
+        return "", " (stable measures 0: absolute thresholds only)"
+    above = metric.direction == Direction.above
+    allowed = stable.value * (1 + metric.tolerance if above else 1 - metric.tolerance)
+    base = format_value(stable.value, metric.unit)
+    if not _bad(value, allowed, metric.direction):
+        return "", f" (stable {base})"
+    off = abs(value / stable.value - 1)
+    side = "above" if above else "below"
+    return f"{off:.0%} {side} stable's {base} (tolerance {metric.tolerance:.0%})", ""
+
+
+def human_duration(delta: timedelta) -> str:
+    """A duration as a person reads it, to the second: `4m10s`, `2h0m5s`, `0s`."""
+    return format_duration(timedelta(seconds=round(max(delta.total_seconds(), 0.0))))
 
 
 _SEVERITY = [Verdict.failed, Verdict.error, Verdict.inconclusive, Verdict.warning, Verdict.successful]

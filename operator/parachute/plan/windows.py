@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from parachute.api import Freeze, WeeklyRange, Window, parse_duration
 
@@ -110,6 +110,37 @@ def _hours_reason(window: Window, local: datetime) -> str:
     if window.allow and not any(_in_range(rng, local) for rng in window.allow):
         return f"outside the allowed hours ({window.time_zone})"
     return ""
+
+
+def problems(window: Window) -> list[tuple[str, str]]:
+    """What makes a window unusable, as (field, message): an unknown time zone, or weekly
+    hours that leave no minute of the week open (freezes and holidays only ever close more,
+    so such a window never opens). Empty when the window can work."""
+    try:
+        ZoneInfo(window.time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return [("timeZone", f"unknown time zone {window.time_zone!r} (an IANA name, e.g. Europe/Berlin)")]
+    if never_opens(window):
+        if window.allow:
+            return [("allow", "never opens: the deny ranges cover every hour it allows")]
+        return [("deny", "never opens: the deny ranges cover the whole week")]
+    return []
+
+
+# A week that starts on a Monday: only weekdays and wall-clock times matter to weekly ranges.
+_A_MONDAY = date(2024, 1, 1)
+
+
+def never_opens(window: Window) -> bool:
+    """Whether the weekly ranges leave no minute of the week open.
+
+    The answer can change only where a range starts or ends or a day begins, so those
+    moments of one week are the only ones to look at.
+    """
+    marks = {_clock(t) for rng in (window.allow or []) + (window.deny or []) for t in (rng.start, rng.end)}
+    marks.add(time(0, 0))
+    week = (datetime.combine(_A_MONDAY + timedelta(days=d), mark) for d in range(7) for mark in marks)
+    return all(_hours_reason(window, moment) for moment in week)
 
 
 def _boundaries(window: Window, after: datetime) -> Iterator[datetime]:

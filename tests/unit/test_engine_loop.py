@@ -1,0 +1,137 @@
+"""A fault in a reconcile reaches the Rollout's status after a few attempts in a row, with
+backoff going on and no crash loop; a conflict is no fault; the next success clears it."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from parachute import kube
+from parachute.engine_loop import CONFLICT_RETRY, FAULT_ATTEMPTS, ReconcileLoop, describe
+from parachute.scheduler import Key, Scheduler
+
+A: Key = ("shop", "checkout")
+T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+
+
+class Status:
+    """An in-memory status writer: what the Rollout's ReconcileFailed condition says."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[Key, tuple[str, str] | None]] = []
+
+    async def write(self, key: Key, fault: tuple[str, str] | None, _: datetime) -> None:
+        self.writes.append((key, fault))
+
+    @property
+    def faults(self) -> list[tuple[str, str] | None]:
+        return [fault for _, fault in self.writes]
+
+
+class Work:
+    """A reconcile that raises whatever is queued, then succeeds."""
+
+    def __init__(self, *outcomes: BaseException | None) -> None:
+        self.outcomes = list(outcomes)
+
+    async def __call__(self, namespace: str, name: str, now: datetime) -> datetime | None:
+        outcome = self.outcomes.pop(0) if self.outcomes else None
+        if outcome is not None:
+            raise outcome
+        return now + timedelta(minutes=1)
+
+
+def run(loop: ReconcileLoop, times: int) -> list[datetime | BaseException | None]:
+    async def story() -> list[datetime | BaseException | None]:
+        results: list[datetime | BaseException | None] = []
+        for _ in range(times):
+            try:
+                results.append(await loop(A))
+            except Exception as error:
+                results.append(error)
+        return results
+
+    return asyncio.run(story())
+
+
+def test_a_fault_is_written_to_status_after_a_few_attempts_in_a_row_and_still_raised() -> None:
+    status = Status()
+    fault = KeyError("targetRef")
+    loop = ReconcileLoop(Work(*[fault] * FAULT_ATTEMPTS), status.write, now=lambda: T0)
+    results = run(loop, FAULT_ATTEMPTS)
+    assert all(r is fault for r in results)  # the scheduler still backs off
+    assert status.faults == [("KeyError", "KeyError: 'targetRef'")]
+
+
+def test_one_passing_failure_is_not_reported() -> None:
+    status = Status()
+    loop = ReconcileLoop(Work(RuntimeError("blip")), status.write, now=lambda: T0)
+    run(loop, 2)
+    assert status.faults == [None]  # the first success only looks for an old fault to clear
+
+
+def test_the_next_success_clears_the_fault_once() -> None:
+    status = Status()
+    loop = ReconcileLoop(Work(*[ValueError("bad")] * FAULT_ATTEMPTS), status.write, now=lambda: T0)
+    results = run(loop, FAULT_ATTEMPTS + 2)
+    assert results[-1] == T0 + timedelta(minutes=1)
+    assert status.faults == [("ValueError", "ValueError: bad"), None]
+
+
+def test_a_fault_from_before_a_restart_is_looked_for_once() -> None:
+    status = Status()
+    loop = ReconcileLoop(Work(), status.write, now=lambda: T0)
+    run(loop, 3)
+    assert status.faults == [None]
+
+
+def test_a_conflict_is_no_fault_and_is_decided_again_at_once() -> None:
+    status = Status()
+    loop = ReconcileLoop(Work(*[kube.ConflictError("changed")] * 5), status.write, now=lambda: T0)
+    assert run(loop, 5) == [T0 + CONFLICT_RETRY] * 5
+    assert status.faults == []
+
+
+def test_a_status_write_that_fails_never_hides_the_fault_from_the_scheduler() -> None:
+    async def broken(key: Key, fault: tuple[str, str] | None, now: datetime) -> None:
+        raise ConnectionError("API server away")
+
+    fault = RuntimeError("boom")
+    loop = ReconcileLoop(Work(*[fault] * FAULT_ATTEMPTS), broken, now=lambda: T0)
+    assert run(loop, FAULT_ATTEMPTS) == [fault] * FAULT_ATTEMPTS
+
+
+def test_a_failing_rollout_is_retried_with_backoff_not_in_a_hot_loop() -> None:
+    status = Status()
+    work = Work(*[RuntimeError("boom")] * 100)
+
+    async def story() -> int:
+        scheduler = Scheduler(ReconcileLoop(work, status.write), max_backoff=60)
+        scheduler.wake(A)
+        task = asyncio.create_task(scheduler.run())
+        await asyncio.sleep(0.5)
+        task.cancel()
+        return 100 - len(work.outcomes)
+
+    assert asyncio.run(story()) == 1
+    assert status.faults == []
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "message"),
+    [
+        pytest.param(KeyError("x"), "KeyError", "KeyError: 'x'", id="type-and-text"),
+        pytest.param(RuntimeError(), "RuntimeError", "RuntimeError", id="no-text"),
+        pytest.param(RuntimeError("a\n  b"), "RuntimeError", "RuntimeError: a b", id="one-line"),
+        pytest.param(RuntimeError("x" * 1000), "RuntimeError", "RuntimeError: " + "x" * 299 + "…", id="long-cut"),
+        pytest.param(ValueError("GET https://user:secret@prom:9090/api failed"), "ValueError",
+                     "ValueError: GET https://***@prom:9090/api failed", id="url-credentials-masked"),
+        pytest.param(RuntimeError("(500)\nReason: Internal Server Error\nHTTP response headers: {'Audit-Id': 'x'}\n"
+                                  "HTTP response body: {...}"), "RuntimeError",
+                     "RuntimeError: (500) Reason: Internal Server Error", id="api-error-without-headers-and-body"),
+    ],
+)  # fmt: skip
+def test_what_a_fault_says(error: BaseException, reason: str, message: str) -> None:
+    assert describe(error) == (reason, message)
