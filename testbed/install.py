@@ -124,6 +124,15 @@ def grant_router(api_client: client.ApiClient, backend: str, account: str = OPER
     apply(api_client, rbac._binding("ClusterRoleBinding", name, "ClusterRole", None, subject))
 
 
+def revoke_router(api_client: client.ApiClient, backend: str, account: str = OPERATOR_ACCOUNT) -> None:
+    """Turn a router's toggle off again (what `grant_router` added goes)."""
+    name = f"{account}-router-{backend.lower()}"
+    rbac_api = client.RbacAuthorizationV1Api(api_client)
+    for delete in (rbac_api.delete_cluster_role_binding, rbac_api.delete_cluster_role):
+        with contextlib.suppress(ApiException):
+            delete(name)
+
+
 def openfeature_crd() -> dict[str, Any]:
     """OpenFeature's FeatureFlag (core.openfeature.dev/v1beta1), trimmed to what Parachute
     touches: `spec.flagSpec.flags`, each flag a flagd definition."""

@@ -1027,9 +1027,9 @@ class WindowStatus(Model):
 
 
 class TrafficStatus(Model):
-    """The canary's share of traffic: what the plan wants now, and what the router holds."""
+    """The canary's share of traffic with a router: what the plan wants now, and what the route holds."""
 
-    router: str = Field(description="replicas, gatewayAPI, istio or nginx.")
+    router: str = Field(description="The router in use: gatewayAPI, istio or nginx.")
     desired: int = Field(ge=0, le=100, description="The canary's share the route should hold now.")
     applied: int | None = Field(
         None,
@@ -1037,9 +1037,7 @@ class TrafficStatus(Model):
         le=100,
         description="The canary's share the route holds, as read back; absent when unknown.",
     )
-    verified: bool = Field(
-        False, description="applied was read back from the router's objects (never for replica ratio)."
-    )
+    verified: bool = Field(False, description="applied was read back from the router's objects.")
     message: str | None = Field(None, description="Why applied is unknown, or what is awaited.")
 
 
@@ -1098,7 +1096,9 @@ class RolloutStatus(Model):
     canary_weight: int | None = Field(
         None, ge=0, le=100, description="The new version's share of traffic at this stage."
     )
-    traffic: TrafficStatus | None = Field(None, description="The route's share for the canary, as read back.")
+    traffic: TrafficStatus | None = Field(
+        None, description="With a router: the route's share for the canary, wanted and read back."
+    )
     last_verdict: Verdict | None = None
     metrics: list[MetricStatus] | None = None
     gates: list[GateStatus] | None = None

@@ -23,7 +23,7 @@ from parachute import rbac
 from parachute.routing.client import ApiServerClient
 from testbed import crds as router_crds
 from testbed import routes
-from testbed.install import grant_router
+from testbed.install import grant_router, revoke_router
 from tests.integration.conftest import Cluster, RunningOperator, deployment, eventually, rollout_status
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -90,8 +90,10 @@ def create_what_it_names(cluster: Cluster, namespace: str, spec: dict[str, Any])
             if error.status != 409:
                 raise
             cluster.core.patch_namespaced_secret(ref["name"], namespace, {"stringData": secret["stringData"]})
-    create_route(cluster, namespace, spec.get("trafficRouting") or {})
     created = []
+    granted = create_route(cluster, namespace, spec.get("trafficRouting") or {})
+    if granted:
+        created.append(f"router:{granted}")  # turned off again with the policies
     if "policyRef" in spec:
         name = spec["policyRef"]["name"]
         manifest = ROOT / "manifests" / f"policy-{name}.yaml"
@@ -107,8 +109,9 @@ def create_what_it_names(cluster: Cluster, namespace: str, spec: dict[str, Any])
     return created
 
 
-def create_route(cluster: Cluster, namespace: str, routing: dict[str, Any]) -> None:
-    """The Service and the route a router drives, with the router's CRDs and grant."""
+def create_route(cluster: Cluster, namespace: str, routing: dict[str, Any]) -> str | None:
+    """The Service and the route a router drives, with the router's CRDs; returns the router
+    whose grant was turned on for it (the chart leaves it off), to turn off again."""
     objects: list[dict[str, Any]] = []
     if "gatewayAPI" in routing:
         settings = routing["gatewayAPI"]
@@ -126,10 +129,12 @@ def create_route(cluster: Cluster, namespace: str, routing: dict[str, Any]) -> N
         settings = routing["nginx"]
         objects = [routes.ingress(namespace, settings["service"], settings["ingress"])]
     else:
-        return
+        return None
     backend = next(name for name in rbac.BACKENDS if name in routing)
+    granted = None
     if backend not in rbac.DEFAULT_BACKENDS:
         grant_router(cluster.api, backend)
+        granted = backend
     client = ApiServerClient(cluster.api)
     for body in (
         routes.service(namespace, settings["service"]),
@@ -137,6 +142,7 @@ def create_route(cluster: Cluster, namespace: str, routing: dict[str, Any]) -> N
         *objects,
     ):
         asyncio.run(client.create(body))
+    return granted
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -166,4 +172,7 @@ def test_the_example_reaches_the_phase_it_promises(
                        timeout=30, what=f"{path.name}: the route set up at 0%")  # fmt: skip
     finally:
         for policy in policies:
+            if policy.startswith("router:"):
+                revoke_router(crds.api, policy.removeprefix("router:"))
+                continue
             crds.custom.delete_cluster_custom_object(GROUP, VERSION, "releasepolicies", policy)

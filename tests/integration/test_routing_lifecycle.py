@@ -23,6 +23,7 @@ from parachute.routing.objects import Ref
 from testbed import crds as router_crds
 from testbed import routes
 from testbed.cluster import tool
+from testbed.install import install_operator_account
 from tests.integration.conftest import (
     Cluster,
     RunningOperator,
@@ -195,17 +196,24 @@ def test_a_set_up_that_cannot_work_is_invalid_with_nothing_written_and_recovers_
 
 
 @pytest.mark.cluster
-def test_a_router_whose_grant_is_off_is_invalid_naming_the_chart_value(
-    world: World, operator: RunningOperator
-) -> None:
+def test_a_router_whose_grant_is_off_is_invalid_naming_the_chart_value(world: World, tmp_path: Path) -> None:
     ns = world.namespace
     world.create(routes.service(ns), routes.ingress(ns))
-    world.apply_rollout(trafficRouting={"nginx": {"ingress": "shop", "service": "checkout"}})
-    status = eventually(
-        lambda: (s := world.status()).get("phase") == "Invalid" and s, timeout=30, what="Invalid"
+    # An account with the chart's defaults, whatever other tests granted the shared one.
+    kubeconfig = install_operator_account(
+        world.cluster.kubeconfig, tmp_path / "defaults.kubeconfig", account="parachute-defaults"
     )
+    running = RunningOperator(kubeconfig, tmp_path / "operator.log").start()
+    try:
+        world.apply_rollout(trafficRouting={"nginx": {"ingress": "shop", "service": "checkout"}})
+        status = eventually(
+            lambda: (s := world.status()).get("phase") == "Invalid" and s, timeout=30, what="Invalid"
+        )
+    finally:
+        running.stop()
     assert status["message"].startswith("spec.trafficRouting.nginx: ")
     assert "rbac.nginx=true" in status["message"]
+    assert world.services() == {"checkout"}  # nothing written
 
 
 @pytest.mark.cluster
