@@ -97,7 +97,7 @@ KNOWN_STATUS: dict[str, Any] = {
             "objectiveMet": True,
             "postmortemDueAt": "2026-11-27T10:30:41Z",
             "watchUntil": "2026-11-26T10:30:41Z",
-            "revertInGit": "revision 9a8b7c6d5e (registry.example/checkout:1.9): revert to 0f3e9a7c21",
+            "revertInGit": "revision 0f3e9a7c21 (registry.example/checkout:1.0)",
         }
     ],
     "blockedRevisions": ["9a8b7c6d5e"],

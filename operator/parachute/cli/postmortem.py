@@ -27,10 +27,13 @@ PLAYBOOK_STEPS = (
 )
 # Events worth a line in the timeline (the operator's reasons).
 TIMELINE_REASONS = frozenset({
-    "ReleaseStarted", "StageAdvanced", "Promoting", "Promoted", "Paused", "Resumed", "ReleaseWaiting",
+    "ReleaseStarted", "ReleaseSuperseded", "ReleaseRetried", "StageAdvanced", "Promoting", "Promoted", "Paused", "Resumed", "ReleaseWaiting",
     "MetricFailed", "MetricWarning", "MetricError", "MetricInconclusive", "RollingBack", "RecoveryApplied",
     "RecoveryEscalated", "RecoveryStalled", "RolledBack", "RegressedAfterRollback", "RootCauseFixed",
 })  # fmt: skip
+
+
+RELEASE_STARTS = frozenset({"ReleaseStarted", "ReleaseSuperseded", "ReleaseRetried"})
 
 
 class NoIncidentError(LookupError):
@@ -70,10 +73,22 @@ def _timeline(incident: Incident, status: RolloutStatus, events: list[dict[str, 
     start = parse_time(release.started_at) if release and release.revision == incident.revision else None
     if start is not None and release is not None:
         lines.append(Line(release.started_at or "", f"release of revision {incident.revision} started"))
+    told = {"ReleaseStarted"} if start is not None else set()  # status said it already
+    if start is None:  # another release is in status now: the Events say when this one began
+        first = parse_time(incident.started_at)
+        begun = [
+            moment
+            for e in events
+            if e.get("reason") in RELEASE_STARTS
+            and (moment := parse_time(event_time(e))) is not None
+            and first is not None
+            and moment <= first
+        ]
+        start = max(begun, default=None)
     end = parse_time(incident.recovered_at) or parse_time(incident.regressed_at)
     for event in events:
         moment = parse_time(event_time(event))
-        if event.get("reason") not in TIMELINE_REASONS or moment is None:
+        if event.get("reason") not in TIMELINE_REASONS or event.get("reason") in told or moment is None:
             continue
         if start is not None and moment < start:
             continue
@@ -248,7 +263,9 @@ def _reverted(incident: Incident, name: str) -> str:
     if not lines:
         lines.append("- nothing recorded as changed")
     if incident.revert_in_git:
-        lines.append(f"- **In git:** {incident.revert_in_git}")
+        lines.append(
+            f"- **In git**, revert to {incident.revert_in_git}: the Deployment's template there still names the rolled-back revision."
+        )
     if incident.resolved:
         lines.append(f"- The root cause of revision {incident.revision} is marked fixed.")
     else:

@@ -210,7 +210,7 @@ def incident_tree(parent: Tree, incident: Incident, now: datetime) -> None:
     elif incident.level:
         node.add(Text(f"recovering at level {incident.level}", style="bold red"))
     if incident.revert_in_git:
-        node.add(f"revert in git: {incident.revert_in_git}")
+        node.add(f"revert in git to {incident.revert_in_git}")
     if incident.regressed_at:
         node.add(Text(f"failed again while watching: {incident.regression}", style="red"))
     if incident.postmortem_due_at:
