@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,6 +148,17 @@ def test_list_covers_every_namespace_by_default(crds: Cluster, known: str) -> No
     assert "blocked: 9a8b7c6d5e" in ours
     only = plugin(crds, "list", "-n", known).stdout
     assert only.splitlines()[0].split()[0] == "NAME"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed here")
+def test_kubectl_finds_the_plugin_on_the_path(crds: Cluster, known: str) -> None:
+    path = f"{PLUGIN.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    shown = subprocess.run(
+        ["kubectl", "parachute", "list", "-n", known, "--kubeconfig", str(crds.kubeconfig)],
+        capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "PATH": path},
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[1].split()[:2] == ["checkout", "Progressing"]
 
 
 def test_a_missing_rollout_is_an_error_not_a_traceback(crds: Cluster, namespace: str) -> None:

@@ -38,13 +38,13 @@ def _console() -> Console:
     return console
 
 
-def _json(value: Any) -> str:
+def _json(value: Any, indent: int | None = 2) -> str:
     if isinstance(value, BaseModel):
         value = value.model_dump(by_alias=True, exclude_none=True, mode="json")
     elif isinstance(value, list):
         value = [v.model_dump(by_alias=True, exclude_none=True, mode="json") if isinstance(v, BaseModel) else v
                  for v in value]  # fmt: skip
-    return json.dumps(value, indent=2, sort_keys=False)
+    return json.dumps(value, indent=indent)
 
 
 def _seconds(text: str) -> float:
@@ -114,7 +114,7 @@ def cmd_get(ctx: Context) -> int:
     updates = ctx.cluster.follow(ctx.namespace, name, refresh=ctx.args.interval)
     if ctx.json:  # one document per line per change, for tools that follow it
         for body in updates:
-            sys.stdout.write(json.dumps(json.loads(_json(ctx.view(body)))) + "\n")
+            sys.stdout.write(_json(ctx.view(body), indent=None) + "\n")
             sys.stdout.flush()
         return 0
     with Live(console=ctx.console, auto_refresh=False, transient=False) as live:
@@ -138,7 +138,7 @@ def cmd_status(ctx: Context) -> int:
     first = ctx.cluster.rollout(ctx.namespace, name)
     revision = _expected_revision(ctx, first)
     last: tuple[Any, ...] | None = None
-    result = progress.outcome(first, revision)
+    result = progress.Outcome(False, Exit.timeout, "")
     for body in ctx.cluster.follow(ctx.namespace, name, refresh=ctx.args.interval):
         result = progress.outcome(body, revision)
         st = view.status_of(body)
