@@ -27,8 +27,6 @@ from parachute.plan.recovery import content_hash
 from parachute.plan.workload import actual_weight, revision_of, with_config
 
 CANARY_SUFFIX = "-canary"
-# The revision the operator's canary Deployment runs (parachute.workload.REVISION_ANNOTATION).
-CANARY_REVISION_ANNOTATION = "parachute.dev/revision"
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -259,7 +257,6 @@ def build(body: dict[str, Any], target: dict[str, Any] | None, canary: dict[str,
     ]  # fmt: skip
     stable_replicas, stable_ready = _replicas(target)
     canary_replicas, canary_ready = _replicas(canary)
-    canary_annotations = ((canary or {}).get("metadata") or {}).get("annotations") or {}
     stable = VersionView(
         role="stable",
         deployment=target_name(body),
@@ -272,8 +269,8 @@ def build(body: dict[str, Any], target: dict[str, Any] | None, canary: dict[str,
     canary_view = VersionView(
         role="canary",
         deployment=canary["metadata"]["name"] if canary else None,
-        revision=(release.revision if releasing and release else None)
-        or canary_annotations.get(CANARY_REVISION_ANNOTATION),
+        # Between releases the canary Deployment keeps its last revision at zero replicas: not shown.
+        revision=release.revision if releasing and release else None,
         images=list(release.images or []) if releasing and release else [],
         replicas=canary_replicas,
         ready=canary_ready,
