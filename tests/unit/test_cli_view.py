@@ -236,6 +236,7 @@ def test_a_rollout_without_status_yet_is_shown_without_failing() -> None:
     assert (shown.phase, shown.stages, shown.stable.replicas) == ("", [], None)
     text = draw(shown)
     assert "(no status yet)" in text and "no plan yet" in text
+    assert "(deployment/checkout not found)" in text and "canary revision -  -  (no Deployment)" in text
 
 
 def draw(shown: view.RolloutView) -> str:

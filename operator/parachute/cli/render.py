@@ -59,12 +59,12 @@ def _images(images: list[str]) -> str:
 def _version(v: VersionView) -> Text:
     text = Text(f"{v.role:<7}", style="bold")
     text.append(f"revision {v.revision or '-'}  {_images(v.images)}")
-    if v.deployment is None:
-        text.append("  (no Deployment)", style="dim")
-    else:
+    if v.replicas is None:  # the Deployment is not there (yet, or any more)
         text.append(
-            f"  {v.ready if v.ready is not None else '-'}/{v.replicas if v.replicas is not None else '-'} ready"
+            f"  (deployment/{v.deployment} not found)" if v.deployment else "  (no Deployment)", style="dim"
         )
+    else:
+        text.append(f"  {v.ready}/{v.replicas} ready")
         text.append(f"  deployment/{v.deployment}", style="dim")
     return text
 
