@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from parachute.cli import actions, postmortem
 from parachute.cli.main import parser
@@ -176,3 +178,39 @@ def test_defaults_are_the_contexts_namespace_and_text() -> None:
 
 def test_the_clock_for_relative_times_is_utc() -> None:
     assert NOW.tzinfo is UTC and datetime(2026, 1, 1, tzinfo=UTC) < NOW
+
+
+PHASES = [
+    "Pending",
+    "Waiting",
+    "Progressing",
+    "Paused",
+    "RollingBack",
+    "RolledBack",
+    "Aborted",
+    "Healthy",
+    "Invalid",
+]
+REVISIONS = st.sampled_from(["a", "b", "c"])
+
+
+@given(
+    st.fixed_dictionaries({
+        "phase": st.sampled_from(PHASES), "revision": REVISIONS, "stable": REVISIONS, "waited": st.none() | REVISIONS,
+        "incident": st.none() | REVISIONS, "resolved": st.booleans(), "behind": st.booleans(),
+    })
+)  # fmt: skip
+def test_status_says_released_only_for_the_revision_it_waits_for_once_it_is_stable(
+    case: dict[str, Any],
+) -> None:
+    status: dict[str, Any] = {
+        "phase": case["phase"], "release": {"revision": case["revision"], "stableRevision": case["stable"]},
+    }  # fmt: skip
+    if case["incident"] is not None:
+        status["incidents"] = [{**INCIDENT, "revision": case["incident"], "resolved": case["resolved"]}]
+    result = outcome(body(2 if case["behind"] else 1, **status), case["waited"])
+    if result.done and result.exit == Exit.released:
+        assert not case["behind"] and case["phase"] == "Healthy" and case["revision"] == case["stable"]
+        assert case["waited"] in (None, case["revision"])
+    if case["behind"]:
+        assert not result.done  # nothing is concluded from a spec the operator has not seen
