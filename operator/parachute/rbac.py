@@ -69,8 +69,8 @@ RULES: tuple[Rule, ...] = (
     Rule((api.GROUP,), ("clustermetrictemplates",), ("list",), "the ClusterMetricTemplates a Rollout's metrics name",
          cluster_scoped=True),
     Rule((api.GROUP,), ("releasepolicies",), ("get", "list", "watch"),
-         "the ReleasePolicy a Rollout names, or the default one; watched, so a changed policy wakes the "
-         "Rollouts that use it", cluster_scoped=True),
+         "the ReleasePolicy a Rollout names, or the default one; a change to one wakes its Rollouts",
+         cluster_scoped=True),
     Rule(("",), ("events",), ("create",), "Events at every transition (kopf's too, on a handler error)"),
     Rule(("apps",), ("deployments",), ("get", "list", "watch", "create", "patch", "update"),
          "watch targets and canaries; pause the target, run the canary it owns, put a template back "
@@ -143,7 +143,7 @@ KOPF_USES: tuple[Uses, ...] = (
     Uses(api.GROUP, "rollouts", ("patch",), "kopf's diff-base and progress annotations (kopf.parachute.dev/)"),
     Uses("apps", "deployments", ("list", "watch"), "kopf.on.event on Deployments wakes their Rollouts"),
     Uses("", "configmaps", ("list", "watch"), "kopf.on.event on ConfigMaps wakes the Rollouts tracking one"),
-    Uses(api.GROUP, "releasepolicies", ("list", "watch"), "kopf.on.event on ReleasePolicies wakes the Rollouts using one"),
+    Uses(api.GROUP, "releasepolicies", ("list", "watch"), "kopf.on.event on ReleasePolicies wakes their Rollouts"),
     Uses("", "events", ("create",), "kopf posts an Event when a handler fails (posting level ERROR)"),
     Uses("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch"),
          "kopf's resource observer, when it watches the whole cluster", all_namespaces_only=True),
