@@ -104,6 +104,10 @@ CANNOT_WORK = (ForeignObjectError, PolicyError, AnalysisSetupError, UnknownTempl
 ROUTING_RECHECK = timedelta(seconds=10)
 # After the router wrote (or held a weight back while a Service's endpoints appear): read back soon.
 ROUTE_SETTLE = timedelta(seconds=1)
+# No watch on routes: while a release or a rollback routes traffic, the route is read again this
+# often, so weights edited by hand are put back within it even during a long wait.
+ROUTE_RECHECK = timedelta(seconds=10)
+UNDER_WAY = (Phase.waiting, Phase.progressing, Phase.paused, Phase.rolling_back)
 
 
 @functools.cache
@@ -168,6 +172,8 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     if changed:
         logger.info("%s/%s: %s", namespace, name, "; ".join(changed))
     settle = now + ROUTE_SETTLE if steered.again else None
+    if settle is None and observed.traffic is not None and decision.status.phase in UNDER_WAY:
+        settle = now + ROUTE_RECHECK
     return _earliest(decision.next_check_at, parse_time(decision.status.next_analysis_at), settle)
 
 

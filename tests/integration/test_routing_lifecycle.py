@@ -28,6 +28,7 @@ from tests.integration.conftest import (
     Cluster,
     RunningOperator,
     deployment,
+    event_reasons,
     eventually,
     rollout,
     rollout_status,
@@ -230,6 +231,32 @@ def test_removing_the_router_gives_the_route_back(world: World, operator: Runnin
     eventually(lambda: world.spec_of_route() == original["spec"], timeout=30, what="the route given back")
     eventually(lambda: world.services() == {"checkout", routes.OTHER}, timeout=30, what="the copies gone")
     assert world.status().get("traffic") is None
+
+
+@pytest.mark.cluster
+def test_weights_edited_by_hand_mid_release_are_put_back_and_said_so(
+    world: World, operator: RunningOperator
+) -> None:
+    ns = world.namespace
+    world.create(routes.service(ns), routes.service(ns, routes.OTHER), world.users_route())
+    world.apply_rollout(trafficRouting=GATEWAY, steps=[{"weight": 10, "minWait": "5m"}, {"weight": 100}])
+    eventually(lambda: (world.status().get("traffic") or {}).get("applied") == 0, timeout=60, what="set up")
+    world.at_stage_one()
+    rules = world.spec_of_route()["rules"]
+    index = next(i for i, rule in enumerate(rules) if rule.get("name") == "main")
+    refs = rules[index]["backendRefs"]
+    assert [r["name"] for r in refs] == ["checkout-stable", "checkout-canary"]
+    asyncio.run(world.client.patch(world.route, [
+        {"op": "replace", "path": f"/spec/rules/{index}/backendRefs/0/weight", "value": 50},
+        {"op": "replace", "path": f"/spec/rules/{index}/backendRefs/1/weight", "value": 50}]))  # fmt: skip
+    eventually(
+        lambda: "WeightsPutBack" in event_reasons(world.cluster, ns),
+        timeout=60,
+        what="a WeightsPutBack Event",
+    )
+    weights = [r.get("weight") for r in world.spec_of_route()["rules"][index]["backendRefs"]]
+    assert weights == [90, 10]
+    assert (world.status().get("traffic") or {}).get("applied") == 10
 
 
 @pytest.mark.cluster
