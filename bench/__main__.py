@@ -47,7 +47,7 @@ from testbed.demoapp import Behaviour, FlagSource
 from testbed.install import install_crd, install_operator_account
 from testbed.loadgen import LoadGenerator
 from testbed.projector import ConfigMapVolume
-from testbed.prometheus import PodDiscovery, PodPrometheus
+from testbed.prometheus import LocalPrometheus, PodDiscovery, PodPrometheus
 
 GROUP, VERSION, PLURAL = api.GROUP, api.VERSION, api.PLURAL
 
@@ -333,7 +333,7 @@ class RoutedBench:
         # The first stage waits for the canary's pods to start: not a routing figure.
         return [read_back[s] - changed[s] for s in read_back if s in changed and not s.startswith("1/")]
 
-    def rollbacks(self, prometheus: PodPrometheus, count: int = 3) -> list[float]:
+    def rollbacks(self, prometheus: LocalPrometheus, count: int = 3) -> list[float]:
         """Failing releases: from the failed verdict (the phase turning RollingBack) to the route seen at 0%."""
         analysis = {
             "prometheus": {"address": prometheus.url},
