@@ -170,6 +170,12 @@ class Routed:
             lambda: self.status().get("phase") == "Healthy" and (self.status().get("traffic") or {}).get("applied") == 0,
             timeout=60, what="adopted, the route set up at 0%",
         )  # fmt: skip
+        # The Deployment's pods may still be starting: until the route reaches one, a request
+        # finds no backend. The release's own requests are counted from here.
+        picker = self.picker()
+        eventually(
+            lambda: all(picker() is not None for _ in range(50)), timeout=60, what="every request routed"
+        )
 
     def apply_new_image(self) -> None:
         patch = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": NEW}]}}}}

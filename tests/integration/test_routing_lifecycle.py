@@ -220,8 +220,8 @@ def test_a_router_whose_grant_is_off_is_invalid_naming_the_chart_value(world: Wo
 @pytest.mark.cluster
 def test_removing_the_router_gives_the_route_back(world: World, operator: RunningOperator) -> None:
     ns = world.namespace
-    original = world.users_route()
-    world.create(routes.service(ns), routes.service(ns, routes.OTHER), original)
+    world.create(routes.service(ns), routes.service(ns, routes.OTHER), world.users_route())
+    original = {"spec": world.spec_of_route()}  # as the API server keeps it, its defaults filled in
     world.apply_rollout(trafficRouting=GATEWAY, steps=[{"weight": 10, "minWait": "5m"}, {"weight": 100}])
     eventually(lambda: (world.status().get("traffic") or {}).get("applied") == 0, timeout=60, what="set up")
     assert world.spec_of_route() != original["spec"]
@@ -265,8 +265,8 @@ def test_deleting_the_rollout_mid_release_gives_the_route_back_first(
     world: World, operator_kubeconfig: Path, tmp_path: Path, operator_down: bool
 ) -> None:
     ns = world.namespace
-    original = world.users_route()
-    world.create(routes.service(ns), routes.service(ns, routes.OTHER), original)
+    world.create(routes.service(ns), routes.service(ns, routes.OTHER), world.users_route())
+    original = {"spec": world.spec_of_route()}  # as the API server keeps it, its defaults filled in
     running = RunningOperator(operator_kubeconfig, tmp_path / "operator.log").start()
     try:
         world.apply_rollout(trafficRouting=GATEWAY, steps=[{"weight": 10, "minWait": "5m"}, {"weight": 100}])
