@@ -266,27 +266,47 @@ class ReplicaRouting(Model):
 
 
 class GatewayAPIRouting(Model):
-    """Gateway API: Parachute sets the weights of the stable and canary backendRefs of one HTTPRoute."""
+    """Gateway API: Parachute sets the weights of the stable and canary backendRefs of one HTTPRoute
+    (a Gateway's, or a mesh's through GAMMA: parentRefs a Service)."""
 
-    http_route: Name = Field(description="The HTTPRoute to drive.")
-    service: Name = Field(description="The Service the route sends to; -stable and -canary copies are made.")
+    http_route: Name = Field(description="The HTTPRoute to drive, in the Rollout's namespace.")
+    service: Name = Field(
+        description="The Service the route sends to; Parachute makes <service>-stable and <service>-canary "
+        "beside it and points the managed rule's backendRefs at them."
+    )
     port: int | None = Field(
-        None, ge=1, le=65535, description="Backend port; defaults to the Service's first."
+        None,
+        ge=1,
+        le=65535,
+        description="Port of the stable and canary backendRefs. Default: the port the rule's backendRef "
+        "names.",
     )
     rule_name: Annotated[str, StringConstraints(max_length=253)] | None = Field(
-        None, description="The route rule to drive, by name; default: the rule whose backend is the Service."
+        None,
+        description="The route rule to drive, by name. Default: every rule whose backendRef is the Service.",
     )
 
 
 class IstioRouting(Model):
-    """Istio: Parachute sets the route weights of a VirtualService (host-level: two Services)."""
+    """Istio: Parachute sets the route weights of a VirtualService: host-level (two Services), or
+    subset-level (two subsets of a DestinationRule)."""
 
-    virtual_service: Name = Field(description="The VirtualService to drive.")
-    service: Name = Field(description="The Service the route sends to; -stable and -canary copies are made.")
+    virtual_service: Name = Field(description="The VirtualService to drive, in the Rollout's namespace.")
+    service: Name = Field(
+        description="The Service the route sends to. Host-level, Parachute makes <service>-stable and "
+        "<service>-canary and routes to those hosts."
+    )
     routes: list[Annotated[str, StringConstraints(max_length=253)]] | None = Field(
         None,
         max_length=16,
-        description="Names of the http routes to drive; default: all that name the Service.",
+        description="Names of the http routes to drive. Default: every http route with the Service as "
+        "its destination.",
+    )
+    destination_rule: LocalObjectRef | None = Field(
+        None,
+        description="Subset-level routing: the DestinationRule for the Service's host. Parachute keeps its "
+        "subsets stable (the stable pod-template-hash) and canary (the canary's pods) and routes to them; "
+        "its other subsets and policies are left alone.",
     )
 
 
@@ -294,32 +314,64 @@ class NginxRouting(Model):
     """NGINX Ingress: Parachute manages a canary copy of the Ingress with canary annotations."""
 
     ingress: Name = Field(description="The stable Ingress; a `<name>-canary` Ingress is created beside it.")
-    service: Name = Field(description="The Service the Ingress sends to.")
+    service: Name = Field(
+        description="The Service the Ingress sends to; its paths are pointed at <service>-stable, the "
+        "canary copy's at <service>-canary."
+    )
 
 
-_NO_ROUTER_YET = "the operator drives no router yet; weights are replica ratios"
+class CanaryScale(StrEnum):
+    """How big the canary is at a stage that sends it traffic through a router."""
+
+    share = "share"  # enough pods for its share of traffic (at least one)
+    full = "full"  # as many pods as the target, before any traffic moves
 
 
 class TrafficRouting(Model):
-    """How a weight becomes traffic: the ratio of canary to stable ready pods behind one Service."""
+    """How a weight becomes traffic: the ratio of canary to stable ready pods behind one Service
+    (the default), or the weights of a router: Gateway API, Istio or NGINX."""
 
     model_config = ConfigDict(
         json_schema_extra=crd_extras(
-            # Kept while the backends are refused: it bites as soon as one of them is accepted.
             cel(
                 "[has(self.replicas), has(self.gatewayAPI), has(self.istio), has(self.nginx)]"
                 ".filter(x, x).size() <= 1",
                 "set at most one of replicas, gatewayAPI, istio, nginx",
-            )
+            ),
+            cel(
+                "!has(self.canaryScale) || self.canaryScale == 'share' || has(self.gatewayAPI) "
+                "|| has(self.istio) || has(self.nginx)",
+                "canaryScale full needs a router (gatewayAPI, istio or nginx): with replica ratio the "
+                "canary's size is its share",
+                ".canaryScale",
+            ),
         )
     )
 
     replicas: ReplicaRouting | None = None
-    gateway_api: GatewayAPIRouting | None = Field(
-        None, alias="gatewayAPI", json_schema_extra=not_supported(_NO_ROUTER_YET)
+    gateway_api: GatewayAPIRouting | None = Field(None, alias="gatewayAPI")
+    istio: IstioRouting | None = None
+    nginx: NginxRouting | None = None
+    canary_scale: CanaryScale = Field(
+        CanaryScale.share,
+        description="With a router: share sizes the canary for its share of traffic (target replicas x "
+        "weight / 100, rounded up, at least one pod); full brings it to the target's size before traffic "
+        "moves, so a stage's load never finds it small.",
     )
-    istio: IstioRouting | None = Field(None, json_schema_extra=not_supported(_NO_ROUTER_YET))
-    nginx: NginxRouting | None = Field(None, json_schema_extra=not_supported(_NO_ROUTER_YET))
+
+    @model_validator(mode="after")
+    def _full_needs_a_router(self) -> Self:
+        # The CEL rule above, for objects the API server did not check.
+        if self.canary_scale == CanaryScale.full and self.router() is None:
+            raise ValueError("canaryScale full needs a router (gatewayAPI, istio or nginx)")
+        return self
+
+    def router(self) -> str | None:
+        """The router backend in use (its field's name), or None for replica ratio."""
+        for name, value in (("gatewayAPI", self.gateway_api), ("istio", self.istio), ("nginx", self.nginx)):
+            if value is not None:
+                return name
+        return None
 
 
 class BlueGreen(Model):
@@ -915,6 +967,12 @@ class LevelRecord(Model):
         json_schema_extra={"format": "date-time"},
     )
     healthy_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    traffic_back_at: str | None = Field(
+        None,
+        description="When all traffic was seen back on stable: the route read back at 0% for the "
+        "canary, or (replica ratio) no canary pod left ready.",
+        json_schema_extra={"format": "date-time"},
+    )
     budget: Duration | None = Field(None, description="How long it had to bring health back.")
     seconds: float | None = Field(None, description="From its start to health, or to the next level.")
 
@@ -966,6 +1024,21 @@ class WindowStatus(Model):
     open: bool = True
     reason: str | None = None
     next_open_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+
+
+class TrafficStatus(Model):
+    """The canary's share of traffic with a router: what the plan wants now, and what the route holds."""
+
+    router: str = Field(description="The router in use: gatewayAPI, istio or nginx.")
+    desired: int = Field(ge=0, le=100, description="The canary's share the route should hold now.")
+    applied: int | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="The canary's share the route holds, as read back; absent when unknown.",
+    )
+    verified: bool = Field(False, description="applied was read back from the router's objects.")
+    message: str | None = Field(None, description="Why applied is unknown, or what is awaited.")
 
 
 class ConfigSnapshot(Model):
@@ -1020,7 +1093,12 @@ class RolloutStatus(Model):
     stage_index: int | None = Field(None, ge=0, description="0-based index into plan.")
     stage: str | None = Field(None, description="Display only: position in the plan, e.g. 2/6.")
     stage_started_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
-    canary_weight: int | None = Field(None, ge=0, le=100)
+    canary_weight: int | None = Field(
+        None, ge=0, le=100, description="The new version's share of traffic at this stage."
+    )
+    traffic: TrafficStatus | None = Field(
+        None, description="With a router: the route's share for the canary, wanted and read back."
+    )
     last_verdict: Verdict | None = None
     metrics: list[MetricStatus] | None = None
     gates: list[GateStatus] | None = None

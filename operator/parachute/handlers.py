@@ -2,7 +2,9 @@
 
 No timers, daemons or deletion handlers: kopf would put a finalizer on every Rollout, and a
 Rollout must stay deletable when the operator is gone. A Rollout's deletion is seen as its
-watch's DELETED event instead, and its target handed back then (`parachute.handback`).
+watch's DELETED event instead: its route is given back (`parachute.routing.teardown`), then
+its target is handed back (`parachute.handback`), in that order, so that the target never
+rolls while a route still sends to a Service pinned to its old pods.
 With only event handlers, kopf writes nothing to Rollouts either: their status is
 Parachute's alone. Handlers are coroutines, so that they wake the scheduler on its own
 event loop (kopf would run plain functions in threads).
@@ -21,6 +23,7 @@ import kopf
 from parachute import api, clock, handback
 from parachute.engine_loop import ReconcileLoop
 from parachute.policy import DEFAULT_POLICY_ENV
+from parachute.routing import record, teardown
 from parachute.scheduler import Key, Scheduler
 
 ROLLOUTS = (api.GROUP, api.VERSION, api.PLURAL)
@@ -88,7 +91,9 @@ async def on_rollout(
     if type == "DELETED":
         scheduler.forget(key)
         memo.reconciler.forget(key)
-        # The last state the watch saw names the target: hand it back unpaused.
+        # The route first, then the target: the last state the watch saw names it.
+        if namespace:
+            await teardown.give_back_if_orphaned(namespace, name)
         target = (body.get("spec", {}).get("targetRef") or {}).get("name")
         if namespace and target:
             await handback.unpause(namespace, target, name)
@@ -114,17 +119,25 @@ async def on_deployment(
         if owner.get("kind") == api.KIND and owner.get("apiVersion") == api.API_VERSION:
             scheduler.wake((namespace or "", owner["name"]))
     mark = (meta.get("annotations") or {}).get(api.PAUSED_BY_ANNOTATION)
+    if namespace and mark and mark not in rollouts:
+        await teardown.give_back_if_orphaned(namespace, mark)  # the route before the target
     if namespace and mark:
         await handback.hand_back_if_orphaned(namespace, dict(body), known=mark in rollouts)
 
 
 @kopf.on.event("", "v1", "configmaps")
-async def on_config_map(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
-    """A tracked ConfigMap changed: wake the Rollouts that track it."""
+async def on_config_map(
+    namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A tracked ConfigMap changed: wake the Rollouts that track it. A routing record whose
+    Rollout is gone (deleted while the operator was away) has its route given back."""
     index: kopf.Index[tuple[str | None, str], str] = kwargs["rollouts_by_config"]
     scheduler: Scheduler = memo.scheduler
     for rollout in index.get((namespace, name), []):
         scheduler.wake((namespace or "", rollout))
+    found = record.parse(dict(body)) if namespace and record.is_record(dict(body)) else None
+    if found is not None and kwargs.get("type") != "DELETED":
+        await teardown.give_back_if_orphaned(found.namespace, found.rollout)
 
 
 @kopf.on.event(api.GROUP, api.VERSION, "releasepolicies")

@@ -9,9 +9,10 @@ status write succeeded: a lost race never repeats them, a failed act never loses
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -35,7 +36,17 @@ from parachute.notify.webhooks import notify
 from parachute.plan.engine import analysing, decide, judges_target, parse_time
 from parachute.plan.gates import GateResult, gates_for
 from parachute.plan.metrics import UnknownTemplateError
-from parachute.plan.model import Event, EventType, Health, Observed, RecoveryView, WindowView
+from parachute.plan.model import (
+    Applied,
+    Event,
+    EventType,
+    Health,
+    Observed,
+    RecoveryView,
+    TrafficIntent,
+    TrafficView,
+    WindowView,
+)
 from parachute.plan.recovery import current_incident
 from parachute.plan.risk import risk_of_change
 from parachute.plan.verdicts import health, worst
@@ -43,6 +54,9 @@ from parachute.plan.workload import with_config
 from parachute.policy import PolicyError, window_for
 from parachute.recovery import apply as recovery
 from parachute.recovery import restarts, snapshots
+from parachute.routing import wiring
+from parachute.routing.client import ApiServerClient
+from parachute.routing.router import RoutingSetupError
 from parachute.workload import ForeignObjectError, act, observe
 
 logger = logging.getLogger("parachute.reconcile")
@@ -84,7 +98,22 @@ def invalid(status: RolloutStatus, message: str, now: datetime, generation: int 
 
 
 # Everything that means "this Rollout cannot work as written": its message names the field.
-CANNOT_WORK = (ForeignObjectError, PolicyError, AnalysisSetupError, UnknownTemplateError)
+CANNOT_WORK = (ForeignObjectError, PolicyError, AnalysisSetupError, UnknownTemplateError, RoutingSetupError)
+# A route or Service that is missing is fixed outside the Rollout, where no watch looks: an
+# Invalid routing set-up is looked at again this often, so the Rollout recovers by itself.
+ROUTING_RECHECK = timedelta(seconds=10)
+# After the router wrote (or held a weight back while a Service's endpoints appear): read back soon.
+ROUTE_SETTLE = timedelta(seconds=1)
+# No watch on routes: while a release or a rollback routes traffic, the route is read again this
+# often, so weights edited by hand are put back within it even during a long wait.
+ROUTE_RECHECK = timedelta(seconds=10)
+UNDER_WAY = (Phase.waiting, Phase.progressing, Phase.paused, Phase.rolling_back)
+
+
+@functools.cache
+def routing_client() -> ApiServerClient:
+    """One client for every router: discovery is cached per group-version in it."""
+    return ApiServerClient()
 
 
 class MissingTargetError(ValueError):
@@ -117,7 +146,7 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
         return None
     except (MissingTargetError, *CANNOT_WORK) as problem:
         await _write_invalid(body, old, invalid(status, str(problem), now, generation))
-        return None
+        return now + ROUTING_RECHECK if isinstance(problem, RoutingSetupError) else None
 
     decision = decide(spec, status, observed, now, generation)
     # Copies first: status may name a snapshot only once it exists.
@@ -132,12 +161,38 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     changed = []
     if decision.flags is not None:  # the fastest lever first: flags, then config, then code
         changed += await recovery.set_flags(body, spec, decision.flags)
+    # Traffic before capacity: the planner scales a canary down only once the route was seen
+    # sending it nothing, and moves traffic to it only once its pods are ready.
+    steered = await _steer(body, spec, decision.status.phase, decision.traffic, observed.traffic)
+    changed += steered.changed
+    await _tell(body, tuple(steered.events))
     if decision.status.phase == Phase.rolling_back:
         changed += await recovery.act(body, spec, target, canary, decision.recovery)
     changed += await act(body, target, canary, decision.workload)
     if changed:
         logger.info("%s/%s: %s", namespace, name, "; ".join(changed))
-    return _earliest(decision.next_check_at, parse_time(decision.status.next_analysis_at))
+    settle = now + ROUTE_SETTLE if steered.again else None
+    if settle is None and observed.traffic is not None and decision.status.phase in UNDER_WAY:
+        settle = now + ROUTE_RECHECK
+    return _earliest(decision.next_check_at, parse_time(decision.status.next_analysis_at), settle)
+
+
+async def _steer(
+    body: dict[str, Any],
+    spec: RolloutSpec,
+    phase: Phase | None,
+    intent: TrafficIntent | None,
+    seen: TrafficView | None,
+) -> wiring.Steered:
+    """The router's part of acting. A broken route does not hold up a rollback or an abort:
+    the workload still goes back to stable."""
+    try:
+        return await wiring.act(body, spec, intent, seen, routing_client())
+    except RoutingSetupError as problem:
+        if phase not in (Phase.rolling_back, Phase.aborted, Phase.rolled_back):
+            raise
+        logger.warning("%s/%s: %s", body["metadata"]["namespace"], body["metadata"]["name"], problem)
+        return wiring.Steered()
 
 
 async def _observe(
@@ -176,8 +231,15 @@ async def _observe(
         revision = with_config(observed.target.revision, view.config_hashes)
         observed = replace(observed, target=replace(observed.target, revision=revision))
     flags = await recovery.observe_flags(namespace, spec)
+    try:
+        traffic = await wiring.observe(body, spec, routing_client())
+    except RoutingSetupError as problem:
+        if status.phase != Phase.rolling_back:
+            raise
+        # A rollback is never held by a broken route: it goes on as with replica ratio.
+        traffic = TrafficView(Applied(None, str(problem)), broken=str(problem))
     observed = replace(observed, window=window, hotfix=hotfix, gates=gate_view, recovery=view,
-                       risk_reason=risk_reason, flags=flags)  # fmt: skip
+                       risk_reason=risk_reason, flags=flags, traffic=traffic)  # fmt: skip
     return spec, target, canary, observed
 
 
