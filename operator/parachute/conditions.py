@@ -16,6 +16,9 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 PAUSED = "Paused"
 INVALID = "Invalid"
+# Whether every watched metric's query finds series (checked when the analysis changes, and
+# again while it does not): a release does not start on metrics that never existed.
+METRICS_AVAILABLE = "MetricsAvailable"
 
 
 def timestamp(moment: datetime) -> str:

@@ -109,6 +109,8 @@ class Observed:
     risk_reason: str = ""  # why the risk is what it is, when the change annotation chose it
     serving: Serving = Serving()
     flags: FlagsView = FlagsView()
+    # Why the watched metrics cannot judge a release (their series never existed): it waits.
+    metrics_missing: str = ""
 
 
 @dataclass(frozen=True)
