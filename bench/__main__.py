@@ -5,6 +5,7 @@
 - scale: N Rollouts adopted, then released at once, by one operator process; its memory.
 - breach-to-stable: a canary failing at 6% errors, from the release's start to all traffic
   back on stable (analysis every 2 s; the rollback itself is the code level for now).
+- queries: PromQL queries per Rollout per analysis interval (bench/queries.py).
 
 Runs on the local control plane and Prometheus from `testbed/`, in its own work directory.
 """
@@ -28,6 +29,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from bench.queries import bench_queries
 from parachute import api
 from parachute.api import RolloutSpec, RolloutStatus
 from parachute.plan.engine import decide
@@ -240,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Parachute benchmarks — {os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", flush=True
     )
     bench_decide()
+    bench_queries(figure)
     workdir = Path(
         tempfile.mkdtemp(prefix="parachute-bench-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
     )

@@ -3,9 +3,9 @@ which run nothing.
 
 - Every pod of one namespace gets an app endpoint: the demo app's `Version` on a free loopback
   port, behaving as the pod's container image says (a table a test sets, and may change while
-  it runs). Its series say `version="canary"` when the pod carries `parachute.dev/canary: "true"`
-  and `"stable"` otherwise, as an app reading its own labels through the downward API would.
-  The pod is annotated `testbed.parachute.dev/port: "<port>"` (testbed only), which is how the
+  it runs). Like most apps it does not know which version it is: its series carry no version
+  label, only what discovery adds (namespace, pod, the pod's labels), and a status code's series
+  appears with its first request (a healthy app has no 500 series). The pod is annotated `testbed.parachute.dev/port: "<port>"` (testbed only), which is how the
   test Prometheus, discovering pods as a cluster's does (testbed/prometheus.py), finds it. A
   deleted pod's endpoint stops.
 - Pickers say where each request of the load generator goes, from what the cluster says:
@@ -69,6 +69,8 @@ def pod_image(pod: Body) -> str:
 
 
 def pod_version(pod: Body) -> str:
+    """Which version a pod runs, by Parachute's mark on the canary's pods (for names in logs:
+    nothing the app exports says it)."""
     labels = (pod.get("metadata") or {}).get("labels") or {}
     return "canary" if labels.get(CANARY_LABEL) == "true" else "stable"
 
@@ -359,7 +361,8 @@ class DataPlane:
     def _start_endpoint(self, pod: Body) -> Endpoint:
         image = pod_image(pod)
         app = app_for(image, self._apps, self._default)
-        version = Version(pod_version(pod), behaviour=app.behaviour, code_label=app.code_label)
+        version = Version(pod_version(pod), behaviour=app.behaviour, code_label=app.code_label,
+                          labelled=False, every_code=False)  # fmt: skip
         version.follow_flag(app.flag, app.when_flag_on)
         return Endpoint(_uid(pod), image, app, version.start())
 
