@@ -33,8 +33,11 @@ ERROR_RATE = Limits(floor=0.005, warning=0.002, rollback_at=0.05, confidence=0.9
         # Worse than stable, but below the floor: not critical (watched in the warning band).
         pytest.param(Counts(40000, 120), Counts(360000, 36), Severity.warning, "warning line",
                      id="worse-but-below-the-floor"),
-        pytest.param(Counts(4000, 400), Counts(36000, 36), Severity.immediate, "past 5% with",
+        pytest.param(Counts(4000, 400), Counts(36000, 36), Severity.immediate, "past 5%",
                      id="far-past-rollback-at"),
+        # Past rollbackAt and surely worse than a stable that fails nothing: at once, even on few.
+        pytest.param(Counts(35, 2), Counts(3600, 0), Severity.immediate, "worse with >99.9% confidence, past 5%",
+                     id="two-of-thirty-five-against-none-at-once"),
         # One error in twenty is 5%: worse than a stable that has none (held as a Warning until
         # sustained), but no immediate rollback on one request.
         pytest.param(Counts(20, 1), Counts(3600, 0), Severity.critical, "worse with 99.4% confidence",
@@ -57,6 +60,9 @@ def test_canary_against_stable(canary: Counts, stable: Counts, severity: Severit
         pytest.param(Counts(400, 3), Severity.inconclusive, "cannot tell yet, past the 0.5% floor",
                      id="not-sure-it-is-past-the-floor"),
         pytest.param(Counts(4000, 2), Severity.ok, "no stable traffic to compare with", id="below-the-floor"),
+        pytest.param(Counts(4000, 400), Severity.immediate, "past 5% with", id="surely-past-rollback-at"),
+        # 7.5% is surely past the floor, not surely past 5%: critical, not at once.
+        pytest.param(Counts(40, 3), Severity.critical, "past the 0.5% floor with", id="not-surely-past-rollback-at"),
     ],
 )  # fmt: skip
 def test_without_stable_traffic_the_floor_is_judged_with_the_same_confidence(

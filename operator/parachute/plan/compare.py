@@ -11,8 +11,8 @@ window, the way an engineer reads them:
   that confidence (an exact binomial test);
 - past the floor but not shown worse: like stable (within the tolerance), a Warning; worse by
   the numbers but not yet with confidence, Inconclusive ("cannot tell yet");
-- `rollbackAt` rolls back at once only when the rate is past it with confidence too (and worse
-  than stable, where there is one).
+- `rollbackAt` rolls back at once when the rate is past it and the canary is worse than stable
+  with that confidence; without stable traffic, when the rate is past it with that confidence.
 
 While a stage runs, the counts are those of the stage so far, so evidence accumulates and a low
 traffic canary is decided once there is enough of it. Looking again every interval would make a
@@ -114,11 +114,13 @@ def compare(canary: Counts, stable: Counts | None, limits: Limits, look: int = 0
     head = f"{_shown(canary)} vs {against}"
     rate = canary.rate
     if limits.rollback_at is not None and rate > limits.rollback_at:
+        line = f"{limits.rollback_at * 100:.3g}%"
+        if worse is not None and worse >= limits.confidence:
+            return Finding(Severity.immediate, f"{head}: worse with {_percent(worse)} confidence, past {line}",
+                           worse)  # fmt: skip
         past = 1.0 - adjusted(p_above(canary, limits.rollback_at), look)
-        if past >= limits.confidence and (worse is None or worse >= limits.confidence):
-            line = f"{limits.rollback_at * 100:.3g}%"
-            return Finding(Severity.immediate, f"{head}: past {line} with {_percent(past)} confidence",
-                           worse if worse is not None else past)  # fmt: skip
+        if worse is None and past >= limits.confidence:
+            return Finding(Severity.immediate, f"{head}: past {line} with {_percent(past)} confidence", past)
     if limits.floor is not None and rate > limits.floor:
         return _past_floor(canary, baseline, worse, limits, look=look, head=head)
     if limits.warning is not None and rate > limits.warning:
