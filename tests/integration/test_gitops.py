@@ -21,7 +21,7 @@ from kubernetes.dynamic import DynamicClient
 from testbed import kstatus
 from testbed.argocd_health import health
 from testbed.demoapp import Behaviour
-from tests.integration.analysed import Analysed
+from tests.integration.analysed import NEW, Analysed
 from tests.integration.conftest import (
     Cluster,
     RunningOperator,
@@ -131,7 +131,7 @@ def test_every_phase_reads_right_to_argo_cd_and_to_kstatus(
 def test_a_rollback_reads_degraded_to_argo_cd_and_failed_to_kstatus_once_over(
     analysed: Analysed, operator: RunningOperator
 ) -> None:
-    analysed.app.canary.set_behaviour(Behaviour(error_rate=0.06))
+    analysed.set_app(NEW, Behaviour(error_rate=0.06))
     analysed.release(spec={"steps": [{"name": "canary", "weight": 50, "minWait": "5m"}]})
     judged(analysed.cluster, analysed.namespace, "checkout", "RollingBack", "rolling-back")
     judged(analysed.cluster, analysed.namespace, "checkout", "RolledBack", "rolled-back")

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from testbed.demoapp import Behaviour
-from tests.integration.analysed import Analysed
+from tests.integration.analysed import NEW, Analysed
 from tests.integration.conftest import (
     Cluster,
     RunningOperator,
@@ -314,7 +314,7 @@ def test_a_rollback_fails_the_wait_and_is_written_up_and_resolved_through_the_pl
     analysed: Analysed, operator: RunningOperator
 ) -> None:
     cluster, ns = analysed.cluster, analysed.namespace
-    analysed.app.canary.set_behaviour(Behaviour(error_rate=0.06))
+    analysed.set_app(NEW, Behaviour(error_rate=0.06))
     analysed.adopt(spec={"steps": [{"name": "canary", "weight": 50, "minWait": "5m"}]})
     analysed.apply_image("checkout:2.0", starts=False)
     waited = plugin(cluster, "status", "checkout", "-n", ns, "--timeout", "2m", "--interval", "1")

@@ -156,7 +156,8 @@ def cmd_status(ctx: Context) -> int:
     else:
         words = {Exit.released: "released", Exit.rolled_back: "rolled back", Exit.aborted: "aborted",
                  Exit.invalid: "invalid", Exit.timeout: "timed out"}  # fmt: skip
-        ctx.console.print(f"{words.get(code, code.name)}: {reason}")
+        # One line whatever its length: pipelines read the outcome from the last line.
+        ctx.console.print(f"{words.get(code, code.name)}: {reason}", soft_wrap=True)
     return int(code)
 
 

@@ -115,8 +115,8 @@ def _stages(parent: Tree, view: RolloutView, now: datetime) -> None:
         line.append(f"  {s.weight:>3}%")
         if s.min_wait or s.max_wait:
             line.append(f"  wait {s.min_wait or '0s'}-{s.max_wait or s.min_wait}")
-        if s.flags_on is not None:
-            line.append(f"  flags {'on' if s.flags_on else 'off'}")
+        if s.flags is not None:
+            line.append(f"  flags {s.flags}")
         if s.state == "current" and view.stage_started_at:
             line.append(f"  {_when('started', view.stage_started_at, now)}", style="dim")
         parent.add(line)
