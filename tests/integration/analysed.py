@@ -69,7 +69,9 @@ class Analysed:
 
     def requests(self) -> str:
         """PromQL: requests `checkout` served in the last interval."""
-        return f'sum(increase(http_requests_total{{namespace="{self.namespace}",app="checkout"}}[{INTERVAL}]))'
+        return (
+            f'sum(increase(http_requests_total{{namespace="{self.namespace}",app="checkout"}}[{INTERVAL}]))'
+        )
 
     def set_app(self, image: str, app: App | Behaviour) -> None:
         """What the pods of `image` do, from now on and for every pod that starts later."""

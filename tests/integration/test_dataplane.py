@@ -160,6 +160,7 @@ def test_pods_that_come_and_go_appear_and_vanish_as_targets(
     cluster.core.create_namespaced_service(namespace, SERVICE)
     cluster.apps.create_namespaced_deployment(namespace, deployment("checkout", 2, "checkout:3.0"))
     settled(cluster, namespace, plane, prometheus, pods=2)
+    send(prometheus, namespace, plane, 2)  # a code's series appears with its first request
     # This image's app names its status code label `status`.
     assert prometheus.query(f'http_requests_total{{namespace="{namespace}",status="200"}}')
     assert not prometheus.query(f'http_requests_total{{namespace="{namespace}",code="200"}}')
