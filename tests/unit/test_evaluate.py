@@ -126,6 +126,13 @@ def test_no_request_series_at_all_is_no_data_and_says_why() -> None:
     assert "http_requests_total has no series for these pods" in (status.message or "")
 
 
+def test_a_canary_without_request_series_while_stable_has_them_has_served_nothing() -> None:
+    # A labelled counter appears with its first request: the canary's pods have simply had none.
+    round_ = run(spec(), ByPods(Series(), codes(3600)))
+    assert {m.verdict for m in round_.metrics} == {Verdict.inconclusive}
+    assert all("no traffic to judge (0 requests" in (m.message or "") for m in round_.metrics)
+
+
 def test_after_promotion_the_new_version_is_judged_where_its_traffic_is_and_stable_is_not_asked() -> None:
     serving = Where(pods="checkout-7b9f5c8d4-[a-z0-9]{5}", workload="checkout")
     provider = ByPods(codes(0), codes(2000))

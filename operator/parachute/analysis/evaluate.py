@@ -188,13 +188,15 @@ async def _measure(metric: MetricDefinition, c: _Context) -> tuple[Sample, Sampl
                     c.asked.vector(query.query)  # both on their way before either is awaited
             mine = await _count(c.asked, mine_q)
             theirs = await _count(c.asked, theirs_q) if theirs_q is not None else None
+            if _served_nothing(mine, theirs):
+                return _rate(mine), None, Traffic(requests=0, window=c.cumulative, look=c.look)
             return _rate(mine), None, Traffic(
                 requests=mine.counts.requests if mine.counts else None, counts=mine.counts,
                 stable=theirs.counts if theirs else None, window=c.cumulative, look=c.look,
                 unknown_because=_unknown(c.source, mine),
             )  # fmt: skip
         mine = await _count(c.asked, recent)
-        return _rate(mine, metric), None, _traffic(c.source, mine)
+        return _rate(mine, metric), None, await _traffic_of(c, mine)
     if metric.kind == Kind.latency:
         c.asked.vector(recent.query)
         canary_task = c.asked.sample(
@@ -208,7 +210,7 @@ async def _measure(metric: MetricDefinition, c: _Context) -> tuple[Sample, Sampl
         counted = await _count(c.asked, recent)
         canary = await canary_task
         baseline = await stable_task if stable_task is not None else None
-        return canary, baseline, _traffic(c.source, counted)
+        return canary, baseline, await _traffic_of(c, counted)
 
     def sent_for(where: Where) -> str:
         return render(metric.query, variables(c.spec, c.namespace, where, c.versions, c.interval))
@@ -222,7 +224,7 @@ async def _measure(metric: MetricDefinition, c: _Context) -> tuple[Sample, Sampl
     if canary.has_value or canary.error is not None or metric.no_data_is_zero:
         return canary, baseline, Traffic()
     # No data: was there any traffic to have data about?
-    return canary, baseline, _traffic(c.source, await _count(c.asked, recent))
+    return canary, baseline, await _traffic_of(c, await _count(c.asked, recent))
 
 
 def _rate(count: _Count, metric: MetricDefinition | None = None) -> Sample:
@@ -234,6 +236,22 @@ def _rate(count: _Count, metric: MetricDefinition | None = None) -> Sample:
     rate = count.counts.rate
     below = metric is not None and metric.direction == Direction.below
     return Sample.of(1.0 - rate if below else rate)
+
+
+def _served_nothing(mine: _Count, theirs: _Count | None) -> bool:
+    """The judged pods have no request series while stable's pods have one: a labelled counter
+    has no series before its first request, so pods scraped like stable's have served none."""
+    return mine.counts is None and mine.error is None and theirs is not None and theirs.counts is not None
+
+
+async def _traffic_of(c: _Context, count: _Count) -> Traffic:
+    """The judged version's traffic; with no request series at all, stable's pods tell whether
+    that means "no traffic yet" or "nobody can tell"."""
+    if count.counts is None and count.error is None and c.stable is not None:
+        theirs = await _count(c.asked, c.source.outcomes(c.stable, c.namespace, c.interval))
+        if _served_nothing(count, theirs):
+            return Traffic(requests=0)
+    return _traffic(c.source, count)
 
 
 def _traffic(source: Source, count: _Count) -> Traffic:
