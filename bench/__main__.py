@@ -9,6 +9,7 @@
   change to its weight read back from the route (median and p99 over many stages, the canary
   at full size so no pod has to start), and from a failed verdict to the route seen sending
   everything to stable (median and max over a few rollbacks).
+- queries: PromQL queries per Rollout per analysis interval (bench/queries.py).
 
 Runs on the local control plane, its data plane and Prometheus from `testbed/`, in its own work
 directory: the canary's pods start, are discovered by Prometheus and get their share of the
@@ -34,6 +35,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from bench.queries import bench_queries
 from parachute import api
 from parachute.api import RolloutSpec, RolloutStatus
 from parachute.plan.engine import decide
@@ -419,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Parachute benchmarks — {os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", flush=True
     )
     bench_decide()
+    bench_queries(figure)
     workdir = Path(
         tempfile.mkdtemp(prefix="parachute-bench-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
     )

@@ -3,11 +3,12 @@ which run nothing.
 
 - Every pod of one namespace gets an app endpoint: the demo app's `Version` on a free loopback
   port, behaving as the pod's container image says (a table a test sets, and may change while
-  it runs). Its series say `version="canary"` when the pod carries `parachute.dev/canary: "true"`
-  and `"stable"` otherwise, as an app reading its own labels through the downward API would.
-  The pod is annotated `testbed.parachute.dev/port: "<port>"` (testbed only), which is how the
-  test Prometheus, discovering pods as a cluster's does (testbed/prometheus.py), finds it. A
-  deleted pod's endpoint stops. An app may follow a flag file (re-read on every request, as a
+  it runs). Like most apps it does not know which version it is: its series carry no version
+  label, only what discovery adds (namespace, pod, the pod's labels), and a status code's series
+  appears with its first request (a healthy app has no 500 series). The pod is annotated
+  `testbed.parachute.dev/port: "<port>"` (testbed only), which is how the test Prometheus,
+  discovering pods as a cluster's does (testbed/prometheus.py), finds it. A deleted pod's
+  endpoint stops. An app may follow a flag file (re-read on every request, as a
   flag SDK watching its mounted file does), or read a setting once when its pod starts, from
   the ConfigMap as it is then (as an app reads its configuration at start-up).
 - Pickers say where each request of the load generator goes, from what the cluster says:
@@ -90,6 +91,8 @@ def pod_image(pod: Body) -> str:
 
 
 def pod_version(pod: Body) -> str:
+    """Which version a pod runs, by Parachute's mark on the canary's pods (for names in logs:
+    nothing the app exports says it)."""
     labels = (pod.get("metadata") or {}).get("labels") or {}
     return "canary" if labels.get(CANARY_LABEL) == "true" else "stable"
 
@@ -518,7 +521,8 @@ class DataPlane:
     def _start_endpoint(self, pod: Body) -> Endpoint:
         image = pod_image(pod)
         app = app_for(image, self._apps, self._default)
-        version = Version(pod_version(pod), behaviour=app.behaviour, code_label=app.code_label)
+        version = Version(pod_version(pod), behaviour=app.behaviour, code_label=app.code_label,
+                          labelled=False, every_code=False)  # fmt: skip
         endpoint = Endpoint(_uid(pod), image, app, version)
         self._configure(endpoint)
         version.start()

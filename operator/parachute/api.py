@@ -455,6 +455,26 @@ class TemplateRef(Model):
     name: Name
 
 
+class NoData(StrEnum):
+    """What a metric's "no data" means (not "no traffic": that is always Inconclusive)."""
+
+    hold = "hold"  # Inconclusive: never a pass, never a rollback; the release holds and says why
+    fail = "fail"  # Failed: for teams that treat missing data as a failure
+    ignore = "ignore"  # Successful: the metric does not hold the release when it has no data
+
+
+class Judge(StrEnum):
+    """How a rate built from request counts is judged."""
+
+    compare = "compare"  # canary against stable from both versions' counts, with stated confidence
+    threshold = "threshold"  # the canary's rate against fixed lines alone
+
+
+# The built-ins that are rates of bad requests, which the comparison judge can judge.
+RATE_TEMPLATES = ("error-rate", "success-rate")
+Percent = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?%$", max_length=16)]
+
+
 class Metric(Model):
     """One watched signal: a built-in template, a template resource, or an inline PromQL query."""
 
@@ -465,6 +485,13 @@ class Metric(Model):
                 "set exactly one of template, templateRef, query",
             ),
             cel("!has(self.query) || has(self.name)", "a metric with an inline query needs a name", ".name"),
+            cel(
+                "(!has(self.judge) && !has(self.confidence)) || (has(self.template) && self.template in ["
+                + ", ".join(f"'{t}'" for t in RATE_TEMPLATES)
+                + "])",
+                "judge and confidence apply to the built-in rates: " + ", ".join(RATE_TEMPLATES),
+                ".judge",
+            ),
         )
     )
 
@@ -473,11 +500,17 @@ class Metric(Model):
     ) = Field(None, description="Metric name in status; defaults to the template's name.")
     template: (
         Literal["error-rate", "latency-p95", "success-rate", "database-errors", "security-alerts"] | None
-    ) = Field(None, description="A built-in template with the playbook's thresholds.")
+    ) = Field(
+        None,
+        description="A built-in template with the playbook's thresholds, querying what "
+        "spec.analysis.source exports.",
+    )
     template_ref: TemplateRef | None = Field(None, description="A MetricTemplate or ClusterMetricTemplate.")
     query: Annotated[str, StringConstraints(min_length=1, max_length=8192)] | None = Field(
         None,
-        description="PromQL. Variables: {{namespace}}, {{target}}, {{canary}}, {{stable}}, {{window}}.",
+        description="PromQL, sent once for the version it judges and, with compareWithStable, once for "
+        "stable. Variables: {{namespace}}, {{target}}, {{window}}; {{pods}}, {{workload}} and "
+        "{{service}} of the version it is sent for; {{canary_pods}} and {{stable_pods}} always.",
     )
     direction: Direction | None = Field(
         None, description="Which side of the thresholds is bad. Default: above."
@@ -485,21 +518,41 @@ class Metric(Model):
     warning: Threshold | None = Field(
         None, description="Past this the release is watched closely but proceeds."
     )
-    critical: Threshold | None = Field(None, description="Past this (sustained) the release is rolled back.")
+    critical: Threshold | None = Field(
+        None,
+        description="Past this (sustained) the release is rolled back. With judge compare: the floor "
+        "the canary's rate must be above, as well as worse than stable, to count as critical.",
+    )
     sustain_for: Duration | None = Field(
         None, description="How long a critical value must hold at every evaluation before it triggers."
     )
     compare_with_stable: bool | None = Field(
         None, description="Judge the canary relative to stable where both have traffic."
     )
-    tolerance: Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?%$", max_length=16)] | None = (
-        Field(None, description="With compareWithStable: allowed excess over stable, e.g. 10%.")
+    tolerance: Percent | None = Field(
+        None, description="With compareWithStable: allowed excess over stable, e.g. 10%."
     )
     rollback_at: Threshold | None = Field(
         None, description="Past this the release is rolled back at once, without waiting for sustainFor."
     )
     no_data_is_zero: bool | None = Field(
         None, description="An empty result means zero (counts such as firing alerts), not Inconclusive."
+    )
+    on_no_data: NoData | None = Field(
+        None,
+        description="hold (Inconclusive), fail (Failed) or ignore (Successful) when the query has no "
+        "data while there is traffic. Default: hold. Too little traffic is always Inconclusive.",
+    )
+    judge: Judge | None = Field(
+        None,
+        description="error-rate and success-rate: compare (canary against stable from both versions' "
+        "request and error counts, failing only when the canary is worse with `confidence` and past "
+        "its critical floor) or threshold (fixed lines alone). Default: compare.",
+    )
+    confidence: Percent | None = Field(
+        None,
+        description="With judge compare: how sure the canary must be worse than stable (or than a "
+        "threshold, without stable traffic) before it counts. Default: 95%.",
     )
 
 
@@ -516,7 +569,8 @@ class MetricTemplateSpec(Model):
     )
 
     query: Annotated[str, StringConstraints(min_length=1, max_length=8192)] = Field(
-        description="PromQL. Variables: {{namespace}}, {{target}}, {{version}}, {{canary}}, {{stable}}, {{window}}."
+        description="PromQL. Variables: {{namespace}}, {{target}}, {{window}}; {{pods}}, {{workload}} "
+        "and {{service}} of the version it is sent for; {{canary_pods}} and {{stable_pods}} always."
     )
     direction: Direction = Field(Direction.above, description="Which side of the thresholds is bad.")
     warning: Threshold | None = None
@@ -524,8 +578,11 @@ class MetricTemplateSpec(Model):
     sustain_for: Duration | None = None
     rollback_at: Threshold | None = None
     compare_with_stable: bool = False
-    tolerance: Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?%$", max_length=16)] | None = None
+    tolerance: Percent | None = None
     no_data_is_zero: bool = False
+    on_no_data: NoData = Field(
+        NoData.hold, description="hold, fail or ignore when the query has no data while there is traffic."
+    )
     unit: Literal["ratio", "seconds", "perMinute", "count", "number"] = Field(
         "number", description="How a bare threshold number is read and how values are shown."
     )
@@ -540,11 +597,40 @@ class MetricTemplate(Model):
     spec: MetricTemplateSpec
 
 
-class VersionLabels(Model):
-    """The label values that tell the versions apart in metrics ({{canary}} and {{stable}})."""
+class MetricsSource(StrEnum):
+    """Whose metrics the built-in templates read: the application's own, or a data plane's."""
 
-    canary: Annotated[str, StringConstraints(min_length=1, max_length=253)] = "canary"
-    stable: Annotated[str, StringConstraints(min_length=1, max_length=253)] = "stable"
+    app = "app"  # the app's request counter and latency histogram, per pod
+    istio = "istio"  # istio_requests_total, reported by the destination's sidecar
+    nginx = "nginx"  # nginx_ingress_controller_requests, with its canary label
+    envoy_gateway = "envoyGateway"  # Envoy's per-backend cluster stats
+    linkerd = "linkerd"  # the proxies' response_total, per pod
+
+
+LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=128)]
+MetricName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$", max_length=256)]
+
+
+class MetricLabels(Model):
+    """The label names your scrape configuration gives every series of a pod."""
+
+    namespace: LabelName = Field("namespace", description="The namespace's label (NGINX: the Ingress's).")
+    pod: LabelName = Field("pod", description="The pod name's label.")
+
+
+class AppMetrics(Model):
+    """What the application itself exports, for the built-ins with source app."""
+
+    requests: MetricName = Field(
+        "http_requests_total", description="Counter of requests served, labelled with the status code."
+    )
+    status_label: LabelName = Field(
+        "code", description="The label holding the HTTP status code (code, status, response_code ...)."
+    )
+    latency: MetricName = Field(
+        "http_request_duration_seconds",
+        description="Histogram of request durations in seconds (its _bucket series are read).",
+    )
 
 
 class AnalysisLimits(Model):
@@ -568,7 +654,13 @@ class Analysis(Model):
         ge=0,
         description="Fewer requests than this in the window makes a result Inconclusive. Default: 10.",
     )
-    versions: VersionLabels | None = Field(None, description="Label values of each version in the metrics.")
+    source: MetricsSource | None = Field(
+        None,
+        description="Whose metrics the built-ins read: app, istio, nginx, envoyGateway or linkerd. "
+        "Default: from spec.trafficRouting (gatewayAPI: envoyGateway, istio, nginx), else app.",
+    )
+    labels: MetricLabels | None = Field(None, description="Label names of the pods' series.")
+    app: AppMetrics | None = Field(None, description="The application's own metric and label names.")
     limits: AnalysisLimits | None = None
 
 
@@ -935,6 +1027,21 @@ class PlannedStage(Model):
     )
 
 
+class Comparison(Model):
+    """The counts a rate was judged on, canary against stable, in the same window."""
+
+    window: str = Field(description="The window the counts cover, e.g. 7m30s (the stage so far).")
+    requests: float = Field(description="Requests the judged version served in the window.")
+    errors: float = Field(description="Of those, the bad ones (5xx).")
+    stable_requests: float | None = Field(None, description="Requests stable served in the same window.")
+    stable_errors: float | None = None
+    confidence: float | None = Field(
+        None,
+        description="How sure it is that the canary is worse (0 to 1), over every look at the stage so "
+        "far; compared with the metric's confidence.",
+    )
+
+
 class MetricStatus(Model):
     name: str
     healthy_since: str | None = Field(
@@ -953,6 +1060,8 @@ class MetricStatus(Model):
     last_evaluated_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
     breached_since: str | None = Field(None, json_schema_extra={"format": "date-time"})
     immediate: bool | None = Field(None, description="Failed on rollbackAt: an immediate trigger.")
+    requests: float | None = Field(None, description="Requests the judged version served in the window.")
+    comparison: Comparison | None = Field(None, description="With judge compare: the counts judged.")
 
 
 class LevelRecord(Model):
@@ -1112,6 +1221,12 @@ class RolloutStatus(Model):
     paused_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
     commands: HandledCommands | None = None
     next_analysis_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    metrics_checked_at: str | None = Field(
+        None,
+        description="When every metric's query was last run to see that its series exist (the "
+        "MetricsAvailable condition).",
+        json_schema_extra={"format": "date-time"},
+    )
     next_check_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
     conditions: list[Condition] | None = Field(
         None,

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from parachute import conditions, kube, telemetry
+from parachute.analysis import availability
 from parachute.analysis.connect import AnalysisSetupError, provider_for, templates_for
 from parachute.analysis.evaluate import evaluate
 from parachute.api import (
@@ -35,7 +36,7 @@ from parachute.gating import check_all
 from parachute.notify.webhooks import notify
 from parachute.plan.engine import analysing, decide, judges_target, parse_time
 from parachute.plan.gates import GateResult, gates_for
-from parachute.plan.metrics import UnknownTemplateError
+from parachute.plan.metrics import MetricSpecError
 from parachute.plan.model import (
     Applied,
     Event,
@@ -49,8 +50,10 @@ from parachute.plan.model import (
 )
 from parachute.plan.recovery import current_incident
 from parachute.plan.risk import risk_of_change
+from parachute.plan.sources import routed_service
 from parachute.plan.verdicts import health, worst
-from parachute.plan.workload import with_config
+from parachute.plan.versions import locate
+from parachute.plan.workload import label_selector, with_config
 from parachute.policy import PolicyError, window_for
 from parachute.recovery import apply as recovery
 from parachute.recovery import restarts, snapshots
@@ -98,7 +101,7 @@ def invalid(status: RolloutStatus, message: str, now: datetime, generation: int 
 
 
 # Everything that means "this Rollout cannot work as written": its message names the field.
-CANNOT_WORK = (ForeignObjectError, PolicyError, AnalysisSetupError, UnknownTemplateError, RoutingSetupError)
+CANNOT_WORK = (ForeignObjectError, PolicyError, AnalysisSetupError, MetricSpecError, RoutingSetupError)
 # A route or Service that is missing is fixed outside the Rollout, where no watch looks: an
 # Invalid routing set-up is looked at again this often, so the Rollout recovers by itself.
 ROUTING_RECHECK = timedelta(seconds=10)
@@ -134,13 +137,20 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
         analysis_events: list[Event] = []
         if spec.analysis is not None:
             try:
-                status, health_now, analysis_events = await _analyse(spec, status, observed, namespace, now)
-            except (AnalysisSetupError, UnknownTemplateError) as problem:
+                status = await availability.refresh(
+                    spec, status, namespace=namespace, target=target, now=now, generation=generation
+                )
+                status, health_now, analysis_events = await _analyse(
+                    spec, status, observed, namespace, now, target=target, canary=canary
+                )
+            except (AnalysisSetupError, MetricSpecError) as problem:
                 if status.phase != Phase.rolling_back:
                     raise
                 # Nothing can prove health now: the level's budget runs out and recovery moves up.
                 health_now = Health(undecided_reason=str(problem))
-            observed = replace(observed, health=health_now)
+            observed = replace(
+                observed, health=health_now, metrics_missing=availability.missing_reason(status)
+            )
     except ValidationError as error:
         await _write_invalid(body, old, invalid(status, describe_validation_error(error), now, generation))
         return None
@@ -316,7 +326,14 @@ async def _tell(body: dict[str, Any], events: tuple[Event, ...]) -> None:
 
 
 async def _analyse(
-    spec: RolloutSpec, status: RolloutStatus, observed: Observed, namespace: str, now: datetime
+    spec: RolloutSpec,
+    status: RolloutStatus,
+    observed: Observed,
+    namespace: str,
+    now: datetime,
+    *,
+    target: dict[str, Any],
+    canary: dict[str, Any] | None,
 ) -> tuple[RolloutStatus, Health, list[Event]]:
     """Evaluate the metrics when a round is due; summarise them for the planner either way."""
     assert spec.analysis is not None
@@ -328,9 +345,19 @@ async def _analyse(
         provider = await provider_for(spec.analysis, namespace)
         templates = await templates_for(spec, namespace)
         # What the target's pods serve is judged at 100%, at the code level and after a rollback.
-        promoted = judges_target(status, observed)
+        release = status.release
+        versions = locate(
+            await kube.list_replica_sets(namespace, label_selector(target)),
+            target=target, canary=canary, revision=release.revision if release else None,
+            stable_revision=release.stable_revision if release else None,
+            judges_target=judges_target(status, observed), service=routed_service(spec),
+        )  # fmt: skip
+        # A stage's rates are judged on its counts so far; recovery and watching on the last interval.
+        since = (
+            parse_time(status.stage_started_at) if status.phase in (Phase.progressing, Phase.paused) else None
+        )
         round_ = await evaluate(spec, namespace=namespace, previous=status.metrics, provider=provider,
-                                templates=templates, now=now, promoted=promoted)  # fmt: skip
+                                templates=templates, now=now, versions=versions, since=since)  # fmt: skip
         interval = parse_duration(spec.analysis.interval)
         status = status.model_copy(update={
             "metrics": round_.metrics, "next_analysis_at": timestamp(now + interval),

@@ -281,7 +281,12 @@ def _blocked(work: _Work) -> bool:
 
 
 def _may_start(work: _Work, observed: Observed) -> bool:
-    return _may_progress(work, observed) and not _unmet_gates(observed) and not _blocked(work)
+    return (
+        _may_progress(work, observed)
+        and not _unmet_gates(observed)
+        and not _blocked(work)
+        and not observed.metrics_missing
+    )
 
 
 def _say_why_waiting(work: _Work, observed: Observed, what: str) -> None:
@@ -293,6 +298,10 @@ def _say_why_waiting(work: _Work, observed: Observed, what: str) -> None:
         )
     elif not _may_progress(work, observed):
         _say_waiting(work, observed, f"{what} waits for the release window")
+    elif observed.metrics_missing:
+        # Its first stage would only ever read "no data": wait until the series exist.
+        work.status.message = f"{what} waits for its metrics (MetricsAvailable): {observed.metrics_missing}"
+        work.check_at(work.now + GATE_RECHECK)
     else:
         work.status.message = f"{what} waits for its checklist: {_unmet_gates(observed)}"
         work.check_at(work.now + GATE_RECHECK)

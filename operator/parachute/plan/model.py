@@ -143,6 +143,8 @@ class Observed:
     serving: Serving = Serving()
     flags: FlagsView = FlagsView()
     traffic: TrafficView | None = None  # with a router: what it holds
+    # Why the watched metrics cannot judge a release (their series never existed): it waits.
+    metrics_missing: str = ""
 
 
 @dataclass(frozen=True)
