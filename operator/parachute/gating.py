@@ -14,7 +14,7 @@ import urllib.request
 from parachute import kube
 from parachute.analysis.connect import provider_for
 from parachute.api import ConditionGate, Gate, HTTPGate, PrometheusGate, RolloutSpec, parse_duration
-from parachute.plan.gates import GateResult, annotation_result, change_ticket_result, condition_result
+from parachute.plan.checklist import GateResult, annotation_result, change_ticket_result, condition_result
 
 
 def _http(gate: HTTPGate) -> tuple[bool, str]:

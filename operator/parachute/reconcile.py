@@ -36,8 +36,9 @@ from parachute.conditions import timestamp
 from parachute.gating import check_all
 from parachute.notify import statuspage
 from parachute.notify.webhooks import notify
+from parachute.plan.checklist import GateResult, gates_for
+from parachute.plan.desired_workload import label_selector, with_config
 from parachute.plan.engine import analysing, decide, judges_target, parse_time
-from parachute.plan.gates import GateResult, gates_for
 from parachute.plan.metrics import MetricSpecError
 from parachute.plan.model import (
     Applied,
@@ -50,12 +51,11 @@ from parachute.plan.model import (
     TrafficView,
     WindowView,
 )
-from parachute.plan.recovery import current_incident
 from parachute.plan.risk import risk_of_change
+from parachute.plan.rollback import current_incident
 from parachute.plan.sources import routed_service
 from parachute.plan.verdicts import health, worst
 from parachute.plan.versions import locate
-from parachute.plan.workload import label_selector, with_config
 from parachute.policy import PolicyError, window_for
 from parachute.recovery import apply as recovery
 from parachute.recovery import restarts, snapshots

@@ -14,8 +14,7 @@ import copy
 from typing import Any
 
 from parachute import api, kube
-from parachute.plan.model import CanaryState, Observed, Serving, TargetState, WorkloadIntent
-from parachute.plan.workload import (
+from parachute.plan.desired_workload import (
     RESTARTED_AT,
     label_selector,
     ready_by_revision,
@@ -24,6 +23,7 @@ from parachute.plan.workload import (
     rolled_out,
     sets_by_hash,
 )
+from parachute.plan.model import CanaryState, Observed, Serving, TargetState, WorkloadIntent
 
 CANARY_LABEL = f"{api.GROUP}/canary"
 ROLLOUT_LABEL = f"{api.GROUP}/rollout"

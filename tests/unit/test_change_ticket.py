@@ -12,7 +12,7 @@ import pytest
 from parachute.api import CHANGE_TICKET_ANNOTATION, ChangeTicketGate, Gate, Phase
 from parachute.cli import postmortem
 from parachute.notify.webhooks import cloud_event, slack_payload
-from parachute.plan.gates import change_ticket_result
+from parachute.plan.checklist import change_ticket_result
 from parachute.plan.model import Observed
 from parachute.reconcile import change_ticket
 from tests.unit.test_recovery import breach, rollout, started

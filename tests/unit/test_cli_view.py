@@ -11,8 +11,8 @@ import pytest
 from rich.console import Console
 
 from parachute.cli import render, view
-from parachute.plan.recovery import content_hash
-from parachute.plan.workload import revision_of, with_config
+from parachute.plan.desired_workload import revision_of, with_config
+from parachute.plan.rollback import content_hash
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 

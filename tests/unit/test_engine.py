@@ -15,10 +15,10 @@ from parachute.api import (
     RETRY_ANNOTATION,
     Phase,
 )
+from parachute.plan.desired_workload import actual_weight, canary_replicas, revision_of
 from parachute.plan.engine import decide
 from parachute.plan.model import Health, WindowView
 from parachute.plan.verdicts import NOT_HEALTHY
-from parachute.plan.workload import actual_weight, canary_replicas, revision_of
 from tests.unit.world import T0, Story, World, spec
 
 MEDIUM = spec(risk="medium", waits={"min": "1m", "max": "5m"})

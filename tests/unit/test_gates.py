@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from parachute.api import Checklist, ConditionGate, Gate, Phase
-from parachute.plan.gates import PLAYBOOK_GATES, annotation_result, condition_result, gates_for
+from parachute.plan.checklist import PLAYBOOK_GATES, annotation_result, condition_result, gates_for
 from tests.unit.world import Story, World, spec
 
 

@@ -21,7 +21,7 @@ from parachute.api import (
     format_duration,
 )
 from parachute.conditions import timestamp
-from parachute.plan import engine, flags, recovery
+from parachute.plan import engine, flags, rollback
 from parachute.plan.model import Health
 from tests.unit.world import T0, Story, World, spec
 
@@ -88,19 +88,19 @@ def levels(story: Story) -> list[RecoveryLevel]:
 def test_the_levels_are_those_the_rollout_has_the_means_for(
     fields: dict[str, object], expected: list[str]
 ) -> None:
-    assert [str(level) for level in recovery.levels_for(spec(**fields))] == expected
+    assert [str(level) for level in rollback.levels_for(spec(**fields))] == expected
 
 
 def test_budgets_default_to_5_10_15_minutes_and_an_immediate_trigger_gets_the_shortest() -> None:
     plain = spec()
-    assert [recovery.budget_for(plain, level, False) for level in recovery.LEVEL_ORDER] == [
+    assert [rollback.budget_for(plain, level, False) for level in rollback.LEVEL_ORDER] == [
         timedelta(minutes=5), timedelta(minutes=10), timedelta(minutes=15),
     ]  # fmt: skip
-    assert {recovery.budget_for(plain, level, True) for level in recovery.LEVEL_ORDER} == {
+    assert {rollback.budget_for(plain, level, True) for level in rollback.LEVEL_ORDER} == {
         timedelta(minutes=5)
     }
     custom = spec(recovery={"budgets": {"flag": "1m", "config": "2m", "code": "3m"}})
-    assert recovery.budget_for(custom, RecoveryLevel.code, True) == timedelta(minutes=1)
+    assert rollback.budget_for(custom, RecoveryLevel.code, True) == timedelta(minutes=1)
 
 
 # ---------------------------------------------------------------------------- level 1: flag
@@ -167,7 +167,7 @@ def test_tracked_configuration_is_snapshot_while_healthy_and_restored_on_the_con
     story.tick()
     assert story.last is not None and story.last.snapshots == (("checkout-config", "good"),)
     snapshot = (story.status.config_snapshots or [])[0]
-    assert snapshot.hash == "good" and snapshot.snapshot == recovery.snapshot_name("checkout-config", "good")
+    assert snapshot.hash == "good" and snapshot.snapshot == rollback.snapshot_name("checkout-config", "good")
     # The release brings a bad configuration with it: the snapshot is not refreshed during it.
     story.world.configs["checkout-config"] = "bad"
     started(story)
@@ -434,18 +434,18 @@ def test_health_has_returned_only_on_windows_after_the_change() -> None:
     at = T0 + MINUTE
     good = MetricStatus(name="a", verdict=Verdict.successful, last_evaluated_at=timestamp(at))
     warn = MetricStatus(name="b", verdict=Verdict.warning, last_evaluated_at=timestamp(at))
-    assert recovery.health_returned([good, warn], T0) == at
-    assert recovery.health_returned([good], at + SECOND) is None
-    assert recovery.health_returned([good.model_copy(update={"verdict": Verdict.inconclusive})], T0) is None
-    assert recovery.health_returned([], T0) is None
+    assert rollback.health_returned([good, warn], T0) == at
+    assert rollback.health_returned([good], at + SECOND) is None
+    assert rollback.health_returned([good.model_copy(update={"verdict": Verdict.inconclusive})], T0) is None
+    assert rollback.health_returned([], T0) is None
     critical_not_yet_sustained = warn.model_copy(update={"breached_since": timestamp(at)})
-    assert recovery.health_returned([good, critical_not_yet_sustained], T0) is None
+    assert rollback.health_returned([good, critical_not_yet_sustained], T0) is None
 
 
 def test_content_hashes_see_every_byte_and_key() -> None:
-    assert recovery.content_hash({"a": "1"}) != recovery.content_hash({"a": "1 "})
-    assert recovery.content_hash({"a": "1"}) != recovery.content_hash({}, {"a": "1"})
-    assert recovery.content_hash({"a": "1", "b": "2"}) == recovery.content_hash({"b": "2", "a": "1"})
+    assert rollback.content_hash({"a": "1"}) != rollback.content_hash({"a": "1 "})
+    assert rollback.content_hash({"a": "1"}) != rollback.content_hash({}, {"a": "1"})
+    assert rollback.content_hash({"a": "1", "b": "2"}) == rollback.content_hash({"b": "2", "a": "1"})
 
 
 def test_plain_flags_are_switched_off() -> None:

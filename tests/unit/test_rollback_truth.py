@@ -32,10 +32,10 @@ from parachute.api import (
     RecoveryLevel,
     Verdict,
 )
+from parachute.plan.desired_workload import template_revision
 from parachute.plan.engine import parse_time
 from parachute.plan.model import Decision, Observed
-from parachute.plan.recovery import still_serving
-from parachute.plan.workload import template_revision
+from parachute.plan.rollback import still_serving
 from tests.unit.world import Story, World, spec
 
 SECOND = timedelta(seconds=1)

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parachute.api import ABORT_ANNOTATION, Phase, RecoveryLevel, Verdict
+from parachute.plan.desired_workload import routed_canary_replicas
 from parachute.plan.engine import decide
-from parachute.plan.workload import routed_canary_replicas
 from tests.unit.world import Story, World, pin_of, spec
 
 GATEWAY = {"gatewayAPI": {"httpRoute": "checkout", "service": "checkout"}}

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from parachute.plan.desired_workload import revision_of
 from parachute.plan.versions import any_pod_of, at_rest, locate, pod_pattern
-from parachute.plan.workload import revision_of
 
 TEMPLATE = {
     "metadata": {"labels": {"app": "checkout"}},

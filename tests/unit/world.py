@@ -14,6 +14,7 @@ from typing import Any
 
 from parachute.api import FlagState, MetricStatus, RolloutSpec, RolloutStatus, Verdict
 from parachute.conditions import timestamp
+from parachute.plan.desired_workload import template_revision, with_config
 from parachute.plan.engine import decide
 from parachute.plan.model import (
     Applied,
@@ -29,7 +30,6 @@ from parachute.plan.model import (
     TrafficView,
     WindowView,
 )
-from parachute.plan.workload import template_revision, with_config
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)  # a Tuesday morning
 

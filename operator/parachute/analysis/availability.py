@@ -35,12 +35,12 @@ from parachute.api import (
     RolloutStatus,
 )
 from parachute.conditions import timestamp
+from parachute.plan.desired_workload import label_selector
 from parachute.plan.engine import parse_time
 from parachute.plan.metrics import Kind, MetricDefinition, definitions, render
 from parachute.plan.sources import Check, routed_service, source_for
 from parachute.plan.stages import effective_risk
 from parachute.plan.versions import Versions, Where, at_rest
-from parachute.plan.workload import label_selector
 
 RECHECK = timedelta(seconds=10)
 

@@ -23,8 +23,8 @@ from parachute.api import (
     RolloutStatus,
     WindowStatus,
 )
-from parachute.plan.recovery import content_hash
-from parachute.plan.workload import actual_weight, revision_of, with_config
+from parachute.plan.desired_workload import actual_weight, revision_of, with_config
+from parachute.plan.rollback import content_hash
 
 CANARY_SUFFIX = "-canary"
 

@@ -7,7 +7,7 @@ and running it after a restart resumes where the status says the release was.
 
 Phases: Healthy (nothing to release, or released) → Progressing (stage by stage) → Healthy,
 with Paused (spec.paused), Aborted (by a person or a deadline), and RollingBack → RolledBack
-(by health, level by level: see `plan.recovery`) on the way. A new pod template starts a
+(by health, level by level: see `plan.rollback`) on the way. A new pod template starts a
 release; another one during it supersedes it. A rolled-back revision stays blocked until
 someone marks its root cause fixed.
 """
@@ -46,7 +46,8 @@ from parachute.api import (
     parse_duration,
 )
 from parachute.conditions import timestamp
-from parachute.plan import recovery
+from parachute.plan import rollback
+from parachute.plan.desired_workload import canary_replicas, routed_canary_replicas, template_revision
 from parachute.plan.model import (
     Decision,
     Event,
@@ -57,7 +58,6 @@ from parachute.plan.model import (
     WorkloadIntent,
 )
 from parachute.plan.stages import effective_risk, flag_gated_plan, plan_for
-from parachute.plan.workload import canary_replicas, routed_canary_replicas, template_revision
 
 # How soon to look again while waiting for the cluster (pods becoming ready, a rollout).
 CLUSTER_TICK = timedelta(seconds=2)
@@ -356,7 +356,7 @@ def _recover_from_invalid(work: _Work) -> None:
     assert st.release is not None
     if st.phase not in (None, Phase.invalid):
         return
-    incident = recovery.current_incident(st.incidents)
+    incident = rollback.current_incident(st.incidents)
     if incident is not None and incident.recovered_at is None and not incident.resolved:
         st.phase = Phase.rolling_back  # a rollback interrupted by a bad spec goes on where it was
     elif (
@@ -451,7 +451,7 @@ def _stop(work: _Work, observed: Observed, phase: Phase, reason: str, why: str) 
     revision, stable = st.release.revision, st.release.stable_revision
     in_target = _new_in_target(observed, revision, stable)
     where = (
-        f"revision {revision} still serves from the target ({recovery.ready_pods(in_target)})"
+        f"revision {revision} still serves from the target ({rollback.ready_pods(in_target)})"
         if in_target
         else f"all traffic {'going ' if work.routed and _applied(observed) != 0 else ''}back to stable "
         f"revision {stable}"
@@ -576,7 +576,7 @@ def _route(work: _Work, observed: Observed) -> None:
         return
     assert work.intent is not None
     stable = st.release.stable_revision if st.release else None
-    incident = recovery.current_incident(st.incidents)
+    incident = rollback.current_incident(st.incidents)
     # A stage's share holds while it runs, and through the flag and config levels of a
     # rollback (judged on the same split); everywhere else the canary gets nothing.
     keeps_stage = st.phase in (Phase.progressing, Phase.paused) or (
@@ -877,7 +877,7 @@ def judges_target(st: RolloutStatus, observed: Observed) -> bool:
     a 100% stage once the target has rolled, at the code level, and while watching after."""
     if st.phase in WATCHED:
         return True
-    incident = recovery.current_incident(st.incidents)
+    incident = rollback.current_incident(st.incidents)
     if st.phase == Phase.rolling_back and incident is not None and incident.level == RecoveryLevel.code:
         return True
     plan, index = st.plan or [], st.stage_index
@@ -887,7 +887,7 @@ def judges_target(st: RolloutStatus, observed: Observed) -> bool:
 
 def _watching(st: RolloutStatus, now: datetime) -> bool:
     """Within the watch after the latest rollback, and stable is still what it went back to."""
-    incident = recovery.current_incident(st.incidents)
+    incident = rollback.current_incident(st.incidents)
     if incident is None or not incident.watch_until or st.release is None:
         return False
     return now < _at(incident.watch_until) and st.release.stable_revision == incident.stable_revision
@@ -895,7 +895,7 @@ def _watching(st: RolloutStatus, now: datetime) -> bool:
 
 def _watch_after_rollback(work: _Work, observed: Observed) -> None:
     """A failure while watching after a rollback means the release was not the only cause."""
-    incident = recovery.current_incident(work.status.incidents)
+    incident = rollback.current_incident(work.status.incidents)
     if incident is None or not observed.health.failed or incident.regressed_at is not None:
         return
     incident.regressed_at = timestamp(work.now)
@@ -912,14 +912,14 @@ def _begin_recovery(work: _Work, spec: RolloutSpec, observed: Observed, label: s
     st = work.status
     assert st.release is not None and st.release.revision is not None
     metrics = st.metrics or []
-    started = recovery.first_critical(metrics, work.now)
-    immediate = recovery.is_immediate(metrics)
+    started = rollback.first_critical(metrics, work.now)
+    immediate = rollback.is_immediate(metrics)
     revision, stable = st.release.revision, st.release.stable_revision
     settings = spec.recovery or Recovery()
     images = ", ".join(st.release.stable_images or []) or "unknown images"
-    levels = recovery.levels_for(spec)
+    levels = rollback.levels_for(spec)
     incident = Incident(
-        id=recovery.incident_id(revision, started),
+        id=rollback.incident_id(revision, started),
         revision=revision,
         stable_revision=stable,
         reason=f"{label}: {observed.health.reason or 'health check failed'}",
@@ -937,7 +937,7 @@ def _begin_recovery(work: _Work, spec: RolloutSpec, observed: Observed, label: s
     )
     if spec.feature_flags is not None and (RecoveryLevel.flag in levels or set_here):
         _ask_flags(work, FlagState.off, _rollback_reason(revision))
-    st.incidents = [*(st.incidents or [])[-(recovery.INCIDENTS_KEPT - 1) :], incident]
+    st.incidents = [*(st.incidents or [])[-(rollback.INCIDENTS_KEPT - 1) :], incident]
     st.blocked_revisions = sorted({*(st.blocked_revisions or []), revision})
     st.phase, st.paused_at = Phase.rolling_back, None
     work.event("RollingBack", f"{incident.reason}; rolling back revision {revision}{_ticket_note(st)}",
@@ -976,7 +976,7 @@ def _rollback_flags(st: RolloutStatus, incident: Incident) -> bool:
 
 def _enter_level(work: _Work, spec: RolloutSpec, observed: Observed, level: RecoveryLevel) -> None:
     incident = _incident(work)
-    budget = recovery.budget_for(spec, level, incident.immediate)
+    budget = rollback.budget_for(spec, level, incident.immediate)
     record = LevelRecord(
         level=level, started_at=timestamp(work.now), budget=format_duration(budget),
         changed=_level_changes(work, spec, observed, level),
@@ -986,7 +986,7 @@ def _enter_level(work: _Work, spec: RolloutSpec, observed: Observed, level: Reco
 
 
 def _incident(work: _Work) -> Incident:
-    incident = recovery.current_incident(work.status.incidents)
+    incident = rollback.current_incident(work.status.incidents)
     assert incident is not None
     return incident
 
@@ -1042,7 +1042,7 @@ def _recover(work: _Work, spec: RolloutSpec, observed: Observed) -> None:
         if observed.flags.state != FlagState.off and not observed.flags.problem:
             work.flags = FlagState.off  # held off for the whole rollback
     started = _at(record.started_at)
-    deadline = started + recovery.budget_for(spec, level, incident.immediate)
+    deadline = started + rollback.budget_for(spec, level, incident.immediate)
 
     problem = _cannot_apply(st, observed, level)
     if problem:
@@ -1078,15 +1078,15 @@ def _awaited(work: _Work, observed: Observed, incident: Incident, record: LevelR
         return "health to return"
     if record.level != RecoveryLevel.code:
         return "its change to be in place"
-    in_target, in_canary = recovery.still_serving(observed, incident)
+    in_target, in_canary = rollback.still_serving(observed, incident)
     template_bad = not _same_template(observed.target.revision, incident.stable_revision)
     if in_target and template_bad and work.recovery.restore_template is None:
         return (
             f"a revert in git, as revision {incident.revision} still serves from the target with "
-            f"{recovery.ready_pods(in_target)}: revert it in git to {incident.revert_in_git}"
+            f"{rollback.ready_pods(in_target)}: revert it in git to {incident.revert_in_git}"
         )
     if in_target or in_canary:
-        return f"revision {incident.revision} to stop serving: {recovery.what_serves(observed, incident)}"
+        return f"revision {incident.revision} to stop serving: {rollback.what_serves(observed, incident)}"
     return "its change to be in place"
 
 
@@ -1174,7 +1174,7 @@ def _level_applied(work: _Work, observed: Observed, incident: Incident, stamp: s
         hashes = observed.recovery.config_hashes
         return all(hashes.get(s.name) == s.hash for s in st.config_snapshots or []) and restarted
     # Code: no ready pod of the revision serves anywhere, and no canary is left to serve it.
-    in_target, in_canary = recovery.still_serving(observed, incident)
+    in_target, in_canary = rollback.still_serving(observed, incident)
     canary = observed.canary
     canary_gone = canary is None or (canary.replicas == 0 and canary.ready == 0)
     restored = work.recovery.restore_template is None
@@ -1190,25 +1190,25 @@ def _health_back(spec: RolloutSpec, st: RolloutStatus, record: LevelRecord) -> d
     if spec.analysis is None:
         return applied  # nothing measures: the change in place is all there is to know
     window = parse_duration(spec.analysis.interval)
-    return recovery.health_returned(st.metrics or [], applied + window)
+    return rollback.health_returned(st.metrics or [], applied + window)
 
 
 def _escalate(work: _Work, spec: RolloutSpec, observed: Observed, why: str) -> None:
     st = work.status
     incident = _incident(work)
     record = (incident.levels or [])[-1]
-    following = recovery.next_level(spec, record.level)
+    following = rollback.next_level(spec, record.level)
     if following is None:
         st.message = (
             f"rolling back revision {incident.revision}: the code level has not finished ({why}); "
             f"it waits for {_awaited(work, observed, incident, record)}"
         )
         if record.seconds is None:
-            record.seconds = recovery.seconds(_at(record.started_at), work.now)
+            record.seconds = rollback.seconds(_at(record.started_at), work.now)
             work.event("RecoveryStalled", st.message, warning=True)
         work.check_at(work.now + CLUSTER_TICK)
         return
-    record.seconds = recovery.seconds(_at(record.started_at), work.now)
+    record.seconds = rollback.seconds(_at(record.started_at), work.now)
     work.event("RecoveryEscalated", f"level {record.level}: {why}; moving to level {following}", warning=True)
     _enter_level(work, spec, observed, following)
     _recover(work, spec, observed)
@@ -1220,8 +1220,8 @@ def _recovered(work: _Work, spec: RolloutSpec, observed: Observed, healthy: date
     record = (incident.levels or [])[-1]
     settings = spec.recovery or Recovery()
     record.healthy_at = timestamp(healthy)
-    record.seconds = recovery.seconds(_at(record.started_at), healthy)
-    took = recovery.seconds(_at(incident.started_at), healthy)
+    record.seconds = rollback.seconds(_at(record.started_at), healthy)
+    took = rollback.seconds(_at(incident.started_at), healthy)
     incident.recovered_at = timestamp(healthy)
     incident.recovery_seconds = took
     incident.objective_met = took <= parse_duration(settings.objective).total_seconds()
@@ -1235,7 +1235,7 @@ def _recovered(work: _Work, spec: RolloutSpec, observed: Observed, healthy: date
     if not incident.objective_met:
         work.event(
             "RecoveryObjectiveMissed",
-            f"recovery took {recovery.human_seconds(took)}, over the {settings.objective} objective",
+            f"recovery took {rollback.human_seconds(took)}, over the {settings.objective} objective",
             warning=True,
         )
 
@@ -1245,7 +1245,7 @@ def _rolled_back(work: _Work, spec: RolloutSpec, observed: Observed) -> None:
     the template back at stable. The canary is gone; a template back at stable may roll."""
     st = work.status
     st.canary_weight = 0
-    incident = recovery.current_incident(st.incidents)
+    incident = rollback.current_incident(st.incidents)
     if incident is None or st.release is None:  # a status edited by hand: hold what is there
         work.intent = WorkloadIntent(target_paused=True, canary_replicas=0, canary_revision=None)
         return
@@ -1263,17 +1263,17 @@ def _rolled_back(work: _Work, spec: RolloutSpec, observed: Observed) -> None:
         work.event("WatchEnded", st.message)
         return
     st.message = _rolled_back_message(work, spec, observed, incident)
-    if any(recovery.still_serving(observed, incident)) or (observed.canary and observed.canary.replicas):
+    if any(rollback.still_serving(observed, incident)) or (observed.canary and observed.canary.replicas):
         work.check_at(work.now + CLUSTER_TICK)  # the canary is still going: say so once it is gone
 
 
 def _rolled_back_message(work: _Work, spec: RolloutSpec, observed: Observed, incident: Incident) -> str:
     """What a person reads after a rollback: what really serves, never what should."""
     st = work.status
-    took = recovery.human_seconds(incident.recovery_seconds or 0.0)
+    took = rollback.human_seconds(incident.recovery_seconds or 0.0)
     parts = [
         f"recovered by the {incident.level} level in {took}",
-        recovery.what_serves(observed, incident) + _flags_note(spec, observed),
+        rollback.what_serves(observed, incident) + _flags_note(spec, observed),
     ]
     if not _same_template(observed.target.revision, incident.stable_revision):
         revert = f": revert it in git to {incident.revert_in_git}" if incident.revert_in_git else ""
@@ -1311,7 +1311,7 @@ def _snapshot_configs(work: _Work, spec: RolloutSpec, observed: Observed) -> Non
             continue
         digest = hashes[ref.name]
         kept.append(
-            ConfigSnapshot(name=ref.name, snapshot=recovery.snapshot_name(ref.name, digest), hash=digest)
+            ConfigSnapshot(name=ref.name, snapshot=rollback.snapshot_name(ref.name, digest), hash=digest)
         )
         work.snapshots.append((ref.name, digest))
     st.config_snapshots = kept or None

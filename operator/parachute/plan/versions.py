@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from parachute.plan.workload import revision_of, template_of_replica_set, template_revision
+from parachute.plan.desired_workload import revision_of, template_of_replica_set, template_revision
 
 # A pod's name is its ReplicaSet's name and a dash, cut to 58 characters, then 5 random ones
 # (Kubernetes' name generator).

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from parachute import kube
-from parachute.plan.workload import RESTARTED_AT, restart_stamp, rolled_out
+from parachute.plan.desired_workload import RESTARTED_AT, restart_stamp, rolled_out
 
 
 def restarted_at(canary: dict[str, Any] | None, target: dict[str, Any], include_target: bool) -> str | None:

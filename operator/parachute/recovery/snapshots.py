@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from parachute import api, kube
-from parachute.plan.recovery import content_hash, snapshot_name
+from parachute.plan.rollback import content_hash, snapshot_name
 
 SOURCE_ANNOTATION = f"{api.GROUP}/snapshot-of"
 HASH_ANNOTATION = f"{api.GROUP}/content-hash"

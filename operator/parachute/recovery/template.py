@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from parachute import kube
-from parachute.plan.workload import label_selector, revision_of, template_of_replica_set
+from parachute.plan.desired_workload import label_selector, revision_of, template_of_replica_set
 from parachute.recovery import snapshots
 
 

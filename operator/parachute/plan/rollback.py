@@ -29,8 +29,8 @@ from parachute.api import (
     format_duration,
     parse_duration,
 )
+from parachute.plan.desired_workload import template_revision
 from parachute.plan.model import Observed
-from parachute.plan.workload import template_revision
 
 LEVEL_ORDER = (RecoveryLevel.flag, RecoveryLevel.config, RecoveryLevel.code)
 # How many incidents status keeps; older ones live on in Events and notifications.
