@@ -1,0 +1,16 @@
+"""Ways to expose a release, one module each behind the `Strategy` seam (`base`): each supplies
+its plan of stages, the workload and traffic each stage needs, and when a stage is reached.
+Commands, windows, pause, flags and the rollback are shared and live outside them."""
+
+from __future__ import annotations
+
+from parachute.api import RolloutSpec
+from parachute.plan.strategies.base import StageIntent, Strategy
+from parachute.plan.strategies.canary import CANARY
+
+__all__ = ["StageIntent", "Strategy", "strategy_for"]
+
+
+def strategy_for(spec: RolloutSpec) -> Strategy:
+    """The strategy a Rollout names (only the canary is accepted by the schema today)."""
+    return CANARY

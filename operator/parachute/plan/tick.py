@@ -1,0 +1,97 @@
+"""What a phase handler of the engine is given, and what it gives back.
+
+`decide` normalises the status, then hands it to the handler of its phase together with a
+`Tick`: the spec, what was observed, the time, the router and the strategy (`exposure`). The handler owns
+the status it is given and returns an `Outcome`: that status, the intents (workload, traffic,
+recovery, flags), its Events and when to look again. Helpers write Events and due times into
+the handler's own `Log`, which nothing reads back: intents travel only as return values, so no
+step depends on what another step left behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from parachute.api import CanaryScale, FlagState, Phase, RolloutSpec, RolloutStatus
+from parachute.plan.model import Event, EventType, Observed, RecoveryIntent, TrafficIntent, WorkloadIntent
+
+if TYPE_CHECKING:
+    from parachute.plan.strategies.base import Strategy
+
+# How soon to look again while waiting for the cluster (pods becoming ready, a rollout).
+CLUSTER_TICK = timedelta(seconds=2)
+# How often unmet gates are checked again (a new annotation wakes the Rollout at once anyway).
+GATE_RECHECK = timedelta(seconds=10)
+ACTIVE = (Phase.progressing, Phase.paused, Phase.waiting)
+STOPPED = (Phase.aborted, Phase.rolled_back)
+# Phases in which what serves is watched after a rollback: no canary, the target held.
+WATCHED = (Phase.rolled_back, Phase.waiting)
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One decision's inputs, read-only."""
+
+    spec: RolloutSpec
+    observed: Observed
+    now: datetime
+    exposure: Strategy  # the strategy: how a stage exposes the new version
+    router: str | None = None  # the traffic router in use; None: replica ratio
+    full_canary: bool = False  # with a router: the canary at the target's size (canaryScale full)
+
+    @property
+    def routed(self) -> bool:
+        return self.router is not None
+
+
+def tick_for(spec: RolloutSpec, observed: Observed, now: datetime, exposure: Strategy) -> Tick:
+    routing = spec.traffic_routing
+    if routing is not None and routing.router() is not None:
+        return Tick(spec, observed, now, exposure, routing.router(), routing.canary_scale == CanaryScale.full)
+    return Tick(spec, observed, now, exposure)
+
+
+@dataclass
+class Log:
+    """What a handler tells beside its intents: Events, the earliest due time, and the state the
+    release's flags must be put in now. Written while deciding, never read back."""
+
+    events: list[Event] = field(default_factory=list)
+    next_check: datetime | None = None
+    flags: FlagState | None = None
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.events.append(Event(EventType.warning if warning else EventType.normal, reason, message))
+
+    def check_at(self, moment: datetime) -> None:
+        if self.next_check is None or moment < self.next_check:
+            self.next_check = moment
+
+    def outcome(
+        self,
+        status: RolloutStatus,
+        workload: WorkloadIntent,
+        traffic: TrafficIntent | None = None,
+        recovery: RecoveryIntent | None = None,
+    ) -> Outcome:
+        return Outcome(status, workload, traffic, recovery or RecoveryIntent(), self.flags,
+                       tuple(self.events), self.next_check)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a phase handler decided."""
+
+    status: RolloutStatus
+    workload: WorkloadIntent
+    traffic: TrafficIntent | None = None  # with a router: what its backend should hold
+    recovery: RecoveryIntent = field(default_factory=RecoveryIntent)
+    flags: FlagState | None = None
+    events: tuple[Event, ...] = ()
+    next_check: datetime | None = None
+
+
+# The workload when no release runs: no canary, the target held.
+AT_REST = WorkloadIntent(target_paused=True, canary_replicas=0, canary_revision=None)
