@@ -21,6 +21,7 @@ from parachute.analysis.connect import AnalysisSetupError, provider_for, templat
 from parachute.analysis.evaluate import evaluate
 from parachute.api import (
     CHANGE_ANNOTATION,
+    CHANGE_TICKET_ANNOTATION,
     HOTFIX_ANNOTATION,
     AnalysisLimits,
     ConditionStatus,
@@ -31,6 +32,7 @@ from parachute.api import (
 )
 from parachute.conditions import timestamp
 from parachute.gating import check_all
+from parachute.notify import statuspage
 from parachute.notify.webhooks import notify
 from parachute.plan.engine import analysing, decide, judges_target, parse_time
 from parachute.plan.gates import GateResult, gates_for
@@ -129,6 +131,7 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     # the decision already made and would not tell it again.
     await _tell(body, (*analysis_events, *decision.events))
     _report(body, spec, decision.status, decision.events)
+    statuspage.sync(body, spec, decision.status, now)
     changed = []
     if decision.flags is not None:  # the fastest lever first: flags, then config, then code
         changed += await recovery.set_flags(body, spec, decision.flags)
@@ -137,7 +140,8 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     changed += await act(body, target, canary, decision.workload)
     if changed:
         logger.info("%s/%s: %s", namespace, name, "; ".join(changed))
-    return _earliest(decision.next_check_at, parse_time(decision.status.next_analysis_at))
+    return _earliest(decision.next_check_at, parse_time(decision.status.next_analysis_at),
+                     statuspage.next_attempt_at(spec, decision.status, now))  # fmt: skip
 
 
 async def _observe(
@@ -167,9 +171,10 @@ async def _observe(
         and observed.target.revision != release.revision
     )
     results: list[GateResult] = []
+    ticket = change_ticket(spec, body, target)
     if pending:
         gates = gates_for(spec, policy.checklist if policy else None)
-        results = await check_all(gates, spec, namespace, annotations)
+        results = await check_all(gates, spec, namespace, annotations, ticket)
     gate_view = tuple((r.name, r.met, r.message) for r in results)
     view = await _observe_recovery(spec, status, namespace, target, canary)
     if spec.config_refs:  # tracked configuration is part of what is released
@@ -177,7 +182,7 @@ async def _observe(
         observed = replace(observed, target=replace(observed.target, revision=revision))
     flags = await recovery.observe_flags(namespace, spec)
     observed = replace(observed, window=window, hotfix=hotfix, gates=gate_view, recovery=view,
-                       risk_reason=risk_reason, flags=flags)  # fmt: skip
+                       risk_reason=risk_reason, flags=flags, change_ticket=ticket)  # fmt: skip
     return spec, target, canary, observed
 
 
@@ -196,6 +201,17 @@ def risk_from_change(
             risk, reason = judged
             return spec.model_copy(update={"risk": risk}), reason
     return spec, ""
+
+
+def change_ticket(spec: RolloutSpec, body: dict[str, Any], target: dict[str, Any]) -> str:
+    """spec.changeTicket, else the change-ticket annotation on the Deployment, else on the Rollout."""
+    if spec.change_ticket:
+        return spec.change_ticket
+    for holder in (target, body):
+        ticket = (holder["metadata"].get("annotations") or {}).get(CHANGE_TICKET_ANNOTATION, "").strip()
+        if ticket:
+            return str(ticket)[:253]
+    return ""
 
 
 async def _observe_recovery(

@@ -109,6 +109,7 @@ class Observed:
     risk_reason: str = ""  # why the risk is what it is, when the change annotation chose it
     serving: Serving = Serving()
     flags: FlagsView = FlagsView()
+    change_ticket: str = ""  # spec.changeTicket, else the change-ticket annotation
 
 
 @dataclass(frozen=True)
