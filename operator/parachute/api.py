@@ -185,14 +185,14 @@ class Risk(StrEnum):
 
 
 class Strategy(StrEnum):
-    """How the new version is exposed. Only canary is acted on; the others are refused."""
+    """How the new version is exposed. canary and blueGreen are acted on; phased is refused."""
 
     canary = "canary"
     blue_green = "blueGreen"
     phased = "phased"
 
 
-SUPPORTED_STRATEGIES = (Strategy.canary,)
+SUPPORTED_STRATEGIES = (Strategy.canary, Strategy.blue_green)
 
 
 class FlagState(StrEnum):
@@ -377,11 +377,28 @@ class TrafficRouting(Model):
 class BlueGreen(Model):
     """Blue/green: a full second copy, checked on a preview Service, then an instant switch."""
 
-    active_service: Name = Field(description="Service that carries production traffic.")
-    preview_service: Name | None = Field(
-        None, description="Service that reaches the new copy before the switch."
+    active_service: Name = Field(
+        description="Service that carries production traffic. Its selector is pinned to the stable pods "
+        "and switched to the new copy in one write at promotion."
     )
-    scale_down_delay: Duration = Field("30s", description="How long the old copy is kept after the switch.")
+    preview_service: Name | None = Field(
+        None,
+        description="Service, made by the operator, that reaches the new copy before the switch. "
+        "Default: <activeService>-preview.",
+    )
+    auto_promote: bool = Field(
+        True,
+        description="Switch once the preview has been healthy for previewWait. false: wait on preview "
+        "until kubectl parachute promote.",
+    )
+    preview_wait: Duration = Field(
+        "5m", description="How long the new copy is watched on preview before an automatic switch."
+    )
+    scale_down_delay: Duration = Field(
+        "30s",
+        description="How long the old copy is kept after the switch, watched on active traffic: a "
+        "rollback within it switches the active Service back.",
+    )
 
 
 class AudienceMatch(Model):
@@ -932,7 +949,7 @@ class Notification(Model):
 # ---------------------------------------------------------------------------- spec
 
 
-_STRATEGY_REFUSED = "blueGreen and phased are not supported yet; use canary"
+_STRATEGY_REFUSED = "phased is not supported yet; use canary or blueGreen"
 
 
 class RolloutSpec(Model):
@@ -945,6 +962,25 @@ class RolloutSpec(Model):
                 + "]",
                 f"spec.strategy: {_STRATEGY_REFUSED}",
                 ".strategy",
+            ),
+            cel(
+                "(has(self.strategy) && self.strategy == 'blueGreen') == has(self.blueGreen)",
+                "spec.blueGreen: set it exactly when spec.strategy is blueGreen (the Services it switches)",
+                ".blueGreen",
+            ),
+            cel(
+                "!has(self.blueGreen) || (!has(self.steps) && !has(self.waits))",
+                "spec.blueGreen has two stages, preview and active, timed by blueGreen.previewWait and "
+                "blueGreen.scaleDownDelay: spec.steps and spec.waits are for canary",
+                ".blueGreen",
+            ),
+            cel(
+                "!has(self.blueGreen) || !has(self.trafficRouting) || "
+                "(!has(self.trafficRouting.gatewayAPI) && !has(self.trafficRouting.istio) && "
+                "!has(self.trafficRouting.nginx))",
+                "spec.blueGreen switches the active Service's selector; switching a router's route is "
+                "not supported yet",
+                ".blueGreen",
             ),
             # Equal weights are fine: 100, 100 is the flag-gated plan (flags off, then on).
             cel(
@@ -984,7 +1020,9 @@ class RolloutSpec(Model):
         "annotation a pipeline sets, else medium.",
     )
     strategy: Strategy = Field(
-        Strategy.canary, description="canary: the new version takes a share of the traffic per stage."
+        Strategy.canary,
+        description="canary: the new version takes a share of the traffic per stage. blueGreen: a full "
+        "copy behind a preview Service, then the active Service switched to it (spec.blueGreen).",
     )
     steps: list[Step] | None = Field(
         None, min_length=1, max_length=50, description="Explicit stages, replacing the risk plan's."
@@ -999,7 +1037,7 @@ class RolloutSpec(Model):
     )
     traffic_routing: TrafficRouting | None = None
     blue_green: BlueGreen | None = Field(
-        None, json_schema_extra=not_supported("the operator runs no second copy and switches no Service yet")
+        None, description="With strategy blueGreen: the active and preview Services, and the switch's timing."
     )
     phased: Phased | None = Field(
         None, json_schema_extra=not_supported("no router opens a stage to an audience yet")
@@ -1036,6 +1074,17 @@ class RolloutSpec(Model):
         if strategy not in SUPPORTED_STRATEGIES:
             raise ValueError(_STRATEGY_REFUSED)
         return strategy
+
+    @model_validator(mode="after")
+    def _blue_green_as_written(self) -> Self:
+        # The CEL rules above, for objects the API server did not check (see NOT_SUPPORTED).
+        if (self.strategy == Strategy.blue_green) != (self.blue_green is not None):
+            raise ValueError("spec.blueGreen: set it exactly when spec.strategy is blueGreen")
+        if self.blue_green is not None and (self.steps or self.waits):
+            raise ValueError("spec.blueGreen: spec.steps and spec.waits are for canary")
+        if self.blue_green is not None and self.traffic_routing and self.traffic_routing.router():
+            raise ValueError("spec.blueGreen: switching a router's route is not supported yet")
+        return self
 
 
 # ---------------------------------------------------------------------------- status

@@ -20,9 +20,10 @@ from typing import Any
 
 import kopf
 
-from parachute import api, clock, handback
+from parachute import api, clock, handback, switch
 from parachute.engine_loop import ReconcileLoop
 from parachute.policy import DEFAULT_POLICY_ENV
+from parachute.reconcile import routing_client
 from parachute.routing import record, teardown
 from parachute.scheduler import Key, Scheduler
 
@@ -94,6 +95,9 @@ async def on_rollout(
         # The route first, then the target: the last state the watch saw names it.
         if namespace:
             await teardown.give_back_if_orphaned(namespace, name)
+        active = (body.get("spec", {}).get("blueGreen") or {}).get("activeService")
+        if namespace and active:  # a pinned selector would select nothing once the target rolls on
+            await switch.give_back(routing_client(), namespace, active, name)
         target = (body.get("spec", {}).get("targetRef") or {}).get("name")
         if namespace and target:
             await handback.unpause(namespace, target, name)

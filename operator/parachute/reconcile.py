@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from parachute import conditions, kube, telemetry
+from parachute import conditions, kube, switch, telemetry
 from parachute.analysis import availability
 from parachute.analysis.connect import AnalysisSetupError, provider_for, templates_for
 from parachute.analysis.evaluate import evaluate
@@ -201,6 +201,8 @@ async def _steer(
     """The router's part of acting. A broken route does not hold up a rollback or an abort:
     the workload still goes back to stable."""
     try:
+        if spec.blue_green is not None:
+            return await switch.act(body, spec, intent, routing_client())
         return await wiring.act(body, spec, intent, seen, routing_client())
     except RoutingSetupError as problem:
         if phase not in (Phase.rolling_back, Phase.aborted, Phase.rolled_back):
@@ -247,7 +249,11 @@ async def _observe(
         observed = replace(observed, target=replace(observed.target, revision=revision))
     flags = await recovery.observe_flags(namespace, spec)
     try:
-        traffic = await wiring.observe(body, spec, routing_client())
+        traffic: TrafficView | None
+        if spec.blue_green is not None:  # the active Service's selector is what switches
+            traffic = await switch.observe(body, spec, routing_client())
+        else:
+            traffic = await wiring.observe(body, spec, routing_client())
     except RoutingSetupError as problem:
         if status.phase != Phase.rolling_back:
             raise

@@ -105,7 +105,6 @@ def test_bad_input_is_refused_naming_the_field(
 
 # What no code acts on yet is refused, naming the field, until that code exists.
 NOT_SUPPORTED = [
-    pytest.param({"blueGreen": {"activeService": "a"}}, "spec.blueGreen", id="blue-green"),
     pytest.param({"phased": {"audiences": [{"name": "internal"}]}}, "spec.phased", id="phased"),
     pytest.param({"steps": [{"weight": 100, "audience": "internal"}]}, "spec.steps[0].audience", id="audience"),
 ]  # fmt: skip
@@ -124,15 +123,41 @@ def test_what_is_not_supported_yet_is_refused_naming_the_field(
     assert f"{written} is not supported yet" in refused.value.body
 
 
-@pytest.mark.parametrize("strategy", ["blueGreen", "phased"])
-def test_only_the_canary_strategy_is_accepted(crds: Cluster, namespace: str, strategy: str) -> None:
+def test_canary_and_blue_green_are_accepted_and_phased_refused(crds: Cluster, namespace: str) -> None:
     with pytest.raises(ApiException) as refused:
-        create(crds, namespace, rollout("bad", targetRef={"name": "a"}, strategy=strategy))
+        create(crds, namespace, rollout("bad", targetRef={"name": "a"}, strategy="phased"))
     assert refused.value.status == 422
     assert "spec.strategy: Invalid value" in refused.value.body
-    assert "blueGreen and phased are not supported yet; use canary" in refused.value.body
+    assert "phased is not supported yet; use canary or blueGreen" in refused.value.body
     created = create(crds, namespace, rollout("good", targetRef={"name": "a"}, strategy="canary"))
     assert created["spec"]["strategy"] == "canary"
+    settings = {"activeService": "a"}
+    created = create(crds, namespace, rollout("bg", targetRef={"name": "a"}, strategy="blueGreen",
+                                              blueGreen=settings))  # fmt: skip
+    assert created["spec"]["blueGreen"]["scaleDownDelay"] == "30s"
+
+
+BLUE_GREEN_REFUSED = [
+    pytest.param({"strategy": "blueGreen"}, "set it exactly when spec.strategy is blueGreen", id="no-settings"),
+    pytest.param({"blueGreen": {"activeService": "a"}}, "set it exactly when spec.strategy is blueGreen",
+                 id="settings-without-the-strategy"),
+    pytest.param({"strategy": "blueGreen", "blueGreen": {"activeService": "a"}, "steps": [{"weight": 100}]},
+                 "spec.steps and spec.waits are for canary", id="steps"),
+    pytest.param({"strategy": "blueGreen", "blueGreen": {"activeService": "a"},
+                  "trafficRouting": {"gatewayAPI": {"httpRoute": "r", "service": "a"}}},
+                 "switching a router's route is not supported yet", id="router"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("spec", "says"), BLUE_GREEN_REFUSED)
+def test_blue_green_is_refused_where_it_would_not_run_as_written(
+    crds: Cluster, namespace: str, spec: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(ApiException) as refused:
+        create(crds, namespace, rollout("bad", targetRef={"name": "a"}, **spec))
+    assert refused.value.status == 422
+    assert "spec.blueGreen: Invalid value" in refused.value.body
+    assert says in refused.value.body
 
 
 def test_the_smi_backend_is_gone(crds: Cluster, namespace: str) -> None:

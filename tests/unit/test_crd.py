@@ -86,8 +86,10 @@ SPEC_RULES = SCHEMA["properties"]["spec"]["x-kubernetes-validations"]
         pytest.param(".waits", "!has(self.steps) || !has(self.waits)", "spec.waits", id="waits-not-with-steps"),
         pytest.param(".watchAfterRelease", "!has(self.steps) || !has(self.watchAfterRelease)",
                      "spec.watchAfterRelease", id="watch-after-release-not-with-steps"),
-        pytest.param(".strategy", "!has(self.strategy) || self.strategy in ['canary']",
-                     "spec.strategy: blueGreen and phased are not supported yet", id="only-canary"),
+        pytest.param(".strategy", "!has(self.strategy) || self.strategy in ['canary', 'blueGreen']",
+                     "spec.strategy: phased is not supported yet", id="canary-or-blue-green"),
+        pytest.param(".blueGreen", "(has(self.strategy) && self.strategy == 'blueGreen') == has(self.blueGreen)",
+                     "spec.blueGreen: set it exactly when", id="blue-green-settings-with-its-strategy"),
     ],
 )  # fmt: skip
 def test_plans_that_would_not_run_as_written_are_refused(field_path: str, rule: str, says: str) -> None:
@@ -101,7 +103,6 @@ def test_the_strategies_not_supported_stay_in_the_enum_so_accepting_one_lifts_a_
 
 
 NOT_SUPPORTED = {
-    "spec.blueGreen",
     "spec.phased",
     "spec.steps[].audience",
 }

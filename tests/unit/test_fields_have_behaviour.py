@@ -38,10 +38,7 @@ ROOTS: dict[str, type[BaseModel]] = {
 }
 
 # Fields that are only data, with the reason no code needs to read them.
-ALLOWED: dict[str, str] = {
-    # Like replicas below: the one value accepted is the default and what the engine does.
-    "spec.strategy": "only canary is accepted; a CEL rule refuses blueGreen and phased",
-}
+ALLOWED: dict[str, str] = {}
 
 
 def _models_in(annotation: object) -> Iterator[type[BaseModel]]:

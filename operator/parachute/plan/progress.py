@@ -83,6 +83,10 @@ def _judge_wait(
     promote = observed.commands.get(PROMOTE_ANNOTATION)
     promoted_by_hand = bool(promote) and promote != (st.commands.promote if st.commands else None)
 
+    if tick.exposure.waits_for_promote(tick.spec, stage) and not promoted_by_hand:
+        # A manual promotion: analysis goes on (a failure still rolls back), time alone ends nothing.
+        st.message = f"{label}: waiting for {PROMOTE_ANNOTATION} (kubectl parachute promote)"
+        return intent
     if elapsed >= max_wait and not promoted_by_hand and observed.health.undecided_reason:
         # "No data" is never a pass: past the maximum, wait for a round that can judge.
         st.message = f"{label}: held, cannot decide on {observed.health.undecided_reason}"

@@ -47,6 +47,8 @@ class Tick:
 
 
 def tick_for(spec: RolloutSpec, observed: Observed, now: datetime, exposure: Strategy) -> Tick:
+    if spec.blue_green is not None:  # the switch of the active Service's selector is its route
+        return Tick(spec, observed, now, exposure, BLUE_GREEN_ROUTER)
     routing = spec.traffic_routing
     if routing is not None and routing.router() is not None:
         return Tick(spec, observed, now, exposure, routing.router(), routing.canary_scale == CanaryScale.full)
@@ -93,5 +95,7 @@ class Outcome:
     next_check: datetime | None = None
 
 
+# status.traffic.router of a blue/green Rollout: the active Service's selector is what switches.
+BLUE_GREEN_ROUTER = "blueGreen"
 # The workload when no release runs: no canary, the target held.
 AT_REST = WorkloadIntent(target_paused=True, canary_replicas=0, canary_revision=None)

@@ -5,12 +5,14 @@ Commands, windows, pause, flags and the rollback are shared and live outside the
 from __future__ import annotations
 
 from parachute.api import RolloutSpec
+from parachute.api import Strategy as StrategyName
 from parachute.plan.strategies.base import StageIntent, Strategy
+from parachute.plan.strategies.blue_green import BLUE_GREEN
 from parachute.plan.strategies.canary import CANARY
 
 __all__ = ["StageIntent", "Strategy", "strategy_for"]
 
 
 def strategy_for(spec: RolloutSpec) -> Strategy:
-    """The strategy a Rollout names (only the canary is accepted by the schema today)."""
-    return CANARY
+    """The strategy a Rollout names (phased is refused by the schema today)."""
+    return BLUE_GREEN if spec.strategy == StrategyName.blue_green else CANARY

@@ -1,4 +1,5 @@
-"""The seam a strategy plugs into: its plan, a stage's intents, and a stage's readiness."""
+"""The seam a strategy plugs into: its plan, a stage's intents, a stage's readiness, and whether
+a stage waits for a person's promote."""
 
 from __future__ import annotations
 
@@ -34,4 +35,8 @@ class Strategy(Protocol):
     ) -> str:
         """What the stage still waits for before its wait counts ("" once reached), given the
         intent `stage_intent` returned for it."""
+        ...
+
+    def waits_for_promote(self, spec: RolloutSpec, stage: PlannedStage) -> bool:
+        """Whether the stage's wait ends only by a promote command (a manual promotion)."""
         ...

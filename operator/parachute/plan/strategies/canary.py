@@ -64,6 +64,9 @@ class Canary:
             return "the new version to become ready"
         return _traffic_not_there(tick, stage.weight, intent)
 
+    def waits_for_promote(self, spec: RolloutSpec, stage: PlannedStage) -> bool:
+        return False  # a canary stage's wait ends by its own timing; a promote only shortens it
+
 
 CANARY = Canary()
 

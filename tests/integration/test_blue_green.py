@@ -1,0 +1,132 @@
+"""Blue/green on the traffic-following testbed (issue #17): requests go where the active and
+preview Services' EndpointSlices lead, and Prometheus counts what each pod served. The new copy
+runs at full size behind `checkout-preview` while `checkout` selects stable; the switch is one
+write of the active Service's selector; a failure after it is one write back, by the code level."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testbed.dataplane import App
+from testbed.demoapp import Behaviour
+from testbed.loadgen import LoadGenerator
+from tests.integration.conftest import Cluster, RunningOperator, eventually
+from tests.integration.measured import Measured
+
+pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
+
+HEALTHY = Behaviour(latency_ms=15)
+FAILING = Behaviour(error_rate=0.3, latency_ms=15)
+ACTIVE_RATE, PREVIEW_RATE = 60.0, 20.0
+# The judged version's share of 5xx (its pods: the copy's, then the target's once it rolled).
+ERRORS = {
+    "name": "errors",
+    "query": '(sum(rate(http_requests_total{namespace="{{namespace}}",pod=~"{{pods}}",code=~"5.."}[{{window}}]))'
+    ' or vector(0)) / sum(rate(http_requests_total{namespace="{{namespace}}",pod=~"{{pods}}"}[{{window}}]))',
+    "warning": "5%",
+    "critical": "10%",
+    "rollbackAt": "20%",
+}
+COPY = 'pod=~"checkout-canary-.*"'
+STABLE = 'pod!~"checkout-canary-.*"'
+
+
+class BlueGreenWorld(Measured):
+    def __init__(self, cluster: Cluster, namespace: str, workdir: Path) -> None:
+        apps = {"checkout:1.0": App(HEALTHY), "checkout:2.0": App(HEALTHY)}
+        super().__init__(cluster, namespace, workdir, apps, replicas=2, rate=ACTIVE_RATE)
+        self.preview = LoadGenerator(
+            rate=PREVIEW_RATE, duration=900, picker=self.plane.service_picker("checkout-preview")
+        ).start()
+
+    def stop(self) -> None:
+        self.preview.stop()
+        super().stop()
+
+    def selector(self) -> dict[str, str]:
+        service = self.cluster.core.read_namespaced_service("checkout", self.namespace)
+        return dict(service.spec.selector or {})
+
+    def rate(self, pods: str) -> float:
+        """Requests a second the pods served over the last 5 s, as Prometheus counts them."""
+        result = self.prometheus.query(
+            f'sum(rate(http_requests_total{{namespace="{self.namespace}",{pods}}}[5s])) or vector(0)'
+        )
+        return float(result[0]["value"][1]) if result else 0.0
+
+    def stage(self) -> str:
+        status = self.status()
+        plan, index = status.get("plan") or [], status.get("stageIndex")
+        return str(plan[index]["name"]) if index is not None and index < len(plan) else ""
+
+    def applied(self) -> Any:
+        return (self.status().get("traffic") or {}).get("applied")
+
+
+@pytest.fixture
+def world(crds: Cluster, namespace: str, tmp_path: Path) -> Iterator[BlueGreenWorld]:
+    running = BlueGreenWorld(crds, namespace, tmp_path)
+    yield running
+    running.stop()
+
+
+def adopt(world: BlueGreenWorld, **settings: str) -> None:
+    blue_green = {"activeService": "checkout", "previewWait": "9s", "scaleDownDelay": "10s", **settings}
+    world.adopt({"metrics": [ERRORS]}, strategy="blueGreen", blueGreen=blue_green)
+    eventually(lambda: "pod-template-hash" in world.selector(), timeout=30, what="active pinned to stable")
+
+
+def test_a_release_through_preview_and_the_switch(world: BlueGreenWorld, operator: RunningOperator) -> None:
+    adopt(world)
+    before = (world.status().get("release") or {}).get("stableRevision")
+    world.apply_image("checkout:2.0")
+    eventually(lambda: world.stage() == "preview" and "watching" in (world.status().get("message") or ""),
+               timeout=60, what="the preview reached")  # fmt: skip
+    assert "pod-template-hash" in world.selector() and world.applied() == 0
+    # On preview: the copy serves only the preview's requests, stable all of the active Service's.
+    eventually(lambda: abs(world.rate(COPY) - PREVIEW_RATE) < 6 and abs(world.rate(STABLE) - ACTIVE_RATE) < 10,
+               timeout=30, what="preview traffic on the copy, active traffic on stable")  # fmt: skip
+
+    eventually(lambda: world.applied() == 100, timeout=60, what="the switch")
+    assert world.selector().get("parachute.dev/canary") == "true"
+    assert "pod-template-hash" not in world.selector()
+    eventually(lambda: world.rate(STABLE) < 1 and world.rate(COPY) > ACTIVE_RATE, timeout=30,
+               what="every request on the copy after the switch")  # fmt: skip
+
+    eventually(lambda: world.released(before), timeout=120, what="checkout:2.0 released")
+    reasons = world.reasons()
+    assert "Promoting" in reasons and "ReleaseCompleted" in reasons and "RollingBack" not in reasons
+    assert "pod-template-hash" in world.selector()  # the target's pods, now running 2.0
+    eventually(lambda: world.rate(COPY) < 1 and world.rate(STABLE) > ACTIVE_RATE - 10, timeout=30,
+               what="the target serves again, the copy gone")  # fmt: skip
+
+
+def test_a_rollback_after_the_switch_is_one_switch_back(
+    world: BlueGreenWorld, operator: RunningOperator
+) -> None:
+    adopt(world, scaleDownDelay="5m")
+    stable_pods = {p.metadata.name for p in world.cluster.core.list_namespaced_pod(world.namespace).items}
+    pinned = world.selector()
+    world.apply_image("checkout:2.0")
+    eventually(lambda: world.applied() == 100, timeout=90, what="the switch")
+    eventually(lambda: world.rate(STABLE) < 1, timeout=30, what="every request on the copy")
+
+    world.plane.set_app("checkout:2.0", FAILING)  # the copy fails on active traffic
+    eventually(lambda: world.status().get("phase") == "RollingBack", timeout=60, what="RollingBack")
+    eventually(lambda: world.selector() == pinned, timeout=10, what="the active Service switched back")
+    eventually(lambda: world.rate(COPY) < PREVIEW_RATE + 5 and world.rate(STABLE) > ACTIVE_RATE - 10,
+               timeout=30, what="active traffic back on the old pods")  # fmt: skip
+    eventually(lambda: world.status().get("phase") == "RolledBack", timeout=90, what="RolledBack")
+
+    incident = world.status()["incidents"][-1]
+    assert incident["level"] == "code" and incident["recoverySeconds"] > 0
+    assert incident["levels"][-1]["trafficBackAt"]
+    reasons = world.reasons()
+    assert "TrafficBackOnStable" in reasons and "RolledBack" in reasons
+    # The old pods were kept, not restarted: the switch back needed nothing to start.
+    now = {p.metadata.name for p in world.cluster.core.list_namespaced_pod(world.namespace).items}
+    assert {p for p in stable_pods if not p.startswith("checkout-canary")} <= now
