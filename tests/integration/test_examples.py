@@ -91,6 +91,11 @@ def create_what_it_names(cluster: Cluster, namespace: str, spec: dict[str, Any])
                 raise
             cluster.core.patch_namespaced_secret(ref["name"], namespace, {"stringData": secret["stringData"]})
     created = []
+    if "blueGreen" in spec:  # the active Service it switches
+        name = spec["blueGreen"]["activeService"]
+        service = {"metadata": {"name": name}, "spec": {"selector": {"app": spec["targetRef"]["name"]},
+                                                        "ports": [{"port": 80, "targetPort": 8080}]}}  # fmt: skip
+        cluster.core.create_namespaced_service(namespace, service)
     granted = create_route(cluster, namespace, spec.get("trafficRouting") or {})
     if granted:
         created.append(f"router:{granted}")  # turned off again with the policies
