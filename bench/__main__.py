@@ -54,8 +54,38 @@ from testbed.prometheus import LocalPrometheus, PodDiscovery, PodPrometheus
 GROUP, VERSION, PLURAL = api.GROUP, api.VERSION, api.PLURAL
 
 
+RESULTS = Path(__file__).with_name("results.md")
+ROUTING_HEADING = "## Routing"
+routing_rows: list[tuple[str, str, str]] = []  # what bench_routing printed, for bench/results.md
+
+
 def figure(name: str, value: str, note: str = "") -> None:
     print(f"{name:<44} {value:>14}  {note}", flush=True)
+
+
+def routing_figure(name: str, value: str, note: str = "") -> None:
+    figure(name, value, note)
+    routing_rows.append((name, value, note))
+
+
+def write_routing_results(path: Path, rows: list[tuple[str, str, str]], header: str) -> None:
+    """Put the routing figures in `path` as its routing section, replacing the one before and
+    keeping any other section."""
+    table = [f"{ROUTING_HEADING}\n", f"{header}\n", "| figure | value | note |", "|---|---:|---|"]
+    table += [f"| {name} | {value} | {note} |" for name, value, note in rows]
+    section = "\n".join(table) + "\n"
+    text = (
+        path.read_text()
+        if path.exists()
+        else "# Benchmark results\n\n`python -m bench` writes its sections here.\n"
+    )
+    start = text.find(ROUTING_HEADING + "\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        after = text.find("\n## ", start + len(ROUTING_HEADING))
+        text = text[:start] + section + (text[after:] if after >= 0 else "")
+    path.write_text(text)
 
 
 def bench_decide(rounds: int = 20000) -> None:
@@ -385,23 +415,25 @@ def bench_routing(
     try:
         times = bench.stage_changes()
         if times:
-            figure(f"route {label}: stage change to weight read back, p50", f"{statistics.median(times):.2f} s",
-                   f"{len(times)} stage changes, canary at full size")  # fmt: skip
-            figure(
+            routing_figure(f"route {label}: stage change to weight read back, p50", f"{statistics.median(times):.2f} s",
+                           f"{len(times)} stage changes, canary at full size")  # fmt: skip
+            routing_figure(
                 f"route {label}: stage change to weight read back, p99", f"{percentile(times, 0.99):.2f} s"
             )
         else:
-            figure(f"route {label}: stage change to weight read back", "n/a", "no weight read back in time")
+            routing_figure(
+                f"route {label}: stage change to weight read back", "n/a", "no weight read back in time"
+            )
         prometheus.wait_for_value(
             f'sum(increase(http_requests_total{{namespace="{bench.namespace}",app="checkout"}}[2s]))', 60
         )
         rollbacks = bench.rollbacks(prometheus)
         if rollbacks:
-            figure(f"route {label}: failed verdict to 100% stable, p50", f"{statistics.median(rollbacks):.2f} s",
-                   f"{len(rollbacks)} rollbacks; the route read from the cluster every 50 ms")  # fmt: skip
-            figure(f"route {label}: failed verdict to 100% stable, max", f"{max(rollbacks):.2f} s")
+            routing_figure(f"route {label}: failed verdict to 100% stable, p50", f"{statistics.median(rollbacks):.2f} s",
+                           f"{len(rollbacks)} rollbacks; the route read from the cluster every 50 ms")  # fmt: skip
+            routing_figure(f"route {label}: failed verdict to 100% stable, max", f"{max(rollbacks):.2f} s")
         else:
-            figure(f"route {label}: failed verdict to 100% stable", "n/a", "no rollback seen")
+            routing_figure(f"route {label}: failed verdict to 100% stable", "n/a", "no rollback seen")
     finally:
         bench.operator.stop()
         load.stop()
@@ -441,6 +473,11 @@ def main(argv: list[str] | None = None) -> int:
             bench_breach(cluster, operator_kubeconfig, workdir, "flag")
         for label, routing, backend_id in ROUTERS:
             bench_routing(cluster, workdir, label, routing, backend_id)
+        header = (
+            f"{os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, local control plane (kwok pods)"
+        )
+        write_routing_results(RESULTS, routing_rows, header)
+        print(f"routing figures written to {RESULTS.name}", flush=True)
         if args.only is None:
             bench_scale(cluster, operator_kubeconfig, workdir, args.rollouts)
     finally:
