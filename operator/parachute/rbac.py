@@ -14,6 +14,9 @@ Two ways to install:
 - namespaced: a Role with the namespaced rules in each watched namespace, and a small
   ClusterRole for the cluster-scoped kinds it reads (ClusterMetricTemplates, ReleasePolicies).
   The operator runs with `--namespace` and reads nothing outside those namespaces.
+
+Either way, with more than one replica (leader election), a Role in the operator's own
+namespace lets it keep its Lease there: nowhere else.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ class Rule:
     cluster_scoped: bool = False
     # Needed only when the operator watches every namespace (kopf's CRD watch).
     all_namespaces_only: bool = False
+    # Granted by a Role in the operator's own namespace, and only with leader election.
+    operator_namespace_only: bool = False
 
     def as_k8s(self) -> dict[str, Any]:
         return {"apiGroups": list(self.groups), "resources": list(self.resources), "verbs": list(self.verbs)}
@@ -61,7 +66,8 @@ RULES: tuple[Rule, ...] = (
     Rule((api.GROUP,), ("metrictemplates",), ("list",), "the MetricTemplates a Rollout's metrics name"),
     Rule((api.GROUP,), ("clustermetrictemplates",), ("list",), "the ClusterMetricTemplates a Rollout's metrics name",
          cluster_scoped=True),
-    Rule((api.GROUP,), ("releasepolicies",), ("get",), "the ReleasePolicy a Rollout names, or the default one",
+    Rule((api.GROUP,), ("releasepolicies",), ("get", "list", "watch"),
+         "the ReleasePolicy a Rollout names, or the default one; a change to one wakes its Rollouts",
          cluster_scoped=True),
     Rule(("",), ("events",), ("create",), "Events at every transition (kopf's too, on a handler error)"),
     Rule(("apps",), ("deployments",), ("get", "list", "watch", "create", "patch", "update"),
@@ -76,6 +82,9 @@ RULES: tuple[Rule, ...] = (
          "Prometheus credentials and webhook URLs a Rollout names, read by name (never listed)"),
     Rule(("apiextensions.k8s.io",), ("customresourcedefinitions",), ("list", "watch"),
          "kopf notices CRDs created or changed while it runs", cluster_scoped=True, all_namespaces_only=True),
+    Rule(("coordination.k8s.io",), ("leases",), ("get", "create", "update"),
+         "leader election: one replica acts while it holds the Lease in the operator's own namespace",
+         operator_namespace_only=True),
 )  # fmt: skip
 
 
@@ -101,6 +110,7 @@ KOPF_USES: tuple[Uses, ...] = (
     Uses(api.GROUP, "rollouts", ("patch",), "kopf's diff-base and progress annotations (kopf.parachute.dev/)"),
     Uses("apps", "deployments", ("list", "watch"), "kopf.on.event on Deployments wakes their Rollouts"),
     Uses("", "configmaps", ("list", "watch"), "kopf.on.event on ConfigMaps wakes the Rollouts tracking one"),
+    Uses(api.GROUP, "releasepolicies", ("list", "watch"), "kopf.on.event on ReleasePolicies wakes the Rollouts using one"),
     Uses("", "events", ("create",), "kopf posts an Event when a handler fails (posting level ERROR)"),
     Uses("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch"),
          "kopf's resource observer, when it watches the whole cluster", all_namespaces_only=True),
@@ -116,12 +126,17 @@ def granted(namespaced: bool = False) -> frozenset[Call]:
 
 def cluster_role_rules_document() -> list[dict[str, Any]]:
     """The ClusterRole of the cluster-wide install."""
-    return [rule.as_k8s() for rule in RULES]
+    return [rule.as_k8s() for rule in RULES if not rule.operator_namespace_only]
 
 
 def namespaced_role_rules_document() -> list[dict[str, Any]]:
     """The Role in each watched namespace, in the namespaced install."""
-    return [rule.as_k8s() for rule in RULES if not rule.cluster_scoped]
+    return [rule.as_k8s() for rule in RULES if not rule.cluster_scoped and not rule.operator_namespace_only]
+
+
+def leader_election_rules_document() -> list[dict[str, Any]]:
+    """The Role in the operator's own namespace, when it runs more than one replica."""
+    return [rule.as_k8s() for rule in RULES if rule.operator_namespace_only]
 
 
 def namespaced_cluster_role_rules_document() -> list[dict[str, Any]]:
@@ -149,11 +164,13 @@ def install_documents(
     service_account: str = "parachute",
     watch_namespaces: list[str] | None = None,
     name: str = "parachute",
+    leader_election: bool = False,
 ) -> list[dict[str, Any]]:
     """Namespace, ServiceAccount and RBAC for the operator.
 
     With `watch_namespaces`, the namespaced install: a Role and RoleBinding in each of them
-    and the small ClusterRole; else one ClusterRole for the whole cluster.
+    and the small ClusterRole; else one ClusterRole for the whole cluster. With
+    `leader_election`, a Role and RoleBinding for the Lease in the operator's namespace.
     """
     subject = {"kind": "ServiceAccount", "name": service_account, "namespace": namespace}
     documents: list[dict[str, Any]] = [
@@ -188,4 +205,22 @@ def install_documents(
             },
             _binding("RoleBinding", name, "Role", watched, subject),
         ]
+    if leader_election:
+        documents += leader_election_documents(namespace, service_account, f"{name}-leader-election")
     return documents
+
+
+def leader_election_documents(
+    namespace: str, service_account: str = "parachute", name: str = "parachute-leader-election"
+) -> list[dict[str, Any]]:
+    """The Role (leases in `namespace` only) and its RoleBinding to the operator's ServiceAccount."""
+    subject = {"kind": "ServiceAccount", "name": service_account, "namespace": namespace}
+    return [
+        {
+            "apiVersion": f"{RBAC_API}/v1",
+            "kind": "Role",
+            "metadata": {"name": name, "namespace": namespace, "labels": LABELS},
+            "rules": leader_election_rules_document(),
+        },
+        _binding("RoleBinding", name, "Role", namespace, subject),
+    ]

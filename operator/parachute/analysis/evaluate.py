@@ -10,6 +10,7 @@ import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 
+from parachute import telemetry
 from parachute.analysis.provider import MetricProvider
 from parachute.api import (
     MetricStatus,
@@ -97,6 +98,7 @@ async def evaluate(
             events.append(Event(EventType.warning if bad else EventType.normal,
                                 f"Metric{status.verdict.value if status.verdict else ''}", status.message or ""))  # fmt: skip
         results.append(status)
+    telemetry.judged(namespace, results)
     return Round(results, events)
 
 
