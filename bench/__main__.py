@@ -4,9 +4,11 @@
 - reconcile: one full reconcile (read, decide, write, act) against the real local API server.
 - scale: N Rollouts adopted, then released at once, by one operator process; its memory.
 - breach-to-stable: a canary failing at 6% errors, from the release's start to all traffic
-  back on stable (analysis every 2 s; the rollback itself is the code level for now).
+  back on stable (analysis every 2 s), by the code level and by the flag level.
 
-Runs on the local control plane and Prometheus from `testbed/`, in its own work directory.
+Runs on the local control plane, its data plane and Prometheus from `testbed/`, in its own work
+directory: the canary's pods start, are discovered by Prometheus and get their share of the
+requests through the Service's endpoints, as in a cluster.
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ from parachute.api import RolloutSpec, RolloutStatus
 from parachute.plan.engine import decide
 from parachute.plan.model import CanaryState, Observed, TargetState
 from testbed.cluster import LocalCluster
-from testbed.demoapp import Behaviour, DemoApp, FlagSource
+from testbed.dataplane import App, DataPlane
+from testbed.demoapp import Behaviour, FlagSource
 from testbed.install import install_crd, install_operator_account
 from testbed.loadgen import LoadGenerator
 from testbed.projector import ConfigMapVolume
-from testbed.prometheus import LocalPrometheus, ScrapeTarget
+from testbed.prometheus import PodDiscovery, PodPrometheus
 
 GROUP, VERSION, PLURAL = api.GROUP, api.VERSION, api.PLURAL
 
@@ -178,31 +181,32 @@ def bench_breach(cluster: LocalCluster, operator_kubeconfig: Path, workdir: Path
     core, apps, custom = clients(cluster)
     namespace = f"bench-breach-{level}"
     new_namespace(core, namespace)
-    app = DemoApp().start()
-    # The canary's process serves its share from the start, so the first round sees the breach:
-    # these figures are the operator's part of recovery, not a real canary's start-up.
+    bad = Behaviour(error_rate=0.06)
+    # The canary's pods start, are discovered (up to ~5 s) and get their share through the
+    # Service: these figures include a real canary's start-up; the incident's is the operator's part.
     spec: dict[str, Any] = {"waits": {"min": "60s"}}
+    new_app = App(bad)
     volume = None
     if level == "flag":  # a canary whose new path is behind a flag it re-reads, on at its stage
         core.create_namespaced_config_map(
             namespace, {"metadata": {"name": "flags"}, "data": {"new-path": "true"}}
         )
         volume = ConfigMapVolume(core, namespace, "flags", workdir / f"flags-{namespace}").start()
-        app.canary.follow_flag(FlagSource(volume.path("new-path"), "new-path"), Behaviour(error_rate=0.06))
+        new_app = App(flag=FlagSource(volume.path("new-path"), "new-path"), when_flag_on=bad)
         spec = {"steps": [{"name": "canary", "weight": 10, "minWait": "60s", "flags": "on"}],
                 "featureFlags": {"configMapRef": {"name": "flags"}, "flags": ["new-path"]}}  # fmt: skip
-    else:
-        app.canary.set_behaviour(Behaviour(error_rate=0.06))
-    load = LoadGenerator(
-        app.stable.url, app.canary.url, rate=100, canary_percent=lambda: 50, duration=300
-    ).start()
-    targets = [ScrapeTarget("checkout", f"127.0.0.1:{v.port}", {"namespace": namespace, "app": "checkout"})
-               for v in app.versions.values()]  # fmt: skip
-    prometheus = LocalPrometheus(workdir / "prometheus", targets).start()
-    prometheus.wait_for_value('sum(increase(http_requests_total{app="checkout"}[2s]))', 20)
+    plane = DataPlane(cluster.api_client(), namespace, {"bench:2": new_app}).start()
+    core.create_namespaced_service(namespace, {"metadata": {"name": "checkout"}, "spec": {
+        "selector": {"app": "checkout"}, "ports": [{"port": 80, "targetPort": 8080}]}})  # fmt: skip
+    apps.create_namespaced_deployment(namespace, deployment("checkout", replicas=4))
+    discovery = PodDiscovery(cluster.admin_kubeconfig, (namespace,))
+    prometheus = PodPrometheus(workdir / f"prometheus-{level}", discovery).start()
+    load = LoadGenerator(rate=100, duration=300, picker=plane.service_picker("checkout")).start()
     operator = Operator(operator_kubeconfig, workdir / "operator-breach.log")
     try:
-        apps.create_namespaced_deployment(namespace, deployment("checkout", replicas=4))
+        prometheus.wait_for_value(
+            f'sum(increase(http_requests_total{{namespace="{namespace}",app="checkout"}}[2s]))', 60
+        )
         analysis = {"prometheus": {"address": prometheus.url}, "interval": "2s"}
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
                                                rollout("checkout", analysis=analysis, **spec))  # fmt: skip
@@ -229,7 +233,7 @@ def bench_breach(cluster: LocalCluster, operator_kubeconfig: Path, workdir: Path
         operator.stop()
         load.stop()
         prometheus.stop()
-        app.stop()
+        plane.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,9 @@ which run nothing.
   and `"stable"` otherwise, as an app reading its own labels through the downward API would.
   The pod is annotated `testbed.parachute.dev/port: "<port>"` (testbed only), which is how the
   test Prometheus, discovering pods as a cluster's does (testbed/prometheus.py), finds it. A
-  deleted pod's endpoint stops.
+  deleted pod's endpoint stops. An app may follow a flag file (re-read on every request, as a
+  flag SDK watching its mounted file does), or read a setting once when its pod starts, from
+  the ConfigMap as it is then (as an app reads its configuration at start-up).
 - Pickers say where each request of the load generator goes, from what the cluster says:
   `ServicePicker` sends to a ready endpoint of a Service's EndpointSlices, uniformly at random
   as kube-proxy does (the addresses are pod IPs: each leads to its pod, and so to its port).
@@ -30,7 +32,7 @@ from typing import Any, Protocol
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from testbed.demoapp import Behaviour, FlagSource, Version
+from testbed.demoapp import Behaviour, FlagSource, Version, flag_value
 
 PORT_ANNOTATION = "testbed.parachute.dev/port"
 CANARY_LABEL = "parachute.dev/canary"
@@ -43,13 +45,27 @@ Body = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
+class StartupSetting:
+    """A setting an app reads once, when its pod starts, from a key of a ConfigMap mounted into
+    it, as the kubelet mounts it then. A pod started before the ConfigMap changed keeps what it
+    read; a restarted pod reads it again. `name` is read from the key's text as a flag is
+    (`flag_value`: `name=true` lines, a bare boolean, or flagd JSON)."""
+
+    config_map: str
+    key: str
+    name: str
+
+
+@dataclass(frozen=True)
 class App:
-    """What the app of one image does: its behaviour, optionally a flag it follows, and the
-    name of its status code label (`code`, or `status` as some apps have it)."""
+    """What the app of one image does: its behaviour, the name of its status code label (`code`,
+    or `status` as some apps have it), and optionally a flag or setting that, while on, makes it
+    behave as `when_flag_on` says: a `FlagSource` is followed while the pod runs, a
+    `StartupSetting` is read when it starts."""
 
     behaviour: Behaviour = field(default_factory=Behaviour)
     code_label: str = "code"
-    flag: FlagSource | None = None
+    flag: FlagSource | StartupSetting | None = None
     when_flag_on: Behaviour | None = None
 
 
@@ -254,6 +270,7 @@ class Endpoint:
     image: str
     app: App
     version: Version
+    setting_on: bool | None = None  # what the pod read of its app's StartupSetting when it started
 
     @property
     def url(self) -> str:
@@ -314,10 +331,8 @@ class DataPlane:
         with self._lock:
             self._apps[image] = as_app(entry)
             for endpoint in self._endpoints.values():
-                app = app_for(endpoint.image, self._apps, self._default)
-                endpoint.app = app
-                endpoint.version.set_behaviour(app.behaviour)
-                endpoint.version.follow_flag(app.flag, app.when_flag_on)
+                endpoint.app = app_for(endpoint.image, self._apps, self._default)
+                self._configure(endpoint)
 
     def endpoint(self, pod: str) -> Endpoint | None:
         with self._lock:
@@ -360,8 +375,33 @@ class DataPlane:
         image = pod_image(pod)
         app = app_for(image, self._apps, self._default)
         version = Version(pod_version(pod), behaviour=app.behaviour, code_label=app.code_label)
-        version.follow_flag(app.flag, app.when_flag_on)
-        return Endpoint(_uid(pod), image, app, version.start())
+        endpoint = Endpoint(_uid(pod), image, app, version)
+        self._configure(endpoint)
+        version.start()
+        return endpoint
+
+    def _configure(self, endpoint: Endpoint) -> None:
+        """Make the endpoint's server behave as its app says (a setting read at start is kept)."""
+        app, version = endpoint.app, endpoint.version
+        if isinstance(app.flag, StartupSetting):
+            if endpoint.setting_on is None:
+                endpoint.setting_on = self._read_setting(app.flag)
+            version.follow_flag(None)
+            flagged = app.when_flag_on if endpoint.setting_on else None
+            version.set_behaviour(flagged or app.behaviour)
+        else:
+            version.set_behaviour(app.behaviour)
+            version.follow_flag(app.flag, app.when_flag_on)
+
+    def _read_setting(self, setting: StartupSetting) -> bool:
+        """The setting as the ConfigMap holds it now (off while it does not exist)."""
+        try:
+            found = self.core.read_namespaced_config_map(setting.config_map, self.namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return flag_value((found.data or {}).get(setting.key, ""), setting.name)
 
     # ------------------------------------------------------------------ traffic
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Obtains etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok for the
-# local control plane (and helm, and an upstream Prometheus for pod discovery), into a
+# local control plane (and helm, and the upstream Prometheus the testbed runs), into a
 # per-user cache keyed by version. Official release downloads are tried first; where they
 # cannot be reached, the same versions are built from the Go module proxy. A second run
 # finds the cache and does nothing.
@@ -143,9 +143,10 @@ build_helm() {
     "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
 }
 
-# Debian's prometheus is built without Kubernetes service discovery; the testbed's
-# pod-discovery mode needs the upstream build (`kubernetes_sd_configs`). Built from source,
-# it serves the API without the web UI's assets, which no test reads.
+# The testbed's one Prometheus, for static targets and pod discovery alike: the upstream
+# build, since distributions' packages may lack Kubernetes discovery (`kubernetes_sd_configs`;
+# Debian's does). Built from source, it serves the API without the web UI's assets, which no
+# test reads.
 prometheus_ok() { [ -x "$PROMETHEUS_DIR/prometheus" ] && reports "$PROMETHEUS_DIR/prometheus" "version $PROMETHEUS_VERSION"; }
 
 download_prometheus() {

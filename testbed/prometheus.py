@@ -1,22 +1,23 @@
-"""A real Prometheus (Debian's `prometheus` package) scraping local targets every second.
+"""A real Prometheus scraping every second: the upstream release that `install-binaries.sh`
+caches, one binary for every test and the demo (Debian's build lacks Kubernetes discovery).
 
-The server can be stopped and started again on the same port and data, so a test can
-take Prometheus away in the middle of a stage and bring it back. With a `WebConfig` it
-serves HTTPS with a certificate from its own CA and asks for basic auth
-(`--web.config.file`), as a Prometheus exposed beyond its namespace does.
+`LocalPrometheus` scrapes static targets. `PodPrometheus` finds its targets as a cluster's
+Prometheus does: Kubernetes service discovery (role `pod`) against the test cluster's API
+server, so `namespace`, `pod` and the pod labels come from real discovery.
 
-`PodPrometheus` finds its targets as a cluster's Prometheus does instead: Kubernetes service
-discovery (role `pod`) against the test cluster's API server. Debian builds Prometheus without
-Kubernetes discovery, so this mode runs the upstream release that `install-binaries.sh` caches.
+Either can be stopped and started again on the same port and data, so a test can take
+Prometheus away in the middle of a stage and bring it back. With a `WebConfig` it serves HTTPS
+with a certificate from its own CA and asks for basic auth (`--web.config.file`), as a
+Prometheus exposed beyond its namespace does.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import math
-import shutil
 import socket
 import ssl
 import subprocess
@@ -97,13 +98,15 @@ class WebConfig:
         return document
 
 
+@functools.cache
 def find_prometheus() -> str:
-    binary = shutil.which("prometheus") or (
-        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None
-    )
-    if binary is None:
-        raise ClusterError("prometheus is not installed; `make setup` installs Debian's package")
-    return binary
+    """The upstream Prometheus that `install-binaries.sh` caches, at the version it pins."""
+    from testbed.cluster import tool
+
+    binary = tool("prometheus")
+    if not binary.exists():
+        raise ClusterError(f"{binary} is missing; `make setup` obtains it")
+    return str(binary)
 
 
 class LocalPrometheus:
@@ -183,6 +186,9 @@ class LocalPrometheus:
                 "--storage.tsdb.retention.time=2h",
                 "--web.enable-lifecycle",
                 "--log.level=warn",
+                # Targets wait for the discovery manager (every 5 s, fixed), then for the scrape
+                # manager's reload (every 5 s by default): the second wait need not add to the first.
+                "--scrape.discovery-reload-interval=1s",
                 *web,
             ],
             stdout=log,
@@ -280,16 +286,6 @@ def pod_scrape_config(discovery: PodDiscovery) -> dict[str, Any]:
     }
 
 
-def find_prometheus_with_kubernetes_discovery() -> str:
-    """The upstream Prometheus that `install-binaries.sh` caches (Debian's lacks the discovery)."""
-    from testbed.cluster import tool
-
-    binary = tool("prometheus")
-    if not binary.exists():
-        raise ClusterError(f"{binary} is missing; `make setup` builds it")
-    return str(binary)
-
-
 class PodPrometheus(LocalPrometheus):
     """A Prometheus that discovers its targets from the cluster's pods (and scrapes any static
     `targets` too). Pods that come and go appear and vanish as they would in a cluster."""
@@ -304,15 +300,12 @@ class PodPrometheus(LocalPrometheus):
         super().__init__(workdir, targets or [], **options)
         self.discovery = discovery
 
-    def _binary(self) -> str:
-        return find_prometheus_with_kubernetes_discovery()
-
     def _discovery_scrape_configs(self) -> list[dict[str, Any]]:
         return [pod_scrape_config(self.discovery)]
 
     def active_targets(self) -> list[dict[str, Any]]:
         """The active targets, each with its `labels`, `health` and `scrapeUrl`."""
-        with urllib.request.urlopen(f"{self.url}/api/v1/targets?state=active", timeout=5) as response:
+        with self._get(f"{self.url}/api/v1/targets?state=active", timeout=5) as response:
             body = json.loads(response.read())
         return list(body["data"]["activeTargets"])
 

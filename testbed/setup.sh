@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Everything Parachute's tests and demo need on a fresh machine, each step skipped when
-# already done: the Python virtualenv with the project and its dev tools, Debian's
-# Prometheus, the control-plane binaries (downloaded or built, cached by version) and the
-# published CRDs of the traffic routers (cached by version).
+# already done: the Python virtualenv with the project and its dev tools, openssl, the
+# binaries (the control plane, helm and Prometheus: downloaded or built, cached by version)
+# and the published CRDs of the traffic routers (cached by version).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
@@ -23,27 +23,24 @@ else
   say "python packages: up to date"
 fi
 
-if ! command -v prometheus >/dev/null 2>&1; then
+# The tests mint certificates for a Prometheus that serves TLS.
+if ! command -v openssl >/dev/null 2>&1; then
   t=$SECONDS
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus openssl >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null
   elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then
     sudo apt-get update -qq >/dev/null
-    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus openssl >/dev/null
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null
   else
-    say "please install Prometheus (Debian/Ubuntu: apt-get install prometheus) and run again"; exit 1
+    say "please install openssl and run again"; exit 1
   fi
-  say "prometheus installed in $((SECONDS - t))s"
-  # Debian's package may start a system service; the tests run their own.
-  (command -v systemctl >/dev/null && systemctl disable --now prometheus >/dev/null 2>&1) || true
-else
-  say "prometheus: $(command -v prometheus)"
+  say "openssl installed in $((SECONDS - t))s"
 fi
 
 t=$SECONDS
 bash "$here/install-binaries.sh" >/dev/null
-say "control-plane binaries ready in $((SECONDS - t))s"
+say "control-plane binaries, helm and prometheus ready in $((SECONDS - t))s"
 
 t=$SECONDS
 bash "$here/install-crds.sh" >/dev/null

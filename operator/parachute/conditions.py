@@ -16,6 +16,9 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 PAUSED = "Paused"
 INVALID = "Invalid"
+# kstatus (Flux, kpt) reads Stalled=True as Failed: a release that ended without releasing, or a
+# spec that cannot work. Ready=False alone reads as InProgress, which a pipeline waits out.
+STALLED = "Stalled"
 
 
 def timestamp(moment: datetime) -> str:

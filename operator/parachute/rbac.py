@@ -110,7 +110,7 @@ KOPF_USES: tuple[Uses, ...] = (
     Uses(api.GROUP, "rollouts", ("patch",), "kopf's diff-base and progress annotations (kopf.parachute.dev/)"),
     Uses("apps", "deployments", ("list", "watch"), "kopf.on.event on Deployments wakes their Rollouts"),
     Uses("", "configmaps", ("list", "watch"), "kopf.on.event on ConfigMaps wakes the Rollouts tracking one"),
-    Uses(api.GROUP, "releasepolicies", ("list", "watch"), "kopf.on.event on ReleasePolicies wakes the Rollouts using one"),
+    Uses(api.GROUP, "releasepolicies", ("list", "watch"), "kopf.on.event on ReleasePolicies wakes their Rollouts"),
     Uses("", "events", ("create",), "kopf posts an Event when a handler fails (posting level ERROR)"),
     Uses("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch"),
          "kopf's resource observer, when it watches the whole cluster", all_namespaces_only=True),

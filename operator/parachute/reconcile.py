@@ -60,21 +60,25 @@ def describe_validation_error(error: ValidationError, root: str = "spec") -> str
 
 
 def invalid(status: RolloutStatus, message: str, now: datetime, generation: int | None) -> RolloutStatus:
+    found = status.conditions
+    # Invalid, and neither Ready nor still going: kstatus reads Stalled as Failed.
+    for type_, on in ((conditions.INVALID, True), (conditions.STALLED, True), (conditions.READY, False)):
+        found = conditions.set_condition(
+            found,
+            type_=type_,
+            status=ConditionStatus.true if on else ConditionStatus.false,
+            reason="InvalidSpec",
+            message=message if on else "",
+            now=now,
+            generation=generation,
+        )
     return status.model_copy(
         update={
             "observed_generation": generation,
             "phase": Phase.invalid,
             "message": message,
             "next_check_at": None,
-            "conditions": conditions.set_condition(
-                status.conditions,
-                type_=conditions.INVALID,
-                status=ConditionStatus.true,
-                reason="InvalidSpec",
-                message=message,
-                now=now,
-                generation=generation,
-            ),
+            "conditions": found,
         }
     )
 

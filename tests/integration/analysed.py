@@ -1,17 +1,21 @@
-"""A Deployment `checkout` whose two versions are the demo app, measured by a real Prometheus
-while a load generator calls it: the world of the analysis and recovery tests."""
+"""A Deployment `checkout` on the testbed's data plane, called through its Service and measured
+by a Prometheus that discovers its pods: the world of the analysis and recovery tests.
+
+Each kwok pod serves as one app endpoint, behaving as its image says (`set_app`): the tests
+say "checkout:2.0 fails 6% of its requests", never what a version's process does. The load
+generator sends each request to a ready endpoint of the Service's EndpointSlices, so the new
+version's share is what its ready pods are (Parachute's canary is a replica ratio), and
+Prometheus counts what routing really did."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
-from testbed.demoapp import DemoApp
+from testbed.dataplane import App, DataPlane
+from testbed.demoapp import Behaviour
 from testbed.loadgen import LoadGenerator
-from testbed.prometheus import LocalPrometheus, ScrapeTarget, WebConfig
+from testbed.prometheus import PodDiscovery, PodPrometheus, WebConfig
 from tests.integration.conftest import (
     Cluster,
     deployment,
@@ -23,70 +27,80 @@ from tests.integration.conftest import (
 
 GROUP, VERSION, PLURAL = "parachute.dev", "v1alpha1", "rollouts"
 INTERVAL = "3s"
+REPLICAS = 4
+STABLE = "registry.example/checkout:1.0"  # what the Deployment runs at first
+NEW = "checkout:2.0"  # what a release applies
+RATE = 150  # requests per second through the Service
+SERVICE = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "checkout"},
+    # The canary's pods carry the target's labels too: one Service reaches both.
+    "spec": {"selector": {"app": "checkout"}, "ports": [{"port": 80, "targetPort": 8080}]},
+}
 
 
 class Analysed:
-    """A Deployment `checkout` whose two versions are the demo app, measured by Prometheus."""
+    """`checkout` (4 pods of checkout:1.0 unless told) behind its Service, under load, measured
+    by Prometheus."""
 
-    def __init__(self, cluster: Cluster, namespace: str, workdir: Path, web: WebConfig | None = None) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        namespace: str,
+        workdir: Path,
+        web: WebConfig | None = None,
+        replicas: int = REPLICAS,
+    ) -> None:
         self.cluster, self.namespace = cluster, namespace
         # With `web` (TLS, basic auth), the fields of spec.analysis.prometheus that reach it.
         self.prometheus_access: dict[str, Any] = {}
-        self.app = DemoApp().start()
-        self.canary_share = 60.0
-        # With `follow_weight`, the canary gets the share the Rollout gives it, as a router would.
-        self.follow_weight = False
-        self._weight = 0.0
-        self._stopped = threading.Event()
-        self.load = LoadGenerator(self.app.stable.url, self.app.canary.url, rate=150,
-                                  canary_percent=self.share, duration=600).start()  # fmt: skip
-        labels = {"namespace": namespace, "app": "checkout"}
-        targets = [
-            ScrapeTarget("checkout", f"127.0.0.1:{v.port}", labels) for v in self.app.versions.values()
-        ]
-        self.prometheus = LocalPrometheus(workdir / "prometheus", targets, web=web).start()
-        # A Prometheus that has just started has too few samples for a 3s window yet.
-        self.prometheus.wait_for_value(
-            f'sum(increase(http_requests_total{{app="checkout"}}[{INTERVAL}]))', 20
-        )
+        # Every image is healthy until a test says otherwise.
+        self.plane = DataPlane(cluster.api, namespace, {STABLE: Behaviour(), NEW: Behaviour()}).start()
+        cluster.core.create_namespaced_service(namespace, SERVICE)
+        cluster.apps.create_namespaced_deployment(namespace, deployment("checkout", replicas, STABLE))
+        discovery = PodDiscovery(cluster.kubeconfig, (namespace,))
+        self.prometheus = PodPrometheus(workdir / "prometheus", discovery, web=web).start()
+        self.load = self._callers()
+        eventually(lambda: len(self.plane.service_endpoints("checkout")) == replicas, timeout=60,
+                   what=f"{replicas} ready endpoints behind Service checkout")  # fmt: skip
+        # Discovered, scraped, and enough samples for a window of one interval.
+        self.prometheus.wait_for_value(self.requests(), timeout=60, accept=lambda served: served > 0)
 
-    def share(self) -> float:
-        return self._weight if self.follow_weight else self.canary_share
+    def requests(self, version: str | None = None) -> str:
+        """PromQL: requests `checkout` (or one of its versions) served in the last interval."""
+        which = f',version="{version}"' if version else ""
+        return f'sum(increase(http_requests_total{{namespace="{self.namespace}",app="checkout"{which}}}[{INTERVAL}]))'
 
-    def route(self) -> None:
-        """Send the canary the weight the Rollout says, until stopped."""
-        self.follow_weight = True
+    def set_app(self, image: str, app: App | Behaviour) -> None:
+        """What the pods of `image` do, from now on and for every pod that starts later."""
+        self.plane.set_app(image, app)
 
-        def follow() -> None:
-            while not self._stopped.wait(0.25):
-                try:
-                    canary = self.cluster.apps.read_namespaced_deployment("checkout-canary", self.namespace)
-                    # Traffic reaches ready pods only, as it does through a Service.
-                    ready = (canary.status.ready_replicas or 0) > 0 and (canary.spec.replicas or 0) > 0
-                    self._weight = float(self.status().get("canaryWeight") or 0) if ready else 0.0
-                except ApiException as error:
-                    if error.status == 404:  # no canary Deployment: nothing to send it to
-                        self._weight = 0.0
-                except Exception:  # an API blip: keep the last weight
-                    continue
+    def _callers(self) -> LoadGenerator:
+        return LoadGenerator(rate=RATE, duration=600, picker=self.plane.service_picker("checkout")).start()
 
-        threading.Thread(target=follow, name="router", daemon=True).start()
+    def busy(self) -> None:
+        """Callers send requests to the Service again."""
+        self.load.stop()
+        self.load = self._callers()
+
+    def quiet(self) -> None:
+        """Nobody calls `checkout` any more."""
+        self.load.stop()
 
     def stop(self) -> None:
-        self._stopped.set()
         self.load.stop()
         self.prometheus.stop()
-        self.app.stop()
+        self.plane.stop()
 
     def release(self, metrics: list[dict[str, Any]] | None = None, spec: dict[str, Any] | None = None,
                 **waits: str) -> None:  # fmt: skip
         """Adopt `checkout`, then apply a new image: the release starts."""
         self.adopt(metrics, spec, **waits)
-        self.apply_image("checkout:2.0")
+        self.apply_image(NEW)
 
     def adopt(self, metrics: list[dict[str, Any]] | None = None, spec: dict[str, Any] | None = None,
               **waits: str) -> None:  # fmt: skip
-        self.cluster.apps.create_namespaced_deployment(self.namespace, deployment("checkout", replicas=4))
         analysis: dict[str, Any] = {
             "prometheus": {"address": self.prometheus.url, **self.prometheus_access},
             "interval": INTERVAL,

@@ -3,7 +3,9 @@
 The cluster is started once per session from `testbed.cluster` (etcd, kube-apiserver,
 controller-manager, scheduler, kwok). Set PARACHUTE_TEST_KUBECONFIG to run the same tests
 against another cluster instead (kind, for `make e2e-kind`). Each test gets its own
-namespace; Prometheus and the demo application are started per test, in well under a second.
+namespace. Prometheus (the upstream build, for static targets and pod discovery alike) and the
+demo application are started per test; the analysis and recovery tests run `checkout` on the
+testbed's data plane (analysed.py).
 """
 
 from __future__ import annotations
@@ -272,7 +274,8 @@ def start_release(cluster: Cluster, namespace: str, **spec: Any) -> None:
 
 @pytest.fixture
 def analysed(crds: Cluster, namespace: str, tmp_path: Path) -> Iterator[Analysed]:
-    """`checkout` as the demo app under load, measured by its own Prometheus."""
+    """`checkout` on the data plane, called through its Service, measured by a Prometheus that
+    discovers its pods."""
     from tests.integration.analysed import Analysed  # it builds on this module's helpers
 
     world = Analysed(crds, namespace, tmp_path)

@@ -18,7 +18,7 @@ import pytest
 
 from testbed.demoapp import Behaviour
 from testbed.prometheus import WebConfig, mint_tls
-from tests.integration.analysed import GROUP, PLURAL, VERSION, Analysed
+from tests.integration.analysed import GROUP, NEW, PLURAL, VERSION, Analysed
 from tests.integration.conftest import Cluster, RunningOperator, eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
@@ -93,8 +93,7 @@ def test_no_secret_value_reaches_the_log_an_event_or_the_status(
             {"cloudEvents": {"urlSecretRef": {"name": "bus", "key": "url"},
                              "tokenSecretRef": {"name": "bus", "key": "token"}}},
         ]  # fmt: skip
-        world.route()
-        world.app.canary.set_behaviour(Behaviour(error_rate=0.06))  # over the 5% that rolls back at once
+        world.set_app(NEW, Behaviour(error_rate=0.06))  # over the 5% that rolls back at once
         world.release(spec={"steps": [{"name": "canary", "weight": 50, "minWait": "5m"}],
                             "notifications": notifications})  # fmt: skip
         eventually(lambda: world.status().get("phase") == "RolledBack", timeout=120, what="rolled back")

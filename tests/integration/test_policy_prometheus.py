@@ -20,7 +20,7 @@ def test_a_release_waits_out_peak_traffic(analysed: Analysed, operator: RunningO
         lambda: analysed.status().get("phase") == "Waiting" and analysed.status(), what="held"
     )
     assert "peak traffic" in status["message"] and status["window"]["open"] is False
-    analysed.load.stop()  # the evening lull
+    analysed.quiet()  # the evening lull
     eventually(
         lambda: analysed.status().get("phase") == "Progressing", timeout=40, what="started after the peak"
     )
@@ -35,6 +35,6 @@ def test_a_prometheus_gate_holds_until_its_query_is_within_bounds(
         lambda: analysed.status().get("phase") == "Waiting" and analysed.status(), what="held"
     )
     assert "gate quiet: value" in status["message"] and "is above 50" in status["message"]
-    analysed.load.stop()
+    analysed.quiet()
     eventually(lambda: analysed.status().get("phase") == "Progressing", timeout=40, what="gate met")
     assert analysed.status()["gates"][0]["met"] is True

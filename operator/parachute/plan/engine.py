@@ -665,6 +665,7 @@ def _conditions(st: RolloutStatus, now: datetime, generation: int | None) -> lis
         (conditions.READY, phase == Phase.healthy, str(phase)),
         (conditions.PROGRESSING, phase == Phase.progressing, str(phase)),
         (conditions.DEGRADED, phase in (*STOPPED, Phase.rolling_back), str(phase)),
+        (conditions.STALLED, phase in STOPPED, str(phase)),
         (conditions.PAUSED, phase == Phase.paused, "PausedBySpec" if phase == Phase.paused else str(phase)),
         (conditions.INVALID, False, "SpecValid"),
     ]
