@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from parachute.handlers import Options
@@ -113,8 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     # With exact namespace names kopf needs to observe neither namespaces nor CRDs, so the
     # namespaced install grants neither (`parachute.rbac`); CRDs are found at start-up.
     settings.scanning.disabled = bool(args.namespace)
+    from parachute.leadership import identity
+
     asyncio.run(
         kopf.operator(
+            # kopf names itself after the user otherwise, and a uid with no passwd entry (any
+            # runAsUser the image does not know, as on OpenShift) ends the process at start-up.
+            identity=cast(Any, identity()),  # kopf's Identity type is not exported
             standalone=True,
             clusterwide=not args.namespace,
             namespaces=args.namespace,

@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from parachute.api import MetricStatus, RolloutStatus
+from parachute.api import MetricStatus, RecoveryLevel, RolloutStatus
 from parachute.plan.verdicts import Sample
 
 RECOVERY_SECONDS = Histogram(
@@ -128,8 +128,17 @@ def scheduler(pending: Callable[[], int]) -> None:
 
 
 def observed(namespace: str, rollout: str, phase: str | None) -> None:
-    """The watch saw a Rollout in this phase (`Pending` until it has one)."""
+    """The watch saw a Rollout in this phase (`Pending` until it has one).
+
+    Its rollback and recovery series are created here at zero: a series born at its first
+    rollback with the value 1 shows no `increase()` over any range, so a dashboard would never
+    see a Rollout's first (often only) rollback or recovery."""
     STATE.phases[(namespace, rollout)] = phase or "Pending"
+    ROLLBACKS.labels(namespace, rollout)
+    OBJECTIVE_BREACHES.labels(namespace, rollout)
+    for level in RecoveryLevel:
+        ROLLBACK_LEVELS.labels(namespace, rollout, level.value)
+        RECOVERY_SECONDS.labels(namespace, rollout, level.value)
 
 
 def gone(namespace: str, rollout: str) -> None:

@@ -156,3 +156,16 @@ def test_an_api_request_without_an_answer_is_counted_as_an_error(unreachable: cl
     with pytest.raises(Exception):  # noqa: B017  (urllib3's, whichever it is)
         unreachable.request("GET", "http://127.0.0.1:9/api/v1/namespaces")
     assert value("parachute_api_requests_total", method="GET", code="error") == before + 1
+
+
+def test_a_rollouts_rollback_and_recovery_series_exist_at_zero_before_its_first_rollback() -> None:
+    # A series born at 1 shows no increase() over any range: the dashboard would miss the rollback.
+    telemetry.observed("t-zero", "checkout", "Progressing")
+    zero = {"namespace": "t-zero", "rollout": "checkout"}
+    assert REGISTRY.get_sample_value("parachute_rollbacks_total", zero) == 0
+    assert REGISTRY.get_sample_value("parachute_recovery_objective_breaches_total", zero) == 0
+    for level in ("flag", "config", "code"):
+        assert REGISTRY.get_sample_value("parachute_rollback_levels_total", {**zero, "level": level}) == 0
+        assert REGISTRY.get_sample_value("parachute_recovery_seconds_count", {**zero, "level": level}) == 0
+    telemetry.recovered("t-zero", "checkout", "code", 42.0, objective_met=True)
+    assert REGISTRY.get_sample_value("parachute_recovery_seconds_count", {**zero, "level": "code"}) == 1
