@@ -5,6 +5,11 @@
 - scale: N Rollouts adopted, then released at once, by one operator process; its memory.
 - breach-to-stable: a canary failing at 6% errors, from the release's start to all traffic
   back on stable (analysis every 2 s), by the code level and by the flag level.
+- routing, per router (Gateway API, Istio host- and subset-level, NGINX): the time from a stage
+  change to its weight read back from the route (median and p99 over many stages, the canary
+  at full size so no pod has to start), and from a failed verdict to the route seen sending
+  everything to stable (median and max over a few rollbacks).
+- queries: PromQL queries per Rollout per analysis interval (bench/queries.py).
 
 Runs on the local control plane, its data plane and Prometheus from `testbed/`, in its own work
 directory: the canary's pods start, are discovered by Prometheus and get their share of the
@@ -30,17 +35,21 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from bench.queries import bench_queries
 from parachute import api
 from parachute.api import RolloutSpec, RolloutStatus
 from parachute.plan.engine import decide
 from parachute.plan.model import CanaryState, Observed, TargetState
+from parachute.routing.client import ApiServerClient
+from testbed import crds as router_crds
+from testbed import routes
 from testbed.cluster import LocalCluster
 from testbed.dataplane import App, DataPlane
 from testbed.demoapp import Behaviour, FlagSource
 from testbed.install import install_crd, install_operator_account
 from testbed.loadgen import LoadGenerator
 from testbed.projector import ConfigMapVolume
-from testbed.prometheus import PodDiscovery, PodPrometheus
+from testbed.prometheus import LocalPrometheus, PodDiscovery, PodPrometheus
 
 GROUP, VERSION, PLURAL = api.GROUP, api.VERSION, api.PLURAL
 
@@ -236,14 +245,183 @@ def bench_breach(cluster: LocalCluster, operator_kubeconfig: Path, workdir: Path
         plane.stop()
 
 
+# Each router as the bench sets it up: spec.trafficRouting, and the testbed backend that makes
+# the user's objects and reads the weights from the raw object.
+ROUTERS: tuple[tuple[str, dict[str, Any], str], ...] = (
+    ("Gateway API", {"gatewayAPI": {"httpRoute": "checkout", "service": "checkout", "ruleName": "main"}},
+     "gateway-north-south"),
+    ("Istio", {"istio": {"virtualService": "checkout", "service": "checkout"}}, "istio"),
+    ("Istio subsets", {"istio": {"virtualService": "checkout", "service": "checkout",
+                                 "destinationRule": {"name": "checkout"}}}, "istio-subsets"),
+    ("NGINX", {"nginx": {"ingress": "shop", "service": "checkout"}}, "nginx"),
+)  # fmt: skip
+ROUTE_STAGES = [{"weight": w, "minWait": "1s"} for w in range(4, 100, 4)]  # 24 stage changes
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+def poll_until(predicate: Any, timeout: float, interval: float = 0.05) -> float | None:
+    """The monotonic time at which `predicate()` was first seen true, or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ApiException, KeyError, IndexError, TypeError):
+            if predicate():
+                return time.monotonic()
+        time.sleep(interval)
+    return None
+
+
+class RoutedBench:
+    """One router's namespace: the user's Service and route, `checkout`, and an operator granted that router."""
+
+    def __init__(
+        self, cluster: LocalCluster, workdir: Path, routing: dict[str, Any], backend_id: str
+    ) -> None:
+        self.core, self.apps, self.custom = clients(cluster)
+        self.namespace = "bench-route-" + backend_id
+        new_namespace(self.core, self.namespace)
+        self.backend = next(b for b in routes.BACKENDS if b.id == backend_id)
+        self.routing = routing
+        router_crds.install(cluster.api_client(), *router_crds.GATEWAY_API, *router_crds.ISTIO)
+        self.rest = ApiServerClient(cluster.api_client())
+        for body in (routes.service(self.namespace), routes.service(self.namespace, routes.OTHER),
+                     *self.backend.user_objects(self.namespace, "checkout")):  # fmt: skip
+            asyncio.run(self.rest.create(body))
+        toggle = next(iter(routing))
+        account = f"bench-{toggle.lower()}"
+        kubeconfig = install_operator_account(
+            cluster.admin_kubeconfig, workdir / f"{account}.kubeconfig", account=account, backends=(toggle,)
+        )
+        self.operator = Operator(kubeconfig, workdir / f"operator-{backend_id}.log")
+
+    def status(self) -> dict[str, Any]:
+        body = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, "checkout")
+        return dict(body.get("status") or {})
+
+    def route_weight(self) -> int | None:
+        """The canary's share as the route object holds it, read from the cluster."""
+        found = asyncio.run(self.rest.get(self.backend.weighted(self.namespace)))
+        return self.backend.weights(found)[1] if found else None
+
+    def stage_changes(self) -> list[float]:
+        """A release through every stage: from each stage change to its weight read back."""
+        self.apps.create_namespaced_deployment(self.namespace, deployment("checkout", replicas=4))
+        steps = [*ROUTE_STAGES, {"weight": 100, "minWait": "1s"}]
+        spec = {"steps": steps, "trafficRouting": {**self.routing, "canaryScale": "full"}}
+        self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, rollout("checkout", **spec)
+        )
+        poll_until(lambda: (self.status().get("traffic") or {}).get("applied") == 0, 60)
+        self.apps.patch_namespaced_deployment("checkout", self.namespace, image_patch("bench:2"))
+        changed: dict[str, float] = {}
+        read_back: dict[str, float] = {}
+        last = f"{len(steps)}/{len(steps)}"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ApiException):
+                current = self.status()
+                now, stage, traffic = time.monotonic(), current.get("stage"), current.get("traffic") or {}
+                if stage:
+                    changed.setdefault(stage, now)
+                    weight = steps[int(stage.split("/")[0]) - 1]["weight"]
+                    if weight != 100 and traffic.get("applied") == weight and traffic.get("verified"):
+                        read_back.setdefault(stage, now)
+                if current.get("phase") == "Healthy" and stage == last:
+                    break
+            time.sleep(0.05)
+        # The first stage waits for the canary's pods to start: not a routing figure.
+        return [read_back[s] - changed[s] for s in read_back if s in changed and not s.startswith("1/")]
+
+    def rollbacks(self, prometheus: LocalPrometheus, count: int = 3) -> list[float]:
+        """Failing releases: from the failed verdict (the phase turning RollingBack) to the route seen at 0%."""
+        analysis = {
+            "prometheus": {"address": prometheus.url},
+            "interval": "2s",
+            "metrics": [{"template": "error-rate"}],
+        }
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, "checkout", {
+            "spec": {"analysis": analysis, "steps": [{"weight": 10, "minWait": "5m"}, {"weight": 100}]}})  # fmt: skip
+        times = []
+        for attempt in range(count):
+            self.apps.patch_namespaced_deployment(
+                "checkout", self.namespace, image_patch(f"bench:{3 + attempt}")
+            )
+            poll_until(lambda: (self.route_weight() or 0) > 0, 120)  # the canary gets its share
+            failed = poll_until(lambda: self.status().get("phase") == "RollingBack", 120)
+            stable = poll_until(lambda: self.route_weight() == 0, 60) if failed else None
+            if failed is not None and stable is not None:
+                times.append(stable - failed)
+            poll_until(lambda: self.status().get("phase") == "RolledBack", 120, interval=0.25)
+        return times
+
+
+def bench_routing(
+    cluster: LocalCluster, workdir: Path, label: str, routing: dict[str, Any], backend_id: str
+) -> None:
+    """Stage changes and rollbacks through one router, timed from outside by polling every 50 ms.
+
+    The requests go where the route says (the data plane follows it), to pods Prometheus
+    discovers: the failing versions' errors reach analysis only through the route's weights.
+    """
+    bench = RoutedBench(cluster, workdir, routing, backend_id)
+    failing = {f"bench:{3 + attempt}": App(Behaviour(error_rate=0.3)) for attempt in range(3)}
+    kind = {"gatewayAPI": ("httproutes",), "istio": ("virtualservices", "destinationrules"),
+            "nginx": ("ingresses",)}[next(iter(routing))]  # fmt: skip
+    plane = DataPlane(cluster.api_client(), bench.namespace, failing).start().follow(*kind)
+    if "gatewayAPI" in routing:
+        picker: Any = plane.route_picker(lambda: plane.object("httproutes", "checkout") or {}, "main")
+    elif "istio" in routing:
+        picker = plane.virtual_service_picker("checkout")
+    else:
+        picker = plane.ingress_picker("shop", "shop-canary")
+    load = LoadGenerator(rate=60, duration=900, picker=picker).start()
+    prometheus = PodPrometheus(
+        workdir / f"prometheus-{backend_id}", PodDiscovery(cluster.admin_kubeconfig, (bench.namespace,))
+    ).start()
+    try:
+        times = bench.stage_changes()
+        if times:
+            figure(f"route {label}: stage change to weight read back, p50", f"{statistics.median(times):.2f} s",
+                   f"{len(times)} stage changes, canary at full size")  # fmt: skip
+            figure(
+                f"route {label}: stage change to weight read back, p99", f"{percentile(times, 0.99):.2f} s"
+            )
+        else:
+            figure(f"route {label}: stage change to weight read back", "n/a", "no weight read back in time")
+        prometheus.wait_for_value(
+            f'sum(increase(http_requests_total{{namespace="{bench.namespace}",app="checkout"}}[2s]))', 60
+        )
+        rollbacks = bench.rollbacks(prometheus)
+        if rollbacks:
+            figure(f"route {label}: failed verdict to 100% stable, p50", f"{statistics.median(rollbacks):.2f} s",
+                   f"{len(rollbacks)} rollbacks; the route read from the cluster every 50 ms")  # fmt: skip
+            figure(f"route {label}: failed verdict to 100% stable, max", f"{max(rollbacks):.2f} s")
+        else:
+            figure(f"route {label}: failed verdict to 100% stable", "n/a", "no rollback seen")
+    finally:
+        bench.operator.stop()
+        load.stop()
+        prometheus.stop()
+        plane.stop()
+
+
+def image_patch(image: str) -> dict[str, Any]:
+    return {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rollouts", type=int, default=100, help="Rollouts for the scale figure")
+    parser.add_argument("--only", choices=["routing"], help="run only these figures")
     args = parser.parse_args(argv)
     print(
         f"Parachute benchmarks — {os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", flush=True
     )
     bench_decide()
+    bench_queries(figure)
     workdir = Path(
         tempfile.mkdtemp(prefix="parachute-bench-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
     )
@@ -256,10 +434,14 @@ def main(argv: list[str] | None = None) -> int:
         operator_kubeconfig = install_operator_account(
             cluster.admin_kubeconfig, workdir / "operator.kubeconfig"
         )
-        bench_reconcile(cluster)
-        bench_breach(cluster, operator_kubeconfig, workdir, "code")
-        bench_breach(cluster, operator_kubeconfig, workdir, "flag")
-        bench_scale(cluster, operator_kubeconfig, workdir, args.rollouts)
+        if args.only is None:
+            bench_reconcile(cluster)
+            bench_breach(cluster, operator_kubeconfig, workdir, "code")
+            bench_breach(cluster, operator_kubeconfig, workdir, "flag")
+        for label, routing, backend_id in ROUTERS:
+            bench_routing(cluster, workdir, label, routing, backend_id)
+        if args.only is None:
+            bench_scale(cluster, operator_kubeconfig, workdir, args.rollouts)
     finally:
         cluster.down()
     return 0

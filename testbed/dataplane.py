@@ -3,17 +3,23 @@ which run nothing.
 
 - Every pod of one namespace gets an app endpoint: the demo app's `Version` on a free loopback
   port, behaving as the pod's container image says (a table a test sets, and may change while
-  it runs). Its series say `version="canary"` when the pod carries `parachute.dev/canary: "true"`
-  and `"stable"` otherwise, as an app reading its own labels through the downward API would.
-  The pod is annotated `testbed.parachute.dev/port: "<port>"` (testbed only), which is how the
-  test Prometheus, discovering pods as a cluster's does (testbed/prometheus.py), finds it. A
-  deleted pod's endpoint stops. An app may follow a flag file (re-read on every request, as a
+  it runs). Like most apps it does not know which version it is: its series carry no version
+  label, only what discovery adds (namespace, pod, the pod's labels), and a status code's series
+  appears with its first request (a healthy app has no 500 series). The pod is annotated
+  `testbed.parachute.dev/port: "<port>"` (testbed only), which is how the test Prometheus,
+  discovering pods as a cluster's does (testbed/prometheus.py), finds it. A deleted pod's
+  endpoint stops. An app may follow a flag file (re-read on every request, as a
   flag SDK watching its mounted file does), or read a setting once when its pod starts, from
   the ConfigMap as it is then (as an app reads its configuration at start-up).
 - Pickers say where each request of the load generator goes, from what the cluster says:
   `ServicePicker` sends to a ready endpoint of a Service's EndpointSlices, uniformly at random
   as kube-proxy does (the addresses are pod IPs: each leads to its pod, and so to its port).
   `RoutePicker` first picks an HTTPRoute backendRef by weight, then an endpoint of its Service.
+  `VirtualServicePicker` does the same for an Istio VirtualService's http route (a host is a
+  Service; a subset is the pods of that Service with the DestinationRule's subset labels), and
+  `IngressPicker` for an NGINX Ingress and its canary Ingress (`canary-weight` of `canary-
+  weight-total` to the canary's backend, the rest to the main Ingress's). Each reads the real
+  objects, kept current by a watch (`DataPlane.follow`).
 
 So what Prometheus counts is what routing did, never a copy of what the operator reports.
 The choice itself is pure (`choose`, `ready_addresses`, `route_backends`) and unit-tested.
@@ -85,6 +91,8 @@ def pod_image(pod: Body) -> str:
 
 
 def pod_version(pod: Body) -> str:
+    """Which version a pod runs, by Parachute's mark on the canary's pods (for names in logs:
+    nothing the app exports says it)."""
     labels = (pod.get("metadata") or {}).get("labels") or {}
     return "canary" if labels.get(CANARY_LABEL) == "true" else "stable"
 
@@ -155,6 +163,122 @@ def _root_rank(rule: Body) -> tuple[int, int] | None:
         if value == "/" and kind in ("Exact", "PathPrefix"):
             ranks.append((0 if kind == "Exact" else 1, 0 if "method" in match else 1))
     return min(ranks) if ranks else None
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a weighted destination leads: a Service's ready endpoints, only the pods with `labels`
+    among them (an Istio subset), or nowhere this data plane reaches (`service` None)."""
+
+    service: str | None
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+def host_service(host: str, namespace: str | None) -> str | None:
+    """The Service an Istio host names in `namespace` (short name or FQDN), if it names one."""
+    name, _, rest = host.partition(".")
+    if not rest:
+        return name or None
+    other, _, tail = rest.partition(".")
+    in_cluster = tail in {"", "svc"} or tail.startswith("svc.")
+    return name if other == namespace and in_cluster else None
+
+
+def virtual_service_http(vs: Body) -> Body | None:
+    """The http route of a VirtualService that a plain `GET /` takes: the first whose match
+    accepts it (no match at all accepts everything; a header, method or other path does not)."""
+    for http in (vs.get("spec") or {}).get("http") or []:
+        matches = http.get("match") or [{}]
+        if any(_istio_takes_root(m) for m in matches):
+            return dict(http)
+    return None
+
+
+def _istio_takes_root(match: Body) -> bool:
+    if set(match) - {"name", "uri", "ignoreUriCase"}:
+        return False
+    uri = match.get("uri") or {"prefix": "/"}
+    return uri.get("exact") == "/" or uri.get("prefix") == "/" or uri.get("regex") in (".*", "/.*")
+
+
+def virtual_service_backends(vs: Body, destination_rules: Iterable[Body] = ()) -> list[tuple[Target, int]]:
+    """The destinations of the http route `GET /` takes, as (Target, weight). An unset weight is
+    all the traffic for a lone destination and none beside others, as Istio reads it."""
+    namespace = (vs.get("metadata") or {}).get("namespace")
+    http = virtual_service_http(vs)
+    route = (http or {}).get("route") or []
+    rules = list(destination_rules)
+    out: list[tuple[Target, int]] = []
+    for destination in route:
+        target = destination.get("destination") or {}
+        service = host_service(str(target.get("host", "")), namespace)
+        weight = int(destination.get("weight", 100 if len(route) == 1 else 0))
+        subset = target.get("subset")
+        if service is not None and subset is not None:
+            labels = _subset_labels(rules, service, namespace, str(subset))
+            out.append((Target(service, labels) if labels is not None else Target(None), weight))
+        else:
+            out.append((Target(service), weight))
+    return out
+
+
+def _subset_labels(
+    rules: list[Body], service: str, namespace: str | None, subset: str
+) -> tuple[tuple[str, str], ...] | None:
+    """The labels of `subset` in the DestinationRule for the Service's host; None if there is none
+    (Istio answers such a request with an error: it goes nowhere)."""
+    for rule in rules:
+        if host_service(str((rule.get("spec") or {}).get("host", "")), namespace) != service:
+            continue
+        for entry in (rule.get("spec") or {}).get("subsets") or []:
+            if entry.get("name") == subset:
+                return tuple(sorted((entry.get("labels") or {}).items()))
+    return None
+
+
+CANARY_ANNOTATION = "nginx.ingress.kubernetes.io/canary"
+CANARY_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
+CANARY_WEIGHT_TOTAL = "nginx.ingress.kubernetes.io/canary-weight-total"
+
+
+def ingress_service(ingress: Body, host: str | None = None, path: str = "/") -> str | None:
+    """The Service an Ingress sends a request for `path` on `host` to: the longest matching
+    Prefix (or an Exact equal) path of the first rule for the host (any host when None)."""
+    best: tuple[int, str] | None = None
+    for rule in (ingress.get("spec") or {}).get("rules") or []:
+        if host is not None and rule.get("host") not in (None, host):
+            continue
+        for entry in (rule.get("http") or {}).get("paths") or []:
+            value, kind = str(entry.get("path", "/")), entry.get("pathType", "Prefix")
+            matches = (
+                path == value
+                if kind == "Exact"
+                else path.startswith(value.rstrip("/") + "/") or path == value
+            )
+            name = ((entry.get("backend") or {}).get("service") or {}).get("name")
+            if matches and name and (best is None or len(value) > best[0]):
+                best = (len(value), str(name))
+        if best is not None:
+            return best[1]
+    return None
+
+
+def ingress_backends(
+    main: Body | None, canary: Body | None, host: str | None = None, path: str = "/"
+) -> list[tuple[Target, int]]:
+    """Where ingress-nginx sends a request: `canary-weight` of `canary-weight-total` (100) to the
+    canary Ingress's backend when it is marked canary and serves the same host and path, the
+    rest to the main Ingress's."""
+    main_service = ingress_service(main, host, path) if main is not None else None
+    if main_service is None:
+        return []
+    annotations = ((canary or {}).get("metadata") or {}).get("annotations") or {}
+    canary_service = ingress_service(canary, host, path) if canary is not None else None
+    raw, total = annotations.get(CANARY_WEIGHT, "0"), annotations.get(CANARY_WEIGHT_TOTAL, "100")
+    if annotations.get(CANARY_ANNOTATION) != "true" or canary_service is None or not (raw + total).isdigit():
+        return [(Target(main_service), 100)]
+    weight, whole = min(int(raw), int(total)), int(total)
+    return [(Target(main_service), whole - weight), (Target(canary_service), weight)]
 
 
 def route_backends(route: Body, rule_name: str | None = None) -> list[tuple[str | None, int]]:
@@ -303,6 +427,8 @@ class DataPlane:
         self.slices = Informer(
             "endpointslices", client.DiscoveryV1Api(api).list_namespaced_endpoint_slice, namespace
         )
+        self._api = api
+        self._followed: dict[str, Informer] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -314,7 +440,28 @@ class DataPlane:
                 raise TimeoutError(f"data plane for {self.namespace}: no first listing within {timeout}s")
         return self
 
+    def follow(self, *kinds: str, timeout: float = 30) -> DataPlane:
+        """Keep the objects of route kinds current too (`httproutes`, `virtualservices`,
+        `destinationrules`, `ingresses`), for the pickers that read them."""
+        for kind in kinds:
+            if kind in self._followed:
+                continue
+            informer = Informer(kind, _lister(self._api, kind), self.namespace).start()
+            if not informer.synced.wait(timeout):
+                raise TimeoutError(f"data plane for {self.namespace}: no listing of {kind} within {timeout}s")
+            self._followed[kind] = informer
+        return self
+
+    def object(self, kind: str, name: str) -> Body | None:
+        """A followed object as last seen, or None."""
+        return next((o for o in self._followed[kind].objects() if o["metadata"]["name"] == name), None)
+
+    def objects(self, kind: str) -> list[Body]:
+        return self._followed[kind].objects()
+
     def stop(self) -> None:
+        for informer in self._followed.values():
+            informer.stop()
         self.pods.stop()
         self.slices.stop()
         with self._lock:
@@ -374,7 +521,8 @@ class DataPlane:
     def _start_endpoint(self, pod: Body) -> Endpoint:
         image = pod_image(pod)
         app = app_for(image, self._apps, self._default)
-        version = Version(pod_version(pod), behaviour=app.behaviour, code_label=app.code_label)
+        version = Version(pod_version(pod), behaviour=app.behaviour, code_label=app.code_label,
+                          labelled=False, every_code=False)  # fmt: skip
         endpoint = Endpoint(_uid(pod), image, app, version)
         self._configure(endpoint)
         version.start()
@@ -405,21 +553,29 @@ class DataPlane:
 
     # ------------------------------------------------------------------ traffic
 
-    def service_endpoints(self, service: str) -> list[str]:
+    def service_endpoints(self, service: str, labels: Mapping[str, str] | None = None) -> list[str]:
         """URLs of the ready endpoints of `service`, from its EndpointSlices: each address is
-        a pod IP, which leads to the pod and its app's port."""
+        a pod IP, which leads to the pod and its app's port. With `labels`, only the pods that
+        carry them (an Istio subset)."""
         slices = [
             s
             for s in self.slices.objects()
             if ((s.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL) == service
         ]
+        wanted = dict(labels or {})
         by_ip = {
             ip: (pod.get("metadata") or {}).get("name")
             for pod in self.pods.objects()
-            if pod_runs(pod) and (ip := (pod.get("status") or {}).get("podIP"))
+            if pod_runs(pod)
+            and (ip := (pod.get("status") or {}).get("podIP"))
+            and wanted.items() <= ((pod.get("metadata") or {}).get("labels") or {}).items()
         }
         with self._lock:
-            endpoints = [self._endpoints.get(str(by_ip.get(address))) for address in ready_addresses(slices)]
+            endpoints = [
+                self._endpoints.get(str(by_ip[address]))
+                for address in ready_addresses(slices)
+                if address in by_ip
+            ]
         return [e.url for e in endpoints if e is not None]
 
     def service_picker(self, service: str, rng: random.Random | None = None) -> ServicePicker:
@@ -430,15 +586,44 @@ class DataPlane:
     ) -> RoutePicker:
         return RoutePicker(self, route, rule_name, rng)
 
+    def virtual_service_picker(self, name: str, rng: random.Random | None = None) -> VirtualServicePicker:
+        """Requests through the followed VirtualService `name` (and the DestinationRules, if followed)."""
+        rules = (lambda: self.objects("destinationrules")) if "destinationrules" in self._followed else list
+        return VirtualServicePicker(self, lambda: self.object("virtualservices", name) or {}, rules, rng)
+
+    def ingress_picker(self, name: str, canary: str, rng: random.Random | None = None) -> IngressPicker:
+        """Requests through the followed Ingress `name` and its canary Ingress `canary`."""
+        return IngressPicker(
+            self, lambda: self.object("ingresses", name), lambda: self.object("ingresses", canary), rng=rng
+        )
+
+
+def _lister(api: Any, kind: str) -> Callable[..., Any]:
+    """A namespaced list function for a route kind, as `Informer` and the watch call it."""
+    if kind == "ingresses":
+        listing: Callable[..., Any] = client.NetworkingV1Api(api).list_namespaced_ingress
+        return listing
+    group, version = {
+        "httproutes": ("gateway.networking.k8s.io", "v1"),
+        "virtualservices": ("networking.istio.io", "v1"),
+        "destinationrules": ("networking.istio.io", "v1"),
+    }[kind]
+    custom = client.CustomObjectsApi(api)
+
+    def list_objects(namespace: str, **options: Any) -> Any:
+        return custom.list_namespaced_custom_object(group, version, namespace, kind, **options)
+
+    return list_objects
+
 
 def _uid(pod: Body) -> str:
     return str((pod.get("metadata") or {}).get("uid", ""))
 
 
 class Endpoints(Protocol):
-    """What a picker needs: the URLs of a Service's ready endpoints, now."""
+    """What a picker needs: the URLs of a Service's ready endpoints (with some labels), now."""
 
-    def service_endpoints(self, service: str) -> list[str]: ...
+    def service_endpoints(self, service: str, labels: Mapping[str, str] | None = None) -> list[str]: ...
 
 
 class ServicePicker:
@@ -476,6 +661,56 @@ class RoutePicker:
             Backend(weight, tuple(self.plane.service_endpoints(service)) if service else ())
             for service, weight in route_backends(self.route(), self.rule_name)
         ]
+
+    def __call__(self) -> str | None:
+        return choose(self.backends(), self.rng)
+
+
+def _backends(plane: Endpoints, targets: list[tuple[Target, int]]) -> list[Backend]:
+    return [
+        Backend(weight, tuple(plane.service_endpoints(t.service, dict(t.labels))) if t.service else ())
+        for t, weight in targets
+    ]
+
+
+class VirtualServicePicker:
+    """Requests through an Istio VirtualService as its sidecars send them: a destination of the
+    http route `GET /` takes, by weight, then a ready endpoint of its Service (of its subset's
+    pods, by the DestinationRule's labels)."""
+
+    def __init__(
+        self,
+        plane: Endpoints,
+        vs: Callable[[], Body],
+        destination_rules: Callable[[], Iterable[Body]] = list,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.plane, self.vs, self.destination_rules = plane, vs, destination_rules
+        self.rng = rng or random.Random()
+
+    def backends(self) -> list[Backend]:
+        return _backends(self.plane, virtual_service_backends(self.vs(), self.destination_rules()))
+
+    def __call__(self) -> str | None:
+        return choose(self.backends(), self.rng)
+
+
+class IngressPicker:
+    """Requests through an NGINX Ingress and its canary Ingress as ingress-nginx sends them."""
+
+    def __init__(
+        self,
+        plane: Endpoints,
+        main: Callable[[], Body | None],
+        canary: Callable[[], Body | None],
+        host: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.plane, self.main, self.canary, self.host = plane, main, canary, host
+        self.rng = rng or random.Random()
+
+    def backends(self) -> list[Backend]:
+        return _backends(self.plane, ingress_backends(self.main(), self.canary(), self.host))
 
     def __call__(self) -> str | None:
         return choose(self.backends(), self.rng)

@@ -1,9 +1,11 @@
 """`make demo`: Parachute's main job on this machine, with nothing but the project's own files.
 
-Brings up the local control plane and a Prometheus scraping the demo app under load,
-installs the CRD and the operator's RBAC, runs the operator under its own ServiceAccount,
-creates a Deployment and applies an example Rollout, then plays three acts: adoption, a
-good release, and a bad one recovered by the flag level. It prints the Rollout as it
+Brings up the local control plane, the testbed's data plane (each kwok pod of `checkout`
+serves as an app endpoint, behaving as its image says) called through its Service, and a
+Prometheus that discovers the pods as a cluster's does; installs the CRD and the operator's
+RBAC, runs the operator under its own ServiceAccount, creates a Deployment and applies an
+example Rollout, then plays three acts: adoption, a good release, and a bad one recovered by
+the flag level. Traffic reaches the canary as its ready pods do (a replica ratio). It prints the Rollout as it
 changes (the columns of `kubectl get pr -o wide`), ends with a summary of each act and the
 recovery time the Rollout's status reports, and exits 0 when every act went as it should.
 The cluster stays up afterwards for kubectl; `make cluster-down` stops it.
@@ -29,11 +31,12 @@ from kubernetes.client.exceptions import ApiException
 
 from parachute import api
 from testbed.cluster import DEFAULT_DIR, REPO, LocalCluster
-from testbed.demoapp import Behaviour, DemoApp, FlagSource
+from testbed.dataplane import App, DataPlane
+from testbed.demoapp import Behaviour, FlagSource
 from testbed.install import install_crd, install_operator_account
 from testbed.loadgen import LoadGenerator
-from testbed.projector import ConfigMapVolume
-from testbed.prometheus import LocalPrometheus, ScrapeTarget
+from testbed.projector import ConfigMapVolume, Projection
+from testbed.prometheus import PodDiscovery, PodPrometheus
 
 NAMESPACE = "shop"
 
@@ -47,12 +50,21 @@ def ensure(create: Any, *args: Any) -> None:
         create(*args)
 
 
-def deploy_checkout(cluster: LocalCluster, prometheus_url: str) -> None:
-    api_client = cluster.api_client()
-    core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+def prepare_namespace(cluster: LocalCluster) -> None:
+    """The namespace, the flag ConfigMap and the Service callers reach `checkout` through."""
+    core = client.CoreV1Api(cluster.api_client())
     ensure(core.create_namespace, {"metadata": {"name": NAMESPACE}})
     ensure(core.create_namespaced_config_map, NAMESPACE,
            {"metadata": {"name": "checkout-flags"}, "data": {"new-checkout": "false"}})  # fmt: skip
+    ensure(core.create_namespaced_service, NAMESPACE, {
+        "metadata": {"name": "checkout"},
+        "spec": {"selector": {"app": "checkout"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    })  # fmt: skip
+
+
+def deploy_checkout(cluster: LocalCluster, prometheus: PodPrometheus) -> None:
+    api_client = cluster.api_client()
+    apps = client.AppsV1Api(api_client)
     labels = {"app": "checkout"}
     ensure(apps.create_namespaced_deployment, NAMESPACE, {
         "metadata": {"name": "checkout", "labels": labels},
@@ -60,8 +72,13 @@ def deploy_checkout(cluster: LocalCluster, prometheus_url: str) -> None:
             "metadata": {"labels": labels},
             "spec": {"containers": [{"name": "app", "image": "registry.example/checkout:1.0"}]}}},
     })  # fmt: skip
+    # Every pod discovered and scraped with a few seconds of requests, before the Rollout looks.
+    prometheus.wait_for_value(
+        f'count(sum by (pod) (increase(http_requests_total{{namespace="{NAMESPACE}"}}[5s])) > 0)',
+        timeout=90, accept=lambda pods: pods >= 10,
+    )  # fmt: skip
     rollout = yaml.safe_load((REPO / "examples" / "demo-rollout.yaml").read_text())
-    rollout["spec"]["analysis"]["prometheus"]["address"] = prometheus_url
+    rollout["spec"]["analysis"]["prometheus"]["address"] = prometheus.url
     custom = client.CustomObjectsApi(api_client)
     try:
         custom.create_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, rollout)
@@ -110,16 +127,23 @@ def age(created: str | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60}m"
 
 
-def start_metrics(workdir: Path) -> tuple[DemoApp, LoadGenerator, LocalPrometheus]:
-    app = DemoApp().start()
-    # Both versions equally fast, and a p95 (about 24 ms) well inside one histogram bucket, so
-    # the comparison with stable is not at the mercy of a few requests' noise.
-    for version in (app.stable, app.canary):
-        version.set_behaviour(Behaviour(error_rate=0.0, latency_ms=15))
-    load = LoadGenerator(app.stable.url, app.canary.url, rate=60, canary_percent=weight.canary_share).start()
-    targets = [ScrapeTarget("demoapp", f"127.0.0.1:{v.port}", {"namespace": NAMESPACE, "app": "checkout"})
-               for v in app.versions.values()]  # fmt: skip
-    return app, load, LocalPrometheus(workdir / "prometheus", targets).start()
+def start_metrics(
+    cluster: LocalCluster, workdir: Path, flags: Projection
+) -> tuple[DataPlane, LoadGenerator, PodPrometheus]:
+    """The app's pods, callers through the Service, and a Prometheus that discovers the pods."""
+    # Every version equally fast, and a p95 (about 24 ms) well inside one histogram bucket, so
+    # the comparison with stable is not at the mercy of a few requests' noise. Image 3.0's new
+    # code path sits behind the flag new-checkout: while it is on, 6% of its requests fail.
+    healthy = Behaviour(error_rate=0.0, latency_ms=15)
+    flagged = App(healthy, flag=FlagSource(flags.path("new-checkout"), "new-checkout"),
+                  when_flag_on=Behaviour(error_rate=0.06, latency_ms=15))  # fmt: skip
+    apps = {"checkout:1.0": App(healthy), "checkout:2.0": App(healthy), "checkout:3.0": flagged}
+    plane = DataPlane(cluster.api_client(), NAMESPACE, apps).start()
+    load = LoadGenerator(rate=60, picker=plane.service_picker("checkout")).start()
+    discovery = PodDiscovery(cluster.admin_kubeconfig, (NAMESPACE,))
+    prometheus = PodPrometheus(workdir / "prometheus", discovery)
+    prometheus.start()
+    return plane, load, prometheus
 
 
 @dataclass
@@ -158,7 +182,7 @@ def adoption(cluster: LocalCluster, stopped: Any) -> Act:
 
 
 def good_release(cluster: LocalCluster, stopped: Any) -> Act:
-    """A new image goes through the stages while the demo app's traffic follows WEIGHT."""
+    """A new image goes through the stages; the canary's share of traffic is its ready pods'."""
     act = Act("release image 2.0")
     before = (read_rollout(cluster).get("status") or {}).get("release", {}).get("stableRevision")
     say(
@@ -166,12 +190,9 @@ def good_release(cluster: LocalCluster, stopped: Any) -> Act:
     )
     set_image(cluster, "registry.example/checkout:2.0")
     started = time.monotonic()
-    say(
-        "the Rollout, as kubectl get pr -n shop -o wide --watch shows it (the demo app's traffic follows WEIGHT)"
-    )
+    say("the Rollout, as kubectl get pr -n shop -o wide --watch shows it (traffic follows the ready pods)")
 
     def done(status: dict[str, Any]) -> bool:
-        weight.value = float(status.get("canaryWeight") or 0)
         stable = (status.get("release") or {}).get("stableRevision")
         # Done is a new stable revision: the first reads may predate the new template.
         return status.get("phase") == "Healthy" and stable not in (None, before)
@@ -198,7 +219,6 @@ def bad_release(cluster: LocalCluster, stopped: Any) -> Act:
     set_image(cluster, "registry.example/checkout:3.0")
 
     def recovered(status: dict[str, Any]) -> bool:
-        weight.value = float(status.get("canaryWeight") or 0)
         return status.get("phase") == "RolledBack"
 
     if not watch(cluster, stopped, until=recovered, timeout=180):
@@ -262,8 +282,15 @@ def main(argv: list[str] | None = None) -> int:
     cluster.up()
     print(f"    export KUBECONFIG={cluster.admin_kubeconfig}")
 
-    say("starting the demo app (stable + canary), its load, and Prometheus scraping it every second")
-    app, load, prometheus = start_metrics(args.dir)
+    say(
+        "starting the data plane (each pod of checkout serves as its image says), callers through "
+        "Service checkout, and Prometheus discovering the pods"
+    )
+    prepare_namespace(cluster)
+    # The pods read the flag ConfigMap as a mounted volume; with it on, image 3.0's new path fails.
+    flags = ConfigMapVolume(client.CoreV1Api(cluster.api_client()), NAMESPACE, "checkout-flags",
+                            args.dir / "flags").start()  # fmt: skip
+    plane, load, prometheus = start_metrics(cluster, args.dir, flags)
     print(f"    Prometheus at {prometheus.url}")
 
     say("installing the Rollout CRD and the operator's least-privilege RBAC")
@@ -281,13 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"    operator log: {args.dir / 'logs' / 'operator.log'}")
 
     say("creating Deployment shop/checkout (10 replicas) and applying examples/demo-rollout.yaml")
-    deploy_checkout(cluster, prometheus.url)
-    # The canary reads the flag ConfigMap as a mounted volume; with it on, 6% of requests fail.
-    flags = ConfigMapVolume(client.CoreV1Api(cluster.api_client()), NAMESPACE, "checkout-flags",
-                            args.dir / "flags").start()  # fmt: skip
-    app.canary.follow_flag(
-        FlagSource(flags.path("new-checkout"), "new-checkout"), Behaviour(error_rate=0.06, latency_ms=15)
-    )
+    deploy_checkout(cluster, prometheus)
 
     stop = False
 
@@ -307,23 +328,10 @@ def main(argv: list[str] | None = None) -> int:
         flags.stop()
         load.stop()
         prometheus.stop()
-        app.stop()
-    say("stopped the operator, Prometheus and the demo app; the cluster is still up (`make cluster-down`)")
+        plane.stop()
+    say("stopped the operator, Prometheus and the data plane; the cluster is still up (`make cluster-down`)")
     summary(acts)
     return 0 if len(acts) == 3 and all(a.ok for a in acts) else 1
-
-
-class Weight:
-    """The canary share the load generator sends, following the Rollout."""
-
-    value = 0.0
-
-    def canary_share(self) -> float:
-        # Once promoted, the new version runs as the target: its traffic is "stable" traffic.
-        return self.value if self.value < 100 else 0.0
-
-
-weight = Weight()
 
 
 def watch(cluster: LocalCluster, stopped: Any, until: Any, timeout: float) -> bool:

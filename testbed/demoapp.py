@@ -85,12 +85,22 @@ def flag_value(text: str, name: str) -> bool:
 class Version:
     """One version of the service: its behaviour, its metrics, its HTTP server.
 
-    `name` is the value of the `version` label on its series; `code_label` names the
-    status code's label.
+    `name` is the value of the `version` label on its series, unless `labelled` is False: an
+    app that does not know which version it is, as most do not, whose series say only what
+    their pod's scrape adds. `code_label` names the status code's label. With `every_code`,
+    both codes' series exist from the start, as the demo's always have; without it a code's
+    series appears with its first request, as in most apps (a healthy one has no 500 series).
     """
 
     def __init__(
-        self, name: str, port: int = 0, behaviour: Behaviour | None = None, *, code_label: str = "code"
+        self,
+        name: str,
+        port: int = 0,
+        behaviour: Behaviour | None = None,
+        *,
+        code_label: str = "code",
+        labelled: bool = True,
+        every_code: bool = True,
     ) -> None:
         self.name = name
         self.code_label = code_label
@@ -99,15 +109,19 @@ class Version:
         self._flag: FlagSource | None = None
         self._lock = threading.Lock()
         self._served = 0
+        self._own = (name,) if labelled else ()  # the version label's value, if it has one
         self.registry = CollectorRegistry()
-        self.requests = Counter("http_requests_total", "HTTP requests served.", [code_label, "version"],
-                                registry=self.registry)  # fmt: skip
-        self.duration = Histogram("http_request_duration_seconds", "Time to serve a request.", ["version"],
-                                  buckets=LATENCY_BUCKETS, registry=self.registry)  # fmt: skip
-        # Both codes exist from the start, so an error-rate query is 0, not an empty vector.
-        for code in ("200", "500"):
-            self.requests.labels(code, name)
-        self.duration.labels(version=name)
+        self.requests = Counter("http_requests_total", "HTTP requests served.",
+                                [code_label, *(["version"] if labelled else [])], registry=self.registry)  # fmt: skip
+        self.duration = Histogram("http_request_duration_seconds", "Time to serve a request.",
+                                  ["version"] if labelled else [], buckets=LATENCY_BUCKETS,
+                                  registry=self.registry)  # fmt: skip
+        if every_code:
+            # Both codes exist from the start, so an error-rate query is 0, not an empty vector.
+            for code in ("200", "500"):
+                self.requests.labels(code, *self._own)
+        if labelled:
+            self.duration.labels(version=name)
         self.server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, name=f"demoapp-{name}", daemon=True)
@@ -150,8 +164,8 @@ class Version:
             self._served += 1
         failing = int((served + 1) * behaviour.error_rate) > int(served * behaviour.error_rate)
         code = 500 if failing else 200
-        self.requests.labels(str(code), self.name).inc()
-        self.duration.labels(version=self.name).observe(latency)
+        self.requests.labels(str(code), *self._own).inc()
+        (self.duration.labels(*self._own) if self._own else self.duration).observe(latency)
         return code
 
     def start(self) -> Version:

@@ -88,15 +88,20 @@ def install_operator_account(
     kubeconfig_path: Path,
     watch_namespaces: list[str] | None = None,
     account: str = OPERATOR_ACCOUNT,
+    backends: tuple[str, ...] = rbac.DEFAULT_BACKENDS,
 ) -> Path:
-    """The operator's ServiceAccount bound to the shipped rules; returns its kubeconfig.
+    """The operator's ServiceAccount bound to the shipped rules (with the given routers'
+    toggles on); returns its kubeconfig.
 
-    With `watch_namespaces`, the namespaced install: its RBAC objects are named after the
-    account, so it sits beside the cluster-wide one.
+    With `watch_namespaces`, or another account, its RBAC objects are named after the account,
+    so it sits beside the default cluster-wide one.
     """
     api_client = config.new_client_from_config(str(admin_kubeconfig))
-    name = "parachute" if watch_namespaces is None else account
-    for document in rbac.install_documents(OPERATOR_NAMESPACE, account, watch_namespaces, name=name):
+    name = "parachute" if watch_namespaces is None and account == OPERATOR_ACCOUNT else account
+    documents = rbac.install_documents(
+        OPERATOR_NAMESPACE, account, watch_namespaces, name=name, backends=backends
+    )
+    for document in documents:
         apply(api_client, document)
     core = client.CoreV1Api(api_client)
     deadline = time.monotonic() + 30
@@ -106,6 +111,26 @@ def install_operator_account(
             break
         time.sleep(0.2)
     return service_account_kubeconfig(admin_kubeconfig, OPERATOR_NAMESPACE, account, kubeconfig_path)
+
+
+def grant_router(api_client: client.ApiClient, backend: str, account: str = OPERATOR_ACCOUNT) -> None:
+    """Turn a router's toggle on for an installed operator, as `helm upgrade --set rbac.<backend>=true`
+    would: its rules in a ClusterRole of their own, bound to the operator's ServiceAccount."""
+    name = f"{account}-router-{backend.lower()}"
+    subject = {"kind": "ServiceAccount", "name": account, "namespace": OPERATOR_NAMESPACE}
+    role = {"apiVersion": f"{rbac.RBAC_API}/v1", "kind": "ClusterRole", "metadata": {"name": name, "labels": rbac.LABELS},
+            "rules": rbac.backend_rules_document(backend)}  # fmt: skip
+    apply(api_client, role)
+    apply(api_client, rbac._binding("ClusterRoleBinding", name, "ClusterRole", None, subject))
+
+
+def revoke_router(api_client: client.ApiClient, backend: str, account: str = OPERATOR_ACCOUNT) -> None:
+    """Turn a router's toggle off again (what `grant_router` added goes)."""
+    name = f"{account}-router-{backend.lower()}"
+    rbac_api = client.RbacAuthorizationV1Api(api_client)
+    for delete in (rbac_api.delete_cluster_role_binding, rbac_api.delete_cluster_role):
+        with contextlib.suppress(ApiException):
+            delete(name)
 
 
 def openfeature_crd() -> dict[str, Any]:

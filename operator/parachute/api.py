@@ -266,27 +266,47 @@ class ReplicaRouting(Model):
 
 
 class GatewayAPIRouting(Model):
-    """Gateway API: Parachute sets the weights of the stable and canary backendRefs of one HTTPRoute."""
+    """Gateway API: Parachute sets the weights of the stable and canary backendRefs of one HTTPRoute
+    (a Gateway's, or a mesh's through GAMMA: parentRefs a Service)."""
 
-    http_route: Name = Field(description="The HTTPRoute to drive.")
-    service: Name = Field(description="The Service the route sends to; -stable and -canary copies are made.")
+    http_route: Name = Field(description="The HTTPRoute to drive, in the Rollout's namespace.")
+    service: Name = Field(
+        description="The Service the route sends to; Parachute makes <service>-stable and <service>-canary "
+        "beside it and points the managed rule's backendRefs at them."
+    )
     port: int | None = Field(
-        None, ge=1, le=65535, description="Backend port; defaults to the Service's first."
+        None,
+        ge=1,
+        le=65535,
+        description="Port of the stable and canary backendRefs. Default: the port the rule's backendRef "
+        "names.",
     )
     rule_name: Annotated[str, StringConstraints(max_length=253)] | None = Field(
-        None, description="The route rule to drive, by name; default: the rule whose backend is the Service."
+        None,
+        description="The route rule to drive, by name. Default: every rule whose backendRef is the Service.",
     )
 
 
 class IstioRouting(Model):
-    """Istio: Parachute sets the route weights of a VirtualService (host-level: two Services)."""
+    """Istio: Parachute sets the route weights of a VirtualService: host-level (two Services), or
+    subset-level (two subsets of a DestinationRule)."""
 
-    virtual_service: Name = Field(description="The VirtualService to drive.")
-    service: Name = Field(description="The Service the route sends to; -stable and -canary copies are made.")
+    virtual_service: Name = Field(description="The VirtualService to drive, in the Rollout's namespace.")
+    service: Name = Field(
+        description="The Service the route sends to. Host-level, Parachute makes <service>-stable and "
+        "<service>-canary and routes to those hosts."
+    )
     routes: list[Annotated[str, StringConstraints(max_length=253)]] | None = Field(
         None,
         max_length=16,
-        description="Names of the http routes to drive; default: all that name the Service.",
+        description="Names of the http routes to drive. Default: every http route with the Service as "
+        "its destination.",
+    )
+    destination_rule: LocalObjectRef | None = Field(
+        None,
+        description="Subset-level routing: the DestinationRule for the Service's host. Parachute keeps its "
+        "subsets stable (the stable pod-template-hash) and canary (the canary's pods) and routes to them; "
+        "its other subsets and policies are left alone.",
     )
 
 
@@ -294,32 +314,64 @@ class NginxRouting(Model):
     """NGINX Ingress: Parachute manages a canary copy of the Ingress with canary annotations."""
 
     ingress: Name = Field(description="The stable Ingress; a `<name>-canary` Ingress is created beside it.")
-    service: Name = Field(description="The Service the Ingress sends to.")
+    service: Name = Field(
+        description="The Service the Ingress sends to; its paths are pointed at <service>-stable, the "
+        "canary copy's at <service>-canary."
+    )
 
 
-_NO_ROUTER_YET = "the operator drives no router yet; weights are replica ratios"
+class CanaryScale(StrEnum):
+    """How big the canary is at a stage that sends it traffic through a router."""
+
+    share = "share"  # enough pods for its share of traffic (at least one)
+    full = "full"  # as many pods as the target, before any traffic moves
 
 
 class TrafficRouting(Model):
-    """How a weight becomes traffic: the ratio of canary to stable ready pods behind one Service."""
+    """How a weight becomes traffic: the ratio of canary to stable ready pods behind one Service
+    (the default), or the weights of a router: Gateway API, Istio or NGINX."""
 
     model_config = ConfigDict(
         json_schema_extra=crd_extras(
-            # Kept while the backends are refused: it bites as soon as one of them is accepted.
             cel(
                 "[has(self.replicas), has(self.gatewayAPI), has(self.istio), has(self.nginx)]"
                 ".filter(x, x).size() <= 1",
                 "set at most one of replicas, gatewayAPI, istio, nginx",
-            )
+            ),
+            cel(
+                "!has(self.canaryScale) || self.canaryScale == 'share' || has(self.gatewayAPI) "
+                "|| has(self.istio) || has(self.nginx)",
+                "canaryScale full needs a router (gatewayAPI, istio or nginx): with replica ratio the "
+                "canary's size is its share",
+                ".canaryScale",
+            ),
         )
     )
 
     replicas: ReplicaRouting | None = None
-    gateway_api: GatewayAPIRouting | None = Field(
-        None, alias="gatewayAPI", json_schema_extra=not_supported(_NO_ROUTER_YET)
+    gateway_api: GatewayAPIRouting | None = Field(None, alias="gatewayAPI")
+    istio: IstioRouting | None = None
+    nginx: NginxRouting | None = None
+    canary_scale: CanaryScale = Field(
+        CanaryScale.share,
+        description="With a router: share sizes the canary for its share of traffic (target replicas x "
+        "weight / 100, rounded up, at least one pod); full brings it to the target's size before traffic "
+        "moves, so a stage's load never finds it small.",
     )
-    istio: IstioRouting | None = Field(None, json_schema_extra=not_supported(_NO_ROUTER_YET))
-    nginx: NginxRouting | None = Field(None, json_schema_extra=not_supported(_NO_ROUTER_YET))
+
+    @model_validator(mode="after")
+    def _full_needs_a_router(self) -> Self:
+        # The CEL rule above, for objects the API server did not check.
+        if self.canary_scale == CanaryScale.full and self.router() is None:
+            raise ValueError("canaryScale full needs a router (gatewayAPI, istio or nginx)")
+        return self
+
+    def router(self) -> str | None:
+        """The router backend in use (its field's name), or None for replica ratio."""
+        for name, value in (("gatewayAPI", self.gateway_api), ("istio", self.istio), ("nginx", self.nginx)):
+            if value is not None:
+                return name
+        return None
 
 
 class BlueGreen(Model):
@@ -403,6 +455,26 @@ class TemplateRef(Model):
     name: Name
 
 
+class NoData(StrEnum):
+    """What a metric's "no data" means (not "no traffic": that is always Inconclusive)."""
+
+    hold = "hold"  # Inconclusive: never a pass, never a rollback; the release holds and says why
+    fail = "fail"  # Failed: for teams that treat missing data as a failure
+    ignore = "ignore"  # Successful: the metric does not hold the release when it has no data
+
+
+class Judge(StrEnum):
+    """How a rate built from request counts is judged."""
+
+    compare = "compare"  # canary against stable from both versions' counts, with stated confidence
+    threshold = "threshold"  # the canary's rate against fixed lines alone
+
+
+# The built-ins that are rates of bad requests, which the comparison judge can judge.
+RATE_TEMPLATES = ("error-rate", "success-rate")
+Percent = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?%$", max_length=16)]
+
+
 class Metric(Model):
     """One watched signal: a built-in template, a template resource, or an inline PromQL query."""
 
@@ -413,6 +485,13 @@ class Metric(Model):
                 "set exactly one of template, templateRef, query",
             ),
             cel("!has(self.query) || has(self.name)", "a metric with an inline query needs a name", ".name"),
+            cel(
+                "(!has(self.judge) && !has(self.confidence)) || (has(self.template) && self.template in ["
+                + ", ".join(f"'{t}'" for t in RATE_TEMPLATES)
+                + "])",
+                "judge and confidence apply to the built-in rates: " + ", ".join(RATE_TEMPLATES),
+                ".judge",
+            ),
         )
     )
 
@@ -421,11 +500,17 @@ class Metric(Model):
     ) = Field(None, description="Metric name in status; defaults to the template's name.")
     template: (
         Literal["error-rate", "latency-p95", "success-rate", "database-errors", "security-alerts"] | None
-    ) = Field(None, description="A built-in template with the playbook's thresholds.")
+    ) = Field(
+        None,
+        description="A built-in template with the playbook's thresholds, querying what "
+        "spec.analysis.source exports.",
+    )
     template_ref: TemplateRef | None = Field(None, description="A MetricTemplate or ClusterMetricTemplate.")
     query: Annotated[str, StringConstraints(min_length=1, max_length=8192)] | None = Field(
         None,
-        description="PromQL. Variables: {{namespace}}, {{target}}, {{canary}}, {{stable}}, {{window}}.",
+        description="PromQL, sent once for the version it judges and, with compareWithStable, once for "
+        "stable. Variables: {{namespace}}, {{target}}, {{window}}; {{pods}}, {{workload}} and "
+        "{{service}} of the version it is sent for; {{canary_pods}} and {{stable_pods}} always.",
     )
     direction: Direction | None = Field(
         None, description="Which side of the thresholds is bad. Default: above."
@@ -433,21 +518,41 @@ class Metric(Model):
     warning: Threshold | None = Field(
         None, description="Past this the release is watched closely but proceeds."
     )
-    critical: Threshold | None = Field(None, description="Past this (sustained) the release is rolled back.")
+    critical: Threshold | None = Field(
+        None,
+        description="Past this (sustained) the release is rolled back. With judge compare: the floor "
+        "the canary's rate must be above, as well as worse than stable, to count as critical.",
+    )
     sustain_for: Duration | None = Field(
         None, description="How long a critical value must hold at every evaluation before it triggers."
     )
     compare_with_stable: bool | None = Field(
         None, description="Judge the canary relative to stable where both have traffic."
     )
-    tolerance: Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?%$", max_length=16)] | None = (
-        Field(None, description="With compareWithStable: allowed excess over stable, e.g. 10%.")
+    tolerance: Percent | None = Field(
+        None, description="With compareWithStable: allowed excess over stable, e.g. 10%."
     )
     rollback_at: Threshold | None = Field(
         None, description="Past this the release is rolled back at once, without waiting for sustainFor."
     )
     no_data_is_zero: bool | None = Field(
         None, description="An empty result means zero (counts such as firing alerts), not Inconclusive."
+    )
+    on_no_data: NoData | None = Field(
+        None,
+        description="hold (Inconclusive), fail (Failed) or ignore (Successful) when the query has no "
+        "data while there is traffic. Default: hold. Too little traffic is always Inconclusive.",
+    )
+    judge: Judge | None = Field(
+        None,
+        description="error-rate and success-rate: compare (canary against stable from both versions' "
+        "request and error counts, failing only when the canary is worse with `confidence` and past "
+        "its critical floor) or threshold (fixed lines alone). Default: compare.",
+    )
+    confidence: Percent | None = Field(
+        None,
+        description="With judge compare: how sure the canary must be worse than stable (or than a "
+        "threshold, without stable traffic) before it counts. Default: 95%.",
     )
 
 
@@ -464,7 +569,8 @@ class MetricTemplateSpec(Model):
     )
 
     query: Annotated[str, StringConstraints(min_length=1, max_length=8192)] = Field(
-        description="PromQL. Variables: {{namespace}}, {{target}}, {{version}}, {{canary}}, {{stable}}, {{window}}."
+        description="PromQL. Variables: {{namespace}}, {{target}}, {{window}}; {{pods}}, {{workload}} "
+        "and {{service}} of the version it is sent for; {{canary_pods}} and {{stable_pods}} always."
     )
     direction: Direction = Field(Direction.above, description="Which side of the thresholds is bad.")
     warning: Threshold | None = None
@@ -472,8 +578,11 @@ class MetricTemplateSpec(Model):
     sustain_for: Duration | None = None
     rollback_at: Threshold | None = None
     compare_with_stable: bool = False
-    tolerance: Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?%$", max_length=16)] | None = None
+    tolerance: Percent | None = None
     no_data_is_zero: bool = False
+    on_no_data: NoData = Field(
+        NoData.hold, description="hold, fail or ignore when the query has no data while there is traffic."
+    )
     unit: Literal["ratio", "seconds", "perMinute", "count", "number"] = Field(
         "number", description="How a bare threshold number is read and how values are shown."
     )
@@ -488,11 +597,40 @@ class MetricTemplate(Model):
     spec: MetricTemplateSpec
 
 
-class VersionLabels(Model):
-    """The label values that tell the versions apart in metrics ({{canary}} and {{stable}})."""
+class MetricsSource(StrEnum):
+    """Whose metrics the built-in templates read: the application's own, or a data plane's."""
 
-    canary: Annotated[str, StringConstraints(min_length=1, max_length=253)] = "canary"
-    stable: Annotated[str, StringConstraints(min_length=1, max_length=253)] = "stable"
+    app = "app"  # the app's request counter and latency histogram, per pod
+    istio = "istio"  # istio_requests_total, reported by the destination's sidecar
+    nginx = "nginx"  # nginx_ingress_controller_requests, with its canary label
+    envoy_gateway = "envoyGateway"  # Envoy's per-backend cluster stats
+    linkerd = "linkerd"  # the proxies' response_total, per pod
+
+
+LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=128)]
+MetricName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$", max_length=256)]
+
+
+class MetricLabels(Model):
+    """The label names your scrape configuration gives every series of a pod."""
+
+    namespace: LabelName = Field("namespace", description="The namespace's label (NGINX: the Ingress's).")
+    pod: LabelName = Field("pod", description="The pod name's label.")
+
+
+class AppMetrics(Model):
+    """What the application itself exports, for the built-ins with source app."""
+
+    requests: MetricName = Field(
+        "http_requests_total", description="Counter of requests served, labelled with the status code."
+    )
+    status_label: LabelName = Field(
+        "code", description="The label holding the HTTP status code (code, status, response_code ...)."
+    )
+    latency: MetricName = Field(
+        "http_request_duration_seconds",
+        description="Histogram of request durations in seconds (its _bucket series are read).",
+    )
 
 
 class AnalysisLimits(Model):
@@ -516,7 +654,13 @@ class Analysis(Model):
         ge=0,
         description="Fewer requests than this in the window makes a result Inconclusive. Default: 10.",
     )
-    versions: VersionLabels | None = Field(None, description="Label values of each version in the metrics.")
+    source: MetricsSource | None = Field(
+        None,
+        description="Whose metrics the built-ins read: app, istio, nginx, envoyGateway or linkerd. "
+        "Default: from spec.trafficRouting (gatewayAPI: envoyGateway, istio, nginx), else app.",
+    )
+    labels: MetricLabels | None = Field(None, description="Label names of the pods' series.")
+    app: AppMetrics | None = Field(None, description="The application's own metric and label names.")
     limits: AnalysisLimits | None = None
 
 
@@ -883,6 +1027,21 @@ class PlannedStage(Model):
     )
 
 
+class Comparison(Model):
+    """The counts a rate was judged on, canary against stable, in the same window."""
+
+    window: str = Field(description="The window the counts cover, e.g. 7m30s (the stage so far).")
+    requests: float = Field(description="Requests the judged version served in the window.")
+    errors: float = Field(description="Of those, the bad ones (5xx).")
+    stable_requests: float | None = Field(None, description="Requests stable served in the same window.")
+    stable_errors: float | None = None
+    confidence: float | None = Field(
+        None,
+        description="How sure it is that the canary is worse (0 to 1), over every look at the stage so "
+        "far; compared with the metric's confidence.",
+    )
+
+
 class MetricStatus(Model):
     name: str
     healthy_since: str | None = Field(
@@ -901,6 +1060,8 @@ class MetricStatus(Model):
     last_evaluated_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
     breached_since: str | None = Field(None, json_schema_extra={"format": "date-time"})
     immediate: bool | None = Field(None, description="Failed on rollbackAt: an immediate trigger.")
+    requests: float | None = Field(None, description="Requests the judged version served in the window.")
+    comparison: Comparison | None = Field(None, description="With judge compare: the counts judged.")
 
 
 class LevelRecord(Model):
@@ -915,6 +1076,12 @@ class LevelRecord(Model):
         json_schema_extra={"format": "date-time"},
     )
     healthy_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    traffic_back_at: str | None = Field(
+        None,
+        description="When all traffic was seen back on stable: the route read back at 0% for the "
+        "canary, or (replica ratio) no canary pod left ready.",
+        json_schema_extra={"format": "date-time"},
+    )
     budget: Duration | None = Field(None, description="How long it had to bring health back.")
     seconds: float | None = Field(None, description="From its start to health, or to the next level.")
 
@@ -966,6 +1133,21 @@ class WindowStatus(Model):
     open: bool = True
     reason: str | None = None
     next_open_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+
+
+class TrafficStatus(Model):
+    """The canary's share of traffic with a router: what the plan wants now, and what the route holds."""
+
+    router: str = Field(description="The router in use: gatewayAPI, istio or nginx.")
+    desired: int = Field(ge=0, le=100, description="The canary's share the route should hold now.")
+    applied: int | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="The canary's share the route holds, as read back; absent when unknown.",
+    )
+    verified: bool = Field(False, description="applied was read back from the router's objects.")
+    message: str | None = Field(None, description="Why applied is unknown, or what is awaited.")
 
 
 class ConfigSnapshot(Model):
@@ -1020,7 +1202,12 @@ class RolloutStatus(Model):
     stage_index: int | None = Field(None, ge=0, description="0-based index into plan.")
     stage: str | None = Field(None, description="Display only: position in the plan, e.g. 2/6.")
     stage_started_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
-    canary_weight: int | None = Field(None, ge=0, le=100)
+    canary_weight: int | None = Field(
+        None, ge=0, le=100, description="The new version's share of traffic at this stage."
+    )
+    traffic: TrafficStatus | None = Field(
+        None, description="With a router: the route's share for the canary, wanted and read back."
+    )
     last_verdict: Verdict | None = None
     metrics: list[MetricStatus] | None = None
     gates: list[GateStatus] | None = None
@@ -1034,6 +1221,12 @@ class RolloutStatus(Model):
     paused_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
     commands: HandledCommands | None = None
     next_analysis_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    metrics_checked_at: str | None = Field(
+        None,
+        description="When every metric's query was last run to see that its series exist (the "
+        "MetricsAvailable condition).",
+        json_schema_extra={"format": "date-time"},
+    )
     next_check_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
     conditions: list[Condition] | None = Field(
         None,

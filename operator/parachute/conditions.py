@@ -19,6 +19,9 @@ INVALID = "Invalid"
 # kstatus (Flux, kpt) reads Stalled=True as Failed: a release that ended without releasing, or a
 # spec that cannot work. Ready=False alone reads as InProgress, which a pipeline waits out.
 STALLED = "Stalled"
+# Whether every watched metric's query finds series (checked when the analysis changes, and
+# again while it does not): a release does not start on metrics that never existed.
+METRICS_AVAILABLE = "MetricsAvailable"
 
 
 def timestamp(moment: datetime) -> str:

@@ -346,8 +346,13 @@ def generated_files() -> dict[str, str]:
     return {
         **files,
         "manifests/crds.yaml": dump(all_crds()),
-        "helm/parachute/files/clusterrole-rules.yaml": rules(rbac.cluster_role_rules_document()),
-        "helm/parachute/files/role-rules.yaml": rules(rbac.namespaced_role_rules_document()),
+        # The chart adds each router's rules by its toggle (rbac.gatewayAPI, rbac.istio, rbac.nginx).
+        "helm/parachute/files/clusterrole-rules.yaml": rules(rbac.cluster_role_rules_document(backends=())),
+        "helm/parachute/files/role-rules.yaml": rules(rbac.namespaced_role_rules_document(backends=())),
+        **{
+            f"helm/parachute/files/{backend}-rules.yaml": rules(rbac.backend_rules_document(backend))
+            for backend in rbac.BACKENDS
+        },
         "helm/parachute/files/namespaced-clusterrole-rules.yaml": rules(
             rbac.namespaced_cluster_role_rules_document()
         ),

@@ -2,7 +2,9 @@
 
 No timers, daemons or deletion handlers: kopf would put a finalizer on every Rollout, and a
 Rollout must stay deletable when the operator is gone. A Rollout's deletion is seen as its
-watch's DELETED event instead, and its target handed back then (`parachute.handback`).
+watch's DELETED event instead: its route is given back (`parachute.routing.teardown`), then
+its target is handed back (`parachute.handback`), in that order, so that the target never
+rolls while a route still sends to a Service pinned to its old pods.
 With only event handlers, kopf writes nothing to Rollouts either: their status is
 Parachute's alone. Handlers are coroutines, so that they wake the scheduler on its own
 event loop (kopf would run plain functions in threads).
@@ -29,6 +31,7 @@ from parachute import api, clock, handback, kube, readiness, sharding, telemetry
 from parachute.engine_loop import ReconcileLoop
 from parachute.leadership import Elector, KubeLease, Timing, identity
 from parachute.policy import DEFAULT_POLICY_ENV
+from parachute.routing import record, teardown
 from parachute.scheduler import Key, Scheduler
 
 ROLLOUTS = (api.GROUP, api.VERSION, api.PLURAL)
@@ -82,8 +85,20 @@ async def _hand_back(
         memo.deferred_hand_backs.add((namespace, target))
 
 
+async def _give_back_route(memo: kopf.Memo, namespace: str, rollout: str) -> None:
+    """Give back a gone Rollout's route now when leading; a standby remembers it for when it leads."""
+    if _leading(memo):
+        await teardown.give_back_if_orphaned(namespace, rollout)
+    else:
+        memo.deferred_routes.add((namespace, rollout))
+
+
 async def _deferred_hand_backs(memo: kopf.Memo) -> None:
-    """Now leading: the Deployments a standby saw to be handed back, looked at afresh."""
+    """Now leading: the routes and Deployments a standby saw to be given back, looked at afresh
+    (routes first, as for a Rollout deleted while leading)."""
+    routes, memo.deferred_routes = memo.deferred_routes, set()
+    for namespace, rollout in sorted(routes):
+        await teardown.give_back_if_orphaned(namespace, rollout)  # logs and gives up on its own
     pending, memo.deferred_hand_backs = memo.deferred_hand_backs, set()
     for namespace, name in sorted(pending):
         try:
@@ -98,7 +113,7 @@ async def _deferred_hand_backs(memo: kopf.Memo) -> None:
 def _on_leadership(memo: kopf.Memo, leading: bool) -> None:
     if not leading:
         memo.scheduler.stand_down()
-    elif memo.deferred_hand_backs:
+    elif memo.deferred_hand_backs or memo.deferred_routes:
         task = asyncio.create_task(_deferred_hand_backs(memo), name="parachute-hand-backs")
         memo.background.add(task)
         task.add_done_callback(memo.background.discard)
@@ -144,6 +159,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     options: Options = getattr(memo, "options", None) or Options()
     memo.options = options
     memo.served, memo.deferred_hand_backs, memo.background, memo.listed = set(), set(), set(), False
+    memo.deferred_routes = set()
     memo.reconciler = ReconcileLoop()
     elector = memo.elector = None
     if options.election is not None:
@@ -237,7 +253,9 @@ async def on_rollout(
         telemetry.gone(*key)
         if type != "DELETED":
             return  # another shard's (or no longer this one's)
-        # The last state the watch saw names the target: hand it back unpaused.
+        # The route first, then the target: the last state the watch saw names it.
+        if namespace:
+            await _give_back_route(memo, namespace, name)
         target = (body.get("spec", {}).get("targetRef") or {}).get("name")
         if namespace and target:
             await _hand_back(memo, namespace, target, lambda: handback.unpause(namespace, target, name))
@@ -264,6 +282,8 @@ async def on_deployment(
         if owner.get("kind") == api.KIND and owner.get("apiVersion") == api.API_VERSION:
             _wake(memo, (namespace or "", owner["name"]))
     mark = (meta.get("annotations") or {}).get(api.PAUSED_BY_ANNOTATION)
+    if namespace and mark and mark not in rollouts:
+        await _give_back_route(memo, namespace, mark)  # the route before the target
     if namespace and mark:
         known = mark in rollouts
         await _hand_back(memo, namespace, name,
@@ -271,11 +291,17 @@ async def on_deployment(
 
 
 @kopf.on.event("", "v1", "configmaps")
-async def on_config_map(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
-    """A tracked ConfigMap changed: wake the Rollouts that track it."""
+async def on_config_map(
+    namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A tracked ConfigMap changed: wake the Rollouts that track it. A routing record whose
+    Rollout is gone (deleted while the operator was away) has its route given back."""
     index: kopf.Index[tuple[str | None, str], str] = kwargs["rollouts_by_config"]
     for rollout in index.get((namespace, name), []):
         _wake(memo, (namespace or "", rollout))
+    found = record.parse(dict(body)) if namespace and record.is_record(dict(body)) else None
+    if found is not None and kwargs.get("type") != "DELETED":
+        await _give_back_route(memo, found.namespace, found.rollout)
 
 
 @kopf.on.event(api.GROUP, api.VERSION, "releasepolicies")

@@ -17,6 +17,13 @@ Two ways to install:
 
 Either way, with more than one replica (leader election), a Role in the operator's own
 namespace lets it keep its Lease there: nowhere else.
+
+Each traffic router's rules are a separate grant (`BACKEND_RULES`), a chart toggle each
+(`rbac.gatewayAPI`, `rbac.istio`, `rbac.nginx`): Gateway API and Istio are on by default,
+since their grants reach only clusters where their CRDs are installed and a Rollout names a
+route; NGINX is off, because Ingresses exist in every cluster and its grant would let the
+operator change any of them. What the routers use is declared in `parachute.routing.access`,
+and a unit test holds each toggle's rules equal to its router's calls.
 """
 
 from __future__ import annotations
@@ -74,8 +81,12 @@ RULES: tuple[Rule, ...] = (
          "watch targets and canaries; pause the target, run the canary it owns, put a template back "
          "(never deletes: the canary goes with its Rollout, by owner reference)"),
     Rule(("apps",), ("replicasets",), ("list",), "find the stable revision's pod template"),
-    Rule(("",), ("configmaps",), ("get", "list", "watch", "create", "patch", "update"),
-         "watch tracked configuration; flip flags, snapshot and restore it (never deletes)"),
+    Rule(("",), ("configmaps",), ("get", "list", "watch", "create", "patch", "update", "delete"),
+         "watch tracked configuration; flip flags, snapshot and restore it; keep a routing record of "
+         "the user's route (deletes only that record, once the route is given back)"),
+    Rule(("",), ("services",), ("get", "create", "patch", "delete"),
+         "read the Service a router sends to; make and re-pin its -stable and -canary copies (deletes "
+         "only copies marked with the Rollout's uid, once the route no longer sends to them)"),
     Rule(("core.openfeature.dev",), ("featureflags",), ("get", "update"),
          "switch a release's OpenFeature flags off (rollback level 1)"),
     Rule(("",), ("secrets",), ("get",),
@@ -86,6 +97,36 @@ RULES: tuple[Rule, ...] = (
          "leader election: one replica acts while it holds the Lease in the operator's own namespace",
          operator_namespace_only=True),
 )  # fmt: skip
+
+
+# The grants of each traffic router, by its field in spec.trafficRouting (a chart toggle each).
+BACKEND_RULES: dict[str, tuple[Rule, ...]] = {
+    "gatewayAPI": (
+        Rule(("gateway.networking.k8s.io",), ("httproutes",), ("get", "patch"),
+             "read the HTTPRoute a Rollout names and set the weights of its managed rule's backendRefs"),
+    ),
+    "istio": (
+        Rule(("networking.istio.io",), ("virtualservices", "destinationrules"), ("get", "patch"),
+             "read the VirtualService a Rollout names and set its route weights; keep the stable and "
+             "canary subsets of its DestinationRule (subset-level)"),
+    ),
+    "nginx": (
+        Rule(("networking.k8s.io",), ("ingresses",), ("get", "create", "patch", "delete"),
+             "point the Ingress a Rollout names at the stable Service; make, weigh and (once the route is "
+             "given back) delete its -canary copy"),
+    ),
+}  # fmt: skip
+BACKENDS = tuple(BACKEND_RULES)
+# On unless switched off: their grants reach only clusters with their CRDs installed.
+DEFAULT_BACKENDS = ("gatewayAPI", "istio")
+
+
+def rules_for(backends: tuple[str, ...] = DEFAULT_BACKENDS) -> tuple[Rule, ...]:
+    """The core rules and those of the given routers, in the order the chart renders them."""
+    unknown = set(backends) - set(BACKEND_RULES)
+    if unknown:
+        raise ValueError(f"no such router: {sorted(unknown)}")
+    return (*RULES, *(rule for name in BACKENDS if name in backends for rule in BACKEND_RULES[name]))
 
 
 @dataclass(frozen=True)
@@ -117,26 +158,38 @@ KOPF_USES: tuple[Uses, ...] = (
 )  # fmt: skip
 
 
-def granted(namespaced: bool = False) -> frozenset[Call]:
-    """Every call the shipped rules allow, in one install mode."""
+def granted(namespaced: bool = False, backends: tuple[str, ...] = DEFAULT_BACKENDS) -> frozenset[Call]:
+    """Every call the shipped rules allow, in one install mode, with the given routers."""
     return frozenset(
-        call for rule in RULES if not (namespaced and rule.all_namespaces_only) for call in rule.calls()
+        call
+        for rule in rules_for(backends)
+        if not (namespaced and rule.all_namespaces_only)
+        for call in rule.calls()
     )
 
 
-def cluster_role_rules_document() -> list[dict[str, Any]]:
+def cluster_role_rules_document(backends: tuple[str, ...] = DEFAULT_BACKENDS) -> list[dict[str, Any]]:
     """The ClusterRole of the cluster-wide install."""
-    return [rule.as_k8s() for rule in RULES if not rule.operator_namespace_only]
+    return [rule.as_k8s() for rule in rules_for(backends) if not rule.operator_namespace_only]
 
 
-def namespaced_role_rules_document() -> list[dict[str, Any]]:
+def namespaced_role_rules_document(backends: tuple[str, ...] = DEFAULT_BACKENDS) -> list[dict[str, Any]]:
     """The Role in each watched namespace, in the namespaced install."""
-    return [rule.as_k8s() for rule in RULES if not rule.cluster_scoped and not rule.operator_namespace_only]
+    return [
+        rule.as_k8s()
+        for rule in rules_for(backends)
+        if not rule.cluster_scoped and not rule.operator_namespace_only
+    ]
 
 
 def leader_election_rules_document() -> list[dict[str, Any]]:
     """The Role in the operator's own namespace, when it runs more than one replica."""
     return [rule.as_k8s() for rule in RULES if rule.operator_namespace_only]
+
+
+def backend_rules_document(backend: str) -> list[dict[str, Any]]:
+    """One router's rules: what its chart toggle adds to the ClusterRole (or to each Role)."""
+    return [rule.as_k8s() for rule in BACKEND_RULES[backend]]
 
 
 def namespaced_cluster_role_rules_document() -> list[dict[str, Any]]:
@@ -163,7 +216,9 @@ def install_documents(
     namespace: str,
     service_account: str = "parachute",
     watch_namespaces: list[str] | None = None,
+    *,
     name: str = "parachute",
+    backends: tuple[str, ...] = DEFAULT_BACKENDS,
     leader_election: bool = False,
 ) -> list[dict[str, Any]]:
     """Namespace, ServiceAccount and RBAC for the operator.
@@ -182,7 +237,7 @@ def install_documents(
         },
     ]
     cluster_rules = (
-        cluster_role_rules_document()
+        cluster_role_rules_document(backends)
         if watch_namespaces is None
         else namespaced_cluster_role_rules_document()
     )
@@ -201,7 +256,7 @@ def install_documents(
                 "apiVersion": f"{RBAC_API}/v1",
                 "kind": "Role",
                 "metadata": {"name": name, "namespace": watched, "labels": LABELS},
-                "rules": namespaced_role_rules_document(),
+                "rules": namespaced_role_rules_document(backends),
             },
             _binding("RoleBinding", name, "Role", watched, subject),
         ]

@@ -9,14 +9,16 @@ status write succeeded: a lost race never repeats them, a failed act never loses
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
 from parachute import conditions, kube, telemetry
+from parachute.analysis import availability
 from parachute.analysis.connect import AnalysisSetupError, provider_for, templates_for
 from parachute.analysis.evaluate import evaluate
 from parachute.api import (
@@ -34,15 +36,30 @@ from parachute.gating import check_all
 from parachute.notify.webhooks import notify
 from parachute.plan.engine import analysing, decide, judges_target, parse_time
 from parachute.plan.gates import GateResult, gates_for
-from parachute.plan.metrics import UnknownTemplateError
-from parachute.plan.model import Event, EventType, Health, Observed, RecoveryView, WindowView
+from parachute.plan.metrics import MetricSpecError
+from parachute.plan.model import (
+    Applied,
+    Event,
+    EventType,
+    Health,
+    Observed,
+    RecoveryView,
+    TrafficIntent,
+    TrafficView,
+    WindowView,
+)
 from parachute.plan.recovery import current_incident
 from parachute.plan.risk import risk_of_change
+from parachute.plan.sources import routed_service
 from parachute.plan.verdicts import health, worst
-from parachute.plan.workload import with_config
+from parachute.plan.versions import locate
+from parachute.plan.workload import label_selector, with_config
 from parachute.policy import PolicyError, window_for
 from parachute.recovery import apply as recovery
 from parachute.recovery import restarts, snapshots
+from parachute.routing import wiring
+from parachute.routing.client import ApiServerClient
+from parachute.routing.router import RoutingSetupError
 from parachute.workload import ForeignObjectError, act, observe
 
 logger = logging.getLogger("parachute.reconcile")
@@ -84,7 +101,22 @@ def invalid(status: RolloutStatus, message: str, now: datetime, generation: int 
 
 
 # Everything that means "this Rollout cannot work as written": its message names the field.
-CANNOT_WORK = (ForeignObjectError, PolicyError, AnalysisSetupError, UnknownTemplateError)
+CANNOT_WORK = (ForeignObjectError, PolicyError, AnalysisSetupError, MetricSpecError, RoutingSetupError)
+# A route or Service that is missing is fixed outside the Rollout, where no watch looks: an
+# Invalid routing set-up is looked at again this often, so the Rollout recovers by itself.
+ROUTING_RECHECK = timedelta(seconds=10)
+# After the router wrote (or held a weight back while a Service's endpoints appear): read back soon.
+ROUTE_SETTLE = timedelta(seconds=1)
+# No watch on routes: while a release or a rollback routes traffic, the route is read again this
+# often, so weights edited by hand are put back within it even during a long wait.
+ROUTE_RECHECK = timedelta(seconds=10)
+UNDER_WAY = (Phase.waiting, Phase.progressing, Phase.paused, Phase.rolling_back)
+
+
+@functools.cache
+def routing_client() -> ApiServerClient:
+    """One client for every router: discovery is cached per group-version in it."""
+    return ApiServerClient()
 
 
 class MissingTargetError(ValueError):
@@ -105,19 +137,26 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
         analysis_events: list[Event] = []
         if spec.analysis is not None:
             try:
-                status, health_now, analysis_events = await _analyse(spec, status, observed, namespace, now)
-            except (AnalysisSetupError, UnknownTemplateError) as problem:
+                status = await availability.refresh(
+                    spec, status, namespace=namespace, target=target, now=now, generation=generation
+                )
+                status, health_now, analysis_events = await _analyse(
+                    spec, status, observed, namespace, now, target=target, canary=canary
+                )
+            except (AnalysisSetupError, MetricSpecError) as problem:
                 if status.phase != Phase.rolling_back:
                     raise
                 # Nothing can prove health now: the level's budget runs out and recovery moves up.
                 health_now = Health(undecided_reason=str(problem))
-            observed = replace(observed, health=health_now)
+            observed = replace(
+                observed, health=health_now, metrics_missing=availability.missing_reason(status)
+            )
     except ValidationError as error:
         await _write_invalid(body, old, invalid(status, describe_validation_error(error), now, generation))
         return None
     except (MissingTargetError, *CANNOT_WORK) as problem:
         await _write_invalid(body, old, invalid(status, str(problem), now, generation))
-        return None
+        return now + ROUTING_RECHECK if isinstance(problem, RoutingSetupError) else None
 
     decision = decide(spec, status, observed, now, generation)
     # Copies first: status may name a snapshot only once it exists.
@@ -133,12 +172,38 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     changed = []
     if decision.flags is not None:  # the fastest lever first: flags, then config, then code
         changed += await recovery.set_flags(body, spec, decision.flags)
+    # Traffic before capacity: the planner scales a canary down only once the route was seen
+    # sending it nothing, and moves traffic to it only once its pods are ready.
+    steered = await _steer(body, spec, decision.status.phase, decision.traffic, observed.traffic)
+    changed += steered.changed
+    await _tell(body, tuple(steered.events))
     if decision.status.phase == Phase.rolling_back:
         changed += await recovery.act(body, spec, target, canary, decision.recovery)
     changed += await act(body, target, canary, decision.workload)
     if changed:
         logger.info("%s/%s: %s", namespace, name, "; ".join(changed))
-    return _earliest(decision.next_check_at, parse_time(decision.status.next_analysis_at))
+    settle = now + ROUTE_SETTLE if steered.again else None
+    if settle is None and observed.traffic is not None and decision.status.phase in UNDER_WAY:
+        settle = now + ROUTE_RECHECK
+    return _earliest(decision.next_check_at, parse_time(decision.status.next_analysis_at), settle)
+
+
+async def _steer(
+    body: dict[str, Any],
+    spec: RolloutSpec,
+    phase: Phase | None,
+    intent: TrafficIntent | None,
+    seen: TrafficView | None,
+) -> wiring.Steered:
+    """The router's part of acting. A broken route does not hold up a rollback or an abort:
+    the workload still goes back to stable."""
+    try:
+        return await wiring.act(body, spec, intent, seen, routing_client())
+    except RoutingSetupError as problem:
+        if phase not in (Phase.rolling_back, Phase.aborted, Phase.rolled_back):
+            raise
+        logger.warning("%s/%s: %s", body["metadata"]["namespace"], body["metadata"]["name"], problem)
+        return wiring.Steered()
 
 
 async def _observe(
@@ -177,8 +242,15 @@ async def _observe(
         revision = with_config(observed.target.revision, view.config_hashes)
         observed = replace(observed, target=replace(observed.target, revision=revision))
     flags = await recovery.observe_flags(namespace, spec)
+    try:
+        traffic = await wiring.observe(body, spec, routing_client())
+    except RoutingSetupError as problem:
+        if status.phase != Phase.rolling_back:
+            raise
+        # A rollback is never held by a broken route: it goes on as with replica ratio.
+        traffic = TrafficView(Applied(None, str(problem)), broken=str(problem))
     observed = replace(observed, window=window, hotfix=hotfix, gates=gate_view, recovery=view,
-                       risk_reason=risk_reason, flags=flags)  # fmt: skip
+                       risk_reason=risk_reason, flags=flags, traffic=traffic)  # fmt: skip
     return spec, target, canary, observed
 
 
@@ -255,7 +327,14 @@ async def _tell(body: dict[str, Any], events: tuple[Event, ...]) -> None:
 
 
 async def _analyse(
-    spec: RolloutSpec, status: RolloutStatus, observed: Observed, namespace: str, now: datetime
+    spec: RolloutSpec,
+    status: RolloutStatus,
+    observed: Observed,
+    namespace: str,
+    now: datetime,
+    *,
+    target: dict[str, Any],
+    canary: dict[str, Any] | None,
 ) -> tuple[RolloutStatus, Health, list[Event]]:
     """Evaluate the metrics when a round is due; summarise them for the planner either way."""
     assert spec.analysis is not None
@@ -267,9 +346,19 @@ async def _analyse(
         provider = await provider_for(spec.analysis, namespace)
         templates = await templates_for(spec, namespace)
         # What the target's pods serve is judged at 100%, at the code level and after a rollback.
-        promoted = judges_target(status, observed)
+        release = status.release
+        versions = locate(
+            await kube.list_replica_sets(namespace, label_selector(target)),
+            target=target, canary=canary, revision=release.revision if release else None,
+            stable_revision=release.stable_revision if release else None,
+            judges_target=judges_target(status, observed), service=routed_service(spec),
+        )  # fmt: skip
+        # A stage's rates are judged on its counts so far; recovery and watching on the last interval.
+        since = (
+            parse_time(status.stage_started_at) if status.phase in (Phase.progressing, Phase.paused) else None
+        )
         round_ = await evaluate(spec, namespace=namespace, previous=status.metrics, provider=provider,
-                                templates=templates, now=now, promoted=promoted)  # fmt: skip
+                                templates=templates, now=now, versions=versions, since=since)  # fmt: skip
         interval = parse_duration(spec.analysis.interval)
         status = status.model_copy(update={
             "metrics": round_.metrics, "next_analysis_at": timestamp(now + interval),

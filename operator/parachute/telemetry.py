@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from parachute.api import MetricStatus, RecoveryLevel, RolloutStatus
-from parachute.plan.verdicts import Sample
+from parachute.plan.verdicts import Sample, Series
+
+Answer = TypeVar("Answer", Sample, Series)
 
 RECOVERY_SECONDS = Histogram(
     "parachute_recovery_seconds",
@@ -190,19 +192,20 @@ def late(seconds: float) -> None:
     SCHEDULER_LAG.observe(max(0.0, seconds))
 
 
-async def query(asked: Awaitable[Sample]) -> Sample:
-    """Await one PromQL query, timing it and counting it by outcome."""
+async def query(asked: Awaitable[Answer]) -> Answer:
+    """Await one PromQL query (one value or a vector of series), timing it and counting it by
+    outcome."""
     started = time.monotonic()
     try:
-        sample = await asked
+        answer = await asked
     except BaseException:
         PROMQL_QUERIES.labels("error").inc()
         raise
     finally:
         PROMQL_SECONDS.observe(time.monotonic() - started)
-    outcome = "error" if sample.error is not None else "no_data" if sample.value is None else "ok"
-    PROMQL_QUERIES.labels(outcome).inc()
-    return sample
+    empty = answer.value is None if isinstance(answer, Sample) else not answer.found
+    PROMQL_QUERIES.labels("error" if answer.error is not None else "no_data" if empty else "ok").inc()
+    return answer
 
 
 def api_request(method: str, code: int | None) -> None:

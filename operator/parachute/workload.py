@@ -22,6 +22,7 @@ from parachute.plan.workload import (
     restart_stamp,
     revision_of,
     rolled_out,
+    sets_by_hash,
 )
 
 CANARY_LABEL = f"{api.GROUP}/canary"
@@ -96,6 +97,7 @@ async def serving(namespace: str, target: dict[str, Any], canary: dict[str, Any]
     return Serving(
         target=ready_by_revision(replica_sets, target["metadata"].get("uid")),
         canary=ready_by_revision(replica_sets, canary_uid, (CANARY_LABEL,)),
+        target_sets=sets_by_hash(replica_sets, target["metadata"].get("uid")),
     )
 
 

@@ -69,10 +69,11 @@ class Analysed:
         # Discovered, scraped, and enough samples for a window of one interval.
         self.prometheus.wait_for_value(self.requests(), timeout=60, accept=lambda served: served > 0)
 
-    def requests(self, version: str | None = None) -> str:
-        """PromQL: requests `checkout` (or one of its versions) served in the last interval."""
-        which = f',version="{version}"' if version else ""
-        return f'sum(increase(http_requests_total{{namespace="{self.namespace}",app="checkout"{which}}}[{INTERVAL}]))'
+    def requests(self) -> str:
+        """PromQL: requests `checkout` served in the last interval."""
+        return (
+            f'sum(increase(http_requests_total{{namespace="{self.namespace}",app="checkout"}}[{INTERVAL}]))'
+        )
 
     def set_app(self, image: str, app: App | Behaviour) -> None:
         """What the pods of `image` do, from now on and for every pod that starts later."""

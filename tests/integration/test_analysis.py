@@ -29,9 +29,9 @@ def test_a_healthy_canary_is_promoted(analysed: Analysed, operator: RunningOpera
     assert status["lastVerdict"] in ("Successful", "Warning")
 
 
-def first_counted(analysed: Analysed, version: str) -> datetime:
-    """When Prometheus first counted a request served by `version` (to its 1 s resolution)."""
-    served = f'sum(http_requests_total{{namespace="{analysed.namespace}",version="{version}"}}) > 0'
+def first_counted(analysed: Analysed) -> datetime:
+    """When Prometheus first counted a request served by the canary's pods (to its 1 s resolution)."""
+    served = f'sum(http_requests_total{{namespace="{analysed.namespace}",parachute_dev_canary="true"}}) > 0'
     first = analysed.prometheus.wait_for_value(f"min_over_time(timestamp({served})[10m:1s])")
     return datetime.fromtimestamp(first, UTC)
 
@@ -52,7 +52,7 @@ def test_six_percent_errors_are_rolled_back_within_two_intervals(
     )
     # The first critical verdict came within two analysis intervals of the canary's first
     # requests (to the second): as soon as there is something to measure, it is judged.
-    counted = first_counted(analysed, "canary")
+    counted = first_counted(analysed)
     first = datetime.fromisoformat(incident["startedAt"].replace("Z", "+00:00"))
     interval = int(INTERVAL.removesuffix("s"))
     assert first - counted <= timedelta(seconds=2 * interval + 1), (counted, first)

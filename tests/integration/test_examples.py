@@ -1,11 +1,14 @@
 """Every file in examples/ works as its comment says: applied beside what it names (its
-Deployment, ConfigMaps, Secrets and policy), it reaches the phase its `# Reaches:` line promises.
+Deployment, ConfigMaps, Secrets and policy, its Service and route with their CRDs, and the
+router's grant where the chart leaves it off), it reaches the phase its `# Reaches:` line
+promises.
 
 The test is parametrised over the directory, so a new example is tested by being there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -16,6 +19,11 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
+from parachute import rbac
+from parachute.routing.client import ApiServerClient
+from testbed import crds as router_crds
+from testbed import routes
+from testbed.install import grant_router, revoke_router
 from tests.integration.conftest import Cluster, RunningOperator, deployment, eventually, rollout_status
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -83,6 +91,9 @@ def create_what_it_names(cluster: Cluster, namespace: str, spec: dict[str, Any])
                 raise
             cluster.core.patch_namespaced_secret(ref["name"], namespace, {"stringData": secret["stringData"]})
     created = []
+    granted = create_route(cluster, namespace, spec.get("trafficRouting") or {})
+    if granted:
+        created.append(f"router:{granted}")  # turned off again with the policies
     if "policyRef" in spec:
         name = spec["policyRef"]["name"]
         manifest = ROOT / "manifests" / f"policy-{name}.yaml"
@@ -96,6 +107,42 @@ def create_what_it_names(cluster: Cluster, namespace: str, spec: dict[str, Any])
             if error.status != 409:  # already installed, as a cluster would have it
                 raise
     return created
+
+
+def create_route(cluster: Cluster, namespace: str, routing: dict[str, Any]) -> str | None:
+    """The Service and the route a router drives, with the router's CRDs; returns the router
+    whose grant was turned on for it (the chart leaves it off), to turn off again."""
+    objects: list[dict[str, Any]] = []
+    if "gatewayAPI" in routing:
+        settings = routing["gatewayAPI"]
+        router_crds.install(cluster.api, *router_crds.GATEWAY_API)
+        objects = [
+            routes.http_route(namespace, routes.gateway_parent(), settings["service"], settings["httpRoute"])
+        ]
+    elif "istio" in routing:
+        settings = routing["istio"]
+        router_crds.install(cluster.api, *router_crds.ISTIO)
+        objects = [routes.virtual_service(namespace, settings["service"], settings["virtualService"])]
+        if "destinationRule" in settings:
+            objects.append(routes.destination_rule(namespace, settings["destinationRule"]["name"]))
+    elif "nginx" in routing:
+        settings = routing["nginx"]
+        objects = [routes.ingress(namespace, settings["service"], settings["ingress"])]
+    else:
+        return None
+    backend = next(name for name in rbac.BACKENDS if name in routing)
+    granted = None
+    if backend not in rbac.DEFAULT_BACKENDS:
+        grant_router(cluster.api, backend)
+        granted = backend
+    client = ApiServerClient(cluster.api)
+    for body in (
+        routes.service(namespace, settings["service"]),
+        routes.service(namespace, routes.OTHER),
+        *objects,
+    ):
+        asyncio.run(client.create(body))
+    return granted
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -119,6 +166,13 @@ def test_the_example_reaches_the_phase_it_promises(
         )
         tracked = [ref["name"] for ref in rollout["spec"].get("configRefs") or []]
         assert [s["name"] for s in status.get("configSnapshots") or []] == tracked
+        if "trafficRouting" in rollout["spec"] and set(rollout["spec"]["trafficRouting"]) - {"replicas"}:
+            # The route is set up and read back: nothing to the canary yet.
+            eventually(lambda: (rollout_status(crds, namespace, name).get("traffic") or {}).get("applied") == 0,
+                       timeout=30, what=f"{path.name}: the route set up at 0%")  # fmt: skip
     finally:
         for policy in policies:
+            if policy.startswith("router:"):
+                revoke_router(crds.api, policy.removeprefix("router:"))
+                continue
             crds.custom.delete_cluster_custom_object(GROUP, VERSION, "releasepolicies", policy)

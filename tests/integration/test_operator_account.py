@@ -195,8 +195,8 @@ def namespaced_operator(
 
 
 CHECKOUT_5XX = (
-    'sum(rate(http_requests_total{namespace="{{namespace}}",app="{{target}}",version="{{version}}",'
-    'code=~"5.."}[{{window}}]))'
+    'sum(rate(http_requests_total{namespace="{{namespace}}",app="{{target}}",pod=~"{{pods}}",'
+    'code=~"5.."}[{{window}}])) or vector(0)'
 )
 
 

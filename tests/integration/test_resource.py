@@ -105,12 +105,6 @@ def test_bad_input_is_refused_naming_the_field(
 
 # What no code acts on yet is refused, naming the field, until that code exists.
 NOT_SUPPORTED = [
-    pytest.param({"trafficRouting": {"gatewayAPI": {"httpRoute": "r", "service": "s"}}},
-                 "spec.trafficRouting.gatewayAPI", id="gateway-api"),
-    pytest.param({"trafficRouting": {"istio": {"virtualService": "v", "service": "s"}}},
-                 "spec.trafficRouting.istio", id="istio"),
-    pytest.param({"trafficRouting": {"nginx": {"ingress": "i", "service": "s"}}},
-                 "spec.trafficRouting.nginx", id="nginx"),
     pytest.param({"blueGreen": {"activeService": "a"}}, "spec.blueGreen", id="blue-green"),
     pytest.param({"phased": {"audiences": [{"name": "internal"}]}}, "spec.phased", id="phased"),
     pytest.param({"steps": [{"weight": 100, "audience": "internal"}]}, "spec.steps[0].audience", id="audience"),
@@ -152,6 +146,8 @@ def test_the_smi_backend_is_gone(crds: Cluster, namespace: str) -> None:
 
 
 BAD_PLANS = [
+    pytest.param({"trafficRouting": {"canaryScale": "full"}}, "spec.trafficRouting.canaryScale",
+                 "canaryScale full needs a router", id="full-canary-without-a-router"),
     pytest.param({"steps": [{"weight": 50}, {"weight": 10}, {"weight": 100}]},
                  "spec.steps", "weights must not decrease", id="decreasing-weights"),
     pytest.param({"steps": [{"weight": 10, "minWait": "1m"}], "waits": {"min": "5s"}},
@@ -181,6 +177,20 @@ def test_a_plan_that_would_not_run_as_written_is_refused(
         pytest.param({"steps": [{"weight": 100}, {"weight": 100}]}, id="equal-weights"),
         pytest.param({"waits": {"min": "5s"}, "watchAfterRelease": "1h"}, id="waits-on-the-risk-plan"),
         pytest.param({"trafficRouting": {"replicas": {}}}, id="replica-ratio"),
+        pytest.param(
+            {"trafficRouting": {"gatewayAPI": {"httpRoute": "r", "service": "s", "port": 8080}}},
+            id="gateway-api",
+        ),
+        pytest.param(
+            {
+                "trafficRouting": {
+                    "istio": {"virtualService": "v", "service": "s", "destinationRule": {"name": "d"}},
+                    "canaryScale": "full",
+                }
+            },
+            id="istio-subsets-full-canary",
+        ),
+        pytest.param({"trafficRouting": {"nginx": {"ingress": "i", "service": "s"}}}, id="nginx"),
     ],
 )
 def test_plans_that_run_as_written_are_accepted(crds: Cluster, namespace: str, spec: dict[str, Any]) -> None:

@@ -96,10 +96,8 @@ def test_bad_input_names_the_field(spec: dict[str, object], field: str) -> None:
     [
         pytest.param({"strategy": "blueGreen"}, "spec.strategy: Value error, blueGreen and phased are not supported yet",
                      id="blue-green-strategy"),
-        pytest.param({"trafficRouting": {"istio": {"virtualService": "v", "service": "s"}}},
-                     "spec.trafficRouting: Value error, istio is not supported yet", id="istio"),
-        pytest.param({"trafficRouting": {"gatewayAPI": {"httpRoute": "r", "service": "s"}}},
-                     "spec.trafficRouting: Value error, gatewayAPI is not supported yet", id="gateway-api"),
+        pytest.param({"trafficRouting": {"canaryScale": "full"}},
+                     "spec.trafficRouting: Value error, canaryScale full needs a router", id="full-canary-no-router"),
         pytest.param({"phased": {"audiences": [{"name": "beta"}]}}, "spec: Value error, phased is not supported yet",
                      id="phased"),
         pytest.param({"steps": [{"weight": 100, "audience": "beta"}]},
@@ -113,6 +111,21 @@ def test_what_the_api_server_would_refuse_as_not_supported_the_operator_marks_in
     with pytest.raises(ValidationError) as caught:
         RolloutSpec.model_validate({"targetRef": {"name": "a"}, **spec})
     assert describe_validation_error(caught.value).startswith(says)
+
+
+@pytest.mark.parametrize(
+    ("routing", "router"),
+    [
+        pytest.param({"gatewayAPI": {"httpRoute": "r", "service": "s"}}, "gatewayAPI", id="gateway-api"),
+        pytest.param({"istio": {"virtualService": "v", "service": "s", "destinationRule": {"name": "d"}}}, "istio",
+                     id="istio-subsets"),
+        pytest.param({"nginx": {"ingress": "i", "service": "s"}, "canaryScale": "full"}, "nginx", id="nginx-full"),
+        pytest.param({"replicas": {}}, None, id="replica-ratio"),
+    ],
+)  # fmt: skip
+def test_every_router_is_accepted_and_named(routing: dict[str, object], router: str | None) -> None:
+    spec = RolloutSpec.model_validate({"targetRef": {"name": "a"}, "trafficRouting": routing})
+    assert spec.traffic_routing is not None and spec.traffic_routing.router() == router
 
 
 def test_what_is_refused_is_only_refused_when_written() -> None:

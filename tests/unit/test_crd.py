@@ -101,9 +101,6 @@ def test_the_strategies_not_supported_stay_in_the_enum_so_accepting_one_lifts_a_
 
 
 NOT_SUPPORTED = {
-    "spec.trafficRouting.gatewayAPI",
-    "spec.trafficRouting.istio",
-    "spec.trafficRouting.nginx",
     "spec.blueGreen",
     "spec.phased",
     "spec.steps[].audience",

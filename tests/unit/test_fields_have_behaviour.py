@@ -41,10 +41,6 @@ ROOTS: dict[str, type[BaseModel]] = {
 ALLOWED: dict[str, str] = {
     # Like replicas below: the one value accepted is the default and what the engine does.
     "spec.strategy": "only canary is accepted; a CEL rule refuses blueGreen and phased",
-    # Replica ratio is the only routing today and also what happens without the section:
-    # writing it explicitly chooses what happens anyway, so there is nothing to tell apart.
-    "spec.trafficRouting": "replica ratio, the default, is the only backend accepted today",
-    "spec.trafficRouting.replicas": "an explicit choice of the default: replica ratio",
 }
 
 

@@ -1,6 +1,7 @@
 """The shipped RBAC rules grant exactly what the code asks of the API server: the calls each
-function in `parachute.kube` declares, plus what kopf needs. Nothing granted is unused and
-nothing used is ungranted, in the cluster-wide install and in the namespaced one."""
+function in `parachute.kube` declares, what the routers declare (`parachute.routing.access`),
+plus what kopf needs. Nothing granted is unused and nothing used is ungranted, in the
+cluster-wide install and in the namespaced one, with any choice of router toggles."""
 
 from __future__ import annotations
 
@@ -10,13 +11,22 @@ import pytest
 
 from parachute import api, crd, kube, rbac
 from parachute.rbac import Call
+from parachute.routing import access
 
 CLUSTER_WIDE, NAMESPACED = False, True
 MODES = pytest.mark.parametrize("namespaced", [CLUSTER_WIDE, NAMESPACED], ids=["cluster-wide", "namespaced"])
+TOGGLES = pytest.mark.parametrize(
+    "backends",
+    [(), rbac.DEFAULT_BACKENDS, ("nginx",), rbac.BACKENDS],
+    ids=["no-router", "default-routers", "nginx-only", "every-router"],
+)
 
 
-def declared() -> frozenset[Call]:
-    return frozenset(call for made in kube.CALLS.values() for call in made)
+def declared(backends: tuple[str, ...] = rbac.DEFAULT_BACKENDS) -> frozenset[Call]:
+    made = {call for made in kube.CALLS.values() for call in made} | access.CORE
+    for backend in backends:
+        made |= access.BACKENDS[backend]
+    return frozenset(made)
 
 
 def kopf_uses(namespaced: bool) -> frozenset[Call]:
@@ -38,15 +48,29 @@ def test_every_function_that_talks_to_the_api_server_declares_its_calls() -> Non
 
 
 @MODES
-def test_nothing_is_granted_that_no_code_uses(namespaced: bool) -> None:
-    unused = rbac.granted(namespaced) - declared() - kopf_uses(namespaced)
+@TOGGLES
+def test_nothing_is_granted_that_no_code_uses(namespaced: bool, backends: tuple[str, ...]) -> None:
+    unused = rbac.granted(namespaced, backends) - declared(backends) - kopf_uses(namespaced)
     assert not unused, f"granted but never used: {sorted(unused)}"
 
 
 @MODES
-def test_nothing_is_used_that_is_not_granted(namespaced: bool) -> None:
-    missing = (declared() | kopf_uses(namespaced)) - rbac.granted(namespaced)
+@TOGGLES
+def test_nothing_is_used_that_is_not_granted(namespaced: bool, backends: tuple[str, ...]) -> None:
+    missing = (declared(backends) | kopf_uses(namespaced)) - rbac.granted(namespaced, backends)
     assert not missing, f"used but not granted: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("backend", rbac.BACKENDS)
+def test_each_router_toggle_grants_exactly_what_that_router_uses(backend: str) -> None:
+    toggled = frozenset(call for rule in rbac.BACKEND_RULES[backend] for call in rule.calls())
+    assert toggled == access.BACKENDS[backend]
+    assert toggled.isdisjoint(rbac.granted(backends=()))  # nothing of it without the toggle
+
+
+def test_gateway_api_and_istio_are_granted_by_default_nginx_is_not() -> None:
+    assert rbac.DEFAULT_BACKENDS == ("gatewayAPI", "istio")
+    assert not {c for c in rbac.granted() if c.resource == "ingresses"}
 
 
 def test_every_rule_says_why() -> None:
@@ -70,6 +94,11 @@ def _scopes() -> dict[tuple[str, str], str]:
         ("", "events"): "Namespaced",
         ("", "secrets"): "Namespaced",
         ("coordination.k8s.io", "leases"): "Namespaced",
+        ("", "services"): "Namespaced",
+        ("gateway.networking.k8s.io", "httproutes"): "Namespaced",
+        ("networking.istio.io", "virtualservices"): "Namespaced",
+        ("networking.istio.io", "destinationrules"): "Namespaced",
+        ("networking.k8s.io", "ingresses"): "Namespaced",
     }
     for document in crd.all_crds():
         plural, scope = document["spec"]["names"]["plural"], document["spec"]["scope"]
@@ -80,7 +109,7 @@ def _scopes() -> dict[tuple[str, str], str]:
 
 def test_the_namespaced_split_puts_each_rule_where_its_resources_live() -> None:
     scopes = _scopes()
-    for rule in rbac.RULES:
+    for rule in rbac.rules_for(rbac.BACKENDS):
         for group in rule.groups:
             for resource in rule.resources:
                 assert rule.cluster_scoped == (scopes[(group, resource)] == "Cluster"), (group, resource)

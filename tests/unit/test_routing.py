@@ -125,7 +125,11 @@ def test_services_follow_the_users_service(backend: Backend) -> None:
     assert canary["spec"]["selector"] == {"app": "checkout", "parachute.dev/canary": "true"}
     for copy in (stable, canary):
         assert copy["spec"]["ports"] == service(NS)["spec"]["ports"]
-        assert [o["uid"] for o in copy["metadata"]["ownerReferences"]] == [ROLLOUT_UID]
+        # Labelled with the Rollout and marked with its uid, but not owned: the garbage collector
+        # must not take them while the user's route still sends to them (teardown removes them).
+        assert "ownerReferences" not in copy["metadata"]
+        assert copy["metadata"]["labels"]["parachute.dev/rollout"] == "checkout"
+        assert copy["metadata"]["annotations"]["parachute.dev/rollout-uid"] == ROLLOUT_UID
 
 
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b.crd], ids=lambda b: b.id)

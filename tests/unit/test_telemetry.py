@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from parachute import kube, telemetry
 from parachute.api import MetricStatus, RolloutStatus, Verdict
-from parachute.plan.verdicts import Sample
+from parachute.plan.verdicts import Sample, Series
 
 
 def value(name: str, **labels: str) -> float:
@@ -80,14 +80,21 @@ def test_verdicts_are_counted_by_metric_and_outcome() -> None:
 
 @pytest.mark.parametrize(
     ("sample", "outcome"),
-    [(Sample(value=0.01), "ok"), (Sample(), "no_data"), (Sample(error="Prometheus unreachable"), "error")],
-    ids=["value", "no-data", "error"],
+    [
+        (Sample(value=0.01), "ok"),
+        (Sample(), "no_data"),
+        (Sample(error="Prometheus unreachable"), "error"),
+        (Series.of(({"pod": "checkout-1"}, 3.0)), "ok"),
+        (Series(), "no_data"),
+        (Series(error="Prometheus unreachable"), "error"),
+    ],
+    ids=["value", "no-data", "error", "series", "no-series", "series-error"],
 )
-def test_a_promql_query_is_counted_by_outcome_and_timed(sample: Sample, outcome: str) -> None:
+def test_a_promql_query_is_counted_by_outcome_and_timed(sample: Sample | Series, outcome: str) -> None:
     before = value("parachute_promql_queries_total", outcome=outcome)
     timed = value("parachute_promql_query_duration_seconds_count")
 
-    async def answer() -> Sample:
+    async def answer() -> Sample | Series:
         return sample
 
     assert asyncio.run(telemetry.query(answer())) is sample

@@ -8,13 +8,20 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from parachute.api import AnalysisLimits, Metric, MetricStatus, Verdict
-from parachute.plan.metrics import BUILTIN, UnknownTemplateError, parse_threshold, render, resolve
-from parachute.plan.verdicts import NOT_HEALTHY, Sample, health, judge
+from parachute.plan.metrics import (
+    MetricSpecError,
+    UnknownTemplateError,
+    parse_threshold,
+    render,
+    resolve,
+)
+from parachute.plan.verdicts import NOT_HEALTHY, Sample, Traffic, health, judge
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-ERROR_RATE = resolve(Metric(template="error-rate"), {})
+# The fixed lines alone (judge: threshold): the comparison judge has tests of its own.
+ERROR_RATE = resolve(Metric(template="error-rate", judge="threshold"), {})
 LATENCY = resolve(Metric(template="latency-p95"), {})
-SUCCESS = resolve(Metric(template="success-rate"), {})
+SUCCESS = resolve(Metric(template="success-rate", judge="threshold"), {})
 SECURITY = resolve(Metric(template="security-alerts"), {})
 DB = resolve(Metric(template="database-errors"), {})
 
@@ -53,11 +60,38 @@ def test_an_unknown_template_is_named() -> None:
         resolve(Metric.model_validate({"templateRef": {"name": "checkout-errors"}}), {})
 
 
-def test_queries_are_rendered_per_version() -> None:
-    query = render(BUILTIN["error-rate"].query, {"namespace": "shop", "target": "checkout", "version": "canary",
-                                                  "window": "1m"})  # fmt: skip
-    assert 'namespace="shop",app="checkout",version="canary",code=~"5.."' in query
-    assert "[1m]" in query and "{{" not in query
+def test_queries_are_rendered_with_the_pods_of_the_version_they_are_sent_for() -> None:
+    db = resolve(Metric(template="database-errors"), {})
+    query = render(db.query, {"namespace": "shop", "pods": "checkout-canary-7d9f8-[a-z]{5}", "window": "1m"})
+    assert (
+        query == 'sum(rate(db_errors_total{namespace="shop",pod=~"checkout-canary-7d9f8-[a-z]{5}"}[1m])) * 60'
+    )
+
+
+def test_label_names_are_settings() -> None:
+    from parachute.api import MetricLabels
+
+    db = resolve(Metric(template="database-errors"), {}, MetricLabels(namespace="kubernetes_namespace",
+                                                                      pod="kubernetes_pod_name"))  # fmt: skip
+    assert 'kubernetes_namespace="{{namespace}}",kubernetes_pod_name=~"{{pods}}"' in db.query
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        pytest.param('sum(rate(x{version="{{canary}}"}[1m]))', 'select the judged version\'s pods with pod=~"{{pods}}"',
+                     id="retired-canary"),
+        pytest.param('sum(rate(x{version="{{version}}"}[1m]))', "{{version}} was a version label value",
+                     id="retired-version"),
+        pytest.param("sum(rate(x{app=\"{{app}}\"}[1m]))", "unknown placeholder {{app}}", id="unknown"),
+        pytest.param('sum(rate(x{service="{{service}}"}[1m]))', "spec.trafficRouting names no router",
+                     id="service-without-a-router"),
+    ],
+)  # fmt: skip
+def test_a_placeholder_no_round_can_fill_is_refused_naming_the_field(query: str, says: str) -> None:
+    with pytest.raises(MetricSpecError, match=r"spec\.analysis\.metrics\[0\]\.query") as refused:
+        resolve(Metric(name="x", query=query, critical="1"), {}, field="spec.analysis.metrics[0]")
+    assert says in str(refused.value)
 
 
 def judged(metric, sample: Sample, previous=None, at=T0, **kw) -> MetricStatus:  # type: ignore[no-untyped-def]
@@ -259,3 +293,60 @@ def test_a_metric_healthy_since_the_stages_first_round_was_healthy_all_stage() -
     first_round = judged(ERROR_RATE, Sample.of(0.0), at=T0 + timedelta(seconds=20))
     assert health([first_round], LIMITS, T0, grace=timedelta(seconds=30)).healthy_since == T0
     assert health([first_round], LIMITS, T0).healthy_since == T0 + timedelta(seconds=20)
+
+
+PAYMENTS = resolve(
+    Metric(name="payment-failures", query="sum(rate(payments_failed_total[1m]))", critical="1"), {}
+)
+
+
+@pytest.mark.parametrize(
+    ("traffic", "verdict", "says"),
+    [
+        pytest.param(Traffic(requests=3), Verdict.inconclusive, "no traffic to judge (3 requests in the window",
+                     id="no-traffic"),
+        pytest.param(Traffic(requests=1400), Verdict.inconclusive,
+                     "no data while the version served 1400 requests in the window", id="no-data-with-traffic"),
+        pytest.param(Traffic(unknown_because="traffic unknown: http_requests_total has no series for these pods"),
+                     Verdict.inconclusive, "no data (traffic unknown: http_requests_total has no series",
+                     id="traffic-unknown"),
+    ],
+)  # fmt: skip
+def test_a_metric_of_ones_own_tells_no_data_from_no_traffic(
+    traffic: Traffic, verdict: Verdict, says: str
+) -> None:
+    status = judged(PAYMENTS, Sample(), traffic=traffic, min_requests=10)
+    assert status.verdict == verdict and says in status.message
+
+
+def test_a_metric_of_ones_own_with_data_is_judged_however_little_the_traffic() -> None:
+    assert judged(PAYMENTS, Sample.of(0.2), traffic=Traffic(requests=3), min_requests=10).verdict == (
+        Verdict.successful
+    )
+
+
+@pytest.mark.parametrize(
+    ("on_no_data", "verdict"),
+    [
+        pytest.param("hold", Verdict.inconclusive, id="hold-by-default-never-a-pass-never-a-rollback"),
+        pytest.param("fail", Verdict.failed, id="fail-for-teams-that-treat-missing-data-as-failure"),
+        pytest.param("ignore", Verdict.successful, id="ignore"),
+    ],
+)
+def test_on_no_data_says_what_no_data_means(on_no_data: str, verdict: Verdict) -> None:
+    metric = resolve(Metric(name="p", query="sum(rate(p[1m]))", critical="1", onNoData=on_no_data), {})
+    status = judged(metric, Sample(), traffic=Traffic(requests=500), min_requests=10)
+    assert status.verdict == verdict
+    # ... but too little traffic is Inconclusive whatever onNoData says.
+    assert (
+        judged(metric, Sample(), traffic=Traffic(requests=2), min_requests=10).verdict == Verdict.inconclusive
+    )
+
+
+def test_the_default_for_no_data_is_hold_and_templates_may_say_otherwise() -> None:
+    from parachute.api import MetricTemplateSpec
+
+    template = MetricTemplateSpec(query="sum(rate(p[1m]))", critical="1", onNoData="fail")
+    ref = Metric.model_validate({"templateRef": {"name": "p"}})
+    assert resolve(ref, {"MetricTemplate/p": template}).on_no_data == "fail"
+    assert resolve(Metric(name="q", query="q", critical="1"), {}).on_no_data == "hold"

@@ -2,7 +2,9 @@
 the way Deployments would (a canary becomes ready after a delay, an unpaused target rolls
 out, through a moment with pods of both templates when rolling takes time), on a virtual
 clock. What serves is kept per pod template, as ReplicaSets count it; the flag store holds
-the flags' state. No I/O; time moves only when a story says so."""
+the flags' state. With a router, the route holds the canary's share the last decision wrote
+(a story may make it stick, or edit it by hand) and the stable backend the ReplicaSet it was
+pinned to. No I/O; time moves only when a story says so."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from parachute.api import FlagState, MetricStatus, RolloutSpec, RolloutStatus, V
 from parachute.conditions import timestamp
 from parachute.plan.engine import decide
 from parachute.plan.model import (
+    Applied,
     CanaryState,
     Decision,
     Event,
@@ -23,6 +26,7 @@ from parachute.plan.model import (
     RecoveryView,
     Serving,
     TargetState,
+    TrafficView,
     WindowView,
 )
 from parachute.plan.workload import template_revision, with_config
@@ -57,6 +61,12 @@ class World:
     target_restarted_at: str | None = None
     # Pods restart (and flags reload) at once unless a story says otherwise.
     restarts: bool = True
+    # With a router: the canary's share the route holds (None: not set up yet), whether writes
+    # reach it, the pod-template-hash the stable backend selects, and the weights written.
+    route: int | None = None
+    route_stuck: bool = False
+    stable_pin: str | None = None
+    route_writes: list[int] = field(default_factory=list)
     _canary_ready_at: datetime | None = None
     _rolling_to: str | None = None  # the template the target is rolling to, while it does
     _rolled_at: datetime | None = None  # when that roll is over
@@ -85,7 +95,8 @@ class World:
                         window=self.window, hotfix=self.hotfix, gates=self.gates,
                         recovery=RecoveryView(config_hashes=dict(self.configs), restarted_at=self.restarted_at),
                         serving=self.serving(),
-                        flags=FlagsView(self.flags, self.flags_problem, self.cannot_switch_on))  # fmt: skip
+                        flags=FlagsView(self.flags, self.flags_problem, self.cannot_switch_on),
+                        traffic=TrafficView(Applied(self.route, None if self.route is not None else "not set up")))  # fmt: skip
 
     def serving(self) -> Serving:
         """Ready pods per template, as the ReplicaSets count them: half and half mid-roll."""
@@ -97,8 +108,10 @@ class World:
             target[self.running] = self.replicas
         canary = self.canary
         in_canary = {template_revision(canary.revision): canary.ready} if canary and canary.revision else {}
+        sets = {pin_of(revision): (revision, target.get(revision, 0)) for revision in {self.running, *target}}
         return Serving(target={k: v for k, v in target.items() if v},
-                       canary={k: v for k, v in in_canary.items() if v})  # fmt: skip
+                       canary={k: v for k, v in in_canary.items() if v},
+                       target_sets=sets)  # fmt: skip
 
     def bad_pods(self, revision: str) -> int:
         """Ready pods of `revision`'s template anywhere, canary pods always counted."""
@@ -107,6 +120,12 @@ class World:
 
     def apply(self, decision: Decision, now: datetime) -> None:
         self._recover(decision)
+        traffic = decision.traffic
+        if traffic is not None and not self.route_stuck:
+            self.stable_pin = traffic.stable
+            if self.route != traffic.weight:
+                self.route_writes.append(traffic.weight)
+            self.route = traffic.weight
         intent = decision.workload
         if intent.target_restart and not intent.target_paused:
             self.target_restarted_at = intent.target_restart  # rolls at once, here
@@ -185,3 +204,8 @@ class Story:
     @property
     def reasons(self) -> list[str]:
         return [e.reason for e in self.events]
+
+
+def pin_of(revision: str) -> str:
+    """The pod-template-hash of the target's ReplicaSet of a template revision, in this world."""
+    return f"hash-{template_revision(revision)}"

@@ -1,48 +1,118 @@
 """One round of analysis for one Rollout: query every metric once, judge, and summarise.
 
-At most one query per metric and version per interval, plus one traffic query, all sent
-concurrently. The provider is passed in, so tests can evaluate against a table.
+Per version at most one query per metric, and one count of requests by outcome that every
+request metric shares (error-rate and success-rate are read from it, and it is the traffic
+check). Identical queries are sent once. A query of the user's own that finds no data is
+followed by the count of requests, to tell "no data" from "no traffic". All are sent
+concurrently; the provider is passed in, so tests can evaluate against a table.
+
+While a stage runs, the comparison judge counts the stage so far (`since`), so that evidence
+accumulates at low traffic; everything else reads the last interval.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from parachute import telemetry
 from parachute.analysis.provider import MetricProvider
 from parachute.api import (
+    Direction,
+    Judge,
     MetricStatus,
     MetricTemplateSpec,
+    Risk,
     RolloutSpec,
     Verdict,
-    VersionLabels,
+    format_duration,
+    parse_duration,
 )
+from parachute.plan.compare import Counts
 from parachute.plan.metrics import (
     DEFAULT_MIN_REQUESTS,
-    TRAFFIC_QUERY,
+    Kind,
     MetricDefinition,
-    default_metrics,
+    definitions,
     render,
-    resolve,
 )
 from parachute.plan.model import Event, EventType
+from parachute.plan.sources import Outcomes, Source, source_for
 from parachute.plan.stages import effective_risk
-from parachute.plan.verdicts import Sample, judge
+from parachute.plan.verdicts import Sample, Series, Traffic, judge
+from parachute.plan.versions import Versions, Where
 
 
 @dataclass(frozen=True)
 class Round:
     metrics: list[MetricStatus]
     events: list[Event]
+    queries: int = 0  # sent to the provider in this round
 
 
-def definitions(spec: RolloutSpec, templates: dict[str, MetricTemplateSpec]) -> list[MetricDefinition]:
-    """The Rollout's metrics, or the built-ins its risk watches. Raises UnknownTemplateError."""
-    assert spec.analysis is not None
-    metrics = spec.analysis.metrics or default_metrics(effective_risk(spec))
-    return [resolve(m, templates) for m in metrics]
+def variables(
+    spec: RolloutSpec, namespace: str, where: Where, versions: Versions, window: str
+) -> dict[str, str]:
+    """The placeholders of a query sent for the version `where` names."""
+    return {
+        "namespace": namespace, "target": spec.target_ref.name, "window": window,
+        "pods": where.pods, "workload": where.workload, "service": where.service,
+        "canary_pods": versions.judged.pods, "stable_pods": versions.stable.pods,
+    }  # fmt: skip
+
+
+class _Asked:
+    """The round's queries, each sent once however many metrics need it."""
+
+    def __init__(self, provider: MetricProvider) -> None:
+        self.provider = provider
+        self._vectors: dict[str, asyncio.Task[Series]] = {}
+        self._samples: dict[str, asyncio.Task[Sample]] = {}
+
+    def vector(self, query: str) -> Awaitable[Series]:
+        if query not in self._vectors:
+            self._vectors[query] = asyncio.ensure_future(self.provider.vector(query))
+        return self._vectors[query]
+
+    def sample(self, query: str) -> Awaitable[Sample]:
+        if query not in self._samples:
+            self._samples[query] = asyncio.ensure_future(self.provider.sample(query))
+        return self._samples[query]
+
+    @property
+    def sent(self) -> int:
+        return len(self._vectors) + len(self._samples)
+
+
+@dataclass(frozen=True)
+class _Count:
+    """A version's requests by outcome in a window, as counted."""
+
+    counts: Counts | None  # None: the counter has no series for these pods
+    error: str | None = None
+
+
+async def _count(asked: _Asked, outcomes: Outcomes) -> _Count:
+    series = await asked.vector(outcomes.query)
+    if series.error is not None:
+        return _Count(None, series.error)
+    if not series.found:
+        return _Count(None)
+    by = series.by(outcomes.label)
+    return _Count(Counts(sum(by.values()), sum(v for k, v in by.items() if outcomes.is_bad(k))))
+
+
+def stage_window(interval: timedelta, since: datetime | None, now: datetime) -> tuple[str, int]:
+    """The comparison's window (the stage so far, at least one interval) and which look at the
+    accumulating counts this is (0: a window of its own, nothing accumulates)."""
+    if since is None or now <= since:
+        return format_duration(interval), 0
+    elapsed = now - since
+    seconds = max(interval.total_seconds(), math.ceil(elapsed.total_seconds()))
+    return format_duration(timedelta(seconds=seconds)), int(elapsed / interval) + 1
 
 
 async def evaluate(
@@ -53,54 +123,148 @@ async def evaluate(
     provider: MetricProvider,
     templates: dict[str, MetricTemplateSpec],
     now: datetime,
-    promoted: bool = False,
+    versions: Versions,
+    since: datetime | None = None,
+    risk: Risk | None = None,
 ) -> Round:
-    """Judge every metric once. After promotion the new version runs as the target, so the
-    queries look at the stable label (where the new version's traffic now is)."""
+    """Judge every metric once, for the version `versions` says is judged (and stable where a
+    metric compares with it: never once the target itself is judged, as stable is gone)."""
     assert spec.analysis is not None
-    versions = spec.analysis.versions or VersionLabels()
-    judged_version = versions.stable if promoted else versions.canary
-    variables = {
-        "namespace": namespace, "target": spec.target_ref.name, "canary": versions.canary,
-        "stable": versions.stable, "window": spec.analysis.interval,
-    }  # fmt: skip
-    metrics = definitions(spec, templates)
-
-    async def ask(query: str, version: str) -> Sample:
-        return await provider.sample(render(query, {**variables, "version": version}))
-
-    needs_traffic = any(m.needs_traffic for m in metrics)
-    compare = [m.compare_with_stable and not promoted for m in metrics]
-    traffic_task = ask(TRAFFIC_QUERY, judged_version) if needs_traffic else _nothing()
-    canary_tasks = [ask(m.query, judged_version) for m in metrics]
-    stable_tasks = [
-        ask(m.query, versions.stable) if c else _nothing() for m, c in zip(metrics, compare, strict=True)
-    ]
-    traffic, *samples = await asyncio.gather(traffic_task, *canary_tasks, *stable_tasks)
-    canary_samples, stable_samples = samples[: len(metrics)], samples[len(metrics) :]
-
-    requests = None
-    if needs_traffic and traffic.error is None:
-        requests = traffic.value or 0.0  # no series at all: nobody called it
+    metrics = definitions(spec, templates, risk or effective_risk(spec))
+    source = source_for(spec)
+    interval = spec.analysis.interval
+    cumulative, look = stage_window(parse_duration(interval), since, now)
     min_requests = (
         spec.analysis.min_requests if spec.analysis.min_requests is not None else DEFAULT_MIN_REQUESTS
     )
+    judged, stable = versions.judged, None if versions.judges_target else versions.stable
+    asked = _Asked(provider)
+
+    context = _Context(spec, source, asked, namespace, versions, judged, stable, interval, cumulative, look)
+
+    async def one(metric: MetricDefinition) -> MetricStatus:
+        canary, baseline, traffic = await _measure(metric, context)
+        return judge(metric, canary, before.get(metric.name), now, stable=baseline, min_requests=min_requests,
+                     traffic=traffic)  # fmt: skip
+
     before = {m.name: m for m in previous or []}
-    results, events = [], []
-    for metric, canary, stable, compared in zip(
-        metrics, canary_samples, stable_samples, compare, strict=True
-    ):
-        status = judge(metric, canary, before.get(metric.name), now, stable=stable if compared else None,
-                       requests=requests, min_requests=min_requests)  # fmt: skip
-        old = before.get(metric.name)
+    results = list(await asyncio.gather(*(one(m) for m in metrics)))
+    events = []
+    for status in results:
+        old = before.get(status.name)
         if old is None or old.verdict != status.verdict:
             bad = status.verdict in (Verdict.failed, Verdict.error, Verdict.inconclusive, Verdict.warning)
             events.append(Event(EventType.warning if bad else EventType.normal,
                                 f"Metric{status.verdict.value if status.verdict else ''}", status.message or ""))  # fmt: skip
-        results.append(status)
     telemetry.judged(namespace, results)
-    return Round(results, events)
+    return Round(results, events, asked.sent)
 
 
-async def _nothing() -> Sample:
-    return Sample()
+@dataclass(frozen=True)
+class _Context:
+    """What every metric of one round is measured with."""
+
+    spec: RolloutSpec
+    source: Source
+    asked: _Asked
+    namespace: str
+    versions: Versions
+    judged: Where
+    stable: Where | None  # None once the target itself is judged: stable is gone
+    interval: str
+    cumulative: str  # the comparison's window: the stage so far
+    look: int
+
+
+async def _measure(metric: MetricDefinition, c: _Context) -> tuple[Sample, Sample | None, Traffic]:
+    """The judged version's sample, stable's (when compared), and the traffic behind them."""
+    recent = c.source.outcomes(c.judged, c.namespace, c.interval)
+    if metric.kind == Kind.requests:
+        if metric.judge == Judge.compare:
+            mine_q = c.source.outcomes(c.judged, c.namespace, c.cumulative)
+            theirs_q = (
+                c.source.outcomes(c.stable, c.namespace, c.cumulative) if c.stable is not None else None
+            )
+            for query in (mine_q, theirs_q):
+                if query is not None:
+                    c.asked.vector(query.query)  # both on their way before either is awaited
+            mine = await _count(c.asked, mine_q)
+            theirs = await _count(c.asked, theirs_q) if theirs_q is not None else None
+            if _served_nothing(mine, theirs):
+                return _rate(mine), None, Traffic(requests=0, window=c.cumulative, look=c.look)
+            return _rate(mine), None, Traffic(
+                requests=mine.counts.requests if mine.counts else None, counts=mine.counts,
+                stable=theirs.counts if theirs else None, window=c.cumulative, look=c.look,
+                unknown_because=_unknown(c.source, mine),
+            )  # fmt: skip
+        mine = await _count(c.asked, recent)
+        return _rate(mine, metric), None, await _traffic_of(c, mine)
+    if metric.kind == Kind.latency:
+        c.asked.vector(recent.query)
+        canary_task = c.asked.sample(
+            c.source.latency_query(c.judged, c.namespace, c.interval, metric.quantile)
+        )
+        stable_task = (
+            c.asked.sample(c.source.latency_query(c.stable, c.namespace, c.interval, metric.quantile))
+            if metric.compare_with_stable and c.stable is not None
+            else None
+        )
+        counted = await _count(c.asked, recent)
+        canary = await canary_task
+        baseline = await stable_task if stable_task is not None else None
+        return canary, baseline, await _traffic_of(c, counted)
+
+    def sent_for(where: Where) -> str:
+        return render(metric.query, variables(c.spec, c.namespace, where, c.versions, c.interval))
+
+    canary_task = c.asked.sample(sent_for(c.judged))
+    stable_task = (
+        c.asked.sample(sent_for(c.stable)) if metric.compare_with_stable and c.stable is not None else None
+    )
+    canary = await canary_task
+    baseline = await stable_task if stable_task is not None else None
+    if canary.has_value or canary.error is not None or metric.no_data_is_zero:
+        return canary, baseline, Traffic()
+    # No data: was there any traffic to have data about?
+    return canary, baseline, await _traffic_of(c, await _count(c.asked, recent))
+
+
+def _rate(count: _Count, metric: MetricDefinition | None = None) -> Sample:
+    """The rate of bad requests (success-rate: of good ones) as a sample; an error stays one."""
+    if count.error is not None:
+        return Sample(error=count.error)
+    if count.counts is None or count.counts.requests <= 0:
+        return Sample()
+    rate = count.counts.rate
+    below = metric is not None and metric.direction == Direction.below
+    return Sample.of(1.0 - rate if below else rate)
+
+
+def _served_nothing(mine: _Count, theirs: _Count | None) -> bool:
+    """The judged pods have no request series while stable's pods have one: a labelled counter
+    has no series before its first request, so pods scraped like stable's have served none."""
+    return mine.counts is None and mine.error is None and theirs is not None and theirs.counts is not None
+
+
+async def _traffic_of(c: _Context, count: _Count) -> Traffic:
+    """The judged version's traffic; with no request series at all, stable's pods tell whether
+    that means "no traffic yet" or "nobody can tell"."""
+    if count.counts is None and count.error is None and c.stable is not None:
+        theirs = await _count(c.asked, c.source.outcomes(c.stable, c.namespace, c.interval))
+        if _served_nothing(count, theirs):
+            return Traffic(requests=0)
+    return _traffic(c.source, count)
+
+
+def _traffic(source: Source, count: _Count) -> Traffic:
+    return Traffic(
+        requests=count.counts.requests if count.counts else None, unknown_because=_unknown(source, count)
+    )
+
+
+def _unknown(source: Source, count: _Count) -> str:
+    if count.error is not None:
+        return f"traffic unknown: {count.error}"
+    if count.counts is None:
+        return f"traffic unknown: {source.requests} has no series for these pods"
+    return ""

@@ -1,7 +1,7 @@
 """Prometheus as a metric provider, through prometheus-api-client.
 
 Called off the event loop (a worker thread per query), with a timeout and a bounded retry
-of transient HTTP failures. Whatever goes wrong becomes an Error sample with a message a
+of transient HTTP failures. Whatever goes wrong becomes an Error sample (or series) with a message a
 person can act on, with the credentials masked; a NaN or an empty vector is no data.
 Nothing here judges.
 
@@ -26,7 +26,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from parachute import telemetry
-from parachute.plan.verdicts import Sample
+from parachute.plan.verdicts import Sample, Series
 from parachute.redaction import redact
 
 
@@ -89,6 +89,16 @@ class PrometheusProvider:
             return Sample(error=self._failure(error))
         return _to_sample(result)
 
+    async def vector(self, query: str) -> Series:
+        return await telemetry.query(asyncio.to_thread(self._vector, query))
+
+    def _vector(self, query: str) -> Series:
+        try:
+            result = self._client.custom_query(query, params={"timeout": f"{self.timeout:g}s"})
+        except Exception as error:  # as for a sample: an Error, never an exception
+            return Series(error=self._failure(error))
+        return _to_series(result)
+
     def _failure(self, error: Exception) -> str:
         at = f"Prometheus at {self.address}"
         if isinstance(error, PrometheusApiClientException):
@@ -114,6 +124,15 @@ def _to_sample(result: Any) -> Sample:
     if len(result) > 1:
         return Sample(error=f"the query returned {len(result)} series; aggregate it to one (e.g. sum(...))")
     return Sample.of(float(result[0]["value"][1]))
+
+
+def _to_series(result: Any) -> Series:
+    """Every series of a vector with its labels (a scalar is one series without labels)."""
+    if not result:
+        return Series()
+    if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
+        return Series.of(({}, float(result[1])))
+    return Series.of(*((dict(item.get("metric") or {}), float(item["value"][1])) for item in result))
 
 
 def _tls_reason(error: Exception) -> str:

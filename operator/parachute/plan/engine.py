@@ -23,6 +23,7 @@ from parachute.api import (
     PROMOTE_ANNOTATION,
     RESOLVED_ANNOTATION,
     RETRY_ANNOTATION,
+    CanaryScale,
     Condition,
     ConditionStatus,
     ConfigSnapshot,
@@ -39,15 +40,24 @@ from parachute.api import (
     ReleaseStatus,
     RolloutSpec,
     RolloutStatus,
+    TrafficStatus,
     WindowStatus,
     format_duration,
     parse_duration,
 )
 from parachute.conditions import timestamp
 from parachute.plan import recovery
-from parachute.plan.model import Decision, Event, EventType, Observed, RecoveryIntent, WorkloadIntent
+from parachute.plan.model import (
+    Decision,
+    Event,
+    EventType,
+    Observed,
+    RecoveryIntent,
+    TrafficIntent,
+    WorkloadIntent,
+)
 from parachute.plan.stages import effective_risk, flag_gated_plan, plan_for
-from parachute.plan.workload import canary_replicas, template_revision
+from parachute.plan.workload import canary_replicas, routed_canary_replicas, template_revision
 
 # How soon to look again while waiting for the cluster (pods becoming ready, a rollout).
 CLUSTER_TICK = timedelta(seconds=2)
@@ -85,6 +95,13 @@ class _Work:
     recovery: RecoveryIntent = field(default_factory=RecoveryIntent)
     snapshots: list[tuple[str, str]] = field(default_factory=list)
     flags: FlagState | None = None  # the state the release's flags must be put in now
+    router: str | None = None  # the traffic router in use; None: replica ratio
+    full_canary: bool = False  # with a router: the canary at the target's size (canaryScale full)
+    traffic: TrafficIntent | None = None  # with a router: what its backend should hold now
+
+    @property
+    def routed(self) -> bool:
+        return self.router is not None
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append(Event(EventType.warning if warning else EventType.normal, reason, message))
@@ -98,6 +115,7 @@ def decide(
     spec: RolloutSpec, status: RolloutStatus, observed: Observed, now: datetime, generation: int | None = None
 ) -> Decision:
     work = _Work(status.model_copy(deep=True), now)
+    _choose_router(work, spec)
     st = work.status
     st.risk = effective_risk(spec)
     st.risk_reason = observed.risk_reason or ("spec.risk" if spec.risk else f"default ({st.risk})")
@@ -119,7 +137,7 @@ def decide(
         # Paused holds a release where it is; it never holds a rollback.
         _begin_recovery(work, spec, observed, f"paused at stage {st.stage}")
     elif st.phase == Phase.paused:
-        work.intent = _stage_intent(st, observed, revision)
+        work.intent = _stage_intent(work, observed, revision)
     elif st.phase == Phase.rolling_back:
         _recover(work, spec, observed)
     elif st.phase == Phase.rolled_back:
@@ -135,6 +153,7 @@ def decide(
     elif spec.analysis is not None and st.phase in WATCHED and st.next_analysis_at is None:
         work.check_at(now)  # the watch after a rollback starts with a round now
 
+    _route(work, observed)
     _stale_promote_is_dropped(work, observed)
     if observed.gates:
         checked = timestamp(work.now)
@@ -151,7 +170,13 @@ def decide(
     st.next_check_at = timestamp(work.next_check_at) if work.next_check_at else None
     assert work.intent is not None
     return Decision(st, work.intent, tuple(work.events), work.next_check_at, work.recovery,
-                    tuple(work.snapshots), work.flags)  # fmt: skip
+                    tuple(work.snapshots), work.flags, work.traffic)  # fmt: skip
+
+
+def _choose_router(work: _Work, spec: RolloutSpec) -> None:
+    routing = spec.traffic_routing
+    if routing is not None and routing.router() is not None:
+        work.router, work.full_canary = routing.router(), routing.canary_scale == CanaryScale.full
 
 
 # ---------------------------------------------------------------------------- transitions
@@ -256,7 +281,12 @@ def _blocked(work: _Work) -> bool:
 
 
 def _may_start(work: _Work, observed: Observed) -> bool:
-    return _may_progress(work, observed) and not _unmet_gates(observed) and not _blocked(work)
+    return (
+        _may_progress(work, observed)
+        and not _unmet_gates(observed)
+        and not _blocked(work)
+        and not observed.metrics_missing
+    )
 
 
 def _say_why_waiting(work: _Work, observed: Observed, what: str) -> None:
@@ -268,6 +298,10 @@ def _say_why_waiting(work: _Work, observed: Observed, what: str) -> None:
         )
     elif not _may_progress(work, observed):
         _say_waiting(work, observed, f"{what} waits for the release window")
+    elif observed.metrics_missing:
+        # Its first stage would only ever read "no data": wait until the series exist.
+        work.status.message = f"{what} waits for its metrics (MetricsAvailable): {observed.metrics_missing}"
+        work.check_at(work.now + GATE_RECHECK)
     else:
         work.status.message = f"{what} waits for its checklist: {_unmet_gates(observed)}"
         work.check_at(work.now + GATE_RECHECK)
@@ -409,7 +443,8 @@ def _stop(work: _Work, observed: Observed, phase: Phase, reason: str, why: str) 
     where = (
         f"revision {revision} still serves from the target ({recovery.ready_pods(in_target)})"
         if in_target
-        else f"all traffic back to stable revision {stable}"
+        else f"all traffic {'going ' if work.routed and _applied(observed) != 0 else ''}back to stable "
+        f"revision {stable}"
     )
     st.message = f"{why}; {where}; set {RETRY_ANNOTATION} to start again, or apply a new template"
     work.event(reason, st.message, warning=True)
@@ -432,10 +467,14 @@ def _pause_or_resume(work: _Work, spec: RolloutSpec) -> None:
         work.event("Resumed", f"resumed at stage {st.stage}")
 
 
-def _stage_intent(st: RolloutStatus, observed: Observed, revision: str) -> WorkloadIntent:
-    """The workload of the current stage: the canary sized to its weight, the target held."""
+def _stage_intent(work: _Work, observed: Observed, revision: str) -> WorkloadIntent:
+    """The workload of the current stage: the canary sized to its weight, the target held; with
+    a router, also what its backend should hold (`work.traffic`)."""
+    st = work.status
     assert st.plan is not None and st.stage_index is not None
     stage = st.plan[min(st.stage_index, len(st.plan) - 1)]
+    if work.routed:
+        return _routed_stage_intent(work, observed, stage.weight, revision)
     if stage.weight == 100:
         done = _promoted(st, observed)
         # A canary that runs it keeps its capacity while the target rolls; none is made anew.
@@ -450,6 +489,112 @@ def _stage_intent(st: RolloutStatus, observed: Observed, revision: str) -> Workl
         0 if _target_runs(st, observed, revision) else canary_replicas(observed.target.replicas, stage.weight)
     )
     return WorkloadIntent(target_paused=True, canary_replicas=beside, canary_revision=revision)
+
+
+def _routed_stage_intent(work: _Work, observed: Observed, weight: int, revision: str) -> WorkloadIntent:
+    """A stage with a router: capacity apart from traffic. The canary is sized for its share (or
+    full), and the route moves only once its pods are ready. At 100% the canary takes all the
+    traffic at full size, then the target is let go to roll; once it has, the stable backend
+    follows it and the route goes back to stable, and the canary is retired after that."""
+    st = work.status
+    applied = _applied(observed)
+    canary = observed.canary
+    runs = canary is not None and canary.revision == revision
+    restart = _promotion_restart(st)
+    if weight == 100:
+        if _promoted(st, observed):
+            work.traffic = TrafficIntent(share=0)
+            return WorkloadIntent(target_paused=True, canary_replicas=0, canary_revision=revision,
+                                  target_restart=restart)  # fmt: skip
+        full = max(1, observed.target.replicas)
+        ready = runs and canary is not None and canary.ready >= full
+        work.traffic = TrafficIntent(share=100, open=ready, held=_held(observed, runs, 100))
+        return WorkloadIntent(target_paused=applied != 100, canary_replicas=full, canary_revision=revision,
+                              target_restart=restart)  # fmt: skip
+    want = 0 if _target_runs(st, observed, revision) else (
+        routed_canary_replicas(observed.target.replicas, weight, work.full_canary)
+    )  # fmt: skip
+    if want == 0:
+        work.traffic = TrafficIntent(share=0)
+        return WorkloadIntent(target_paused=True, canary_replicas=0, canary_revision=revision)
+    ready = runs and canary is not None and canary.ready >= want
+    work.traffic = TrafficIntent(share=weight, open=ready, held=_held(observed, runs, weight))
+    return WorkloadIntent(target_paused=True, canary_replicas=want, canary_revision=revision)
+
+
+def _held(observed: Observed, runs: bool, share: int) -> int:
+    """While the canary's pods for a share are not all ready: what the route keeps. Never more than
+    it holds or than the share, and nothing for a canary with no ready pod of this release."""
+    canary = observed.canary
+    if not runs or canary is None or canary.ready == 0:
+        return 0
+    return min(_applied(observed) or 0, share)
+
+
+def _applied(observed: Observed) -> int | None:
+    """The canary's share the router read back; None when it could not."""
+    return observed.traffic.applied.weight if observed.traffic is not None else None
+
+
+def _traffic_back(work: _Work, observed: Observed) -> bool:
+    """All traffic is on stable, as seen: the route at 0% for the canary (or no route left to
+    read), or with replica ratio no canary pod ready."""
+    if work.routed:
+        traffic = observed.traffic
+        return _applied(observed) == 0 or (traffic is not None and bool(traffic.broken))
+    canary = observed.canary
+    return observed.serving.in_canary() == 0 and (canary is None or canary.ready == 0)
+
+
+def _stable_set(observed: Observed, stable: str | None) -> str | None:
+    """The pod-template-hash the stable backend selects: the target's ReplicaSet with the most
+    ready pods (the stable revision's on a tie). It follows the target as it rolls."""
+    sets = observed.serving.target_sets
+    if not sets:
+        return None
+    stable_template = template_revision(stable) if stable else None
+    return max(sets, key=lambda h: (sets[h][1], sets[h][0] == stable_template, h))
+
+
+def _route(work: _Work, observed: Observed) -> None:
+    """What the router's backend should hold now, and what status says of it. Traffic moves
+    first and capacity follows: a canary the plan retires or replaces keeps its pods until the
+    route is seen sending it nothing."""
+    st = work.status
+    if not work.routed:
+        st.traffic = None
+        return
+    assert work.intent is not None
+    stable = st.release.stable_revision if st.release else None
+    incident = recovery.current_incident(st.incidents)
+    # A stage's share holds while it runs, and through the flag and config levels of a
+    # rollback (judged on the same split); everywhere else the canary gets nothing.
+    keeps_stage = st.phase in (Phase.progressing, Phase.paused) or (
+        st.phase == Phase.rolling_back and incident is not None and incident.level != RecoveryLevel.code
+    )
+    traffic = work.traffic if keeps_stage and work.traffic is not None else TrafficIntent(share=0)
+    work.traffic = replace(traffic, stable=_stable_set(observed, stable))
+    canary = observed.canary
+    shrinks = canary is not None and canary.replicas > 0 and (
+        work.intent.canary_replicas < canary.replicas or work.intent.canary_revision != canary.revision
+    )  # fmt: skip
+    if shrinks and canary is not None and work.traffic.weight == 0 and not _traffic_back(work, observed):
+        work.intent = replace(work.intent, canary_replicas=canary.replicas, canary_revision=canary.revision)
+        work.check_at(work.now + CLUSTER_TICK)
+    applied = observed.traffic.applied if observed.traffic is not None else None
+    if applied is not None and applied.weight != work.traffic.weight:
+        work.check_at(work.now + CLUSTER_TICK)  # read the route back soon
+    why = (observed.traffic.broken if observed.traffic is not None else "") or (
+        applied.unverified if applied is not None else "not read yet"
+    )
+    st.traffic = TrafficStatus(
+        router=str(work.router), desired=work.traffic.weight,
+        applied=applied.weight if applied is not None else None,
+        verified=applied is not None and applied.weight is not None,
+        message=why or None,
+    )  # fmt: skip
+    if st.phase == Phase.aborted and st.message and applied is not None and applied.weight == 0:
+        st.message = st.message.replace("all traffic going back to stable", "all traffic back to stable")
 
 
 def _target_runs(st: RolloutStatus, observed: Observed, revision: str) -> bool:
@@ -501,7 +646,7 @@ def _progress(work: _Work, spec: RolloutSpec, observed: Observed) -> None:
     stage = st.plan[index]
     st.stage = f"{index + 1}/{len(st.plan)}"
     revision = observed.target.revision
-    work.intent = _stage_intent(st, observed, revision)
+    work.intent = _stage_intent(work, observed, revision)
     started = parse_time(st.stage_started_at) or work.now
     label = f"stage {st.stage} ({stage.name}) at {stage.weight}%"
 
@@ -560,7 +705,29 @@ def _not_reached(
     flags = _stage_flags(work, spec, observed, stage)
     if not _stage_ready(work, observed, stage.weight, revision):
         return "the new version to become ready"
-    return flags
+    traffic = _traffic_not_there(work, observed, stage.weight)
+    return traffic or flags
+
+
+def _traffic_not_there(work: _Work, observed: Observed, weight: int) -> str:
+    """With a router: what the route still lacks for the stage to count as reached ("" when it holds
+    the stage's share; at 100%, once the target has rolled, 0% for the canary: stable is new)."""
+    if not work.routed or work.traffic is None:
+        return ""
+    share = work.traffic.share
+    if weight == 100 and share == 100:
+        return "the target to roll to the new version behind the route"
+    traffic = observed.traffic
+    applied = _applied(observed)
+    if applied == share:
+        return ""
+    if weight == 100:
+        held = f"{applied}%" if applied is not None else "an unknown share"
+        return f"all traffic back on the stable backend, now running the new version (the route holds {held})"
+    if applied is None:
+        why = (traffic.broken or traffic.applied.unverified) if traffic is not None else "not read yet"
+        return f"the route to send {share}% to the canary ({why})"
+    return f"the route to send {share}% to the canary (it holds {applied}%)"
 
 
 def _stage_ready(work: _Work, observed: Observed, weight: int, revision: str) -> bool:
@@ -632,7 +799,7 @@ def _advance(work: _Work, observed: Observed) -> None:
         )
         st.message = f"stage {st.stage} ({stage.name}) at {stage.weight}%"
         work.event(reason, st.message)
-        work.intent = _stage_intent(st, observed, observed.target.revision)
+        work.intent = _stage_intent(work, observed, observed.target.revision)
         work.check_at(work.now)
         return
     revision = st.release.revision
@@ -871,7 +1038,11 @@ def _recover(work: _Work, spec: RolloutSpec, observed: Observed) -> None:
             record.changed = [*(record.changed or []), problem]
         _escalate(work, spec, observed, problem)
         return
-    if record.applied_at is None and _applied(work, observed, incident, stamp):
+    if level == RecoveryLevel.code and record.traffic_back_at is None and _traffic_back(work, observed):
+        record.traffic_back_at = timestamp(work.now)
+        work.event("TrafficBackOnStable", f"level {level}: all traffic is back on stable revision "
+                   f"{incident.stable_revision}{', as the route reads back' if work.routed else ''}")  # fmt: skip
+    if record.applied_at is None and _level_applied(work, observed, incident, stamp):
         record.applied_at = timestamp(work.now)
         work.event("RecoveryApplied", f"level {level}: {'; '.join(record.changed or [])}")
     healthy = _health_back(spec, st, record)
@@ -951,7 +1122,7 @@ def _recovery_workload(work: _Work, observed: Observed, incident: Incident) -> W
             target_paused=_hold_target(observed, incident), canary_replicas=0, canary_revision=None
         )
     # Flag and config levels keep the traffic where it is: health is judged on the same split.
-    stage_intent = _stage_intent(st, observed, st.release.revision or observed.target.revision)
+    stage_intent = _stage_intent(work, observed, st.release.revision or observed.target.revision)
     if observed.target.revision != st.release.revision:
         # A template applied during the recovery waits for it to end: the target is held.
         return replace(stage_intent, target_paused=True, target_restart=None)
@@ -976,7 +1147,7 @@ def _cannot_apply(st: RolloutStatus, observed: Observed, level: RecoveryLevel) -
     return ""
 
 
-def _applied(work: _Work, observed: Observed, incident: Incident, stamp: str | None) -> bool:
+def _level_applied(work: _Work, observed: Observed, incident: Incident, stamp: str | None) -> bool:
     """The level's change is in place: seen so, not assumed."""
     st = work.status
     restarted = stamp is None or observed.recovery.restarted_at == stamp
@@ -995,7 +1166,7 @@ def _applied(work: _Work, observed: Observed, incident: Incident, stamp: str | N
     canary = observed.canary
     canary_gone = canary is None or (canary.replicas == 0 and canary.ready == 0)
     restored = work.recovery.restore_template is None
-    return canary_gone and not in_canary and not in_target and restored
+    return canary_gone and not in_canary and not in_target and restored and _traffic_back(work, observed)
 
 
 def _health_back(spec: RolloutSpec, st: RolloutStatus, record: LevelRecord) -> datetime | None:

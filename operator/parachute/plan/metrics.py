@@ -1,9 +1,17 @@
 """Metrics as data: the built-in templates with the playbook's thresholds (spec §3), and the
 resolution of a Rollout's metric entries into complete definitions. Pure.
 
-A query is evaluated once per version it judges: `{{version}}` becomes the canary's label
-value (and, for comparisons, the stable one's). Thresholds are read in the template's unit:
-`0.5%` is a ratio of 0.005, `400ms` is 0.4 seconds, `10/min` is ten per minute.
+The built-ins are kinds, not fixed PromQL: `error-rate` and `success-rate` are rates of bad
+requests counted by outcome, `latency-p95` a quantile of a latency histogram, each written for
+whichever source counts the requests (`plan.sources`). `database-errors` and `security-alerts`
+are queries. Thresholds are read in the template's unit: `0.5%` is a ratio of 0.005, `400ms` is
+0.4 seconds, `10/min` is ten per minute.
+
+A query (a template's or an inline one) is sent once for the version it judges and, when
+compared, once more for stable, with the same placeholders in both: `{{pods}}`, `{{workload}}`
+and `{{service}}` name the version it is sent for, `{{canary_pods}}` and `{{stable_pods}}` the
+judged version's and stable's pods whichever it is sent for. See `plan.versions` for which
+version a stage judges.
 """
 
 from __future__ import annotations
@@ -11,48 +19,65 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 
-from parachute.api import Direction, Metric, MetricTemplateSpec, Risk, parse_duration
+from parachute.api import (
+    RATE_TEMPLATES,
+    Direction,
+    Judge,
+    Metric,
+    MetricLabels,
+    MetricsSource,
+    MetricTemplateSpec,
+    NoData,
+    Risk,
+    RolloutSpec,
+    parse_duration,
+)
+from parachute.plan.sources import routed_service, source_kind
 
-_HTTP = 'namespace="{{namespace}}",app="{{target}}",version="{{version}}"'
 
-BUILTIN: dict[str, MetricTemplateSpec] = {
-    "error-rate": MetricTemplateSpec(
-        query=(
-            f'sum(rate(http_requests_total{{{_HTTP},code=~"5.."}}[{{{{window}}}}]))'
-            f" / sum(rate(http_requests_total{{{_HTTP}}}[{{{{window}}}}]))"
-        ),
-        unit="ratio", warning="0.2%", critical="0.5%", sustain_for="10m", rollback_at="5%",
-    ),
-    "latency-p95": MetricTemplateSpec(
-        query=(
-            "histogram_quantile(0.95, sum by (le) "
-            f"(rate(http_request_duration_seconds_bucket{{{_HTTP}}}[{{{{window}}}}])))"
-        ),
-        unit="seconds", warning="300ms", critical="500ms", sustain_for="10m",
+class Kind(StrEnum):
+    """What a metric measures, and so which queries it needs."""
+
+    requests = "requests"  # a rate of bad requests, from the requests counted by outcome
+    latency = "latency"  # a quantile of the latency histogram
+    query = "query"  # a PromQL query of its own
+
+
+@dataclass(frozen=True)
+class Builtin:
+    kind: Kind
+    spec: MetricTemplateSpec  # thresholds and unit; the query only for kind `query`
+    quantile: float = 0.0
+
+
+_BY_SOURCE = "(built from the metrics source)"
+
+BUILTIN: dict[str, Builtin] = {
+    "error-rate": Builtin(Kind.requests, MetricTemplateSpec(
+        query=_BY_SOURCE, unit="ratio", warning="0.2%", critical="0.5%", sustain_for="10m", rollback_at="5%",
+    )),
+    "latency-p95": Builtin(Kind.latency, MetricTemplateSpec(
+        query=_BY_SOURCE, unit="seconds", warning="300ms", critical="500ms", sustain_for="10m",
         compare_with_stable=True, tolerance="10%",
-    ),
-    "success-rate": MetricTemplateSpec(
-        query=(
-            f'sum(rate(http_requests_total{{{_HTTP},code!~"5.."}}[{{{{window}}}}]))'
-            f" / sum(rate(http_requests_total{{{_HTTP}}}[{{{{window}}}}]))"
-        ),
-        unit="ratio", direction=Direction.below, warning="99.8%", critical="99.5%", sustain_for="10m",
-    ),
-    "database-errors": MetricTemplateSpec(
-        query=f"sum(rate(db_errors_total{{{_HTTP}}}[{{{{window}}}}])) * 60",
+    ), quantile=0.95),
+    "success-rate": Builtin(Kind.requests, MetricTemplateSpec(
+        query=_BY_SOURCE, unit="ratio", direction=Direction.below, warning="99.8%", critical="99.5%",
+        sustain_for="10m",
+    )),
+    "database-errors": Builtin(Kind.query, MetricTemplateSpec(
+        query='sum(rate(db_errors_total{{{ns}="{{{{namespace}}}}",{pod}=~"{{{{pods}}}}"}}[{{{{window}}}}])) * 60',
         unit="perMinute", warning="10/min", critical="50/min", sustain_for="10m", no_data_is_zero=True,
-    ),
-    "security-alerts": MetricTemplateSpec(
-        query='count(ALERTS{alertstate="firing",category="security",namespace="{{namespace}}"})',
+    )),
+    "security-alerts": Builtin(Kind.query, MetricTemplateSpec(
+        query='count(ALERTS{{alertstate="firing",category="security",{ns}="{{{{namespace}}}}"}})',
         unit="count", rollback_at="0", no_data_is_zero=True,
-    ),
+    )),
 }  # fmt: skip
 
-# Requests each version served in the window: too few makes request metrics Inconclusive.
-TRAFFIC_QUERY = f"sum(increase(http_requests_total{{{_HTTP}}}[{{{{window}}}}]))"
-REQUEST_METRICS = frozenset({"error-rate", "latency-p95", "success-rate"})
 DEFAULT_MIN_REQUESTS = 10
+DEFAULT_CONFIDENCE = "95%"
 
 # What each risk watches by default (spec §2's "watched" column).
 WATCHED: dict[Risk, tuple[str, ...]] = {
@@ -62,6 +87,18 @@ WATCHED: dict[Risk, tuple[str, ...]] = {
     Risk.high: ("error-rate", "latency-p95", "success-rate", "database-errors", "security-alerts"),
 }
 
+# The placeholders a query may use. The retired ones named label values Parachute assumed.
+PLACEHOLDERS = frozenset({"namespace", "target", "window", "pods", "workload", "service",
+                          "canary_pods", "stable_pods"})  # fmt: skip
+RETIRED = {
+    "canary": "{{canary}} was a version label value no cluster carries: select the judged version's "
+    'pods with pod=~"{{pods}}" (or {{canary_pods}})',
+    "stable": "{{stable}} was a version label value no cluster carries: select stable's pods with "
+    'pod=~"{{stable_pods}}"',
+    "version": "{{version}} was a version label value no cluster carries: select the pods of the "
+    'version a query is sent for with pod=~"{{pods}}"',
+}
+_PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 _THRESHOLD = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(%|ms|s|/s|/min)?$")
 
 
@@ -70,7 +107,7 @@ class MetricDefinition:
     """One watched metric, complete: everything a verdict needs."""
 
     name: str
-    query: str
+    query: str  # kind `query` only
     direction: Direction
     unit: str
     warning: float | None
@@ -80,7 +117,12 @@ class MetricDefinition:
     compare_with_stable: bool
     tolerance: float  # a fraction: 0.1 for 10%
     no_data_is_zero: bool
-    needs_traffic: bool
+    needs_traffic: bool  # too few requests in the window make it Inconclusive
+    kind: Kind = Kind.query
+    on_no_data: NoData = NoData.hold
+    judge: Judge = Judge.threshold
+    confidence: float = 0.95  # with judge compare
+    quantile: float = 0.0  # kind latency
 
 
 def parse_threshold(text: str, unit: str) -> float:
@@ -108,26 +150,58 @@ def format_value(value: float, unit: str) -> str:
     return f"{value:.4g}"
 
 
-class UnknownTemplateError(ValueError):
+class MetricSpecError(ValueError):
+    """A metric cannot work as written; the message names the field."""
+
+
+class UnknownTemplateError(MetricSpecError):
     """A metric names a template that does not exist."""
 
 
-def resolve(metric: Metric, templates: dict[str, MetricTemplateSpec]) -> MetricDefinition:
+def check_query(query: str, field: str, routed: bool) -> None:
+    """Refuse placeholders no round can fill, naming the field and what to write instead."""
+    for name in _PLACEHOLDER.findall(query):
+        if name in RETIRED:
+            raise MetricSpecError(f"{field}: {RETIRED[name]}")
+        if name not in PLACEHOLDERS:
+            known = ", ".join("{{" + p + "}}" for p in sorted(PLACEHOLDERS))
+            raise MetricSpecError(f"{field}: unknown placeholder {{{{{name}}}}} (known: {known})")
+        if name == "service" and not routed:
+            raise MetricSpecError(
+                f"{field}: {{{{service}}}} names the Service a router sends a version's share to, and "
+                "spec.trafficRouting names no router"
+            )
+
+
+def resolve(
+    metric: Metric,
+    templates: dict[str, MetricTemplateSpec],
+    labels: MetricLabels | None = None,
+    field: str = "spec.analysis.metrics[]",
+    routed: bool = False,
+) -> MetricDefinition:
     """Merge a Rollout's metric entry over its template (built-in or a template resource)."""
+    labels = labels or MetricLabels()
+    kind, quantile = Kind.query, 0.0
     if metric.query is not None:
         base = MetricTemplateSpec(query=metric.query)
         name = metric.name or "query"
-        needs_traffic = False
+        check_query(metric.query, f"{field}.query", routed)
+    elif metric.template is not None:
+        builtin = BUILTIN[metric.template]
+        kind, quantile = builtin.kind, builtin.quantile
+        query = builtin.spec.query.format(ns=labels.namespace, pod=labels.pod)
+        base = builtin.spec.model_copy(update={"query": query})
+        name = metric.name or metric.template
     else:
         ref = metric.template_ref
-        key = metric.template or (f"{ref.kind.value}/{ref.name}" if ref else "")
-        found = BUILTIN.get(key) if metric.template else templates.get(key)
+        assert ref is not None  # the CRD's rule: exactly one of template, templateRef, query
+        found = templates.get(f"{ref.kind.value}/{ref.name}")
         if found is None:
-            shown = ref.name if ref and not metric.template else key
-            raise UnknownTemplateError(f"metric {metric.name or shown}: no template named {shown!r}")
+            raise UnknownTemplateError(f"metric {metric.name or ref.name}: no template named {ref.name!r}")
         base = found
-        name = metric.name or (ref.name if ref and not metric.template else key)
-        needs_traffic = metric.template in REQUEST_METRICS
+        name = metric.name or ref.name
+        check_query(found.query, f"{ref.kind.value} {ref.name}: spec.query", routed)
     unit = base.unit
 
     def threshold(own: str | None, inherited: str | None) -> float | None:
@@ -136,6 +210,7 @@ def resolve(metric: Metric, templates: dict[str, MetricTemplateSpec]) -> MetricD
 
     tolerance = metric.tolerance or base.tolerance or "10%"
     compare = base.compare_with_stable if metric.compare_with_stable is None else metric.compare_with_stable
+    rates = metric.template in RATE_TEMPLATES
     return MetricDefinition(
         name=name,
         query=base.query,
@@ -150,7 +225,12 @@ def resolve(metric: Metric, templates: dict[str, MetricTemplateSpec]) -> MetricD
         no_data_is_zero=metric.no_data_is_zero
         if metric.no_data_is_zero is not None
         else base.no_data_is_zero,
-        needs_traffic=needs_traffic,
+        needs_traffic=kind in (Kind.requests, Kind.latency),
+        kind=kind,
+        on_no_data=metric.on_no_data or base.on_no_data,
+        judge=(metric.judge or Judge.compare) if rates else Judge.threshold,
+        confidence=parse_threshold(metric.confidence or DEFAULT_CONFIDENCE, "ratio"),
+        quantile=quantile,
     )
 
 
@@ -158,6 +238,35 @@ def default_metrics(risk: Risk) -> list[Metric]:
     return [Metric(template=name) for name in WATCHED[risk]]
 
 
+def definitions(
+    spec: RolloutSpec, templates: dict[str, MetricTemplateSpec], risk: Risk
+) -> list[MetricDefinition]:
+    """The Rollout's metrics, or the built-ins `risk` watches. Raises MetricSpecError."""
+    assert spec.analysis is not None
+    kind = source_kind(spec)
+    routed = routed_service(spec) is not None
+    routing = spec.traffic_routing
+    if kind == MetricsSource.nginx and (routing is None or routing.nginx is None):
+        raise MetricSpecError(
+            "spec.analysis.source: nginx tells the versions apart by the canary Ingress's upstream "
+            "and needs spec.trafficRouting.nginx"
+        )
+    if kind == MetricsSource.envoy_gateway and not routed:
+        raise MetricSpecError(
+            "spec.analysis.source: envoyGateway tells the versions apart by the backend Services a "
+            "router splits and needs spec.trafficRouting.gatewayAPI"
+        )
+    entries = spec.analysis.metrics or default_metrics(risk)
+    return [
+        resolve(m, templates, spec.analysis.labels, f"spec.analysis.metrics[{i}]", routed)
+        for i, m in enumerate(entries)
+    ]
+
+
 def render(query: str, variables: dict[str, str]) -> str:
-    """Fill `{{name}}` placeholders; unknown ones are left for Prometheus to reject, visibly."""
-    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: variables.get(m.group(1), m.group(0)), query)
+    """Fill `{{name}}` placeholders (`check_query` has refused the unknown ones)."""
+    return _PLACEHOLDER.sub(lambda m: variables.get(m.group(1), m.group(0)), query)
+
+
+def placeholders(query: str) -> set[str]:
+    return set(_PLACEHOLDER.findall(query))

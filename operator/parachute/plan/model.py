@@ -70,6 +70,9 @@ class Serving:
 
     target: Mapping[str, int] = field(default_factory=dict)  # template revision -> ready pods
     canary: Mapping[str, int] = field(default_factory=dict)
+    # The target's ReplicaSets by pod-template-hash: (template revision, ready pods). A router's
+    # stable backend selects one of them.
+    target_sets: Mapping[str, tuple[str, int]] = field(default_factory=dict)
 
     def in_target(self, template: str) -> int:
         return self.target.get(template, 0)
@@ -96,6 +99,36 @@ class RecoveryView:
 
 
 @dataclass(frozen=True)
+class Applied:
+    """What a traffic router's backend holds now, as the router read it.
+
+    `weight`: the canary's share in percent, or None when it cannot be verified, `unverified`
+    then saying why. `hand_edit`: weights found that Parachute did not write, what they
+    were and (after a write) that they were put right: an Event's message. `wrote`: whether
+    the call that answered changed the backend.
+    """
+
+    weight: int | None
+    unverified: str | None = None
+    hand_edit: str | None = None
+    wrote: bool = False
+
+    def holds(self, weight: int) -> bool:
+        """A stage is reached only when the backend verifiably holds its weight."""
+        return self.weight == weight
+
+
+@dataclass(frozen=True)
+class TrafficView:
+    """The router's backend as the reconcile read it (only with a router)."""
+
+    applied: Applied
+    # The router's set-up cannot work now (its route was deleted, say). A release waits on it;
+    # a rollback goes on without it, as with replica ratio: there is nothing to read back.
+    broken: str = ""
+
+
+@dataclass(frozen=True)
 class Observed:
     target: TargetState
     canary: CanaryState | None = None
@@ -109,6 +142,9 @@ class Observed:
     risk_reason: str = ""  # why the risk is what it is, when the change annotation chose it
     serving: Serving = Serving()
     flags: FlagsView = FlagsView()
+    traffic: TrafficView | None = None  # with a router: what it holds
+    # Why the watched metrics cannot judge a release (their series never existed): it waits.
+    metrics_missing: str = ""
 
 
 @dataclass(frozen=True)
@@ -130,6 +166,27 @@ class RecoveryIntent:
     restart_stamp: str | None = None  # pods that cannot reload are restarted with this stamp
     restart_target: bool = False  # the target's pods run the new code too: restart them as well
     restore_template: str | None = None  # put the target's pod template back to this revision
+
+
+@dataclass(frozen=True)
+class TrafficIntent:
+    """What a router's backend should hold now; the reconcile's router makes it so, idempotently.
+
+    `share` is the canary's share the plan wants; `open` says whether the canary's pods for it
+    are ready, so that traffic may move to it. Until they are, the route keeps `held` (what it
+    holds, never more than `share`, and 0 when no canary pod is ready). `stable` is the
+    pod-template-hash the stable backend selects: the target's ReplicaSet that serves.
+    """
+
+    share: int
+    open: bool = True
+    held: int = 0
+    stable: str | None = None
+
+    @property
+    def weight(self) -> int:
+        """The canary's share to write now."""
+        return self.share if self.open else self.held
 
 
 class EventType(StrEnum):
@@ -155,3 +212,5 @@ class Decision:
     snapshots: tuple[tuple[str, str], ...] = ()
     # The state the release's flags must be put in now (copied first); None: leave them.
     flags: FlagState | None = None
+    # With a router: what its backend must hold now. None: replica ratio, nothing to write.
+    traffic: TrafficIntent | None = None

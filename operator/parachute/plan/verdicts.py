@@ -8,6 +8,12 @@ not yet for `sustainFor` — watch, don't roll back. A metric compared with stab
 past its tolerance, as past its `critical` threshold; without a stable value to compare with,
 only the absolute thresholds judge it, and the message says so.
 
+A rate of bad requests with judge `compare` is judged from both versions' counts instead
+(`plan.compare`): critical only when the canary is worse with the stated confidence and past its
+floor. "No data" and "no traffic" are told apart for every metric: too little traffic is always
+Inconclusive; no data while there was traffic is what the metric's `onNoData` says (Inconclusive
+unless told otherwise).
+
 NaN never reaches a comparison: a sample is a number, no data, or an error.
 """
 
@@ -18,9 +24,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from parachute.api import AnalysisLimits, Direction, MetricStatus, Verdict, format_duration
+from parachute.api import (
+    AnalysisLimits,
+    Comparison,
+    Direction,
+    Judge,
+    MetricStatus,
+    NoData,
+    Verdict,
+    format_duration,
+)
 from parachute.conditions import timestamp
-from parachute.plan.metrics import MetricDefinition, format_value
+from parachute.plan.compare import Counts, Finding, Limits, Severity, compare
+from parachute.plan.metrics import Kind, MetricDefinition, format_value
 from parachute.plan.model import Health
 
 
@@ -42,10 +58,45 @@ class Sample:
         return self.value is not None and self.error is None
 
 
+@dataclass(frozen=True)
+class Series:
+    """What a query returned as series, each with its labels: none, some, or an error."""
+
+    found: tuple[tuple[tuple[tuple[str, str], ...], float], ...] = ()
+    error: str | None = None
+
+    @classmethod
+    def of(cls, *series: tuple[dict[str, str], float]) -> Series:
+        return cls(tuple((tuple(sorted(labels.items())), value) for labels, value in series))
+
+    def by(self, label: str) -> dict[str, float]:
+        """The values summed by one label's value ("" where a series lacks it); NaN is left out."""
+        out: dict[str, float] = {}
+        for labels, value in self.found:
+            if math.isnan(value) or math.isinf(value):
+                continue
+            key = dict(labels).get(label, "")
+            out[key] = out.get(key, 0.0) + value
+        return out
+
+
 def _bad(value: float, threshold: float | None, direction: Direction) -> bool:
     if threshold is None:
         return False
     return value > threshold if direction == Direction.above else value < threshold
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """The requests the judged version served in the window (None: there is no request counter
+    for it, so whether there was traffic is unknown), and stable's counts when they were asked."""
+
+    requests: float | None = None
+    counts: Counts | None = None  # the judged version's, by outcome: for rates of bad requests
+    stable: Counts | None = None
+    window: str = ""  # what the counts cover
+    look: int = 0  # which look at accumulating counts this is (0: a window of its own)
+    unknown_because: str = ""  # why `requests` is None
 
 
 def judge(
@@ -57,11 +108,15 @@ def judge(
     stable: Sample | None = None,
     requests: float | None = None,
     min_requests: int = 0,
+    traffic: Traffic | None = None,
 ) -> MetricStatus:
     """The metric's status after one more evaluation.
 
     `stable` is the stable version's sample when the metric is compared with it, None when not.
+    `traffic` (or just `requests`) is what the judged version served in the window.
     """
+    traffic = traffic or Traffic(requests=requests)
+    requests = traffic.requests
     old = previous or MetricStatus(name=metric.name)
     counts = {
         "successful": old.successful, "failed": old.failed, "inconclusive": old.inconclusive, "errors": old.errors,
@@ -69,26 +124,44 @@ def judge(
     breached_since = old.breached_since
     consecutive_errors = consecutive_inconclusive = 0
     stable_value = stable.value if stable is not None and stable.has_value else None
+    immediate = False
+    comparison: Comparison | None = None
+    few = requests is not None and requests < min_requests
 
     if canary.error is not None:
         verdict, message = Verdict.error, f"{metric.name}: {canary.error}"
         consecutive_errors = old.consecutive_errors + 1
-    elif metric.needs_traffic and requests is not None and requests < min_requests:
+    elif few and (metric.needs_traffic or not canary.has_value):
         verdict, consecutive_inconclusive = Verdict.inconclusive, old.consecutive_inconclusive + 1
-        message = f"{metric.name}: no traffic to judge ({math.floor(requests)} requests in the window, fewer than {min_requests})"
+        message = f"{metric.name}: no traffic to judge ({math.floor(requests or 0)} requests in the window, fewer than {min_requests})"
+    elif metric.kind == Kind.requests and metric.judge == Judge.compare and traffic.counts is not None:
+        finding = compare(traffic.counts, traffic.stable, _limits(metric, min_requests), traffic.look)
+        canary = Sample(value=_shown_rate(metric, traffic.counts.rate))
+        if traffic.stable is not None and traffic.stable.requests > 0:
+            stable_value = _shown_rate(metric, traffic.stable.rate)
+        comparison = Comparison(
+            window=traffic.window, requests=traffic.counts.requests, errors=traffic.counts.errors,
+            stable_requests=traffic.stable.requests if traffic.stable else None,
+            stable_errors=traffic.stable.errors if traffic.stable else None, confidence=finding.confidence,
+        )  # fmt: skip
+        verdict, message, breached_since = _found(metric, finding, traffic, breached_since, now)
+        immediate = finding.severity == Severity.immediate
+        if verdict == Verdict.inconclusive:
+            consecutive_inconclusive = old.consecutive_inconclusive + 1
     elif not canary.has_value and not metric.no_data_is_zero:
-        verdict, message = Verdict.inconclusive, f"{metric.name}: no data"
-        consecutive_inconclusive = old.consecutive_inconclusive + 1
+        verdict, message = _no_data(metric, traffic, min_requests)
+        if verdict == Verdict.inconclusive:
+            consecutive_inconclusive = old.consecutive_inconclusive + 1
     else:
         value = canary.value if canary.value is not None else 0.0
         canary = Sample(value=value)
         verdict, message, breached_since = _measured(metric, value, stable, breached_since, now)
+        # rollbackAt is the one failure with no sustain: an immediate trigger for recovery.
+        immediate = verdict == Verdict.failed and _bad(value, metric.rollback_at, metric.direction)
 
     key = {Verdict.successful: "successful", Verdict.warning: "successful", Verdict.failed: "failed",
            Verdict.inconclusive: "inconclusive", Verdict.error: "errors"}[verdict]  # fmt: skip
     counts[key] += 1
-    # rollbackAt is the one failure with no sustain: an immediate trigger for recovery.
-    immediate = verdict == Verdict.failed and _bad(canary.value or 0.0, metric.rollback_at, metric.direction)
     healthy_since = old.healthy_since if verdict == Verdict.successful else None
     if verdict == Verdict.successful and healthy_since is None:
         healthy_since = timestamp(now)
@@ -104,8 +177,66 @@ def judge(
         breached_since=breached_since,
         immediate=immediate or None,
         healthy_since=healthy_since,
+        requests=requests,
+        comparison=comparison,
         **counts,
     )
+
+
+def _shown_rate(metric: MetricDefinition, bad_rate: float) -> float:
+    """A rate of bad requests as the metric shows it: success-rate is its complement."""
+    return 1.0 - bad_rate if metric.direction == Direction.below else bad_rate
+
+
+def _limits(metric: MetricDefinition, min_requests: int) -> Limits:
+    """The metric's lines as rates of bad requests (success-rate's are complements)."""
+
+    def bad(line: float | None) -> float | None:
+        if line is None:
+            return None
+        return 1.0 - line if metric.direction == Direction.below else line
+
+    return Limits(floor=bad(metric.critical), warning=bad(metric.warning), rollback_at=bad(metric.rollback_at),
+                  confidence=metric.confidence, tolerance=metric.tolerance, min_requests=min_requests)  # fmt: skip
+
+
+def _found(
+    metric: MetricDefinition, finding: Finding, traffic: Traffic, breached_since: str | None, now: datetime
+) -> tuple[Verdict, str, str | None]:
+    """A comparison's finding as a verdict: critical holds as Warning until it lasted sustainFor."""
+    assert traffic.counts is not None
+    over = f" over {traffic.window}" if traffic.window else ""
+    if metric.direction == Direction.below:
+        shown = format_value(1.0 - traffic.counts.rate, metric.unit)
+        what = f"{metric.name} {shown}, failed requests {finding.detail}{over}"
+    else:
+        what = f"{metric.name} {finding.detail}{over}"
+    if finding.severity == Severity.immediate:
+        return Verdict.failed, f"{what}: roll back at once", breached_since
+    if finding.severity == Severity.critical:
+        since = breached_since or timestamp(now)
+        held = now - _parse(since)
+        if held >= metric.sustain_for:
+            return Verdict.failed, f"{what}, for {human_duration(held)}", since
+        return Verdict.warning, f"{what}, for {human_duration(held)} so far", since
+    if finding.severity == Severity.inconclusive:
+        return Verdict.inconclusive, what, None
+    return (Verdict.warning if finding.severity == Severity.warning else Verdict.successful), what, None
+
+
+def _no_data(metric: MetricDefinition, traffic: Traffic, min_requests: int) -> tuple[Verdict, str]:
+    """No data while there was traffic (or while nobody can tell): what `onNoData` says."""
+    if traffic.requests is not None:
+        why = f"no data while the version served {math.floor(traffic.requests)} requests in the window"
+    elif traffic.unknown_because:
+        why = f"no data ({traffic.unknown_because})"
+    else:
+        why = "no data"
+    if metric.on_no_data == NoData.fail:
+        return Verdict.failed, f"{metric.name}: {why}; onNoData: fail"
+    if metric.on_no_data == NoData.ignore:
+        return Verdict.successful, f"{metric.name}: {why}; onNoData: ignore"
+    return Verdict.inconclusive, f"{metric.name}: {why}"
 
 
 def _measured(

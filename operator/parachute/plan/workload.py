@@ -2,8 +2,10 @@
 
 The target Deployment keeps its full size, so stable can take all traffic back at once.
 With replica-ratio routing the canary is sized so that ready pods split as the weight says:
-canary / (stable + canary) ≈ weight. What really serves is counted from ReplicaSets: each
-one's pod template, hashed as a Deployment's is, and its ready pods.
+canary / (stable + canary) ≈ weight. With a router the weight is the router's, and the canary
+is sized for its share of the load (or at full size, when asked). What really serves is
+counted from ReplicaSets: each one's pod template, hashed as a Deployment's is, and its
+ready pods.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,6 +32,18 @@ def canary_replicas(stable: int, weight: int) -> int:
     if weight == 100:
         return stable
     return max(1, round(stable * weight / (100 - weight)))
+
+
+def routed_canary_replicas(target: int, weight: int, full: bool = False) -> int:
+    """Canary pods for `weight`% of the load a router sends it, `target` pods taking all of it:
+    target x weight / 100 rounded up, at least one above 0%; the target's size when `full`."""
+    if not 0 <= weight <= 100:
+        raise ValueError(f"weight {weight} is outside 0..100")
+    if weight == 0:
+        return 0
+    if full or weight == 100:
+        return max(1, target)
+    return max(1, math.ceil(target * weight / 100))
 
 
 def actual_weight(stable: int, canary: int) -> int:
@@ -105,6 +120,20 @@ def ready_by_revision(
             continue
         revision = revision_of(template_of_replica_set(replica_set, added))
         out[revision] = out.get(revision, 0) + ready
+    return out
+
+
+def sets_by_hash(replica_sets: Iterable[dict[str, Any]], owner_uid: str | None) -> dict[str, tuple[str, int]]:
+    """The ReplicaSets `owner_uid` owns, by pod-template-hash: (template revision, ready pods)."""
+    out: dict[str, tuple[str, int]] = {}
+    for replica_set in replica_sets:
+        meta = replica_set.get("metadata") or {}
+        owners = meta.get("ownerReferences") or []
+        digest = (meta.get("labels") or {}).get(HASH_LABEL)
+        if owner_uid is None or not digest or all(o.get("uid") != owner_uid for o in owners):
+            continue
+        ready = int((replica_set.get("status") or {}).get("readyReplicas") or 0)
+        out[str(digest)] = (revision_of(template_of_replica_set(replica_set)), ready)
     return out
 
 

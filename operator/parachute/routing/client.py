@@ -18,7 +18,14 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from parachute import kube
-from parachute.routing.objects import Body, ConflictError, KindNotServedError, Operation, Ref
+from parachute.routing.objects import (
+    Body,
+    ConflictError,
+    ForbiddenError,
+    KindNotServedError,
+    Operation,
+    Ref,
+)
 
 FIELD_MANAGER = "parachute"
 # The API server's answer when a JSON patch's `test` op fails: 422 with this message and no
@@ -51,6 +58,8 @@ class ApiServerClient:
         except ApiException as error:
             if error.status == 404:
                 return None
+            if error.status == 403:
+                raise _forbidden("get", ref) from error
             raise
 
     async def create(self, body: Body) -> Body:
@@ -63,6 +72,10 @@ class ApiServerClient:
                 raise ConflictError(
                     f"{body['kind']} {meta['namespace']}/{meta['name']} already exists"
                 ) from error
+            if error.status == 403:
+                raise _forbidden(
+                    "create", Ref(body["apiVersion"], body["kind"], meta["namespace"], meta["name"])
+                ) from error
             raise
 
     async def patch(self, ref: Ref, operations: list[Operation]) -> Body:
@@ -74,7 +87,24 @@ class ApiServerClient:
         except ApiException as error:
             if error.status == 409 or (error.status == 422 and _test_failed(error)):
                 raise ConflictError(f"{ref} changed since it was read") from error
+            if error.status == 403:
+                raise _forbidden("patch", ref) from error
             raise
+
+    async def delete(self, ref: Ref, uid: str) -> bool:
+        path = await self._path(ref.api_version, ref.kind, ref.namespace, ref.name)
+        options = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        try:
+            await asyncio.to_thread(self._call, "DELETE", path, options)
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            if error.status == 409:  # the uid precondition: another object of that name now
+                raise ConflictError(f"{ref} is no longer the object Parachute made") from error
+            if error.status == 403:
+                raise _forbidden("delete", ref) from error
+            raise
+        return True
 
     async def _path(self, api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
         found = self._resources.get(api_version, {}).get(kind)
@@ -119,3 +149,10 @@ def _test_failed(error: ApiException) -> bool:
     except ValueError:
         return False
     return status.get("message") == _PATCH_TEST_FAILED and not (status.get("details") or {}).get("causes")
+
+
+def _forbidden(verb: str, ref: Ref) -> ForbiddenError:
+    """A 403, saying what may not be done (without the server's text, which names the account)."""
+    return ForbiddenError(
+        f"the operator may not {verb} {ref.kind} objects ({ref.api_version}) in {ref.namespace}"
+    )

@@ -15,11 +15,20 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from parachute.routing.objects import Body, ConflictError, KindNotServedError, Operation, Ref, ref_of
+from parachute.routing.objects import (
+    Body,
+    ConflictError,
+    ForbiddenError,
+    KindNotServedError,
+    Operation,
+    Ref,
+    ref_of,
+)
 from parachute.routing.router import Applied, RoutingSetupError, check_weight
 
 KINDS = (
     ("v1", "Service"),
+    ("v1", "ConfigMap"),
     ("networking.k8s.io/v1", "Ingress"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
     ("networking.istio.io/v1", "VirtualService"),
@@ -38,6 +47,9 @@ class FakeClient:
         self.objects: dict[Ref, Body] = {}
         self.served_kinds = set(served)
         self.writes: list[tuple[str, Ref]] = []
+        self.reads: list[Ref] = []
+        # Kinds the operator may not touch, by (apiVersion, kind): answered as a 403 would be.
+        self.forbidden: set[tuple[str, str]] = set()
         # Called before each write with the object's ref: a test's way to change the object
         # "concurrently", between a router's read and its write.
         self.before_write: Callable[[Ref], None] | None = None
@@ -73,12 +85,15 @@ class FakeClient:
 
     async def get(self, ref: Ref) -> Body | None:
         self._check_served(ref.api_version, ref.kind)
+        self._check_allowed("get", ref)
+        self.reads.append(ref)
         found = self.objects.get(ref)
         return copy.deepcopy(found) if found is not None else None
 
     async def create(self, body: Body) -> Body:
         ref = ref_of(body)
         self._check_served(ref.api_version, ref.kind)
+        self._check_allowed("create", ref)
         self._before(ref)
         if ref in self.objects:
             raise ConflictError(f"{ref} already exists")
@@ -87,6 +102,7 @@ class FakeClient:
 
     async def patch(self, ref: Ref, operations: list[Operation]) -> Body:
         self._check_served(ref.api_version, ref.kind)
+        self._check_allowed("patch", ref)
         self._before(ref)
         if ref not in self.objects:
             raise PatchError(f"{ref} does not exist")
@@ -95,6 +111,23 @@ class FakeClient:
             _apply(body, op)
         self.writes.append(("patch", ref))
         return self._store(ref, body)
+
+    async def delete(self, ref: Ref, uid: str) -> bool:
+        self._check_served(ref.api_version, ref.kind)
+        self._check_allowed("delete", ref)
+        self._before(ref)
+        found = self.objects.get(ref)
+        if found is None:
+            return False
+        if found["metadata"].get("uid") != uid:
+            raise ConflictError(f"{ref} is no longer the object with uid {uid}")
+        del self.objects[ref]
+        self.writes.append(("delete", ref))
+        return True
+
+    def _check_allowed(self, verb: str, ref: Ref) -> None:
+        if (ref.api_version, ref.kind) in self.forbidden:
+            raise ForbiddenError(f"the operator may not {verb} {ref.kind} objects ({ref.api_version})")
 
     def _store(self, ref: Ref, body: Body) -> Body:
         before = self.objects[ref]
@@ -186,6 +219,7 @@ class FakeRouter:
         self.setup_error = setup_error
         self.verifiable = verifiable
         self.writes: list[int] = []
+        self.restored = False
 
     def hand_edit(self, weight: int) -> None:
         self.weight = weight
@@ -213,6 +247,14 @@ class FakeRouter:
 
     async def reset(self) -> Applied:
         return await self.set_weight(0)
+
+    async def snapshot(self) -> dict[str, Any]:
+        self._check()
+        return {"weight": self.weight}
+
+    async def restore(self, snapshot: dict[str, Any]) -> list[str]:
+        self.restored = True
+        return ["restored"]
 
     def _check(self) -> None:
         if self.setup_error is not None:

@@ -127,6 +127,11 @@ class GatewayAPIRouter(WeightedRouteRouter):
             destination.get("filters") or [],
         )
 
+    def unsplit(self, rule: Rule) -> list[dict[str, Any]]:
+        source = self._source(rule)
+        kept: dict[str, Any] = {k: source[k] for k in ("namespace", "port", "filters") if k in source}
+        return [{"group": "", "kind": "Service", "name": self.service, **kept}]
+
     def _source(self, rule: Rule) -> dict[str, Any]:
         """The backendRef whose port and filters the split keeps: stable's, else the Service's."""
         refs = rule.body.get("backendRefs") or []

@@ -129,6 +129,17 @@ class IstioRouter(WeightedRouteRouter):
             ]
         return [entry(stable, None, 100 - weight), entry(canary, None, weight)]
 
+    def unsplit(self, rule: Rule) -> list[dict[str, Any]]:
+        source = self._source(rule)
+        host = _host(source)
+        suffix = host[host.index(".") :] if "." in host else ""
+        port = {"port": source["destination"]["port"]} if "port" in (source.get("destination") or {}) else {}
+        headers = {"headers": source["headers"]} if "headers" in source else {}
+        return [{"destination": {"host": self.service + suffix, **port}, **headers}]
+
+    def _label(self, index: int, rule: dict[str, Any]) -> str:
+        return _label(index, rule)
+
     def normal(self, destination: dict[str, Any]) -> Any:
         target = destination.get("destination") or {}
         return (
@@ -158,6 +169,37 @@ class IstioRouter(WeightedRouteRouter):
         )  # fmt: skip
         return [f"updated {ref} subsets {self.subsets.stable} ({POD_TEMPLATE_HASH}={self.release.stable_hash}) "
                 f"and {self.subsets.canary}"]  # fmt: skip
+
+    async def snapshot_backends(self) -> Body:
+        if self.subsets is None:
+            return await super().snapshot_backends()
+        await services.read_user_service(self.client, self.release, self.service, f"{FIELD}.service")
+        rule = await self._destination_rule()
+        return {"subsets": (rule.get("spec") or {}).get("subsets") or []}
+
+    async def remove_backends(self, snapshot: Body) -> list[str]:
+        if self.subsets is None:
+            return await super().remove_backends(snapshot)
+        ref = self._destination_rule_ref()
+        try:
+            rule = await self.client.get(ref)
+        except KindNotServedError:
+            return []
+        if rule is None:
+            return []
+        ours = {self.subsets.stable, self.subsets.canary}
+        before = {s.get("name"): s for s in snapshot.get("subsets") or []}
+        found = (rule.get("spec") or {}).get("subsets") or []
+        wanted = [before[s.get("name")] if s.get("name") in ours else s for s in found
+                  if s.get("name") not in ours or s.get("name") in before]  # fmt: skip
+        if wanted == found:
+            return []
+        await self.client.patch(
+            ref,
+            [{"op": "test", "path": "/metadata/resourceVersion", "value": rule["metadata"]["resourceVersion"]},
+             {"op": "add", "path": "/spec/subsets", "value": wanted}],
+        )  # fmt: skip
+        return [f"{ref} subsets {self.subsets.stable} and {self.subsets.canary} put back as they were"]
 
     async def check_backends(self) -> None:
         if self.subsets is None:

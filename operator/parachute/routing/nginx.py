@@ -114,6 +114,49 @@ class NginxRouter:
     async def reset(self) -> Applied:
         return await self.set_weight(0)
 
+    async def snapshot(self) -> Body:
+        """Nothing to keep: the user's paths are only ever pointed from the Service to its stable copy,
+        and back. Checks the set-up as `ensure` does."""
+        await self._user_ingress()
+        existing = await self.client.get(self.canary_ref)
+        if existing is not None and not self.release.owns(existing):
+            raise RoutingSetupError(
+                f"{FIELD}.ingress",
+                f"{self.canary_ref} exists and is not this Rollout's; Parachute will not overwrite it "
+                "(rename it, or delete it if it is left over)",
+            )
+        await services.read_user_service(self.client, self.release, self.service, f"{FIELD}.service")
+        return {}
+
+    async def restore(self, snapshot: Body) -> list[str]:
+        changed = []
+        for _ in range(ATTEMPTS):
+            user = await self.client.get(self.ref)
+            paths = self._paths(user, (self.stable,)) if user is not None else []
+            if not paths:
+                break
+            ops: list[Operation] = []
+            for r, p, _path in paths:
+                at = pointer("spec", "rules", r, "http", "paths", p, "backend", "service", "name")
+                ops += [
+                    {"op": "test", "path": at, "value": self.stable},
+                    {"op": "add", "path": at, "value": self.service},
+                ]
+            try:
+                await self.client.patch(self.ref, ops)
+            except ConflictError:
+                continue
+            changed.append(f"{self.ref}: {len(paths)} path(s) send to Service {self.service} again")
+            break
+        canary = await self.client.get(self.canary_ref)
+        if canary is not None and self.release.owns(canary):
+            try:
+                if await self.client.delete(self.canary_ref, canary["metadata"]["uid"]):
+                    changed.append(f"deleted {self.canary_ref}")
+            except ConflictError:
+                pass  # another object of that name now: not ours
+        return [*changed, *await services.remove(self.client, self.release, self.service)]
+
     # -- the pieces ----------------------------------------------------------------------------
 
     async def _user_ingress(self) -> Body:

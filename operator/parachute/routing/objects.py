@@ -43,6 +43,10 @@ class KindNotServedError(Exception):
     """The API server does not serve this apiVersion and kind (its CRD is not installed)."""
 
 
+class ForbiddenError(Exception):
+    """The operator's ServiceAccount may not do this (its role lacks the grant)."""
+
+
 class Client(Protocol):
     """What routers need of the API server."""
 
@@ -60,6 +64,11 @@ class Client(Protocol):
 
     async def patch(self, ref: Ref, operations: list[Operation]) -> Body:
         """Apply a JSON patch; ConflictError when one of its `test` ops fails. Returns the result."""
+        ...
+
+    async def delete(self, ref: Ref, uid: str) -> bool:
+        """Delete the object if it is still the one with `uid`; False when it is gone already,
+        ConflictError when another object of that name took its place."""
         ...
 
 

@@ -7,6 +7,8 @@ no object in the cluster, so every answer says it cannot be verified.
 
 from __future__ import annotations
 
+from typing import Any
+
 from parachute.routing.router import Applied, check_weight
 
 UNVERIFIED = (
@@ -28,3 +30,9 @@ class ReplicaRouter:
 
     async def reset(self) -> Applied:
         return Applied(None, UNVERIFIED)
+
+    async def snapshot(self) -> dict[str, Any]:
+        return {}
+
+    async def restore(self, snapshot: dict[str, Any]) -> list[str]:
+        return []

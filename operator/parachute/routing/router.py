@@ -15,13 +15,19 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from parachute import api
+
+# Re-exported: the answer of every router, defined where the planner reads it.
+from parachute.plan.model import Applied as Applied  # noqa: PLC0414
 
 POD_TEMPLATE_HASH = "pod-template-hash"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "parachute"}
 ROLLOUT_LABEL = f"{api.GROUP}/rollout"
+# On what a router makes without an owner reference (the stable and canary Services): whose it
+# is. They must outlive their Rollout until its route no longer sends to them (see teardown).
+ROLLOUT_UID_ANNOTATION = f"{api.GROUP}/rollout-uid"
 
 
 class RoutingSetupError(Exception):
@@ -60,6 +66,10 @@ class Release:
         """Labels of every object a router creates."""
         return {**MANAGED_BY, ROLLOUT_LABEL: self.rollout}
 
+    def marks(self) -> dict[str, str]:
+        """Annotations of every object a router creates: the Rollout's uid, as an owner reference would."""
+        return {ROLLOUT_UID_ANNOTATION: self.rollout_uid}
+
     def weight_annotation(self) -> str:
         """The annotation where this Rollout records the canary share it last wrote.
 
@@ -74,29 +84,15 @@ class Release:
         return f"{api.GROUP}/{name}"
 
     def owns(self, body: Mapping[str, object]) -> bool:
+        """Made by this Rollout: owned by it, or marked with its uid."""
         meta = body.get("metadata")
-        refs = meta.get("ownerReferences") if isinstance(meta, Mapping) else None
+        if not isinstance(meta, Mapping):
+            return False
+        annotations = meta.get("annotations")
+        if isinstance(annotations, Mapping) and annotations.get(ROLLOUT_UID_ANNOTATION) == self.rollout_uid:
+            return True
+        refs = meta.get("ownerReferences")
         return any(isinstance(r, Mapping) and r.get("uid") == self.rollout_uid for r in refs or [])
-
-
-@dataclass(frozen=True)
-class Applied:
-    """What a backend holds now, as a router read it.
-
-    `weight`: the canary's share in percent, or None when it cannot be verified, `unverified`
-    then saying why. `hand_edit`: weights found that Parachute did not write, what they
-    were and (after `set_weight` or `reset`) that they were put right: an Event's message.
-    `wrote`: whether this call changed the backend.
-    """
-
-    weight: int | None
-    unverified: str | None = None
-    hand_edit: str | None = None
-    wrote: bool = False
-
-    def holds(self, weight: int) -> bool:
-        """A stage is reached only when the backend verifiably holds its weight."""
-        return self.weight == weight
 
 
 class Router(Protocol):
@@ -117,6 +113,17 @@ class Router(Protocol):
 
     async def reset(self) -> Applied:
         """Send everything to stable."""
+        ...
+
+    async def snapshot(self) -> dict[str, Any]:
+        """What the user's objects send to before Parachute first rewrites them, for `restore`;
+        checks the set-up as `ensure` does and writes nothing."""
+        ...
+
+    async def restore(self, snapshot: dict[str, Any]) -> list[str]:
+        """Give the user's objects back: the managed rules send to what the snapshot says (to
+        the user's Service where it has nothing, as for a route that named the copies itself),
+        then what `ensure` made goes. Tolerates objects already gone; returns what changed."""
         ...
 
 

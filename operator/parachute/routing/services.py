@@ -1,10 +1,14 @@
 """The stable and canary Services a router sends traffic to: `<svc>-stable` and `<svc>-canary`.
 
-Both are owned by the Rollout and copy the user's Service's ports and selector. The stable
-one also selects the stable ReplicaSet's pod-template-hash (the paused target's pods), the
-canary one the labels only canary pods carry, so neither reaches the other's pods. The
-user's own Service is read, never changed. A same-named Service that is not the Rollout's is
-refused, not taken over. Everything is checked before anything is written.
+Both copy the user's Service's ports and selector. The stable one also selects the stable
+ReplicaSet's pod-template-hash (the paused target's pods), the canary one the labels only
+canary pods carry, so neither reaches the other's pods. The user's own Service is read, never
+changed. A same-named Service that is not the Rollout's is refused, not taken over.
+Everything is checked before anything is written.
+
+They carry the Rollout's label and uid but no owner reference: the garbage collector would
+delete them the moment the Rollout is deleted, while the user's route still sends to them.
+The deletion path (`routing.teardown`) gives the route back first, then removes them.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ def desired(release: Release, user: Body, name: str, extra_selector: dict[str, s
             "name": name,
             "namespace": release.namespace,
             "labels": release.labels(),
-            "ownerReferences": [release.owner_reference()],
+            "annotations": release.marks(),
         },
         "spec": {"type": "ClusterIP", "selector": {**spec["selector"], **extra_selector}, "ports": ports},
     }
@@ -108,6 +112,21 @@ async def check(client: Client, release: Release, service: str, field: str) -> N
             raise RoutingSetupError(
                 field, f"Service {release.namespace}/{name} {state}; ensure makes it first"
             )
+
+
+async def remove(client: Client, release: Release, service: str) -> list[str]:
+    """Delete the stable and canary copies this Rollout made (any other's are left alone)."""
+    removed = []
+    for name in (stable_name(service), canary_name(service)):
+        found = await client.get(service_ref(release, name))
+        if found is None or not release.owns(found):
+            continue
+        try:
+            if await client.delete(service_ref(release, name), found["metadata"]["uid"]):
+                removed.append(f"deleted Service {release.namespace}/{name}")
+        except ConflictError:
+            continue  # replaced meanwhile by another object of that name: not ours to delete
+    return removed
 
 
 def _differences(found: Body, body: Body) -> list[dict[str, Any]]:

@@ -8,6 +8,11 @@ the rest the same way for both: read the share back, tell Parachute's own weight
 someone else's (the share Parachute last wrote is recorded in an annotation on the route,
 per Rollout), and write one JSON patch that replaces only the managed rules' destinations,
 each guarded by a `test` that the rule is still as read.
+
+Before the first rewrite the managed rules' destinations are snapshotted (`snapshot`), and
+`restore` puts them back: every rule that sends only to the stable and canary copies gets the
+snapshot's destinations again, or, with none saved (a route that named the copies itself),
+one destination to the user's Service that keeps the port, filters and headers it had.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from parachute.routing.objects import (
     KindNotServedError,
     Operation,
     Ref,
+    pointer,
     set_annotation,
 )
 from parachute.routing.router import Applied, Release, RoutingSetupError, check_weight
@@ -75,6 +81,10 @@ class WeightedRouteRouter(ABC):
     @abstractmethod
     def normal(self, destination: dict[str, Any]) -> Any:
         """A destination with the backend's defaults filled in, for comparing."""
+
+    @abstractmethod
+    def unsplit(self, rule: Rule) -> list[dict[str, Any]]:
+        """The rule's destinations sending everything to the user's Service again."""
 
     def describe(self, destination: dict[str, Any]) -> str:
         """A destination as a person reads it in a message."""
@@ -142,6 +152,75 @@ class WeightedRouteRouter(ABC):
 
     async def reset(self) -> Applied:
         return await self.set_weight(0)
+
+    async def snapshot(self) -> Body:
+        if not await self.client.served(self.api_version, self.kind):
+            raise RoutingSetupError(self.field, f"{self.crd()} is not installed")
+        rules = self.managed(await self._route())
+        base = self.names()[0]
+        saved = [
+            {
+                "index": r.index,
+                "name": r.body.get("name"),
+                "destinations": r.body.get(self.destinations_key) or [],
+            }
+            for r in rules
+            if any(self.service_of(d) == base for d in r.body.get(self.destinations_key) or [])
+        ]
+        return {"rules": saved, **await self.snapshot_backends()}
+
+    async def snapshot_backends(self) -> Body:
+        """Check what the split destinations will send to; what of it `restore` puts back."""
+        await services.read_user_service(self.client, self.release, self.service, f"{self.field}.service")
+        return {}
+
+    async def restore(self, snapshot: Body) -> list[str]:
+        changed = await self._restore_route(snapshot.get("rules") or [])
+        return [*changed, *await self.remove_backends(snapshot)]
+
+    async def remove_backends(self, snapshot: Body) -> list[str]:
+        """Remove what `ensure_backends` made: the stable and canary Services."""
+        return await services.remove(self.client, self.release, self.service)
+
+    async def _restore_route(self, saved: list[Body]) -> list[str]:
+        _, stable, canary = self.names()
+        for _ in range(ATTEMPTS):
+            try:
+                route = await self.client.get(self.ref)
+            except KindNotServedError:
+                return []  # no CRD, no route: nothing sends to the copies
+            if route is None:
+                return []
+            rules: list[dict[str, Any]] = (route.get("spec") or {}).get(self.rules_key) or []
+            operations: list[Operation] = []
+            given_back = []
+            for index, body in enumerate(rules):
+                destinations = body.get(self.destinations_key) or []
+                if not destinations or any(self.service_of(d) not in (stable, canary) for d in destinations):
+                    continue  # not a rule Parachute split
+                rule = Rule(index, self._label(index, body), body)
+                original = _saved_for(saved, rule)
+                wanted = original if original is not None else self.unsplit(rule)
+                at = f"/spec/{self.rules_key}/{index}"
+                operations += [
+                    {"op": "test", "path": at, "value": body},
+                    {"op": "add", "path": f"{at}/{self.destinations_key}", "value": wanted},
+                ]
+                given_back.append(f"{rule.label} to {', '.join(self.describe(d) for d in wanted)}")
+            key = self.release.weight_annotation()
+            if key in _annotations(route):
+                operations.append({"op": "remove", "path": pointer("metadata", "annotations", key)})
+            if not operations:
+                return []
+            try:
+                await self.client.patch(self.ref, operations)
+            except ConflictError:
+                continue
+            return [f"{self.ref} {'; '.join(given_back)}"] if given_back else []
+        raise ConflictError(f"{self.ref} kept changing while Parachute gave it back")
+
+    def _label(self, index: int, rule: dict[str, Any]) -> str:
+        return f"rule {rule['name']!r}" if rule.get("name") else f"rule {index}"
 
     # -- shared ------------------------------------------------------------------------------
 
@@ -214,6 +293,17 @@ class WeightedRouteRouter(ABC):
         destinations = rule.body.get(self.destinations_key) or []
         alone = len(destinations) == 1
         return ", ".join(f"{self.describe(d)} {self.weight_of(d, alone)}" for d in destinations) or "nothing"
+
+
+def _saved_for(saved: list[Body], rule: Rule) -> list[dict[str, Any]] | None:
+    """The snapshot's destinations for a rule: by its name, else by its place."""
+    name = rule.body.get("name")
+    for entry in saved:
+        if (name is not None and entry.get("name") == name) or (
+            name is None and entry.get("index") == rule.index
+        ):
+            return list(entry.get("destinations") or [])
+    return None
 
 
 def _annotations(body: Body) -> dict[str, str]:

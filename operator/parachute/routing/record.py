@@ -1,0 +1,137 @@
+"""The routing record: what it takes to give a user's route back, kept where it outlives the Rollout.
+
+One ConfigMap per routed Rollout, `parachute-routing-<rollout>` in its namespace, labelled
+with the Rollout and carrying its uid, its `spec.trafficRouting` (so the router can be made
+again when the Rollout is gone) and the snapshot of the user's route taken before Parachute
+first rewrote it. It is written before anything of the route changes and removed only once
+the route is given back (`routing.teardown`). It has no owner reference: the garbage
+collector would delete it with the Rollout, before the route is given back. Like the
+configuration snapshots, it is listed by `kubectl get cm -l parachute.dev/rollout=<name>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from parachute import api
+from parachute.routing.objects import Body, Client, ConflictError, Ref
+from parachute.routing.router import MANAGED_BY, ROLLOUT_LABEL, ROLLOUT_UID_ANNOTATION, Release
+
+KIND_LABEL = f"{api.GROUP}/record"
+KIND = "routing"
+ROLLOUT_ANNOTATION = f"{api.GROUP}/rollout"  # the full name (a label value holds 63 characters)
+PREFIX = "parachute-routing-"
+MAX_NAME = 253
+
+
+def record_name(rollout: str) -> str:
+    name = PREFIX + rollout
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(rollout.encode()).hexdigest()[:10]
+    return f"{name[: MAX_NAME - 11].rstrip('.-')}-{digest}"
+
+
+def record_ref(namespace: str, rollout: str) -> Ref:
+    return Ref("v1", "ConfigMap", namespace, record_name(rollout))
+
+
+def identity(routing: api.TrafficRouting) -> dict[str, Any]:
+    """What picks the route and the Services (the canary's size does not)."""
+    return routing.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"canary_scale"})
+
+
+@dataclass(frozen=True)
+class Record:
+    namespace: str
+    rollout: str
+    rollout_uid: str
+    routing: api.TrafficRouting
+    snapshot: dict[str, Any]
+    uid: str  # the ConfigMap's own
+
+    def release(self) -> Release:
+        """The release as far as giving back needs it (no stable pods to select)."""
+        return Release(self.namespace, self.rollout, self.rollout_uid, stable_hash="")
+
+    def routes(self, routing: api.TrafficRouting | None, rollout_uid: str) -> bool:
+        """Whether this record is the one of a Rollout (by uid) routing as `routing` says."""
+        return (
+            routing is not None
+            and rollout_uid == self.rollout_uid
+            and identity(routing) == identity(self.routing)
+        )
+
+
+def is_record(body: Body) -> bool:
+    return ((body.get("metadata") or {}).get("labels") or {}).get(KIND_LABEL) == KIND
+
+
+def parse(body: Body) -> Record | None:
+    """The record in a ConfigMap; None when it is not one, or not readable as one."""
+    if not is_record(body):
+        return None
+    meta, data = body["metadata"], body.get("data") or {}
+    annotations = meta.get("annotations") or {}
+    try:
+        routing = api.TrafficRouting.model_validate(json.loads(data.get("trafficRouting", "{}")))
+        snapshot = json.loads(data.get("snapshot", "{}"))
+    except (ValueError, ValidationError):
+        return None
+    rollout, uid = annotations.get(ROLLOUT_ANNOTATION), annotations.get(ROLLOUT_UID_ANNOTATION)
+    if not rollout or not uid or not isinstance(snapshot, dict):
+        return None
+    return Record(meta["namespace"], rollout, uid, routing, snapshot, meta.get("uid", ""))
+
+
+async def read(client: Client, namespace: str, rollout: str) -> Record | None:
+    found = await client.get(record_ref(namespace, rollout))
+    return parse(found) if found is not None else None
+
+
+async def write(
+    client: Client, release: Release, routing: api.TrafficRouting, snapshot: dict[str, Any]
+) -> str:
+    """Keep the record before the route is first rewritten; returns what was written."""
+    ref = record_ref(release.namespace, release.rollout)
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": ref.name,
+            "namespace": ref.namespace,
+            "labels": {**MANAGED_BY, ROLLOUT_LABEL: release.rollout, KIND_LABEL: KIND},
+            "annotations": {ROLLOUT_ANNOTATION: release.rollout, ROLLOUT_UID_ANNOTATION: release.rollout_uid},
+        },
+        "data": {
+            "trafficRouting": json.dumps(routing.model_dump(by_alias=True, exclude_none=True, mode="json")),
+            "snapshot": json.dumps(snapshot, sort_keys=True),
+        },
+    }
+    try:
+        await client.create(body)
+    except ConflictError:
+        return ""  # written meanwhile: the next reconcile reads it
+    return f"kept what {_what(routing)} sends to in ConfigMap {ref.namespace}/{ref.name}"
+
+
+async def remove(client: Client, record: Record) -> bool:
+    try:
+        return await client.delete(record_ref(record.namespace, record.rollout), record.uid)
+    except ConflictError:
+        return False  # a new record of that name: not this one
+
+
+def _what(routing: api.TrafficRouting) -> str:
+    if routing.gateway_api is not None:
+        return f"HTTPRoute {routing.gateway_api.http_route}"
+    if routing.istio is not None:
+        return f"VirtualService {routing.istio.virtual_service}"
+    if routing.nginx is not None:
+        return f"Ingress {routing.nginx.ingress}"
+    return "the route"

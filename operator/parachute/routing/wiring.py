@@ -1,0 +1,132 @@
+"""How a reconcile drives its Rollout's router: read what the backend holds before the planner
+decides, and make the planner's traffic intent true after the decision is written.
+
+Reading refuses a set-up that cannot work (`RoutingSetupError`, naming the field), so the
+Rollout is `Invalid` before anything is written. Acting keeps the order that makes it safe:
+the routing record (the snapshot of the user's route) first, then what the backend needs
+(Services re-pinned to the stable pods, a canary Ingress), then the weight. A weight that
+would move traffic onto a backend changed in the same reconcile waits for the next one, so
+the new Service's endpoints exist before requests go there. A route that someone changed by
+hand is put back, with a Warning Event saying what was found. A Rollout that no longer routes
+as its record says (its `trafficRouting` removed or pointed elsewhere, or an older Rollout of
+that name) has its old route given back first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from parachute import api
+from parachute.plan.model import Applied, Event, EventType, TrafficIntent, TrafficView
+from parachute.routing import record, teardown
+from parachute.routing.backends import router_for
+from parachute.routing.objects import Client, ForbiddenError
+from parachute.routing.router import Release, Router, RoutingSetupError
+
+NOT_SET_UP = "the route is not set up for this Rollout yet"
+GIVING_BACK = "the route is being given back as it was before this routing (a change of spec.trafficRouting)"
+
+
+@dataclass
+class Steered:
+    """What acting did: changes for the log, Events to post, and whether to look again soon."""
+
+    changed: list[str] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    again: bool = False
+
+
+def routing_of(spec: api.RolloutSpec) -> api.TrafficRouting | None:
+    """The spec's routing when it names a router; None for replica ratio."""
+    routing = spec.traffic_routing
+    return routing if routing is not None and routing.router() is not None else None
+
+
+def _release(rollout: dict[str, Any], stable_hash: str = "") -> Release:
+    meta = rollout["metadata"]
+    return Release(meta["namespace"], meta["name"], meta["uid"], stable_hash=stable_hash)
+
+
+async def observe(rollout: dict[str, Any], spec: api.RolloutSpec, client: Client) -> TrafficView | None:
+    """What the router's backend holds; None without a router. RoutingSetupError when it cannot work."""
+    routing = routing_of(spec)
+    if routing is None:
+        return None
+    release = _release(rollout)
+    router = router_for(routing, client, release)
+    try:
+        found = await record.read(client, release.namespace, release.rollout)
+        if found is not None and not found.routes(routing, release.rollout_uid):
+            # What it made is given back first (act does): judged afterwards, not against it.
+            return TrafficView(Applied(None, GIVING_BACK))
+        if found is None:
+            await router.snapshot()  # checks the set-up, writes nothing
+            return TrafficView(Applied(None, NOT_SET_UP))
+        try:
+            return TrafficView(await router.read())
+        except RoutingSetupError as missing:
+            # Something the router made is gone (a deleted Service, canary Ingress): ensure
+            # makes it again, unless the user's part cannot work either.
+            await router.snapshot()
+            return TrafficView(Applied(None, missing.message))
+    except ForbiddenError as error:
+        raise forbidden(routing, error) from error
+
+
+async def act(
+    rollout: dict[str, Any],
+    spec: api.RolloutSpec,
+    intent: TrafficIntent | None,
+    seen: TrafficView | None,
+    client: Client,
+) -> Steered:
+    """Make the backend hold what `intent` says; give back a route this Rollout no longer drives."""
+    out = Steered()
+    routing = routing_of(spec)
+    release = _release(rollout, (intent.stable or "") if intent is not None else "")
+    try:
+        found = await record.read(client, release.namespace, release.rollout)
+        if found is not None and (routing is None or not found.routes(routing, release.rollout_uid)):
+            out.changed += await teardown.give_back(client, found)
+            out.again = True  # the new set-up is checked and made on the next reconcile
+            return out
+        if routing is None or intent is None or not release.stable_hash:
+            return out  # no router, or no stable pods to select yet: nothing to send anywhere
+        router = router_for(routing, client, release)
+        if found is None:
+            written = await record.write(client, release, routing, await router.snapshot())
+            out.changed += [written] if written else []
+        made = await router.ensure()
+        out.changed += made
+        if made:
+            out.again = True  # their endpoints follow in a moment; the weight moves next time
+            return out
+        await _set(router, intent.weight, seen, out)
+    except ForbiddenError as error:
+        if routing is None:
+            raise
+        raise forbidden(routing, error) from error
+    return out
+
+
+async def _set(router: Router, weight: int, seen: TrafficView | None, out: Steered) -> None:
+    applied = seen.applied if seen is not None else None
+    if applied is not None and applied.holds(weight) and applied.hand_edit is None:
+        return  # read just now: nothing to write
+    result = await router.set_weight(weight)
+    if result.wrote:
+        out.changed.append(f"route set to send {weight}% to the canary")
+        out.again = True  # read it back soon
+    if result.hand_edit:
+        out.events.append(Event(EventType.warning, "WeightsPutBack", result.hand_edit))
+
+
+def forbidden(routing: api.TrafficRouting, error: ForbiddenError) -> RoutingSetupError:
+    """A refused call as the set-up problem it is: the install does not grant this router."""
+    backend = routing.router() or "replicas"
+    return RoutingSetupError(
+        f"spec.trafficRouting.{backend}",
+        f"{error}: the install does not grant this router; enable it with the chart value "
+        f"rbac.{backend}=true (or the rules of manifests/operator.yaml)",
+    )

@@ -1,0 +1,120 @@
+"""A release through each router on the real cluster, with traffic that follows the route: the
+share of requests Prometheus counted for the new version is each stage's weight (±3 points),
+10 → 50 → 100; and a canary that fails is rolled back with traffic back on stable before its
+pods go. The load generator reads the route's weights from the cluster (HTTPRoute backendRefs,
+VirtualService destinations and DestinationRule subsets, the canary Ingress's annotation) and
+sends each request to a ready endpoint of the Service (or subset) they name; Parachute's
+status is never where the traffic comes from. The operator runs under a ServiceAccount granted
+the core rules and that router's toggle only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testbed.demoapp import Behaviour
+from tests.integration.conftest import Cluster, _assert_never_refused, eventually
+from tests.integration.routed import RATE, SETUPS, Routed, Setup
+
+pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
+
+MEASURE = 12.0  # seconds of requests counted per stage
+
+
+@pytest.fixture(params=SETUPS, ids=[s.id for s in SETUPS])
+def setup(request: pytest.FixtureRequest) -> Setup:
+    chosen: Setup = request.param
+    return chosen
+
+
+def started(cluster: Cluster, namespace: str, workdir: Path, setup: Setup, new: Behaviour) -> Routed:
+    return Routed(cluster, namespace, workdir, setup, new)
+
+
+@pytest.fixture
+def healthy(crds: Cluster, namespace: str, tmp_path: Path, setup: Setup) -> Iterator[Routed]:
+    world = started(crds, namespace, tmp_path, setup, Behaviour(latency_ms=5))
+    yield world
+    world.stop()
+    _assert_never_refused(world.operator)
+
+
+@pytest.fixture
+def failing(crds: Cluster, namespace: str, tmp_path: Path, setup: Setup) -> Iterator[Routed]:
+    world = started(crds, namespace, tmp_path, setup, Behaviour(error_rate=0.3, latency_ms=5))
+    yield world
+    world.stop()
+    _assert_never_refused(world.operator)
+
+
+def never_to_a_canary_without_pods(world: Routed) -> None:
+    """Every sample: the route sent the canary nothing whenever its Deployment asked for no pods."""
+    starved = [(w, r) for _, w, r in world.sampler.samples if w and r == 0]
+    assert not starved, f"the route sent the canary traffic while it had no pods: {starved[:5]}"
+
+
+def test_a_release_moves_the_new_versions_share_of_requests_stage_by_stage(healthy: Routed) -> None:
+    world = healthy
+    world.adopt(steps=[{"name": "canary", "weight": 10, "minWait": "40s"},
+                       {"name": "partial", "weight": 50, "minWait": "40s"},
+                       {"name": "full", "weight": 100, "minWait": "30s"}])  # fmt: skip
+    unrouted = world.load.unrouted  # before the Deployment's pods were ready, nothing could serve
+    world.apply_new_image()
+    measured = {}
+    for index, weight in enumerate((10, 50, 100)):
+        stage = f"{index + 1}/3"
+        status = eventually(
+            lambda stage=stage: (s := world.status()).get("stage") == stage and "watching" in (s.get("message") or "")
+            and s,
+            timeout=120, interval=0.2, what=f"stage {stage} reached",
+        )  # fmt: skip
+        traffic = status["traffic"]
+        # Reached means read back: the stage's share for the canary, or (100%) all traffic on a
+        # stable backend that now runs the new version.
+        assert traffic["verified"] and traffic["applied"] == (0 if weight == 100 else weight)
+        share, counted = world.new_share(MEASURE)
+        assert counted >= 0.8 * RATE * MEASURE
+        measured[weight] = share
+        print(f"{world.setup.id} stage {stage}: new version {share:.1f}% of {counted:.0f} requests")
+        assert share == pytest.approx(weight, abs=3), f"stage {stage}: {share:.1f}% of {counted:.0f} requests"
+    eventually(
+        lambda: (s := world.status()).get("phase") == "Healthy"
+        and (s.get("release") or {}).get("stableRevision") == (s.get("release") or {}).get("revision"),
+        timeout=90, what="released",
+    )  # fmt: skip
+    assert (
+        world.cluster.apps.read_namespaced_deployment("checkout-canary", world.namespace).spec.replicas == 0
+    )
+    never_to_a_canary_without_pods(world)
+    assert world.load.unrouted == unrouted, "some requests found no backend to go to"
+
+
+def test_a_failing_canary_is_rolled_back_with_traffic_back_on_stable_first(failing: Routed) -> None:
+    world = failing
+    analysis = {"prometheus": {"address": world.prometheus.url}, "interval": "3s",
+                "metrics": [{"template": "error-rate"}]}  # fmt: skip
+    world.adopt(steps=[{"name": "canary", "weight": 10, "minWait": "3m"}, {"name": "full", "weight": 100}],
+                analysis=analysis)  # fmt: skip
+    unrouted = world.load.unrouted
+    world.apply_new_image()
+    eventually(
+        lambda: world.status().get("phase") == "RolledBack", timeout=150, interval=0.5, what="rolled back"
+    )
+    status = world.status()
+    incident = status["incidents"][-1]
+    level = incident["levels"][-1]
+    assert level["level"] == "code" and level.get("trafficBackAt"), level
+    assert status["traffic"]["applied"] == 0 and status["traffic"]["verified"]
+    share, counted = world.new_share(MEASURE)
+    assert counted >= 0.8 * RATE * MEASURE
+    assert share == 0, f"{share:.1f}% of the requests still reached the failing version"
+    # The route went back to stable before the canary was asked to shrink, never after.
+    samples = world.sampler.samples
+    sent = [t for t, w, _ in samples if w]
+    assert sent, "the canary never got its share"
+    shrunk = [t for t, w, r in samples if r == 0 and t > sent[0]]
+    assert shrunk and max(sent) < min(shrunk)
+    never_to_a_canary_without_pods(world)
+    assert world.load.unrouted == unrouted

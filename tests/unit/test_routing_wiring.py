@@ -1,0 +1,308 @@
+"""How a reconcile drives a router, over the in-memory client: the routing record is kept before
+the user's route is first rewritten; a weight waits one reconcile after its backend changed;
+a hand edit is put back with an Event; a refused grant names the chart toggle; and the route
+is given back exactly as it was (or to the user's Service) when the Rollout stops routing or
+is gone, before the Services it sent to are removed. Every call a router makes is one its
+backend declares for RBAC."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import pytest
+
+from parachute import api, kube, rbac
+from parachute.plan.model import Applied, TrafficIntent, TrafficView
+from parachute.routing import access, record, teardown, wiring
+from parachute.routing.fake import FakeClient
+from parachute.routing.objects import Body, Ref
+from parachute.routing.router import Release, RoutingSetupError
+from testbed.routes import BACKENDS, OTHER, SERVICE, Backend, service
+
+T = TypeVar("T")
+NS = "shop"
+UID = "11111111-2222-3333-4444-555555555555"
+HASH = "5d4f8c7b9"
+ROLLOUT = {"metadata": {"namespace": NS, "name": "checkout", "uid": UID}}
+BACKEND_OF = {"gateway": "gatewayAPI", "istio": "istio", "nginx": "nginx"}
+ROUTING: dict[str, dict[str, Any]] = {
+    "gateway-north-south": {"gatewayAPI": {"httpRoute": "checkout", "service": SERVICE, "ruleName": "main"}},
+    "gateway-gamma": {"gatewayAPI": {"httpRoute": "checkout", "service": SERVICE}},
+    "istio": {"istio": {"virtualService": "checkout", "service": SERVICE}},
+    "istio-subsets": {"istio": {"virtualService": "checkout", "service": SERVICE, "destinationRule": {"name": "checkout"}}},
+    "nginx": {"nginx": {"ingress": "shop", "service": SERVICE}},
+}  # fmt: skip
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+def spec_for(backend: Backend) -> api.RolloutSpec:
+    return api.RolloutSpec.model_validate(
+        {"targetRef": {"name": "checkout"}, "trafficRouting": ROUTING[backend.id]}
+    )
+
+
+def user_world(backend: Backend, send_to: str = SERVICE) -> FakeClient:
+    return FakeClient([service(NS), service(NS, OTHER), *backend.user_objects(NS, send_to)])
+
+
+def users_objects(fake: FakeClient) -> dict[Ref, Body]:
+    """What the user made, as it stands (without the server's bookkeeping)."""
+    out = {}
+    for ref, body in fake.objects.items():
+        labels = body["metadata"].get("labels") or {}
+        if labels.get("app.kubernetes.io/managed-by") == "parachute":
+            continue
+        kept = copy.deepcopy(body)
+        for key in ("resourceVersion", "generation", "uid"):
+            kept["metadata"].pop(key, None)
+        if kept["metadata"].get("annotations") == {}:  # the API server keeps no empty map
+            del kept["metadata"]["annotations"]
+        out[ref] = kept
+    return out
+
+
+def steer(fake: FakeClient, backend: Backend, weight: int, stable: str = HASH) -> wiring.Steered:
+    """One reconcile's routing: read, then act on an intent of `weight`%."""
+    spec = spec_for(backend)
+    seen = run(wiring.observe(ROLLOUT, spec, fake))
+    return run(wiring.act(ROLLOUT, spec, TrafficIntent(share=weight, stable=stable), seen, fake))
+
+
+def settled(fake: FakeClient, backend: Backend, weight: int) -> None:
+    for _ in range(3):
+        steer(fake, backend, weight)
+    seen = run(wiring.observe(ROLLOUT, spec_for(backend), fake))
+    assert seen is not None and seen.applied == Applied(weight)
+
+
+@pytest.fixture(params=BACKENDS, ids=[b.id for b in BACKENDS])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    found: Backend = request.param
+    return found
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def test_a_route_not_yet_set_up_is_read_as_unknown_and_nothing_is_written(backend: Backend) -> None:
+    fake = user_world(backend)
+    seen = run(wiring.observe(ROLLOUT, spec_for(backend), fake))
+    assert seen == TrafficView(Applied(None, wiring.NOT_SET_UP))
+    assert fake.writes == []
+
+
+def test_replica_ratio_reads_nothing() -> None:
+    fake = FakeClient()
+    spec = api.RolloutSpec.model_validate({"targetRef": {"name": "checkout"}})
+    assert run(wiring.observe(ROLLOUT, spec, fake)) is None
+    assert fake.reads == []
+
+
+@pytest.mark.parametrize("what", ["route-misses-the-service", "service-missing"])
+def test_bad_input_is_refused_before_anything_is_written(backend: Backend, what: str) -> None:
+    fake = user_world(backend, send_to="payments" if what == "route-misses-the-service" else SERVICE)
+    if what == "service-missing":
+        del fake.objects[Ref("v1", "Service", NS, SERVICE)]
+    with pytest.raises(RoutingSetupError) as error:
+        run(wiring.observe(ROLLOUT, spec_for(backend), fake))
+    assert error.value.field.startswith("spec.trafficRouting.")
+    with pytest.raises(RoutingSetupError):
+        run(wiring.act(ROLLOUT, spec_for(backend), TrafficIntent(share=0, stable=HASH), None, fake))
+    assert fake.writes == []
+
+
+def test_a_refused_grant_names_the_chart_toggle(backend: Backend) -> None:
+    fake = user_world(backend)
+    where = backend.weighted(NS)
+    fake.forbidden.add((where.api_version, where.kind))
+    with pytest.raises(RoutingSetupError) as error:
+        run(wiring.observe(ROLLOUT, spec_for(backend), fake))
+    toggle = BACKEND_OF[backend.id.split("-")[0]]
+    assert error.value.field == f"spec.trafficRouting.{toggle}"
+    assert f"rbac.{toggle}=true" in error.value.message
+
+
+# ---------------------------------------------------------------------------- acting
+
+
+def test_the_record_is_kept_before_the_route_is_first_rewritten(backend: Backend) -> None:
+    fake = user_world(backend)
+    steered = steer(fake, backend, 0)
+    record_ref = record.record_ref(NS, "checkout")
+    assert fake.writes[0] == ("create", record_ref)
+    kept = record.parse(fake.look(record_ref))
+    assert kept is not None and kept.rollout_uid == UID
+    assert kept.routing == spec_for(backend).traffic_routing
+    assert "ownerReferences" not in fake.look(record_ref)["metadata"]  # outlives the Rollout
+    # What the backend needs was made; the weight waits for the next reconcile.
+    assert steered.again and any("created" in c or "updated" in c for c in steered.changed)
+    assert all(ref != backend.weighted(NS) or verb == "create" for verb, ref in fake.writes)
+
+
+def test_a_weight_follows_one_reconcile_after_its_backend_changed(backend: Backend) -> None:
+    fake = user_world(backend)
+    steer(fake, backend, 0)
+    writes = len(fake.writes)
+    steered = steer(fake, backend, 0)
+    assert steered.changed == ["route set to send 0% to the canary"]
+    assert any(ref == backend.weighted(NS) for _, ref in fake.writes[writes:])
+    assert steer(fake, backend, 0).changed == []  # nothing changed: nothing written
+
+
+def test_a_new_stable_hash_holds_the_weight_back_one_reconcile(backend: Backend) -> None:
+    if not backend.services and backend.id != "istio-subsets":
+        pytest.skip("no stable backend to re-pin")
+    fake = user_world(backend)
+    settled(fake, backend, 100)
+    moved = steer(fake, backend, 0, stable="77f9c6d8b")
+    assert moved.again and "route set" not in " ".join(moved.changed)
+    assert steer(fake, backend, 0, stable="77f9c6d8b").changed == ["route set to send 0% to the canary"]
+
+
+def test_a_hand_edit_is_put_back_with_an_event(backend: Backend) -> None:
+    fake = user_world(backend)
+    settled(fake, backend, 10)
+    where = backend.weighted(NS)
+    run(fake.patch(where, backend.hand_edit(fake.look(where), 30)))
+    steered = steer(fake, backend, 10)
+    assert [e.reason for e in steered.events] == ["WeightsPutBack"]
+    assert "changed by someone else" in steered.events[0].message
+    assert backend.weights(fake.look(where)) == (90, 10)
+
+
+# ---------------------------------------------------------------------------- giving back
+
+
+def test_the_route_is_given_back_exactly_as_it_was_and_what_parachute_made_goes(backend: Backend) -> None:
+    fake = user_world(backend)
+    before = users_objects(fake)
+    settled(fake, backend, 50)
+    assert users_objects(fake) != before  # the user's route was rewritten
+    found = run(record.read(fake, NS, "checkout"))
+    assert found is not None
+    done = len(fake.writes)
+    changed = run(teardown.give_back(fake, found))
+    assert users_objects(fake) == before
+    assert not [
+        r
+        for r, b in fake.objects.items()
+        if (b["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by")
+    ]
+    assert changed[-1] == "removed the routing record of Rollout checkout"
+    # The route is given back first, the record goes last, what it sent to in between.
+    where = backend.weighted(NS)
+    writes = fake.writes[done:]
+    assert writes[0] == ("patch", Ref(where.api_version, where.kind, NS, backend.route_name))
+    assert writes[-1] == ("delete", record.record_ref(NS, "checkout"))
+
+
+def test_a_route_that_named_the_copies_itself_is_given_back_to_the_users_service() -> None:
+    backend = next(b for b in BACKENDS if b.id == "gateway-north-south")
+    fake = user_world(backend, send_to=f"{SERVICE}-stable")  # GitOps: the route names the copies
+    settled(fake, backend, 10)
+    found = run(record.read(fake, NS, "checkout"))
+    assert found is not None and found.snapshot["rules"] == []  # nothing of the user's to keep
+    run(teardown.give_back(fake, found))
+    rule = fake.look(backend.weighted(NS))["spec"]["rules"][1]
+    assert [(b["name"], b.get("port"), b.get("weight")) for b in rule["backendRefs"]] == [(SERVICE, 80, None)]
+    assert rule["backendRefs"][0]["filters"]  # the backendRef's own filters are kept
+
+
+def test_removing_the_router_gives_the_route_back(backend: Backend) -> None:
+    fake = user_world(backend)
+    before = users_objects(fake)
+    settled(fake, backend, 10)
+    replicas = api.RolloutSpec.model_validate({"targetRef": {"name": "checkout"}})
+    steered = run(wiring.act(ROLLOUT, replicas, None, None, fake))
+    assert steered.changed and users_objects(fake) == before
+    assert run(record.read(fake, NS, "checkout")) is None
+
+
+def test_a_rollout_of_the_same_name_gives_back_what_its_predecessor_left(backend: Backend) -> None:
+    fake = user_world(backend)
+    before = users_objects(fake)
+    settled(fake, backend, 10)
+    newer = {"metadata": {"namespace": NS, "name": "checkout", "uid": "another-uid"}}
+    spec = spec_for(backend)
+    seen = run(wiring.observe(newer, spec, fake))
+    assert seen == TrafficView(Applied(None, wiring.GIVING_BACK))  # not judged against the leftovers
+    steered = run(wiring.act(newer, spec, TrafficIntent(share=0, stable=HASH), seen, fake))
+    assert steered.again and run(record.read(fake, NS, "checkout")) is None
+    assert users_objects(fake) == before
+    # The next reconcile checks and sets up the route for the new Rollout.
+    seen = run(wiring.observe(newer, spec, fake))
+    assert seen == TrafficView(Applied(None, wiring.NOT_SET_UP))
+    run(wiring.act(newer, spec, TrafficIntent(share=0, stable=HASH), seen, fake))
+    kept = run(record.read(fake, NS, "checkout"))
+    assert kept is not None and kept.rollout_uid == "another-uid"
+
+
+def test_a_deleted_rollout_has_its_route_given_back_and_a_live_one_does_not(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = user_world(backend)
+    before = users_objects(fake)
+    settled(fake, backend, 10)
+    rollouts: dict[str, Any] = {"checkout": ROLLOUT}
+
+    async def read_rollout(namespace: str, name: str) -> dict[str, Any] | None:
+        return rollouts.get(name)
+
+    monkeypatch.setattr(kube, "read_rollout", read_rollout)
+    assert run(teardown.give_back_if_orphaned(NS, "checkout", fake)) == []
+    del rollouts["checkout"]
+    assert run(teardown.give_back_if_orphaned(NS, "checkout", fake))
+    assert users_objects(fake) == before
+    assert run(teardown.give_back_if_orphaned(NS, "checkout", fake)) == []  # once only
+
+
+def test_giving_back_tolerates_what_is_already_gone(backend: Backend) -> None:
+    fake = user_world(backend)
+    settled(fake, backend, 10)
+    found = run(record.read(fake, NS, "checkout"))
+    assert found is not None
+    where = backend.weighted(NS)
+    del fake.objects[Ref(where.api_version, where.kind, NS, backend.route_name)]
+    run(teardown.give_back(fake, found))
+    assert run(record.read(fake, NS, "checkout")) is None
+
+
+# ---------------------------------------------------------------------------- least privilege
+
+
+def test_every_call_a_router_makes_is_declared_for_its_backend(backend: Backend) -> None:
+    fake = user_world(backend)
+    settled(fake, backend, 10)
+    steer(fake, backend, 50)
+    found = run(record.read(fake, NS, "checkout"))
+    assert found is not None
+    run(teardown.give_back(fake, found))
+    made = {access.call_of("get", r.api_version, r.kind) for r in fake.reads}
+    made |= {access.call_of(verb, r.api_version, r.kind) for verb, r in fake.writes}
+    toggle = BACKEND_OF[backend.id.split("-")[0]]
+    assert made <= access.CORE | access.BACKENDS[toggle]
+    assert made & access.BACKENDS[toggle]
+    assert made <= rbac.granted(backends=(toggle,))
+
+
+def test_the_record_names_itself_within_a_configmaps_name() -> None:
+    assert record.record_name("checkout") == "parachute-routing-checkout"
+    long = record.record_name("x" * 253)
+    assert len(long) <= 253 and long != record.record_name("x" * 252 + "y")
+
+
+def test_a_record_with_garbage_is_not_read_as_one() -> None:
+    release = Release(NS, "checkout", UID, HASH)
+    fake = FakeClient()
+    routing = api.TrafficRouting.model_validate(ROUTING["istio"])
+    run(record.write(fake, release, routing, {"rules": []}))
+    ref = record.record_ref(NS, "checkout")
+    assert record.parse(fake.look(ref)) is not None
+    fake.edit(ref, lambda body: body["data"].update(trafficRouting="{not json"))
+    assert record.parse(fake.look(ref)) is None
