@@ -24,7 +24,7 @@ demo: setup
 	$(PY) -m testbed.demo --dir $(CLUSTER_DIR)
 
 test: setup lint typecheck
-	$(PYTEST) tests/unit tests/integration
+	$(PYTEST) --durations=25 tests/unit tests/integration
 
 test-quick: setup lint typecheck
 	$(PYTEST) tests/unit -m "not slow"

@@ -340,6 +340,7 @@ class RoutedBench:
         analysis = {
             "prometheus": {"address": prometheus.url},
             "interval": "2s",
+            "source": "app",  # the testbed's apps export their own counter, not the router's
             "metrics": [{"template": "error-rate"}],
         }
         self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, "checkout", {

@@ -8,6 +8,8 @@ example Rollout, then plays three acts: adoption, a good release, and a bad one 
 the flag level. Traffic reaches the canary as its ready pods do (a replica ratio). It prints the Rollout as it
 changes (the columns of `kubectl get pr -o wide`), ends with a summary of each act and the
 recovery time the Rollout's status reports, and exits 0 when every act went as it should.
+Along the way it shows what an SRE reads: `kubectl parachute get` while the good release runs
+and after the bad one is rolled back, and the postmortem draft of the bad release.
 The cluster stays up afterwards for kubectl; `make cluster-down` stops it.
 """
 
@@ -197,7 +199,18 @@ def good_release(cluster: LocalCluster, stopped: Any) -> Act:
         # Done is a new stable revision: the first reads may predate the new template.
         return status.get("phase") == "Healthy" and stable not in (None, before)
 
-    if watch(cluster, stopped, until=done, timeout=300):
+    shown = False
+
+    def done_or_show(status: dict[str, Any]) -> bool:
+        nonlocal shown
+        if not shown and status.get("phase") == "Progressing" and (status.get("canaryWeight") or 0) > 0:
+            shown = True
+            say("mid-release, as kubectl parachute get checkout -n shop shows it")
+            plugin(cluster, "get", "checkout", "-n", NAMESPACE)
+            say("the Rollout, watched again")
+        return done(status)
+
+    if watch(cluster, stopped, until=done_or_show, timeout=300):
         status = read_rollout(cluster).get("status") or {}
         say(
             "released: the Deployment runs the new image and the canary is retired (kubectl -n shop get deploy)"
@@ -236,12 +249,26 @@ def bad_release(cluster: LocalCluster, stopped: Any) -> Act:
           f"{since(incident, level.get('healthyAt'))} health confirmed on a window that began after that")  # fmt: skip
     print(f"    revision {incident.get('revision')} stays blocked until its root cause is marked fixed:")
     print(f"    kubectl -n shop annotate pr checkout parachute.dev/resolved={incident.get('revision')}")
+    say("rolled back, as kubectl parachute get checkout -n shop shows it")
+    plugin(cluster, "get", "checkout", "-n", NAMESPACE)
+    say("the postmortem draft: kubectl parachute postmortem checkout -n shop")
+    plugin(cluster, "postmortem", "checkout", "-n", NAMESPACE)
     act.ok = incident.get("level") == "flag" and flags == {"new-checkout": "false"}
     met = "met" if incident.get("objectiveMet") else "missed"
     act.outcome = (
         f"recovered by the {incident.get('level')} level in {seconds}s (objective {objective} {met})"
     )
     return act
+
+
+def plugin(cluster: LocalCluster, *args: str) -> None:
+    """Run `kubectl parachute ARGS` (the installed plugin's module) and print what it prints."""
+    ran = subprocess.run(
+        [sys.executable, "-m", "parachute.cli", *args], check=False, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "KUBECONFIG": str(cluster.admin_kubeconfig), "COLUMNS": "110"},
+    )  # fmt: skip
+    for text in (ran.stdout + ran.stderr).rstrip().splitlines():
+        print(f"    {text}")
 
 
 def since(incident: dict[str, Any], moment: str | None) -> str:

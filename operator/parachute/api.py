@@ -799,6 +799,10 @@ class AnnotationGate(Model):
     )
 
 
+class ChangeTicketGate(Model):
+    """Met when the release carries a change ticket (spec.changeTicket or the change-ticket annotation)."""
+
+
 class ConditionGate(Model):
     api_version: Annotated[str, StringConstraints(min_length=1, max_length=253)]
     kind: Annotated[str, StringConstraints(min_length=1, max_length=63)]
@@ -824,9 +828,9 @@ class Gate(Model):
     model_config = ConfigDict(
         json_schema_extra=crd_extras(
             cel(
-                "[has(self.annotation), has(self.condition), has(self.http), has(self.prometheus)]"
-                ".filter(x, x).size() == 1",
-                "set exactly one of annotation, condition, http, prometheus",
+                "[has(self.annotation), has(self.condition), has(self.http), has(self.prometheus),"
+                " has(self.changeTicket)].filter(x, x).size() == 1",
+                "set exactly one of annotation, condition, http, prometheus, changeTicket",
             )
         )
     )
@@ -836,6 +840,11 @@ class Gate(Model):
     condition: ConditionGate | None = None
     http: HTTPGate | None = None
     prometheus: PrometheusGate | None = None
+    change_ticket: ChangeTicketGate | None = Field(
+        None,
+        description="Met when the release carries a change ticket (spec.changeTicket or the "
+        "parachute.dev/change-ticket annotation on the Deployment or the Rollout).",
+    )
 
 
 class Checklist(Model):
@@ -874,15 +883,50 @@ class CloudEventsNotification(Model):
     token_secret_ref: SecretKeyRef | None = Field(None, description="Bearer token for the receiver.")
 
 
+class ComponentImpact(StrEnum):
+    """Statuspage's component states a rollback may set."""
+
+    degraded_performance = "degraded_performance"
+    partial_outage = "partial_outage"
+    major_outage = "major_outage"
+
+
+STATUSPAGE_API = "https://api.statuspage.io"
+
+
+class StatusPageNotification(Model):
+    """An incident on a status page speaking Atlassian Statuspage's REST API, opened on the
+    rollback of a customer-facing Rollout (spec.customerFacing) and resolved when the watch ends."""
+
+    page_id_secret_ref: SecretKeyRef = Field(description="Secret key holding the page id.")
+    token_secret_ref: SecretKeyRef = Field(description="Secret key holding the API token (sent as OAuth).")
+    component_ids: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] | None = Field(
+        None, max_length=16, description="Components the rollback affects: set to `impact` while it lasts."
+    )
+    impact: ComponentImpact = Field(
+        ComponentImpact.degraded_performance, description="The components' state while rolling back."
+    )
+    api_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2048)] = Field(
+        STATUSPAGE_API, alias="apiURL", description="Base URL of the Statuspage-compatible API."
+    )
+
+
+ChangeTicket = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+
+
 class Notification(Model):
     model_config = ConfigDict(
         json_schema_extra=crd_extras(
-            cel("has(self.slack) != has(self.cloudEvents)", "set exactly one of slack, cloudEvents")
+            cel(
+                "[has(self.slack), has(self.cloudEvents), has(self.statusPage)].filter(x, x).size() == 1",
+                "set exactly one of slack, cloudEvents, statusPage",
+            )
         )
     )
 
     slack: SlackNotification | None = None
     cloud_events: CloudEventsNotification | None = None
+    status_page: StatusPageNotification | None = None
 
 
 # ---------------------------------------------------------------------------- spec
@@ -924,6 +968,11 @@ class RolloutSpec(Model):
                 "!has(self.steps) || has(self.featureFlags) || self.steps.all(s, !has(s.flags))",
                 "steps[].flags needs spec.featureFlags: the flags a stage switches",
                 ".steps",
+            ),
+            cel(
+                "!has(self.notifications) || self.notifications.filter(n, has(n.statusPage)).size() <= 1",
+                "spec.notifications: at most one statusPage target (its incident id is kept in the incident record)",
+                ".notifications",
             ),
         )
     )
@@ -967,6 +1016,18 @@ class RolloutSpec(Model):
     hotfix: bool = Field(False, description="A security hotfix: ignores windows (and says so in an Event).")
     paused: bool = Field(False, description="Hold the release where it is. Rollbacks still happen.")
     notifications: list[Notification] | None = Field(None, max_length=16)
+    customer_facing: bool = Field(
+        False,
+        description="Users see this service: a rollback opens an incident on the statusPage target "
+        "(spec.notifications) and the postmortem draft counts it as customer impact. Without it the "
+        "statusPage target is not used.",
+    )
+    change_ticket: ChangeTicket | None = Field(
+        None,
+        description="The change ticket this release carries (else the parachute.dev/change-ticket annotation "
+        "on the Deployment or the Rollout): kept in status.release and the incident, named in Events, "
+        "notifications and the postmortem draft.",
+    )
 
     @field_validator("strategy")
     @classmethod
@@ -1086,6 +1147,22 @@ class LevelRecord(Model):
     seconds: float | None = Field(None, description="From its start to health, or to the next level.")
 
 
+class StatusPageRecord(Model):
+    """What the status page was told of one incident; kept here so a restarted operator goes on
+    updating the same status page incident."""
+
+    incident_id: str | None = Field(None, description="The status page's id of the incident, once opened.")
+    status: str | None = Field(
+        None, description="The status last delivered: identified, investigating, monitoring or resolved."
+    )
+    delivered_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    failures: int = Field(0, description="Deliveries failed in a row (each after its own retries).")
+    last_error: str | None = Field(None, description="Why the last delivery failed (secrets masked).")
+    retry_at: str | None = Field(
+        None, description="When delivery is tried again.", json_schema_extra={"format": "date-time"}
+    )
+
+
 class Incident(Model):
     """A rollback: what, when, why, which levels, and how long recovery took."""
 
@@ -1119,6 +1196,10 @@ class Incident(Model):
     )
     regression: str | None = Field(None, description="What failed while watching after the rollback.")
     resolved: bool = Field(False, description=f"Root cause marked fixed ({GROUP}/resolved).")
+    change_ticket: str | None = Field(None, description="The change ticket of the release rolled back.")
+    status_page: StatusPageRecord | None = Field(
+        None, description="The status page's incident for this rollback, and how delivering to it went."
+    )
 
 
 class GateStatus(Model):
@@ -1180,6 +1261,7 @@ class ReleaseStatus(Model):
     images: list[str] | None = None
     stable_images: list[str] | None = None
     started_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    change_ticket: str | None = Field(None, description="The change ticket the release carries.")
 
 
 class HandledCommands(Model):
@@ -1253,6 +1335,9 @@ HOTFIX_ANNOTATION = f"{GROUP}/hotfix"  # "true": a security hotfix, not held by 
 # What a release touches (areas or paths), set by a pipeline on the Deployment or the Rollout:
 # the risk when spec.risk is not given.
 CHANGE_ANNOTATION = f"{GROUP}/change"
+# The change ticket a release carries (CHG-1234, a URL), set by a pipeline like the change
+# annotation, on the Deployment or the Rollout; spec.changeTicket wins.
+CHANGE_TICKET_ANNOTATION = f"{GROUP}/change-ticket"
 # The root cause of a rolled-back revision is fixed: its value is that revision (or "all").
 RESOLVED_ANNOTATION = f"{GROUP}/resolved"
 # On a target Deployment Parachute paused: the Rollout that paused it. A target whose Rollout

@@ -14,7 +14,7 @@ import urllib.request
 from parachute import kube
 from parachute.analysis.connect import provider_for
 from parachute.api import ConditionGate, Gate, HTTPGate, PrometheusGate, RolloutSpec, parse_duration
-from parachute.plan.gates import GateResult, annotation_result, condition_result
+from parachute.plan.gates import GateResult, annotation_result, change_ticket_result, condition_result
 
 
 def _http(gate: HTTPGate) -> tuple[bool, str]:
@@ -45,9 +45,13 @@ async def _prometheus(spec: RolloutSpec, namespace: str, gate: PrometheusGate) -
     return True, f"value {value:g} is within bounds"
 
 
-async def check(gate: Gate, spec: RolloutSpec, namespace: str, annotations: dict[str, str]) -> GateResult:
+async def check(
+    gate: Gate, spec: RolloutSpec, namespace: str, annotations: dict[str, str], change_ticket: str = ""
+) -> GateResult:
     if gate.annotation is not None:
         return annotation_result(gate, annotations)
+    if gate.change_ticket is not None:
+        return change_ticket_result(gate, change_ticket)
     if gate.http is not None:
         met, message = await asyncio.to_thread(_http, gate.http)
         return GateResult(gate.name, met, message)
@@ -76,6 +80,6 @@ async def _condition(gate: ConditionGate, namespace: str) -> tuple[bool, str]:
 
 
 async def check_all(
-    gates: list[Gate], spec: RolloutSpec, namespace: str, annotations: dict[str, str]
+    gates: list[Gate], spec: RolloutSpec, namespace: str, annotations: dict[str, str], change_ticket: str = ""
 ) -> list[GateResult]:
-    return list(await asyncio.gather(*(check(g, spec, namespace, annotations) for g in gates)))
+    return list(await asyncio.gather(*(check(g, spec, namespace, annotations, change_ticket) for g in gates)))

@@ -23,6 +23,7 @@ from parachute.analysis.connect import AnalysisSetupError, provider_for, templat
 from parachute.analysis.evaluate import evaluate
 from parachute.api import (
     CHANGE_ANNOTATION,
+    CHANGE_TICKET_ANNOTATION,
     HOTFIX_ANNOTATION,
     AnalysisLimits,
     ConditionStatus,
@@ -33,6 +34,7 @@ from parachute.api import (
 )
 from parachute.conditions import timestamp
 from parachute.gating import check_all
+from parachute.notify import statuspage
 from parachute.notify.webhooks import notify
 from parachute.plan.engine import analysing, decide, judges_target, parse_time
 from parachute.plan.gates import GateResult, gates_for
@@ -169,6 +171,7 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     await _tell(body, (*analysis_events, *decision.events))
     _report(body, spec, decision.status, decision.events)
     telemetry.decided(namespace, name, old, decision.status)
+    statuspage.sync(body, spec, decision.status, now)
     changed = []
     if decision.flags is not None:  # the fastest lever first: flags, then config, then code
         changed += await recovery.set_flags(body, spec, decision.flags)
@@ -185,7 +188,8 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     settle = now + ROUTE_SETTLE if steered.again else None
     if settle is None and observed.traffic is not None and decision.status.phase in UNDER_WAY:
         settle = now + ROUTE_RECHECK
-    return _earliest(decision.next_check_at, parse_time(decision.status.next_analysis_at), settle)
+    return _earliest(decision.next_check_at, parse_time(decision.status.next_analysis_at), settle,
+                     statuspage.next_attempt_at(spec, decision.status, now))  # fmt: skip
 
 
 async def _steer(
@@ -233,9 +237,10 @@ async def _observe(
         and observed.target.revision != release.revision
     )
     results: list[GateResult] = []
+    ticket = change_ticket(spec, body, target)
     if pending:
         gates = gates_for(spec, policy.checklist if policy else None)
-        results = await check_all(gates, spec, namespace, annotations)
+        results = await check_all(gates, spec, namespace, annotations, ticket)
     gate_view = tuple((r.name, r.met, r.message) for r in results)
     view = await _observe_recovery(spec, status, namespace, target, canary)
     if spec.config_refs:  # tracked configuration is part of what is released
@@ -250,7 +255,8 @@ async def _observe(
         # A rollback is never held by a broken route: it goes on as with replica ratio.
         traffic = TrafficView(Applied(None, str(problem)), broken=str(problem))
     observed = replace(observed, window=window, hotfix=hotfix, gates=gate_view, recovery=view,
-                       risk_reason=risk_reason, flags=flags, traffic=traffic)  # fmt: skip
+                       risk_reason=risk_reason, flags=flags, traffic=traffic,
+                       change_ticket=ticket)  # fmt: skip
     return spec, target, canary, observed
 
 
@@ -269,6 +275,17 @@ def risk_from_change(
             risk, reason = judged
             return spec.model_copy(update={"risk": risk}), reason
     return spec, ""
+
+
+def change_ticket(spec: RolloutSpec, body: dict[str, Any], target: dict[str, Any]) -> str:
+    """spec.changeTicket, else the change-ticket annotation on the Deployment, else on the Rollout."""
+    if spec.change_ticket:
+        return spec.change_ticket
+    for holder in (target, body):
+        ticket = (holder["metadata"].get("annotations") or {}).get(CHANGE_TICKET_ANNOTATION, "").strip()
+        if ticket:
+            return str(ticket)[:253]
+    return ""
 
 
 async def _observe_recovery(

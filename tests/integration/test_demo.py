@@ -30,6 +30,10 @@ def test_the_demo_releases_and_recovers() -> None:
     assert "released: the Deployment runs the new image" in result.stdout
     assert "recovered by the flag level" in result.stdout
     assert "flags now {'new-checkout': 'false'}" in result.stdout
+    # What an SRE reads: the plugin's tree mid-release and after the rollback, then the postmortem.
+    assert "Rollout shop/checkout  Progressing" in result.stdout
+    assert "Rollout shop/checkout  RolledBack" in result.stdout
+    assert "# Postmortem: shop/checkout, revision" in result.stdout
     summary = result.stdout.split("==> summary", 1)[1].splitlines()[1:4]
     assert [line.split()[0] for line in summary] == ["1.", "2.", "3."]
     assert all(" ok " in line for line in summary), summary

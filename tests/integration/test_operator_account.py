@@ -75,12 +75,14 @@ def test_the_service_account_is_refused_everything_else(
     apps = client.AppsV1Api(as_operator)
     refused(core.list_secret_for_all_namespaces)  # only `get` of a named Secret
     refused(lambda: core.delete_namespace(namespace))
-    refused(lambda: core.delete_namespaced_config_map("anything", namespace))  # it never deletes user config
+    # It deletes one ConfigMap only, its own routing record (RBAC cannot name it in advance), never in bulk.
+    refused(lambda: core.delete_collection_namespaced_config_map(namespace))
     refused(
         lambda: apps.delete_namespaced_deployment("anything", namespace)
     )  # the canary goes by owner reference
-    refused(lambda: core.create_namespaced_service(namespace, {
-        "metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}}))  # fmt: skip
+    # It makes and re-pins its own -stable/-canary Services, and reads only the Services it is named.
+    refused(core.list_service_for_all_namespaces)
+    refused(lambda: core.delete_collection_namespaced_service(namespace))
     refused(core.list_namespace)  # kopf does not follow namespaces when it watches them all
     refused(lambda: rbac.create_cluster_role({"metadata": {"name": "escalate"}, "rules": []}))
     refused(lambda: core.create_namespaced_pod(namespace, {

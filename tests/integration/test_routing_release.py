@@ -93,7 +93,8 @@ def test_a_release_moves_the_new_versions_share_of_requests_stage_by_stage(healt
 
 def test_a_failing_canary_is_rolled_back_with_traffic_back_on_stable_first(failing: Routed) -> None:
     world = failing
-    analysis = {"prometheus": {"address": world.prometheus.url}, "interval": "3s",
+    # The testbed's apps export their own request counter, not the gateway's or the mesh's.
+    analysis = {"prometheus": {"address": world.prometheus.url}, "interval": "3s", "source": "app",
                 "metrics": [{"template": "error-rate"}]}  # fmt: skip
     world.adopt(steps=[{"name": "canary", "weight": 10, "minWait": "3m"}, {"name": "full", "weight": 100}],
                 analysis=analysis)  # fmt: skip

@@ -137,12 +137,7 @@ def draft(body: dict[str, Any], events: list[dict[str, Any]], which: str | None,
     objective = _objective(status, body)
     out: list[str] = []
     add = out.append
-    add(f"# Postmortem: {name}, revision {incident.revision or 'unknown'} rolled back")
-    add("")
-    add(f"Incident `{incident.id}`. Draft written by `kubectl parachute postmortem` on {_iso(now.isoformat())} "
-        "from the incident record in the Rollout's status.")  # fmt: skip
-    if incident.postmortem_due_at:
-        add(f"**Due by {_iso(incident.postmortem_due_at)}.**")
+    out.extend(_heading(incident, name, now))
     add("")
     add("## What happened")
     add("")
@@ -176,13 +171,27 @@ def draft(body: dict[str, Any], events: list[dict[str, Any]], which: str | None,
     add("The playbook's post-rollback procedure:")
     add("")
     for step, detail in PLAYBOOK_STEPS:
-        add(f"- [{_done(step, incident)}] **{step}** ({detail}){_step_note(step, incident, body)}")
+        add(f"- [{_done(step, incident, body)}] **{step}** ({detail}){_step_note(step, incident, body)}")
     add("")
     add("| action | owner | due |")
     add("|---|---|---|")
     add(f"| _fix the root cause_ | | {_iso(incident.postmortem_due_at)} |")
     add("")
     return "\n".join(out)
+
+
+def _heading(incident: Incident, name: str, now: datetime) -> list[str]:
+    out: list[str] = []
+    add = out.append
+    add(f"# Postmortem: {name}, revision {incident.revision or 'unknown'} rolled back")
+    add("")
+    add(f"Incident `{incident.id}`. Draft written by `kubectl parachute postmortem` on {_iso(now.isoformat())} "
+        "from the incident record in the Rollout's status.")  # fmt: skip
+    if incident.change_ticket:
+        add(f"Change ticket: **{incident.change_ticket}**.")
+    if incident.postmortem_due_at:
+        add(f"**Due by {_iso(incident.postmortem_due_at)}.**")
+    return out
 
 
 def _cell(text: str) -> str:
@@ -276,15 +285,40 @@ def _reverted(incident: Incident, name: str) -> str:
     return "\n".join(lines)
 
 
-def _done(step: str, incident: Incident) -> str:
+def _done(step: str, incident: Incident, body: dict[str, Any]) -> str:
     if step == "Document incident":
+        return "x"
+    page = incident.status_page
+    if step == "Update status page" and page is not None and page.incident_id:
         return "x"
     if step == "Fix root cause" and incident.resolved:
         return "x"
     return " "
 
 
+def _customer_facing(body: dict[str, Any]) -> bool:
+    return bool((body.get("spec") or {}).get("customerFacing"))
+
+
+def _status_page_note(incident: Incident, body: dict[str, Any]) -> str:
+    page = incident.status_page
+    if not _customer_facing(body):
+        return ": the Rollout is not marked customer-facing (spec.customerFacing): Parachute opened no status page incident"
+    if page is None:
+        return ": customer-facing, but no statusPage notification target: update it by hand"
+    said = (
+        f"status page incident `{page.incident_id}` is {page.status}"
+        if page.incident_id
+        else ("the status page incident could not be opened")
+    )
+    if page.failures and page.last_error:
+        said += f" (delivery failed {page.failures} time(s): {page.last_error})"
+    return f": Parachute keeps it in step; {said}"
+
+
 def _step_note(step: str, incident: Incident, body: dict[str, Any]) -> str:
+    if step == "Update status page":
+        return _status_page_note(incident, body)
     if step == "Notify team" and (body.get("spec") or {}).get("notifications"):
         return ": Parachute sent the rollback to the configured notifications"
     if step == "Keep monitoring" and incident.watch_until:

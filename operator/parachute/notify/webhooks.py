@@ -3,7 +3,8 @@ holds a rollback. Each POST has a timeout and a few retries; URLs and tokens are
 Secrets at send time, so a rotated Secret is used at once. A failure is logged with those
 values masked (`parachute.redaction`): a webhook URL is a credential.
 
-Payloads: Slack's incoming-webhook `{"text": ...}` (Mattermost, Teams' Slack-compatible
+The status page (`notify.statuspage`) is kept in step with the incident record instead, not
+per Event. Payloads: Slack's incoming-webhook `{"text": ...}` (Mattermost, Teams' Slack-compatible
 connectors and many others accept it too), and a CloudEvents 1.0 event in structured JSON
 mode (`application/cloudevents+json`).
 """
@@ -41,11 +42,23 @@ EVENT_TYPE_PREFIX = "dev.parachute.rollout."
 _in_flight: set[asyncio.Task[None]] = set()
 
 
-def slack_payload(rollout: dict[str, Any], reason: str, message: str, channel: str | None) -> dict[str, Any]:
+def ticket_note(message: str, incident: dict[str, Any] | None) -> str:
+    """The change ticket of the release rolled back, unless the message names it already."""
+    ticket = (incident or {}).get("changeTicket")
+    return f" (change ticket {ticket})" if ticket and ticket not in message else ""
+
+
+def slack_payload(
+    rollout: dict[str, Any],
+    reason: str,
+    message: str,
+    channel: str | None,
+    incident: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     meta = rollout["metadata"]
     icon = ":white_check_mark:" if reason == "RolledBack" else ":rotating_light:"
     payload: dict[str, Any] = {
-        "text": f"{icon} *{reason}* Rollout {meta['namespace']}/{meta['name']}: {message}"
+        "text": f"{icon} *{reason}* Rollout {meta['namespace']}/{meta['name']}: {message}{ticket_note(message, incident)}"
     }
     if channel:
         payload["channel"] = channel
@@ -69,6 +82,7 @@ def cloud_event(
             "message": message,
             "namespace": meta["namespace"],
             "rollout": meta["name"],
+            "changeTicket": (incident or {}).get("changeTicket"),
             "incident": incident,
         },
     }
@@ -107,7 +121,7 @@ async def _deliver(rollout: dict[str, Any], target: Notification, reason: str, m
     if target.slack is not None:
         slack_url = await _read(namespace, target.slack.webhook_secret_ref, "Slack notification")
         if slack_url is not None:
-            body = slack_payload(rollout, reason, message, target.slack.channel)
+            body = slack_payload(rollout, reason, message, target.slack.channel, incident)
             await _with_retries(
                 lambda: asyncio.to_thread(post, slack_url, body, {}), "Slack webhook", [slack_url]
             )

@@ -243,6 +243,7 @@ def _follow_template(work: _Work, observed: Observed) -> None:
         images=list(target.images) or None,
         stable_images=release.stable_images,
         started_at=timestamp(work.now),
+        change_ticket=observed.change_ticket or None,
     )
     if not _may_start(work, observed):
         st.phase, st.stage_index, st.stage, st.stage_started_at, st.paused_at = (
@@ -264,7 +265,13 @@ def _follow_template(work: _Work, observed: Observed) -> None:
             "ReleaseSuperseded", f"revision {target.revision} replaces {release.revision}; starting over"
         )
     else:
-        work.event("ReleaseStarted", f"releasing revision {target.revision} over {release.stable_revision}")
+        work.event("ReleaseStarted", f"releasing revision {target.revision} over {release.stable_revision}"
+                   f"{_ticket_note(st)}")  # fmt: skip
+
+
+def _ticket_note(st: RolloutStatus) -> str:
+    ticket = st.release.change_ticket if st.release else None
+    return f" (change ticket {ticket})" if ticket else ""
 
 
 def _may_progress(work: _Work, observed: Observed) -> bool:
@@ -332,11 +339,14 @@ def _open_window(work: _Work, observed: Observed) -> None:
     if not _may_start(work, observed):
         _say_why_waiting(work, observed, f"revision {st.release.revision if st.release else ''}")
         return
+    if st.release is not None:  # the ticket may have come while the release waited (a gate asks for it)
+        st.release.change_ticket = observed.change_ticket or None
     _start(work)
     _announce_hotfix(work, observed)
     work.event(
         "ReleaseStarted",
-        f"window open, gates met; releasing revision {st.release.revision if st.release else ''}",
+        f"window open, gates met; releasing revision {st.release.revision if st.release else ''}"
+        f"{_ticket_note(st)}",
     )
 
 
@@ -919,6 +929,7 @@ def _begin_recovery(work: _Work, spec: RolloutSpec, observed: Observed, label: s
         levels=[],
         postmortem_due_at=timestamp(started + parse_duration(settings.postmortem_due)),
         revert_in_git=None if settings.restore_template else f"revision {stable} ({images})",
+        change_ticket=st.release.change_ticket,
     )
     # Flags the rollback switches off: the flag level's, and any Parachute set for this release.
     set_here = (
@@ -929,7 +940,8 @@ def _begin_recovery(work: _Work, spec: RolloutSpec, observed: Observed, label: s
     st.incidents = [*(st.incidents or [])[-(recovery.INCIDENTS_KEPT - 1) :], incident]
     st.blocked_revisions = sorted({*(st.blocked_revisions or []), revision})
     st.phase, st.paused_at = Phase.rolling_back, None
-    work.event("RollingBack", f"{incident.reason}; rolling back revision {revision}", warning=True)
+    work.event("RollingBack", f"{incident.reason}; rolling back revision {revision}{_ticket_note(st)}",
+               warning=True)  # fmt: skip
     _enter_level(work, spec, observed, levels[0])
     _recover(work, spec, observed)
 

@@ -1,7 +1,7 @@
 """Checklist gates before the first stage (spec §6): which gates apply, and the pure checks.
 
-A gate is satisfied by an annotation a pipeline sets, a condition on another object, an HTTP
-check, or a Prometheus query (the object, the check and the query are fetched by `parachute.gating`). The playbook's checklist is a preset of
+A gate is satisfied by an annotation a pipeline sets, the release's change ticket, a condition
+on another object, an HTTP check, or a Prometheus query (the object, the check and the query are fetched by `parachute.gating`). The playbook's checklist is a preset of
 annotation gates; it applies to `high` risk unless the Rollout says otherwise.
 """
 
@@ -10,7 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from parachute.api import AnnotationGate, Checklist, ConditionGate, Gate, Risk, RolloutSpec
+from parachute.api import (
+    CHANGE_TICKET_ANNOTATION,
+    AnnotationGate,
+    Checklist,
+    ConditionGate,
+    Gate,
+    Risk,
+    RolloutSpec,
+)
 from parachute.plan.stages import effective_risk
 
 GATE_PREFIX = "gates.parachute.dev"
@@ -59,6 +67,17 @@ def annotation_result(gate: Gate, annotations: dict[str, str]) -> GateResult:
     if wanted is not None and value != wanted:
         return GateResult(gate.name, False, f"annotation {key} is {value!r}, not {wanted!r}")
     return GateResult(gate.name, True, f"annotation {key} is set")
+
+
+def change_ticket_result(gate: Gate, ticket: str) -> GateResult:
+    """Met when the release carries a change ticket (spec.changeTicket or the annotation)."""
+    if not ticket:
+        return GateResult(
+            gate.name,
+            False,
+            f"no change ticket: set spec.changeTicket or the {CHANGE_TICKET_ANNOTATION} annotation",
+        )
+    return GateResult(gate.name, True, f"change ticket {ticket}")
 
 
 def condition_result(gate: ConditionGate, found: dict[str, Any]) -> tuple[bool, str]:

@@ -145,6 +145,7 @@ class Observed:
     traffic: TrafficView | None = None  # with a router: what it holds
     # Why the watched metrics cannot judge a release (their series never existed): it waits.
     metrics_missing: str = ""
+    change_ticket: str = ""  # spec.changeTicket, else the change-ticket annotation
 
 
 @dataclass(frozen=True)
