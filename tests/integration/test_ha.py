@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 from kubernetes import client, watch
 
 from parachute import rbac
@@ -115,11 +116,16 @@ def replicas(crds: Cluster, operator_kubeconfig: Path, namespace: str, tmp_path:
 
 class History:
     """Every change of every Deployment's spec in a namespace, as the watch shows it: (name,
-    generation, what the spec says), recorded from the start."""
+    generation, what the spec says), recorded from the start. A watch that ends (its timeout,
+    a connection cut) is resumed from the last resourceVersion seen, as informers do, so the
+    history stays whole; a real gap (410 Gone: that version is no longer kept) is an error."""
+
+    RESUMES = 20  # watches ended in a row without an event before it gives up
 
     def __init__(self, cluster: Cluster, namespace: str) -> None:
         self.changes: list[tuple[str, int, tuple[Any, ...]]] = []
         self.error: Exception | None = None
+        self._stopping = threading.Event()
         self._watch = watch.Watch()
         self._thread = threading.Thread(target=self._run, args=(cluster, namespace), daemon=True)
         self._thread.start()
@@ -132,21 +138,39 @@ class History:
 
     def _follow(self, cluster: Cluster, namespace: str) -> None:
         seen: dict[str, int] = {}
-        for event in self._watch.stream(
-            cluster.apps.list_namespaced_deployment, namespace, timeout_seconds=600
-        ):
-            body = event["object"]
-            name, generation = body.metadata.name, body.metadata.generation
-            if seen.get(name) == generation:
-                continue
-            seen[name] = generation
-            image = body.spec.template.spec.containers[0].image
-            self.changes.append((name, generation, (body.spec.replicas, bool(body.spec.paused), image)))
+        version: str | None = None  # the last resourceVersion seen: where a resumed watch starts
+        quiet = 0
+        while not self._stopping.is_set():
+            since = {"resource_version": version} if version else {}
+            try:
+                for event in self._watch.stream(
+                    cluster.apps.list_namespaced_deployment, namespace, timeout_seconds=600, **since
+                ):
+                    quiet = 0
+                    body = event["object"]
+                    version = body.metadata.resource_version
+                    name, generation = body.metadata.name, body.metadata.generation
+                    if seen.get(name) == generation:
+                        continue
+                    seen[name] = generation
+                    image = body.spec.template.spec.containers[0].image
+                    self.changes.append(
+                        (name, generation, (body.spec.replicas, bool(body.spec.paused), image))
+                    )
+            except urllib3.exceptions.HTTPError:  # the connection ended mid-watch: resume below
+                pass
+            if self._stopping.is_set():
+                return
+            quiet += 1
+            if quiet > self.RESUMES:
+                raise RuntimeError(f"the watch of Deployments ended {quiet} times in a row without an event")
+            time.sleep(0.2)
 
     def of(self, name: str) -> list[tuple[int, tuple[Any, ...]]]:
         return [(generation, spec) for n, generation, spec in self.changes if n == name]
 
     def stop(self) -> None:
+        self._stopping.set()
         self._watch.stop()
 
 
