@@ -170,6 +170,7 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     # the decision already made and would not tell it again.
     await _tell(body, (*analysis_events, *decision.events))
     _report(body, spec, decision.status, decision.events)
+    telemetry.decided(namespace, name, old, decision.status)
     statuspage.sync(body, spec, decision.status, now)
     changed = []
     if decision.flags is not None:  # the fastest lever first: flags, then config, then code

@@ -23,6 +23,7 @@ from parachute.plan.workload import (
     revision_of,
     rolled_out,
     sets_by_hash,
+    status_current,
 )
 
 CANARY_LABEL = f"{api.GROUP}/canary"
@@ -50,6 +51,7 @@ def target_state(deployment: dict[str, Any]) -> TargetState:
         images=tuple(c.get("image", "") for c in containers),
         rolled_out=rolled_out(deployment),
         restarted_at=restart_stamp(deployment),
+        status_current=status_current(deployment),
     )
 
 

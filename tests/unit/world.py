@@ -67,6 +67,12 @@ class World:
     route_stuck: bool = False
     stable_pin: str | None = None
     route_writes: list[int] = field(default_factory=list)
+    # The Deployment controller one look behind: right after the target's spec is written (a
+    # pause, an unpause, a template), its status still describes the spec before, so it does
+    # not read as rolled out. Every pause and unpause written, in order.
+    status_lags: bool = False
+    pauses: list[bool] = field(default_factory=list)
+    _status_behind: bool = False
     _canary_ready_at: datetime | None = None
     _rolling_to: str | None = None  # the template the target is rolling to, while it does
     _rolled_at: datetime | None = None  # when that roll is over
@@ -84,12 +90,14 @@ class World:
         ):
             self.running, self._rolling_to, self._rolled_at = self._rolling_to, None, None
         # As the reconcile does: tracked configuration is part of the revision.
+        behind, self._status_behind = self._status_behind, False  # caught up by the next look
         target = TargetState(
             revision=with_config(self.revision, self.configs),
             replicas=self.replicas,
             paused=self.paused,
-            rolled_out=self.running == self.revision and self._rolling_to is None,
+            rolled_out=self.running == self.revision and self._rolling_to is None and not behind,
             restarted_at=self.target_restarted_at,
+            status_current=not behind,
         )
         return Observed(target=target, canary=canary, commands=dict(self.annotations), health=self.health,
                         window=self.window, hotfix=self.hotfix, gates=self.gates,
@@ -129,6 +137,9 @@ class World:
         intent = decision.workload
         if intent.target_restart and not intent.target_paused:
             self.target_restarted_at = intent.target_restart  # rolls at once, here
+        if intent.target_paused != self.paused:
+            self.pauses.append(intent.target_paused)
+            self._status_behind = self.status_lags
         self.paused = intent.target_paused
         if not self.paused and self.revision != (self._rolling_to or self.running):
             if self.roll_delay:  # the Deployment controller rolls it, through both templates
@@ -157,6 +168,8 @@ class World:
         if wanted.restart_stamp and self.restarts:
             self.restarted_at = wanted.restart_stamp
         if wanted.restore_template:
+            if self.revision != wanted.restore_template:
+                self._status_behind = self.status_lags
             self.revision = wanted.restore_template  # rolled to once the target is let go
 
 

@@ -25,6 +25,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from parachute import telemetry
 from parachute.plan.verdicts import Sample, Series
 from parachute.redaction import redact
 
@@ -79,7 +80,7 @@ class PrometheusProvider:
             session.mount(address, _TrustingAdapter(ca, max_retries=retry))
 
     async def sample(self, query: str) -> Sample:
-        return await asyncio.to_thread(self._sample, query)
+        return await telemetry.query(asyncio.to_thread(self._sample, query))
 
     def _sample(self, query: str) -> Sample:
         try:
@@ -89,7 +90,7 @@ class PrometheusProvider:
         return _to_sample(result)
 
     async def vector(self, query: str) -> Series:
-        return await asyncio.to_thread(self._vector, query)
+        return await telemetry.query(asyncio.to_thread(self._vector, query))
 
     def _vector(self, query: str) -> Series:
         try:

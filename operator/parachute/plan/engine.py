@@ -148,6 +148,7 @@ def decide(
             st.canary_weight = 0
         if st.phase == Phase.waiting and _watching(st, now):
             _watch_after_rollback(work, observed)
+    _let_go_only_on_a_current_status(work, observed)
     if not analysing(st, now):
         st.next_analysis_at = None  # nothing is measured in this phase: no round is due
     elif spec.analysis is not None and st.phase in WATCHED and st.next_analysis_at is None:
@@ -635,7 +636,34 @@ def _promotion_restart(st: RolloutStatus) -> str | None:
 def _promoted(st: RolloutStatus, observed: Observed) -> bool:
     """At 100%: the target runs the new version everywhere (restarted, for configuration)."""
     stamp = _promotion_restart(st)
-    return observed.target.rolled_out and (stamp is None or observed.target.restarted_at == stamp)
+    if stamp is not None:
+        return observed.target.rolled_out and observed.target.restarted_at == stamp
+    return observed.target.rolled_out or _rolled_out_before_pause(observed)
+
+
+def _rolled_out_before_pause(observed: Observed) -> bool:
+    """A paused target whose status is behind its spec, with every ready pod of its ReplicaSets
+    on its current template, at full size: it rolled out, and the pause that held it again is
+    what the Deployment controller has not seen yet (the pause raised the generation). Its
+    status says nothing of the rollout until then; letting it go again would promote twice."""
+    target = observed.target
+    if not target.paused or target.status_current:
+        return False
+    ready = observed.serving.target
+    template = template_revision(target.revision)
+    return set(ready) == {template} and ready[template] >= target.replicas
+
+
+def _let_go_only_on_a_current_status(work: _Work, observed: Observed) -> None:
+    """A paused target is let go (unpaused) only on a status that describes its latest spec: a
+    status behind it (the Deployment controller has not seen a pause or a template written just
+    now) cannot tell that the target has not rolled out already. Held, it is looked at again
+    soon (the controller's status write wakes the Rollout first). Holding is always safe."""
+    intent, target = work.intent, observed.target
+    if intent is None or intent.target_paused or not target.paused or target.status_current:
+        return
+    work.intent = replace(intent, target_paused=True, target_restart=None)
+    work.check_at(work.now + CLUSTER_TICK)
 
 
 def _previous_canary(st: RolloutStatus, observed: Observed) -> int:
