@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from parachute.analysis import fastlane as lane
 from parachute.analysis.provider import FixedProvider
-from parachute.api import AnalysisLimits, Metric, MetricStatus, RolloutSpec, RolloutStatus, Verdict
+from parachute.api import AnalysisLimits, Metric, MetricStatus, Risk, RolloutSpec, RolloutStatus, Verdict
 from parachute.plan import fastlane as core
 from parachute.plan.compare import Counts
 from parachute.plan.metrics import definitions, resolve
@@ -47,7 +47,7 @@ def watched(namespace: str = "shop", name: str = "checkout", server: Any = PROM,
     rollout = rollout or spec()
     found = core.enrolment(
         namespace=namespace, name=name, server=server, revision="rev-2", source=source_for(rollout),
-        metrics=definitions(rollout, {}, rollout.risk or "medium"), versions=kw.pop("versions", versions(namespace)),
+        metrics=definitions(rollout, {}, rollout.risk or Risk.medium), versions=kw.pop("versions", versions(namespace)),
         min_requests=kw.pop("min_requests", 10), since=since, previous=kw.pop("previous", ()),
     )  # fmt: skip
     assert found is not None
@@ -88,7 +88,7 @@ def test_the_lane_watches_rates_of_bad_requests_with_a_critical_line(
 def test_a_rollout_whose_source_does_not_name_pods_is_not_enrolled() -> None:
     istio = spec(source="istio")
     found = core.enrolment(namespace="shop", name="checkout", server=PROM, revision="rev-2", source=source_for(istio),
-                           metrics=definitions(istio, {}, istio.risk or "medium"), versions=versions("shop"),
+                           metrics=definitions(istio, {}, istio.risk or Risk.medium), versions=versions("shop"),
                            min_requests=10, since=T0)  # fmt: skip
     assert found is None
 
