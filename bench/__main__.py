@@ -10,6 +10,9 @@
   at full size so no pod has to start), and from a failed verdict to the route seen sending
   everything to stable (median and max over a few rollbacks).
 - queries: PromQL queries per Rollout per analysis interval (bench/queries.py).
+- fast lane: a canary that starts failing, first 5xx to traffic off the canary at analysis
+  intervals of 10, 30 and 60 s with the fast lane and without, and the lane's queries per look
+  for 1,000 Rollouts (bench/fastlane.py).
 
 Runs on the local control plane, its data plane and Prometheus from `testbed/`, in its own work
 directory: the canary's pods start, are discovered by Prometheus and get their share of the
@@ -35,6 +38,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from bench.fastlane import bench_fast_lane
 from bench.queries import bench_queries
 from parachute import api
 from parachute.api import RolloutSpec, RolloutStatus
@@ -116,9 +120,9 @@ def rollout(name: str, **spec: Any) -> dict[str, Any]:
 
 
 class Operator:
-    def __init__(self, kubeconfig: Path, log: Path) -> None:
+    def __init__(self, kubeconfig: Path, log: Path, args: list[str] | None = None) -> None:
         env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-        self.process = subprocess.Popen([sys.executable, "-m", "parachute", "run"], env=env,
+        self.process = subprocess.Popen([sys.executable, "-m", "parachute", "run", *(args or [])], env=env,
                                         stdout=log.open("ab"), stderr=subprocess.STDOUT)  # fmt: skip
 
     def rss_mib(self) -> float:
@@ -448,7 +452,8 @@ def image_patch(image: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rollouts", type=int, default=100, help="Rollouts for the scale figure")
-    parser.add_argument("--only", choices=["routing"], help="run only these figures")
+    parser.add_argument("--only", choices=["routing", "fastlane"], help="run only these figures")
+    parser.add_argument("--races", type=int, default=3, help="races per interval for the fast lane's figures")
     args = parser.parse_args(argv)
     print(
         f"Parachute benchmarks — {os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", flush=True
@@ -467,6 +472,11 @@ def main(argv: list[str] | None = None) -> int:
         operator_kubeconfig = install_operator_account(
             cluster.admin_kubeconfig, workdir / "operator.kubeconfig"
         )
+        if args.only in (None, "fastlane"):
+            bench_fast_lane(cluster, lambda extra, log: Operator(operator_kubeconfig, workdir / log, extra),
+                            workdir, figure, args.races)  # fmt: skip
+        if args.only == "fastlane":
+            return 0
         if args.only is None:
             bench_reconcile(cluster)
             bench_breach(cluster, operator_kubeconfig, workdir, "code")

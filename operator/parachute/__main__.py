@@ -1,6 +1,6 @@
 """`parachute` / `python -m parachute`: run the operator against the current kubeconfig.
 
-parachute [run] [--namespace NS ...] [--selector SEL] [--leader-election] [--verbose]
+parachute [run] [--namespace NS ...] [--selector SEL] [--leader-election] [--no-fast-lane] [--verbose]
                                                    the operator (default)
 parachute crds                                     print the CRDs it serves
 """
@@ -57,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--renew-deadline", type=float, default=10.0,
                        help="seconds the leader keeps acting without a renewal (less than the duration)")  # fmt: skip
         p.add_argument("--retry-period", type=float, default=2.0, help="seconds between renewals or attempts")
+        p.add_argument("--no-fast-lane", action="store_true",
+                       help="judge only in analysis rounds: no watcher of critical conditions between "
+                       "them; also PARACHUTE_FAST_LANE=off")  # fmt: skip
+        p.add_argument("--fast-lane-cadence", type=float, default=None,
+                       help="seconds between the fast lane's looks (at least 1; default: the scrape "
+                       "interval Prometheus reports)")  # fmt: skip
+        p.add_argument("--fast-lane-window", type=float, default=None,
+                       help="seconds of requests the fast lane judges (default: 5 looks, at least 5s)")  # fmt: skip
     sub.add_parser("crds", help="print the CustomResourceDefinitions")
     return parser
 
@@ -64,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
 def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Options:
     """What the handlers are told (`parachute.handlers.Options`); a usage error for what cannot work."""
     from parachute import handlers, sharding
+    from parachute.analysis import fastlane
     from parachute.leadership import Timing, lease_namespace
 
     if any(set(ns) & set("*?[]!,") for ns in args.namespace):
@@ -77,7 +86,12 @@ def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Optio
             election = handlers.Election(namespace, args.leader_election_id, timing)
     except ValueError as error:
         parser.error(str(error))
-    return handlers.Options(tuple(args.namespace), selector, election, args.readiness)
+    if args.fast_lane_cadence is not None and args.fast_lane_cadence < fastlane.FLOOR:
+        parser.error(f"--fast-lane-cadence: at least {fastlane.FLOOR:g} second")
+    if args.fast_lane_window is not None and args.fast_lane_window < fastlane.FLOOR:
+        parser.error(f"--fast-lane-window: at least {fastlane.FLOOR:g} second")
+    lane = fastlane.Settings.from_env(not args.no_fast_lane, args.fast_lane_cadence, args.fast_lane_window)
+    return handlers.Options(tuple(args.namespace), selector, election, args.readiness, lane)
 
 
 def main(argv: list[str] | None = None) -> int:

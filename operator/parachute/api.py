@@ -1123,6 +1123,11 @@ class MetricStatus(Model):
     immediate: bool | None = Field(None, description="Failed on rollbackAt: an immediate trigger.")
     requests: float | None = Field(None, description="Requests the judged version served in the window.")
     comparison: Comparison | None = Field(None, description="With judge compare: the counts judged.")
+    fast_lane: bool | None = Field(
+        None,
+        description="Judged Failed by the fast lane between analysis rounds, on the sample shown here "
+        "(value, comparison, message); absent when a routine round judged it.",
+    )
 
 
 class LevelRecord(Model):

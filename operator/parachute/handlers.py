@@ -28,6 +28,7 @@ from typing import Any
 import kopf
 
 from parachute import api, clock, handback, kube, readiness, sharding, telemetry
+from parachute.analysis import fastlane
 from parachute.engine_loop import ReconcileLoop
 from parachute.leadership import Elector, KubeLease, Timing, identity
 from parachute.policy import DEFAULT_POLICY_ENV
@@ -57,6 +58,7 @@ class Options:
     selector: sharding.Selector = sharding.EVERYTHING
     election: Election | None = None
     readiness: str | None = None
+    fast_lane: fastlane.Settings = field(default_factory=fastlane.Settings)
 
 
 def _serves(memo: kopf.Memo, key: Key) -> bool:
@@ -113,6 +115,8 @@ async def _deferred_hand_backs(memo: kopf.Memo) -> None:
 def _on_leadership(memo: kopf.Memo, leading: bool) -> None:
     if not leading:
         memo.scheduler.stand_down()
+        if fastlane.LANE is not None:
+            fastlane.LANE.stand_down()
     elif memo.deferred_hand_backs or memo.deferred_routes:
         task = asyncio.create_task(_deferred_hand_backs(memo), name="parachute-hand-backs")
         memo.background.add(task)
@@ -176,15 +180,30 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         elector.on_change(lambda leading: _on_leadership(memo, leading))
         memo.elector_task = asyncio.create_task(elector.run(), name="parachute-leader-election")
     memo.listing_task = asyncio.create_task(_first_listing(memo), name="parachute-first-listing")
+    _start_fast_lane(memo, options.fast_lane)
     memo.readiness = None
     if options.readiness:
         memo.readiness = await readiness.serve(options.readiness, lambda: _readiness(memo))
 
 
+def _start_fast_lane(memo: kopf.Memo, settings: fastlane.Settings) -> None:
+    """The watcher of critical conditions between rounds: it looks only while this replica
+    leads, and a breach wakes its Rollout ahead of routine work."""
+    logger.info("%s", fastlane.describe(settings))
+    if not settings.enabled:
+        fastlane.install(None)
+        return
+    lane = fastlane.FastLane(
+        settings, lambda key: memo.scheduler.wake(key, urgent=True), lambda: _leading(memo)
+    )
+    fastlane.install(lane)
+    memo.fast_lane_task = asyncio.create_task(lane.run(), name="parachute-fast-lane")
+
+
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     """Stop acting first, then give the Lease up: a standby takes over without waiting for it to expire."""
-    for name in ("listing_task", "elector_task", "scheduler_task"):
+    for name in ("listing_task", "elector_task", "scheduler_task", "fast_lane_task"):
         task: asyncio.Task[None] | None = getattr(memo, name, None)
         if task is not None:
             task.cancel()
@@ -249,6 +268,7 @@ async def on_rollout(
     if type == "DELETED" or not options.selector.matches(body.get("metadata", {}).get("labels")):
         scheduler.forget(key)
         memo.reconciler.forget(key)
+        fastlane.leave(key)
         memo.served.discard(key)
         telemetry.gone(*key)
         if type != "DELETED":

@@ -58,15 +58,20 @@ class Scheduler:
         self._heap: list[tuple[datetime, Key]] = []
         self._running: set[Key] = set()
         self._again: set[Key] = set()  # woken while running: run once more right after
+        self._urgent: set[Key] = set()  # a critical breach: runs without waiting for a slot
         self._failures: dict[Key, int] = {}
         self._limit = asyncio.Semaphore(concurrency)
         self._changed = asyncio.Event()
         self._max_backoff = max_backoff
         self._tasks: dict[asyncio.Task[None], Key] = {}
 
-    def wake(self, key: Key, at: datetime | None = None) -> None:
-        """Make `key` due at `at` (now if None), unless it is already due earlier."""
+    def wake(self, key: Key, at: datetime | None = None, urgent: bool = False) -> None:
+        """Make `key` due at `at` (now if None), unless it is already due earlier. An urgent wake
+        (a critical breach) is due now and runs ahead of routine work, without waiting for a slot."""
         at = at or self._clock()
+        if urgent:
+            at = min(at, self._clock())
+            self._urgent.add(key)
         if key in self._running:
             if at <= self._clock():
                 self._again.add(key)
@@ -78,6 +83,7 @@ class Scheduler:
     def forget(self, key: Key) -> None:
         self._due.pop(key, None)
         self._again.discard(key)
+        self._urgent.discard(key)
 
     @property
     def pending(self) -> int:
@@ -133,7 +139,9 @@ class Scheduler:
             self._schedule(key, self._clock())
 
     async def _one(self, key: Key, due: datetime) -> None:
-        async with self._limit:
+        urgent = key in self._urgent
+        self._urgent.discard(key)
+        async with contextlib.nullcontext() if urgent else self._limit:
             if not self._open():  # the gate closed while it waited for a slot
                 self._running.discard(key)
                 self._schedule(key, self._clock())

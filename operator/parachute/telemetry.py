@@ -74,6 +74,17 @@ PROMQL_SECONDS = Histogram(
     "One PromQL query, retries included.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+FAST_LANE_QUERIES = Counter(
+    "parachute_fast_lane_queries_total",
+    "PromQL queries the fast lane sent (also counted in parachute_promql_queries_total), by outcome: "
+    "one per Prometheus and request counter per look, whatever the number of Rollouts.",
+    ["outcome"],
+)
+FAST_LANE_BREACHES = Counter(
+    "parachute_fast_lane_breaches_total",
+    "Critical breaches the fast lane found between analysis rounds (each wakes its Rollout).",
+    ["namespace"],
+)
 API_REQUESTS = Counter(
     "parachute_api_requests_total",
     "Kubernetes API requests the operator made itself (not kopf's watches), by HTTP method and "
@@ -206,6 +217,16 @@ async def query(asked: Awaitable[Answer]) -> Answer:
     empty = answer.value is None if isinstance(answer, Sample) else not answer.found
     PROMQL_QUERIES.labels("error" if answer.error is not None else "no_data" if empty else "ok").inc()
     return answer
+
+
+def fast_lane_query(answer: Series) -> None:
+    FAST_LANE_QUERIES.labels(
+        "error" if answer.error is not None else "ok" if answer.found else "no_data"
+    ).inc()
+
+
+def fast_lane_breach(namespace: str) -> None:
+    FAST_LANE_BREACHES.labels(namespace).inc()
 
 
 def api_request(method: str, code: int | None) -> None:
