@@ -123,7 +123,13 @@ def test_a_release_goes_10_50_100_with_traffic_first_and_capacity_for_its_share(
     assert story.status.phase == Phase.healthy and story.status.message == "revision rev-2 released"
     # Weights only ever written in the plan's order; back to 0 once stable runs the new version.
     assert world.route_writes == [0, 10, 50, 100, 0]
-    assert 1 in sizes and 5 in sizes and 10 in sizes and sizes[-1] == 0
+    assert 1 in sizes and 5 in sizes and 10 in sizes
+    # Released once stable runs it; the canary, sent nothing, drains for scaleDownDelay (30s).
+    assert story.status.traffic is not None and story.status.traffic.draining_since is not None
+    story.tick(30 * SECOND)
+    assert world.canary is not None and world.canary.replicas == 0
+    story.tick(SECOND)  # seen gone: nothing drains any more
+    assert story.status.traffic is not None and story.status.traffic.draining_since is None
     assert world.running == "rev-2" and world.paused
     assert world.stable_pin == pin_of("rev-2")  # the stable backend was re-pinned to the rolled target
     assert "Promoting" in story.reasons and "ReleaseCompleted" in story.reasons
@@ -131,14 +137,14 @@ def test_a_release_goes_10_50_100_with_traffic_first_and_capacity_for_its_share(
 
 def test_the_full_stage_hands_over_in_order() -> None:
     """Canary at full size → 100% to the canary → the target rolls → stable re-pinned to it →
-    the route back to stable → the canary scaled to 0."""
+    the route back to stable → the canary scaled to 0 once it has drained."""
     plan = spec(
         steps=[{"weight": 10, "minWait": "1m"}, {"weight": 100, "minWait": "1m"}], trafficRouting=GATEWAY
     )
     story = released(Story(plan, World(roll_delay=timedelta(seconds=30), canary_delay=timedelta(seconds=5))))
     world = story.world
     until(story, lambda: world.route == 10, limit=20)
-    steps = []
+    steps, at = [], []
     for _ in range(200):
         story.tick(SECOND)
         canary = world.canary
@@ -146,6 +152,7 @@ def test_the_full_stage_hands_over_in_order() -> None:
         step = (canary.replicas, world.route, world.paused, world.running, world.stable_pin)
         if not steps or steps[-1] != step:
             steps.append(step)
+            at.append(story.now)
         if canary.replicas == 0:
             break
     old, new = pin_of("rev-1"), pin_of("rev-2")
@@ -155,9 +162,10 @@ def test_the_full_stage_hands_over_in_order() -> None:
         (10, 100, True, "rev-1", old),  # all traffic to the full-size canary
         (10, 100, False, "rev-1", old),  # only then is the target let go to roll
         (10, 0, True, "rev-2", new),  # rolled: stable re-pinned to it, traffic back to stable
-        (0, 0, True, "rev-2", new),  # and the canary retired once the route reads 0%
+        (0, 0, True, "rev-2", new),  # and the canary retired once the route reads 0%, and drained
     ]
-    assert story.status.stage == "2/2" and "watching" in (story.status.message or "")
+    # Written at 0%, read back a tick later, then kept for scaleDownDelay (30s) from that read-back.
+    assert at[-1] - at[-2] == 31 * SECOND
 
 
 def test_a_full_canary_is_at_the_targets_size_before_traffic_moves() -> None:
@@ -210,11 +218,15 @@ def test_a_rollback_puts_traffic_back_first_then_scales_the_canary_down() -> Non
     world.route_stuck = False
     story.tick(SECOND)  # the reset reaches the route
     assert world.route == 0 and world.canary.replicas == 1
-    story.tick(SECOND)  # read back at 0%: now the canary goes
+    story.tick(SECOND)  # read back at 0%: the canary, sent nothing, drains
     record = ((story.status.incidents or [])[-1].levels or [])[-1]
     assert record.traffic_back_at is not None
-    assert world.canary.replicas == 0
     assert "TrafficBackOnStable" in story.reasons
+    assert record.applied_at == record.traffic_back_at  # the drain does not delay the recovery
+    story.tick(29 * SECOND)
+    assert world.canary.replicas == 1
+    story.tick(SECOND)  # scaleDownDelay (30s) after the read-back: now it goes
+    assert world.canary.replicas == 0
     story.world.health = story.world.health.__class__()
     until(story, lambda: story.status.phase == Phase.rolled_back)
 
@@ -248,8 +260,10 @@ def test_an_abort_puts_traffic_back_first_and_says_so_only_once_it_is() -> None:
     world.route_stuck = False
     story.tick(SECOND)
     story.tick(SECOND)
-    assert world.route == 0 and world.canary.replicas == 0
+    assert world.route == 0 and world.canary.replicas == 1  # sent nothing, it drains
     assert "all traffic back to stable revision rev-1" in (story.status.message or "")
+    story.tick(30 * SECOND)
+    assert world.canary.replicas == 0
 
 
 def test_a_superseding_release_moves_the_canary_only_once_the_route_sends_it_nothing() -> None:
