@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parachute.api import ABORT_ANNOTATION, Phase, RecoveryLevel, Verdict
+from parachute.conditions import timestamp
 from parachute.plan.engine import decide
 from parachute.plan.workload import routed_canary_replicas
 from tests.unit.world import Story, World, pin_of, spec
@@ -326,3 +327,96 @@ def test_decide_is_pure_with_a_router() -> None:
     first = decide(ROUTED, story.status, seen, story.now)
     again = decide(ROUTED, story.status, seen, story.now)
     assert first == again
+
+
+# ---------------------------------------------------------------------------- draining and holding
+
+
+def test_an_aborted_canary_drains_for_scale_down_delay_from_the_read_back() -> None:
+    short = spec(risk="medium", waits={"min": "1m", "max": "5m"},
+                 trafficRouting={**GATEWAY, "scaleDownDelay": "5s"})  # fmt: skip
+    story = released(Story(short))
+    until(story, lambda: story.world.route == 10)
+    world = story.world
+    world.annotations[ABORT_ANNOTATION] = "now"
+    story.tick(SECOND)  # 0% written
+    read_back = story.now + SECOND
+    decision = story.tick(SECOND)  # read back at 0%: the drain starts
+    assert story.status.traffic is not None and story.status.traffic.draining_since == timestamp(read_back)
+    assert decision.next_check_at == read_back + 5 * SECOND  # looked at again when it ends
+    story.tick(4 * SECOND)
+    assert world.canary is not None and world.canary.replicas == 1
+    story.tick(SECOND)
+    assert world.canary.replicas == 0
+
+
+def test_a_restart_mid_drain_resumes_it_from_status() -> None:
+    """The drain's start is in status: an operator that starts again keeps its end, neither
+    starting the wait over nor cutting it short."""
+    story = released(Story(ROUTED))
+    until(story, lambda: story.world.route == 10)
+    story.world.annotations[ABORT_ANNOTATION] = "now"
+    story.tick(SECOND)
+    story.tick(SECOND)
+    began = story.status.traffic.draining_since if story.status.traffic else None
+    assert began is not None
+    # A new operator process: nothing carried over but the status the API server holds.
+    restarted = Story(ROUTED, story.world, story.now + 20 * SECOND, story.status)
+    decision = restarted.tick()
+    assert decision.status.traffic is not None and decision.status.traffic.draining_since == began
+    assert decision.workload.canary_replicas == 1
+    assert decision.next_check_at == restarted.now + 10 * SECOND
+    restarted.tick(10 * SECOND)
+    assert restarted.world.canary is not None and restarted.world.canary.replicas == 0
+
+
+def test_a_canary_whose_drain_ended_while_the_operator_was_away_goes_at_once() -> None:
+    story = released(Story(ROUTED))
+    until(story, lambda: story.world.route == 10)
+    story.world.annotations[ABORT_ANNOTATION] = "now"
+    story.tick(SECOND)
+    story.tick(SECOND)
+    story.tick(5 * MINUTE)
+    assert story.world.canary is not None and story.world.canary.replicas == 0
+
+
+def test_after_a_routed_rollback_the_draining_canary_is_not_said_to_serve() -> None:
+    story = released(Story(ROUTED))
+    until(story, lambda: story.world.route == 10)
+    story.judge(Verdict.failed, immediate=True)
+    story.tick(SECOND)
+    story.tick(SECOND)
+    story.world.health = story.world.health.__class__()
+    until(story, lambda: story.status.phase == Phase.rolled_back)
+    assert story.world.canary is not None and story.world.canary.replicas == 1
+    message = story.status.message or ""
+    assert "all traffic on stable revision rev-1" in message
+    assert "canary's 1 ready pod are sent nothing and drain" in message
+    until(story, lambda: story.world.canary is not None and story.world.canary.replicas == 0)
+    story.tick(SECOND)
+    assert "drain" not in (story.status.message or "")
+
+
+def test_replica_ratio_retires_the_canary_at_once() -> None:
+    """Its pods ARE the traffic: nothing sends to them once they are gone, so nothing drains."""
+    story = released(Story(spec(risk="medium", waits={"min": "1m", "max": "5m"})))
+    story.tick(SECOND)
+    story.world.annotations[ABORT_ANNOTATION] = "now"
+    story.tick(SECOND)
+    assert story.world.canary is not None and story.world.canary.replicas == 0
+
+
+def test_a_growing_canary_keeps_the_share_the_route_holds_until_it_is_ready() -> None:
+    """10% → 50%: the canary grows from 1 to 5 pods, and its Deployment reads 0 ready until its
+    controller catches up. The route stays at 10% (never 0%) until the 5 pods are ready."""
+    story = released(Story(ROUTED, World(canary_delay=timedelta(seconds=20), canary_status_lags=True)))
+    world = story.world
+    until(story, lambda: world.route == 10, limit=40)
+    until(story, lambda: world.canary is not None and world.canary.replicas == 5, limit=400)
+    shares = []
+    for _ in range(30):
+        story.tick(SECOND)
+        shares.append(world.route)
+    assert shares[0] == 10 and shares[-1] == 50
+    assert set(shares) == {10, 50}
+    assert world.route_writes == [0, 10, 50]

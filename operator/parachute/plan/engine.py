@@ -610,7 +610,9 @@ def _route(work: _Work, observed: Observed) -> None:
             if keep:
                 work.check_at(draining + work.drain)
         if keep:
-            work.intent = replace(work.intent, canary_replicas=canary.replicas, canary_revision=canary.revision)
+            work.intent = replace(
+                work.intent, canary_replicas=canary.replicas, canary_revision=canary.revision
+            )
     applied = observed.traffic.applied if observed.traffic is not None else None
     if applied is not None and applied.weight != work.traffic.weight:
         work.check_at(work.now + CLUSTER_TICK)  # read the route back soon
