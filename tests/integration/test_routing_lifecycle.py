@@ -37,7 +37,10 @@ from tests.integration.conftest import (
 CHART = Path(__file__).resolve().parents[2] / "helm" / "parachute"
 GROUP, VERSION, PLURAL = "parachute.dev", "v1alpha1", "rollouts"
 ROUTE = Ref(routes.GATEWAY_V1, "HTTPRoute", "", "checkout")
-GATEWAY = {"gatewayAPI": {"httpRoute": "checkout", "service": "checkout", "ruleName": "main"}}
+GATEWAY = {
+    "gatewayAPI": {"httpRoute": "checkout", "service": "checkout", "ruleName": "main"},
+    "scaleDownDelay": "2s",
+}  # a canary sent nothing drains 2s: the suite stays short
 
 
 def helm_rendered(*values: str) -> list[dict[str, Any]]:
