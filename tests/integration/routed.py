@@ -66,15 +66,17 @@ class Setup:
         return [routes.ingress(namespace)]
 
 
+# A canary sent nothing drains this long before it is scaled down: short, so the suite stays short.
+DRAIN = {"scaleDownDelay": "2s"}
 SETUPS = (
-    Setup("gateway-api", "gatewayAPI", {"gatewayAPI": {"httpRoute": "checkout", "service": "checkout", "ruleName": "main"}},
+    Setup("gateway-api", "gatewayAPI", {"gatewayAPI": {"httpRoute": "checkout", "service": "checkout", "ruleName": "main"}, **DRAIN},
           ("httproutes",), router_crds.GATEWAY_API, "gateway-north-south"),
-    Setup("istio", "istio", {"istio": {"virtualService": "checkout", "service": "checkout"}},
+    Setup("istio", "istio", {"istio": {"virtualService": "checkout", "service": "checkout"}, **DRAIN},
           ("virtualservices",), router_crds.ISTIO, "istio"),
     Setup("istio-subsets", "istio",
-          {"istio": {"virtualService": "checkout", "service": "checkout", "destinationRule": {"name": "checkout"}}},
+          {"istio": {"virtualService": "checkout", "service": "checkout", "destinationRule": {"name": "checkout"}}, **DRAIN},
           ("virtualservices", "destinationrules"), router_crds.ISTIO, "istio-subsets"),
-    Setup("nginx", "nginx", {"nginx": {"ingress": "shop", "service": "checkout"}}, ("ingresses",), (), "nginx"),
+    Setup("nginx", "nginx", {"nginx": {"ingress": "shop", "service": "checkout"}, **DRAIN}, ("ingresses",), (), "nginx"),
 )  # fmt: skip
 
 

@@ -47,6 +47,9 @@ class World:
     roll_delay: timedelta = timedelta(0)  # how long the target takes to roll, once let go
     canary: CanaryState | None = None
     canary_delay: timedelta = timedelta(0)  # how long canary pods take to become ready
+    # The canary Deployment's status lags a scale by one look (its controller has not observed the
+    # new size): it reads 0 ready, as the reconcile counts it, while its ReplicaSet's pods serve on.
+    canary_status_lags: bool = False
     annotations: dict[str, str] = field(default_factory=dict)
     health: Health = field(default_factory=Health)
     window: WindowView = field(default_factory=WindowView)
@@ -74,6 +77,7 @@ class World:
     pauses: list[bool] = field(default_factory=list)
     _status_behind: bool = False
     _canary_ready_at: datetime | None = None
+    _canary_lagging: bool = False
     _rolling_to: str | None = None  # the template the target is rolling to, while it does
     _rolled_at: datetime | None = None  # when that roll is over
 
@@ -82,6 +86,9 @@ class World:
         if canary is not None and self._canary_ready_at is not None and now >= self._canary_ready_at:
             canary = replace(canary, ready=canary.replicas)
             self.canary = canary
+        seen_canary = canary
+        if canary is not None and self._canary_lagging:
+            seen_canary, self._canary_lagging = replace(canary, ready=0), False
         if (
             self._rolling_to is not None
             and self._rolled_at is not None
@@ -99,7 +106,7 @@ class World:
             restarted_at=self.target_restarted_at,
             status_current=not behind,
         )
-        return Observed(target=target, canary=canary, commands=dict(self.annotations), health=self.health,
+        return Observed(target=target, canary=seen_canary, commands=dict(self.annotations), health=self.health,
                         window=self.window, hotfix=self.hotfix, gates=self.gates,
                         recovery=RecoveryView(config_hashes=dict(self.configs), restarted_at=self.restarted_at),
                         serving=self.serving(),
@@ -155,6 +162,7 @@ class World:
         if current is None or current.revision != intent.canary_revision or current.replicas != want:
             ready = current.ready if current and current.revision == intent.canary_revision else 0
             self.canary = CanaryState(revision=intent.canary_revision, replicas=want, ready=min(ready, want))
+            self._canary_lagging = self.canary_status_lags and current is not None and ready > 0
             self._canary_ready_at = now + self.canary_delay
 
     def _recover(self, decision: Decision) -> None:

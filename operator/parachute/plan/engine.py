@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from parachute import conditions
 from parachute.api import (
     ABORT_ANNOTATION,
+    DEFAULT_SCALE_DOWN_DELAY,
     PROMOTE_ANNOTATION,
     RESOLVED_ANNOTATION,
     RETRY_ANNOTATION,
@@ -98,6 +99,7 @@ class _Work:
     router: str | None = None  # the traffic router in use; None: replica ratio
     full_canary: bool = False  # with a router: the canary at the target's size (canaryScale full)
     traffic: TrafficIntent | None = None  # with a router: what its backend should hold now
+    drain: timedelta = timedelta(0)  # with a router: how long a canary sent nothing keeps its pods
 
     @property
     def routed(self) -> bool:
@@ -178,6 +180,8 @@ def _choose_router(work: _Work, spec: RolloutSpec) -> None:
     routing = spec.traffic_routing
     if routing is not None and routing.router() is not None:
         work.router, work.full_canary = routing.router(), routing.canary_scale == CanaryScale.full
+        delay = routing.scale_down_delay
+        work.drain = parse_duration(delay) if delay else DEFAULT_SCALE_DOWN_DELAY
 
 
 # ---------------------------------------------------------------------------- transitions
@@ -519,7 +523,7 @@ def _routed_stage_intent(work: _Work, observed: Observed, weight: int, revision:
                                   target_restart=restart)  # fmt: skip
         full = max(1, observed.target.replicas)
         ready = runs and canary is not None and canary.ready >= full
-        work.traffic = TrafficIntent(share=100, open=ready, held=_held(observed, runs, 100))
+        work.traffic = TrafficIntent(share=100, open=ready, held=_held(observed, runs, revision, 100))
         return WorkloadIntent(target_paused=applied != 100, canary_replicas=full, canary_revision=revision,
                               target_restart=restart)  # fmt: skip
     want = 0 if _target_runs(st, observed, revision) else (
@@ -529,15 +533,20 @@ def _routed_stage_intent(work: _Work, observed: Observed, weight: int, revision:
         work.traffic = TrafficIntent(share=0)
         return WorkloadIntent(target_paused=True, canary_replicas=0, canary_revision=revision)
     ready = runs and canary is not None and canary.ready >= want
-    work.traffic = TrafficIntent(share=weight, open=ready, held=_held(observed, runs, weight))
+    work.traffic = TrafficIntent(share=weight, open=ready, held=_held(observed, runs, revision, weight))
     return WorkloadIntent(target_paused=True, canary_replicas=want, canary_revision=revision)
 
 
-def _held(observed: Observed, runs: bool, share: int) -> int:
+def _held(observed: Observed, runs: bool, revision: str, share: int) -> int:
     """While the canary's pods for a share are not all ready: what the route keeps. Never more than
-    it holds or than the share, and nothing for a canary with no ready pod of this release."""
+    it holds or than the share, and nothing for a canary with no ready pod of this release.
+
+    Ready pods are counted from the canary's ReplicaSets too: a canary Deployment just scaled up
+    reads 0 ready until its controller observes the new size, while its pods go on serving."""
     canary = observed.canary
-    if not runs or canary is None or canary.ready == 0:
+    if not runs or canary is None:
+        return 0
+    if max(canary.ready, observed.serving.canary.get(template_revision(revision), 0)) == 0:
         return 0
     return min(_applied(observed) or 0, share)
 
@@ -570,11 +579,13 @@ def _stable_set(observed: Observed, stable: str | None) -> str | None:
 def _route(work: _Work, observed: Observed) -> None:
     """What the router's backend should hold now, and what status says of it. Traffic moves
     first and capacity follows: a canary the plan retires or replaces keeps its pods until the
-    route is seen sending it nothing."""
+    route is seen sending it nothing, and for scaleDownDelay after (a proxy applies a route
+    later than it reads back, and requests in flight finish)."""
     st = work.status
     if not work.routed:
         st.traffic = None
         return
+    draining_before = parse_time(st.traffic.draining_since) if st.traffic is not None else None
     assert work.intent is not None
     stable = st.release.stable_revision if st.release else None
     incident = recovery.current_incident(st.incidents)
@@ -589,9 +600,20 @@ def _route(work: _Work, observed: Observed) -> None:
     shrinks = canary is not None and canary.replicas > 0 and (
         work.intent.canary_replicas < canary.replicas or work.intent.canary_revision != canary.revision
     )  # fmt: skip
-    if shrinks and canary is not None and work.traffic.weight == 0 and not _traffic_back(work, observed):
-        work.intent = replace(work.intent, canary_replicas=canary.replicas, canary_revision=canary.revision)
-        work.check_at(work.now + CLUSTER_TICK)
+    draining: datetime | None = None
+    if shrinks and canary is not None and work.traffic.weight == 0:
+        keep = not _traffic_back(work, observed)
+        if keep:
+            work.check_at(work.now + CLUSTER_TICK)
+        else:
+            draining = draining_before or work.now
+            keep = work.now < draining + work.drain
+            if keep:
+                work.check_at(draining + work.drain)
+        if keep:
+            work.intent = replace(
+                work.intent, canary_replicas=canary.replicas, canary_revision=canary.revision
+            )
     applied = observed.traffic.applied if observed.traffic is not None else None
     if applied is not None and applied.weight != work.traffic.weight:
         work.check_at(work.now + CLUSTER_TICK)  # read the route back soon
@@ -602,7 +624,7 @@ def _route(work: _Work, observed: Observed) -> None:
         router=str(work.router), desired=work.traffic.weight,
         applied=applied.weight if applied is not None else None,
         verified=applied is not None and applied.weight is not None,
-        message=why or None,
+        message=why or None, draining_since=timestamp(draining) if draining else None,
     )  # fmt: skip
     if st.phase == Phase.aborted and st.message and applied is not None and applied.weight == 0:
         st.message = st.message.replace("all traffic going back to stable", "all traffic back to stable")
@@ -1201,12 +1223,15 @@ def _level_applied(work: _Work, observed: Observed, incident: Incident, stamp: s
     if level == RecoveryLevel.config:
         hashes = observed.recovery.config_hashes
         return all(hashes.get(s.name) == s.hash for s in st.config_snapshots or []) and restarted
-    # Code: no ready pod of the revision serves anywhere, and no canary is left to serve it.
+    # Code: no ready pod of the revision serves anywhere, and no canary is left to serve it. With a
+    # router the route reading 0% is what takes the canary out: its pods then only drain, and the
+    # recovery is not made to wait for scaleDownDelay.
     in_target, in_canary = recovery.still_serving(observed, incident)
     canary = observed.canary
-    canary_gone = canary is None or (canary.replicas == 0 and canary.ready == 0)
+    canary_gone = work.routed or canary is None or (canary.replicas == 0 and canary.ready == 0)
+    off_canary = work.routed or not in_canary
     restored = work.recovery.restore_template is None
-    return canary_gone and not in_canary and not in_target and restored and _traffic_back(work, observed)
+    return canary_gone and off_canary and not in_target and restored and _traffic_back(work, observed)
 
 
 def _health_back(spec: RolloutSpec, st: RolloutStatus, record: LevelRecord) -> datetime | None:
@@ -1301,7 +1326,7 @@ def _rolled_back_message(work: _Work, spec: RolloutSpec, observed: Observed, inc
     took = recovery.human_seconds(incident.recovery_seconds or 0.0)
     parts = [
         f"recovered by the {incident.level} level in {took}",
-        recovery.what_serves(observed, incident) + _flags_note(spec, observed),
+        _what_serves(work, observed, incident) + _flags_note(spec, observed),
     ]
     if not _same_template(observed.target.revision, incident.stable_revision):
         revert = f": revert it in git to {incident.revert_in_git}" if incident.revert_in_git else ""
@@ -1313,6 +1338,19 @@ def _rolled_back_message(work: _Work, spec: RolloutSpec, observed: Observed, inc
     if _watching(st, work.now):
         parts.append(f"watched until {incident.watch_until}")
     return "; ".join(parts)
+
+
+def _what_serves(work: _Work, observed: Observed, incident: Incident) -> str:
+    """What serves, in words. With a router, a canary the route is read back sending nothing
+    serves nothing: its pods only drain until scaleDownDelay has passed."""
+    draining = observed.serving.in_canary()
+    if not (work.routed and draining and _traffic_back(work, observed)):
+        return recovery.what_serves(observed, incident)
+    unrouted = replace(observed, serving=replace(observed.serving, canary={}))
+    return (
+        f"{recovery.what_serves(unrouted, incident)} (the canary's {recovery.ready_pods(draining)} "
+        "are sent nothing and drain before they are scaled down)"
+    )
 
 
 def _flags_note(spec: RolloutSpec, observed: Observed) -> str:
