@@ -10,6 +10,9 @@
   at full size so no pod has to start), and from a failed verdict to the route seen sending
   everything to stable (median and max over a few rollbacks).
 - queries: PromQL queries per Rollout per analysis interval (bench/queries.py).
+- fast lane: a canary that starts failing, first 5xx to traffic off the canary at analysis
+  intervals of 10, 30 and 60 s with the fast lane and without, and the lane's queries per look
+  for 1,000 Rollouts (bench/fastlane.py).
 
 Runs on the local control plane, its data plane and Prometheus from `testbed/`, in its own work
 directory: the canary's pods start, are discovered by Prometheus and get their share of the
@@ -35,6 +38,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from bench.fastlane import bench_fast_lane
 from bench.queries import bench_queries
 from parachute import api
 from parachute.api import RolloutSpec, RolloutStatus
@@ -54,8 +58,38 @@ from testbed.prometheus import LocalPrometheus, PodDiscovery, PodPrometheus
 GROUP, VERSION, PLURAL = api.GROUP, api.VERSION, api.PLURAL
 
 
+RESULTS = Path(__file__).with_name("results.md")
+ROUTING_HEADING = "## Routing"
+routing_rows: list[tuple[str, str, str]] = []  # what bench_routing printed, for bench/results.md
+
+
 def figure(name: str, value: str, note: str = "") -> None:
     print(f"{name:<44} {value:>14}  {note}", flush=True)
+
+
+def routing_figure(name: str, value: str, note: str = "") -> None:
+    figure(name, value, note)
+    routing_rows.append((name, value, note))
+
+
+def write_routing_results(path: Path, rows: list[tuple[str, str, str]], header: str) -> None:
+    """Put the routing figures in `path` as its routing section, replacing the one before and
+    keeping any other section."""
+    table = [f"{ROUTING_HEADING}\n", f"{header}\n", "| figure | value | note |", "|---|---:|---|"]
+    table += [f"| {name} | {value} | {note} |" for name, value, note in rows]
+    section = "\n".join(table) + "\n"
+    text = (
+        path.read_text()
+        if path.exists()
+        else "# Benchmark results\n\n`python -m bench` writes its sections here.\n"
+    )
+    start = text.find(ROUTING_HEADING + "\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        after = text.find("\n## ", start + len(ROUTING_HEADING))
+        text = text[:start] + section + (text[after:] if after >= 0 else "")
+    path.write_text(text)
 
 
 def bench_decide(rounds: int = 20000) -> None:
@@ -86,9 +120,9 @@ def rollout(name: str, **spec: Any) -> dict[str, Any]:
 
 
 class Operator:
-    def __init__(self, kubeconfig: Path, log: Path) -> None:
+    def __init__(self, kubeconfig: Path, log: Path, args: list[str] | None = None) -> None:
         env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-        self.process = subprocess.Popen([sys.executable, "-m", "parachute", "run"], env=env,
+        self.process = subprocess.Popen([sys.executable, "-m", "parachute", "run", *(args or [])], env=env,
                                         stdout=log.open("ab"), stderr=subprocess.STDOUT)  # fmt: skip
 
     def rss_mib(self) -> float:
@@ -385,23 +419,25 @@ def bench_routing(
     try:
         times = bench.stage_changes()
         if times:
-            figure(f"route {label}: stage change to weight read back, p50", f"{statistics.median(times):.2f} s",
-                   f"{len(times)} stage changes, canary at full size")  # fmt: skip
-            figure(
+            routing_figure(f"route {label}: stage change to weight read back, p50", f"{statistics.median(times):.2f} s",
+                           f"{len(times)} stage changes, canary at full size")  # fmt: skip
+            routing_figure(
                 f"route {label}: stage change to weight read back, p99", f"{percentile(times, 0.99):.2f} s"
             )
         else:
-            figure(f"route {label}: stage change to weight read back", "n/a", "no weight read back in time")
+            routing_figure(
+                f"route {label}: stage change to weight read back", "n/a", "no weight read back in time"
+            )
         prometheus.wait_for_value(
             f'sum(increase(http_requests_total{{namespace="{bench.namespace}",app="checkout"}}[2s]))', 60
         )
         rollbacks = bench.rollbacks(prometheus)
         if rollbacks:
-            figure(f"route {label}: failed verdict to 100% stable, p50", f"{statistics.median(rollbacks):.2f} s",
-                   f"{len(rollbacks)} rollbacks; the route read from the cluster every 50 ms")  # fmt: skip
-            figure(f"route {label}: failed verdict to 100% stable, max", f"{max(rollbacks):.2f} s")
+            routing_figure(f"route {label}: failed verdict to 100% stable, p50", f"{statistics.median(rollbacks):.2f} s",
+                           f"{len(rollbacks)} rollbacks; the route read from the cluster every 50 ms")  # fmt: skip
+            routing_figure(f"route {label}: failed verdict to 100% stable, max", f"{max(rollbacks):.2f} s")
         else:
-            figure(f"route {label}: failed verdict to 100% stable", "n/a", "no rollback seen")
+            routing_figure(f"route {label}: failed verdict to 100% stable", "n/a", "no rollback seen")
     finally:
         bench.operator.stop()
         load.stop()
@@ -416,7 +452,8 @@ def image_patch(image: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rollouts", type=int, default=100, help="Rollouts for the scale figure")
-    parser.add_argument("--only", choices=["routing"], help="run only these figures")
+    parser.add_argument("--only", choices=["routing", "fastlane"], help="run only these figures")
+    parser.add_argument("--races", type=int, default=3, help="races per interval for the fast lane's figures")
     args = parser.parse_args(argv)
     print(
         f"Parachute benchmarks — {os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", flush=True
@@ -435,12 +472,22 @@ def main(argv: list[str] | None = None) -> int:
         operator_kubeconfig = install_operator_account(
             cluster.admin_kubeconfig, workdir / "operator.kubeconfig"
         )
+        if args.only in (None, "fastlane"):
+            bench_fast_lane(cluster, lambda extra, log: Operator(operator_kubeconfig, workdir / log, extra),
+                            workdir, figure, args.races)  # fmt: skip
+        if args.only == "fastlane":
+            return 0
         if args.only is None:
             bench_reconcile(cluster)
             bench_breach(cluster, operator_kubeconfig, workdir, "code")
             bench_breach(cluster, operator_kubeconfig, workdir, "flag")
         for label, routing, backend_id in ROUTERS:
             bench_routing(cluster, workdir, label, routing, backend_id)
+        header = (
+            f"{os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, local control plane (kwok pods)"
+        )
+        write_routing_results(RESULTS, routing_rows, header)
+        print(f"routing figures written to {RESULTS.name}", flush=True)
         if args.only is None:
             bench_scale(cluster, operator_kubeconfig, workdir, args.rollouts)
     finally:

@@ -45,6 +45,7 @@ class LoadGenerator:
         self.duration = duration
         self.sent = 0
         self.unrouted = 0  # requests the picker had nowhere to send (they fail, as at a proxy)
+        self.misses: list[tuple[float, str]] = []  # when each of those was (monotonic), and why
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="loadgen")
         self._thread = threading.Thread(target=self._run, name="loadgen", daemon=True)
@@ -63,12 +64,14 @@ class LoadGenerator:
         deadline = time.monotonic() + self.duration
         next_at = time.monotonic()
         while not self._stop.is_set() and time.monotonic() < deadline:
+            why = "no backend with a ready endpoint"
             try:
                 url = self.picker()
-            except Exception:  # a picker reading the cluster mid-blip: this request goes nowhere
-                url = None
+            except Exception as error:  # a picker reading the cluster mid-blip: this request goes nowhere
+                url, why = None, repr(error)
             if url is None:
                 self.unrouted += 1
+                self.misses.append((time.monotonic(), why))
             else:
                 self._pool.submit(_get, url)
                 self.sent += 1

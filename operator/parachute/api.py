@@ -320,6 +320,11 @@ class NginxRouting(Model):
     )
 
 
+# A routed canary's pods outlive its last share of traffic by this much (Argo Rollouts' default).
+DEFAULT_SCALE_DOWN_DELAY = timedelta(seconds=30)
+MAX_SCALE_DOWN_DELAY = timedelta(hours=1)
+
+
 class CanaryScale(StrEnum):
     """How big the canary is at a stage that sends it traffic through a router."""
 
@@ -345,6 +350,17 @@ class TrafficRouting(Model):
                 "canary's size is its share",
                 ".canaryScale",
             ),
+            cel(
+                "!has(self.scaleDownDelay) || has(self.gatewayAPI) || has(self.istio) || has(self.nginx)",
+                "scaleDownDelay needs a router (gatewayAPI, istio or nginx): with replica ratio the "
+                "canary's pods are its traffic, and nothing drains",
+                ".scaleDownDelay",
+            ),
+            cel(
+                "!has(self.scaleDownDelay) || duration(self.scaleDownDelay) <= duration('1h')",
+                "scaleDownDelay is at most 1h",
+                ".scaleDownDelay",
+            ),
         )
     )
 
@@ -359,11 +375,23 @@ class TrafficRouting(Model):
         "moves, so a stage's load never finds it small.",
     )
 
+    scale_down_delay: Duration | None = Field(
+        None,
+        description="With a router: how long the canary keeps its pods after the route is read back "
+        "sending it nothing (at the end of a release, a rollback or an abort), so that requests a proxy "
+        "still sends it, or has in flight, find a backend. Default 30s, at most 1h.",
+    )
+
     @model_validator(mode="after")
     def _full_needs_a_router(self) -> Self:
-        # The CEL rule above, for objects the API server did not check.
+        # The CEL rules above, for objects the API server did not check.
         if self.canary_scale == CanaryScale.full and self.router() is None:
             raise ValueError("canaryScale full needs a router (gatewayAPI, istio or nginx)")
+        if self.scale_down_delay is not None:
+            if self.router() is None:
+                raise ValueError("scaleDownDelay needs a router (gatewayAPI, istio or nginx)")
+            if parse_duration(self.scale_down_delay) > MAX_SCALE_DOWN_DELAY:
+                raise ValueError("scaleDownDelay is at most 1h")
         return self
 
     def router(self) -> str | None:
@@ -1172,6 +1200,11 @@ class MetricStatus(Model):
     immediate: bool | None = Field(None, description="Failed on rollbackAt: an immediate trigger.")
     requests: float | None = Field(None, description="Requests the judged version served in the window.")
     comparison: Comparison | None = Field(None, description="With judge compare: the counts judged.")
+    fast_lane: bool | None = Field(
+        None,
+        description="Judged Failed by the fast lane between analysis rounds, on the sample shown here "
+        "(value, comparison, message); absent when a routine round judged it.",
+    )
 
 
 class LevelRecord(Model):
@@ -1278,6 +1311,12 @@ class TrafficStatus(Model):
     )
     verified: bool = Field(False, description="applied was read back from the router's objects.")
     message: str | None = Field(None, description="Why applied is unknown, or what is awaited.")
+    draining_since: str | None = Field(
+        None,
+        description="When the route was first read back sending nothing to a canary that still has pods: "
+        "they are scaled to 0 once spec.trafficRouting.scaleDownDelay has passed since.",
+        json_schema_extra={"format": "date-time"},
+    )
 
 
 class ConfigSnapshot(Model):

@@ -356,6 +356,7 @@ def generated_files() -> dict[str, str]:
         "helm/parachute/files/namespaced-clusterrole-rules.yaml": rules(
             rbac.namespaced_cluster_role_rules_document()
         ),
+        "helm/parachute/files/leader-election-rules.yaml": rules(rbac.leader_election_rules_document()),
         "manifests/operator.yaml": dump(install.documents()),
         "manifests/policy-playbook.yaml": dump(install.playbook_policy()),
         "helm/parachute/files/playbook-window.yaml": GENERATED_HEADER

@@ -6,17 +6,20 @@ exception goes back to the scheduler, which retries with backoff (never a crash 
 After `FAULT_ATTEMPTS` failures in a row it is also written to the Rollout's status, as the
 `ReconcileFailed` condition naming the exception, with an Event: the operator's log is not
 where a user looks. The next reconcile that succeeds sets the condition back to False.
+A write refused because this replica no longer leads is no fault either: the work is due
+again at once, and runs when (and where) leadership is.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from parachute import clock, conditions, kube
+from parachute import clock, conditions, kube, telemetry
 from parachute.api import Condition
 from parachute.reconcile import reconcile
 from parachute.scheduler import Key
@@ -75,15 +78,22 @@ class ReconcileLoop:
 
     async def __call__(self, key: Key) -> datetime | None:
         now = self._now()
+        started = time.monotonic()
         try:
             following = await self._work(*key, now)
         except kube.ConflictError:
+            telemetry.reconciled("conflict", time.monotonic() - started)
             return now + CONFLICT_RETRY
+        except kube.NotLeadingError:
+            telemetry.reconciled("not_leading", time.monotonic() - started)
+            return now
         except Exception as error:
+            telemetry.reconciled("error", time.monotonic() - started)
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             if failures >= self._attempts:
                 await self._report(key, describe(error), now)
             raise
+        telemetry.reconciled("ok", time.monotonic() - started)
         self._failures.pop(key, None)
         if key in self._maybe_failed or key not in self._seen:
             await self._report(key, None, now)
@@ -98,7 +108,7 @@ class ReconcileLoop:
     async def _report(self, key: Key, fault: tuple[str, str] | None, now: datetime) -> None:
         try:
             await self._write_fault(key, fault, now)
-        except kube.ConflictError:  # written meanwhile: try again after the next reconcile
+        except (kube.ConflictError, kube.NotLeadingError):  # try again after the next reconcile
             self._maybe_failed.add(key)
             return
         except Exception:  # reporting is a courtesy: the scheduler's backoff goes on regardless

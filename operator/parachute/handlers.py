@@ -8,6 +8,11 @@ rolls while a route still sends to a Service pinned to its old pods.
 With only event handlers, kopf writes nothing to Rollouts either: their status is
 Parachute's alone. Handlers are coroutines, so that they wake the scheduler on its own
 event loop (kopf would run plain functions in threads).
+
+With leader election every replica runs these handlers, so a standby's heap is as warm as
+the leader's; only the scheduler is gated, and a hand-back seen by a standby is remembered and
+done when it leads. With a label selector, a Rollout outside it is let go (this replica serves
+another shard's Rollouts nowhere, not even from a Deployment's event).
 """
 
 from __future__ import annotations
@@ -15,13 +20,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import kopf
 
-from parachute import api, clock, handback, switch
+from parachute import api, clock, handback, kube, readiness, sharding, switch, telemetry
+from parachute.analysis import fastlane
 from parachute.engine_loop import ReconcileLoop
+from parachute.leadership import Elector, KubeLease, Timing, identity
 from parachute.policy import DEFAULT_POLICY_ENV
 from parachute.reconcile import routing_client
 from parachute.routing import record, teardown
@@ -29,6 +38,117 @@ from parachute.scheduler import Key, Scheduler
 
 ROLLOUTS = (api.GROUP, api.VERSION, api.PLURAL)
 KOPF_PREFIX = f"kopf.{api.GROUP}"
+
+logger = logging.getLogger("parachute.handlers")
+
+
+@dataclass(frozen=True)
+class Election:
+    """The Lease that decides which replica acts."""
+
+    namespace: str
+    name: str
+    timing: Timing = field(default_factory=Timing)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What `parachute run` was told, handed to the handlers in kopf's memo."""
+
+    namespaces: tuple[str, ...] = ()
+    selector: sharding.Selector = sharding.EVERYTHING
+    election: Election | None = None
+    readiness: str | None = None
+    fast_lane: fastlane.Settings = field(default_factory=fastlane.Settings)
+
+
+def _serves(memo: kopf.Memo, key: Key) -> bool:
+    """A Rollout of this shard (every Rollout the watch shows, without a selector)."""
+    options: Options = memo.options
+    return options.selector is sharding.EVERYTHING or key in memo.served
+
+
+def _wake(memo: kopf.Memo, key: Key) -> None:
+    if _serves(memo, key):
+        memo.scheduler.wake(key)
+
+
+def _leading(memo: kopf.Memo) -> bool:
+    elector: Elector | None = memo.elector
+    return elector is None or elector.leading
+
+
+async def _hand_back(
+    memo: kopf.Memo, namespace: str, target: str, hand_back: Callable[[], Awaitable[bool]]
+) -> None:
+    """Hand back now when leading; a standby remembers the Deployment, to look again when it leads."""
+    if _leading(memo):
+        await hand_back()
+    else:
+        memo.deferred_hand_backs.add((namespace, target))
+
+
+async def _give_back_route(memo: kopf.Memo, namespace: str, rollout: str) -> None:
+    """Give back a gone Rollout's route now when leading; a standby remembers it for when it leads."""
+    if _leading(memo):
+        await teardown.give_back_if_orphaned(namespace, rollout)
+    else:
+        memo.deferred_routes.add((namespace, rollout))
+
+
+async def _deferred_hand_backs(memo: kopf.Memo) -> None:
+    """Now leading: the routes and Deployments a standby saw to be given back, looked at afresh
+    (routes first, as for a Rollout deleted while leading)."""
+    routes, memo.deferred_routes = memo.deferred_routes, set()
+    for namespace, rollout in sorted(routes):
+        await teardown.give_back_if_orphaned(namespace, rollout)  # logs and gives up on its own
+    pending, memo.deferred_hand_backs = memo.deferred_hand_backs, set()
+    for namespace, name in sorted(pending):
+        try:
+            deployment = await kube.read_deployment(namespace, name)
+            if deployment is not None and handback.paused_by(deployment):
+                await handback.hand_back_if_orphaned(namespace, deployment, known=False)
+        except Exception:
+            logger.exception("could not look at Deployment %s/%s to hand it back", namespace, name)
+            memo.deferred_hand_backs.add((namespace, name))
+
+
+def _on_leadership(memo: kopf.Memo, leading: bool) -> None:
+    if not leading:
+        memo.scheduler.stand_down()
+        if fastlane.LANE is not None:
+            fastlane.LANE.stand_down()
+    elif memo.deferred_hand_backs or memo.deferred_routes:
+        task = asyncio.create_task(_deferred_hand_backs(memo), name="parachute-hand-backs")
+        memo.background.add(task)
+        task.add_done_callback(memo.background.discard)
+
+
+async def _first_listing(memo: kopf.Memo) -> None:
+    """Every Rollout this replica serves, due now: then it is ready (see `parachute.readiness`)."""
+    options: Options = memo.options
+    delay = 1.0
+    while True:
+        try:
+            keys = await kube.list_rollout_keys(list(options.namespaces), options.selector.text or None)
+            break
+        except Exception as error:
+            logger.warning("listing Rollouts failed (%s); again in %gs", error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+    for key in keys:
+        memo.scheduler.wake(key)
+    memo.listed = True
+
+
+def _readiness(memo: kopf.Memo) -> dict[str, Any]:
+    task: asyncio.Task[None] = memo.scheduler_task
+    elector: Elector | None = memo.elector
+    return {
+        "ready": bool(memo.listed) and not task.done(),
+        "leading": _leading(memo),
+        **({"identity": elector.identity} if elector else {}),
+    }
 
 
 @kopf.on.startup()
@@ -41,16 +161,72 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.posting.level = logging.ERROR  # Parachute posts its own Events, with reasons
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    options: Options = getattr(memo, "options", None) or Options()
+    memo.options = options
+    memo.served, memo.deferred_hand_backs, memo.background, memo.listed = set(), set(), set(), False
+    memo.deferred_routes = set()
     memo.reconciler = ReconcileLoop()
-    memo.scheduler = Scheduler(memo.reconciler, clock=clock.now)
+    elector = memo.elector = None
+    if options.election is not None:
+        lease = KubeLease(options.election.namespace, options.election.name)
+        elector = memo.elector = Elector(lease, identity(), options.election.timing)
+        kube.fence(lambda: elector.leading)
+        kube.identify(elector.identity)
+        telemetry.leadership(lambda: elector.leading)
+        logger.info("standing by for Lease %s/%s as %s", lease.namespace, lease.name, elector.identity)
+    memo.scheduler = Scheduler(memo.reconciler, clock=clock.now, gate=elector)
+    telemetry.scheduler(lambda: memo.scheduler.pending)
     memo.scheduler_task = asyncio.create_task(memo.scheduler.run(), name="parachute-scheduler")
+    if elector is not None:
+        elector.on_change(lambda leading: _on_leadership(memo, leading))
+        memo.elector_task = asyncio.create_task(elector.run(), name="parachute-leader-election")
+    memo.listing_task = asyncio.create_task(_first_listing(memo), name="parachute-first-listing")
+    _start_fast_lane(memo, options.fast_lane)
+    memo.readiness = None
+    if options.readiness:
+        memo.readiness = await readiness.serve(options.readiness, lambda: _readiness(memo))
+
+
+def _start_fast_lane(memo: kopf.Memo, settings: fastlane.Settings) -> None:
+    """The watcher of critical conditions between rounds: it looks only while this replica
+    leads, and a breach wakes its Rollout ahead of routine work."""
+    logger.info("%s", fastlane.describe(settings))
+    if not settings.enabled:
+        fastlane.install(None)
+        return
+    lane = fastlane.FastLane(
+        settings, lambda key: memo.scheduler.wake(key, urgent=True), lambda: _leading(memo)
+    )
+    fastlane.install(lane)
+    memo.fast_lane_task = asyncio.create_task(lane.run(), name="parachute-fast-lane")
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    task: asyncio.Task[None] | None = getattr(memo, "scheduler_task", None)
-    if task is not None:
-        task.cancel()
+    """Stop acting first, then give the Lease up: a standby takes over without waiting for it to expire."""
+    for name in ("listing_task", "elector_task", "scheduler_task", "fast_lane_task"):
+        task: asyncio.Task[None] | None = getattr(memo, name, None)
+        if task is not None:
+            task.cancel()
+    scheduler: Scheduler | None = getattr(memo, "scheduler", None)
+    if scheduler is not None:
+        scheduler.stand_down()
+    elector: Elector | None = getattr(memo, "elector", None)
+    if elector is not None:
+        await elector.release()
+    runner = getattr(memo, "readiness", None)
+    if runner is not None:
+        await runner.cleanup()
+
+
+@kopf.on.probe(id="scheduler")
+def scheduler_alive(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    """kopf's liveness endpoint fails (HTTP 500) when the scheduler's loop or the election has died."""
+    for name in ("scheduler_task", "elector_task"):
+        task: asyncio.Task[None] | None = getattr(memo, name, None)
+        if task is not None and task.done():
+            raise kopf.PermanentError(f"{name.replace('_', ' ')} has stopped")
+    return {"pending": memo.scheduler.pending, "leading": _leading(memo)}
 
 
 @kopf.index(*ROLLOUTS)
@@ -89,19 +265,28 @@ async def on_rollout(
 ) -> None:
     scheduler: Scheduler = memo.scheduler
     key: Key = (namespace or "", name)
-    if type == "DELETED":
+    options: Options = memo.options
+    if type == "DELETED" or not options.selector.matches(body.get("metadata", {}).get("labels")):
         scheduler.forget(key)
         memo.reconciler.forget(key)
+        fastlane.leave(key)
+        memo.served.discard(key)
+        telemetry.gone(*key)
+        if type != "DELETED":
+            return  # another shard's (or no longer this one's)
         # The route first, then the target: the last state the watch saw names it.
         if namespace:
-            await teardown.give_back_if_orphaned(namespace, name)
+            await _give_back_route(memo, namespace, name)
         active = (body.get("spec", {}).get("blueGreen") or {}).get("activeService")
-        if namespace and active:  # a pinned selector would select nothing once the target rolls on
+        # A pinned selector would select nothing once the target rolls on; the leader gives it back.
+        if namespace and active and _leading(memo):
             await switch.give_back(routing_client(), namespace, active, name)
         target = (body.get("spec", {}).get("targetRef") or {}).get("name")
         if namespace and target:
-            await handback.unpause(namespace, target, name)
+            await _hand_back(memo, namespace, target, lambda: handback.unpause(namespace, target, name))
         return
+    memo.served.add(key)
+    telemetry.observed(namespace or "", name, status.get("phase"))
     scheduler.wake(key)
     due = status.get("nextCheckAt")
     if due:
@@ -115,18 +300,19 @@ async def on_deployment(
     """A target or a canary changed: wake the Rollout it belongs to. A target still paused by
     a Rollout that is gone (deleted while the operator was away) is handed back."""
     index: kopf.Index[tuple[str | None, str], str] = kwargs["rollouts_by_target"]
-    scheduler: Scheduler = memo.scheduler
     rollouts = list(index.get((namespace, name), []))
     for rollout in rollouts:
-        scheduler.wake((namespace or "", rollout))
+        _wake(memo, (namespace or "", rollout))
     for owner in meta.get("ownerReferences") or []:
         if owner.get("kind") == api.KIND and owner.get("apiVersion") == api.API_VERSION:
-            scheduler.wake((namespace or "", owner["name"]))
+            _wake(memo, (namespace or "", owner["name"]))
     mark = (meta.get("annotations") or {}).get(api.PAUSED_BY_ANNOTATION)
     if namespace and mark and mark not in rollouts:
-        await teardown.give_back_if_orphaned(namespace, mark)  # the route before the target
+        await _give_back_route(memo, namespace, mark)  # the route before the target
     if namespace and mark:
-        await handback.hand_back_if_orphaned(namespace, dict(body), known=mark in rollouts)
+        known = mark in rollouts
+        await _hand_back(memo, namespace, name,
+                         lambda: handback.hand_back_if_orphaned(namespace, dict(body), known=known))  # fmt: skip
 
 
 @kopf.on.event("", "v1", "configmaps")
@@ -136,21 +322,19 @@ async def on_config_map(
     """A tracked ConfigMap changed: wake the Rollouts that track it. A routing record whose
     Rollout is gone (deleted while the operator was away) has its route given back."""
     index: kopf.Index[tuple[str | None, str], str] = kwargs["rollouts_by_config"]
-    scheduler: Scheduler = memo.scheduler
     for rollout in index.get((namespace, name), []):
-        scheduler.wake((namespace or "", rollout))
+        _wake(memo, (namespace or "", rollout))
     found = record.parse(dict(body)) if namespace and record.is_record(dict(body)) else None
     if found is not None and kwargs.get("type") != "DELETED":
-        await teardown.give_back_if_orphaned(found.namespace, found.rollout)
+        await _give_back_route(memo, found.namespace, found.rollout)
 
 
 @kopf.on.event(api.GROUP, api.VERSION, "releasepolicies")
 async def on_release_policy(name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     """A policy changed: the Rollouts it applies to look again (a fixed policy ends `Invalid`)."""
     index: kopf.Index[str, Key] = kwargs["rollouts_by_policy"]
-    scheduler: Scheduler = memo.scheduler
     keys = list(index.get(name, []))
     if name == os.environ.get(DEFAULT_POLICY_ENV):
         keys += index.get("", [])
     for key in keys:
-        scheduler.wake(key)
+        _wake(memo, key)

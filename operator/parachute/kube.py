@@ -4,6 +4,10 @@ The synchronous `kubernetes` client is called from worker threads (`asyncio.to_t
 so that a slow API server never blocks kopf's event loop. Objects travel as plain dicts.
 Each function declares the calls it makes (`@calls`): the shipped RBAC rules grant exactly
 these plus what kopf needs (`parachute.rbac`), which a unit test holds to.
+
+Every request is counted (`parachute.telemetry`), and a write is refused before it is sent
+when a replica is not the leader (`fence`): a leader that could not renew its Lease stops
+writing at once, even in a reconcile that was already under way.
 """
 
 from __future__ import annotations
@@ -21,9 +25,18 @@ from typing import Any, TypeVar, cast
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from parachute import api, rbac
+from parachute import api, rbac, telemetry
 
 COMPONENT = "parachute"
+# Which replica posts an Event (`reportingInstance`): the Lease's holder name when electing.
+_instance = os.environ.get("POD_NAME", "")
+
+
+def identify(instance: str) -> None:
+    """Name this replica in the Events it posts."""
+    global _instance  # noqa: PLW0603  (one name for the process, set once at start-up)
+    _instance = instance
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,15 +62,66 @@ class NamespaceTerminatingError(Exception):
     """The namespace is being deleted: nothing new may be created in it."""
 
 
-@functools.cache
-def api_client() -> client.ApiClient:
+class NotLeadingError(Exception):
+    """This replica is not the leader (or no longer is): it must not write."""
+
+
+# Whether this process may write now; None: always (no leader election).
+_may_write: Callable[[], bool] | None = None
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def fence(may_write: Callable[[], bool] | None) -> None:
+    """Refuse every write (but the Lease's own) while `may_write()` is False."""
+    global _may_write  # noqa: PLW0603  (one fence for the process, set once at start-up)
+    _may_write = may_write
+
+
+class _Client(client.ApiClient):  # type: ignore[misc]  # the client is untyped
+    """The Kubernetes client, counting every request and refusing writes behind the fence."""
+
+    fenced = True
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if self.fenced and method not in _READS and _may_write is not None and not _may_write():
+            raise NotLeadingError(f"not the leader: {method} refused")
+        try:
+            response = super().request(method, url, *args, **kwargs)
+        except ApiException as error:
+            telemetry.api_request(method, error.status)
+            raise
+        except Exception:
+            telemetry.api_request(method, None)
+            raise
+        telemetry.api_request(method, getattr(response, "status", None))
+        return response
+
+
+class _LeaseClient(_Client):
+    """The one client a standby writes with: trying to acquire the Lease is how it stands by."""
+
+    fenced = False
+
+
+def _configuration() -> client.Configuration:
     """In-cluster credentials when running in a pod, else the current kubeconfig."""
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()
+        config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
         # Read KUBECONFIG now: the client's own default was fixed when it was imported.
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
-    return client.ApiClient()
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
+    return configuration
+
+
+@functools.cache
+def api_client() -> client.ApiClient:
+    return _Client(_configuration())
+
+
+@functools.cache
+def _lease_client() -> client.ApiClient:
+    return _LeaseClient(_configuration())
 
 
 def _plain(obj: Any) -> dict[str, Any]:
@@ -209,6 +273,70 @@ async def patch_rollout_status(
                    api.GROUP, api.VERSION, namespace, api.PLURAL, name, body)  # fmt: skip
 
 
+@calls((api.GROUP, api.PLURAL, "list"))
+async def list_rollout_keys(namespaces: list[str], selector: str | None) -> list[tuple[str, str]]:
+    """(namespace, name) of every Rollout in `namespaces` (all when empty) that `selector` selects."""
+    custom = client.CustomObjectsApi(api_client())
+    options: dict[str, Any] = {"label_selector": selector} if selector else {}
+    pages = []
+    if namespaces:
+        for namespace in namespaces:
+            pages.append(await asyncio.to_thread(custom.list_namespaced_custom_object, api.GROUP,
+                                                 api.VERSION, namespace, api.PLURAL, **options))  # fmt: skip
+    else:
+        pages.append(await asyncio.to_thread(custom.list_cluster_custom_object, api.GROUP, api.VERSION,
+                                             api.PLURAL, **options))  # fmt: skip
+    return [
+        (item["metadata"]["namespace"], item["metadata"]["name"])
+        for page in pages
+        for item in cast(dict[str, Any], page).get("items", [])
+    ]
+
+
+COORDINATION = "coordination.k8s.io"
+# A Lease request that takes longer than this has failed: the renewal loop must go on.
+LEASE_TIMEOUT = 5.0
+
+
+@calls((COORDINATION, "leases", "get"))
+async def read_lease(namespace: str, name: str) -> dict[str, Any] | None:
+    """The Lease as a plain dict (its times as RFC 3339 strings), or None when there is none."""
+    leases = client.CoordinationV1Api(_lease_client())
+    found = await asyncio.to_thread(
+        _absent_on_404, functools.partial(leases.read_namespaced_lease, _request_timeout=LEASE_TIMEOUT),
+        name, namespace,
+    )  # fmt: skip
+    return None if found is None else _plain(found)
+
+
+@calls((COORDINATION, "leases", "create"))
+async def create_lease(namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    """Create it; None when one of that name exists already (another replica was first)."""
+    leases = client.CoordinationV1Api(_lease_client())
+    try:
+        made = await asyncio.to_thread(leases.create_namespaced_lease, namespace, body,  # type: ignore[arg-type]
+                                       _request_timeout=LEASE_TIMEOUT)  # fmt: skip
+    except ApiException as error:
+        if error.status == 409:
+            return None
+        raise
+    return _plain(made)
+
+
+@calls((COORDINATION, "leases", "update"))
+async def replace_lease(namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A full replace, guarded by the resourceVersion in `body` (ConflictError when it moved on)."""
+    leases = client.CoordinationV1Api(_lease_client())
+    try:
+        made = await asyncio.to_thread(leases.replace_namespaced_lease, name, namespace, body,  # type: ignore[arg-type]
+                                       _request_timeout=LEASE_TIMEOUT)  # fmt: skip
+    except ApiException as error:
+        if error.status == 409:
+            raise ConflictError(f"Lease {namespace}/{name} changed while being renewed") from error
+        raise
+    return _plain(made)
+
+
 @calls(("", "events", "create"))
 async def post_event(rollout: dict[str, Any], type_: str, reason: str, message: str) -> None:
     """A core/v1 Event about the Rollout, as `kubectl describe pr` shows them."""
@@ -223,6 +351,7 @@ async def post_event(rollout: dict[str, Any], type_: str, reason: str, message: 
         },
         "type": type_, "reason": reason, "message": message[:1024],
         "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
+        **({"reportingInstance": _instance} if _instance else {}),
         "firstTimestamp": now, "lastTimestamp": now, "count": 1,
     }  # fmt: skip
     core = client.CoreV1Api(api_client())

@@ -15,6 +15,9 @@ Two ways to install:
   ClusterRole for the cluster-scoped kinds it reads (ClusterMetricTemplates, ReleasePolicies).
   The operator runs with `--namespace` and reads nothing outside those namespaces.
 
+Either way, with more than one replica (leader election), a Role in the operator's own
+namespace lets it keep its Lease there: nowhere else.
+
 Each traffic router's rules are a separate grant (`BACKEND_RULES`), a chart toggle each
 (`rbac.gatewayAPI`, `rbac.istio`, `rbac.nginx`): Gateway API and Istio are on by default,
 since their grants reach only clusters where their CRDs are installed and a Rollout names a
@@ -52,6 +55,8 @@ class Rule:
     cluster_scoped: bool = False
     # Needed only when the operator watches every namespace (kopf's CRD watch).
     all_namespaces_only: bool = False
+    # Granted by a Role in the operator's own namespace, and only with leader election.
+    operator_namespace_only: bool = False
 
     def as_k8s(self) -> dict[str, Any]:
         return {"apiGroups": list(self.groups), "resources": list(self.resources), "verbs": list(self.verbs)}
@@ -88,6 +93,9 @@ RULES: tuple[Rule, ...] = (
          "Prometheus credentials and webhook URLs a Rollout names, read by name (never listed)"),
     Rule(("apiextensions.k8s.io",), ("customresourcedefinitions",), ("list", "watch"),
          "kopf notices CRDs created or changed while it runs", cluster_scoped=True, all_namespaces_only=True),
+    Rule(("coordination.k8s.io",), ("leases",), ("get", "create", "update"),
+         "leader election: one replica acts while it holds the Lease in the operator's own namespace",
+         operator_namespace_only=True),
 )  # fmt: skip
 
 
@@ -162,12 +170,21 @@ def granted(namespaced: bool = False, backends: tuple[str, ...] = DEFAULT_BACKEN
 
 def cluster_role_rules_document(backends: tuple[str, ...] = DEFAULT_BACKENDS) -> list[dict[str, Any]]:
     """The ClusterRole of the cluster-wide install."""
-    return [rule.as_k8s() for rule in rules_for(backends)]
+    return [rule.as_k8s() for rule in rules_for(backends) if not rule.operator_namespace_only]
 
 
 def namespaced_role_rules_document(backends: tuple[str, ...] = DEFAULT_BACKENDS) -> list[dict[str, Any]]:
     """The Role in each watched namespace, in the namespaced install."""
-    return [rule.as_k8s() for rule in rules_for(backends) if not rule.cluster_scoped]
+    return [
+        rule.as_k8s()
+        for rule in rules_for(backends)
+        if not rule.cluster_scoped and not rule.operator_namespace_only
+    ]
+
+
+def leader_election_rules_document() -> list[dict[str, Any]]:
+    """The Role in the operator's own namespace, when it runs more than one replica."""
+    return [rule.as_k8s() for rule in RULES if rule.operator_namespace_only]
 
 
 def backend_rules_document(backend: str) -> list[dict[str, Any]]:
@@ -199,13 +216,16 @@ def install_documents(
     namespace: str,
     service_account: str = "parachute",
     watch_namespaces: list[str] | None = None,
+    *,
     name: str = "parachute",
     backends: tuple[str, ...] = DEFAULT_BACKENDS,
+    leader_election: bool = False,
 ) -> list[dict[str, Any]]:
     """Namespace, ServiceAccount and RBAC for the operator.
 
     With `watch_namespaces`, the namespaced install: a Role and RoleBinding in each of them
-    and the small ClusterRole; else one ClusterRole for the whole cluster.
+    and the small ClusterRole; else one ClusterRole for the whole cluster. With
+    `leader_election`, a Role and RoleBinding for the Lease in the operator's namespace.
     """
     subject = {"kind": "ServiceAccount", "name": service_account, "namespace": namespace}
     documents: list[dict[str, Any]] = [
@@ -240,4 +260,22 @@ def install_documents(
             },
             _binding("RoleBinding", name, "Role", watched, subject),
         ]
+    if leader_election:
+        documents += leader_election_documents(namespace, service_account, f"{name}-leader-election")
     return documents
+
+
+def leader_election_documents(
+    namespace: str, service_account: str = "parachute", name: str = "parachute-leader-election"
+) -> list[dict[str, Any]]:
+    """The Role (leases in `namespace` only) and its RoleBinding to the operator's ServiceAccount."""
+    subject = {"kind": "ServiceAccount", "name": service_account, "namespace": namespace}
+    return [
+        {
+            "apiVersion": f"{RBAC_API}/v1",
+            "kind": "Role",
+            "metadata": {"name": name, "namespace": namespace, "labels": LABELS},
+            "rules": leader_election_rules_document(),
+        },
+        _binding("RoleBinding", name, "Role", namespace, subject),
+    ]

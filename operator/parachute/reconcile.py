@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from parachute import conditions, kube, switch, telemetry
-from parachute.analysis import availability
+from parachute.analysis import availability, fastlane
 from parachute.analysis.connect import AnalysisSetupError, provider_for, templates_for
 from parachute.analysis.evaluate import evaluate
 from parachute.api import (
@@ -129,6 +129,7 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     """Bring one Rollout a step forward; returns when it wants to be looked at again."""
     body = await kube.read_rollout(namespace, name)
     if body is None:
+        fastlane.leave((namespace, name))
         return None
     generation = body["metadata"].get("generation")
     old = dict(body.get("status") or {})
@@ -143,7 +144,7 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
                     spec, status, namespace=namespace, target=target, now=now, generation=generation
                 )
                 status, health_now, analysis_events = await _analyse(
-                    spec, status, observed, namespace, now, target=target, canary=canary
+                    spec, status, observed, namespace, now, target=target, canary=canary, name=name
                 )
             except (AnalysisSetupError, MetricSpecError) as problem:
                 if status.phase != Phase.rolling_back:
@@ -161,6 +162,8 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
         return now + ROUTING_RECHECK if isinstance(problem, RoutingSetupError) else None
 
     decision = decide(spec, status, observed, now, generation)
+    if decision.status.phase not in fastlane.RELEASING:
+        fastlane.leave((namespace, name))
     # Copies first: status may name a snapshot only once it exists.
     await snapshots.take(body, decision.snapshots)
     new = _dump(decision.status)
@@ -170,6 +173,7 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     # the decision already made and would not tell it again.
     await _tell(body, (*analysis_events, *decision.events))
     _report(body, spec, decision.status, decision.events)
+    telemetry.decided(namespace, name, old, decision.status)
     statuspage.sync(body, spec, decision.status, now)
     changed = []
     if decision.flags is not None:  # the fastest lever first: flags, then config, then code
@@ -329,6 +333,7 @@ def _report(
 
 
 async def _write_invalid(body: dict[str, Any], old: dict[str, Any], status: RolloutStatus) -> None:
+    fastlane.leave((body["metadata"]["namespace"], body["metadata"]["name"]))
     new = _dump(status)
     if new == old:
         return
@@ -357,8 +362,10 @@ async def _analyse(
     *,
     target: dict[str, Any],
     canary: dict[str, Any] | None,
+    name: str = "",
 ) -> tuple[RolloutStatus, Health, list[Event]]:
-    """Evaluate the metrics when a round is due; summarise them for the planner either way."""
+    """Evaluate the metrics when a round is due; summarise them for the planner either way.
+    The fast lane's breaches found since are added to the verdict history."""
     assert spec.analysis is not None
     if not analysing(status, now):
         return status, Health(), []
@@ -387,6 +394,10 @@ async def _analyse(
             "last_verdict": worst(m.verdict for m in round_.metrics),
         })  # fmt: skip
         events = round_.events
+        fastlane.enrol((namespace, name), spec, status, provider=provider, templates=templates,
+                       versions=versions, since=since, previous=round_.metrics)  # fmt: skip
+    status, fast = fastlane.merge((namespace, name), status)
+    events += fast
     limits = spec.analysis.limits or AnalysisLimits()
     grace = parse_duration(spec.analysis.interval)
     return status, health(status.metrics or [], limits, parse_time(status.stage_started_at), grace), events

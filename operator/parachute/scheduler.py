@@ -4,6 +4,10 @@ Replaces per-object timers: kopf would put a finalizer on every object with a ti
 one heap of due times scales further than thousands of timer tasks. The heap is only a
 cache: the due times come from `status.nextCheckAt` and from watch events, so a new
 process rebuilds it from the first listing.
+
+With a gate (leader election, `parachute.leadership`), a standby keeps its heap warm from the
+watch but runs nothing until the gate opens; when it closes, work under way is cancelled and
+put back as due, so that whoever leads next runs it from what was written.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import heapq
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from parachute import telemetry
 
 Key = tuple[str, str]  # namespace, name
 Work = Callable[[Key], Awaitable[datetime | None]]
@@ -25,6 +32,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class Gate(Protocol):
+    """Whether this process may run work now (it leads), and a way to wait until it may."""
+
+    def is_open(self) -> bool: ...
+
+    async def wait_open(self) -> None: ...
+
+
 class Scheduler:
     def __init__(
         self,
@@ -32,22 +47,31 @@ class Scheduler:
         clock: Callable[[], datetime] = utcnow,
         concurrency: int = 8,
         max_backoff: float = 60,
+        gate: Gate | None = None,
     ) -> None:
         self._work = work
+        self._gate = gate
+        # Lag counts from when this process could first run the work: not the time it stood by.
+        self._opened_at = datetime.min.replace(tzinfo=UTC)
         self._clock = clock
         self._due: dict[Key, datetime] = {}
         self._heap: list[tuple[datetime, Key]] = []
         self._running: set[Key] = set()
         self._again: set[Key] = set()  # woken while running: run once more right after
+        self._urgent: set[Key] = set()  # a critical breach: runs without waiting for a slot
         self._failures: dict[Key, int] = {}
         self._limit = asyncio.Semaphore(concurrency)
         self._changed = asyncio.Event()
         self._max_backoff = max_backoff
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], Key] = {}
 
-    def wake(self, key: Key, at: datetime | None = None) -> None:
-        """Make `key` due at `at` (now if None), unless it is already due earlier."""
+    def wake(self, key: Key, at: datetime | None = None, urgent: bool = False) -> None:
+        """Make `key` due at `at` (now if None), unless it is already due earlier. An urgent wake
+        (a critical breach) is due now and runs ahead of routine work, without waiting for a slot."""
         at = at or self._clock()
+        if urgent:
+            at = min(at, self._clock())
+            self._urgent.add(key)
         if key in self._running:
             if at <= self._clock():
                 self._again.add(key)
@@ -59,6 +83,7 @@ class Scheduler:
     def forget(self, key: Key) -> None:
         self._due.pop(key, None)
         self._again.discard(key)
+        self._urgent.discard(key)
 
     @property
     def pending(self) -> int:
@@ -72,8 +97,20 @@ class Scheduler:
         heapq.heappush(self._heap, (at, key))
         self._changed.set()
 
+    def stand_down(self) -> None:
+        """The gate closed: cancel what runs (each is due again at once, for whoever leads next)."""
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _open(self) -> bool:
+        return self._gate is None or self._gate.is_open()
+
     async def run(self) -> None:
         while True:
+            if self._gate is not None and not self._gate.is_open():
+                await self._gate.wait_open()
+                self._opened_at = self._clock()
+                continue
             now = self._clock()
             while self._heap and self._heap[0][0] <= now:
                 at, key = heapq.heappop(self._heap)
@@ -86,16 +123,30 @@ class Scheduler:
                 # Running from the moment it is queued: a wake while it waits for a slot must
                 # not start a second reconcile of the same Rollout beside it.
                 self._running.add(key)
-                task = asyncio.create_task(self._one(key))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                task = asyncio.create_task(self._one(key, at))
+                self._tasks[task] = key
+                task.add_done_callback(self._finished)
             delay = (self._heap[0][0] - now).total_seconds() if self._heap else 3600.0
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=max(0.0, min(delay, 3600.0)))
 
-    async def _one(self, key: Key) -> None:
-        async with self._limit:
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        key = self._tasks.pop(task)
+        if task.cancelled():  # stood down (or shutting down): due again at once, for the next leader
+            self._running.discard(key)
+            self._again.discard(key)
+            self._schedule(key, self._clock())
+
+    async def _one(self, key: Key, due: datetime) -> None:
+        urgent = key in self._urgent
+        self._urgent.discard(key)
+        async with contextlib.nullcontext() if urgent else self._limit:
+            if not self._open():  # the gate closed while it waited for a slot
+                self._running.discard(key)
+                self._schedule(key, self._clock())
+                return
+            telemetry.late((self._clock() - max(due, self._opened_at)).total_seconds())
             try:
                 following = await self._work(key)
                 self._failures.pop(key, None)

@@ -1,13 +1,30 @@
-"""The operator's own metrics: recovery times and objective breaches, for Prometheus.
+"""The operator's own metrics, for Prometheus to scrape (`--metrics-port`).
 
-`parachute_recovery_seconds` is the time from the first critical verdict to health restored,
-labelled by the level that restored it; `parachute_recovery_objective_breaches_total` counts
-recoveries slower than the Rollout's objective (5 minutes by default).
+What releases do: Rollouts by phase, stage transitions, verdicts by metric, rollbacks by level,
+recovery times. How the operator itself is doing: reconcile latency, how late the scheduler
+runs what is due, PromQL queries and Kubernetes API requests by outcome, and whether this
+replica leads.
+
+Each replica serves its own. Counters grow where the work was done, which is the leader; the
+gauge of Rollouts by phase is reported by the leader alone (a standby watches the same
+Rollouts, and two replicas reporting them would count each twice), so a sum over replicas is
+right. `parachute_leader` is 1 on the replica that acts.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from parachute.api import MetricStatus, RecoveryLevel, RolloutStatus
+from parachute.plan.verdicts import Sample, Series
+
+Answer = TypeVar("Answer", Sample, Series)
 
 RECOVERY_SECONDS = Histogram(
     "parachute_recovery_seconds",
@@ -21,10 +38,124 @@ OBJECTIVE_BREACHES = Counter(
     "Recoveries that took longer than their objective.",
     ["namespace", "rollout"],
 )
+ROLLBACK_LEVELS = Counter(
+    "parachute_rollback_levels_total",
+    "Rollback levels entered (flag, config, code): a rollback that escalates counts at each level.",
+    ["namespace", "rollout", "level"],
+)
+STAGE_TRANSITIONS = Counter(
+    "parachute_stage_transitions_total",
+    "Stages entered by a release, by the stage's name (or its position when it has none).",
+    ["namespace", "rollout", "stage"],
+)
+VERDICTS = Counter(
+    "parachute_verdicts_total",
+    "Metric verdicts, one per metric per analysis round.",
+    ["namespace", "metric", "verdict"],
+)
+RECONCILE_SECONDS = Histogram(
+    "parachute_reconcile_duration_seconds",
+    "One reconcile of one Rollout, by outcome (ok, conflict, error, not_leading).",
+    ["outcome"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+SCHEDULER_LAG = Histogram(
+    "parachute_scheduler_lag_seconds",
+    "From the moment a Rollout was due to the moment its reconcile started.",
+    buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+PROMQL_QUERIES = Counter(
+    "parachute_promql_queries_total",
+    "PromQL queries sent to Prometheus, by outcome (ok, no_data, error).",
+    ["outcome"],
+)
+PROMQL_SECONDS = Histogram(
+    "parachute_promql_query_duration_seconds",
+    "One PromQL query, retries included.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+FAST_LANE_QUERIES = Counter(
+    "parachute_fast_lane_queries_total",
+    "PromQL queries the fast lane sent (also counted in parachute_promql_queries_total), by outcome: "
+    "one per Prometheus and request counter per look, whatever the number of Rollouts.",
+    ["outcome"],
+)
+FAST_LANE_BREACHES = Counter(
+    "parachute_fast_lane_breaches_total",
+    "Critical breaches the fast lane found between analysis rounds (each wakes its Rollout).",
+    ["namespace"],
+)
+API_REQUESTS = Counter(
+    "parachute_api_requests_total",
+    "Kubernetes API requests the operator made itself (not kopf's watches), by HTTP method and "
+    "status code; `error` when no response came. Errors are the codes other than 2xx.",
+    ["method", "code"],
+)
+
+
+class _State(Collector):
+    """Gauges read when scraped: Rollouts by phase (from the watch), leadership, what is due."""
+
+    def __init__(self) -> None:
+        self.phases: dict[tuple[str, str], str] = {}
+        self.leading: Callable[[], bool] = lambda: True
+        self.pending: Callable[[], int] = lambda: 0
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        leading = self.leading()
+        leader = GaugeMetricFamily("parachute_leader", "1 on the replica that acts, 0 on a standby.")
+        leader.add_metric([], 1.0 if leading else 0.0)
+        yield leader
+        rollouts = GaugeMetricFamily(
+            "parachute_rollouts", "Rollouts by phase (reported by the leader).", labels=["namespace", "phase"]
+        )
+        if leading:
+            counts: dict[tuple[str, str], int] = {}
+            for (namespace, _), phase in self.phases.items():
+                counts[(namespace, phase)] = counts.get((namespace, phase), 0) + 1
+            for (namespace, phase), count in sorted(counts.items()):
+                rollouts.add_metric([namespace, phase], count)
+        yield rollouts
+        pending = GaugeMetricFamily(
+            "parachute_scheduler_pending", "Rollouts with a due time in the scheduler."
+        )
+        pending.add_metric([], self.pending())
+        yield pending
+
+
+STATE = _State()
+REGISTRY.register(STATE)
 
 
 def serve(port: int) -> None:
     start_http_server(port)
+
+
+def leadership(leading: Callable[[], bool]) -> None:
+    """Where `parachute_leader` (and whether to report Rollouts by phase) is read from."""
+    STATE.leading = leading
+
+
+def scheduler(pending: Callable[[], int]) -> None:
+    STATE.pending = pending
+
+
+def observed(namespace: str, rollout: str, phase: str | None) -> None:
+    """The watch saw a Rollout in this phase (`Pending` until it has one).
+
+    Its rollback and recovery series are created here at zero: a series born at its first
+    rollback with the value 1 shows no `increase()` over any range, so a dashboard would never
+    see a Rollout's first (often only) rollback or recovery."""
+    STATE.phases[(namespace, rollout)] = phase or "Pending"
+    ROLLBACKS.labels(namespace, rollout)
+    OBJECTIVE_BREACHES.labels(namespace, rollout)
+    for level in RecoveryLevel:
+        ROLLBACK_LEVELS.labels(namespace, rollout, level.value)
+        RECOVERY_SECONDS.labels(namespace, rollout, level.value)
+
+
+def gone(namespace: str, rollout: str) -> None:
+    STATE.phases.pop((namespace, rollout), None)
 
 
 def rollback_started(namespace: str, rollout: str) -> None:
@@ -35,3 +166,68 @@ def recovered(namespace: str, rollout: str, level: str, seconds: float, objectiv
     RECOVERY_SECONDS.labels(namespace, rollout, level).observe(seconds)
     if not objective_met:
         OBJECTIVE_BREACHES.labels(namespace, rollout).inc()
+
+
+def decided(namespace: str, rollout: str, old: dict[str, Any], new: RolloutStatus) -> None:
+    """Count what one reconcile's written decision changed: a stage entered, a rollback level entered."""
+    old_revision = (old.get("release") or {}).get("revision")
+    new_revision = new.release.revision if new.release else None
+    index = new.stage_index
+    if index is not None and (index, new_revision) != (old.get("stageIndex"), old_revision):
+        plan = new.plan or []
+        name = (plan[index].name if index < len(plan) else None) or str(index + 1)
+        STAGE_TRANSITIONS.labels(namespace, rollout, name).inc()
+    before = {
+        (incident.get("id"), level.get("level"), level.get("startedAt"))
+        for incident in old.get("incidents") or []
+        for level in incident.get("levels") or []
+    }
+    for incident in new.incidents or []:
+        for record in incident.levels or []:
+            if (incident.id, record.level.value, record.started_at) not in before:
+                ROLLBACK_LEVELS.labels(namespace, rollout, record.level.value).inc()
+
+
+def judged(namespace: str, metrics: list[MetricStatus]) -> None:
+    """One analysis round's verdicts."""
+    for metric in metrics:
+        VERDICTS.labels(namespace, metric.name, metric.verdict.value if metric.verdict else "None").inc()
+
+
+def reconciled(outcome: str, seconds: float) -> None:
+    RECONCILE_SECONDS.labels(outcome).observe(seconds)
+
+
+def late(seconds: float) -> None:
+    """The scheduler started a reconcile this long after it was due."""
+    SCHEDULER_LAG.observe(max(0.0, seconds))
+
+
+async def query(asked: Awaitable[Answer]) -> Answer:
+    """Await one PromQL query (one value or a vector of series), timing it and counting it by
+    outcome."""
+    started = time.monotonic()
+    try:
+        answer = await asked
+    except BaseException:
+        PROMQL_QUERIES.labels("error").inc()
+        raise
+    finally:
+        PROMQL_SECONDS.observe(time.monotonic() - started)
+    empty = answer.value is None if isinstance(answer, Sample) else not answer.found
+    PROMQL_QUERIES.labels("error" if answer.error is not None else "no_data" if empty else "ok").inc()
+    return answer
+
+
+def fast_lane_query(answer: Series) -> None:
+    FAST_LANE_QUERIES.labels(
+        "error" if answer.error is not None else "ok" if answer.found else "no_data"
+    ).inc()
+
+
+def fast_lane_breach(namespace: str) -> None:
+    FAST_LANE_BREACHES.labels(namespace).inc()
+
+
+def api_request(method: str, code: int | None) -> None:
+    API_REQUESTS.labels(method, str(code) if code else "error").inc()

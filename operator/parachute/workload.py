@@ -22,6 +22,7 @@ from parachute.plan.desired_workload import (
     revision_of,
     rolled_out,
     sets_by_hash,
+    status_current,
 )
 from parachute.plan.model import CanaryState, Observed, Serving, TargetState, WorkloadIntent
 
@@ -50,6 +51,7 @@ def target_state(deployment: dict[str, Any]) -> TargetState:
         images=tuple(c.get("image", "") for c in containers),
         rolled_out=rolled_out(deployment),
         restarted_at=restart_stamp(deployment),
+        status_current=status_current(deployment),
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from testbed.dataplane import App, DataPlane
 from testbed.demoapp import Behaviour
 from testbed.loadgen import LoadGenerator
-from testbed.prometheus import PodDiscovery, PodPrometheus, WebConfig
+from testbed.prometheus import PodDiscovery, PodPrometheus, ScrapeTarget, WebConfig
 from tests.integration.conftest import (
     Cluster,
     deployment,
@@ -51,6 +51,8 @@ class Analysed:
         workdir: Path,
         web: WebConfig | None = None,
         replicas: int = REPLICAS,
+        *,
+        scraped: list[ScrapeTarget] | None = None,
     ) -> None:
         self.cluster, self.namespace = cluster, namespace
         # With `web` (TLS, basic auth), the fields of spec.analysis.prometheus that reach it.
@@ -60,7 +62,7 @@ class Analysed:
         cluster.core.create_namespaced_service(namespace, SERVICE)
         cluster.apps.create_namespaced_deployment(namespace, deployment("checkout", replicas, STABLE))
         discovery = PodDiscovery(cluster.kubeconfig, (namespace,))
-        self.prometheus = PodPrometheus(workdir / "prometheus", discovery, web=web).start()
+        self.prometheus = PodPrometheus(workdir / "prometheus", discovery, scraped, web=web).start()
         self.load = self._callers()
         eventually(lambda: len(self.plane.service_endpoints("checkout")) == replicas, timeout=60,
                    what=f"{replicas} ready endpoints behind Service checkout")  # fmt: skip

@@ -174,15 +174,17 @@ def operator_kubeconfig(crds: Cluster, tmp_path_factory: pytest.TempPathFactory)
 class RunningOperator:
     """`python -m parachute` as a real process, under the operator's ServiceAccount."""
 
-    def __init__(self, kubeconfig: Path, log: Path, env: dict[str, str] | None = None) -> None:
-        self.kubeconfig, self.log, self.env = kubeconfig, log, env or {}
+    def __init__(
+        self, kubeconfig: Path, log: Path, env: dict[str, str] | None = None, args: list[str] | None = None
+    ) -> None:
+        self.kubeconfig, self.log, self.env, self.args = kubeconfig, log, env or {}, args or []
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RunningOperator:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1", **self.env}
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "parachute", "run", "--verbose"],
+                [sys.executable, "-m", "parachute", "run", "--verbose", *self.args],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             )  # fmt: skip
         return self

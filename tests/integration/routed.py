@@ -17,13 +17,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from parachute.routing.client import ApiServerClient
 from testbed import crds as router_crds
 from testbed import routes
-from testbed.dataplane import DataPlane
+from testbed.dataplane import DataPlane, IngressPicker, RoutePicker, VirtualServicePicker
 from testbed.demoapp import Behaviour
 from testbed.install import install_operator_account
 from testbed.loadgen import LoadGenerator
@@ -65,15 +66,17 @@ class Setup:
         return [routes.ingress(namespace)]
 
 
+# A canary sent nothing drains this long before it is scaled down: short, so the suite stays short.
+DRAIN = {"scaleDownDelay": "2s"}
 SETUPS = (
-    Setup("gateway-api", "gatewayAPI", {"gatewayAPI": {"httpRoute": "checkout", "service": "checkout", "ruleName": "main"}},
+    Setup("gateway-api", "gatewayAPI", {"gatewayAPI": {"httpRoute": "checkout", "service": "checkout", "ruleName": "main"}, **DRAIN},
           ("httproutes",), router_crds.GATEWAY_API, "gateway-north-south"),
-    Setup("istio", "istio", {"istio": {"virtualService": "checkout", "service": "checkout"}},
+    Setup("istio", "istio", {"istio": {"virtualService": "checkout", "service": "checkout"}, **DRAIN},
           ("virtualservices",), router_crds.ISTIO, "istio"),
     Setup("istio-subsets", "istio",
-          {"istio": {"virtualService": "checkout", "service": "checkout", "destinationRule": {"name": "checkout"}}},
+          {"istio": {"virtualService": "checkout", "service": "checkout", "destinationRule": {"name": "checkout"}}, **DRAIN},
           ("virtualservices", "destinationrules"), router_crds.ISTIO, "istio-subsets"),
-    Setup("nginx", "nginx", {"nginx": {"ingress": "shop", "service": "checkout"}}, ("ingresses",), (), "nginx"),
+    Setup("nginx", "nginx", {"nginx": {"ingress": "shop", "service": "checkout"}, **DRAIN}, ("ingresses",), (), "nginx"),
 )  # fmt: skip
 
 
@@ -129,7 +132,7 @@ class Routed:
         self.load = LoadGenerator(rate=RATE, duration=900, picker=self.picker()).start()
         self.sampler = Sampler(self.canary_weight_and_replicas).start()
 
-    def picker(self) -> Callable[[], str | None]:
+    def picker(self) -> RoutePicker | VirtualServicePicker | IngressPicker:
         plane = self.plane
         if self.setup.backend == "gatewayAPI":
             return plane.route_picker(lambda: plane.object("httproutes", "checkout") or {}, "main")
@@ -150,6 +153,19 @@ class Routed:
         except Exception:
             replicas = 0
         return weight, int(replicas or 0)
+
+    def misses_since(self, started: float) -> list[str]:
+        """The requests that found no backend since `started`: when (seconds after it), why, and
+        what the route sent the canary and how many canary pods were asked for just before."""
+        out = []
+        for at, why in self.load.misses:
+            if at >= started:
+                before = [(w, r) for t, w, r in self.sampler.samples if t <= at][-1:]
+                wall = datetime.fromtimestamp(time.time() - (time.monotonic() - at), UTC)
+                out.append(
+                    f"{wall:%H:%M:%S.%f} (+{at - started:.2f}s): {why}; canary weight, replicas before: {before}"
+                )
+        return out
 
     def stop(self) -> None:
         self.sampler.stop()
@@ -195,21 +211,35 @@ class Routed:
             if rs.metadata.labels and rs.spec.template.spec.containers[0].image == NEW
         }
 
-    def counted(self) -> dict[str, float]:
-        """Requests counted so far, by pod-template-hash."""
-        result = self.prometheus.query(
-            f'sum by (pod_template_hash) (http_requests_total{{namespace="{self.namespace}"}})'
-        )
-        return {r["metric"].get("pod_template_hash", ""): float(r["value"][1]) for r in result}
+    def new_share(self, seconds: int) -> tuple[float, float]:
+        """The new version's share of the requests Prometheus counted over the next `seconds`,
+        and how many.
 
-    def new_share(self, seconds: float) -> tuple[float, float]:
-        """The new version's share of the requests Prometheus counted over `seconds`, and how many."""
-        time.sleep(2)  # every endpoint scraped since the last change
-        before = self.counted()
-        time.sleep(seconds)
-        time.sleep(2)
-        after = self.counted()
-        delta = {h: after.get(h, 0.0) - before.get(h, 0.0) for h in after}
-        new = sum(v for h, v in delta.items() if h in self.new_hashes())
-        total = sum(delta.values())
+        Every pod's count covers the same window: `increase` over it at one evaluation time.
+        Two instant readings of the counters would not: each pod's value is from its own last
+        scrape, so with 1 s scrapes each pod's span is a whole second longer or shorter than
+        another's (±7% of a 14 s window), enough to move a 50% share by more than 3 points.
+        """
+        time.sleep(1)  # the data plane has seen the route's change: the window starts after it
+        time.sleep(seconds + 1)  # and ends after a scrape of every pod
+        result = self.prometheus.query(
+            f'sum by (pod_template_hash) (increase(http_requests_total{{namespace="{self.namespace}"}}[{seconds}s]))'
+        )
+        counted = {r["metric"].get("pod_template_hash", ""): float(r["value"][1]) for r in result}
+        new = sum(v for h, v in counted.items() if h in self.new_hashes())
+        total = sum(counted.values())
         return (100 * new / total if total else float("nan")), total
+
+    def routed_share(self) -> float:
+        """The new version's share of requests as the data plane sends them now: each of the
+        route's backends (as read from the cluster) by its weight, spread evenly over its ready
+        endpoints, counted for the endpoints whose pod runs the new image. Exact, no sampling."""
+        images = {e.url: e.image for name in self.plane.ports() if (e := self.plane.endpoint(name))}
+        backends = [b for b in self.picker().backends() if b.weight > 0]
+        total = sum(b.weight for b in backends)
+        if not total or not all(b.endpoints for b in backends):
+            return float("nan")  # some request would find no backend
+        new = sum(
+            b.weight * sum(images.get(u) == NEW for u in b.endpoints) / len(b.endpoints) for b in backends
+        )
+        return 100 * new / total

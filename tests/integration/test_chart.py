@@ -98,7 +98,8 @@ def test_the_chart_carries_the_crd_and_runs_the_operator() -> None:
     container = next(d for d in documents if d["kind"] == "Deployment")["spec"]["template"]["spec"][
         "containers"
     ][0]
-    assert container["args"] == ["run", "--liveness=http://0.0.0.0:8080/healthz", "--namespace=shop",
+    assert container["args"] == ["run", "--liveness=http://0.0.0.0:8080/healthz",
+                                 "--readiness=http://0.0.0.0:8081/readyz", "--namespace=shop",
                                  "--namespace=payments", "--metrics-port=9100"]  # fmt: skip
     assert container["image"] == "ghcr.io/parachute-dev/parachute:0.1.0"
 

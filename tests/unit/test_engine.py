@@ -145,6 +145,27 @@ def test_a_completed_release_makes_the_new_revision_stable_and_retires_the_canar
     assert status.message == "revision rev-2 released"
 
 
+def test_the_pause_after_promotion_is_not_undone_while_the_status_is_behind_it() -> None:
+    # Pausing the rolled-out target raises its generation; the status catches up a moment later.
+    story = released(Story(MEDIUM, World(status_lags=True)))
+    story.run_until_quiet()
+    assert story.status.phase == Phase.healthy and story.status.release.stable_revision == "rev-2"
+    assert story.world.pauses == [True, False, True]  # adopted; promoted: let roll, held again
+    assert story.reasons == ["Adopted", "ReleaseStarted", "StageAdvanced", "Promoting", "ReleaseCompleted"]
+
+
+def test_a_paused_target_is_let_go_only_on_a_status_that_describes_its_spec() -> None:
+    story = Story(spec(risk="zero"), World(status_lags=True))
+    story.tick()  # adopted: paused, and the Deployment controller has not seen the pause yet
+    story.world.revision = "rev-2"  # straight to 100%: the target is to roll
+    held = story.tick()
+    assert held.workload.target_paused is True  # its status cannot say it has not rolled already
+    assert held.next_check_at is not None and held.next_check_at <= story.now + 2 * SECONDS
+    assert story.tick(SECONDS).workload.target_paused is False
+    story.run_until_quiet()
+    assert story.world.pauses == [True, False, True] and story.status.phase == Phase.healthy
+
+
 def test_a_new_version_never_ready_is_aborted_at_the_progress_deadline() -> None:
     story = released(Story(MEDIUM, World(canary_delay=timedelta(hours=1))))
     story.tick(9 * MINUTE)

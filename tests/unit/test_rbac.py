@@ -93,6 +93,7 @@ def _scopes() -> dict[tuple[str, str], str]:
         ("", "configmaps"): "Namespaced",
         ("", "events"): "Namespaced",
         ("", "secrets"): "Namespaced",
+        ("coordination.k8s.io", "leases"): "Namespaced",
         ("", "services"): "Namespaced",
         ("gateway.networking.k8s.io", "httproutes"): "Namespaced",
         ("networking.istio.io", "virtualservices"): "Namespaced",
@@ -147,3 +148,23 @@ def test_the_cluster_wide_install_has_one_cluster_role_with_every_rule() -> None
         "ClusterRoleBinding",
     ]
     assert documents[2]["rules"] == rbac.cluster_role_rules_document()
+
+
+def test_the_lease_is_kept_in_the_operator_namespace_only_and_only_with_leader_election() -> None:
+    leases = {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "verbs": ["get", "create", "update"],
+    }
+    assert rbac.leader_election_rules_document() == [leases]
+    for elsewhere in (rbac.cluster_role_rules_document(), rbac.namespaced_role_rules_document(),
+                      rbac.namespaced_cluster_role_rules_document()):  # fmt: skip
+        assert leases not in elsewhere
+    documents = rbac.install_documents("parachute-system", leader_election=True)
+    kinds = [(d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")) for d in documents]
+    assert kinds[-2:] == [("Role", "parachute-leader-election", "parachute-system"),
+                          ("RoleBinding", "parachute-leader-election", "parachute-system")]  # fmt: skip
+    assert documents[-2]["rules"] == [leases]
+    assert documents[-1]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "parachute", "namespace": "parachute-system"}
+    ]

@@ -262,6 +262,22 @@ def test_code_in_the_target_is_restored_and_the_level_counts_once_none_of_its_po
     assert story.status.blocked_revisions == ["rev-2"]
 
 
+def test_a_restored_target_is_let_go_once_and_held_once_while_its_status_lags_each_write() -> None:
+    world = World(roll_delay=30 * SECOND, status_lags=True)
+    restore = {"restoreTemplate": True}
+    story = promoted(
+        Story(spec(risk="zero", waits={"min": "1h", "max": "1h"}, analysis=ANALYSIS, recovery=restore), world)
+    )
+    story.tick(30 * SECOND)  # rolled to rev-2, then held again
+    story.tick(SECOND)
+    breach(story)  # the template goes back to rev-1
+    for _ in range(8):
+        story.tick(10 * SECOND)
+    assert world.running == "rev-1" and world.bad_pods("rev-2") == 0
+    # adopted; promoted: let roll, held; restored: let roll, held. Nothing undone and done again.
+    assert world.pauses == [True, False, True, False, True]
+
+
 def test_a_template_back_at_stable_keeps_the_rolled_back_state_in_view_until_the_watch_ends() -> None:
     story = promoted(Story(spec(risk="zero", analysis=ANALYSIS, recovery={"restoreTemplate": True})))
     breach(story)

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parachute.api import ABORT_ANNOTATION, Phase, RecoveryLevel, Verdict
+from parachute.conditions import timestamp
 from parachute.plan.desired_workload import routed_canary_replicas
 from parachute.plan.engine import decide
 from tests.unit.world import Story, World, pin_of, spec
@@ -123,7 +124,13 @@ def test_a_release_goes_10_50_100_with_traffic_first_and_capacity_for_its_share(
     assert story.status.phase == Phase.healthy and story.status.message == "revision rev-2 released"
     # Weights only ever written in the plan's order; back to 0 once stable runs the new version.
     assert world.route_writes == [0, 10, 50, 100, 0]
-    assert 1 in sizes and 5 in sizes and 10 in sizes and sizes[-1] == 0
+    assert 1 in sizes and 5 in sizes and 10 in sizes
+    # Released once stable runs it; the canary, sent nothing, drains for scaleDownDelay (30s).
+    assert story.status.traffic is not None and story.status.traffic.draining_since is not None
+    story.tick(30 * SECOND)
+    assert world.canary is not None and world.canary.replicas == 0
+    story.tick(SECOND)  # seen gone: nothing drains any more
+    assert story.status.traffic is not None and story.status.traffic.draining_since is None
     assert world.running == "rev-2" and world.paused
     assert world.stable_pin == pin_of("rev-2")  # the stable backend was re-pinned to the rolled target
     assert "Promoting" in story.reasons and "ReleaseCompleted" in story.reasons
@@ -131,14 +138,14 @@ def test_a_release_goes_10_50_100_with_traffic_first_and_capacity_for_its_share(
 
 def test_the_full_stage_hands_over_in_order() -> None:
     """Canary at full size → 100% to the canary → the target rolls → stable re-pinned to it →
-    the route back to stable → the canary scaled to 0."""
+    the route back to stable → the canary scaled to 0 once it has drained."""
     plan = spec(
         steps=[{"weight": 10, "minWait": "1m"}, {"weight": 100, "minWait": "1m"}], trafficRouting=GATEWAY
     )
     story = released(Story(plan, World(roll_delay=timedelta(seconds=30), canary_delay=timedelta(seconds=5))))
     world = story.world
     until(story, lambda: world.route == 10, limit=20)
-    steps = []
+    steps, at = [], []
     for _ in range(200):
         story.tick(SECOND)
         canary = world.canary
@@ -146,6 +153,7 @@ def test_the_full_stage_hands_over_in_order() -> None:
         step = (canary.replicas, world.route, world.paused, world.running, world.stable_pin)
         if not steps or steps[-1] != step:
             steps.append(step)
+            at.append(story.now)
         if canary.replicas == 0:
             break
     old, new = pin_of("rev-1"), pin_of("rev-2")
@@ -155,9 +163,10 @@ def test_the_full_stage_hands_over_in_order() -> None:
         (10, 100, True, "rev-1", old),  # all traffic to the full-size canary
         (10, 100, False, "rev-1", old),  # only then is the target let go to roll
         (10, 0, True, "rev-2", new),  # rolled: stable re-pinned to it, traffic back to stable
-        (0, 0, True, "rev-2", new),  # and the canary retired once the route reads 0%
+        (0, 0, True, "rev-2", new),  # and the canary retired once the route reads 0%, and drained
     ]
-    assert story.status.stage == "2/2" and "watching" in (story.status.message or "")
+    # Written at 0%, read back a tick later, then kept for scaleDownDelay (30s) from that read-back.
+    assert at[-1] - at[-2] == 31 * SECOND
 
 
 def test_a_full_canary_is_at_the_targets_size_before_traffic_moves() -> None:
@@ -210,11 +219,15 @@ def test_a_rollback_puts_traffic_back_first_then_scales_the_canary_down() -> Non
     world.route_stuck = False
     story.tick(SECOND)  # the reset reaches the route
     assert world.route == 0 and world.canary.replicas == 1
-    story.tick(SECOND)  # read back at 0%: now the canary goes
+    story.tick(SECOND)  # read back at 0%: the canary, sent nothing, drains
     record = ((story.status.incidents or [])[-1].levels or [])[-1]
     assert record.traffic_back_at is not None
-    assert world.canary.replicas == 0
     assert "TrafficBackOnStable" in story.reasons
+    assert record.applied_at == record.traffic_back_at  # the drain does not delay the recovery
+    story.tick(29 * SECOND)
+    assert world.canary.replicas == 1
+    story.tick(SECOND)  # scaleDownDelay (30s) after the read-back: now it goes
+    assert world.canary.replicas == 0
     story.world.health = story.world.health.__class__()
     until(story, lambda: story.status.phase == Phase.rolled_back)
 
@@ -248,8 +261,10 @@ def test_an_abort_puts_traffic_back_first_and_says_so_only_once_it_is() -> None:
     world.route_stuck = False
     story.tick(SECOND)
     story.tick(SECOND)
-    assert world.route == 0 and world.canary.replicas == 0
+    assert world.route == 0 and world.canary.replicas == 1  # sent nothing, it drains
     assert "all traffic back to stable revision rev-1" in (story.status.message or "")
+    story.tick(30 * SECOND)
+    assert world.canary.replicas == 0
 
 
 def test_a_superseding_release_moves_the_canary_only_once_the_route_sends_it_nothing() -> None:
@@ -312,3 +327,96 @@ def test_decide_is_pure_with_a_router() -> None:
     first = decide(ROUTED, story.status, seen, story.now)
     again = decide(ROUTED, story.status, seen, story.now)
     assert first == again
+
+
+# ---------------------------------------------------------------------------- draining and holding
+
+
+def test_an_aborted_canary_drains_for_scale_down_delay_from_the_read_back() -> None:
+    short = spec(risk="medium", waits={"min": "1m", "max": "5m"},
+                 trafficRouting={**GATEWAY, "scaleDownDelay": "5s"})  # fmt: skip
+    story = released(Story(short))
+    until(story, lambda: story.world.route == 10)
+    world = story.world
+    world.annotations[ABORT_ANNOTATION] = "now"
+    story.tick(SECOND)  # 0% written
+    read_back = story.now + SECOND
+    decision = story.tick(SECOND)  # read back at 0%: the drain starts
+    assert story.status.traffic is not None and story.status.traffic.draining_since == timestamp(read_back)
+    assert decision.next_check_at == read_back + 5 * SECOND  # looked at again when it ends
+    story.tick(4 * SECOND)
+    assert world.canary is not None and world.canary.replicas == 1
+    story.tick(SECOND)
+    assert world.canary.replicas == 0
+
+
+def test_a_restart_mid_drain_resumes_it_from_status() -> None:
+    """The drain's start is in status: an operator that starts again keeps its end, neither
+    starting the wait over nor cutting it short."""
+    story = released(Story(ROUTED))
+    until(story, lambda: story.world.route == 10)
+    story.world.annotations[ABORT_ANNOTATION] = "now"
+    story.tick(SECOND)
+    story.tick(SECOND)
+    began = story.status.traffic.draining_since if story.status.traffic else None
+    assert began is not None
+    # A new operator process: nothing carried over but the status the API server holds.
+    restarted = Story(ROUTED, story.world, story.now + 20 * SECOND, story.status)
+    decision = restarted.tick()
+    assert decision.status.traffic is not None and decision.status.traffic.draining_since == began
+    assert decision.workload.canary_replicas == 1
+    assert decision.next_check_at == restarted.now + 10 * SECOND
+    restarted.tick(10 * SECOND)
+    assert restarted.world.canary is not None and restarted.world.canary.replicas == 0
+
+
+def test_a_canary_whose_drain_ended_while_the_operator_was_away_goes_at_once() -> None:
+    story = released(Story(ROUTED))
+    until(story, lambda: story.world.route == 10)
+    story.world.annotations[ABORT_ANNOTATION] = "now"
+    story.tick(SECOND)
+    story.tick(SECOND)
+    story.tick(5 * MINUTE)
+    assert story.world.canary is not None and story.world.canary.replicas == 0
+
+
+def test_after_a_routed_rollback_the_draining_canary_is_not_said_to_serve() -> None:
+    story = released(Story(ROUTED))
+    until(story, lambda: story.world.route == 10)
+    story.judge(Verdict.failed, immediate=True)
+    story.tick(SECOND)
+    story.tick(SECOND)
+    story.world.health = story.world.health.__class__()
+    until(story, lambda: story.status.phase == Phase.rolled_back)
+    assert story.world.canary is not None and story.world.canary.replicas == 1
+    message = story.status.message or ""
+    assert "all traffic on stable revision rev-1" in message
+    assert "canary's 1 ready pod are sent nothing and drain" in message
+    until(story, lambda: story.world.canary is not None and story.world.canary.replicas == 0)
+    story.tick(SECOND)
+    assert "drain" not in (story.status.message or "")
+
+
+def test_replica_ratio_retires_the_canary_at_once() -> None:
+    """Its pods ARE the traffic: nothing sends to them once they are gone, so nothing drains."""
+    story = released(Story(spec(risk="medium", waits={"min": "1m", "max": "5m"})))
+    story.tick(SECOND)
+    story.world.annotations[ABORT_ANNOTATION] = "now"
+    story.tick(SECOND)
+    assert story.world.canary is not None and story.world.canary.replicas == 0
+
+
+def test_a_growing_canary_keeps_the_share_the_route_holds_until_it_is_ready() -> None:
+    """10% → 50%: the canary grows from 1 to 5 pods, and its Deployment reads 0 ready until its
+    controller catches up. The route stays at 10% (never 0%) until the 5 pods are ready."""
+    story = released(Story(ROUTED, World(canary_delay=timedelta(seconds=20), canary_status_lags=True)))
+    world = story.world
+    until(story, lambda: world.route == 10, limit=40)
+    until(story, lambda: world.canary is not None and world.canary.replicas == 5, limit=400)
+    shares = []
+    for _ in range(30):
+        story.tick(SECOND)
+        shares.append(world.route)
+    assert shares[0] == 10 and shares[-1] == 50
+    assert set(shares) == {10, 50}
+    assert world.route_writes == [0, 10, 50]

@@ -262,6 +262,46 @@ def test_a_deleted_rollout_has_its_route_given_back_and_a_live_one_does_not(
     assert run(teardown.give_back_if_orphaned(NS, "checkout", fake)) == []  # once only
 
 
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b.services], ids=lambda b: b.id)
+def test_a_reconcile_still_acting_when_its_rollout_is_deleted_leaves_nothing_behind(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reconcile read its Rollout just before the deletion and is making the Services when
+    the DELETED event's give-back starts: the give-back waits its turn, then removes them."""
+    gate = asyncio.Event()
+
+    class Slow(FakeClient):
+        async def create(self, body: Body) -> Body:
+            if body["kind"] == "Service":
+                await gate.wait()
+            return await super().create(body)
+
+    fake = Slow([service(NS), service(NS, OTHER), *backend.user_objects(NS, SERVICE)])
+    before = users_objects(fake)
+
+    async def gone(namespace: str, name: str) -> dict[str, Any] | None:
+        return None
+
+    monkeypatch.setattr(kube, "read_rollout", gone)
+    spec = spec_for(backend)
+
+    async def story() -> None:
+        seen = await wiring.observe(ROLLOUT, spec, fake)
+        acting = asyncio.create_task(
+            wiring.act(ROLLOUT, spec, TrafficIntent(share=0, stable=HASH), seen, fake)
+        )
+        await asyncio.sleep(0.01)  # the reconcile waits at its first Service
+        giving = asyncio.create_task(teardown.give_back_if_orphaned(NS, "checkout", fake))
+        await asyncio.sleep(0.01)  # time for a give-back that did not wait to finish
+        gate.set()
+        await acting
+        await giving
+
+    run(story())
+    assert users_objects(fake) == before
+    assert [ref for ref in fake.objects if ref not in before] == []
+
+
 def test_giving_back_tolerates_what_is_already_gone(backend: Backend) -> None:
     fake = user_world(backend)
     settled(fake, backend, 10)

@@ -126,3 +126,95 @@ def test_a_rollout_waiting_for_a_free_slot_is_not_queued_twice() -> None:
 
     asyncio.run(story())
     assert slow.overlaps == [] and slow.calls.count(A) == 2
+
+
+class Gate:
+    """Leadership as a switch: the scheduler runs only while it is on."""
+
+    def __init__(self, open_: bool = False) -> None:
+        self.open = open_
+        self._changed = asyncio.Event()
+
+    def is_open(self) -> bool:
+        return self.open
+
+    async def wait_open(self) -> None:
+        while not self.open:
+            self._changed.clear()
+            await self._changed.wait()
+
+    def set(self, open_: bool) -> None:
+        self.open = open_
+        self._changed.set()
+
+
+def test_a_standby_runs_nothing_but_keeps_what_is_due_and_runs_it_on_taking_over() -> None:
+    calls: list[Key] = []
+
+    async def work(key: Key) -> datetime | None:
+        calls.append(key)
+        return None
+
+    async def story() -> list[Key]:
+        gate = Gate(open_=False)
+        scheduler = Scheduler(work, gate=gate)
+        task = asyncio.create_task(scheduler.run())
+        scheduler.wake(A)
+        scheduler.wake(B, now() + timedelta(milliseconds=50))
+        await asyncio.sleep(0.2)
+        standing_by = list(calls)
+        assert scheduler.pending == 2  # warm: both still due
+        gate.set(True)
+        await asyncio.sleep(0.1)
+        task.cancel()
+        return standing_by
+
+    assert asyncio.run(story()) == []
+    assert sorted(calls) == sorted([A, B])
+
+
+def test_standing_down_cancels_work_under_way_and_the_next_leader_runs_it_again() -> None:
+    started: list[Key] = []
+    finished: list[Key] = []
+
+    async def work(key: Key) -> datetime | None:
+        started.append(key)
+        await asyncio.sleep(0.2)
+        finished.append(key)
+        return None
+
+    async def story() -> None:
+        gate = Gate(open_=True)
+        scheduler = Scheduler(work, gate=gate)
+        task = asyncio.create_task(scheduler.run())
+        scheduler.wake(A)
+        await asyncio.sleep(0.05)
+        gate.set(False)
+        scheduler.stand_down()
+        await asyncio.sleep(0.3)
+        assert (started, finished) == ([A], [])  # cut short, and not run again while standing by
+        assert scheduler.pending == 1
+        gate.set(True)
+        await asyncio.sleep(0.3)
+        task.cancel()
+
+    asyncio.run(story())
+    assert started == [A, A] and finished == [A]
+
+
+def test_work_waiting_for_a_slot_when_the_gate_closes_is_not_run() -> None:
+    slow = SlowWork()
+
+    async def story() -> None:
+        gate = Gate(open_=True)
+        scheduler = Scheduler(slow.work, concurrency=1, gate=gate)
+        scheduler.wake(A)
+        scheduler.wake(B)  # waits for A's slot
+        task = asyncio.create_task(scheduler.run())
+        await asyncio.sleep(0.05)
+        gate.set(False)
+        await asyncio.sleep(0.2)
+        assert slow.calls == [A] and scheduler.pending == 1  # B is due again, for the next leader
+        task.cancel()
+
+    asyncio.run(story())

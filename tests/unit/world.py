@@ -47,6 +47,9 @@ class World:
     roll_delay: timedelta = timedelta(0)  # how long the target takes to roll, once let go
     canary: CanaryState | None = None
     canary_delay: timedelta = timedelta(0)  # how long canary pods take to become ready
+    # The canary Deployment's status lags a scale by one look (its controller has not observed the
+    # new size): it reads 0 ready, as the reconcile counts it, while its ReplicaSet's pods serve on.
+    canary_status_lags: bool = False
     annotations: dict[str, str] = field(default_factory=dict)
     health: Health = field(default_factory=Health)
     window: WindowView = field(default_factory=WindowView)
@@ -67,7 +70,14 @@ class World:
     route_stuck: bool = False
     stable_pin: str | None = None
     route_writes: list[int] = field(default_factory=list)
+    # The Deployment controller one look behind: right after the target's spec is written (a
+    # pause, an unpause, a template), its status still describes the spec before, so it does
+    # not read as rolled out. Every pause and unpause written, in order.
+    status_lags: bool = False
+    pauses: list[bool] = field(default_factory=list)
+    _status_behind: bool = False
     _canary_ready_at: datetime | None = None
+    _canary_lagging: bool = False
     _rolling_to: str | None = None  # the template the target is rolling to, while it does
     _rolled_at: datetime | None = None  # when that roll is over
 
@@ -76,6 +86,9 @@ class World:
         if canary is not None and self._canary_ready_at is not None and now >= self._canary_ready_at:
             canary = replace(canary, ready=canary.replicas)
             self.canary = canary
+        seen_canary = canary
+        if canary is not None and self._canary_lagging:
+            seen_canary, self._canary_lagging = replace(canary, ready=0), False
         if (
             self._rolling_to is not None
             and self._rolled_at is not None
@@ -84,14 +97,16 @@ class World:
         ):
             self.running, self._rolling_to, self._rolled_at = self._rolling_to, None, None
         # As the reconcile does: tracked configuration is part of the revision.
+        behind, self._status_behind = self._status_behind, False  # caught up by the next look
         target = TargetState(
             revision=with_config(self.revision, self.configs),
             replicas=self.replicas,
             paused=self.paused,
-            rolled_out=self.running == self.revision and self._rolling_to is None,
+            rolled_out=self.running == self.revision and self._rolling_to is None and not behind,
             restarted_at=self.target_restarted_at,
+            status_current=not behind,
         )
-        return Observed(target=target, canary=canary, commands=dict(self.annotations), health=self.health,
+        return Observed(target=target, canary=seen_canary, commands=dict(self.annotations), health=self.health,
                         window=self.window, hotfix=self.hotfix, gates=self.gates,
                         recovery=RecoveryView(config_hashes=dict(self.configs), restarted_at=self.restarted_at),
                         serving=self.serving(),
@@ -129,6 +144,9 @@ class World:
         intent = decision.workload
         if intent.target_restart and not intent.target_paused:
             self.target_restarted_at = intent.target_restart  # rolls at once, here
+        if intent.target_paused != self.paused:
+            self.pauses.append(intent.target_paused)
+            self._status_behind = self.status_lags
         self.paused = intent.target_paused
         if not self.paused and self.revision != (self._rolling_to or self.running):
             if self.roll_delay:  # the Deployment controller rolls it, through both templates
@@ -144,6 +162,7 @@ class World:
         if current is None or current.revision != intent.canary_revision or current.replicas != want:
             ready = current.ready if current and current.revision == intent.canary_revision else 0
             self.canary = CanaryState(revision=intent.canary_revision, replicas=want, ready=min(ready, want))
+            self._canary_lagging = self.canary_status_lags and current is not None and ready > 0
             self._canary_ready_at = now + self.canary_delay
 
     def _recover(self, decision: Decision) -> None:
@@ -157,6 +176,8 @@ class World:
         if wanted.restart_stamp and self.restarts:
             self.restarted_at = wanted.restart_stamp
         if wanted.restore_template:
+            if self.revision != wanted.restore_template:
+                self._status_behind = self.status_lags
             self.revision = wanted.restore_template  # rolled to once the target is let go
 
 

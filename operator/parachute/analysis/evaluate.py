@@ -18,6 +18,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from parachute import telemetry
 from parachute.analysis.provider import MetricProvider
 from parachute.api import (
     Direction,
@@ -155,6 +156,7 @@ async def evaluate(
             bad = status.verdict in (Verdict.failed, Verdict.error, Verdict.inconclusive, Verdict.warning)
             events.append(Event(EventType.warning if bad else EventType.normal,
                                 f"Metric{status.verdict.value if status.verdict else ''}", status.message or ""))  # fmt: skip
+    telemetry.judged(namespace, results)
     return Round(results, events, asked.sent)
 
 

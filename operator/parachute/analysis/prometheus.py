@@ -17,6 +17,7 @@ import contextlib
 import json
 import re
 import ssl
+from collections.abc import Collection
 from typing import Any
 
 import requests
@@ -25,6 +26,8 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from parachute import telemetry
+from parachute.api import parse_duration
 from parachute.plan.verdicts import Sample, Series
 from parachute.redaction import redact
 
@@ -79,7 +82,7 @@ class PrometheusProvider:
             session.mount(address, _TrustingAdapter(ca, max_retries=retry))
 
     async def sample(self, query: str) -> Sample:
-        return await asyncio.to_thread(self._sample, query)
+        return await telemetry.query(asyncio.to_thread(self._sample, query))
 
     def _sample(self, query: str) -> Sample:
         try:
@@ -89,7 +92,7 @@ class PrometheusProvider:
         return _to_sample(result)
 
     async def vector(self, query: str) -> Series:
-        return await asyncio.to_thread(self._vector, query)
+        return await telemetry.query(asyncio.to_thread(self._vector, query))
 
     def _vector(self, query: str) -> Series:
         try:
@@ -97,6 +100,30 @@ class PrometheusProvider:
         except Exception as error:  # as for a sample: an Error, never an exception
             return Series(error=self._failure(error))
         return _to_series(result)
+
+    async def scrape_interval(
+        self, namespaces: Collection[str], namespace_label: str = "namespace"
+    ) -> float | None:
+        """The shortest scrape interval (seconds) of the active targets in these namespaces (of
+        any target when none is there); None when Prometheus does not say."""
+        return await asyncio.to_thread(self._scrape_interval, set(namespaces), namespace_label)
+
+    def _scrape_interval(self, namespaces: set[str], namespace_label: str) -> float | None:
+        try:
+            targets = (self._client.get_targets(state="active") or {}).get("activeTargets") or []
+        except Exception:  # a proxy that serves queries only: the caller falls back
+            return None
+        everywhere, there = [], []
+        for target in targets:
+            try:
+                seconds = parse_duration(str(target.get("scrapeInterval") or "")).total_seconds()
+            except ValueError:
+                continue
+            everywhere.append(seconds)
+            if (target.get("labels") or {}).get(namespace_label) in namespaces:
+                there.append(seconds)
+        found = there or everywhere
+        return min(found) if found else None
 
     def _failure(self, error: Exception) -> str:
         at = f"Prometheus at {self.address}"

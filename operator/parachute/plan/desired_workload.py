@@ -52,13 +52,18 @@ def actual_weight(stable: int, canary: int) -> int:
     return 0 if total == 0 else round(100 * canary / total)
 
 
+def status_current(deployment: dict[str, Any]) -> bool:
+    """The Deployment controller has seen the latest spec: the status counts describe it."""
+    status = deployment.get("status") or {}
+    return bool(status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0))
+
+
 def rolled_out(deployment: dict[str, Any]) -> bool:
     """Every pod runs the current template and is available, and none of an older one is left."""
     spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
     replicas = int(spec.get("replicas", 1))
-    current = status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
     return bool(
-        current
+        status_current(deployment)
         and status.get("updatedReplicas", 0) == replicas
         and status.get("availableReplicas", 0) == replicas
         and status.get("replicas", 0) == replicas

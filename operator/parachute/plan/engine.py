@@ -23,6 +23,7 @@ cause fixed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 
 from parachute import conditions
@@ -42,10 +43,10 @@ from parachute.api import (
 from parachute.conditions import timestamp
 from parachute.plan import progress, rollback
 from parachute.plan.facts import parse_time
-from parachute.plan.model import Decision, Observed
+from parachute.plan.model import Decision, Observed, WorkloadIntent
 from parachute.plan.normalise import normalise
 from parachute.plan.strategies import strategy_for
-from parachute.plan.tick import AT_REST, STOPPED, WATCHED, Log, Outcome, Tick, tick_for
+from parachute.plan.tick import AT_REST, CLUSTER_TICK, STOPPED, WATCHED, Log, Outcome, Tick, tick_for
 from parachute.plan.traffic import route
 
 __all__ = ["analysing", "decide", "judges_target", "parse_time", "stages_for"]
@@ -92,7 +93,8 @@ def _finish(tick: Tick, before: Log, out: Outcome, generation: int | None) -> De
         st.next_analysis_at = None  # nothing is measured in this phase: no round is due
     elif spec.analysis is not None and st.phase in WATCHED and st.next_analysis_at is None:
         log.check_at(now)  # the watch after a rollback starts with a round now
-    workload, traffic = route(tick, st, log, out.workload, out.traffic)
+    workload = _let_go_only_on_a_current_status(tick, log, out.workload)
+    workload, traffic = route(tick, st, log, workload, out.traffic)
     _stale_promote_is_dropped(tick, st)
     if observed.gates:
         checked = timestamp(now)
@@ -111,6 +113,18 @@ def _finish(tick: Tick, before: Log, out: Outcome, generation: int | None) -> De
     st.next_check_at = timestamp(next_check) if next_check else None
     return Decision(st, workload, (*before.events, *out.events, *log.events), next_check, out.recovery,
                     snapshots, out.flags, traffic)  # fmt: skip
+
+
+def _let_go_only_on_a_current_status(tick: Tick, log: Log, workload: WorkloadIntent) -> WorkloadIntent:
+    """A paused target is let go (unpaused) only on a status that describes its latest spec: a
+    status behind it (the Deployment controller has not seen a pause or a template written just
+    now) cannot tell that the target has not rolled out already. Held, it is looked at again
+    soon (the controller's status write wakes the Rollout first). Holding is always safe."""
+    target = tick.observed.target
+    if workload.target_paused or not target.paused or target.status_current:
+        return workload
+    log.check_at(tick.now + CLUSTER_TICK)
+    return replace(workload, target_paused=True, target_restart=None)
 
 
 def _stale_promote_is_dropped(tick: Tick, st: RolloutStatus) -> None:

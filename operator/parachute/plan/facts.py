@@ -70,7 +70,22 @@ def promotion_restart(st: RolloutStatus) -> str | None:
 def promoted(st: RolloutStatus, observed: Observed) -> bool:
     """At 100%: the target runs the new version everywhere (restarted, for configuration)."""
     stamp = promotion_restart(st)
-    return observed.target.rolled_out and (stamp is None or observed.target.restarted_at == stamp)
+    if stamp is not None:
+        return observed.target.rolled_out and observed.target.restarted_at == stamp
+    return observed.target.rolled_out or _rolled_out_before_pause(observed)
+
+
+def _rolled_out_before_pause(observed: Observed) -> bool:
+    """A paused target whose status is behind its spec, with every ready pod of its ReplicaSets
+    on its current template, at full size: it rolled out, and the pause that held it again is
+    what the Deployment controller has not seen yet (the pause raised the generation). Its
+    status says nothing of the rollout until then; letting it go again would promote twice."""
+    target = observed.target
+    if not target.paused or target.status_current:
+        return False
+    ready = observed.serving.target
+    template = template_revision(target.revision)
+    return set(ready) == {template} and ready[template] >= target.replicas
 
 
 def ticket_note(st: RolloutStatus) -> str:

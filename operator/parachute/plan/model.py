@@ -25,6 +25,9 @@ class TargetState:
     # Whether every pod runs the current template and is available (after an unpause).
     rolled_out: bool = False
     restarted_at: str | None = None  # the template's restart stamp, if any
+    # Whether the Deployment controller has seen its latest spec; until it has, its status
+    # counts (and so `rolled_out`) describe an older one, such as the spec before a pause.
+    status_current: bool = True
 
 
 @dataclass(frozen=True)

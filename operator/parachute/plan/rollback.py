@@ -456,13 +456,16 @@ def _level_applied(
     if level == RecoveryLevel.config:
         hashes = observed.recovery.config_hashes
         return all(hashes.get(s.name) == s.hash for s in st.config_snapshots or []) and restarted
-    # Code: no ready pod of the revision serves anywhere, and no canary is left to serve it.
+    # Code: no ready pod of the revision serves anywhere, and no canary is left to serve it. With a
+    # router the route reading 0% is what takes the canary out: its pods then only drain, and the
+    # recovery is not made to wait for scaleDownDelay.
     in_target, in_canary = still_serving(observed, incident)
     canary = observed.canary
-    canary_gone = canary is None or (canary.replicas == 0 and canary.ready == 0)
+    canary_gone = tick.drains or canary is None or (canary.replicas == 0 and canary.ready == 0)
+    off_canary = tick.drains or not in_canary
     restored = wanted.restore_template is None
     back = facts.traffic_back(observed, tick.routed)
-    return canary_gone and not in_canary and not in_target and restored and back
+    return canary_gone and off_canary and not in_target and restored and back
 
 
 def _health_back(spec: RolloutSpec, st: RolloutStatus, record: LevelRecord) -> datetime | None:
@@ -531,7 +534,7 @@ def _rolled_back_message(tick: Tick, st: RolloutStatus, incident: Incident) -> s
     took = human_seconds(incident.recovery_seconds or 0.0)
     parts = [
         f"recovered by the {incident.level} level in {took}",
-        what_serves(observed, incident) + _flags_note(tick.spec, observed),
+        _what_serves(tick, incident) + _flags_note(tick.spec, observed),
     ]
     if not facts.same_template(observed.target.revision, incident.stable_revision):
         revert = f": revert it in git to {incident.revert_in_git}" if incident.revert_in_git else ""
@@ -543,6 +546,20 @@ def _rolled_back_message(tick: Tick, st: RolloutStatus, incident: Incident) -> s
     if watching(st, tick.now):
         parts.append(f"watched until {incident.watch_until}")
     return "; ".join(parts)
+
+
+def _what_serves(tick: Tick, incident: Incident) -> str:
+    """What serves, in words. With a router, a canary the route is read back sending nothing
+    serves nothing: its pods only drain until scaleDownDelay has passed."""
+    observed = tick.observed
+    draining = observed.serving.in_canary()
+    if not (tick.drains and draining and facts.traffic_back(observed, True)):
+        return what_serves(observed, incident)
+    unrouted = replace(observed, serving=replace(observed.serving, canary={}))
+    return (
+        f"{what_serves(unrouted, incident)} (the canary's {ready_pods(draining)} "
+        "are sent nothing and drain before they are scaled down)"
+    )
 
 
 def _flags_note(spec: RolloutSpec, observed: Observed) -> str:

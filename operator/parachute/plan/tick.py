@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from parachute.api import CanaryScale, FlagState, Phase, RolloutSpec, RolloutStatus
+from parachute.api import (
+    DEFAULT_SCALE_DOWN_DELAY,
+    CanaryScale,
+    FlagState,
+    Phase,
+    RolloutSpec,
+    RolloutStatus,
+    parse_duration,
+)
 from parachute.plan.model import Event, EventType, Observed, RecoveryIntent, TrafficIntent, WorkloadIntent
 
 if TYPE_CHECKING:
@@ -40,10 +48,18 @@ class Tick:
     exposure: Strategy  # the strategy: how a stage exposes the new version
     router: str | None = None  # the traffic router in use; None: replica ratio
     full_canary: bool = False  # with a router: the canary at the target's size (canaryScale full)
+    # With a router: how long a canary the route sends nothing keeps its pods (scaleDownDelay).
+    drain: timedelta = timedelta(0)
 
     @property
     def routed(self) -> bool:
         return self.router is not None
+
+    @property
+    def drains(self) -> bool:
+        """A router's route read back at 0% takes the canary out of service: its pods only drain.
+        Not so for blue/green, whose preview Service reaches the copy until it is retired."""
+        return self.routed and self.router != BLUE_GREEN_ROUTER
 
 
 def tick_for(spec: RolloutSpec, observed: Observed, now: datetime, exposure: Strategy) -> Tick:
@@ -51,7 +67,10 @@ def tick_for(spec: RolloutSpec, observed: Observed, now: datetime, exposure: Str
         return Tick(spec, observed, now, exposure, BLUE_GREEN_ROUTER)
     routing = spec.traffic_routing
     if routing is not None and routing.router() is not None:
-        return Tick(spec, observed, now, exposure, routing.router(), routing.canary_scale == CanaryScale.full)
+        delay = routing.scale_down_delay
+        drain = parse_duration(delay) if delay else DEFAULT_SCALE_DOWN_DELAY
+        full = routing.canary_scale == CanaryScale.full
+        return Tick(spec, observed, now, exposure, routing.router(), full, drain)
     return Tick(spec, observed, now, exposure)
 
 

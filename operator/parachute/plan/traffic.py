@@ -1,12 +1,15 @@
 """The last word on a router's backend, after the phase's handler: what it holds now, and what
 status says of it. Traffic moves first and capacity follows: a canary the plan retires or
-replaces keeps its pods until the route is seen sending it nothing."""
+replaces keeps its pods until the route is seen sending it nothing, and for scaleDownDelay after
+(a proxy applies a route later than it reads back, and requests in flight finish)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 
 from parachute.api import Phase, RecoveryLevel, RolloutStatus, TrafficStatus
+from parachute.conditions import timestamp
 from parachute.plan import facts, rollback
 from parachute.plan.desired_workload import template_revision
 from parachute.plan.model import Observed, TrafficIntent, WorkloadIntent
@@ -21,6 +24,7 @@ def route(
     if not tick.routed:
         st.traffic = None
         return workload, traffic
+    draining_before = facts.parse_time(st.traffic.draining_since) if st.traffic is not None else None
     stable = st.release.stable_revision if st.release else None
     incident = rollback.current_incident(st.incidents)
     # A stage's share holds while it runs, and through the flag and config levels of a
@@ -34,9 +38,18 @@ def route(
     shrinks = canary is not None and canary.replicas > 0 and (
         workload.canary_replicas < canary.replicas or workload.canary_revision != canary.revision
     )  # fmt: skip
-    if shrinks and canary is not None and wanted.weight == 0 and not facts.traffic_back(observed, True):
-        workload = replace(workload, canary_replicas=canary.replicas, canary_revision=canary.revision)
-        log.check_at(now + CLUSTER_TICK)
+    draining: datetime | None = None
+    if shrinks and canary is not None and wanted.weight == 0:
+        keep = not facts.traffic_back(observed, True)
+        if keep:
+            log.check_at(now + CLUSTER_TICK)
+        else:
+            draining = draining_before or now
+            keep = now < draining + tick.drain
+            if keep:
+                log.check_at(draining + tick.drain)
+        if keep:
+            workload = replace(workload, canary_replicas=canary.replicas, canary_revision=canary.revision)
     applied = observed.traffic.applied if observed.traffic is not None else None
     if applied is not None and applied.weight != wanted.weight:
         log.check_at(now + CLUSTER_TICK)  # read the route back soon
@@ -47,7 +60,7 @@ def route(
         router=str(tick.router), desired=wanted.weight,
         applied=applied.weight if applied is not None else None,
         verified=applied is not None and applied.weight is not None,
-        message=why or None,
+        message=why or None, draining_since=timestamp(draining) if draining and tick.drains else None,
     )  # fmt: skip
     if st.phase == Phase.aborted and st.message and applied is not None and applied.weight == 0:
         st.message = st.message.replace("all traffic going back to stable", "all traffic back to stable")

@@ -11,6 +11,12 @@ watch's DELETED event, and the first listing of ConfigMaps and Deployments after
 which shows the record (and the paused target) of a Rollout deleted while the operator was
 away. A record whose Rollout still exists, with the same uid, is that Rollout's business:
 its reconcile gives the route back when its routing changes.
+
+A reconcile that read its Rollout just before the deletion may still be acting on the router
+when the DELETED event comes: the two take turns on the Rollout's `guard`, so what the
+reconcile makes is given back after it, never made again behind the give-back. (A reconcile
+that runs after the give-back finds no record and writes one: that record's own watch event
+brings the give-back once more.)
 """
 
 from __future__ import annotations
@@ -28,6 +34,13 @@ from parachute.routing.record import Record
 logger = logging.getLogger("parachute.routing.teardown")
 
 ATTEMPTS = 5  # a give-back that fails is retried: nothing else would look again soon
+_guards: dict[tuple[str, str], asyncio.Lock] = {}
+
+
+def guard(namespace: str, rollout: str) -> asyncio.Lock:
+    """The turn of Rollout `rollout` at its router: held by its reconcile while acting, and by
+    the give-back after its deletion."""
+    return _guards.setdefault((namespace, rollout), asyncio.Lock())
 
 
 async def give_back(client: Client, found: Record) -> list[str]:
@@ -45,13 +58,14 @@ async def give_back_if_orphaned(namespace: str, rollout: str, client: Client | N
     client = client or ApiServerClient()
     for attempt in range(ATTEMPTS):
         try:
-            found = await record.read(client, namespace, rollout)
-            if found is None:
-                return []
-            body = await kube.read_rollout(namespace, rollout)
-            if body is not None and body["metadata"].get("uid") == found.rollout_uid:
-                return []
-            changed = await give_back(client, found)
+            async with guard(namespace, rollout):
+                found = await record.read(client, namespace, rollout)
+                if found is None:
+                    return []
+                body = await kube.read_rollout(namespace, rollout)
+                if body is not None and body["metadata"].get("uid") == found.rollout_uid:
+                    return []
+                changed = await give_back(client, found)
         except ForbiddenError as error:
             logger.error("cannot give back the route of Rollout %s/%s: %s", namespace, rollout, error)
             return []

@@ -82,9 +82,20 @@ async def act(
     client: Client,
 ) -> Steered:
     """Make the backend hold what `intent` says; give back a route this Rollout no longer drives."""
+    release = _release(rollout, (intent.stable or "") if intent is not None else "")
+    async with teardown.guard(release.namespace, release.rollout):  # not while its deletion gives back
+        return await _act(release, spec, intent, seen, client)
+
+
+async def _act(
+    release: Release,
+    spec: api.RolloutSpec,
+    intent: TrafficIntent | None,
+    seen: TrafficView | None,
+    client: Client,
+) -> Steered:
     out = Steered()
     routing = routing_of(spec)
-    release = _release(rollout, (intent.stable or "") if intent is not None else "")
     try:
         found = await record.read(client, release.namespace, release.rollout)
         if found is not None and (routing is None or not found.routes(routing, release.rollout_uid)):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from parachute.api import PlannedStage, RolloutSpec, RolloutStatus
 from parachute.plan import facts
-from parachute.plan.desired_workload import canary_replicas, routed_canary_replicas
+from parachute.plan.desired_workload import canary_replicas, routed_canary_replicas, template_revision
 from parachute.plan.model import Observed, TrafficIntent, WorkloadIntent
 from parachute.plan.stages import effective_risk, flag_gated_plan, plan_for
 from parachute.plan.strategies.base import StageIntent
@@ -90,7 +90,7 @@ def _routed(tick: Tick, st: RolloutStatus, weight: int, revision: str) -> StageI
         return StageIntent(
             WorkloadIntent(target_paused=applied != 100, canary_replicas=full, canary_revision=revision,
                            target_restart=restart),
-            TrafficIntent(share=100, open=ready, held=_held(observed, runs, 100)),
+            TrafficIntent(share=100, open=ready, held=_held(observed, runs, revision, 100)),
         )  # fmt: skip
     want = 0 if facts.target_runs(st, observed, revision) else (
         routed_canary_replicas(observed.target.replicas, weight, tick.full_canary)
@@ -101,15 +101,20 @@ def _routed(tick: Tick, st: RolloutStatus, weight: int, revision: str) -> StageI
     ready = runs and canary is not None and canary.ready >= want
     return StageIntent(
         WorkloadIntent(target_paused=True, canary_replicas=want, canary_revision=revision),
-        TrafficIntent(share=weight, open=ready, held=_held(observed, runs, weight)),
+        TrafficIntent(share=weight, open=ready, held=_held(observed, runs, revision, weight)),
     )
 
 
-def _held(observed: Observed, runs: bool, share: int) -> int:
+def _held(observed: Observed, runs: bool, revision: str, share: int) -> int:
     """While the canary's pods for a share are not all ready: what the route keeps. Never more than
-    it holds or than the share, and nothing for a canary with no ready pod of this release."""
+    it holds or than the share, and nothing for a canary with no ready pod of this release.
+
+    Ready pods are counted from the canary's ReplicaSets too: a canary Deployment just scaled up
+    reads 0 ready until its controller observes the new size, while its pods go on serving."""
     canary = observed.canary
-    if not runs or canary is None or canary.ready == 0:
+    if not runs or canary is None:
+        return 0
+    if max(canary.ready, observed.serving.canary.get(template_revision(revision), 0)) == 0:
         return 0
     return min(facts.applied(observed) or 0, share)
 

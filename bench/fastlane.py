@@ -1,0 +1,176 @@
+"""The fast lane's race (issue #16): a canary that starts failing 10% of its requests, from its
+first 5xx to traffic off the canary (its pods gone from the Service's endpoints), at analysis
+intervals of 10 s, 30 s and 60 s, with the lane and without, in one run, on a Prometheus that
+scrapes every second. The failure starts at a random moment of the round's cycle, as it would.
+
+Also what the lane costs: PromQL queries per look for 1,000 analysed Rollouts, counted from the
+queries it plans (no Prometheus needed).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from parachute.api import Risk, RolloutSpec
+from parachute.plan import fastlane as core
+from parachute.plan.metrics import definitions
+from parachute.plan.sources import source_for
+from parachute.plan.versions import Versions, Where, pod_pattern
+from testbed.cluster import LocalCluster
+from testbed.dataplane import App, DataPlane
+from testbed.demoapp import Behaviour
+from testbed.loadgen import LoadGenerator
+from testbed.prometheus import LocalPrometheus, PodDiscovery, PodPrometheus
+
+GROUP, VERSION, PLURAL = "parachute.dev", "v1alpha1", "rollouts"
+INTERVALS = (10, 30, 60)
+FAILING = Behaviour(error_rate=0.1)
+Figure = Callable[..., None]
+
+
+def bench_lane_cost(figure: Figure, rollouts: int = 1000) -> None:
+    spec = RolloutSpec.model_validate({
+        "targetRef": {"name": "checkout"}, "risk": "medium",
+        "analysis": {"prometheus": {"address": "http://prometheus:9090"}},
+    })  # fmt: skip
+    watched = []
+    for i in range(rollouts):
+        versions = Versions(Where(pod_pattern([f"app-{i}-canary-5f7b8c9d4b"]), f"app-{i}-canary"),
+                            Where(pod_pattern([f"app-{i}-6d4cf56db6"]), f"app-{i}"))  # fmt: skip
+        found = core.enrolment(
+            namespace=f"ns-{i % 50}", name=f"app-{i}", server="prometheus", revision="r", source=source_for(spec),
+            metrics=definitions(spec, {}, spec.risk or Risk.medium), versions=versions, min_requests=10,
+            since=datetime(2026, 11, 24, tzinfo=UTC),
+        )  # fmt: skip
+        assert found is not None
+        watched.append(found)
+    asked = core.queries(watched, timedelta(seconds=5))
+    figure(f"fast lane: PromQL queries per look, {rollouts} Rollouts", f"{len(asked)}",
+           "one Prometheus, the built-ins of medium risk; at a 1 s scrape that is the queries per second")  # fmt: skip
+
+
+def _race(
+    cluster: LocalCluster, prometheus: LocalPrometheus, namespace: str, interval: int, rng: random.Random
+) -> float | None:
+    """One race in its own namespace: seconds from the canary's first 5xx to its pods gone."""
+    api = cluster.api_client()
+    core_v1, apps, custom = client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api)
+    plane = DataPlane(api, namespace, {"bench:2": App(Behaviour())}).start()
+    core_v1.create_namespaced_service(namespace, {"metadata": {"name": "checkout"}, "spec": {
+        "selector": {"app": "checkout"}, "ports": [{"port": 80, "targetPort": 8080}]}})  # fmt: skip
+    labels = {"app": "checkout"}
+    apps.create_namespaced_deployment(namespace, {
+        "metadata": {"name": "checkout", "labels": labels},
+        "spec": {"replicas": 4, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels}, "spec": {"containers": [{"name": "app", "image": "bench:1"}]}}},
+    })  # fmt: skip
+    load = LoadGenerator(rate=100, duration=600, picker=plane.service_picker("checkout")).start()
+    try:
+        prometheus.wait_for_value(
+            f'sum(increase(http_requests_total{{namespace="{namespace}",app="checkout"}}[2s]))', 60
+        )
+        analysis = {"prometheus": {"address": prometheus.url}, "interval": f"{interval}s",
+                    "metrics": [{"template": "error-rate"}]}  # fmt: skip
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Rollout", "metadata": {"name": "checkout"},
+                "spec": {"targetRef": {"name": "checkout"}, "analysis": analysis,
+                         "steps": [{"name": "canary", "weight": 50, "minWait": "10m"}]}}  # fmt: skip
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+        def status() -> dict[str, Any]:
+            found = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "checkout")
+            return dict(found.get("status") or {})
+
+        if not _until(lambda: status().get("phase") == "Healthy", 60):
+            return None
+        image = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "bench:2"}]}}}}
+        apps.patch_namespaced_deployment("checkout", namespace, image)
+
+        def judged_with_traffic() -> bool:
+            metric: dict[str, Any] = next(
+                (m for m in status().get("metrics") or [] if m["name"] == "error-rate"), {}
+            )
+            return bool(metric.get("requests"))
+
+        # The canary serves and a round has judged it (the first may have come before its traffic).
+        if not _until(judged_with_traffic, 3 * interval + 30):
+            return None
+        time.sleep(rng.uniform(0, interval))  # anywhere in the round's cycle
+        plane.set_app("bench:2", App(FAILING))
+        started = time.monotonic()
+
+        def canary_gone() -> bool:
+            canary = apps.read_namespaced_deployment_status("checkout-canary", namespace)
+            return not canary.status.ready_replicas
+
+        return time.monotonic() - started if _until(canary_gone, interval + 60, 0.05) else None
+    finally:
+        load.stop()
+        plane.stop()
+
+
+def _until(predicate: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return True
+        except Exception:  # not there yet
+            pass
+        time.sleep(interval)
+    return False
+
+
+def bench_fast_lane(
+    cluster: LocalCluster,
+    start_operator: Callable[[list[str], str], Any],
+    workdir: Path,
+    figure: Figure,
+    races: int = 3,
+) -> dict[tuple[int, bool], list[float]]:
+    """Every interval with the lane and without; returns the times per (interval, lane)."""
+    bench_lane_cost(figure)
+    core_v1 = client.CoreV1Api(cluster.api_client())
+    names = {(interval, lane, i): f"lane-{'on' if lane else 'off'}-{interval}s-{i}"
+             for interval in INTERVALS for lane in (False, True) for i in range(races)}  # fmt: skip
+    for name in names.values():
+        core_v1.create_namespace({"metadata": {"name": name}})
+    _until(lambda: all(core_v1.read_namespaced_service_account("default", n) for n in names.values()), 60)
+    prometheus = PodPrometheus(workdir / "prometheus-lane", PodDiscovery(cluster.admin_kubeconfig,
+                                                                         tuple(names.values()))).start()  # fmt: skip
+    rng = random.Random(16)
+    results: dict[tuple[int, bool], list[float]] = {}
+    try:
+        for lane in (False, True):
+            operator = start_operator([] if lane else ["--no-fast-lane"], f"operator-lane-{lane}.log")
+            try:
+                for interval in INTERVALS:
+                    times = []
+                    for i in range(races):
+                        took = _race(cluster, prometheus, names[(interval, lane, i)], interval, rng)
+                        if took is not None:
+                            times.append(took)
+                    results[(interval, lane)] = times
+                    _report(figure, interval, lane, times, races)
+            finally:
+                operator.stop()
+    finally:
+        prometheus.stop()
+    return results
+
+
+def _report(figure: Figure, interval: int, lane: bool, times: list[float], races: int) -> None:
+    label = f"first 5xx to canary off, {interval}s analysis, lane {'on' if lane else 'off'}"
+    if not times:
+        figure(label, "n/a", f"no rollback seen in {races} races")
+        return
+    ordered = sorted(times)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    figure(label, f"{statistics.median(times):.1f} s", f"p99 {p99:.1f} s over {len(times)} of {races} races")

@@ -1,0 +1,279 @@
+"""The fast lane's watcher: one task per Prometheus, on the leader only, asking at the scrape's
+cadence about every Rollout under release, and waking a Rollout at once on a critical breach.
+
+Reconciles enrol a Rollout after each analysis round (what it judges, where its versions'
+pods are, which Prometheus) and take the lane's breaches into the Rollout's verdict history
+when they run (`merge`), so the normal rollback path decides: the same incident, levels and
+record. The decisions are pure (`parachute.plan.fastlane`); this module only asks and wakes.
+
+The cadence is a setting, or the scrape interval Prometheus reports for the watched pods'
+targets (`/api/v1/targets`), never under one second. The lane's queries go through the
+provider, so they are counted with every other PromQL query, and also on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from parachute import clock, telemetry
+from parachute.analysis.provider import MetricProvider
+from parachute.api import (
+    MetricStatus,
+    MetricTemplateSpec,
+    Phase,
+    RolloutSpec,
+    RolloutStatus,
+    format_duration,
+)
+from parachute.plan import fastlane as core
+from parachute.plan.metrics import DEFAULT_MIN_REQUESTS, definitions
+from parachute.plan.model import Event
+from parachute.plan.sources import source_for
+from parachute.plan.stages import effective_risk
+from parachute.plan.versions import Versions
+
+logger = logging.getLogger("parachute.fastlane")
+
+ENV = "PARACHUTE_FAST_LANE"  # "off" turns the lane off; also --no-fast-lane
+FLOOR = 1.0  # seconds: no cadence is shorter
+# When Prometheus does not say its scrape interval (an old version, a proxy in front).
+FALLBACK_CADENCE = 10.0
+# The scrape interval is asked again this often: a changed scrape configuration is followed.
+REDETECT = 300.0
+# The lane's window: this many cadences, and at least MIN_WINDOW (increase() needs samples).
+WINDOW_CADENCES = 5
+MIN_WINDOW = 5.0
+RELEASING = (Phase.progressing, Phase.paused)
+
+Key = core.Key
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the operator was told: on or off, and the cadence and window (None: derived)."""
+
+    enabled: bool = True
+    cadence: float | None = None  # seconds; None: the scrape interval Prometheus reports
+    window: float | None = None  # seconds; None: WINDOW_CADENCES cadences, at least MIN_WINDOW
+
+    @classmethod
+    def from_env(
+        cls, enabled: bool = True, cadence: float | None = None, window: float | None = None
+    ) -> Settings:
+        off = os.environ.get(ENV, "").strip().lower() in ("off", "false", "0", "no")
+        return cls(enabled and not off, cadence, window)
+
+
+def window_for(cadence: float, setting: float | None) -> timedelta:
+    seconds = setting if setting is not None else max(WINDOW_CADENCES * cadence, MIN_WINDOW)
+    return timedelta(seconds=max(seconds, 2 * cadence))
+
+
+class FastLane:
+    def __init__(
+        self,
+        settings: Settings,
+        wake: Callable[[Key], None],
+        leading: Callable[[], bool] = lambda: True,
+        now: Callable[[], datetime] = clock.now,
+    ) -> None:
+        self.settings = settings
+        self._wake = wake
+        self._leading = leading
+        self._now = now
+        self._watched: dict[Key, core.Watched] = {}
+        self._providers: dict[Hashable, MetricProvider] = {}
+        self._breaches: dict[Key, dict[str, core.Breach]] = {}
+        self._memory = core.Memory()
+        self._tasks: dict[Hashable, asyncio.Task[None]] = {}
+        self._changed = asyncio.Event()
+        self.cadences: dict[Hashable, float] = {}
+
+    # What reconciles call.
+
+    def enrol(self, key: Key, watched: core.Watched | None, provider: MetricProvider) -> None:
+        if watched is None:
+            self.leave(key)
+            return
+        if self._watched.get(key) is None or self._watched[key].server != watched.server:
+            self._changed.set()
+        self._watched[key] = watched
+        self._providers[watched.server] = provider
+
+    def leave(self, key: Key) -> None:
+        if self._watched.pop(key, None) is not None:
+            self._changed.set()
+        self._breaches.pop(key, None)
+        self._memory.forget(key)
+
+    def take(self, key: Key) -> list[core.Breach]:
+        return list(self._breaches.pop(key, {}).values())
+
+    def stand_down(self) -> None:
+        """No longer leading: whoever leads next enrols the Rollouts from its own rounds."""
+        for key in list(self._watched):
+            self.leave(key)
+
+    @property
+    def watched(self) -> int:
+        return len(self._watched)
+
+    # The watcher.
+
+    async def run(self) -> None:
+        """Keep one task per Prometheus that some enrolled Rollout reads."""
+        try:
+            while True:
+                servers = {w.server for w in self._watched.values()}
+                for server in servers - set(self._tasks):
+                    self._tasks[server] = asyncio.create_task(self._watch(server), name="parachute-fast-lane")
+                for server in set(self._tasks) - servers:
+                    self._tasks.pop(server).cancel()
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), timeout=5.0)
+        finally:
+            for task in self._tasks.values():
+                task.cancel()
+
+    async def _watch(self, server: Hashable) -> None:
+        detected_at = -REDETECT
+        cadence = self.settings.cadence or FALLBACK_CADENCE
+        while True:
+            started = time.monotonic()
+            if self.settings.cadence is None and started - detected_at >= REDETECT:
+                cadence, detected_at = await self._detect(server), started
+            if self._leading():
+                try:
+                    await self.tick(server, cadence)
+                except Exception:  # the lane is an addition: the rounds go on whatever happens here
+                    logger.exception("fast lane: a look at %s failed", server)
+            await asyncio.sleep(max(0.0, cadence - (time.monotonic() - started)))
+
+    async def _detect(self, server: Hashable) -> float:
+        provider = self._providers.get(server)
+        namespaces = {w.namespace for w in self._watched.values() if w.server == server}
+        ask = getattr(provider, "scrape_interval", None)
+        found = await ask(namespaces) if ask is not None else None
+        cadence = max(FLOOR, found) if found is not None else FALLBACK_CADENCE
+        if self.cadences.get(server) != cadence:
+            how = "the scrape interval" if found is not None else "Prometheus did not say its scrape interval"
+            logger.info("fast lane: looking every %gs at %s (%s)", cadence, server, how)
+        self.cadences[server] = cadence
+        return cadence
+
+    async def tick(self, server: Hashable, cadence: float) -> int:
+        """One look at every Rollout that reads this Prometheus; returns the breaches found."""
+        provider = self._providers.get(server)
+        members = [w for w in self._watched.values() if w.server == server]
+        if provider is None or not members:
+            return 0
+        window = window_for(cadence, self.settings.window)
+        found = 0
+        for query in core.queries(members, window):
+            answer = await provider.vector(query.text)
+            telemetry.fast_lane_query(answer)
+            if answer.error is not None:
+                logger.debug("fast lane: %s", answer.error)
+                continue  # an Error is the rounds' to report
+            now = self._now()
+            parts = core.split(query, answer)
+            for w in query.members:
+                if self._watched.get(w.key) is not w:
+                    continue  # left, or enrolled afresh, while the query was out
+                judged = core.judge_split(w, parts[w.key], self._memory.previous(w), now, window)
+                self._memory.keep(w, judged.statuses)
+                if not judged.breaches:
+                    continue
+                mailbox = self._breaches.setdefault(w.key, {})
+                for breach in judged.breaches:
+                    if breach.status.name not in mailbox:
+                        mailbox[breach.status.name] = breach
+                        telemetry.fast_lane_breach(w.namespace)
+                        logger.info("fast lane: %s/%s %s", w.namespace, w.name, breach.status.message)
+                found += len(judged.breaches)
+                self._wake(w.key)
+        return found
+
+
+# The process's lane, when it runs (`install`); reconciles reach it through the functions below.
+LANE: FastLane | None = None
+
+
+def install(lane: FastLane | None) -> None:
+    global LANE  # noqa: PLW0603  (one lane for the process, set once at start-up)
+    LANE = lane
+
+
+def server_of(spec: RolloutSpec, namespace: str) -> Hashable:
+    """Which Prometheus, and with whose credentials: Rollouts with none share one lane."""
+    assert spec.analysis is not None
+    prometheus = spec.analysis.prometheus
+    tls = prometheus.tls
+    own = prometheus.auth is not None or (tls is not None and tls.ca_secret_ref is not None)
+    insecure = tls is not None and tls.insecure_skip_verify
+    return (prometheus.address, namespace if own else "", insecure)
+
+
+def enrol(
+    key: Key,
+    spec: RolloutSpec,
+    status: RolloutStatus,
+    *,
+    provider: MetricProvider,
+    templates: dict[str, MetricTemplateSpec],
+    versions: Versions,
+    since: datetime | None,
+    previous: list[MetricStatus],
+) -> None:
+    """After a round of a Rollout under release: what the lane watches of it from now on."""
+    if LANE is None or spec.analysis is None:
+        return
+    analysis = spec.analysis
+    watched = core.enrolment(
+        namespace=key[0], name=key[1], server=server_of(spec, key[0]),
+        revision=status.release.revision if status.release else None, source=source_for(spec),
+        metrics=definitions(spec, templates, effective_risk(spec)), versions=versions,
+        min_requests=analysis.min_requests if analysis.min_requests is not None else DEFAULT_MIN_REQUESTS,
+        since=since if status.phase in RELEASING else None, previous=previous,
+    )  # fmt: skip
+    LANE.enrol(key, watched, provider)
+
+
+def leave(key: Key) -> None:
+    if LANE is not None:
+        LANE.leave(key)
+
+
+def merge(key: Key, status: RolloutStatus) -> tuple[RolloutStatus, list[Event]]:
+    """The lane's breaches of this Rollout, into its verdict history (while it is under release)."""
+    if LANE is None:
+        return status, []
+    breaches = LANE.take(key)
+    if not breaches or status.phase not in RELEASING:
+        return status, []
+    revision = status.release.revision if status.release else None
+    metrics, events = core.record(status.metrics or [], breaches, revision)
+    if not events:
+        return status, []
+    return status.model_copy(update={"metrics": metrics, "last_verdict": core.last_verdict(metrics)}), events
+
+
+def describe(settings: Settings) -> str:
+    """How the lane runs, for the operator's log at start-up."""
+    if not settings.enabled:
+        return "fast lane off"
+    cadence = f"every {settings.cadence:g}s" if settings.cadence else "at the scrape interval"
+    window = (
+        f"{format_duration(timedelta(seconds=settings.window))} window"
+        if settings.window
+        else "default window"
+    )
+    return f"fast lane on: {cadence}, {window}"

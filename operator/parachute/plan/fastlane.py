@@ -1,0 +1,315 @@
+"""The fast lane's decisions, pure: what it watches, how it asks, and what it found.
+
+Between analysis rounds the fast lane looks at the critical conditions of every Rollout under
+release, at the scrape's cadence, so that a critical breach rolls back within seconds whatever
+`analysis.interval` says. Its cost must not grow with the number of Rollouts: all Rollouts that
+read the same request counter on the same Prometheus are asked in one query, grouped by the
+labels that tell them and their versions apart (the namespace and the pod, whose names say the
+version: `plan.versions`), and the answer is split back per Rollout, judged version and stable.
+
+Each Rollout's counts are then judged by the routine rounds' own judge (`plan.verdicts.judge`),
+with the same guards: minimum requests, no data, the comparison judge with its confidence, and
+the sustain rule (the lane keeps its own previous status, so `sustainFor` is held across its
+looks). Only a Failed verdict on a measured sample is a breach; Inconclusive, Error and a
+failure on no data are left to the routine rounds. The lane's looks at one stage are counted
+like the rounds' (`plan.compare.adjusted`), one per window elapsed in the stage, so looking
+every second does not wear the confidence down.
+
+What it covers: rates of bad requests (`error-rate`, `success-rate`) from sources that label
+series with the namespace and the pod (the app's own metrics, Linkerd). Latency and queries of
+the user's own are judged by the routine rounds alone.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from parachute.api import Direction, Judge, MetricsSource, MetricStatus, Verdict, format_duration
+from parachute.plan.compare import Counts
+from parachute.plan.metrics import Kind, MetricDefinition
+from parachute.plan.model import Event, EventType
+from parachute.plan.sources import Source
+from parachute.plan.verdicts import Sample, Series, Traffic, judge, worst
+from parachute.plan.versions import Versions
+
+# Sources whose series carry the namespace and the pod, so one query can serve every Rollout.
+GROUPABLE = (MetricsSource.app, MetricsSource.linkerd)
+# Beyond this the pods' patterns are left out of the query (the namespaces still select, and
+# the split matches pods itself): a URL that long is refused by many proxies in front of Prometheus.
+MAX_QUERY = 6000
+FAST_LANE_PREFIX = "fast lane: "
+
+Key = tuple[str, str]  # namespace, name
+
+
+def watchable(metric: MetricDefinition) -> bool:
+    """A critical condition the lane can judge: a rate of bad requests with a critical line or
+    an immediate trigger."""
+    return metric.kind == Kind.requests and (metric.critical is not None or metric.rollback_at is not None)
+
+
+@dataclass(frozen=True)
+class Watched:
+    """One Rollout under release as the fast lane watches it."""
+
+    namespace: str
+    name: str
+    server: Hashable  # which Prometheus (and with which credentials)
+    revision: str  # the release judged: a breach found for another is stale
+    source: Source
+    metrics: tuple[MetricDefinition, ...]  # only what `watchable` accepts
+    versions: Versions
+    min_requests: int
+    since: datetime  # the stage's start: the lane's looks at it are counted from here
+    previous: tuple[MetricStatus, ...] = ()  # the routine's last statuses, to start the sustain from
+
+    @property
+    def key(self) -> Key:
+        return self.namespace, self.name
+
+
+def enrolment(
+    *,
+    namespace: str,
+    name: str,
+    server: Hashable,
+    revision: str | None,
+    source: Source,
+    metrics: Iterable[MetricDefinition],
+    versions: Versions,
+    min_requests: int,
+    since: datetime | None,
+    previous: Iterable[MetricStatus] = (),
+) -> Watched | None:
+    """The Rollout as the lane watches it, or None when the lane has nothing to judge of it."""
+    kept = tuple(m for m in metrics if watchable(m))
+    if not kept or source.kind not in GROUPABLE or revision is None or since is None:
+        return None
+    return Watched(namespace, name, server, revision, source, kept, versions, min_requests, since,
+                   tuple(previous))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Query:
+    """One query for every Rollout that reads one request counter on one Prometheus."""
+
+    server: Hashable
+    text: str
+    members: tuple[Watched, ...]
+
+
+def _counter(w: Watched) -> tuple[Hashable, ...]:
+    s = w.source
+    return (w.server, s.kind, s.requests, s.labels.namespace, s.labels.pod, s.outcome_label, s.bad_outcomes)
+
+
+def queries(watched: Iterable[Watched], window: timedelta) -> list[Query]:
+    """One query per Prometheus and request counter, whatever the number of Rollouts."""
+    groups: dict[tuple[Hashable, ...], list[Watched]] = {}
+    for w in watched:
+        groups.setdefault(_counter(w), []).append(w)
+    out = []
+    for members in groups.values():
+        members.sort(key=lambda w: w.key)
+        out.append(Query(members[0].server, _query(members, format_duration(window)), tuple(members)))
+    return out
+
+
+def _query(members: list[Watched], window: str) -> str:
+    source = members[0].source
+    ns, pod, outcome = source.labels.namespace, source.labels.pod, source.outcome_label
+    namespaces = "|".join(sorted({w.namespace for w in members}))
+    patterns = sorted({p for w in members for p in _patterns(w)})
+    inbound = 'direction="inbound",' if source.kind == MetricsSource.linkerd else ""
+
+    def text(pods: str) -> str:
+        return (f"sum by ({ns}, {pod}, {outcome}) "
+                f'(increase({source.requests}{{{inbound}{ns}=~"{namespaces}"{pods}}}[{window}]))')  # fmt: skip
+
+    full = text(f',{pod}=~"{"|".join(patterns)}"')
+    return full if len(full) <= MAX_QUERY else text("")
+
+
+def _patterns(w: Watched) -> tuple[str, ...]:
+    if w.versions.judges_target:
+        return (w.versions.judged.pods,)
+    return w.versions.judged.pods, w.versions.stable.pods
+
+
+@dataclass(frozen=True)
+class Split:
+    """One Rollout's requests by outcome in the window: the judged version's and stable's
+    (None: no series for those pods)."""
+
+    judged: Counts | None = None
+    stable: Counts | None = None
+
+
+@dataclass
+class _Tally:
+    requests: float = 0.0
+    errors: float = 0.0
+    seen: bool = False
+
+    def counts(self) -> Counts | None:
+        return Counts(self.requests, self.errors) if self.seen else None
+
+
+def split(query: Query, answer: Series) -> dict[Key, Split]:
+    """The answer's series, each added to the Rollout and version whose pods it is of."""
+    source = query.members[0].source
+    ns_label, pod_label, outcome_label = source.labels.namespace, source.labels.pod, source.outcome_label
+    bad = re.compile(source.bad_outcomes)
+    by_namespace: dict[str, list[tuple[Watched, re.Pattern[str], re.Pattern[str] | None]]] = {}
+    for w in query.members:
+        stable = None if w.versions.judges_target else re.compile(w.versions.stable.pods)
+        by_namespace.setdefault(w.namespace, []).append((w, re.compile(w.versions.judged.pods), stable))
+    tallies: dict[tuple[Key, str], _Tally] = {}
+    for labels, value in answer.found:
+        found = dict(labels)
+        pod = found.get(pod_label, "")
+        for w, judged, stable in by_namespace.get(found.get(ns_label, ""), []):
+            if judged.fullmatch(pod):
+                side = "judged"
+            elif stable is not None and stable.fullmatch(pod):
+                side = "stable"
+            else:
+                continue
+            tally = tallies.setdefault((w.key, side), _Tally())
+            tally.seen = True
+            if not math.isfinite(value):
+                continue
+            tally.requests += value
+            if bad.fullmatch(found.get(outcome_label, "")):
+                tally.errors += value
+            break
+    empty = _Tally()
+    return {
+        w.key: Split(
+            tallies.get((w.key, "judged"), empty).counts(), tallies.get((w.key, "stable"), empty).counts()
+        )
+        for w in query.members
+    }
+
+
+def look(since: datetime, now: datetime, window: timedelta) -> int:
+    """Which look at this stage the lane's is: one per window elapsed, as the rounds count one
+    per interval (looks within one window see mostly the same requests)."""
+    if now <= since or window <= timedelta(0):
+        return 1
+    return int((now - since) / window) + 1
+
+
+@dataclass(frozen=True)
+class Breach:
+    """A critical breach the lane found: the metric's Failed status, on the sample that decided."""
+
+    namespace: str
+    name: str
+    revision: str
+    status: MetricStatus
+
+
+@dataclass(frozen=True)
+class Judged:
+    statuses: tuple[MetricStatus, ...] = ()  # the lane's own, for its next look
+    breaches: tuple[Breach, ...] = ()
+
+
+def judge_split(
+    w: Watched,
+    counts: Split,
+    previous: Mapping[str, MetricStatus],
+    now: datetime,
+    window: timedelta,
+) -> Judged:
+    """Every watched metric of one Rollout on the lane's window, by the rounds' judge.
+
+    `previous` is the lane's last status of each metric (else the routine's is used), so a
+    critical condition is Failed only once it has held for the metric's `sustainFor`."""
+    routine = {m.name: m for m in w.previous}
+    stable = None if w.versions.judges_target else counts.stable
+    shown = format_duration(window)
+    statuses, breaches = [], []
+    for metric in w.metrics:
+        before = previous.get(metric.name) or routine.get(metric.name)
+        canary, traffic = _sample(metric, counts.judged, stable, shown, look(w.since, now, window))
+        status = judge(metric, canary, before, now, min_requests=w.min_requests, traffic=traffic)
+        statuses.append(status)
+        if status.verdict == Verdict.failed and status.value is not None:
+            breaches.append(
+                Breach(w.namespace, w.name, w.revision, status.model_copy(update={"fast_lane": True}))
+            )
+    return Judged(tuple(statuses), tuple(breaches))
+
+
+def _sample(
+    metric: MetricDefinition, mine: Counts | None, theirs: Counts | None, window: str, look_: int
+) -> tuple[Sample, Traffic]:
+    """The judged version's rate and the traffic behind it, as a round measures them."""
+    if mine is None:
+        # A labelled counter has no series before its first request: with stable's pods
+        # counted, the judged pods have served nothing; otherwise nobody can tell.
+        if theirs is not None:
+            return Sample(), Traffic(requests=0, window=window, look=look_)
+        return Sample(), Traffic(unknown_because="traffic unknown: no series for these pods")
+    rate = Sample.of(1.0 - mine.rate if metric.direction == Direction.below else mine.rate)
+    if mine.requests <= 0:
+        rate = Sample()
+    if metric.judge == Judge.compare:
+        return rate, Traffic(requests=mine.requests, counts=mine, stable=theirs, window=window, look=look_)
+    return rate, Traffic(requests=mine.requests)
+
+
+def record(
+    metrics: list[MetricStatus], breaches: Iterable[Breach], revision: str | None
+) -> tuple[list[MetricStatus], list[Event]]:
+    """The lane's breaches written into the verdict history: each replaces its metric's status,
+    marked as the lane's, with the rounds' counts and one more failure. Breaches found for
+    another release are stale and dropped."""
+    out = list(metrics)
+    events = []
+    for breach in breaches:
+        if breach.revision != revision:
+            continue
+        index = next((i for i, m in enumerate(out) if m.name == breach.status.name), None)
+        old = out[index] if index is not None else MetricStatus(name=breach.status.name)
+        if old.fast_lane and old.verdict == Verdict.failed:
+            continue  # recorded already
+        message = f"{FAST_LANE_PREFIX}{breach.status.message or breach.status.name}"
+        status = breach.status.model_copy(update={
+            "message": message, "successful": old.successful, "failed": old.failed + 1,
+            "inconclusive": old.inconclusive, "errors": old.errors, "healthy_since": None,
+        })  # fmt: skip
+        if index is None:
+            out.append(status)
+        else:
+            out[index] = status
+        events.append(Event(EventType.warning, "MetricFailed", message))
+    return out, events
+
+
+def last_verdict(metrics: list[MetricStatus]) -> Verdict | None:
+    return worst(m.verdict for m in metrics)
+
+
+@dataclass
+class Memory:
+    """The lane's own previous statuses per Rollout, for the sustain rule across its looks;
+    forgotten when the Rollout's release or stage changes."""
+
+    of: dict[Key, tuple[tuple[str, datetime], dict[str, MetricStatus]]] = field(default_factory=dict)
+
+    def previous(self, w: Watched) -> dict[str, MetricStatus]:
+        epoch, statuses = self.of.get(w.key, (("", w.since), {}))
+        return statuses if epoch == (w.revision, w.since) else {}
+
+    def keep(self, w: Watched, statuses: Iterable[MetricStatus]) -> None:
+        self.of[w.key] = ((w.revision, w.since), {s.name: s for s in statuses})
+
+    def forget(self, key: Key) -> None:
+        self.of.pop(key, None)

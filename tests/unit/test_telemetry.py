@@ -1,0 +1,178 @@
+"""The operator's own metrics count what happened once each: a stage entered, a rollback level
+entered, a verdict, a PromQL query by outcome, an API request by code; Rollouts by phase come
+from the leader alone; and a replica that does not lead writes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client
+from prometheus_client import REGISTRY
+
+from parachute import kube, telemetry
+from parachute.api import MetricStatus, RolloutStatus, Verdict
+from parachute.plan.verdicts import Sample, Series
+
+
+def value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def status(**fields: object) -> RolloutStatus:
+    return RolloutStatus.model_validate(fields)
+
+
+PLAN = [{"name": "canary", "weight": 10}, {"name": "partial", "weight": 50}, {"name": "full", "weight": 100}]
+
+
+def test_a_stage_is_counted_once_when_entered_and_not_on_every_reconcile_in_it() -> None:
+    labels = {"namespace": "t-stages", "rollout": "checkout", "stage": "partial"}
+    before = value("parachute_stage_transitions_total", **labels)
+    old = {"stageIndex": 0, "release": {"revision": "r2"}, "plan": PLAN}
+    entered = status(stageIndex=1, release={"revision": "r2"}, plan=PLAN)
+    telemetry.decided("t-stages", "checkout", old, entered)
+    telemetry.decided("t-stages", "checkout", {**old, "stageIndex": 1}, entered)  # same stage again
+    assert value("parachute_stage_transitions_total", **labels) == before + 1
+
+
+def test_a_new_release_entering_its_first_stage_is_a_transition() -> None:
+    labels = {"namespace": "t-first", "rollout": "checkout", "stage": "canary"}
+    old = {"stageIndex": 2, "release": {"revision": "r2"}, "plan": PLAN}
+    telemetry.decided("t-first", "checkout", old, status(stageIndex=0, release={"revision": "r3"}, plan=PLAN))
+    assert value("parachute_stage_transitions_total", **labels) == 1
+
+
+def test_each_rollback_level_entered_is_counted_once() -> None:
+    def incident(*levels: str) -> dict[str, object]:
+        records = [{"level": level, "startedAt": f"2026-12-03T08:0{i}:00Z"} for i, level in enumerate(levels)]
+        return {"id": "i1", "reason": "error rate", "startedAt": "2026-12-03T08:00:00Z", "levels": records}
+
+    flag, config = (value("parachute_rollback_levels_total", namespace="t-levels", rollout="checkout", level=lv)
+                    for lv in ("flag", "config"))  # fmt: skip
+    telemetry.decided("t-levels", "checkout", {}, status(incidents=[incident("flag")]))
+    telemetry.decided("t-levels", "checkout", {"incidents": [incident("flag")]},
+                      status(incidents=[incident("flag", "config")]))  # fmt: skip
+    telemetry.decided("t-levels", "checkout", {"incidents": [incident("flag", "config")]},
+                      status(incidents=[incident("flag", "config")]))  # fmt: skip
+    assert (
+        value("parachute_rollback_levels_total", namespace="t-levels", rollout="checkout", level="flag")
+        == flag + 1
+    )
+    assert (
+        value("parachute_rollback_levels_total", namespace="t-levels", rollout="checkout", level="config")
+        == config + 1
+    )
+
+
+def test_verdicts_are_counted_by_metric_and_outcome() -> None:
+    telemetry.judged("t-verdicts", [MetricStatus(name="error-rate", verdict=Verdict.failed),
+                                    MetricStatus(name="latency-p95", verdict=Verdict.successful)])  # fmt: skip
+    assert (
+        value("parachute_verdicts_total", namespace="t-verdicts", metric="error-rate", verdict="Failed") == 1
+    )
+    assert (
+        value("parachute_verdicts_total", namespace="t-verdicts", metric="latency-p95", verdict="Successful")
+        == 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("sample", "outcome"),
+    [
+        (Sample(value=0.01), "ok"),
+        (Sample(), "no_data"),
+        (Sample(error="Prometheus unreachable"), "error"),
+        (Series.of(({"pod": "checkout-1"}, 3.0)), "ok"),
+        (Series(), "no_data"),
+        (Series(error="Prometheus unreachable"), "error"),
+    ],
+    ids=["value", "no-data", "error", "series", "no-series", "series-error"],
+)
+def test_a_promql_query_is_counted_by_outcome_and_timed(sample: Sample | Series, outcome: str) -> None:
+    before = value("parachute_promql_queries_total", outcome=outcome)
+    timed = value("parachute_promql_query_duration_seconds_count")
+
+    async def answer() -> Sample | Series:
+        return sample
+
+    assert asyncio.run(telemetry.query(answer())) is sample
+    assert value("parachute_promql_queries_total", outcome=outcome) == before + 1
+    assert value("parachute_promql_query_duration_seconds_count") == timed + 1
+
+
+def test_rollouts_by_phase_are_reported_by_the_leader_only() -> None:
+    leading = [True]
+    telemetry.leadership(lambda: leading[0])
+    try:
+        telemetry.observed("t-phases", "a", "Progressing")
+        telemetry.observed("t-phases", "b", "Progressing")
+        telemetry.observed("t-phases", "c", None)
+        assert value("parachute_rollouts", namespace="t-phases", phase="Progressing") == 2
+        assert value("parachute_rollouts", namespace="t-phases", phase="Pending") == 1
+        assert value("parachute_leader") == 1
+        leading[0] = False
+        assert (
+            REGISTRY.get_sample_value("parachute_rollouts", {"namespace": "t-phases", "phase": "Progressing"})
+            is None
+        )
+        assert value("parachute_leader") == 0
+        leading[0] = True
+        telemetry.gone("t-phases", "a")
+        assert value("parachute_rollouts", namespace="t-phases", phase="Progressing") == 1
+    finally:
+        telemetry.leadership(lambda: True)
+        for name in "abc":
+            telemetry.gone("t-phases", name)
+
+
+@pytest.fixture
+def unreachable() -> Iterator[client.ApiClient]:
+    """A client of the operator's kind, for an API server that is not there."""
+    configuration = client.Configuration()
+    configuration.host = "http://127.0.0.1:9"  # the discard port: nothing listens
+    configuration.retries = 0
+    yield kube._Client(configuration)
+    kube.fence(None)
+
+
+def test_a_replica_that_does_not_lead_refuses_every_write_before_sending_it(
+    unreachable: client.ApiClient,
+) -> None:
+    kube.fence(lambda: False)
+    refused = value("parachute_api_requests_total", method="PATCH", code="error")
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        with pytest.raises(kube.NotLeadingError):
+            unreachable.request(
+                method, "http://127.0.0.1:9/apis/apps/v1/namespaces/shop/deployments/checkout"
+            )
+    assert value("parachute_api_requests_total", method="PATCH", code="error") == refused  # never sent
+    # Reads go on (a standby watches and reads), and so do the Lease's writes.
+    with pytest.raises(Exception) as read:
+        unreachable.request("GET", "http://127.0.0.1:9/api/v1/namespaces")
+    assert not isinstance(read.value, kube.NotLeadingError)
+    lease = kube._LeaseClient(unreachable.configuration)
+    with pytest.raises(Exception) as renewal:
+        lease.request("PUT", "http://127.0.0.1:9/apis/coordination.k8s.io/v1/namespaces/p/leases/parachute")
+    assert not isinstance(renewal.value, kube.NotLeadingError)
+
+
+def test_an_api_request_without_an_answer_is_counted_as_an_error(unreachable: client.ApiClient) -> None:
+    before = value("parachute_api_requests_total", method="GET", code="error")
+    with pytest.raises(Exception):  # noqa: B017  (urllib3's, whichever it is)
+        unreachable.request("GET", "http://127.0.0.1:9/api/v1/namespaces")
+    assert value("parachute_api_requests_total", method="GET", code="error") == before + 1
+
+
+def test_a_rollouts_rollback_and_recovery_series_exist_at_zero_before_its_first_rollback() -> None:
+    # A series born at 1 shows no increase() over any range: the dashboard would miss the rollback.
+    telemetry.observed("t-zero", "checkout", "Progressing")
+    zero = {"namespace": "t-zero", "rollout": "checkout"}
+    assert REGISTRY.get_sample_value("parachute_rollbacks_total", zero) == 0
+    assert REGISTRY.get_sample_value("parachute_recovery_objective_breaches_total", zero) == 0
+    for level in ("flag", "config", "code"):
+        assert REGISTRY.get_sample_value("parachute_rollback_levels_total", {**zero, "level": level}) == 0
+        assert REGISTRY.get_sample_value("parachute_recovery_seconds_count", {**zero, "level": level}) == 0
+    telemetry.recovered("t-zero", "checkout", "code", 42.0, objective_met=True)
+    assert REGISTRY.get_sample_value("parachute_recovery_seconds_count", {**zero, "level": "code"}) == 1
