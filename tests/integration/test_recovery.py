@@ -260,7 +260,8 @@ class Receiver:
         self.server.server_close()
 
 
-def secret(world: Recovering, name: str, value: str) -> dict[str, str]:
+def secret(world: Analysed, name: str, value: str) -> dict[str, str]:
+    """A Secret in the world's namespace holding `value`, as the reference a spec gives it."""
     world.cluster.core.create_namespaced_secret(
         world.namespace, {"metadata": {"name": name}, "stringData": {"v": value}}
     )
