@@ -3,6 +3,9 @@
 
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
+# `make test` runs on this many workers, each with its own local cluster (a test's waits are
+# mostly sleeps, so two share two cores well). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 CLUSTER_DIR ?= .cluster
 
 .PHONY: help setup demo test test-quick unit integration lint typecheck format crds \
@@ -24,7 +27,7 @@ demo: setup
 	$(PY) -m testbed.demo --dir $(CLUSTER_DIR)
 
 test: setup lint typecheck
-	$(PYTEST) --durations=25 tests/unit tests/integration
+	$(PYTEST) -n $(TEST_WORKERS) --dist worksteal --durations=25 tests/unit tests/integration
 
 test-quick: setup lint typecheck
 	$(PYTEST) tests/unit -m "not slow"

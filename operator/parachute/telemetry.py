@@ -13,6 +13,7 @@ right. `parachute_leader` is 1 on the replica that acts.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -98,6 +99,7 @@ class _State(Collector):
 
     def __init__(self) -> None:
         self.phases: dict[tuple[str, str], str] = {}
+        self.stages: dict[tuple[str, str], set[str]] = {}  # stage labels to remove with the Rollout
         self.leading: Callable[[], bool] = lambda: True
         self.pending: Callable[[], int] = lambda: 0
 
@@ -155,7 +157,21 @@ def observed(namespace: str, rollout: str, phase: str | None) -> None:
 
 
 def gone(namespace: str, rollout: str) -> None:
+    """The Rollout is deleted (or another shard's): its series go, so a cluster that churns
+    Rollouts does not grow the operator's memory and scrapes without bound."""
     STATE.phases.pop((namespace, rollout), None)
+    for metric in (ROLLBACKS, OBJECTIVE_BREACHES):
+        _remove(metric, namespace, rollout)
+    for level in RecoveryLevel:
+        _remove(ROLLBACK_LEVELS, namespace, rollout, level.value)
+        _remove(RECOVERY_SECONDS, namespace, rollout, level.value)
+    for stage in STATE.stages.pop((namespace, rollout), set()):
+        _remove(STAGE_TRANSITIONS, namespace, rollout, stage)
+
+
+def _remove(metric: Counter | Histogram, *labels: str) -> None:
+    with contextlib.suppress(KeyError):  # never created
+        metric.remove(*labels)
 
 
 def rollback_started(namespace: str, rollout: str) -> None:
@@ -177,6 +193,7 @@ def decided(namespace: str, rollout: str, old: dict[str, Any], new: RolloutStatu
         plan = new.plan or []
         name = (plan[index].name if index < len(plan) else None) or str(index + 1)
         STAGE_TRANSITIONS.labels(namespace, rollout, name).inc()
+        STATE.stages.setdefault((namespace, rollout), set()).add(name)
     before = {
         (incident.get("id"), level.get("level"), level.get("startedAt"))
         for incident in old.get("incidents") or []

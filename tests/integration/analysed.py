@@ -23,6 +23,7 @@ from tests.integration.conftest import (
     eventually,
     rollout,
     rollout_status,
+    wait_adopted,
 )
 
 GROUP, VERSION, PLURAL = "parachute.dev", "v1alpha1", "rollouts"
@@ -119,7 +120,7 @@ class Analysed:
         fields = {k: v for k, v in {**defaults, **given}.items() if v is not None}
         body = rollout("checkout", targetRef={"name": "checkout"}, analysis=analysis, **fields)
         self.cluster.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
-        eventually(lambda: self.status().get("phase") == "Healthy", timeout=60, what="adopted")
+        wait_adopted(self.cluster, self.namespace)
 
     def apply_image(self, image: str, starts: bool = True) -> None:
         """A new image in the target's template: a release starts (unless something holds it)."""

@@ -260,14 +260,26 @@ def event_reasons(cluster: Cluster, namespace: str, name: str = "checkout") -> l
     return [e.reason for e in sorted(events, key=lambda e: e.metadata.creation_timestamp)]
 
 
+def wait_adopted(cluster: Cluster, namespace: str, name: str = "checkout", timeout: float = 60) -> None:
+    """Healthy with its stable revision recorded, and the target paused. The pause follows the
+    status write: an image applied between the two would roll the target by itself, no canary."""
+    eventually(
+        lambda: (
+            rollout_status(cluster, namespace, name).get("phase") == "Healthy"
+            and (rollout_status(cluster, namespace, name).get("release") or {}).get("stableRevision")
+            and cluster.apps.read_namespaced_deployment(name, namespace).spec.paused
+        ),
+        timeout=timeout,
+        what=f"{name} adopted",
+    )
+
+
 def start_release(cluster: Cluster, namespace: str, **spec: Any) -> None:
     """Adopt Deployment `checkout` under a Rollout with short waits, then apply a new image."""
     cluster.apps.create_namespaced_deployment(namespace, deployment("checkout", replicas=2))
     body = rollout("checkout", targetRef={"name": "checkout"}, waits={"min": "3s", "max": "6s"}, **spec)
     cluster.custom.create_namespaced_custom_object("parachute.dev", "v1alpha1", namespace, "rollouts", body)
-    eventually(
-        lambda: (rollout_status(cluster, namespace).get("release") or {}).get("stableRevision"), timeout=60
-    )
+    wait_adopted(cluster, namespace)
     image = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "checkout:2.0"}]}}}}
     cluster.apps.patch_namespaced_deployment("checkout", namespace, image)
 

@@ -17,7 +17,15 @@ from typing import Any
 from testbed.dataplane import App, DataPlane
 from testbed.loadgen import LoadGenerator
 from testbed.prometheus import PodDiscovery, PodPrometheus
-from tests.integration.conftest import Cluster, deployment, event_reasons, eventually, rollout, rollout_status
+from tests.integration.conftest import (
+    Cluster,
+    deployment,
+    event_reasons,
+    eventually,
+    rollout,
+    rollout_status,
+    wait_adopted,
+)
 
 GROUP, VERSION, PLURAL = "parachute.dev", "v1alpha1", "rollouts"
 INTERVAL = "3s"
@@ -73,7 +81,7 @@ class Measured:
         fields = {"risk": "medium", **spec}
         created = rollout("checkout", targetRef={"name": "checkout"}, analysis=body, **fields)
         self.cluster.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, created)
-        eventually(lambda: self.status().get("phase") == "Healthy", timeout=60, what="adopted")
+        wait_adopted(self.cluster, self.namespace)
 
     def patch(self, spec: Mapping[str, Any]) -> None:
         self.cluster.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, "checkout",

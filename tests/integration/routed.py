@@ -229,17 +229,3 @@ class Routed:
         new = sum(v for h, v in counted.items() if h in self.new_hashes())
         total = sum(counted.values())
         return (100 * new / total if total else float("nan")), total
-
-    def routed_share(self) -> float:
-        """The new version's share of requests as the data plane sends them now: each of the
-        route's backends (as read from the cluster) by its weight, spread evenly over its ready
-        endpoints, counted for the endpoints whose pod runs the new image. Exact, no sampling."""
-        images = {e.url: e.image for name in self.plane.ports() if (e := self.plane.endpoint(name))}
-        backends = [b for b in self.picker().backends() if b.weight > 0]
-        total = sum(b.weight for b in backends)
-        if not total or not all(b.endpoints for b in backends):
-            return float("nan")  # some request would find no backend
-        new = sum(
-            b.weight * sum(images.get(u) == NEW for u in b.endpoints) / len(b.endpoints) for b in backends
-        )
-        return 100 * new / total

@@ -15,7 +15,7 @@ from parachute.api import CHANGE_TICKET_ANNOTATION
 from parachute.cli import postmortem
 from tests.integration.analysed import NEW, Analysed
 from tests.integration.conftest import Cluster, RunningOperator, eventually
-from tests.integration.test_recovery import BAD, ONE_STAGE, Receiver
+from tests.integration.test_recovery import BAD, ONE_STAGE, Receiver, secret
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
 
@@ -34,13 +34,6 @@ def messages(world: Analysed, reason: str) -> list[str]:
         world.namespace, field_selector="involvedObject.name=checkout,involvedObject.kind=Rollout"
     ).items
     return [e.message for e in events if e.reason == reason]
-
-
-def secret(world: Analysed, name: str, value: str) -> dict[str, str]:
-    world.cluster.core.create_namespaced_secret(
-        world.namespace, {"metadata": {"name": name}, "stringData": {"v": value}}
-    )
-    return {"name": name, "key": "v"}
 
 
 def test_a_policy_asks_for_a_change_ticket_and_the_ticket_follows_the_release_into_its_incident(

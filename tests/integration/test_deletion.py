@@ -15,6 +15,7 @@ from tests.integration.conftest import (
     eventually,
     rollout,
     rollout_status,
+    wait_adopted,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -43,9 +44,7 @@ def mid_release(cluster: Cluster, namespace: str) -> None:
         "checkout", targetRef={"name": "checkout"}, risk="medium", waits={"min": "10m", "max": "20m"}
     )
     cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-    eventually(
-        lambda: rollout_status(cluster, namespace).get("phase") == "Healthy", timeout=60, what="adopted"
-    )
+    wait_adopted(cluster, namespace)
     new_image = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "checkout:2.0"}]}}}}
     cluster.apps.patch_namespaced_deployment("checkout", namespace, new_image)
     eventually(lambda: rollout_status(cluster, namespace).get("stage") == "1/3", timeout=60, what="stage 1")

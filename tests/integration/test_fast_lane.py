@@ -13,7 +13,7 @@ import pytest
 
 from testbed.demoapp import Behaviour
 from tests.integration.analysed import GROUP, NEW, PLURAL, STABLE, VERSION, Analysed
-from tests.integration.conftest import RunningOperator, eventually, rollout
+from tests.integration.conftest import RunningOperator, eventually, rollout, wait_adopted
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
 
@@ -29,7 +29,7 @@ def adopt(world: Analysed) -> None:
                                 "metrics": METRICS}  # fmt: skip
     body = rollout("checkout", targetRef={"name": "checkout"}, analysis=analysis, steps=ONE_STAGE)
     world.cluster.custom.create_namespaced_custom_object(GROUP, VERSION, world.namespace, PLURAL, body)
-    eventually(lambda: world.status().get("phase") == "Healthy", timeout=60, what="adopted")
+    wait_adopted(world.cluster, world.namespace)
 
 
 def rolled_back(world: Analysed) -> bool:

@@ -17,6 +17,7 @@ from tests.integration.conftest import (
     eventually,
     rollout,
     rollout_status,
+    wait_adopted,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -36,7 +37,7 @@ def test_a_reconcile_that_keeps_failing_is_reported_in_status_and_cleared_when_i
         "checkout", targetRef={"name": "checkout"}, risk="medium", waits={"min": "10m", "max": "20m"}
     )
     crds.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-    eventually(lambda: rollout_status(crds, namespace).get("phase") == "Healthy", timeout=60, what="adopted")
+    wait_adopted(crds, namespace)
     image = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "checkout:2.0"}]}}}}
     crds.apps.patch_namespaced_deployment("checkout", namespace, image)
     eventually(lambda: rollout_status(crds, namespace).get("stage") == "1/3", timeout=60, what="stage 1")

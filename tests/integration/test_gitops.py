@@ -29,6 +29,7 @@ from tests.integration.conftest import (
     eventually,
     rollout,
     rollout_status,
+    wait_adopted,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -155,7 +156,7 @@ def test_applying_the_same_documents_again_mid_stage_changes_nothing(
             resource.server_side_apply(body=body, field_manager="gitops", force_conflicts=True)
 
     sync()
-    eventually(lambda: rollout_status(crds, namespace).get("phase") == "Healthy", timeout=60, what="adopted")
+    wait_adopted(crds, namespace)
     target["spec"]["template"]["spec"]["containers"][0]["image"] = "registry.example/checkout:2.0"
     sync()  # the new version, as git now says
 

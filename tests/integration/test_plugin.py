@@ -26,6 +26,7 @@ from tests.integration.conftest import (
     eventually,
     rollout,
     rollout_status,
+    wait_adopted,
 )
 from tests.unit.test_cli_view import KNOWN_STATUS
 
@@ -190,7 +191,7 @@ class Release:
         self.cluster.apps.create_namespaced_deployment(self.namespace, deployment("checkout", replicas=2))
         body = rollout("checkout", targetRef={"name": "checkout"}, **spec)
         self.cluster.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
-        eventually(lambda: self.status().get("phase") == "Healthy", timeout=60, what="adopted")
+        wait_adopted(self.cluster, self.namespace)
 
     def new_image(self, image: str = "registry.example/checkout:2.0") -> None:
         patch = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}}

@@ -112,10 +112,16 @@ def operator_metrics(port: int) -> str:
         return str(response.read().decode())
 
 
-def recoveries(scraped: str, level: str) -> float:
-    """How many recoveries by `level` the operator's own metrics count."""
+def recoveries(scraped: str, namespace: str, level: str) -> float:
+    """How many recoveries by `level` the operator's own metrics count for the Rollout in `namespace`.
+
+    Every Rollout the operator has seen has a series per level (at zero until it recovers)."""
     for line in scraped.splitlines():
-        if line.startswith("parachute_recovery_seconds_count{") and f'level="{level}"' in line:
+        if (
+            line.startswith("parachute_recovery_seconds_count{")
+            and f'namespace="{namespace}"' in line
+            and f'level="{level}"' in line
+        ):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
@@ -192,7 +198,7 @@ def test_a_bad_release_behind_a_flag_is_recovered_by_switching_the_flag_off(
     ]
     assert before in kept or {"flags": {"new-checkout": before}} in kept, kept
     assert "RecoveryApplied" in world.reasons() and "RolledBack" in world.reasons()
-    assert recoveries(operator_metrics(metrics_port), "flag") == 1
+    assert recoveries(operator_metrics(metrics_port), world.namespace, "flag") == 1
 
 
 # ---------------------------------------------------------------------------- level 2
@@ -260,7 +266,8 @@ class Receiver:
         self.server.server_close()
 
 
-def secret(world: Recovering, name: str, value: str) -> dict[str, str]:
+def secret(world: Analysed, name: str, value: str) -> dict[str, str]:
+    """A Secret in the world's namespace holding `value`, as the reference a spec gives it."""
     world.cluster.core.create_namespaced_secret(
         world.namespace, {"metadata": {"name": name}, "stringData": {"v": value}}
     )
@@ -305,7 +312,7 @@ def test_bad_code_goes_back_to_stable_and_the_incident_channel_hears_of_it(
         assert event["data"]["incident"]["level"] == "code" and headers["Authorization"] == "Bearer s3cret"
         assert headers["Content-Type"] == "application/cloudevents+json"
         assert dead.received  # it was tried
-        assert recoveries(operator_metrics(metrics_port), "code") == 1
+        assert recoveries(operator_metrics(metrics_port), world.namespace, "code") == 1
     finally:
         channel.stop()
         dead.stop()

@@ -19,6 +19,7 @@ from tests.integration.conftest import (
     eventually,
     rollout,
     rollout_status,
+    wait_adopted,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -38,8 +39,7 @@ class Release:
         )
         body = rollout("checkout", targetRef={"name": "checkout"}, **spec)
         self.cluster.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
-        eventually(lambda: self.status().get("phase") == "Healthy", timeout=60, what="adopted")
-        eventually(lambda: self.target().spec.paused, what="target paused")
+        wait_adopted(self.cluster, self.namespace)
 
     def status(self) -> dict[str, Any]:
         return rollout_status(self.cluster, self.namespace)

@@ -18,6 +18,7 @@ from testbed.dataplane import (
     Backend,
     RoutePicker,
     ServicePicker,
+    SmoothWeights,
     app_for,
     choose,
     pod_version,
@@ -73,6 +74,27 @@ def test_a_request_only_ever_reaches_an_endpoint_of_a_weighted_backend(
     assert picked is None or picked in reachable
     if reachable and all(b.endpoints for b in backends if b.weight > 0):
         assert picked is not None
+
+
+@given(st.lists(st.integers(0, 100), min_size=1, max_size=4), st.integers(1, 400))
+def test_balanced_picks_keep_every_backend_within_a_request_of_its_share(
+    weights: list[int], picks: int
+) -> None:
+    balance, counts = SmoothWeights(), Counter[int | None]()
+    total = sum(weights)
+    for n in range(1, picks + 1):
+        counts[balance.next(weights)] += 1
+        for index, weight in enumerate(weights):
+            assert abs(counts[index] - n * weight / total) < len(weights) if total else counts[None] == n
+
+
+def test_a_stage_moving_on_moves_the_balanced_share_with_it() -> None:
+    balance = SmoothWeights()
+    backends = [Backend(90, ("s",)), Backend(10, ("c",))]
+    first = Counter(choose(backends, random.Random(1), balance) for _ in range(1_200))
+    backends = [Backend(50, ("s",)), Backend(50, ("c",))]
+    then = Counter(choose(backends, random.Random(1), balance) for _ in range(1_200))
+    assert abs(first["c"] - 120) <= 2 and abs(then["c"] - 600) <= 2
 
 
 def endpoint(*addresses: str, ready: bool | None = True) -> dict[str, Any]:

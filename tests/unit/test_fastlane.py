@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from parachute.analysis import fastlane as lane
 from parachute.analysis.provider import FixedProvider
@@ -412,9 +413,22 @@ def test_a_breach_reaches_the_rollouts_status_only_while_it_is_under_release() -
             }
         )
         fast._breaches[("shop", "checkout")] = {"error-rate": breach()}
+        counted = (
+            REGISTRY.get_sample_value(
+                "parachute_verdicts_total", {"namespace": "shop", "metric": "error-rate", "verdict": "Failed"}
+            )
+            or 0.0
+        )
         merged, events = lane.merge(("shop", "checkout"), status)
         assert merged.last_verdict == Verdict.failed and merged.metrics and merged.metrics[0].fast_lane
         assert events
+        # The verdict that decides the rollback is counted like the rounds' verdicts.
+        assert (
+            REGISTRY.get_sample_value(
+                "parachute_verdicts_total", {"namespace": "shop", "metric": "error-rate", "verdict": "Failed"}
+            )
+            == counted + 1
+        )
         fast._breaches[("shop", "checkout")] = {"error-rate": breach()}
         rolling = status.model_copy(update={"phase": "RollingBack"})
         assert lane.merge(("shop", "checkout"), rolling) == (rolling, [])

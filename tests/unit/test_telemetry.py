@@ -176,3 +176,20 @@ def test_a_rollouts_rollback_and_recovery_series_exist_at_zero_before_its_first_
         assert REGISTRY.get_sample_value("parachute_recovery_seconds_count", {**zero, "level": level}) == 0
     telemetry.recovered("t-zero", "checkout", "code", 42.0, objective_met=True)
     assert REGISTRY.get_sample_value("parachute_recovery_seconds_count", {**zero, "level": "code"}) == 1
+
+
+def test_a_deleted_rollout_takes_its_series_with_it() -> None:
+    telemetry.observed("t-gone", "checkout", "Progressing")
+    old = {"stageIndex": 0, "release": {"revision": "r2"}, "plan": PLAN}
+    telemetry.decided("t-gone", "checkout", old, status(stageIndex=1, release={"revision": "r2"}, plan=PLAN))
+    telemetry.recovered("t-gone", "checkout", "code", 4.0, True)
+    assert REGISTRY.get_sample_value("parachute_recovery_seconds_count",
+                                     {"namespace": "t-gone", "rollout": "checkout", "level": "code"}) == 1  # fmt: skip
+    telemetry.gone("t-gone", "checkout")
+    left = [
+        sample
+        for family in REGISTRY.collect()
+        for sample in family.samples
+        if sample.labels.get("namespace") == "t-gone" and sample.labels.get("rollout") == "checkout"
+    ]
+    assert left == []

@@ -263,6 +263,12 @@ def merge(key: Key, status: RolloutStatus) -> tuple[RolloutStatus, list[Event]]:
     metrics, events = core.record(status.metrics or [], breaches, revision)
     if not events:
         return status, []
+    # A verdict the lane recorded is a verdict: the counter would otherwise miss the one that
+    # decided the rollback whenever the lane comes before the round.
+    recorded = {m.name for m in metrics if m.fast_lane} - {
+        m.name for m in status.metrics or [] if m.fast_lane
+    }
+    telemetry.judged(key[0], [m for m in metrics if m.name in recorded])
     return status.model_copy(update={"metrics": metrics, "last_verdict": core.last_verdict(metrics)}), events
 
 
