@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import urllib.request
 from pathlib import Path
@@ -83,7 +84,7 @@ def test_errors_are_evenly_spaced_unless_asked_for_at_random(
     finally:
         version.server.server_close()
     failed = [i for i, code in enumerate(codes) if code == 500]
-    gaps = [b - a - 1 for a, b in zip(failed, failed[1:], strict=False)]
+    gaps = [b - a - 1 for a, b in itertools.pairwise(failed)]
     if longest_clean_run is not None:
         assert len(failed) == 50 and max(gaps) == longest_clean_run
     else:
