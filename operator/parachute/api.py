@@ -39,6 +39,12 @@ SINGULAR = "rollout"
 # `ro` belongs to Argo Rollouts; `pr` keeps both installable side by side.
 SHORT_NAMES = ["pr"]
 
+
+def owner_reference(name: str, uid: str) -> dict[str, object]:
+    """What a Rollout's own objects carry: deleted with it, and known as its own."""
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": uid, "controller": True}
+
+
 # Go's time.ParseDuration grammar without signs and sub-millisecond units. CEL's
 # duration() accepts the same strings, so cross-field rules can compare them.
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"

@@ -38,7 +38,7 @@ from parachute.api import (
     format_duration,
     parse_duration,
 )
-from parachute.conditions import timestamp
+from parachute.conditions import at, timestamp
 from parachute.plan import facts, flag_requests
 from parachute.plan.desired_workload import template_revision
 from parachute.plan.model import Observed, RecoveryIntent, WorkloadIntent
@@ -93,7 +93,7 @@ def failed_metrics(metrics: Iterable[MetricStatus]) -> list[MetricStatus]:
 def first_critical(metrics: Iterable[MetricStatus], now: datetime) -> datetime:
     """When the failure began: the earliest breach (or failed evaluation) of a failed metric."""
     moments = [
-        _parse(m.breached_since or m.last_evaluated_at or "")
+        at(m.breached_since or m.last_evaluated_at or "")
         for m in failed_metrics(metrics)
         if m.breached_since or m.last_evaluated_at
     ]
@@ -114,7 +114,7 @@ def health_returned(metrics: Iterable[MetricStatus], since: datetime) -> datetim
         # A Warning still past its critical threshold (not yet sustained) is not health.
         if m.verdict not in GOOD or m.breached_since or not m.last_evaluated_at:
             return None
-        moment = _parse(m.last_evaluated_at)
+        moment = at(m.last_evaluated_at)
         if moment < since:
             return None
         moments.append(moment)
@@ -189,10 +189,6 @@ def human_seconds(value: float) -> str:
 
 def current_incident(incidents: list[Incident] | None) -> Incident | None:
     return incidents[-1] if incidents else None
-
-
-def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 # ---------------------------------------------------------------------------- the state machine
