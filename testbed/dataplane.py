@@ -524,6 +524,11 @@ class DataPlane:
                 endpoint.app = app_for(endpoint.image, self._apps, self._default)
                 self._configure(endpoint)
 
+    def endpoints(self) -> list[Endpoint]:
+        """Every pod's app endpoint now."""
+        with self._lock:
+            return list(self._endpoints.values())
+
     def endpoint(self, pod: str) -> Endpoint | None:
         with self._lock:
             return self._endpoints.get(pod)

@@ -225,12 +225,16 @@ class Version:
     def behaviour(self, user: str | None = None) -> Behaviour:
         """How a request behaves: as the flagged path while its flag is on (for `user`)."""
         with self._lock:
-            flag, flagd, flagged, base = self._flag, self._flagd, self._flagged, self._behaviour
-        if flagged is not None and flagd is not None and flagd.is_on(user):
-            return flagged
-        if flag is not None and flagged is not None and flag.is_on():
-            return flagged
-        return base
+            flagged, base = self._flagged, self._behaviour
+        return flagged if flagged is not None and self.serves_flagged(user) else base
+
+    def serves_flagged(self, user: str | None = None) -> bool:
+        """Whether the flag that gates the flagged path is on now (for `user`, a flagd flag)."""
+        with self._lock:
+            flag, flagd = self._flag, self._flagd
+        if flagd is not None:
+            return flagd.is_on(user)
+        return flag is not None and flag.is_on()
 
     def serve_one(self, user: str | None = None) -> int:
         """Simulate one request (of `user`, if it says): sleep the latency, decide the status
