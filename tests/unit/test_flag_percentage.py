@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from openfeature.evaluation_context import EvaluationContext
 
 from parachute.plan import flags, fractional
 from testbed.demoapp import Behaviour, FlagdFlag, Version
+from testbed.loadgen import LoadGenerator
 
 FLAG = "new-checkout"
 USERS = [f"user-{i}" for i in range(20_000)]
@@ -248,4 +250,31 @@ def test_the_demo_app_serves_each_user_the_path_of_the_variant_flagd_gives_them(
         assert served == {"on": len(on), "off": len(users) - len(on)}
         assert 100 * len(on) / len(users) == pytest.approx(30, abs=2)
     finally:
+        version.stop()
+
+
+def test_the_load_generators_requests_carry_users_the_app_buckets(tmp_path: Path) -> None:
+    flag_file = tmp_path / "flags.json"
+    flag_file.write_text(json.dumps(at(document(), "50%")))
+    version = Version("new", labelled=False, every_code=False).start()
+    version.follow_flag(FlagdFlag(flag_file, FLAG), Behaviour(latency_ms=0))
+    version.set_behaviour(Behaviour(latency_ms=0))
+    load = LoadGenerator(rate=400, duration=1.5, picker=lambda: version.url, users=1_000_000).start()
+    try:
+        load._thread.join(timeout=10)
+        served = {}
+        for _ in range(50):  # the last requests in flight
+            served = {
+                s.labels["variant"]: s.value
+                for metric in version.registry.collect()
+                for s in metric.samples
+                if s.name == "feature_flag_evaluations_total"
+            }
+            if sum(served.values()) >= load.sent:
+                break
+            time.sleep(0.1)
+        assert sum(served.values()) == load.sent > 400
+        assert 100 * served["on"] / load.sent == pytest.approx(50, abs=10)  # users, not one key
+    finally:
+        load.stop()
         version.stop()
