@@ -549,6 +549,15 @@ class Judge(StrEnum):
 
 # The built-ins that are rates of bad requests, which the comparison judge can judge.
 RATE_TEMPLATES = ("error-rate", "success-rate")
+# The built-in that counts what support tooling reports (`parachute.reports`), not a PromQL query.
+USER_REPORTS = "user-reports"
+# How long a user report counts. Reports of one issue come in over minutes to tens of minutes
+# after users meet it: half an hour gathers such a burst into one count, and forgets a report of
+# something long fixed. At most an hour: reports are kept as Events, which the API server keeps
+# for an hour by default (kube-apiserver --event-ttl), so a longer window would count reports
+# that may already be gone.
+DEFAULT_REPORTS_WINDOW = "30m"
+MAX_REPORTS_WINDOW = timedelta(hours=1)
 Percent = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?%$", max_length=16)]
 
 
@@ -569,6 +578,16 @@ class Metric(Model):
                 "judge and confidence apply to the built-in rates: " + ", ".join(RATE_TEMPLATES),
                 ".judge",
             ),
+            cel(
+                f"!has(self.window) || (has(self.template) && self.template == '{USER_REPORTS}')",
+                f"window applies to the built-in {USER_REPORTS}",
+                ".window",
+            ),
+            cel(
+                "!has(self.window) || duration(self.window) <= duration('1h')",
+                "window is at most 1h (user reports are kept as Events, which the API server keeps for an hour)",
+                ".window",
+            ),
         )
     )
 
@@ -576,11 +595,15 @@ class Metric(Model):
         Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)] | None
     ) = Field(None, description="Metric name in status; defaults to the template's name.")
     template: (
-        Literal["error-rate", "latency-p95", "success-rate", "database-errors", "security-alerts"] | None
+        Literal[
+            "error-rate", "latency-p95", "success-rate", "database-errors", "security-alerts", "user-reports"
+        ]
+        | None
     ) = Field(
         None,
         description="A built-in template with the playbook's thresholds, querying what "
-        "spec.analysis.source exports.",
+        "spec.analysis.source exports; user-reports counts what support tooling reports to the "
+        "operator (1 report of an issue is a Warning, 10 of the same issue are critical).",
     )
     template_ref: TemplateRef | None = Field(None, description="A MetricTemplate or ClusterMetricTemplate.")
     query: Annotated[str, StringConstraints(min_length=1, max_length=8192)] | None = Field(
@@ -631,6 +654,22 @@ class Metric(Model):
         description="With judge compare: how sure the canary must be worse than stable (or than a "
         "threshold, without stable traffic) before it counts. Default: 95%.",
     )
+    window: Duration | None = Field(
+        None,
+        description=f"user-reports: how long a report counts. Default {DEFAULT_REPORTS_WINDOW}, at most 1h. "
+        "A release counts only the reports made since it started, and a rollback those made since its "
+        "level's change was in place.",
+    )
+
+    @model_validator(mode="after")
+    def _window_of_user_reports(self) -> Self:
+        # The CEL rules above, for objects the API server did not check.
+        if self.window is not None:
+            if self.template != USER_REPORTS:
+                raise ValueError(f"window applies to the built-in {USER_REPORTS}")
+            if parse_duration(self.window) > MAX_REPORTS_WINDOW:
+                raise ValueError("window is at most 1h")
+        return self
 
 
 class MetricTemplateSpec(Model):
@@ -1270,6 +1309,34 @@ class MetricStatus(Model):
     )
 
 
+class UserReportCount(Model):
+    """The reports of one issue key in the window."""
+
+    key: str
+    count: int = Field(ge=0)
+    first_at: str = Field(
+        description="The first report of it counted: it leaves the window first.",
+        json_schema_extra={"format": "date-time"},
+    )
+    last_at: str = Field(json_schema_extra={"format": "date-time"})
+
+
+class UserReportsStatus(Model):
+    """What support tooling reported about this Rollout, counted per issue key."""
+
+    window: str = Field(description="How long a report counts (the user-reports metric's window).")
+    since: str = Field(
+        description="Reports are counted from here: the window's start, or the release's start, or "
+        "the moment the rollback's change was in place, whichever is latest.",
+        json_schema_extra={"format": "date-time"},
+    )
+    counted_at: str = Field(json_schema_extra={"format": "date-time"})
+    total: int = Field(0, ge=0, description="Reports counted, of every key.")
+    keys: list[UserReportCount] | None = Field(
+        None, max_length=10, description="The most reported keys first (ten at most)."
+    )
+
+
 class LevelRecord(Model):
     """One rollback level of an incident: when it started, what it changed, when health returned."""
 
@@ -1443,6 +1510,9 @@ class RolloutStatus(Model):
     )
     last_verdict: Verdict | None = None
     metrics: list[MetricStatus] | None = None
+    user_reports: UserReportsStatus | None = Field(
+        None, description="User reports counted per issue key, with spec.analysis.metrics' user-reports."
+    )
     gates: list[GateStatus] | None = None
     window: WindowStatus | None = None
     config_snapshots: list[ConfigSnapshot] | None = None

@@ -80,9 +80,12 @@ class Series:
         return out
 
 
-def _bad(value: float, threshold: float | None, direction: Direction) -> bool:
+def _bad(value: float, threshold: float | None, direction: Direction, at_least: bool = False) -> bool:
+    """Past the threshold (or, for a count such as user reports, at it)."""
     if threshold is None:
         return False
+    if at_least:
+        return value >= threshold if direction == Direction.above else value <= threshold
     return value > threshold if direction == Direction.above else value < threshold
 
 
@@ -157,7 +160,9 @@ def judge(
         canary = Sample(value=value)
         verdict, message, breached_since = _measured(metric, value, stable, breached_since, now)
         # rollbackAt is the one failure with no sustain: an immediate trigger for recovery.
-        immediate = verdict == Verdict.failed and _bad(value, metric.rollback_at, metric.direction)
+        immediate = verdict == Verdict.failed and _bad(
+            value, metric.rollback_at, metric.direction, metric.at_least
+        )
 
     key = {Verdict.successful: "successful", Verdict.warning: "successful", Verdict.failed: "failed",
            Verdict.inconclusive: "inconclusive", Verdict.error: "errors"}[verdict]  # fmt: skip
@@ -249,12 +254,13 @@ def _measured(
     """
     shown = format_value(value, metric.unit)
     side = "above" if metric.direction == Direction.above else "below"
-    if _bad(value, metric.rollback_at, metric.direction):
+    side = f"at or {side}" if metric.at_least else side
+    if _bad(value, metric.rollback_at, metric.direction, metric.at_least):
         limit = format_value(metric.rollback_at or 0.0, metric.unit)
         return Verdict.failed, f"{metric.name} {shown} {side} {limit}: roll back at once", breached_since
     off_stable, note = _against_stable(metric, value, stable)
     critical = [off_stable] if off_stable else []
-    if _bad(value, metric.critical, metric.direction):
+    if _bad(value, metric.critical, metric.direction, metric.at_least):
         critical.insert(0, f"{side} critical {format_value(metric.critical or 0.0, metric.unit)}")
     if critical:
         since = breached_since or timestamp(now)
@@ -263,7 +269,7 @@ def _measured(
         if held >= metric.sustain_for:
             return Verdict.failed, f"{what}, for {human_duration(held)}{note}", since
         return Verdict.warning, f"{what}, for {human_duration(held)} so far{note}", since
-    if _bad(value, metric.warning, metric.direction):
+    if _bad(value, metric.warning, metric.direction, metric.at_least):
         limit = format_value(metric.warning or 0.0, metric.unit)
         return Verdict.warning, f"{metric.name} {shown} {side} warning {limit}: watching{note}", None
     return Verdict.successful, f"{metric.name} {shown}{note}", None
