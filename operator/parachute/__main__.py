@@ -1,7 +1,7 @@
 """`parachute` / `python -m parachute`: run the operator against the current kubeconfig.
 
 parachute [run] [--namespace NS ...] [--selector SEL] [--leader-election] [--no-fast-lane]
-                [--reports-port PORT --reports-token-file FILE] [--verbose]
+                [--reports-port PORT --reports-token-file FILE] [--app-proxy URL] [--verbose]
                                                    the operator (default)
 parachute crds                                     print the CRDs it serves
 """
@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--readiness", default=None,
                        help="serve a readiness probe, e.g. http://0.0.0.0:8081/readyz")  # fmt: skip
         p.add_argument("--default-policy", default=None, help="ReleasePolicy for Rollouts that name none")
+        p.add_argument("--app-proxy", default=None,
+                       help="reach pods through this HTTP proxy (an operator outside the cluster network), "
+                       "e.g. http://proxy:3128; also PARACHUTE_APP_PROXY")  # fmt: skip
         p.add_argument(
             "--metrics-port", type=int, default=None,
             help="serve the operator's metrics on this port; also PARACHUTE_METRICS_PORT",
@@ -139,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         from parachute.policy import DEFAULT_POLICY_ENV
 
         os.environ[DEFAULT_POLICY_ENV] = args.default_policy
+
+    if args.app_proxy:
+        from parachute.recovery.verify import PROXY_ENV
+
+        os.environ[PROXY_ENV] = args.app_proxy
 
     options = _options(args, parser)  # imports the handlers, which registers them
 

@@ -40,6 +40,12 @@ SINGULAR = "rollout"
 # `ro` belongs to Argo Rollouts; `pr` keeps both installable side by side.
 SHORT_NAMES = ["pr"]
 
+
+def owner_reference(name: str, uid: str) -> dict[str, object]:
+    """What a Rollout's own objects carry: deleted with it, and known as its own."""
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": uid, "controller": True}
+
+
 # Go's time.ParseDuration grammar without signs and sub-millisecond units. CEL's
 # duration() accepts the same strings, so cross-field rules can compare them.
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
@@ -788,6 +794,54 @@ class FlagFormat(StrEnum):
     flagd = "flagd"  # ConfigMap key holding OpenFeature flagd JSON
 
 
+# A container port: its number, or its name (an IANA service name, as Kubernetes names ports).
+PORT_PATTERN = r"^([1-9][0-9]{0,4}|[a-z0-9]*[a-z]([-a-z0-9]*[a-z0-9])?)$"
+PortRef = Annotated[
+    str,
+    StringConstraints(pattern=PORT_PATTERN, max_length=15),
+    BeforeValidator(_number_as_text),
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
+]
+# A dotted path into a JSON document: `features.new-checkout`; a number indexes a list.
+JSON_PATH_PATTERN = r"^\.?[^.\s]+(\.[^.\s]+)*$"
+
+
+class FlagCheck(Model):
+    """Asking the app whether it serves the flags as the store says: the flag level counts as in
+    place only once every pod serving the rolled-back revision reports `expect` at `jsonPath`."""
+
+    path: Annotated[str, StringConstraints(pattern=r"^/[^\s]*$", max_length=2048)] = Field(
+        description="The HTTP path each pod answers with JSON, e.g. /health."
+    )
+    json_path: Annotated[str, StringConstraints(pattern=JSON_PATH_PATTERN, max_length=1024)] = Field(
+        description="Where the flag is in the answer: a dotted path such as features.new-checkout "
+        "(a leading dot is allowed; a number indexes a list)."
+    )
+    expect: Any = Field(
+        False,
+        description="What the app reports there while the flags are off: any JSON value, compared exactly "
+        '(false is not "false").',
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    port: PortRef | None = Field(
+        None,
+        description="The pods' port, by number or container port name. Default: the first port the "
+        "pod's first container declares.",
+    )
+    grace: Duration = Field(
+        "15s",
+        description="How long the app may still report otherwise once the store shows the flags off "
+        "(and restarted pods are ready); then the level escalates at once, with what the app said.",
+    )
+
+    @field_validator("port")
+    @classmethod
+    def _a_port(cls, value: str | None) -> str | None:
+        if value is not None and value.isdigit() and not 0 < int(value) < 65536:
+            raise ValueError(f"port {value} is not between 1 and 65535")
+        return value
+
+
 _PERCENT_NEEDS_FLAGD = (
     "a percentage of users needs flagd flags (featureFlags.format flagd, or featureFlagRef); "
     "a plain ConfigMap holds only true or false"
@@ -818,6 +872,11 @@ class FeatureFlags(Model):
         min_length=1, max_length=64, description="Flag names that gate the new code."
     )
     reloads: bool = Field(True, description="Pods re-read the flags without a restart.")
+    verify: FlagCheck | None = Field(
+        None,
+        description="Ask the app, not only the store: the flag level is in place once the pods serving the "
+        "release say the flags are off.",
+    )
 
     def holds_percentage(self) -> bool:
         """Whether the store can serve the new variant to a share of users: flagd definitions can
@@ -1337,6 +1396,18 @@ class UserReportsStatus(Model):
     )
 
 
+class FlagCheckRecord(Model):
+    """What the app said at the flag level when asked (spec.featureFlags.verify)."""
+
+    said: str | None = Field(None, description="Its last answer, in words: which pod, what it reports.")
+    mismatch_since: str | None = Field(
+        None,
+        description="When it was first seen reporting otherwise with the store off: the level escalates "
+        "once the grace has passed since.",
+        json_schema_extra={"format": "date-time"},
+    )
+
+
 class LevelRecord(Model):
     """One rollback level of an incident: when it started, what it changed, when health returned."""
 
@@ -1357,6 +1428,9 @@ class LevelRecord(Model):
     )
     budget: Duration | None = Field(None, description="How long it had to bring health back.")
     seconds: float | None = Field(None, description="From its start to health, or to the next level.")
+    flag_check: FlagCheckRecord | None = Field(
+        None, description="The flag level with spec.featureFlags.verify: what the app said."
+    )
 
 
 class StatusPageRecord(Model):

@@ -459,6 +459,13 @@ async def list_replica_sets(namespace: str, selector: str) -> list[dict[str, Any
     return [_plain(item) for item in found.items]
 
 
+@calls(("", "pods", "list"))
+async def list_pods(namespace: str, selector: str) -> list[dict[str, Any]]:
+    core = client.CoreV1Api(api_client())
+    found = await asyncio.to_thread(core.list_namespaced_pod, namespace, label_selector=selector)
+    return [_plain(item) for item in found.items]
+
+
 class NotPermittedError(Exception):
     """The operator's ServiceAccount may not read this kind."""
 

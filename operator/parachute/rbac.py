@@ -83,6 +83,9 @@ RULES: tuple[Rule, ...] = (
          "watch targets and canaries; pause the target, run the canary it owns, put a template back "
          "(never deletes: the canary goes with its Rollout, by owner reference)"),
     Rule(("apps",), ("replicasets",), ("list",), "find the stable revision's pod template"),
+    Rule(("",), ("pods",), ("list",),
+         "find the pods serving a rolled-back revision, to ask their app whether it serves the flags off "
+         "(spec.featureFlags.verify)"),
     Rule(("",), ("configmaps",), ("get", "list", "watch", "create", "patch", "update", "delete"),
          "watch tracked configuration; flip flags, snapshot and restore it; keep a routing record of "
          "the user's route (deletes only that record, once the route is given back)"),

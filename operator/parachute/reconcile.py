@@ -52,13 +52,13 @@ from parachute.plan.model import (
     WindowView,
 )
 from parachute.plan.risk import risk_of_change
-from parachute.plan.rollback import current_incident
+from parachute.plan.rollback import asks_app, current_incident
 from parachute.plan.sources import routed_service
 from parachute.plan.verdicts import health, worst
 from parachute.plan.versions import locate
 from parachute.policy import PolicyError, window_for
 from parachute.recovery import apply as recovery
-from parachute.recovery import restarts, snapshots
+from parachute.recovery import restarts, snapshots, verify
 from parachute.reports import counting as user_reports
 from parachute.reports import tally
 from parachute.routing import wiring
@@ -270,6 +270,10 @@ async def _observe(
     observed = replace(observed, window=window, hotfix=hotfix, gates=gate_view, recovery=view,
                        risk_reason=risk_reason, flags=flags, traffic=traffic,
                        change_ticket=ticket)  # fmt: skip
+    if asks_app(spec, status, observed):  # the flag level: does the app say what the store says?
+        observed = replace(
+            observed, flag_check=await verify.observe(namespace, spec, target, status, observed)
+        )
     return spec, target, canary, observed
 
 

@@ -34,7 +34,7 @@ from parachute.api import (
     Verdict,
     format_duration,
 )
-from parachute.conditions import timestamp
+from parachute.conditions import at, timestamp
 from parachute.plan.compare import Counts, Finding, Limits, Severity, compare
 from parachute.plan.metrics import Kind, MetricDefinition, format_value
 from parachute.plan.model import Health
@@ -220,7 +220,7 @@ def _found(
         return Verdict.failed, f"{what}: roll back at once", breached_since
     if finding.severity == Severity.critical:
         since = breached_since or timestamp(now)
-        held = now - _parse(since)
+        held = now - at(since)
         if held >= metric.sustain_for:
             return Verdict.failed, f"{what}, for {human_duration(held)}", since
         return Verdict.warning, f"{what}, for {human_duration(held)} so far", since
@@ -264,7 +264,7 @@ def _measured(
         critical.insert(0, f"{side} critical {format_value(metric.critical or 0.0, metric.unit)}")
     if critical:
         since = breached_since or timestamp(now)
-        held = now - _parse(since)
+        held = now - at(since)
         what = f"{metric.name} {shown} {'; '.join(critical)}"
         if held >= metric.sustain_for:
             return Verdict.failed, f"{what}, for {human_duration(held)}{note}", since
@@ -316,10 +316,6 @@ def worst(verdicts: Iterable[Verdict | None]) -> Verdict | None:
 NOT_HEALTHY = datetime.max.replace(tzinfo=UTC)
 
 
-def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 def health(
     statuses: list[MetricStatus],
     limits: AnalysisLimits,
@@ -340,7 +336,7 @@ def health(
             holds.append(f"{s.message} ({s.consecutive_errors} times in a row)")
         elif s.verdict == Verdict.inconclusive and s.consecutive_inconclusive > limits.inconclusive:
             holds.append(f"{s.message} (Inconclusive {s.consecutive_inconclusive} times in a row)")
-    evaluated = [_parse(s.last_evaluated_at) for s in statuses if s.last_evaluated_at]
+    evaluated = [at(s.last_evaluated_at) for s in statuses if s.last_evaluated_at]
     fresh = (
         bool(statuses)
         and len(evaluated) == len(statuses)
@@ -351,7 +347,7 @@ def health(
         if s.healthy_since is None:
             since = NOT_HEALTHY
             break
-        moment = _parse(s.healthy_since)
+        moment = at(s.healthy_since)
         since = moment if since is None or moment > since else since
     if (
         since is not None
