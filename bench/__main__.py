@@ -5,6 +5,8 @@
 - scale: N Rollouts adopted, then released at once, by one operator process; its memory.
 - breach-to-stable: a canary failing at 6% errors, from the release's start to all traffic
   back on stable (analysis every 2 s), by the code level and by the flag level.
+- flag percentage: a bad variant behind a flag on for 10% of users, from the failed verdict to
+  every pod's flagd evaluator serving the off variant (bench/flag_percentage.py).
 - routing, per router (Gateway API, Istio host- and subset-level, NGINX): the time from a stage
   change to its weight read back from the route (median and p99 over many stages, the canary
   at full size so no pod has to start), and from a failed verdict to the route seen sending
@@ -39,6 +41,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from bench.fastlane import bench_fast_lane
+from bench.flag_percentage import bench_flag_off
 from bench.queries import bench_queries
 from parachute import api
 from parachute.api import RolloutSpec, RolloutStatus
@@ -452,7 +455,7 @@ def image_patch(image: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rollouts", type=int, default=100, help="Rollouts for the scale figure")
-    parser.add_argument("--only", choices=["routing", "fastlane"], help="run only these figures")
+    parser.add_argument("--only", choices=["routing", "fastlane", "flags"], help="run only these figures")
     parser.add_argument("--races", type=int, default=3, help="races per interval for the fast lane's figures")
     args = parser.parse_args(argv)
     print(
@@ -476,6 +479,10 @@ def main(argv: list[str] | None = None) -> int:
             bench_fast_lane(cluster, lambda extra, log: Operator(operator_kubeconfig, workdir / log, extra),
                             workdir, figure, args.races)  # fmt: skip
         if args.only == "fastlane":
+            return 0
+        if args.only in (None, "flags"):
+            bench_flag_off(cluster, lambda log: Operator(operator_kubeconfig, workdir / log), workdir, figure)
+        if args.only == "flags":
             return 0
         if args.only is None:
             bench_reconcile(cluster)

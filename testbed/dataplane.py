@@ -9,8 +9,10 @@ which run nothing.
   `testbed.parachute.dev/port: "<port>"` (testbed only), which is how the test Prometheus,
   discovering pods as a cluster's does (testbed/prometheus.py), finds it. A deleted pod's
   endpoint stops. An app may follow a flag file (re-read on every request, as a
-  flag SDK watching its mounted file does), or read a setting once when its pod starts, from
-  the ConfigMap as it is then (as an app reads its configuration at start-up).
+  flag SDK watching its mounted file does), evaluate a flagd flag per request for the
+  request's user (OpenFeature's SDK with the flagd provider, reading the file), or read a
+  setting once when its pod starts, from the ConfigMap as it is then (as an app reads its
+  configuration at start-up).
 - Pickers say where each request of the load generator goes, from what the cluster says:
   `ServicePicker` sends to a ready endpoint of a Service's EndpointSlices, uniformly at random
   as kube-proxy does (the addresses are pod IPs: each leads to its pod, and so to its port).
@@ -39,7 +41,7 @@ from typing import Any, Protocol
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from testbed.demoapp import Behaviour, FlagSource, Version, flag_value
+from testbed.demoapp import Behaviour, FlagdFlag, FlagSource, Version, flag_value
 
 PORT_ANNOTATION = "testbed.parachute.dev/port"
 CANARY_LABEL = "parachute.dev/canary"
@@ -67,12 +69,13 @@ class StartupSetting:
 class App:
     """What the app of one image does: its behaviour, the name of its status code label (`code`,
     or `status` as some apps have it), and optionally a flag or setting that, while on, makes it
-    behave as `when_flag_on` says: a `FlagSource` is followed while the pod runs, a
-    `StartupSetting` is read when it starts."""
+    behave as `when_flag_on` says: a `FlagSource` is followed while the pod runs, a `FlagdFlag`
+    is evaluated per request for the request's user (OpenFeature's SDK, the flagd provider
+    in-process), a `StartupSetting` is read when it starts."""
 
     behaviour: Behaviour = field(default_factory=Behaviour)
     code_label: str = "code"
-    flag: FlagSource | StartupSetting | None = None
+    flag: FlagSource | FlagdFlag | StartupSetting | None = None
     when_flag_on: Behaviour | None = None
 
 
@@ -520,6 +523,11 @@ class DataPlane:
             for endpoint in self._endpoints.values():
                 endpoint.app = app_for(endpoint.image, self._apps, self._default)
                 self._configure(endpoint)
+
+    def endpoints(self) -> list[Endpoint]:
+        """Every pod's app endpoint now."""
+        with self._lock:
+            return list(self._endpoints.values())
 
     def endpoint(self, pod: str) -> Endpoint | None:
         with self._lock:

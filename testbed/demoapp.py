@@ -16,21 +16,38 @@ behaves as its `flagged` behaviour says, so its error rate follows the flag with
 `GET /health` says which flags it serves as on or off, as it serves them: `{"status": "ok",
 "features": {"new-code-path": true}}` (a flag it read once at start-up stays as it read it).
 
+A flagd flag (`FlagdFlag`) is evaluated as an app evaluates it: per request, through
+OpenFeature's SDK with the flagd provider in-process, reading the flag file, with the request's
+user (the `X-User-Id` header) as the targeting key. flagd's own evaluation core decides, so a
+`fractional` rule buckets users exactly as flagd does: each request takes the path of the variant
+its user gets, and `feature_flag_evaluations_total{flag, variant}` counts what was served.
+
     python -m testbed.demoapp --stable-port 8081 --canary-port 8082
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import threading
 import time
+import uuid
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from openfeature import api as openfeature
+from openfeature.client import OpenFeatureClient
+from openfeature.contrib.provider.flagd import FlagdProvider
+from openfeature.contrib.provider.flagd.config import ResolverType
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.exception import OpenFeatureError
+from openfeature.flag_evaluation import FlagEvaluationDetails, FlagValueType
+from openfeature.hook import Hook, HookContext, HookHints
+from openfeature.provider.no_op_provider import NoOpProvider
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -70,6 +87,56 @@ class FlagSource:
         except OSError:
             return False
         return flag_value(text, self.name)
+
+
+@dataclass(frozen=True)
+class FlagdFlag:
+    """A boolean flag in a flagd flag file, evaluated per request for the request's user."""
+
+    path: Path
+    name: str
+
+
+# The header a request's user comes in, the targeting key of its flag evaluations.
+USER_HEADER = "X-User-Id"
+# How often the flagd provider looks for a new flag file (its file watcher polls).
+FLAG_FILE_POLL_MS = 200
+
+
+class _CountVariants(Hook):
+    """Counts every evaluation by the variant it served (`none` when it served the code's default)."""
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+
+    def finally_after(
+        self, hook_context: HookContext, details: FlagEvaluationDetails[FlagValueType], hints: HookHints
+    ) -> None:
+        self.counter.labels(details.flag_key, details.variant or "none").inc()
+
+
+class FlagdEvaluation:
+    """One app's OpenFeature client for a flagd flag file: the flagd provider in-process (file
+    mode), under a domain of its own so that every endpoint reads its own file."""
+
+    def __init__(self, flag: FlagdFlag, counter: Counter) -> None:
+        self.flag = flag
+        self.domain = f"demoapp-{uuid.uuid4().hex}"
+        provider = FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=str(flag.path),
+                                 deadline_ms=FLAG_FILE_POLL_MS)  # fmt: skip
+        # As an app starts: it waits for its flags (a file not there yet is read once it is).
+        with contextlib.suppress(OpenFeatureError):
+            openfeature.set_provider_and_wait(provider, self.domain)
+        self.client: OpenFeatureClient = openfeature.get_client(self.domain)
+        self.client.add_hooks([_CountVariants(counter)])
+
+    def is_on(self, user: str | None) -> bool:
+        context = EvaluationContext(targeting_key=user) if user else None
+        return self.client.get_boolean_value(self.flag.name, False, context)
+
+    def close(self) -> None:
+        # Replacing the provider shuts the flagd one down (its file watcher stops).
+        openfeature.set_provider(NoOpProvider(), self.domain)
 
 
 def flag_value(text: str, name: str) -> bool:
@@ -113,6 +180,7 @@ class Version:
         self._behaviour = behaviour or Behaviour()
         self._flagged: Behaviour | None = None
         self._flag: FlagSource | None = None
+        self._flagd: FlagdEvaluation | None = None
         self._reported: dict[str, bool] = {}  # features it serves as read once, not from a file
         self._lock = threading.Lock()
         self._served = 0
@@ -129,6 +197,8 @@ class Version:
                 self.requests.labels(code, *self._own)
         if labelled:
             self.duration.labels(version=name)
+        self.evaluations = Counter("feature_flag_evaluations", "Flag evaluations by the variant served.",
+                                   ["flag", "variant"], registry=self.registry)  # fmt: skip
         self.server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, name=f"demoapp-{name}", daemon=True)
@@ -145,10 +215,19 @@ class Version:
         with self._lock:
             self._behaviour = behaviour
 
-    def follow_flag(self, flag: FlagSource | None, when_on: Behaviour | None = None) -> None:
-        """While `flag` is on, behave as `when_on` (e.g. the new code path's error rate); None: no flag."""
+    def follow_flag(self, flag: FlagSource | FlagdFlag | None, when_on: Behaviour | None = None) -> None:
+        """While `flag` is on, behave as `when_on` (e.g. the new code path's error rate); None: no
+        flag. A flagd flag is on or off per request, for the request's user."""
         with self._lock:
-            self._flag, self._flagged = flag, when_on
+            evaluation, self._flagd = self._flagd, None
+            if isinstance(flag, FlagdFlag):
+                keep = evaluation is not None and evaluation.flag == flag
+                self._flagd = evaluation if keep else FlagdEvaluation(flag, self.evaluations)
+                self._flag, self._flagged = None, when_on
+            else:
+                self._flag, self._flagged = flag, when_on
+        if evaluation is not None and evaluation is not self._flagd:
+            evaluation.close()
 
     def report_features(self, features: dict[str, bool]) -> None:
         """Flags it serves as it read them once (at start-up), for `/health`."""
@@ -156,26 +235,35 @@ class Version:
             self._reported = dict(features)
 
     def features(self) -> dict[str, bool]:
-        """Each flag as it serves it now: a followed file's as the file says, the others as read."""
+        """Each flag as it serves it now: a followed file's as the file says, the others as read.
+        (A flagd flag is on or off per user, so it has no one answer here.)"""
         with self._lock:
             flag, reported = self._flag, dict(self._reported)
         return {**reported, **({flag.name: flag.is_on()} if flag is not None else {})}
 
-    def behaviour(self) -> Behaviour:
+    def behaviour(self, user: str | None = None) -> Behaviour:
+        """How a request behaves: as the flagged path while its flag is on (for `user`)."""
         with self._lock:
-            flag, flagged, base = self._flag, self._flagged, self._behaviour
-        if flag is not None and flagged is not None and flag.is_on():
-            return flagged
-        return base
+            flagged, base = self._flagged, self._behaviour
+        return flagged if flagged is not None and self.serves_flagged(user) else base
 
-    def serve_one(self) -> int:
-        """Simulate one request: sleep the latency, decide the status code, record both.
+    def serves_flagged(self, user: str | None = None) -> bool:
+        """Whether the flag that gates the flagged path is on now (for `user`, a flagd flag)."""
+        with self._lock:
+            flag, flagd = self._flag, self._flagd
+        if flagd is not None:
+            return flagd.is_on(user)
+        return flag is not None and flag.is_on()
+
+    def serve_one(self, user: str | None = None) -> int:
+        """Simulate one request (of `user`, if it says): sleep the latency, decide the status
+        code, record both.
 
         Errors are spaced evenly unless the behaviour asks for them at random (6% is exactly
         6 in every 100 requests), so a short analysis window measures the rate that was set
         rather than a coin toss around it.
         """
-        behaviour = self.behaviour()
+        behaviour = self.behaviour(user)
         latency = max(0.0, random.gauss(behaviour.latency_ms, behaviour.latency_ms * 0.2)) / 1000
         time.sleep(latency)
         with self._lock:
@@ -197,6 +285,7 @@ class Version:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        self.follow_flag(None)
 
 
 def _handler_for(version: Version) -> type[BaseHTTPRequestHandler]:
@@ -219,7 +308,7 @@ def _handler_for(version: Version) -> type[BaseHTTPRequestHandler]:
                     ).encode(),
                 )
             else:
-                code = version.serve_one()
+                code = version.serve_one(self.headers.get(USER_HEADER))
                 self._reply(code, b"ok\n" if code == 200 else b"simulated failure\n", "text/plain")
 
         def do_POST(self) -> None:

@@ -6,6 +6,10 @@ HTTPRoute's weights. Without a picker, traffic is split between two URLs (the de
 and canary versions) by a percentage that may change while it runs. Requests are sent from a
 small thread pool so that a slow endpoint does not slow the rate. It stops by itself after
 `duration` seconds at most.
+
+With `users`, each request comes from a user drawn at random from a population of that many
+(`user-0` ... `user-<users - 1>`), named in the `X-User-Id` header: the targeting key an app's
+flag evaluation buckets (flagd's `fractional`), as a real caller's session would carry it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+
+from testbed.demoapp import USER_HEADER
 
 
 def split(stable_url: str, canary_url: str, canary_percent: Callable[[], float]) -> Callable[[], str]:
@@ -35,6 +41,7 @@ class LoadGenerator:
         duration: float = 1800.0,
         *,
         picker: Callable[[], str | None] | None = None,
+        users: int | None = None,
     ) -> None:
         if picker is None:
             if stable_url is None or canary_url is None:
@@ -43,6 +50,8 @@ class LoadGenerator:
         self.picker = picker
         self.rate = rate
         self.duration = duration
+        self.users = users
+        self._rng = random.Random()
         self.sent = 0
         self.unrouted = 0  # requests the picker had nowhere to send (they fail, as at a proxy)
         self.misses: list[tuple[float, str]] = []  # when each of those was (monotonic), and why
@@ -73,16 +82,18 @@ class LoadGenerator:
                 self.unrouted += 1
                 self.misses.append((time.monotonic(), why))
             else:
-                self._pool.submit(_get, url)
+                user = f"user-{self._rng.randrange(self.users)}" if self.users else None
+                self._pool.submit(_get, url, user)
                 self.sent += 1
             next_at += period
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
 
-def _get(url: str) -> None:
+def _get(url: str, user: str | None = None) -> None:
+    request = urllib.request.Request(url, headers={USER_HEADER: user} if user else {})
     # A 500 is an answer, not a failure of the generator.
     with (
         contextlib.suppress(urllib.error.URLError, OSError),
-        urllib.request.urlopen(url, timeout=5) as response,
+        urllib.request.urlopen(request, timeout=5) as response,
     ):
         response.read()

@@ -20,6 +20,7 @@ from functools import cache
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -202,10 +203,40 @@ SUPPORTED_STRATEGIES = (Strategy.canary, Strategy.blue_green)
 
 
 class FlagState(StrEnum):
-    """What a stage exposes through the release's feature flags."""
+    """The two exposures every flag store can hold: the new code path shut, or open to everyone."""
 
     off = "off"
     on = "on"
+
+
+# What a stage exposes through the release's flags: off, on (for everyone), or on for a
+# percentage of users (`10%`), which only a flagd store can hold (a `fractional` rule).
+FLAG_EXPOSURE_PATTERN = r"^(off|on|(100|[1-9]?[0-9])%)$"
+_PERCENT = re.compile(r"^(100|[1-9]?[0-9])%$")
+
+
+def _exposure_as_written(value: str) -> str:
+    """`0%` is off and `100%` is on (on for everyone, even an evaluation with no targeting key)."""
+    return {"0%": FlagState.off.value, "100%": FlagState.on.value}.get(value, value)
+
+
+FlagExposure = Annotated[
+    str,
+    StringConstraints(pattern=FLAG_EXPOSURE_PATTERN, max_length=4),
+    AfterValidator(_exposure_as_written),
+]
+
+
+def flag_percent(exposure: str) -> int | None:
+    """The percentage of users an exposure names (`10%` is 10); None for off and on."""
+    found = _PERCENT.match(exposure)
+    return int(found.group(1)) if found else None
+
+
+def describe_exposure(exposure: str) -> str:
+    """An exposure in words: off, on, or on for 10% of users."""
+    percent = flag_percent(exposure)
+    return exposure if percent is None else f"on for {percent}% of users"
 
 
 class Step(Model):
@@ -232,11 +263,12 @@ class Step(Model):
     max_wait: Duration | None = Field(
         None, description="The stage must be decided (promote or roll back) by this time."
     )
-    flags: FlagState | None = Field(
+    flags: FlagExposure | None = Field(
         None,
         description="The state Parachute puts the release's feature flags (spec.featureFlags) in when "
-        "this stage begins: off or on. The stage counts as reached once the store is seen in that "
-        "state. Unset: the flags are left as they are.",
+        "this stage begins: off, on (for everyone), or on for a percentage of users such as 10% "
+        "(flagd flags only: a fractional targeting rule over the evaluation's targeting key). The stage "
+        "counts as reached once the store is seen in that state. Unset: the flags are left as they are.",
     )
     audience: Annotated[str, StringConstraints(max_length=63)] | None = Field(
         None,
@@ -810,6 +842,12 @@ class FlagCheck(Model):
         return value
 
 
+_PERCENT_NEEDS_FLAGD = (
+    "a percentage of users needs flagd flags (featureFlags.format flagd, or featureFlagRef); "
+    "a plain ConfigMap holds only true or false"
+)
+
+
 class FeatureFlags(Model):
     """Where the release's flags live, and which flags gate the new code (rollback level 1)."""
 
@@ -839,6 +877,11 @@ class FeatureFlags(Model):
         description="Ask the app, not only the store: the flag level is in place once the pods serving the "
         "release say the flags are off.",
     )
+
+    def holds_percentage(self) -> bool:
+        """Whether the store can serve the new variant to a share of users: flagd definitions can
+        (a `fractional` rule), a plain ConfigMap's `true` or `false` cannot."""
+        return self.feature_flag_ref is not None or self.format == FlagFormat.flagd
 
 
 class ConfigRef(Model):
@@ -1132,6 +1175,13 @@ class RolloutSpec(Model):
                 ".steps",
             ),
             cel(
+                "!has(self.steps) || !has(self.featureFlags) || has(self.featureFlags.featureFlagRef) || "
+                "(has(self.featureFlags.format) && self.featureFlags.format == 'flagd') || "
+                "self.steps.all(s, !has(s.flags) || s.flags in ['off', 'on', '0%', '100%'])",
+                f"spec.steps[].flags: {_PERCENT_NEEDS_FLAGD}",
+                ".steps",
+            ),
+            cel(
                 "!has(self.notifications) || self.notifications.filter(n, has(n.statusPage)).size() <= 1",
                 "spec.notifications: at most one statusPage target (its incident id is kept in the incident record)",
                 ".notifications",
@@ -1202,6 +1252,17 @@ class RolloutSpec(Model):
         return strategy
 
     @model_validator(mode="after")
+    def _percentages_need_flagd(self) -> Self:
+        # The CEL rule above, for objects the API server did not check (see NOT_SUPPORTED).
+        flags = self.feature_flags
+        if flags is None or flags.holds_percentage():
+            return self
+        for index, step in enumerate(self.steps or []):
+            if step.flags is not None and flag_percent(step.flags) is not None:
+                raise ValueError(f"spec.steps[{index}].flags: {step.flags}: {_PERCENT_NEEDS_FLAGD}")
+        return self
+
+    @model_validator(mode="after")
     def _blue_green_as_written(self) -> Self:
         # The CEL rules above, for objects the API server did not check (see NOT_SUPPORTED).
         if (self.strategy == Strategy.blue_green) != (self.blue_green is not None):
@@ -1258,8 +1319,10 @@ class PlannedStage(Model):
     weight: int = Field(ge=0, le=100)
     min_wait: Duration | None = None
     max_wait: Duration | None = None
-    flags: FlagState | None = Field(
-        None, description="The flags' state this stage puts in place; unset: left as they are."
+    flags: FlagExposure | None = Field(
+        None,
+        description="The flags' state this stage puts in place (off, on, or a percentage of users); "
+        "unset: left as they are.",
     )
 
 
@@ -1469,7 +1532,7 @@ class ConfigSnapshot(Model):
 class FlagsStatus(Model):
     """The release's feature flags as Parachute last set them: at a stage, or on a rollback."""
 
-    state: FlagState
+    state: FlagExposure = Field(description="off, on, or on for a percentage of users (10%).")
     reason: str = Field(description="Why: the stage that says so, or the rollback of a revision.")
     revision: str | None = Field(None, description="The release they were set for.")
     requested_at: str = Field(

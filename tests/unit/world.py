@@ -55,10 +55,12 @@ class World:
     window: WindowView = field(default_factory=WindowView)
     hotfix: bool = False
     gates: tuple[tuple[str, bool, str], ...] = ()
-    # The flag store (None: not readable as one state) and the tracked ConfigMaps.
-    flags: FlagState | None = None
+    # The flag store (off, on or a percentage such as "10%"; None: not readable as one state)
+    # and the tracked ConfigMaps.
+    flags: str | None = None
     flags_problem: str = ""
     cannot_switch_on: str = ""
+    cannot_split: str = ""  # why a percentage cannot be written (no off variant)
     configs: dict[str, str] = field(default_factory=dict)  # ConfigMap -> content hash
     restarted_at: str | None = None
     target_restarted_at: str | None = None
@@ -110,7 +112,7 @@ class World:
                         window=self.window, hotfix=self.hotfix, gates=self.gates,
                         recovery=RecoveryView(config_hashes=dict(self.configs), restarted_at=self.restarted_at),
                         serving=self.serving(),
-                        flags=FlagsView(self.flags, self.flags_problem, self.cannot_switch_on),
+                        flags=FlagsView(self.flags, self.flags_problem, self.cannot_switch_on, self.cannot_split),
                         traffic=TrafficView(Applied(self.route, None if self.route is not None else "not set up")))  # fmt: skip
 
     def serving(self) -> Serving:
@@ -167,7 +169,10 @@ class World:
 
     def _recover(self, decision: Decision) -> None:
         wanted = decision.recovery
-        switchable = decision.flags == FlagState.off or not self.cannot_switch_on
+        split = decision.flags not in (None, FlagState.off, FlagState.on)
+        switchable = decision.flags == FlagState.off or not (
+            self.cannot_switch_on or (split and self.cannot_split)
+        )
         if decision.flags is not None and not self.flags_problem and switchable:
             self.flags = decision.flags
         snapshots = {s.snapshot: s.hash for s in decision.status.config_snapshots or []}

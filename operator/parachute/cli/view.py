@@ -157,7 +157,7 @@ class StageView(Model):
     weight: int
     min_wait: str | None = None
     max_wait: str | None = None
-    flags: str | None = None  # off | on: what the stage puts the release's flags in
+    flags: str | None = None  # off, on or a percentage ("10%"): what the stage puts the release's flags in
     state: str = Field(description="done, current or next")
 
 
@@ -246,7 +246,7 @@ def build(body: dict[str, Any], target: dict[str, Any] | None, canary: dict[str,
     release = st.release
     stages = [
         StageView(number=i + 1, name=s.name, weight=s.weight, min_wait=s.min_wait, max_wait=s.max_wait,
-                  flags=s.flags.value if s.flags else None, state=_stage_state(i, st))
+                  flags=s.flags or None, state=_stage_state(i, st))
         for i, s in enumerate(st.plan or [])
     ]  # fmt: skip
     stable_replicas, stable_ready = _replicas(target)

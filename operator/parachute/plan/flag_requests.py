@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from parachute.api import FlagsStatus, FlagState, RolloutSpec, RolloutStatus
+from parachute.api import FlagsStatus, FlagState, RolloutSpec, RolloutStatus, describe_exposure, flag_percent
 from parachute.conditions import timestamp
+from parachute.plan.model import FlagsView
 from parachute.plan.tick import Log, Tick
 
 
-def ask(st: RolloutStatus, state: FlagState, reason: str, now: datetime) -> None:
+def ask(st: RolloutStatus, state: str, reason: str, now: datetime) -> None:
+    """Ask for the flags at `state`: off, on, or on for a percentage of users ("10%")."""
     revision = st.release.revision if st.release else None
     st.flags = FlagsStatus(state=state, reason=reason, revision=revision, requested_at=timestamp(now))
 
@@ -25,14 +27,25 @@ def wait(tick: Tick, st: RolloutStatus, log: Log) -> str:
     names = ", ".join(spec.feature_flags.flags)
     if st.flags.in_place_at is not None:
         return ""
-    if seen.state == st.flags.state:
+    wanted = st.flags.state
+    if seen.state == wanted:
         st.flags.in_place_at = timestamp(tick.now)
-        log.event("FlagsSet", f"flags {names} {seen.state} in {store(spec)} ({st.flags.reason})")
+        log.event(
+            "FlagsSet", f"flags {names} {describe_exposure(wanted)} in {store(spec)} ({st.flags.reason})"
+        )
         return ""
-    problem = seen.problem or (seen.cannot_switch_on if st.flags.state == FlagState.on else "")
+    problem = seen.problem or _cannot(seen, wanted)
     if not problem:
-        log.flags = st.flags.state
-    return f"flags {names} to be {st.flags.state}" + (f": {problem}" if problem else "")
+        log.flags = wanted
+    return f"flags {names} to be {describe_exposure(wanted)}" + (f": {problem}" if problem else "")
+
+
+def _cannot(seen: FlagsView, wanted: str) -> str:
+    """Why the store cannot show `wanted`: on needs an on variant, a percentage an off one too."""
+    if wanted == FlagState.off:
+        return ""
+    split = seen.cannot_split if flag_percent(wanted) is not None else ""
+    return "; ".join(p for p in (seen.cannot_switch_on, split) if p)
 
 
 def store(spec: RolloutSpec) -> str:

@@ -1,11 +1,13 @@
-"""Setting a release's feature flags off or on, as pure transformations of the flag store.
+"""Setting a release's feature flags off, on, or on for a percentage of users, as pure
+transformations of the flag store.
 
 Two shapes of store: a ConfigMap of plain `KEY: "true"|"false"` values, and OpenFeature
 flagd flag definitions (`{"flags": {name: {state, variants, defaultVariant, targeting}}}`),
 held in a ConfigMap key or in a `FeatureFlag` resource's `spec.flagSpec`. Off and on both
 mean the same answer for every evaluation, so targeting is cleared (a targeting rule would
 otherwise keep serving the other variant to some users); the copy taken before the write
-keeps the original. Stages switch flags off or on; a rollback switches them off.
+keeps the original. A percentage (flagd only) is a `fractional` rule (`plan.fractional`).
+Stages set the flags' exposure; a rollback switches them off.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from parachute.api import FlagState
+from parachute.api import FlagState, describe_exposure, flag_percent
+from parachute.plan import fractional
 
 OFF_NAMES = ("off", "false", "disabled")
 ON_NAMES = ("on", "true", "enabled")
@@ -29,12 +32,12 @@ def plain_off(data: Mapping[str, str], flags: Iterable[str]) -> dict[str, str]:
     return plain_set(data, flags, FlagState.off)
 
 
-def plain_state(data: Mapping[str, str], flags: Iterable[str]) -> FlagState | None:
+def plain_state(data: Mapping[str, str], flags: Iterable[str]) -> str | None:
     """on or off when every flag says so (a missing key is off); None when they differ."""
     values = {(data.get(flag) or "false").strip().lower() == "true" for flag in flags}
     if values == {True}:
-        return FlagState.on
-    return FlagState.off if values <= {False} else None
+        return FlagState.on.value
+    return FlagState.off.value if values <= {False} else None
 
 
 def plain_is_off(data: Mapping[str, str], flags: Iterable[str]) -> bool:
@@ -63,21 +66,48 @@ def _variant(definition: Mapping[str, Any], value: bool, names: tuple[str, ...])
 
 
 def flagd_set(
-    document: Mapping[str, Any], flags: Iterable[str], state: FlagState
+    document: Mapping[str, Any], flags: Iterable[str], exposure: str
 ) -> tuple[dict[str, Any], list[str]]:
-    """The flag definitions with `flags` in `state`, and what was changed (or could not be)."""
+    """The flag definitions with `flags` at `exposure` (off, on, or a percentage), and what was
+    changed (or could not be)."""
     out = copy.deepcopy(dict(document))
     definitions = out.setdefault("flags", {})
     changed = []
+    percent = flag_percent(exposure)
     for flag in flags:
         definition = definitions.get(flag)
         if definition is None:
-            changed.append(f"{flag}: not defined, nothing to switch {state}")
+            changed.append(f"{flag}: not defined, nothing to switch {describe_exposure(exposure)}")
             continue
-        changed += _set_one(flag, definition, state)
+        if percent is not None:
+            changed += _split_one(flag, definition, percent)
+            continue
+        changed += _set_one(flag, definition, FlagState(exposure))
         if definition.pop("targeting", None):
             changed.append(f"{flag}: targeting cleared")
     return out, changed
+
+
+def _split_one(flag: str, definition: dict[str, Any], percent: int) -> list[str]:
+    on, off = on_variant(definition), off_variant(definition)
+    if on is None or off is None:
+        return [f"{flag}: no {'true or on' if on is None else 'false or off'} variant, not split"]
+    before = definition.get("targeting")
+    users = fractional.users_rule(before)
+    wanted = fractional.targeting(users, on, off, percent)
+    changed = []
+    if before != wanted:
+        changed.append(f"{flag}: {on} for {percent}% of users (fractional targeting)")
+        if users and fractional.split_of(before) is None:
+            changed.append(f"{flag}: its targeting kept for the users it picks")
+    definition["targeting"] = wanted
+    if definition.get("defaultVariant") != off:
+        changed.append(f"{flag}: defaultVariant {definition.get('defaultVariant')} -> {off}")
+        definition["defaultVariant"] = off
+    if definition.get("state") != "ENABLED":
+        definition["state"] = "ENABLED"
+        changed.append(f"{flag}: state ENABLED")
+    return changed
 
 
 def _set_one(flag: str, definition: dict[str, Any], state: FlagState) -> list[str]:
@@ -102,26 +132,27 @@ def _set_one(flag: str, definition: dict[str, Any], state: FlagState) -> list[st
 
 
 def flagd_off(document: Mapping[str, Any], flags: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
-    return flagd_set(document, flags, FlagState.off)
+    return flagd_set(document, flags, FlagState.off.value)
 
 
-def flagd_state(document: Mapping[str, Any], flags: Iterable[str]) -> FlagState | None:
-    """on or off when every flag serves that variant to everyone; None otherwise."""
+def flagd_state(document: Mapping[str, Any], flags: Iterable[str]) -> str | None:
+    """off, on or a percentage when every flag serves that to everyone; None otherwise."""
     states = {_flagd_one(document, flag) for flag in flags}
     return states.pop() if len(states) == 1 else None
 
 
-def _flagd_one(document: Mapping[str, Any], flag: str) -> FlagState | None:
+def _flagd_one(document: Mapping[str, Any], flag: str) -> str | None:
     definition = (document.get("flags") or {}).get(flag)
     if definition is None or definition.get("state") == "DISABLED":
-        return FlagState.off  # clients answer their code default: the new path stays shut
+        return FlagState.off.value  # clients answer their code default: the new path stays shut
     if definition.get("targeting"):
-        return None
+        percent = fractional.percentage(definition, on_variant(definition), off_variant(definition))
+        return None if percent is None else f"{percent}%"
     default = definition.get("defaultVariant")
     if default is not None and default == off_variant(definition):
-        return FlagState.off
+        return FlagState.off.value
     if default is not None and default == on_variant(definition) and definition.get("state") == "ENABLED":
-        return FlagState.on
+        return FlagState.on.value
     return None
 
 
@@ -137,3 +168,11 @@ def flagd_cannot_switch_on(document: Mapping[str, Any], flags: Iterable[str]) ->
     problems = [f"{', '.join(missing)} not defined"] if missing else []
     problems += [f"{', '.join(no_variant)} without a true or on variant"] if no_variant else []
     return "; ".join(problems)
+
+
+def flagd_cannot_split(document: Mapping[str, Any], flags: Iterable[str]) -> str:
+    """Why some of `flags` cannot be on for a percentage of users (besides what keeps them from
+    being switched on): a fractional rule needs an off variant to give the others."""
+    definitions = document.get("flags") or {}
+    no_off = [f for f in flags if f in definitions and off_variant(definitions[f]) is None]
+    return f"{', '.join(no_off)} without a false or off variant" if no_off else ""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from parachute.api import FlagState, RolloutStatus
+from parachute.api import RolloutStatus
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,12 @@ class Serving:
 class FlagsView:
     """The release's flag store as observed."""
 
-    state: FlagState | None = None  # every flag on, or every flag off; None: mixed, or no store
+    # What every flag serves: off, on, or on for a percentage of users ("10%"); None: they
+    # differ, the store holds something else, or there is no store.
+    state: str | None = None
     problem: str = ""  # why the store cannot be read or written (missing, bad JSON)
     cannot_switch_on: str = ""  # why some flags have no "on" to switch to (flagd: no on variant)
+    cannot_split: str = ""  # why some flags cannot be on for a percentage (flagd: no off variant)
 
 
 class AppAnswer(StrEnum):
@@ -232,7 +235,8 @@ class Decision:
     recovery: RecoveryIntent = RecoveryIntent()
     # Tracked ConfigMaps to copy now (name, content hash): the configuration known to be good.
     snapshots: tuple[tuple[str, str], ...] = ()
-    # The state the release's flags must be put in now (copied first); None: leave them.
-    flags: FlagState | None = None
+    # The exposure the release's flags must be put in now (off, on, "10%"; the store copied
+    # first); None: leave them.
+    flags: str | None = None
     # With a router: what its backend must hold now. None: replica ratio, nothing to write.
     traffic: TrafficIntent | None = None

@@ -8,7 +8,7 @@ to the rollback; a stage never reached by the progress deadline aborts the relea
 
 from __future__ import annotations
 
-from parachute.api import PROMOTE_ANNOTATION, Phase, PlannedStage, RolloutStatus, parse_duration
+from parachute.api import PROMOTE_ANNOTATION, Phase, PlannedStage, RolloutStatus, flag_percent, parse_duration
 from parachute.conditions import timestamp
 from parachute.plan import facts, flag_requests, rollback
 from parachute.plan.normalise import abort, enter_stage, may_progress, say_waiting, stage_label
@@ -60,7 +60,9 @@ def progressing(tick: Tick, st: RolloutStatus) -> Outcome:
 
 
 def _label(st: RolloutStatus, stage: PlannedStage) -> str:
-    return f"stage {st.stage} ({stage.name}) at {stage.weight}%"
+    percent = flag_percent(stage.flags) if stage.flags else None
+    flags = f", flags on for {percent}% of users" if percent is not None else ""
+    return f"stage {st.stage} ({stage.name}) at {stage.weight}%{flags}"
 
 
 def _judge_wait(
@@ -135,7 +137,7 @@ def _advance(tick: Tick, st: RolloutStatus, log: Log, current: StageIntent) -> S
         reason = (
             "Promoting" if stage.weight == 100 and st.plan[following - 1].weight < 100 else "StageAdvanced"
         )
-        st.message = f"stage {st.stage} ({stage.name}) at {stage.weight}%"
+        st.message = _label(st, stage)
         log.event(reason, st.message)
         log.check_at(tick.now)
         return tick.exposure.stage_intent(tick, st, tick.observed.target.revision)

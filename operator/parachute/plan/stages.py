@@ -17,7 +17,7 @@ class _Default:
     weight: int
     min_wait: str
     max_wait: str
-    flags: FlagState | None = None
+    flags: str | None = None  # off, on, or a percentage of users
 
 
 # The playbook's plans. The closing 100% stage holds the "watch after release" period.
@@ -44,9 +44,17 @@ DEFAULT_PLANS: dict[Risk, tuple[_Default, ...]] = {
 }
 
 # The playbook's flag-gated sequence: the code goes out to everyone with its flags OFF
-# (infrastructure, then an hour of integration), then the flags go ON for everyone and the
-# release is watched for a day. (Flags on for a share of users needs a store that can hold a
-# percentage; until then "on" means on for everyone.)
+# (infrastructure, then an hour of integration), then the flags go ON for 10% of users, then
+# 50%, then everyone, and the release is watched for a day.
+FLAG_PERCENT_PLAN: tuple[_Default, ...] = (
+    _Default("infrastructure", 100, "0s", "0s", flags=FlagState.off),
+    _Default("integration", 100, "1h", "1h", flags=FlagState.off),
+    _Default("canary", 100, "2h", "4h", flags="10%"),
+    _Default("partial", 100, "4h", "8h", flags="50%"),
+    _Default("full", 100, "24h", "24h", flags=FlagState.on),
+)
+# The same for a store that holds only true or false (a plain ConfigMap): no percentages, so
+# the flags go from OFF to ON for everyone.
 FLAG_GATED_PLAN: tuple[_Default, ...] = (
     _Default("infrastructure", 100, "0s", "0s", flags=FlagState.off),
     _Default("integration", 100, "1h", "1h", flags=FlagState.off),
@@ -66,8 +74,11 @@ def plan_for(spec: RolloutSpec) -> list[PlannedStage]:
 
 
 def flag_gated_plan(spec: RolloutSpec) -> list[PlannedStage]:
-    """The flag-gated sequence, with the same overrides of its waits."""
-    return _planned(spec, FLAG_GATED_PLAN)
+    """The flag-gated sequence, with the same overrides of its waits: by percentages of users
+    where the flag store can hold them."""
+    flags = spec.feature_flags
+    percentages = flags is not None and flags.holds_percentage()
+    return _planned(spec, FLAG_PERCENT_PLAN if percentages else FLAG_GATED_PLAN)
 
 
 def _planned(spec: RolloutSpec, defaults: tuple[_Default, ...]) -> list[PlannedStage]:

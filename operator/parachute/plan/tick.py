@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 from parachute.api import (
     DEFAULT_SCALE_DOWN_DELAY,
     CanaryScale,
-    FlagState,
     Phase,
     RolloutSpec,
     RolloutStatus,
@@ -81,7 +80,7 @@ class Log:
 
     events: list[Event] = field(default_factory=list)
     next_check: datetime | None = None
-    flags: FlagState | None = None
+    flags: str | None = None  # the exposure to put the flags in: off, on, "10%"
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append(Event(EventType.warning if warning else EventType.normal, reason, message))
@@ -109,7 +108,7 @@ class Outcome:
     workload: WorkloadIntent
     traffic: TrafficIntent | None = None  # with a router: what its backend should hold
     recovery: RecoveryIntent = field(default_factory=RecoveryIntent)
-    flags: FlagState | None = None
+    flags: str | None = None
     events: tuple[Event, ...] = ()
     next_check: datetime | None = None
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from parachute.api import FlagState, RolloutSpec
+from parachute.api import RolloutSpec
 from parachute.plan.model import FlagsView, RecoveryIntent
 from parachute.recovery import flags, restarts, snapshots, template
 
@@ -35,9 +35,9 @@ async def act(
     return changed
 
 
-async def set_flags(rollout: dict[str, Any], spec: RolloutSpec, state: FlagState) -> list[str]:
-    """The release's flags in `state` (copied first); a store that cannot be read is left to
-    the planner, which sees it in the next observation and says so."""
+async def set_flags(rollout: dict[str, Any], spec: RolloutSpec, state: str) -> list[str]:
+    """The release's flags at `state`, off, on or a percentage (copied first); a store that
+    cannot be read is left to the planner, which sees it in the next observation and says so."""
     if spec.feature_flags is None:
         return []
     try:

@@ -1,5 +1,6 @@
-"""The release's feature flags in their store: switched on or off at the stage that says so,
-and off on a rollback (level 1, or the rollback of a release whose flags Parachute set).
+"""The release's feature flags in their store: off, on, or on for a percentage of users at the
+stage that says so, and off on a rollback (level 1, or the rollback of a release whose flags
+Parachute set).
 
 A ConfigMap of plain values, a ConfigMap key of flagd JSON, or an OpenFeature `FeatureFlag`
 resource. Before every change the store's content is copied (see `snapshots`), so what it
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from parachute import kube
-from parachute.api import FeatureFlags, FlagFormat, FlagState
+from parachute.api import FeatureFlags, FlagFormat, FlagState, flag_percent
 from parachute.plan import flags as pure
 from parachute.plan.model import FlagsView
 from parachute.recovery import snapshots
@@ -29,13 +30,18 @@ class Store:
     document: dict[str, Any] | None  # flagd definitions; None for plain data
     key: str | None  # the ConfigMap key holding flagd JSON
 
-    def state(self, names: list[str]) -> FlagState | None:
+    def state(self, names: list[str]) -> str | None:
         if self.document is None:
             return pure.plain_state(self.body.get("data") or {}, names)
         return pure.flagd_state(self.document, names)
 
     def cannot_switch_on(self, names: list[str]) -> str:
         return "" if self.document is None else pure.flagd_cannot_switch_on(self.document, names)
+
+    def cannot_split(self, names: list[str]) -> str:
+        if self.document is None:
+            return "a plain ConfigMap holds only true or false, not a percentage"
+        return pure.flagd_cannot_split(self.document, names)
 
 
 async def read(namespace: str, flags: FeatureFlags) -> Store:
@@ -79,19 +85,24 @@ async def observe(namespace: str, flags: FeatureFlags) -> FlagsView:
         store = await read(namespace, flags)
     except FlagStoreError as problem:
         return FlagsView(problem=str(problem))
-    return FlagsView(state=store.state(flags.flags), cannot_switch_on=store.cannot_switch_on(flags.flags))
+    names = flags.flags
+    return FlagsView(state=store.state(names), cannot_switch_on=store.cannot_switch_on(names),
+                     cannot_split=store.cannot_split(names))  # fmt: skip
 
 
-async def ensure(rollout: dict[str, Any], flags: FeatureFlags, state: FlagState) -> list[str]:
-    """Put the flags in `state`, the store copied first; what changed (nothing if they are)."""
+async def ensure(rollout: dict[str, Any], flags: FeatureFlags, state: str) -> list[str]:
+    """Put the flags at `state` (off, on, or a percentage such as "10%"), the store copied
+    first; what changed (nothing if they are)."""
     namespace = rollout["metadata"]["namespace"]
     store = await read(namespace, flags)
     if store.state(flags.flags) == state:
         return []
     names = ", ".join(flags.flags)
     if store.document is None:  # plain ConfigMap
+        if flag_percent(state) is not None:  # refused by validation; nothing to write it as
+            return [f"flags {names}: {store.cannot_split(flags.flags)}"]
         kept = await snapshots.copy(rollout, store.body)
-        data = pure.plain_set(store.body.get("data") or {}, flags.flags, state)
+        data = pure.plain_set(store.body.get("data") or {}, flags.flags, FlagState(state))
         await kube.patch_config_map(namespace, store.body["metadata"]["name"], {"data": data})
         return [
             f"flags {names} set to {'true' if state == FlagState.on else 'false'} (previous values kept in {kept})"
