@@ -60,7 +60,9 @@ def progressing(tick: Tick, st: RolloutStatus) -> Outcome:
 
 
 def _label(st: RolloutStatus, stage: PlannedStage) -> str:
-    return f"stage {st.stage} ({stage.name}) at {stage.weight}%"
+    # A phased stage opens to an audience, not to a share.
+    exposure = f"for {stage.audience}" if stage.audience else f"at {stage.weight}%"
+    return f"stage {st.stage} ({stage.name}) {exposure}"
 
 
 def _judge_wait(
@@ -135,7 +137,7 @@ def _advance(tick: Tick, st: RolloutStatus, log: Log, current: StageIntent) -> S
         reason = (
             "Promoting" if stage.weight == 100 and st.plan[following - 1].weight < 100 else "StageAdvanced"
         )
-        st.message = f"stage {st.stage} ({stage.name}) at {stage.weight}%"
+        st.message = _label(st, stage)
         log.event(reason, st.message)
         log.check_at(tick.now)
         return tick.exposure.stage_intent(tick, st, tick.observed.target.revision)
