@@ -254,12 +254,14 @@ def test_an_abort_takes_the_audience_back_first() -> None:
     world.annotations[ABORT_ANNOTATION] = "now"
     story.tick(SECOND)
     assert story.status.phase == Phase.aborted
+    assert "all traffic going back to stable revision rev-1" in (story.status.message or "")
     story.tick(SECOND)
     assert world.canary is not None and world.canary.replicas == 1  # the audience still reaches it
     world.route_stuck = False
     story.tick(SECOND)
     story.tick(SECOND)
     assert world.route_audience is None and world.canary.replicas == 1  # sent nothing, it drains
+    assert "all traffic back to stable revision rev-1" in (story.status.message or "")
     story.tick(30 * SECOND)
     assert world.canary.replicas == 0
 

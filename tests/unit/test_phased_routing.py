@@ -17,6 +17,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from parachute import api
+from parachute.plan.model import TrafficIntent
+from parachute.routing import record, teardown, wiring
 from parachute.routing.fake import FakeClient
 from parachute.routing.objects import Body, Ref
 from parachute.routing.router import Applied, AudienceMatch, Release, RoutingSetupError
@@ -192,6 +195,46 @@ def test_giving_the_route_back_removes_the_audience_rule(backend: Backend) -> No
     changed = run(router.restore(saved))
     assert any("removed the audience" in c for c in changed)
     assert fake.look(backend.weighted(NS))["spec"] == original
+
+
+def test_a_reconcile_writes_the_intents_audience_and_nothing_once_it_holds(backend: Backend) -> None:
+    fake = FakeClient([service(NS), service(NS, OTHER), *backend.user_objects(NS, SERVICE)])
+    users_route = Ref(backend.weighted(NS).api_version, backend.weighted(NS).kind, NS, backend.route_name)
+    before = fake.look(users_route)["spec"]
+    rollout = {"metadata": {"namespace": NS, "name": "checkout", "uid": RELEASE.rollout_uid}}
+    spec = _phased_spec(backend)
+    intent = TrafficIntent(share=0, audience=cookie_audience(backend), stable=RELEASE.stable_hash)
+    for _ in range(3):  # the record, then what the backend needs, then the route
+        seen = run(wiring.observe(rollout, spec, fake))
+        run(wiring.act(rollout, spec, intent, seen, fake))
+    seen = run(wiring.observe(rollout, spec, fake))
+    assert seen is not None and seen.applied == Applied(0, audience=cookie_audience(backend))
+    writes = len(fake.writes)
+    steered = run(wiring.act(rollout, spec, intent, seen, fake))
+    assert steered.changed == [] and len(fake.writes) == writes
+    # Given back with the audience in place: the user's objects as they were, Parachute's gone.
+    found = run(record.read(fake, NS, "checkout"))
+    assert found is not None
+    run(teardown.give_back(fake, found))
+    assert fake.look(users_route)["spec"] == before
+    made = {ref.kind for ref, body in fake.objects.items() if (body["metadata"].get("labels") or {}).get(
+        "app.kubernetes.io/managed-by")}  # fmt: skip
+    assert made == set()
+
+
+def _phased_spec(backend: Backend) -> api.RolloutSpec:
+    routing = {
+        "gateway-north-south": {"gatewayAPI": {"httpRoute": "checkout", "service": SERVICE, "ruleName": "main"}},
+        "gateway-gamma": {"gatewayAPI": {"httpRoute": "checkout", "service": SERVICE}},
+        "istio": {"istio": {"virtualService": "checkout", "service": SERVICE}},
+        "istio-subsets": {"istio": {"virtualService": "checkout", "service": SERVICE,
+                                    "destinationRule": {"name": "checkout"}}},
+        "nginx": {"nginx": {"ingress": "shop", "service": SERVICE}},
+    }[backend.id]  # fmt: skip
+    value = "always" if backend.id == "nginx" else "yes"
+    audiences = [{"name": "beta", "cookie": {"name": "beta", "value": value}}, {"name": "everyone"}]
+    return api.RolloutSpec.model_validate({"targetRef": {"name": "checkout"}, "strategy": "phased",
+                                           "phased": {"audiences": audiences}, "trafficRouting": routing})  # fmt: skip
 
 
 def test_nginx_writes_the_audience_into_the_canary_ingress() -> None:

@@ -64,7 +64,7 @@ def route(
         desired_audience=str(wanted.rule) if wanted.rule is not None else None,
         applied_audience=str(applied.audience) if applied is not None and applied.audience is not None else None,
     )  # fmt: skip
-    if st.phase == Phase.aborted and st.message and applied is not None and applied.weight == 0:
+    if st.phase == Phase.aborted and st.message and applied is not None and applied.holds(0):
         st.message = st.message.replace("all traffic going back to stable", "all traffic back to stable")
     return workload, wanted
 
