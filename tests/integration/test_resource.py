@@ -125,13 +125,16 @@ def test_what_is_not_supported_yet_is_refused_naming_the_field(
     assert f"{written} is not supported yet" in refused.value.body
 
 
-def test_canary_blue_green_and_phased_are_accepted(crds: Cluster, namespace: str) -> None:
+def test_canary_and_blue_green_are_accepted(crds: Cluster, namespace: str) -> None:
     created = create(crds, namespace, rollout("good", targetRef={"name": "a"}, strategy="canary"))
     assert created["spec"]["strategy"] == "canary"
     settings = {"activeService": "a"}
     created = create(crds, namespace, rollout("bg", targetRef={"name": "a"}, strategy="blueGreen",
                                               blueGreen=settings))  # fmt: skip
     assert created["spec"]["blueGreen"]["scaleDownDelay"] == "30s"
+
+
+def test_phased_with_a_router_is_accepted(crds: Cluster, namespace: str) -> None:
     created = create(crds, namespace, rollout("phased", targetRef={"name": "a"}, strategy="phased",
                                               trafficRouting=GATEWAY, phased={"audiences": AUDIENCES}))  # fmt: skip
     assert [a["name"] for a in created["spec"]["phased"]["audiences"]] == ["internal", "beta", "everyone"]
