@@ -40,6 +40,9 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5
 class Behaviour:
     error_rate: float = 0.0  # fraction of requests answered 500
     latency_ms: float = 20.0  # mean latency; each request varies ±20 %
+    # Errors spaced evenly (False) or each request failing by chance (True): real background
+    # errors come in bunches, which is what a judge looking every second must not mistake.
+    random_errors: bool = False
 
     @classmethod
     def from_json(cls, data: dict[str, Any], base: Behaviour | None = None) -> Behaviour:
@@ -48,6 +51,7 @@ class Behaviour:
             base,
             error_rate=float(data.get("errorRate", base.error_rate)),
             latency_ms=float(data.get("latencyMs", base.latency_ms)),
+            random_errors=bool(data.get("randomErrors", base.random_errors)),
         )
 
 
@@ -153,8 +157,9 @@ class Version:
     def serve_one(self) -> int:
         """Simulate one request: sleep the latency, decide the status code, record both.
 
-        Errors are spaced evenly (6% is exactly 6 in every 100 requests), so a short
-        analysis window measures the rate that was set rather than a coin toss around it.
+        Errors are spaced evenly unless the behaviour asks for them at random (6% is exactly
+        6 in every 100 requests), so a short analysis window measures the rate that was set
+        rather than a coin toss around it.
         """
         behaviour = self.behaviour()
         latency = max(0.0, random.gauss(behaviour.latency_ms, behaviour.latency_ms * 0.2)) / 1000
@@ -162,7 +167,10 @@ class Version:
         with self._lock:
             served = self._served
             self._served += 1
-        failing = int((served + 1) * behaviour.error_rate) > int(served * behaviour.error_rate)
+        if behaviour.random_errors:
+            failing = random.random() < behaviour.error_rate
+        else:
+            failing = int((served + 1) * behaviour.error_rate) > int(served * behaviour.error_rate)
         code = 500 if failing else 200
         self.requests.labels(str(code), *self._own).inc()
         (self.duration.labels(*self._own) if self._own else self.duration).observe(latency)
@@ -184,7 +192,16 @@ def _handler_for(version: Version) -> type[BaseHTTPRequestHandler]:
                 self._reply(200, generate_latest(version.registry), CONTENT_TYPE_LATEST)
             elif self.path == "/behaviour":
                 b = version.behaviour()
-                self._reply(200, json.dumps({"errorRate": b.error_rate, "latencyMs": b.latency_ms}).encode())
+                self._reply(
+                    200,
+                    json.dumps(
+                        {
+                            "errorRate": b.error_rate,
+                            "latencyMs": b.latency_ms,
+                            "randomErrors": b.random_errors,
+                        }
+                    ).encode(),
+                )
             else:
                 code = version.serve_one()
                 self._reply(code, b"ok\n" if code == 200 else b"simulated failure\n", "text/plain")

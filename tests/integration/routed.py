@@ -36,6 +36,7 @@ from tests.integration.conftest import (
     eventually,
     rollout,
     rollout_status,
+    wait_adopted,
 )
 
 GROUP, VERSION, PLURAL = "parachute.dev", "v1alpha1", "rollouts"
@@ -191,6 +192,7 @@ class Routed:
             lambda: self.status().get("phase") == "Healthy" and (self.status().get("traffic") or {}).get("applied") == 0,
             timeout=60, what="adopted, the route set up at 0%",
         )  # fmt: skip
+        wait_adopted(self.cluster, self.namespace)
         # The Deployment's pods may still be starting: until the route reaches one, a request
         # finds no backend. The release's own requests are counted from here.
         picker = self.picker()

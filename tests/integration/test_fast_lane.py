@@ -73,7 +73,7 @@ def test_a_healthy_canary_with_background_errors_is_not_rolled_back_by_the_lanes
 ) -> None:
     """A short version of issue #16's ten minutes: two minutes of looks every second at a canary
     and a stable that both fail 0.1% of their requests at random."""
-    background = Behaviour(error_rate=0.001)
+    background = Behaviour(error_rate=0.001, random_errors=True)
     analysed.set_app(STABLE, background)
     analysed.set_app(NEW, background)
     adopt(analysed)

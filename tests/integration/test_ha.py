@@ -31,6 +31,7 @@ from tests.integration.conftest import (
     eventually,
     rollout,
     rollout_status,
+    wait_adopted,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -217,7 +218,7 @@ def test_the_standby_takes_over_a_release_mid_stage_and_nothing_is_done_twice(
 
     crds.apps.create_namespaced_deployment(namespace, deployment("checkout", replicas=4))
     create_rollout(crds, namespace, waits="12s")  # a stage outlasts the takeover
-    eventually(released(crds, namespace), timeout=60, what="adopted")
+    wait_adopted(crds, namespace)
     new_image(crds, namespace)
     eventually(lambda: rollout_status(crds, namespace).get("stage") == "1/3", timeout=60, what="stage 1/3")
     before = rollout_status(crds, namespace)
@@ -266,7 +267,7 @@ def test_a_frozen_leader_stops_acting_and_stays_stood_down_when_it_wakes(
     eventually(lambda: second.readiness().get("ready"), what="the standby ready")
     crds.apps.create_namespaced_deployment(namespace, deployment("checkout", replicas=4))
     create_rollout(crds, namespace)
-    eventually(released(crds, namespace), timeout=60, what="adopted")
+    wait_adopted(crds, namespace)
     new_image(crds, namespace)
     eventually(lambda: rollout_status(crds, namespace).get("stage") == "1/3", timeout=60, what="stage 1/3")
 
@@ -315,7 +316,7 @@ def test_label_selectors_shard_rollouts_between_installs_and_a_relabelled_one_mo
             crds.apps.create_namespaced_deployment(namespace, deployment(name, replicas=2))
             create_rollout(crds, namespace, name, labels={"parachute.dev/shard": shard})
         for name in ("cart", "checkout"):
-            eventually(released(crds, namespace, name), timeout=60, what=f"{name} adopted")
+            wait_adopted(crds, namespace, name)
 
         def adopted_by(name: str) -> set[str]:
             found = crds.core.list_namespaced_event(

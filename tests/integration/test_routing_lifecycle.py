@@ -32,6 +32,7 @@ from tests.integration.conftest import (
     eventually,
     rollout,
     rollout_status,
+    wait_adopted,
 )
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "parachute"
@@ -118,6 +119,7 @@ class World:
 
     def at_stage_one(self) -> None:
         """A release at 10%, read back from the route."""
+        wait_adopted(self.cluster, self.namespace)
         patch = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "checkout:2.0"}]}}}}
         self.cluster.apps.patch_namespaced_deployment("checkout", self.namespace, patch)
         eventually(lambda: (self.status().get("traffic") or {}).get("applied") == 10, timeout=60,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import urllib.request
 from pathlib import Path
@@ -66,3 +67,26 @@ def test_a_version_serves_requests_and_exports_its_metrics() -> None:
         assert "http_request_duration_seconds_bucket" in metrics
     finally:
         version.stop()
+
+
+@pytest.mark.parametrize(
+    ("random_errors", "longest_clean_run"),
+    [pytest.param(False, 99, id="evenly-spaced"), pytest.param(True, None, id="by-chance")],
+)
+def test_errors_are_evenly_spaced_unless_asked_for_at_random(
+    random_errors: bool, longest_clean_run: int | None
+) -> None:
+    version = Version(
+        "canary", behaviour=Behaviour(error_rate=0.01, latency_ms=0, random_errors=random_errors)
+    )
+    try:
+        codes = [version.serve_one() for _ in range(5_000)]
+    finally:
+        version.server.server_close()
+    failed = [i for i, code in enumerate(codes) if code == 500]
+    gaps = [b - a - 1 for a, b in itertools.pairwise(failed)]
+    if longest_clean_run is not None:
+        assert len(failed) == 50 and max(gaps) == longest_clean_run
+    else:
+        # About 1%, in bunches and droughts: some gaps far shorter, some far longer than 99 (odds against: one in 10^5).
+        assert 20 <= len(failed) <= 90 and min(gaps) < 30 and max(gaps) > 150
