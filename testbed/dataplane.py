@@ -666,9 +666,11 @@ class DataPlane:
             if endpoint.setting_on is None:
                 endpoint.setting_on = self._read_setting(app.flag)
             version.follow_flag(None)
+            version.report_features({app.flag.name: endpoint.setting_on})
             flagged = app.when_flag_on if endpoint.setting_on else None
             version.set_behaviour(flagged or app.behaviour)
         else:
+            version.report_features({})
             version.set_behaviour(app.behaviour)
             version.follow_flag(app.flag, app.when_flag_on)
 

@@ -13,6 +13,8 @@ How each version behaves (its error rate and latency) is set at run time, by a t
 `POST /behaviour` with `{"errorRate": 0.06, "latencyMs": 120}`. A version may also read a
 feature flag from a file (a mounted flag ConfigMap): while the flag is on, the version
 behaves as its `flagged` behaviour says, so its error rate follows the flag without a restart.
+`GET /health` says which flags it serves as on or off, as it serves them: `{"status": "ok",
+"features": {"new-code-path": true}}` (a flag it read once at start-up stays as it read it).
 
     python -m testbed.demoapp --stable-port 8081 --canary-port 8082
 """
@@ -111,6 +113,7 @@ class Version:
         self._behaviour = behaviour or Behaviour()
         self._flagged: Behaviour | None = None
         self._flag: FlagSource | None = None
+        self._reported: dict[str, bool] = {}  # features it serves as read once, not from a file
         self._lock = threading.Lock()
         self._served = 0
         self._own = (name,) if labelled else ()  # the version label's value, if it has one
@@ -146,6 +149,17 @@ class Version:
         """While `flag` is on, behave as `when_on` (e.g. the new code path's error rate); None: no flag."""
         with self._lock:
             self._flag, self._flagged = flag, when_on
+
+    def report_features(self, features: dict[str, bool]) -> None:
+        """Flags it serves as it read them once (at start-up), for `/health`."""
+        with self._lock:
+            self._reported = dict(features)
+
+    def features(self) -> dict[str, bool]:
+        """Each flag as it serves it now: a followed file's as the file says, the others as read."""
+        with self._lock:
+            flag, reported = self._flag, dict(self._reported)
+        return {**reported, **({flag.name: flag.is_on()} if flag is not None else {})}
 
     def behaviour(self) -> Behaviour:
         with self._lock:
@@ -190,6 +204,8 @@ def _handler_for(version: Version) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if self.path == "/metrics":
                 self._reply(200, generate_latest(version.registry), CONTENT_TYPE_LATEST)
+            elif self.path == "/health":
+                self._reply(200, json.dumps({"status": "ok", "features": version.features()}).encode())
             elif self.path == "/behaviour":
                 b = version.behaviour()
                 self._reply(

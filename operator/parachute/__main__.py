@@ -1,6 +1,7 @@
 """`parachute` / `python -m parachute`: run the operator against the current kubeconfig.
 
-parachute [run] [--namespace NS ...] [--selector SEL] [--leader-election] [--no-fast-lane] [--verbose]
+parachute [run] [--namespace NS ...] [--selector SEL] [--leader-election] [--no-fast-lane]
+                [--reports-port PORT --reports-token-file FILE] [--app-proxy URL] [--verbose]
                                                    the operator (default)
 parachute crds                                     print the CRDs it serves
 """
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from parachute.handlers import Options
+    from parachute.reports.server import Settings as ReportsSettings
 
 # Loggers of the HTTP clients that would print what they send and receive at DEBUG:
 # whole Secret bodies from the Kubernetes client, request lines from urllib3. They stay at
@@ -41,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--readiness", default=None,
                        help="serve a readiness probe, e.g. http://0.0.0.0:8081/readyz")  # fmt: skip
         p.add_argument("--default-policy", default=None, help="ReleasePolicy for Rollouts that name none")
+        p.add_argument("--app-proxy", default=None,
+                       help="reach pods through this HTTP proxy (an operator outside the cluster network), "
+                       "e.g. http://proxy:3128; also PARACHUTE_APP_PROXY")  # fmt: skip
         p.add_argument(
             "--metrics-port", type=int, default=None,
             help="serve the operator's metrics on this port; also PARACHUTE_METRICS_PORT",
@@ -65,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
                        "interval Prometheus reports)")  # fmt: skip
         p.add_argument("--fast-lane-window", type=float, default=None,
                        help="seconds of requests the fast lane judges (default: 5 looks, at least 5s)")  # fmt: skip
+        p.add_argument("--reports-port", type=int, default=None,
+                       help="serve the user reports endpoint (POST /reports) on this port; off by default")  # fmt: skip
+        p.add_argument("--reports-token-file", default=None,
+                       help="the file holding the bearer token reports must carry (a mounted Secret's key)")  # fmt: skip
     sub.add_parser("crds", help="print the CustomResourceDefinitions")
     return parser
 
@@ -91,7 +100,28 @@ def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Optio
     if args.fast_lane_window is not None and args.fast_lane_window < fastlane.FLOOR:
         parser.error(f"--fast-lane-window: at least {fastlane.FLOOR:g} second")
     lane = fastlane.Settings.from_env(not args.no_fast_lane, args.fast_lane_cadence, args.fast_lane_window)
-    return handlers.Options(tuple(args.namespace), selector, election, args.readiness, lane)
+    return handlers.Options(tuple(args.namespace), selector, election, args.readiness, lane,
+                            _reports(args, parser))  # fmt: skip
+
+
+def _reports(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ReportsSettings | None:
+    """The reports endpoint's settings; a usage error when it could accept no report."""
+    from pathlib import Path
+
+    from parachute.reports.server import Settings, TokenFile
+
+    if args.reports_port is None:
+        if args.reports_token_file is not None:
+            parser.error("--reports-token-file needs --reports-port")
+        return None
+    if not 0 < args.reports_port < 65536:
+        parser.error("--reports-port: a TCP port, 1 to 65535")
+    if args.reports_token_file is None:
+        parser.error("--reports-port needs --reports-token-file: reports are accepted only with its token")
+    path = Path(args.reports_token_file)
+    if TokenFile(path)() is None:
+        parser.error(f"--reports-token-file: {path} is missing, unreadable or empty")
+    return Settings(args.reports_port, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
 
         os.environ[DEFAULT_POLICY_ENV] = args.default_policy
 
+    if args.app_proxy:
+        from parachute.recovery.verify import PROXY_ENV
+
+        os.environ[PROXY_ENV] = args.app_proxy
+
     options = _options(args, parser)  # imports the handlers, which registers them
 
     metrics_port = args.metrics_port or int(os.environ.get("PARACHUTE_METRICS_PORT", "0") or 0)
@@ -127,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     # With exact namespace names kopf needs to observe neither namespaces nor CRDs, so the
     # namespaced install grants neither (`parachute.rbac`); CRDs are found at start-up.
     settings.scanning.disabled = bool(args.namespace)
+    if options.reports is not None:
+        from parachute.handlers import watch_user_reports
+
+        watch_user_reports(settings)
     from parachute.leadership import identity
 
     asyncio.run(

@@ -39,6 +39,12 @@ SINGULAR = "rollout"
 # `ro` belongs to Argo Rollouts; `pr` keeps both installable side by side.
 SHORT_NAMES = ["pr"]
 
+
+def owner_reference(name: str, uid: str) -> dict[str, object]:
+    """What a Rollout's own objects carry: deleted with it, and known as its own."""
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": uid, "controller": True}
+
+
 # Go's time.ParseDuration grammar without signs and sub-millisecond units. CEL's
 # duration() accepts the same strings, so cross-field rules can compare them.
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
@@ -614,6 +620,15 @@ class Judge(StrEnum):
 
 # The built-ins that are rates of bad requests, which the comparison judge can judge.
 RATE_TEMPLATES = ("error-rate", "success-rate")
+# The built-in that counts what support tooling reports (`parachute.reports`), not a PromQL query.
+USER_REPORTS = "user-reports"
+# How long a user report counts. Reports of one issue come in over minutes to tens of minutes
+# after users meet it: half an hour gathers such a burst into one count, and forgets a report of
+# something long fixed. At most an hour: reports are kept as Events, which the API server keeps
+# for an hour by default (kube-apiserver --event-ttl), so a longer window would count reports
+# that may already be gone.
+DEFAULT_REPORTS_WINDOW = "30m"
+MAX_REPORTS_WINDOW = timedelta(hours=1)
 Percent = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?%$", max_length=16)]
 
 
@@ -634,6 +649,16 @@ class Metric(Model):
                 "judge and confidence apply to the built-in rates: " + ", ".join(RATE_TEMPLATES),
                 ".judge",
             ),
+            cel(
+                f"!has(self.window) || (has(self.template) && self.template == '{USER_REPORTS}')",
+                f"window applies to the built-in {USER_REPORTS}",
+                ".window",
+            ),
+            cel(
+                "!has(self.window) || duration(self.window) <= duration('1h')",
+                "window is at most 1h (user reports are kept as Events, which the API server keeps for an hour)",
+                ".window",
+            ),
         )
     )
 
@@ -641,11 +666,15 @@ class Metric(Model):
         Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)] | None
     ) = Field(None, description="Metric name in status; defaults to the template's name.")
     template: (
-        Literal["error-rate", "latency-p95", "success-rate", "database-errors", "security-alerts"] | None
+        Literal[
+            "error-rate", "latency-p95", "success-rate", "database-errors", "security-alerts", "user-reports"
+        ]
+        | None
     ) = Field(
         None,
         description="A built-in template with the playbook's thresholds, querying what "
-        "spec.analysis.source exports.",
+        "spec.analysis.source exports; user-reports counts what support tooling reports to the "
+        "operator (1 report of an issue is a Warning, 10 of the same issue are critical).",
     )
     template_ref: TemplateRef | None = Field(None, description="A MetricTemplate or ClusterMetricTemplate.")
     query: Annotated[str, StringConstraints(min_length=1, max_length=8192)] | None = Field(
@@ -696,6 +725,22 @@ class Metric(Model):
         description="With judge compare: how sure the canary must be worse than stable (or than a "
         "threshold, without stable traffic) before it counts. Default: 95%.",
     )
+    window: Duration | None = Field(
+        None,
+        description=f"user-reports: how long a report counts. Default {DEFAULT_REPORTS_WINDOW}, at most 1h. "
+        "A release counts only the reports made since it started, and a rollback those made since its "
+        "level's change was in place.",
+    )
+
+    @model_validator(mode="after")
+    def _window_of_user_reports(self) -> Self:
+        # The CEL rules above, for objects the API server did not check.
+        if self.window is not None:
+            if self.template != USER_REPORTS:
+                raise ValueError(f"window applies to the built-in {USER_REPORTS}")
+            if parse_duration(self.window) > MAX_REPORTS_WINDOW:
+                raise ValueError("window is at most 1h")
+        return self
 
 
 class MetricTemplateSpec(Model):
@@ -814,6 +859,54 @@ class FlagFormat(StrEnum):
     flagd = "flagd"  # ConfigMap key holding OpenFeature flagd JSON
 
 
+# A container port: its number, or its name (an IANA service name, as Kubernetes names ports).
+PORT_PATTERN = r"^([1-9][0-9]{0,4}|[a-z0-9]*[a-z]([-a-z0-9]*[a-z0-9])?)$"
+PortRef = Annotated[
+    str,
+    StringConstraints(pattern=PORT_PATTERN, max_length=15),
+    BeforeValidator(_number_as_text),
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
+]
+# A dotted path into a JSON document: `features.new-checkout`; a number indexes a list.
+JSON_PATH_PATTERN = r"^\.?[^.\s]+(\.[^.\s]+)*$"
+
+
+class FlagCheck(Model):
+    """Asking the app whether it serves the flags as the store says: the flag level counts as in
+    place only once every pod serving the rolled-back revision reports `expect` at `jsonPath`."""
+
+    path: Annotated[str, StringConstraints(pattern=r"^/[^\s]*$", max_length=2048)] = Field(
+        description="The HTTP path each pod answers with JSON, e.g. /health."
+    )
+    json_path: Annotated[str, StringConstraints(pattern=JSON_PATH_PATTERN, max_length=1024)] = Field(
+        description="Where the flag is in the answer: a dotted path such as features.new-checkout "
+        "(a leading dot is allowed; a number indexes a list)."
+    )
+    expect: Any = Field(
+        False,
+        description="What the app reports there while the flags are off: any JSON value, compared exactly "
+        '(false is not "false").',
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    port: PortRef | None = Field(
+        None,
+        description="The pods' port, by number or container port name. Default: the first port the "
+        "pod's first container declares.",
+    )
+    grace: Duration = Field(
+        "15s",
+        description="How long the app may still report otherwise once the store shows the flags off "
+        "(and restarted pods are ready); then the level escalates at once, with what the app said.",
+    )
+
+    @field_validator("port")
+    @classmethod
+    def _a_port(cls, value: str | None) -> str | None:
+        if value is not None and value.isdigit() and not 0 < int(value) < 65536:
+            raise ValueError(f"port {value} is not between 1 and 65535")
+        return value
+
+
 class FeatureFlags(Model):
     """Where the release's flags live, and which flags gate the new code (rollback level 1)."""
 
@@ -838,6 +931,11 @@ class FeatureFlags(Model):
         min_length=1, max_length=64, description="Flag names that gate the new code."
     )
     reloads: bool = Field(True, description="Pods re-read the flags without a restart.")
+    verify: FlagCheck | None = Field(
+        None,
+        description="Ask the app, not only the store: the flag level is in place once the pods serving the "
+        "release say the flags are off.",
+    )
 
 
 class ConfigRef(Model):
@@ -1358,6 +1456,46 @@ class MetricStatus(Model):
     )
 
 
+class UserReportCount(Model):
+    """The reports of one issue key in the window."""
+
+    key: str
+    count: int = Field(ge=0)
+    first_at: str = Field(
+        description="The first report of it counted: it leaves the window first.",
+        json_schema_extra={"format": "date-time"},
+    )
+    last_at: str = Field(json_schema_extra={"format": "date-time"})
+
+
+class UserReportsStatus(Model):
+    """What support tooling reported about this Rollout, counted per issue key."""
+
+    window: str = Field(description="How long a report counts (the user-reports metric's window).")
+    since: str = Field(
+        description="Reports are counted from here: the window's start, or the release's start, or "
+        "the moment the rollback's change was in place, whichever is latest.",
+        json_schema_extra={"format": "date-time"},
+    )
+    counted_at: str = Field(json_schema_extra={"format": "date-time"})
+    total: int = Field(0, ge=0, description="Reports counted, of every key.")
+    keys: list[UserReportCount] | None = Field(
+        None, max_length=10, description="The most reported keys first (ten at most)."
+    )
+
+
+class FlagCheckRecord(Model):
+    """What the app said at the flag level when asked (spec.featureFlags.verify)."""
+
+    said: str | None = Field(None, description="Its last answer, in words: which pod, what it reports.")
+    mismatch_since: str | None = Field(
+        None,
+        description="When it was first seen reporting otherwise with the store off: the level escalates "
+        "once the grace has passed since.",
+        json_schema_extra={"format": "date-time"},
+    )
+
+
 class LevelRecord(Model):
     """One rollback level of an incident: when it started, what it changed, when health returned."""
 
@@ -1378,6 +1516,9 @@ class LevelRecord(Model):
     )
     budget: Duration | None = Field(None, description="How long it had to bring health back.")
     seconds: float | None = Field(None, description="From its start to health, or to the next level.")
+    flag_check: FlagCheckRecord | None = Field(
+        None, description="The flag level with spec.featureFlags.verify: what the app said."
+    )
 
 
 class StatusPageRecord(Model):
@@ -1538,6 +1679,9 @@ class RolloutStatus(Model):
     )
     last_verdict: Verdict | None = None
     metrics: list[MetricStatus] | None = None
+    user_reports: UserReportsStatus | None = Field(
+        None, description="User reports counted per issue key, with spec.analysis.metrics' user-reports."
+    )
     gates: list[GateStatus] | None = None
     window: WindowStatus | None = None
     config_snapshots: list[ConfigSnapshot] | None = None

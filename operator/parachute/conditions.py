@@ -31,6 +31,21 @@ def timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_time(text: str | None) -> datetime | None:
+    """A time as `timestamp` writes it (any RFC 3339 time); None for none. A naive time is UTC."""
+    if not text:
+        return None
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def at(text: str) -> datetime:
+    """A time that must be there (status fields set together with the one that names it)."""
+    moment = parse_time(text)
+    assert moment is not None, text
+    return moment
+
+
 def set_condition(
     conditions: list[Condition] | None,
     *,

@@ -13,6 +13,10 @@ With leader election every replica runs these handlers, so a standby's heap is a
 the leader's; only the scheduler is gated, and a hand-back seen by a standby is remembered and
 done when it leads. With a label selector, a Rollout outside it is let go (this replica serves
 another shard's Rollouts nowhere, not even from a Deployment's event).
+
+With the reports endpoint on (`parachute.reports`), every replica serves it, and Events
+recording user reports are watched (only those: a server-side label selector) so that a report
+wakes its Rollout ahead of routine work, whichever replica recorded it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ from parachute.engine_loop import ReconcileLoop
 from parachute.leadership import Elector, KubeLease, Timing, identity
 from parachute.policy import DEFAULT_POLICY_ENV
 from parachute.reconcile import routing_client
+from parachute.reports import counting as user_reports
+from parachute.reports import record as report_events
+from parachute.reports import server as reports_server
 from parachute.routing import record, teardown
 from parachute.scheduler import Key, Scheduler
 
@@ -60,6 +67,7 @@ class Options:
     election: Election | None = None
     readiness: str | None = None
     fast_lane: fastlane.Settings = field(default_factory=fastlane.Settings)
+    reports: reports_server.Settings | None = None  # None: the reports endpoint is off
 
 
 def _serves(memo: kopf.Memo, key: Key) -> bool:
@@ -185,6 +193,24 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.readiness = None
     if options.readiness:
         memo.readiness = await readiness.serve(options.readiness, lambda: _readiness(memo))
+    memo.reports = None
+    if options.reports is not None:
+        memo.reports = await _serve_reports(options)
+
+
+async def _serve_reports(options: Options) -> Any:
+    """The reports endpoint, and the token the reconcile verifies reports with."""
+    assert options.reports is not None
+    token = reports_server.TokenFile(options.reports.token_file)
+    user_reports.install(token)
+
+    def served(rollout: dict[str, Any]) -> bool:
+        return options.selector.matches((rollout.get("metadata") or {}).get("labels"))
+
+    endpoint = reports_server.Endpoint(
+        token, served, rates=options.reports.rates, namespaces=options.namespaces
+    )
+    return await reports_server.serve(endpoint, options.reports)
 
 
 def _start_fast_lane(memo: kopf.Memo, settings: fastlane.Settings) -> None:
@@ -214,9 +240,10 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     elector: Elector | None = getattr(memo, "elector", None)
     if elector is not None:
         await elector.release()
-    runner = getattr(memo, "readiness", None)
-    if runner is not None:
-        await runner.cleanup()
+    for name in ("readiness", "reports"):
+        runner = getattr(memo, name, None)
+        if runner is not None:
+            await runner.cleanup()
 
 
 @kopf.on.probe(id="scheduler")
@@ -270,6 +297,7 @@ async def on_rollout(
         scheduler.forget(key)
         memo.reconciler.forget(key)
         fastlane.leave(key)
+        user_reports.forget(key)
         memo.served.discard(key)
         telemetry.gone(*key)
         if type != "DELETED":
@@ -338,3 +366,26 @@ async def on_release_policy(name: str, memo: kopf.Memo, **kwargs: Any) -> None:
         keys += index.get("", [])
     for key in keys:
         _wake(memo, key)
+
+
+EVENTS = ("", "v1", "events")
+
+
+def watch_user_reports(settings: kopf.OperatorSettings) -> None:
+    """With the reports endpoint on: watch the Events that record user reports, and only those
+    (the label selector is applied by the API server, so no other Event reaches the operator)."""
+    settings.watching.label_selectors[EVENTS] = report_events.LABEL
+    kopf.on.event(*EVENTS, labels={report_events.LABEL: kopf.PRESENT})(on_user_report)
+
+
+async def on_user_report(*, type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A user report was recorded, by this replica or another: its Rollout counts it now, ahead
+    of routine work (a critical count rolls back without waiting for the next round)."""
+    involved = body.get("involvedObject") or {}
+    if type == "DELETED" or body.get("reason") != report_events.REASON or involved.get("kind") != api.KIND:
+        return
+    key: Key = (involved.get("namespace") or "", involved.get("name") or "")
+    if _serves(memo, key):
+        user_reports.arrived(key, clock.now())
+        # A new report is urgent; the watch's (re)listing of older ones is not.
+        memo.scheduler.wake(key, urgent=type == "ADDED")

@@ -98,7 +98,8 @@ class _Client(client.ApiClient):  # type: ignore[misc]  # the client is untyped
 
 
 class _LeaseClient(_Client):
-    """The one client a standby writes with: trying to acquire the Lease is how it stands by."""
+    """The client a standby writes with: trying to acquire the Lease is how it stands by, and a
+    user report is a fact any replica records (`post_report_event`), not an action."""
 
     fenced = False
 
@@ -340,10 +341,17 @@ async def replace_lease(namespace: str, name: str, body: dict[str, Any]) -> dict
 @calls(("", "events", "create"))
 async def post_event(rollout: dict[str, Any], type_: str, reason: str, message: str) -> None:
     """A core/v1 Event about the Rollout, as `kubectl describe pr` shows them."""
+    await _create_event(api_client(), _event(rollout, type_, reason, message))
+
+
+def _event(
+    rollout: dict[str, Any], type_: str, reason: str, message: str, metadata: dict[str, Any] | None = None
+) -> dict[str, Any]:
     meta = rollout["metadata"]
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    event = {
-        "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
+    return {
+        "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"],
+                     **(metadata or {})},
         "involvedObject": {
             "apiVersion": api.API_VERSION, "kind": api.KIND, "name": meta["name"],
             "namespace": meta["namespace"], "uid": meta.get("uid"),
@@ -354,13 +362,41 @@ async def post_event(rollout: dict[str, Any], type_: str, reason: str, message: 
         **({"reportingInstance": _instance} if _instance else {}),
         "firstTimestamp": now, "lastTimestamp": now, "count": 1,
     }  # fmt: skip
-    core = client.CoreV1Api(api_client())
+
+
+async def _create_event(api: client.ApiClient, event: dict[str, Any]) -> None:
+    namespace = event["metadata"]["namespace"]
+    core = client.CoreV1Api(api)
     try:
-        await asyncio.to_thread(core.create_namespaced_event, meta["namespace"], event)  # type: ignore[arg-type]
+        await asyncio.to_thread(core.create_namespaced_event, namespace, event)  # type: ignore[arg-type]
     except ApiException as error:
         if error.status == 403 and "NamespaceTerminating" in str(error.body):
-            raise NamespaceTerminatingError(meta["namespace"]) from error
+            raise NamespaceTerminatingError(namespace) from error
         raise
+
+
+@calls(("", "events", "create"))
+async def post_report_event(
+    rollout: dict[str, Any],
+    reason: str,
+    message: str,
+    *,
+    name: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+) -> None:
+    """A Warning Event recording a user report about the Rollout. Any replica posts it, a standby
+    too: it records what someone reported, a fact, and decides nothing (the leader counts it)."""
+    metadata = {"name": name, "labels": labels, "annotations": annotations}
+    await _create_event(_lease_client(), _event(rollout, "Warning", reason, message, metadata))
+
+
+@calls(("", "events", "list"))
+async def list_events(namespace: str, field_selector: str) -> list[dict[str, Any]]:
+    """The Events of a namespace that the field selector selects (e.g. one object's, one reason)."""
+    core = client.CoreV1Api(api_client())
+    found = await asyncio.to_thread(core.list_namespaced_event, namespace, field_selector=field_selector)
+    return [_plain(item) for item in found.items]
 
 
 @calls(("", "configmaps", "get"))
@@ -420,6 +456,13 @@ async def replace_feature_flag(namespace: str, name: str, body: dict[str, Any]) 
 async def list_replica_sets(namespace: str, selector: str) -> list[dict[str, Any]]:
     apps = client.AppsV1Api(api_client())
     found = await asyncio.to_thread(apps.list_namespaced_replica_set, namespace, label_selector=selector)
+    return [_plain(item) for item in found.items]
+
+
+@calls(("", "pods", "list"))
+async def list_pods(namespace: str, selector: str) -> list[dict[str, Any]]:
+    core = client.CoreV1Api(api_client())
+    found = await asyncio.to_thread(core.list_namespaced_pod, namespace, label_selector=selector)
     return [_plain(item) for item in found.items]
 
 

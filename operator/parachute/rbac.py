@@ -76,11 +76,16 @@ RULES: tuple[Rule, ...] = (
     Rule((api.GROUP,), ("releasepolicies",), ("get", "list", "watch"),
          "the ReleasePolicy a Rollout names, or the default one; a change to one wakes its Rollouts",
          cluster_scoped=True),
-    Rule(("",), ("events",), ("create",), "Events at every transition (kopf's too, on a handler error)"),
+    Rule(("",), ("events",), ("create", "list", "watch"),
+         "Events at every transition (kopf's too, on a handler error); user reports are kept as Events "
+         "on their Rollout, watched (by their label) and listed (one Rollout's) to be counted"),
     Rule(("apps",), ("deployments",), ("get", "list", "watch", "create", "patch", "update"),
          "watch targets and canaries; pause the target, run the canary it owns, put a template back "
          "(never deletes: the canary goes with its Rollout, by owner reference)"),
     Rule(("apps",), ("replicasets",), ("list",), "find the stable revision's pod template"),
+    Rule(("",), ("pods",), ("list",),
+         "find the pods serving a rolled-back revision, to ask their app whether it serves the flags off "
+         "(spec.featureFlags.verify)"),
     Rule(("",), ("configmaps",), ("get", "list", "watch", "create", "patch", "update", "delete"),
          "watch tracked configuration; flip flags, snapshot and restore it; keep a routing record of "
          "the user's route (deletes only that record, once the route is given back)"),
@@ -153,6 +158,7 @@ KOPF_USES: tuple[Uses, ...] = (
     Uses("", "configmaps", ("list", "watch"), "kopf.on.event on ConfigMaps wakes the Rollouts tracking one"),
     Uses(api.GROUP, "releasepolicies", ("list", "watch"), "kopf.on.event on ReleasePolicies wakes their Rollouts"),
     Uses("", "events", ("create",), "kopf posts an Event when a handler fails (posting level ERROR)"),
+    Uses("", "events", ("list", "watch"), "kopf.on.event on the Events recording user reports wakes their Rollouts"),
     Uses("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch"),
          "kopf's resource observer, when it watches the whole cluster", all_namespaces_only=True),
 )  # fmt: skip

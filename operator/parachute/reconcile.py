@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from parachute import conditions, kube, switch, telemetry
 from parachute.analysis import availability, fastlane
 from parachute.analysis.connect import AnalysisSetupError, provider_for, templates_for
-from parachute.analysis.evaluate import evaluate
+from parachute.analysis.evaluate import evaluate, judge_reports
 from parachute.api import (
     CHANGE_ANNOTATION,
     CHANGE_TICKET_ANNOTATION,
@@ -52,13 +52,15 @@ from parachute.plan.model import (
     WindowView,
 )
 from parachute.plan.risk import risk_of_change
-from parachute.plan.rollback import current_incident
+from parachute.plan.rollback import asks_app, current_incident
 from parachute.plan.sources import routed_service
 from parachute.plan.verdicts import health, worst
 from parachute.plan.versions import locate
 from parachute.policy import PolicyError, window_for
 from parachute.recovery import apply as recovery
-from parachute.recovery import restarts, snapshots
+from parachute.recovery import restarts, snapshots, verify
+from parachute.reports import counting as user_reports
+from parachute.reports import tally
 from parachute.routing import wiring
 from parachute.routing.client import ApiServerClient
 from parachute.routing.router import RoutingSetupError
@@ -144,8 +146,9 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
                     spec, status, namespace=namespace, target=target, now=now, generation=generation
                 )
                 status, health_now, analysis_events = await _analyse(
-                    spec, status, observed, namespace, now, target=target, canary=canary, name=name
-                )
+                    spec, status, observed, namespace, now, target=target, canary=canary, name=name,
+                    uid=body["metadata"].get("uid") or "",
+                )  # fmt: skip
             except (AnalysisSetupError, MetricSpecError) as problem:
                 if status.phase != Phase.rolling_back:
                     raise
@@ -192,7 +195,8 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     if settle is None and observed.traffic is not None and decision.status.phase in UNDER_WAY:
         settle = now + ROUTE_RECHECK
     return _earliest(decision.next_check_at, parse_time(decision.status.next_analysis_at), settle,
-                     statuspage.next_attempt_at(spec, decision.status, now))  # fmt: skip
+                     statuspage.next_attempt_at(spec, decision.status, now),
+                     tally.next_change(decision.status.user_reports))  # fmt: skip
 
 
 async def _steer(
@@ -266,6 +270,10 @@ async def _observe(
     observed = replace(observed, window=window, hotfix=hotfix, gates=gate_view, recovery=view,
                        risk_reason=risk_reason, flags=flags, traffic=traffic,
                        change_ticket=ticket)  # fmt: skip
+    if asks_app(spec, status, observed):  # the flag level: does the app say what the store says?
+        observed = replace(
+            observed, flag_check=await verify.observe(namespace, spec, target, status, observed)
+        )
     return spec, target, canary, observed
 
 
@@ -363,15 +371,18 @@ async def _analyse(
     target: dict[str, Any],
     canary: dict[str, Any] | None,
     name: str = "",
+    uid: str = "",
 ) -> tuple[RolloutStatus, Health, list[Event]]:
     """Evaluate the metrics when a round is due; summarise them for the planner either way.
-    The fast lane's breaches found since are added to the verdict history."""
+    The fast lane's breaches found since are added to the verdict history, and user reports
+    that arrived since are counted and judged at once."""
     assert spec.analysis is not None
+    status, reports = await user_reports.refresh(spec, status, namespace=namespace, name=name, uid=uid, now=now,
+                                                 due=_round_due(status, now))  # fmt: skip
     if not analysing(status, now):
         return status, Health(), []
     events: list[Event] = []
-    due = parse_time(status.next_analysis_at)
-    if due is None or now >= due:
+    if _round_due(status, now):
         provider = await provider_for(spec.analysis, namespace)
         templates = await templates_for(spec, namespace)
         # What the target's pods serve is judged at 100%, at the code level and after a rollback.
@@ -387,7 +398,8 @@ async def _analyse(
             parse_time(status.stage_started_at) if status.phase in (Phase.progressing, Phase.paused) else None
         )
         round_ = await evaluate(spec, namespace=namespace, previous=status.metrics, provider=provider,
-                                templates=templates, now=now, versions=versions, since=since)  # fmt: skip
+                                templates=templates, now=now, versions=versions, since=since,
+                                reports=reports)  # fmt: skip
         interval = parse_duration(spec.analysis.interval)
         status = status.model_copy(update={
             "metrics": round_.metrics, "next_analysis_at": timestamp(now + interval),
@@ -396,11 +408,28 @@ async def _analyse(
         events = round_.events
         fastlane.enrol((namespace, name), spec, status, provider=provider, templates=templates,
                        versions=versions, since=since, previous=round_.metrics)  # fmt: skip
+    elif reports is not None:
+        # A report arrived between rounds (or a count aged): judged now, not at the next round.
+        judged = await judge_reports(
+            spec, namespace=namespace, previous=status.metrics, reports=reports, now=now
+        )
+        fresh = {m.name: m for m in judged.metrics}
+        metrics = [fresh.pop(m.name, m) for m in status.metrics or []] + list(fresh.values())
+        status = status.model_copy(
+            update={"metrics": metrics, "last_verdict": worst(m.verdict for m in metrics)}
+        )
+        events = judged.events
     status, fast = fastlane.merge((namespace, name), status)
     events += fast
     limits = spec.analysis.limits or AnalysisLimits()
     grace = parse_duration(spec.analysis.interval)
     return status, health(status.metrics or [], limits, parse_time(status.stage_started_at), grace), events
+
+
+def _round_due(status: RolloutStatus, now: datetime) -> bool:
+    """An analysis round is due: metrics are evaluated in this phase, and the interval is over."""
+    due = parse_time(status.next_analysis_at)
+    return analysing(status, now) and (due is None or now >= due)
 
 
 def _earliest(*moments: datetime | None) -> datetime | None:

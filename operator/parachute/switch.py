@@ -103,15 +103,7 @@ def desired_preview(rollout: dict[str, Any], active: Body, name: str) -> Body:
             "name": name,
             "namespace": meta["namespace"],
             "labels": {"app.kubernetes.io/managed-by": "parachute", f"{api.GROUP}/rollout": meta["name"]},
-            "ownerReferences": [
-                {
-                    "apiVersion": api.API_VERSION,
-                    "kind": api.KIND,
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                }
-            ],
+            "ownerReferences": [api.owner_reference(meta["name"], meta["uid"])],
         },
         "spec": {
             "type": "ClusterIP",

@@ -93,6 +93,13 @@ API_REQUESTS = Counter(
     ["method", "code"],
 )
 
+USER_REPORTS = Counter(
+    "parachute_user_reports_total",
+    "Requests to the reports endpoint, by the HTTP status answered: 202 recorded a report; 401, "
+    "403, 400, 404, 409, 413, 429 and 503 refused one and recorded nothing.",
+    ["code"],
+)
+
 
 class _State(Collector):
     """Gauges read when scraped: Rollouts by phase (from the watch), leadership, what is due."""
@@ -248,3 +255,7 @@ def fast_lane_breach(namespace: str) -> None:
 
 def api_request(method: str, code: int | None) -> None:
     API_REQUESTS.labels(method, str(code) if code else "error").inc()
+
+
+def user_report(code: int) -> None:
+    USER_REPORTS.labels(str(code)).inc()

@@ -119,15 +119,7 @@ def desired_canary(
             "namespace": meta["namespace"],
             "labels": {"app.kubernetes.io/managed-by": "parachute", ROLLOUT_LABEL: meta["name"]},
             "annotations": {REVISION_ANNOTATION: revision},
-            "ownerReferences": [
-                {
-                    "apiVersion": api.API_VERSION,
-                    "kind": api.KIND,
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                }
-            ],
+            "ownerReferences": [api.owner_reference(meta["name"], meta["uid"])],
         },
         "spec": {"replicas": replicas, "selector": selector, "template": template},
     }

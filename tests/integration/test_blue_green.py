@@ -51,7 +51,7 @@ class BlueGreenWorld(Measured):
         service = self.cluster.core.read_namespaced_service("checkout", self.namespace)
         return dict(service.spec.selector or {})
 
-    def rate(self, pods: str) -> float:
+    def served(self, pods: str) -> float:
         """Requests a second the pods served over the last 5 s, as Prometheus counts them."""
         result = self.prometheus.query(
             f'sum(rate(http_requests_total{{namespace="{self.namespace}",{pods}}}[5s])) or vector(0)'
@@ -88,20 +88,20 @@ def test_a_release_through_preview_and_the_switch(world: BlueGreenWorld, operato
                timeout=60, what="the preview reached")  # fmt: skip
     assert "pod-template-hash" in world.selector() and world.applied() == 0
     # On preview: the copy serves only the preview's requests, stable all of the active Service's.
-    eventually(lambda: abs(world.rate(COPY) - PREVIEW_RATE) < 6 and abs(world.rate(STABLE) - ACTIVE_RATE) < 10,
+    eventually(lambda: abs(world.served(COPY) - PREVIEW_RATE) < 6 and abs(world.served(STABLE) - ACTIVE_RATE) < 10,
                timeout=30, what="preview traffic on the copy, active traffic on stable")  # fmt: skip
 
     eventually(lambda: world.applied() == 100, timeout=60, what="the switch")
     assert world.selector().get("parachute.dev/canary") == "true"
     assert "pod-template-hash" not in world.selector()
-    eventually(lambda: world.rate(STABLE) < 1 and world.rate(COPY) > ACTIVE_RATE, timeout=30,
+    eventually(lambda: world.served(STABLE) < 1 and world.served(COPY) > ACTIVE_RATE, timeout=30,
                what="every request on the copy after the switch")  # fmt: skip
 
     eventually(lambda: world.released(before), timeout=120, what="checkout:2.0 released")
     reasons = world.reasons()
     assert "Promoting" in reasons and "ReleaseCompleted" in reasons and "RollingBack" not in reasons
     assert "pod-template-hash" in world.selector()  # the target's pods, now running 2.0
-    eventually(lambda: world.rate(COPY) < 1 and world.rate(STABLE) > ACTIVE_RATE - 10, timeout=30,
+    eventually(lambda: world.served(COPY) < 1 and world.served(STABLE) > ACTIVE_RATE - 10, timeout=30,
                what="the target serves again, the copy gone")  # fmt: skip
 
 
@@ -113,12 +113,12 @@ def test_a_rollback_after_the_switch_is_one_switch_back(
     pinned = world.selector()
     world.apply_image("checkout:2.0")
     eventually(lambda: world.applied() == 100, timeout=90, what="the switch")
-    eventually(lambda: world.rate(STABLE) < 1, timeout=30, what="every request on the copy")
+    eventually(lambda: world.served(STABLE) < 1, timeout=30, what="every request on the copy")
 
     world.plane.set_app("checkout:2.0", FAILING)  # the copy fails on active traffic
     eventually(lambda: world.status().get("phase") == "RollingBack", timeout=60, what="RollingBack")
     eventually(lambda: world.selector() == pinned, timeout=10, what="the active Service switched back")
-    eventually(lambda: world.rate(COPY) < PREVIEW_RATE + 5 and world.rate(STABLE) > ACTIVE_RATE - 10,
+    eventually(lambda: world.served(COPY) < PREVIEW_RATE + 5 and world.served(STABLE) > ACTIVE_RATE - 10,
                timeout=30, what="active traffic back on the old pods")  # fmt: skip
     eventually(lambda: world.status().get("phase") == "RolledBack", timeout=90, what="RolledBack")
 

@@ -113,6 +113,40 @@ def test_the_chart_ships_the_playbook_policy_the_plain_manifests_ship() -> None:
     assert "--default-policy=playbook" in operator["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
+def test_user_reports_are_off_by_default_and_on_with_their_secret_port_and_service() -> None:
+    off = rendered()
+    assert not any(d["kind"] == "Service" for d in off)
+    operator = next(d for d in off if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert "volumes" not in operator and not any("reports" in a for a in operator["containers"][0]["args"])
+
+    documents = rendered(
+        "reports.enabled=true", "reports.secretName=support-token", "reports.secretKey=bearer"
+    )
+    pod = next(d for d in documents if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["args"][-2:] == [
+        "--reports-port=8082",
+        "--reports-token-file=/var/run/parachute/reports/bearer",
+    ]
+    assert {"name": "reports", "containerPort": 8082} in container["ports"]
+    assert container["volumeMounts"] == [
+        {"name": "reports-token", "mountPath": "/var/run/parachute/reports", "readOnly": True}
+    ]
+    assert pod["volumes"] == [{"name": "reports-token", "secret": {"secretName": "support-token",
+                                                                   "items": [{"key": "bearer", "path": "bearer"}]}}]  # fmt: skip
+    service = next(d for d in documents if d["kind"] == "Service")
+    assert service["metadata"]["name"] == "parachute-parachute-reports"
+    assert service["spec"]["ports"] == [{"name": "reports", "port": 8082, "targetPort": "reports"}]
+    assert (
+        service["spec"]["selector"]
+        == next(d for d in documents if d["kind"] == "Deployment")["spec"]["selector"]["matchLabels"]
+    )  # every replica: a standby records reports too
+
+    with pytest.raises(subprocess.CalledProcessError) as error:
+        rendered("reports.enabled=true")
+    assert "reports.enabled needs reports.secretName" in error.value.stderr
+
+
 @pytest.mark.cluster
 @pytest.mark.parametrize("scope", ["cluster", "namespaced"])
 def test_the_api_server_accepts_everything_the_chart_renders(

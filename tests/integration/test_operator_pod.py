@@ -247,10 +247,13 @@ def pod(crds: Cluster, operator_kubeconfig: Path, tmp_path: Path) -> Iterator[Po
 
 
 def test_the_operator_runs_as_the_chart_pod_runs_it(pod: PodProcess, crds: Cluster, namespace: str) -> None:
-    # Liveness, then readiness once its first listing is in: it is the only replica, so it leads.
+    # Liveness, then readiness once its first listing is in (a standby is ready too); it is the
+    # only replica, so it takes the Lease and leads.
     pod.answers("health", "/healthz", timeout=60)
     ready = json.loads(pod.answers("ready", "/readyz", timeout=60))
-    assert ready["ready"] is True and ready["leading"] is True
+    assert ready["ready"] is True
+    eventually(lambda: json.loads(pod.answers("ready", "/readyz", timeout=10))["leading"], timeout=30,
+               what="leading")  # fmt: skip
     # unshare, sh, setpriv and env each exec the next: the process started is the operator. It
     # runs as the pod's user, and its root filesystem is read-only.
     assert pod.process is not None

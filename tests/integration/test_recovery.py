@@ -456,5 +456,7 @@ def test_what_serves_after_a_rollback_is_watched(world: Recovering, operator: Ru
     world.set_app(STABLE, CLEARLY_BAD)  # the old version fails too: the release was not the only cause
     regressed = eventually(lambda: world.incident().get("regressedAt") and world.incident(), timeout=60,
                            what="regression reported")  # fmt: skip
-    assert "error-rate" in regressed["regression"] and "RegressedAfterRollback" in world.reasons()
+    assert "error-rate" in regressed["regression"]
+    # The Event is told once the status that records the regression is written.
+    eventually(lambda: "RegressedAfterRollback" in world.reasons(), timeout=10, what="RegressedAfterRollback")
     assert world.status()["phase"] == "RolledBack"

@@ -95,6 +95,7 @@ def _scopes() -> dict[tuple[str, str], str]:
         ("", "secrets"): "Namespaced",
         ("coordination.k8s.io", "leases"): "Namespaced",
         ("", "services"): "Namespaced",
+        ("", "pods"): "Namespaced",
         ("gateway.networking.k8s.io", "httproutes"): "Namespaced",
         ("networking.istio.io", "virtualservices"): "Namespaced",
         ("networking.istio.io", "destinationrules"): "Namespaced",

@@ -8,6 +8,10 @@ concurrently; the provider is passed in, so tests can evaluate against a table.
 
 While a stage runs, the comparison judge counts the stage so far (`since`), so that evidence
 accumulates at low traffic; everything else reads the last interval.
+
+The `user-reports` metric is asked of its own provider (`reports`: the Rollout's user reports,
+counted by `parachute.reports`), and can be judged alone between rounds (`judge_reports`) when a
+report arrives, through the same verdicts.
 """
 
 from __future__ import annotations
@@ -126,11 +130,14 @@ async def evaluate(
     versions: Versions,
     since: datetime | None = None,
     risk: Risk | None = None,
+    reports: MetricProvider | None = None,
 ) -> Round:
     """Judge every metric once, for the version `versions` says is judged (and stable where a
     metric compares with it: never once the target itself is judged, as stable is gone)."""
     assert spec.analysis is not None
-    metrics = definitions(spec, templates, risk or effective_risk(spec))
+    every = definitions(spec, templates, risk or effective_risk(spec))
+    counted = [m for m in every if m.kind == Kind.reports]
+    metrics = [m for m in every if m.kind != Kind.reports]
     source = source_for(spec)
     interval = spec.analysis.interval
     cumulative, look = stage_window(parse_duration(interval), since, now)
@@ -148,7 +155,34 @@ async def evaluate(
                      traffic=traffic)  # fmt: skip
 
     before = {m.name: m for m in previous or []}
-    results = list(await asyncio.gather(*(one(m) for m in metrics)))
+    measured = iter(await asyncio.gather(*(one(m) for m in metrics)))
+    reported = {m.name: m for m in await _judge_reports(counted, reports, before, now)}
+    # In the order the Rollout lists its metrics.
+    results = [reported[m.name] if m.kind == Kind.reports else next(measured) for m in every]
+    telemetry.judged(namespace, results)
+    return Round(results, _told(results, before), asked.sent)
+
+
+async def judge_reports(
+    spec: RolloutSpec,
+    *,
+    namespace: str,
+    previous: list[MetricStatus] | None,
+    reports: MetricProvider,
+    now: datetime,
+    risk: Risk | None = None,
+) -> Round:
+    """Judge only the `user-reports` metrics, between rounds: a report has just arrived."""
+    assert spec.analysis is not None
+    counted = [m for m in definitions(spec, {}, risk or effective_risk(spec)) if m.kind == Kind.reports]
+    before = {m.name: m for m in previous or []}
+    results = await _judge_reports(counted, reports, before, now)
+    telemetry.judged(namespace, results)
+    return Round(results, _told(results, before))
+
+
+def _told(results: list[MetricStatus], before: dict[str, MetricStatus]) -> list[Event]:
+    """An Event for each metric whose verdict changed."""
     events = []
     for status in results:
         old = before.get(status.name)
@@ -156,8 +190,33 @@ async def evaluate(
             bad = status.verdict in (Verdict.failed, Verdict.error, Verdict.inconclusive, Verdict.warning)
             events.append(Event(EventType.warning if bad else EventType.normal,
                                 f"Metric{status.verdict.value if status.verdict else ''}", status.message or ""))  # fmt: skip
-    telemetry.judged(namespace, results)
-    return Round(results, events, asked.sent)
+    return events
+
+
+NO_REPORTS = "user reports are not counted for this Rollout"
+
+
+async def _judge_reports(
+    metrics: list[MetricDefinition],
+    reports: MetricProvider | None,
+    before: dict[str, MetricStatus],
+    now: datetime,
+) -> list[MetricStatus]:
+    """Each user-reports metric on the highest count of one key in its window; the message names
+    that key, as the incident and the RollingBack Event quote it."""
+    results = []
+    for metric in metrics:
+        sample = await reports.sample(metric.query) if reports is not None else Sample(error=NO_REPORTS)
+        status = judge(metric, sample, before.get(metric.name), now)
+        if sample.value:
+            keys = (await reports.vector(metric.query)).found if reports is not None else ()
+            top = max(keys, key=lambda found: found[1], default=None)
+            if top is not None:
+                key = dict(top[0]).get("key", "")
+                shown = f"{top[1]:.0f} user report{'s' if top[1] != 1 else ''} of {key}"
+                status = status.model_copy(update={"message": f"{status.message} ({shown})"})
+        results.append(status)
+    return results
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from typing import Any
 
 from parachute.api import Incident, RolloutStatus, format_duration, parse_duration
 from parachute.cli.cluster import event_time
-from parachute.cli.view import parse_time, spec_of, status_of
+from parachute.cli.view import spec_of, status_of
+from parachute.conditions import parse_time
 
 # The playbook's post-rollback procedure, in its order.
 PLAYBOOK_STEPS = (

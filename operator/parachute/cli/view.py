@@ -23,17 +23,11 @@ from parachute.api import (
     RolloutStatus,
     WindowStatus,
 )
+from parachute.conditions import parse_time
 from parachute.plan.desired_workload import actual_weight, revision_of, with_config
 from parachute.plan.rollback import content_hash
 
 CANARY_SUFFIX = "-canary"
-
-
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def humanize(seconds: float) -> str:

@@ -36,6 +36,7 @@ from parachute.api import (
     StatusPageNotification,
     StatusPageRecord,
 )
+from parachute.conditions import at
 from parachute.redaction import redact
 
 logger = logging.getLogger("parachute.notify.statuspage")
@@ -74,17 +75,13 @@ def target_of(spec: RolloutSpec) -> StatusPageNotification | None:
     return next((n.status_page for n in spec.notifications or [] if n.status_page is not None), None)
 
 
-def _at(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 def page_status(incident: Incident, latest: bool, now: datetime) -> str:
     """What the page says of this incident now."""
     if not latest:
         return RESOLVED  # a newer incident has taken over
     if incident.recovered_at is None:
         return IDENTIFIED
-    watching = incident.watch_until is not None and now < _at(incident.watch_until)
+    watching = incident.watch_until is not None and now < at(incident.watch_until)
     if not watching:
         return RESOLVED
     return INVESTIGATING if incident.regressed_at else MONITORING
@@ -109,12 +106,12 @@ def wanted(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> list[Want
 
 def due(found: Wanted, now: datetime) -> bool:
     retry = found.record.retry_at if found.record else None
-    return retry is None or now >= _at(retry)
+    return retry is None or now >= at(retry)
 
 
 def next_attempt_at(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> datetime | None:
     """When the page must next be told something: a retry, or the end of the watch."""
-    moments = [_at(w.record.retry_at) for w in wanted(spec, status, now) if w.record and w.record.retry_at]
+    moments = [at(w.record.retry_at) for w in wanted(spec, status, now) if w.record and w.record.retry_at]
     incidents = status.incidents or []
     if target_of(spec) is not None and incidents:
         latest = incidents[-1]
@@ -123,9 +120,9 @@ def next_attempt_at(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> 
             told is not None
             and told.status != RESOLVED
             and latest.watch_until
-            and now < _at(latest.watch_until)
+            and now < at(latest.watch_until)
         ):
-            moments.append(_at(latest.watch_until))
+            moments.append(at(latest.watch_until))
     later = [m for m in moments if m > now]
     return min(later) if later else None
 

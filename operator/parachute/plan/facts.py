@@ -3,24 +3,13 @@ handlers, the strategies and the rollback. Pure reads; nothing here decides."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from parachute.api import RolloutStatus
+
+# Re-exported: the engine's modules read times through `facts`.
+from parachute.conditions import at as at  # noqa: PLC0414
+from parachute.conditions import parse_time as parse_time  # noqa: PLC0414
 from parachute.plan.desired_workload import template_revision
 from parachute.plan.model import Observed
-
-
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def at(text: str) -> datetime:
-    moment = parse_time(text)
-    assert moment is not None
-    return moment
 
 
 def same_template(revision: str, other: str | None) -> bool:

@@ -4,7 +4,9 @@ resolution of a Rollout's metric entries into complete definitions. Pure.
 The built-ins are kinds, not fixed PromQL: `error-rate` and `success-rate` are rates of bad
 requests counted by outcome, `latency-p95` a quantile of a latency histogram, each written for
 whichever source counts the requests (`plan.sources`). `database-errors` and `security-alerts`
-are queries. Thresholds are read in the template's unit: `0.5%` is a ratio of 0.005, `400ms` is
+are queries. `user-reports` counts what support tooling reports (`parachute.reports`), per issue
+key in a window, and its thresholds are reached, not passed: 1 report is a Warning, 10 of the
+same key are critical. Thresholds are read in the template's unit: `0.5%` is a ratio of 0.005, `400ms` is
 0.4 seconds, `10/min` is ten per minute.
 
 A query (a template's or an inline one) is sent once for the version it judges and, when
@@ -22,7 +24,9 @@ from datetime import timedelta
 from enum import StrEnum
 
 from parachute.api import (
+    DEFAULT_REPORTS_WINDOW,
     RATE_TEMPLATES,
+    USER_REPORTS,
     Direction,
     Judge,
     Metric,
@@ -32,6 +36,7 @@ from parachute.api import (
     NoData,
     Risk,
     RolloutSpec,
+    format_duration,
     parse_duration,
 )
 from parachute.plan.sources import routed_service, source_kind
@@ -43,6 +48,7 @@ class Kind(StrEnum):
     requests = "requests"  # a rate of bad requests, from the requests counted by outcome
     latency = "latency"  # a quantile of the latency histogram
     query = "query"  # a PromQL query of its own
+    reports = "reports"  # user reports counted per issue key in a window (`parachute.reports`)
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class Builtin:
 
 
 _BY_SOURCE = "(built from the metrics source)"
+_COUNTED = "(user reports counted per issue key)"
 
 BUILTIN: dict[str, Builtin] = {
     "error-rate": Builtin(Kind.requests, MetricTemplateSpec(
@@ -73,6 +80,10 @@ BUILTIN: dict[str, Builtin] = {
     "security-alerts": Builtin(Kind.query, MetricTemplateSpec(
         query='count(ALERTS{{alertstate="firing",category="security",{ns}="{{{{namespace}}}}"}})',
         unit="count", rollback_at="0", no_data_is_zero=True,
+    )),
+    # The playbook: a single report is watched, 10+ reports of the same issue are evaluated now.
+    USER_REPORTS: Builtin(Kind.reports, MetricTemplateSpec(
+        query=_COUNTED, unit="count", warning="1", critical="10", sustain_for="0s", no_data_is_zero=True,
     )),
 }  # fmt: skip
 
@@ -99,6 +110,8 @@ RETIRED = {
     'version a query is sent for with pod=~"{{pods}}"',
 }
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+# What a user-reports metric asks its provider: the reports of each key in the window.
+_REPORTS_QUERY = re.compile(r"^user-reports\[(?P<window>[0-9a-z.]+)\]$")
 _THRESHOLD = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(%|ms|s|/s|/min)?$")
 
 
@@ -123,6 +136,7 @@ class MetricDefinition:
     judge: Judge = Judge.threshold
     confidence: float = 0.95  # with judge compare
     quantile: float = 0.0  # kind latency
+    at_least: bool = False  # a threshold is reached at its value, not only past it (counts of reports)
 
 
 def parse_threshold(text: str, unit: str) -> float:
@@ -191,6 +205,8 @@ def resolve(
         builtin = BUILTIN[metric.template]
         kind, quantile = builtin.kind, builtin.quantile
         query = builtin.spec.query.format(ns=labels.namespace, pod=labels.pod)
+        if kind == Kind.reports:
+            query = reports_query(parse_duration(metric.window or DEFAULT_REPORTS_WINDOW))
         base = builtin.spec.model_copy(update={"query": query})
         name = metric.name or metric.template
     else:
@@ -231,7 +247,24 @@ def resolve(
         judge=(metric.judge or Judge.compare) if rates else Judge.threshold,
         confidence=parse_threshold(metric.confidence or DEFAULT_CONFIDENCE, "ratio"),
         quantile=quantile,
+        at_least=kind == Kind.reports,
     )
+
+
+def reports_query(window: timedelta) -> str:
+    """What a user-reports metric asks: `user-reports[30m]`, the reports of each key in the window."""
+    return f"user-reports[{format_duration(window)}]"
+
+
+def reports_window(query: str) -> timedelta | None:
+    """The window a user-reports query asks about; None for any other query."""
+    found = _REPORTS_QUERY.fullmatch(query)
+    if found is None:
+        return None
+    try:
+        return parse_duration(found["window"])
+    except ValueError:
+        return None
 
 
 def default_metrics(risk: Risk) -> list[Metric]:

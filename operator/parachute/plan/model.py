@@ -94,6 +94,22 @@ class FlagsView:
     cannot_switch_on: str = ""  # why some flags have no "on" to switch to (flagd: no on variant)
 
 
+class AppAnswer(StrEnum):
+    """What the app's answer says of the flags (spec.featureFlags.verify)."""
+
+    match = "match"  # every pod asked reports the expected value
+    mismatch = "mismatch"  # some pod reports another value, or none
+    unknown = "unknown"  # some pod could not be asked or gave no JSON: proof of nothing
+
+
+@dataclass(frozen=True)
+class FlagCheckView:
+    """The pods serving the rolled-back revision, asked whether they serve the flags off."""
+
+    answer: AppAnswer
+    said: str  # in words: which pod, what it reports (or why it could not be asked)
+
+
 @dataclass(frozen=True)
 class RecoveryView:
     """What the rollback levels find in place: the tracked ConfigMaps and restarts."""
@@ -169,6 +185,8 @@ class Observed:
     # Why the watched metrics cannot judge a release (their series never existed): it waits.
     metrics_missing: str = ""
     change_ticket: str = ""  # spec.changeTicket, else the change-ticket annotation
+    # At the flag level with spec.featureFlags.verify: what the app said (None: not asked).
+    flag_check: FlagCheckView | None = None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ rests on: which levels a Rollout has, each level's budget, when a level's change
 place, when health has returned, and the incident record. The executor (`parachute.recovery`)
 makes its `RecoveryIntent` real.
 
-A level is *applied* when its change is seen in place (flags off in the store, ConfigMaps
+A level is *applied* when its change is seen in place (flags off in the store, and with
+`featureFlags.verify` in the app too, as the pods serving the release report; ConfigMaps
 back at their snapshot bytes, pods restarted where they cannot reload; for the code level,
 no ready pod of the rolled-back revision serving from the target or a canary). Health has
 *returned* when every metric was judged Successful, or Warning below its critical
@@ -24,6 +25,8 @@ from datetime import datetime, timedelta
 
 from parachute.api import (
     RESOLVED_ANNOTATION,
+    FlagCheck,
+    FlagCheckRecord,
     FlagState,
     Incident,
     LevelRecord,
@@ -38,8 +41,8 @@ from parachute.api import (
     format_duration,
     parse_duration,
 )
-from parachute.conditions import timestamp
-from parachute.plan import facts, flag_requests
+from parachute.conditions import at, timestamp
+from parachute.plan import facts, flag_check, flag_requests
 from parachute.plan.desired_workload import template_revision
 from parachute.plan.model import Observed, RecoveryIntent, WorkloadIntent
 from parachute.plan.strategies.base import StageIntent
@@ -93,7 +96,7 @@ def failed_metrics(metrics: Iterable[MetricStatus]) -> list[MetricStatus]:
 def first_critical(metrics: Iterable[MetricStatus], now: datetime) -> datetime:
     """When the failure began: the earliest breach (or failed evaluation) of a failed metric."""
     moments = [
-        _parse(m.breached_since or m.last_evaluated_at or "")
+        at(m.breached_since or m.last_evaluated_at or "")
         for m in failed_metrics(metrics)
         if m.breached_since or m.last_evaluated_at
     ]
@@ -114,7 +117,7 @@ def health_returned(metrics: Iterable[MetricStatus], since: datetime) -> datetim
         # A Warning still past its critical threshold (not yet sustained) is not health.
         if m.verdict not in GOOD or m.breached_since or not m.last_evaluated_at:
             return None
-        moment = _parse(m.last_evaluated_at)
+        moment = at(m.last_evaluated_at)
         if moment < since:
             return None
         moments.append(moment)
@@ -189,10 +192,6 @@ def human_seconds(value: float) -> str:
 
 def current_incident(incidents: list[Incident] | None) -> Incident | None:
     return incidents[-1] if incidents else None
-
-
-def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 # ---------------------------------------------------------------------------- the state machine
@@ -329,20 +328,28 @@ def _recover(tick: Tick, st: RolloutStatus, log: Log) -> Outcome:
         record.traffic_back_at = timestamp(now)
         log.event("TrafficBackOnStable", f"level {level}: all traffic is back on stable revision "
                   f"{incident.stable_revision}{', as the route reads back' if routed else ''}")  # fmt: skip
+    grace_ends = None
     if record.applied_at is None and _level_applied(tick, st, incident, stamp, wanted):
-        record.applied_at = timestamp(now)
-        log.event("RecoveryApplied", f"level {level}: {'; '.join(record.changed or [])}")
+        app = _app_says(tick, record)
+        if app.escalate:
+            return _escalate(tick, st, log, app.escalate, stage=stage, wanted=wanted)
+        grace_ends = app.grace_ends
+        if app.in_place:
+            record.applied_at = timestamp(now)
+            log.event("RecoveryApplied", f"level {level}: {'; '.join(record.changed or [])}")
     healthy = _health_back(spec, st, record)
     if healthy is not None:
         return _recovered(tick, st, log, healthy, wanted)
     if now >= deadline:
         late = "its change was not in place" if record.applied_at is None else "health did not return"
-        return _escalate(tick, st, log, f"{late} within {record.budget}", stage=stage, wanted=wanted)
+        said = record.flag_check.said if record.flag_check and record.applied_at is None else None
+        why = f"{late} within {record.budget}" + (f" (the app: {said})" if said else "")
+        return _escalate(tick, st, log, why, stage=stage, wanted=wanted)
     if level == RecoveryLevel.code:
         st.canary_weight = 0
     awaited = _awaited(tick, incident, record, wanted)
     st.message = f"rolling back revision {incident.revision}: level {level} waits for {awaited} (budget until {timestamp(deadline)})"
-    log.check_at(min(deadline, now + CLUSTER_TICK))
+    log.check_at(min(deadline, now + CLUSTER_TICK, grace_ends or deadline))
     return log.outcome(st, stage.workload, stage.traffic, wanted)
 
 
@@ -351,6 +358,9 @@ def _awaited(tick: Tick, incident: Incident, record: LevelRecord, wanted: Recove
     observed = tick.observed
     if record.applied_at is not None:
         return "health to return"
+    check = _flag_check(tick.spec)
+    if record.level == RecoveryLevel.flag and check is not None and record.flag_check is not None:
+        return flag_check.awaited(check, record.flag_check)
     if record.level != RecoveryLevel.code:
         return "its change to be in place"
     in_target, in_canary = still_serving(observed, incident)
@@ -466,6 +476,35 @@ def _level_applied(
     restored = wanted.restore_template is None
     back = facts.traffic_back(observed, tick.routed)
     return canary_gone and off_canary and not in_target and restored and back
+
+
+def asks_app(spec: RolloutSpec, st: RolloutStatus, observed: Observed) -> bool:
+    """Whether the app is to be asked now (spec.featureFlags.verify): at the flag level, before it
+    counts as in place, once the store shows the flags off and pods that had to restart have."""
+    check = _flag_check(spec)
+    incident = current_incident(st.incidents)
+    if check is None or st.phase != Phase.rolling_back or incident is None or not incident.levels:
+        return False
+    record = incident.levels[-1]
+    if record.level != RecoveryLevel.flag or record.applied_at is not None:
+        return False
+    stamp = _restart_stamp(spec, incident)
+    restarted = stamp is None or observed.recovery.restarted_at == stamp
+    return observed.flags.state == FlagState.off and restarted
+
+
+def _flag_check(spec: RolloutSpec) -> FlagCheck | None:
+    return spec.feature_flags.verify if spec.feature_flags is not None else None
+
+
+def _app_says(tick: Tick, record: LevelRecord) -> flag_check.Judgement:
+    """At the flag level with `verify`, the store in place is not enough: the app must say so."""
+    check = _flag_check(tick.spec)
+    if record.level != RecoveryLevel.flag or check is None:
+        return flag_check.Judgement(True, record.flag_check or FlagCheckRecord())
+    judged = flag_check.judge(check, tick.observed.flag_check, record.flag_check, tick.now)
+    record.flag_check = judged.record
+    return judged
 
 
 def _health_back(spec: RolloutSpec, st: RolloutStatus, record: LevelRecord) -> datetime | None:

@@ -34,7 +34,7 @@ from parachute.api import (
     Verdict,
     format_duration,
 )
-from parachute.conditions import timestamp
+from parachute.conditions import at, timestamp
 from parachute.plan.compare import Counts, Finding, Limits, Severity, compare
 from parachute.plan.metrics import Kind, MetricDefinition, format_value
 from parachute.plan.model import Health
@@ -80,9 +80,12 @@ class Series:
         return out
 
 
-def _bad(value: float, threshold: float | None, direction: Direction) -> bool:
+def _bad(value: float, threshold: float | None, direction: Direction, at_least: bool = False) -> bool:
+    """Past the threshold (or, for a count such as user reports, at it)."""
     if threshold is None:
         return False
+    if at_least:
+        return value >= threshold if direction == Direction.above else value <= threshold
     return value > threshold if direction == Direction.above else value < threshold
 
 
@@ -157,7 +160,9 @@ def judge(
         canary = Sample(value=value)
         verdict, message, breached_since = _measured(metric, value, stable, breached_since, now)
         # rollbackAt is the one failure with no sustain: an immediate trigger for recovery.
-        immediate = verdict == Verdict.failed and _bad(value, metric.rollback_at, metric.direction)
+        immediate = verdict == Verdict.failed and _bad(
+            value, metric.rollback_at, metric.direction, metric.at_least
+        )
 
     key = {Verdict.successful: "successful", Verdict.warning: "successful", Verdict.failed: "failed",
            Verdict.inconclusive: "inconclusive", Verdict.error: "errors"}[verdict]  # fmt: skip
@@ -215,7 +220,7 @@ def _found(
         return Verdict.failed, f"{what}: roll back at once", breached_since
     if finding.severity == Severity.critical:
         since = breached_since or timestamp(now)
-        held = now - _parse(since)
+        held = now - at(since)
         if held >= metric.sustain_for:
             return Verdict.failed, f"{what}, for {human_duration(held)}", since
         return Verdict.warning, f"{what}, for {human_duration(held)} so far", since
@@ -249,21 +254,22 @@ def _measured(
     """
     shown = format_value(value, metric.unit)
     side = "above" if metric.direction == Direction.above else "below"
-    if _bad(value, metric.rollback_at, metric.direction):
+    side = f"at or {side}" if metric.at_least else side
+    if _bad(value, metric.rollback_at, metric.direction, metric.at_least):
         limit = format_value(metric.rollback_at or 0.0, metric.unit)
         return Verdict.failed, f"{metric.name} {shown} {side} {limit}: roll back at once", breached_since
     off_stable, note = _against_stable(metric, value, stable)
     critical = [off_stable] if off_stable else []
-    if _bad(value, metric.critical, metric.direction):
+    if _bad(value, metric.critical, metric.direction, metric.at_least):
         critical.insert(0, f"{side} critical {format_value(metric.critical or 0.0, metric.unit)}")
     if critical:
         since = breached_since or timestamp(now)
-        held = now - _parse(since)
+        held = now - at(since)
         what = f"{metric.name} {shown} {'; '.join(critical)}"
         if held >= metric.sustain_for:
             return Verdict.failed, f"{what}, for {human_duration(held)}{note}", since
         return Verdict.warning, f"{what}, for {human_duration(held)} so far{note}", since
-    if _bad(value, metric.warning, metric.direction):
+    if _bad(value, metric.warning, metric.direction, metric.at_least):
         limit = format_value(metric.warning or 0.0, metric.unit)
         return Verdict.warning, f"{metric.name} {shown} {side} warning {limit}: watching{note}", None
     return Verdict.successful, f"{metric.name} {shown}{note}", None
@@ -310,10 +316,6 @@ def worst(verdicts: Iterable[Verdict | None]) -> Verdict | None:
 NOT_HEALTHY = datetime.max.replace(tzinfo=UTC)
 
 
-def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 def health(
     statuses: list[MetricStatus],
     limits: AnalysisLimits,
@@ -334,7 +336,7 @@ def health(
             holds.append(f"{s.message} ({s.consecutive_errors} times in a row)")
         elif s.verdict == Verdict.inconclusive and s.consecutive_inconclusive > limits.inconclusive:
             holds.append(f"{s.message} (Inconclusive {s.consecutive_inconclusive} times in a row)")
-    evaluated = [_parse(s.last_evaluated_at) for s in statuses if s.last_evaluated_at]
+    evaluated = [at(s.last_evaluated_at) for s in statuses if s.last_evaluated_at]
     fresh = (
         bool(statuses)
         and len(evaluated) == len(statuses)
@@ -345,7 +347,7 @@ def health(
         if s.healthy_since is None:
             since = NOT_HEALTHY
             break
-        moment = _parse(s.healthy_since)
+        moment = at(s.healthy_since)
         since = moment if since is None or moment > since else since
     if (
         since is not None

@@ -55,13 +55,7 @@ class Release:
     canary_labels: Mapping[str, str] = field(default_factory=lambda: {f"{api.GROUP}/canary": "true"})
 
     def owner_reference(self) -> dict[str, object]:
-        return {
-            "apiVersion": api.API_VERSION,
-            "kind": api.KIND,
-            "name": self.rollout,
-            "uid": self.rollout_uid,
-            "controller": True,
-        }
+        return api.owner_reference(self.rollout, self.rollout_uid)
 
     def labels(self) -> dict[str, str]:
         """Labels of every object a router creates."""
