@@ -13,16 +13,24 @@ which run nothing.
   request's user (OpenFeature's SDK with the flagd provider, reading the file), or read a
   setting once when its pod starts, from the ConfigMap as it is then (as an app reads its
   configuration at start-up).
-- Pickers say where each request of the load generator goes, from what the cluster says:
+- Pickers say where each request of the load generator goes, from what the cluster says and
+  the request's headers (a phased release's audience is a header or a cookie):
   `ServicePicker` sends to a ready endpoint of a Service's EndpointSlices, uniformly at random
   as kube-proxy does (the addresses are pod IPs: each leads to its pod, and so to its port).
   `RoutePicker` first picks an HTTPRoute backendRef by weight (smooth weighted round-robin:
-  a backend's count is its share to within a request), then an endpoint of its Service.
-  `VirtualServicePicker` does the same for an Istio VirtualService's http route (a host is a
-  Service; a subset is the pods of that Service with the DestinationRule's subset labels), and
-  `IngressPicker` for an NGINX Ingress and its canary Ingress (`canary-weight` of `canary-
-  weight-total` to the canary's backend, the rest to the main Ingress's). Each reads the real
-  objects, kept current by a watch (`DataPlane.follow`).
+  a backend's count is its share to within a request), then an endpoint of its Service; the
+  rule is the one Gateway API's precedence gives the request (an exact path before a prefix,
+  then a method, then the most header matches, then the rule's place).
+  `VirtualServicePicker` does the same for an Istio VirtualService's first http route that
+  matches (a host is a Service; a subset is the pods of that Service with the DestinationRule's
+  subset labels), and `IngressPicker` for an NGINX Ingress and its canary Ingress, as
+  ingress-nginx asks: `canary-by-header` (its value, or "always"/"never"), then
+  `canary-by-cookie` ("always"/"never"), then `canary-weight` of `canary-weight-total`. Each
+  reads the real objects, kept current by a watch (`DataPlane.follow`).
+- Each app also counts the requests it served by the testbed's own request header
+  `x-testbed-audience` (`testbed_audience_requests_total{audience}`), which the load generator
+  sets: so Prometheus tells who, among the requests of an audience and everyone else's, got
+  which version, as the pod's series say.
 
 So what Prometheus counts is what routing did, never a copy of what the operator reports.
 The choice itself is pure (`choose`, `ready_addresses`, `route_backends`) and unit-tested.
@@ -33,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +49,7 @@ from typing import Any, Protocol
 
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
+from prometheus_client import Counter
 
 from testbed.demoapp import Behaviour, FlagdFlag, FlagSource, Version, flag_value
 
@@ -48,6 +58,10 @@ CANARY_LABEL = "parachute.dev/canary"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 Body = Mapping[str, Any]
+Headers = Mapping[str, str]  # a request's headers, their names in lower case
+# The testbed's own request header: which group of the load a request belongs to, counted by the app.
+AUDIENCE_HEADER = "x-testbed-audience"
+AUDIENCE_COUNTER = "testbed_audience_requests_total"
 
 
 # ---------------------------------------------------------------------------- what a pod runs
@@ -185,27 +199,44 @@ def ready_addresses(slices: Iterable[Body]) -> list[str]:
     return list(seen)
 
 
-def route_rule(route: Body, rule_name: str | None = None) -> Body | None:
-    """The rule of an HTTPRoute that a plain `GET /` takes: the named one if given, else the
-    first whose matches accept it, an exact `/` before a prefix (Gateway API precedence)."""
+def route_rule(route: Body, rule_name: str | None = None, headers: Headers | None = None) -> Body | None:
+    """The rule of an HTTPRoute that a `GET /` with `headers` takes: the named one if given,
+    else by Gateway API's precedence among the rules whose matches accept it: an exact `/`
+    before a prefix, then a method, then the most header matches, then the rule's place."""
     rules: list[Body] = list((route.get("spec") or {}).get("rules") or [])
     if rule_name is not None:
         return next((r for r in rules if r.get("name") == rule_name), None)
-    ranked = [(rank, i) for i, rule in enumerate(rules) if (rank := _root_rank(rule)) is not None]
+    ranked = [
+        (rank, i) for i, rule in enumerate(rules) if (rank := _root_rank(rule, headers or {})) is not None
+    ]
     return rules[min(ranked)[1]] if ranked else None
 
 
-def _root_rank(rule: Body) -> tuple[int, int] | None:
-    """How specifically `rule` matches `GET /` (lower is more specific); None: it does not."""
+def _root_rank(rule: Body, headers: Headers) -> tuple[int, int, int] | None:
+    """How specifically `rule` matches the request (lower is more specific); None: it does not."""
     ranks = []
     for match in rule.get("matches") or [{}]:
         path = match.get("path") or {"type": "PathPrefix", "value": "/"}
-        if match.get("headers") or match.get("queryParams") or match.get("method", "GET") != "GET":
+        if match.get("queryParams") or match.get("method", "GET") != "GET":
+            continue
+        conditions = match.get("headers") or []
+        if not all(_header_matches(condition, headers) for condition in conditions):
             continue
         kind, value = path.get("type", "PathPrefix"), path.get("value", "/")
         if value == "/" and kind in ("Exact", "PathPrefix"):
-            ranks.append((0 if kind == "Exact" else 1, 0 if "method" in match else 1))
+            ranks.append((0 if kind == "Exact" else 1, 0 if "method" in match else 1, -len(conditions)))
     return min(ranks) if ranks else None
+
+
+def _header_matches(condition: Body, headers: Headers) -> bool:
+    """A Gateway API header match: the header present with the exact value, or (RegularExpression)
+    a value the expression matches whole, as Envoy matches it."""
+    found = headers.get(str(condition.get("name", "")).lower())
+    if found is None:
+        return False
+    if condition.get("type", "Exact") == "RegularExpression":
+        return re.fullmatch(str(condition.get("value", "")), found) is not None
+    return bool(found == condition.get("value"))
 
 
 @dataclass(frozen=True)
@@ -227,28 +258,48 @@ def host_service(host: str, namespace: str | None) -> str | None:
     return name if other == namespace and in_cluster else None
 
 
-def virtual_service_http(vs: Body) -> Body | None:
-    """The http route of a VirtualService that a plain `GET /` takes: the first whose match
-    accepts it (no match at all accepts everything; a header, method or other path does not)."""
+def virtual_service_http(vs: Body, headers: Headers | None = None) -> Body | None:
+    """The http route of a VirtualService that a `GET /` with `headers` takes: the first whose
+    match accepts it (no match at all accepts everything; a method or other path does not, a
+    header condition only a request that meets it)."""
     for http in (vs.get("spec") or {}).get("http") or []:
         matches = http.get("match") or [{}]
-        if any(_istio_takes_root(m) for m in matches):
+        if any(_istio_takes_root(m, headers or {}) for m in matches):
             return dict(http)
     return None
 
 
-def _istio_takes_root(match: Body) -> bool:
-    if set(match) - {"name", "uri", "ignoreUriCase"}:
+def _istio_takes_root(match: Body, headers: Headers) -> bool:
+    if set(match) - {"name", "uri", "ignoreUriCase", "headers"}:
+        return False
+    conditions = match.get("headers") or {}
+    if not all(_istio_string_matches(c, headers.get(str(k).lower())) for k, c in conditions.items()):
         return False
     uri = match.get("uri") or {"prefix": "/"}
     return uri.get("exact") == "/" or uri.get("prefix") == "/" or uri.get("regex") in (".*", "/.*")
 
 
-def virtual_service_backends(vs: Body, destination_rules: Iterable[Body] = ()) -> list[tuple[Target, int]]:
-    """The destinations of the http route `GET /` takes, as (Target, weight). An unset weight is
-    all the traffic for a lone destination and none beside others, as Istio reads it."""
+def _istio_string_matches(condition: Body, value: str | None) -> bool:
+    """An Istio StringMatch: exact, prefix, or a regex (RE2) that matches the value whole."""
+    if value is None:
+        return False
+    if "exact" in condition:
+        return value == str(condition["exact"])
+    if "prefix" in condition:
+        return value.startswith(str(condition["prefix"]))
+    if "regex" in condition:
+        return re.fullmatch(str(condition["regex"]), value) is not None
+    return False
+
+
+def virtual_service_backends(
+    vs: Body, destination_rules: Iterable[Body] = (), headers: Headers | None = None
+) -> list[tuple[Target, int]]:
+    """The destinations of the http route a `GET /` with `headers` takes, as (Target, weight). An
+    unset weight is all the traffic for a lone destination and none beside others, as Istio
+    reads it."""
     namespace = (vs.get("metadata") or {}).get("namespace")
-    http = virtual_service_http(vs)
+    http = virtual_service_http(vs, headers)
     route = (http or {}).get("route") or []
     rules = list(destination_rules)
     out: list[tuple[Target, int]] = []
@@ -282,6 +333,9 @@ def _subset_labels(
 CANARY_ANNOTATION = "nginx.ingress.kubernetes.io/canary"
 CANARY_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
 CANARY_WEIGHT_TOTAL = "nginx.ingress.kubernetes.io/canary-weight-total"
+CANARY_BY_HEADER = "nginx.ingress.kubernetes.io/canary-by-header"
+CANARY_BY_HEADER_VALUE = "nginx.ingress.kubernetes.io/canary-by-header-value"
+CANARY_BY_COOKIE = "nginx.ingress.kubernetes.io/canary-by-cookie"
 
 
 def ingress_service(ingress: Body, host: str | None = None, path: str = "/") -> str | None:
@@ -307,11 +361,17 @@ def ingress_service(ingress: Body, host: str | None = None, path: str = "/") -> 
 
 
 def ingress_backends(
-    main: Body | None, canary: Body | None, host: str | None = None, path: str = "/"
+    main: Body | None,
+    canary: Body | None,
+    host: str | None = None,
+    path: str = "/",
+    headers: Headers | None = None,
 ) -> list[tuple[Target, int]]:
-    """Where ingress-nginx sends a request: `canary-weight` of `canary-weight-total` (100) to the
-    canary Ingress's backend when it is marked canary and serves the same host and path, the
-    rest to the main Ingress's."""
+    """Where ingress-nginx sends a request, when the canary Ingress is marked canary and serves
+    the same host and path: to its backend by `canary-by-header` (the header equal to
+    `canary-by-header-value`, or without one "always"; "never" keeps it off), else by
+    `canary-by-cookie` (the cookie "always" or "never"), else `canary-weight` of
+    `canary-weight-total` (100) to it and the rest to the main Ingress's."""
     main_service = ingress_service(main, host, path) if main is not None else None
     if main_service is None:
         return []
@@ -320,15 +380,45 @@ def ingress_backends(
     raw, total = annotations.get(CANARY_WEIGHT, "0"), annotations.get(CANARY_WEIGHT_TOTAL, "100")
     if annotations.get(CANARY_ANNOTATION) != "true" or canary_service is None or not (raw + total).isdigit():
         return [(Target(main_service), 100)]
+    chosen = _nginx_canary_by_request(annotations, headers or {})
+    if chosen is not None:
+        return [(Target(canary_service if chosen else main_service), 100)]
     weight, whole = min(int(raw), int(total)), int(total)
     return [(Target(main_service), whole - weight), (Target(canary_service), weight)]
 
 
-def route_backends(route: Body, rule_name: str | None = None) -> list[tuple[str | None, int]]:
-    """The backendRefs of the rule `GET /` takes, as (Service name, weight); the name is None
-    for a backend this namespace's data plane cannot reach (another kind or namespace), whose
-    share of requests fails, as an unresolved backendRef's does."""
-    rule = route_rule(route, rule_name)
+def _nginx_canary_by_request(annotations: Mapping[str, str], headers: Headers) -> bool | None:
+    """Whether the request's header or cookie decides for the canary (True) or against it
+    (False); None: neither decides, the weight does."""
+    by_header = annotations.get(CANARY_BY_HEADER)
+    if by_header:
+        found = headers.get(by_header.lower())
+        wanted = annotations.get(CANARY_BY_HEADER_VALUE)
+        if wanted is not None and found == wanted:
+            return True
+        if wanted is None and found in ("always", "never"):
+            return found == "always"
+    by_cookie = annotations.get(CANARY_BY_COOKIE)
+    if by_cookie:
+        found = _cookies(headers.get("cookie", "")).get(by_cookie)
+        if found in ("always", "never"):
+            return found == "always"
+    return None
+
+
+def _cookies(header: str) -> dict[str, str]:
+    """A `Cookie` header's cookies by name."""
+    pairs = (part.strip().partition("=") for part in header.split(";"))
+    return {name: value for name, equals, value in pairs if equals}
+
+
+def route_backends(
+    route: Body, rule_name: str | None = None, headers: Headers | None = None
+) -> list[tuple[str | None, int]]:
+    """The backendRefs of the rule a `GET /` with `headers` takes, as (Service name, weight); the
+    name is None for a backend this namespace's data plane cannot reach (another kind or
+    namespace), whose share of requests fails, as an unresolved backendRef's does."""
+    rule = route_rule(route, rule_name, headers)
     namespace = (route.get("metadata") or {}).get("namespace")
     backends: list[tuple[str | None, int]] = []
     for ref in (rule or {}).get("backendRefs") or []:
@@ -571,6 +661,7 @@ class DataPlane:
         app = app_for(image, self._apps, self._default)
         version = Version(pod_version(pod), behaviour=app.behaviour, code_label=app.code_label,
                           labelled=False, every_code=False)  # fmt: skip
+        count_audiences(version)
         endpoint = Endpoint(_uid(pod), image, app, version)
         self._configure(endpoint)
         version.start()
@@ -648,6 +739,24 @@ class DataPlane:
         )
 
 
+def count_audiences(version: Version) -> None:
+    """Make `version`'s app count the requests it serves by their `x-testbed-audience` header
+    (`testbed_audience_requests_total{audience}`), before it starts: the load generator names
+    each request's group there, so Prometheus tells which version each group reached."""
+    counter = Counter(AUDIENCE_COUNTER.removesuffix("_total"), "Requests served, by the load's audience.",
+                      ["audience"], registry=version.registry)  # fmt: skip
+    serve = version.server.RequestHandlerClass
+
+    class Counting(serve):  # type: ignore[valid-type,misc]
+        def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+            audience = self.headers.get(AUDIENCE_HEADER)
+            if audience and self.path != "/metrics":
+                counter.labels(audience).inc()
+            super().do_GET()
+
+    version.server.RequestHandlerClass = Counting
+
+
 def _lister(api: Any, kind: str) -> Callable[..., Any]:
     """A namespaced list function for a route kind, as `Informer` and the watch call it."""
     if kind == "ingresses":
@@ -686,7 +795,7 @@ class ServicePicker:
     def backends(self) -> list[Backend]:
         return [Backend(1, tuple(self.plane.service_endpoints(self.service)))]
 
-    def __call__(self) -> str | None:
+    def __call__(self, headers: Headers | None = None) -> str | None:
         return choose(self.backends(), self.rng)
 
 
@@ -707,14 +816,14 @@ class RoutePicker:
         self.rng = rng or random.Random()
         self.balance = SmoothWeights()
 
-    def backends(self) -> list[Backend]:
+    def backends(self, headers: Headers | None = None) -> list[Backend]:
         return [
             Backend(weight, tuple(self.plane.service_endpoints(service)) if service else ())
-            for service, weight in route_backends(self.route(), self.rule_name)
+            for service, weight in route_backends(self.route(), self.rule_name, headers)
         ]
 
-    def __call__(self) -> str | None:
-        return choose(self.backends(), self.rng, self.balance)
+    def __call__(self, headers: Headers | None = None) -> str | None:
+        return choose(self.backends(headers), self.rng, self.balance)
 
 
 def _backends(plane: Endpoints, targets: list[tuple[Target, int]]) -> list[Backend]:
@@ -740,11 +849,11 @@ class VirtualServicePicker:
         self.rng = rng or random.Random()
         self.balance = SmoothWeights()
 
-    def backends(self) -> list[Backend]:
-        return _backends(self.plane, virtual_service_backends(self.vs(), self.destination_rules()))
+    def backends(self, headers: Headers | None = None) -> list[Backend]:
+        return _backends(self.plane, virtual_service_backends(self.vs(), self.destination_rules(), headers))
 
-    def __call__(self) -> str | None:
-        return choose(self.backends(), self.rng, self.balance)
+    def __call__(self, headers: Headers | None = None) -> str | None:
+        return choose(self.backends(headers), self.rng, self.balance)
 
 
 class IngressPicker:
@@ -762,8 +871,8 @@ class IngressPicker:
         self.rng = rng or random.Random()
         self.balance = SmoothWeights()
 
-    def backends(self) -> list[Backend]:
-        return _backends(self.plane, ingress_backends(self.main(), self.canary(), self.host))
+    def backends(self, headers: Headers | None = None) -> list[Backend]:
+        return _backends(self.plane, ingress_backends(self.main(), self.canary(), self.host, headers=headers))
 
-    def __call__(self) -> str | None:
-        return choose(self.backends(), self.rng, self.balance)
+    def __call__(self, headers: Headers | None = None) -> str | None:
+        return choose(self.backends(headers), self.rng, self.balance)

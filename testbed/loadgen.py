@@ -10,6 +10,11 @@ small thread pool so that a slow endpoint does not slow the rate. It stops by it
 With `users`, each request comes from a user drawn at random from a population of that many
 (`user-0` ... `user-<users - 1>`), named in the `X-User-Id` header: the targeting key an app's
 flag evaluation buckets (flagd's `fractional`), as a real caller's session would carry it.
+
+A `mix` of header sets makes the requests differ, as a phased release's audiences do: each set
+takes its weight's share of the requests, in turn, and the picker is asked with the request's
+headers (a data plane picker honours a route's header and cookie matches). Each set may name
+its group in `x-testbed-audience`, which the data plane's apps count.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from testbed.demoapp import USER_HEADER
@@ -40,14 +45,17 @@ class LoadGenerator:
         canary_percent: Callable[[], float] = lambda: 50.0,
         duration: float = 1800.0,
         *,
-        picker: Callable[[], str | None] | None = None,
+        picker: Callable[..., str | None] | None = None,
         users: int | None = None,
+        mix: Sequence[tuple[Mapping[str, str], int]] = (),
     ) -> None:
         if picker is None:
             if stable_url is None or canary_url is None:
                 raise ValueError("a load generator needs a picker, or a stable and a canary URL")
             picker = split(stable_url, canary_url, canary_percent)
-        self.picker = picker
+        self.picker: Callable[..., str | None] = picker
+        # Each header set repeated by its weight, taken in turn: its share is exact over a cycle.
+        self.cycle = [dict(headers) for headers, weight in mix for _ in range(weight)]
         self.rate = rate
         self.duration = duration
         self.users = users
@@ -74,24 +82,26 @@ class LoadGenerator:
         next_at = time.monotonic()
         while not self._stop.is_set() and time.monotonic() < deadline:
             why = "no backend with a ready endpoint"
+            headers = self.cycle[(self.sent + self.unrouted) % len(self.cycle)] if self.cycle else None
             try:
-                url = self.picker()
+                url = self.picker(headers) if headers is not None else self.picker()
             except Exception as error:  # a picker reading the cluster mid-blip: this request goes nowhere
                 url, why = None, repr(error)
             if url is None:
                 self.unrouted += 1
                 self.misses.append((time.monotonic(), why))
             else:
-                user = f"user-{self._rng.randrange(self.users)}" if self.users else None
-                self._pool.submit(_get, url, user)
+                if self.users:
+                    headers = {**(headers or {}), USER_HEADER: f"user-{self._rng.randrange(self.users)}"}
+                self._pool.submit(_get, url, headers or {})
                 self.sent += 1
             next_at += period
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
 
-def _get(url: str, user: str | None = None) -> None:
-    request = urllib.request.Request(url, headers={USER_HEADER: user} if user else {})
+def _get(url: str, headers: Mapping[str, str]) -> None:
     # A 500 is an answer, not a failure of the generator.
+    request = urllib.request.Request(url, headers=dict(headers))
     with (
         contextlib.suppress(urllib.error.URLError, OSError),
         urllib.request.urlopen(request, timeout=5) as response,

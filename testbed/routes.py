@@ -19,6 +19,7 @@ from parachute.routing.istio import IstioRouter, Subsets
 from parachute.routing.nginx import NginxRouter, canary_ingress_name
 from parachute.routing.objects import Body, Client, Operation, Ref, pointer
 from parachute.routing.router import Release, Router
+from testbed.dataplane import Headers, Target, ingress_backends, route_backends, virtual_service_backends
 
 SERVICE = "checkout"
 OTHER = "checkout-legacy"  # what the user's second rule sends to
@@ -177,8 +178,52 @@ class Backend:
 
 
 def _rule_index(rules: list[dict[str, Any]], key: str, service_of: Callable[[dict[str, Any]], str]) -> int:
+    """The user's rule that sends to the Service (an audience's rule of Parachute's is not it)."""
     names = (SERVICE, f"{SERVICE}-stable", f"{SERVICE}-canary")
-    return next(i for i, r in enumerate(rules) if any(service_of(d) in names for d in r.get(key) or []))
+    return next(
+        i
+        for i, r in enumerate(rules)
+        if not audience_rule(r) and any(service_of(d) in names for d in r.get(key) or [])
+    )
+
+
+def audience_rule(rule: dict[str, Any]) -> bool:
+    """Whether a rule is one Parachute added for a phased release's audience."""
+    return str(rule.get("name", "")).startswith("parachute-audience-")
+
+
+def reaches(
+    backend: Backend, look: Callable[[Ref], Body], namespace: str, headers: Headers
+) -> dict[str, int]:
+    """Where a `GET /` with `headers` goes, read from the raw objects as the testbed's data plane
+    reads them (the proxies' rules, not the router's): each side's share in percent, "stable",
+    "canary", or another Service."""
+    if backend.id.startswith("gateway"):
+        route = look(Ref(GATEWAY_V1, "HTTPRoute", namespace, backend.route_name))
+        found = [(str(name), w) for name, w in route_backends(route, headers=headers)]
+    elif backend.id.startswith("istio"):
+        vs = look(Ref(ISTIO_V1, "VirtualService", namespace, backend.route_name))
+        rules = [look(Ref(ISTIO_V1, "DestinationRule", namespace, SERVICE))] if not backend.services else []
+        found = [(_side_of(t), w) for t, w in virtual_service_backends(vs, rules, headers)]
+    else:
+        user = look(Ref(INGRESS_V1, "Ingress", namespace, backend.route_name))
+        canary = look(Ref(INGRESS_V1, "Ingress", namespace, canary_ingress_name(backend.route_name)))
+        found = [(str(t.service), w) for t, w in ingress_backends(user, canary, headers=headers)]
+    sides = {"stable": 0, "canary": 0}
+    for name, weight in found:
+        side = {f"{SERVICE}-stable": "stable", f"{SERVICE}-canary": "canary"}.get(name, name)
+        sides[side] = sides.get(side, 0) + weight
+    total = sum(sides.values())
+    return {side: round(100 * weight / total) for side, weight in sides.items() if weight}
+
+
+def _side_of(target: Target) -> str:
+    labels = dict(target.labels)
+    if "pod-template-hash" in labels:
+        return "stable"
+    if labels.get("parachute.dev/canary") == "true":
+        return "canary"
+    return str(target.service)
 
 
 def _gateway_weights(route: Body) -> tuple[int, int]:

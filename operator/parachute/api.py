@@ -192,14 +192,14 @@ class Risk(StrEnum):
 
 
 class Strategy(StrEnum):
-    """How the new version is exposed. canary and blueGreen are acted on; phased is refused."""
+    """How the new version is exposed: by share (canary), by copy (blueGreen), by audience (phased)."""
 
     canary = "canary"
     blue_green = "blueGreen"
     phased = "phased"
 
 
-SUPPORTED_STRATEGIES = (Strategy.canary, Strategy.blue_green)
+SUPPORTED_STRATEGIES = (Strategy.canary, Strategy.blue_green, Strategy.phased)
 
 
 class FlagState(StrEnum):
@@ -272,8 +272,8 @@ class Step(Model):
     )
     audience: Annotated[str, StringConstraints(max_length=63)] | None = Field(
         None,
-        description="Phased strategy: the audience (from spec.phased.audiences) this stage opens to.",
-        json_schema_extra=not_supported("no router opens a stage to an audience yet"),
+        description="An audience for this step.",
+        json_schema_extra=not_supported("a phased release's stages are spec.phased.audiences, not steps"),
     )
 
 
@@ -467,26 +467,123 @@ class BlueGreen(Model):
     )
 
 
-class AudienceMatch(Model):
-    header: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = None
-    cookie: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = None
-    value: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
-        None, description="Exact value to match; any value when unset."
+# A header or cookie name: an RFC 7230 token, as Gateway API accepts a header's name.
+Token = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$", max_length=256)]
+AudienceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)]
+
+
+class HeaderAudience(Model):
+    """Requests that carry a header with an exact value."""
+
+    name: Token = Field(description="The header's name (matched without regard to case).")
+    value: Annotated[str, StringConstraints(pattern=r"^[!-~]([ -~]*[!-~])?$", max_length=256)] = Field(
+        description="The header's exact value."
+    )
+
+
+class CookieAudience(Model):
+    """Requests that carry a cookie with an exact value."""
+
+    name: Token = Field(description="The cookie's name.")
+    value: Annotated[str, StringConstraints(pattern=r"^[!#-+\--:<-\[\]-~]+$", max_length=256)] = Field(
+        description="The cookie's exact value. With NGINX it must be always (canary-by-cookie routes no "
+        "other value)."
     )
 
 
 class Audience(Model):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=63)]
-    match: AudienceMatch | None = Field(None, description="Router match that selects this audience.")
-    flag_targeting: Annotated[str, StringConstraints(max_length=253)] | None = Field(
-        None, description="Alternatively, a flagd targeting variable that selects this audience."
+    """One stage of a phased release: who gets the new version, and for how long it is watched."""
+
+    model_config = ConfigDict(
+        json_schema_extra=crd_extras(
+            cel("!has(self.header) || !has(self.cookie)", "set at most one of header, cookie", ".header"),
+            cel(
+                "!has(self.minWait) || !has(self.maxWait) || duration(self.minWait) <= duration(self.maxWait)",
+                "minWait must not be longer than maxWait",
+                ".minWait",
+            ),
+        )
     )
+
+    name: AudienceName = Field(description="The audience's name, shown as the stage's, e.g. internal, beta.")
+    header: HeaderAudience | None = Field(
+        None,
+        description="The audience is the requests with this header. The router sends them to the new version.",
+    )
+    cookie: CookieAudience | None = Field(
+        None,
+        description="The audience is the requests with this cookie. The router sends them to the new version.",
+    )
+    flag_targeting: Annotated[str, StringConstraints(max_length=253)] | None = Field(
+        None,
+        description="A flag store's targeting rule that selects this audience.",
+        json_schema_extra=not_supported("flag-store audiences are not built yet; use header or cookie"),
+    )
+    min_wait: Duration | None = Field(
+        None,
+        description="The stage may end this early when every watched metric was healthy for the whole wait. "
+        "Default 0s.",
+    )
+    max_wait: Duration | None = Field(
+        None, description="The stage must be decided (promote or roll back) by this time. Default: minWait."
+    )
+
+    @model_validator(mode="after")
+    def _one_match(self) -> Self:
+        # The CEL rule above, for objects the API server did not check.
+        if self.header is not None and self.cookie is not None:
+            raise ValueError("set at most one of header, cookie")
+        return self
+
+    def matches(self) -> bool:
+        """Whether this is an audience rather than everyone."""
+        return self.header is not None or self.cookie is not None
 
 
 class Phased(Model):
-    """Phased: by audience, not share (internal → beta → everyone)."""
+    """Phased: by audience, not share (internal → beta → everyone). Each audience is a stage whose
+    requests (by header or cookie) the router sends to the new version while everyone else stays on
+    stable; the last entry, with neither, is everyone: the new version promoted as a canary's 100%."""
 
-    audiences: list[Audience] = Field(min_length=1, max_length=10)
+    model_config = ConfigDict(
+        json_schema_extra=crd_extras(
+            cel(
+                "size(self.audiences) == 0 || (!has(self.audiences[size(self.audiences) - 1].header) && "
+                "!has(self.audiences[size(self.audiences) - 1].cookie))",
+                "spec.phased.audiences: the last is everyone (no header or cookie): the release ends with "
+                "the new version for all",
+                ".audiences",
+            ),
+            cel(
+                "self.audiences.filter(a, !has(a.header) && !has(a.cookie)).size() == 1",
+                "spec.phased.audiences: every audience but the last names a header or a cookie",
+                ".audiences",
+            ),
+            cel(
+                "self.audiences.all(a, self.audiences.filter(b, b.name == a.name).size() == 1)",
+                "spec.phased.audiences: names must be unique",
+                ".audiences",
+            ),
+        )
+    )
+
+    audiences: list[Audience] = Field(
+        min_length=2,
+        max_length=10,
+        description="The stages in order: audiences by header or cookie, then everyone (the last, with "
+        "neither).",
+    )
+
+    @model_validator(mode="after")
+    def _ends_with_everyone(self) -> Self:
+        # The CEL rules above, for objects the API server did not check.
+        if self.audiences[-1].matches():
+            raise ValueError("the last audience is everyone (no header or cookie)")
+        if any(not a.matches() for a in self.audiences[:-1]):
+            raise ValueError("every audience but the last names a header or a cookie")
+        if len({a.name for a in self.audiences}) != len(self.audiences):
+            raise ValueError("audience names must be unique")
+        return self
 
 
 # ---------------------------------------------------------------------------- analysis
@@ -1118,7 +1215,10 @@ class Notification(Model):
 # ---------------------------------------------------------------------------- spec
 
 
-_STRATEGY_REFUSED = "phased is not supported yet; use canary or blueGreen"
+_STRATEGY_REFUSED = "not a strategy Parachute acts on"
+_ROUTERS = (
+    "has(self.trafficRouting.gatewayAPI) || has(self.trafficRouting.istio) || has(self.trafficRouting.nginx)"
+)
 
 
 class RolloutSpec(Model):
@@ -1150,6 +1250,30 @@ class RolloutSpec(Model):
                 "spec.blueGreen switches the active Service's selector; switching a router's route is "
                 "not supported yet",
                 ".blueGreen",
+            ),
+            cel(
+                "(has(self.strategy) && self.strategy == 'phased') == has(self.phased)",
+                "spec.phased: set it exactly when spec.strategy is phased (the audiences it releases to)",
+                ".phased",
+            ),
+            cel(
+                f"!has(self.phased) || (has(self.trafficRouting) && ({_ROUTERS}))",
+                "spec.trafficRouting: a phased release needs a router (gatewayAPI, istio or nginx) to send "
+                "an audience's requests to the new version",
+                ".trafficRouting",
+            ),
+            cel(
+                "!has(self.phased) || (!has(self.steps) && !has(self.waits) && !has(self.watchAfterRelease))",
+                "spec.phased: its stages are its audiences, each with its own minWait and maxWait: "
+                "spec.steps, spec.waits and spec.watchAfterRelease are for canary",
+                ".phased",
+            ),
+            cel(
+                "!has(self.phased) || !has(self.trafficRouting) || !has(self.trafficRouting.nginx) || "
+                "self.phased.audiences.all(a, !has(a.cookie) || a.cookie.value == 'always')",
+                "spec.phased.audiences: with nginx a cookie audience's value is always (canary-by-cookie "
+                "routes no other value)",
+                ".phased",
             ),
             # Equal weights are fine: 100, 100 is the flag-gated plan (flags off, then on).
             cel(
@@ -1198,7 +1322,9 @@ class RolloutSpec(Model):
     strategy: Strategy = Field(
         Strategy.canary,
         description="canary: the new version takes a share of the traffic per stage. blueGreen: a full "
-        "copy behind a preview Service, then the active Service switched to it (spec.blueGreen).",
+        "copy behind a preview Service, then the active Service switched to it (spec.blueGreen). phased: "
+        "the new version goes to one audience after another, by header or cookie, then to everyone "
+        "(spec.phased).",
     )
     steps: list[Step] | None = Field(
         None, min_length=1, max_length=50, description="Explicit stages, replacing the risk plan's."
@@ -1216,7 +1342,9 @@ class RolloutSpec(Model):
         None, description="With strategy blueGreen: the active and preview Services, and the switch's timing."
     )
     phased: Phased | None = Field(
-        None, json_schema_extra=not_supported("no router opens a stage to an audience yet")
+        None,
+        description="With strategy phased: the audiences the new version goes to, one stage each, then "
+        "everyone. Needs a router (spec.trafficRouting).",
     )
     analysis: Analysis | None = None
     feature_flags: FeatureFlags | None = None
@@ -1273,6 +1401,24 @@ class RolloutSpec(Model):
             raise ValueError("spec.blueGreen: switching a router's route is not supported yet")
         return self
 
+    @model_validator(mode="after")
+    def _phased_as_written(self) -> Self:
+        # The CEL rules above, for objects the API server did not check.
+        if (self.strategy == Strategy.phased) != (self.phased is not None):
+            raise ValueError("spec.phased: set it exactly when spec.strategy is phased")
+        if self.phased is None:
+            return self
+        router = self.traffic_routing.router() if self.traffic_routing is not None else None
+        if router is None:
+            raise ValueError(
+                "spec.trafficRouting: a phased release needs a router (gatewayAPI, istio or nginx)"
+            )
+        if self.steps or self.waits or self.watch_after_release:
+            raise ValueError("spec.phased: spec.steps, spec.waits and spec.watchAfterRelease are for canary")
+        if router == "nginx" and any(a.cookie and a.cookie.value != "always" for a in self.phased.audiences):
+            raise ValueError("spec.phased.audiences: with nginx a cookie audience's value is always")
+        return self
+
 
 # ---------------------------------------------------------------------------- status
 
@@ -1323,6 +1469,11 @@ class PlannedStage(Model):
         None,
         description="The flags' state this stage puts in place (off, on, or a percentage of users); "
         "unset: left as they are.",
+    )
+    audience: str | None = Field(
+        None,
+        description="Phased: who this stage sends to the new version (e.g. header x-employee: true), "
+        "everyone else staying on stable; unset: a share of everyone, as weight says.",
     )
 
 
@@ -1514,6 +1665,13 @@ class TrafficStatus(Model):
         description="The canary's share the route holds, as read back; absent when unknown.",
     )
     verified: bool = Field(False, description="applied was read back from the router's objects.")
+    desired_audience: str | None = Field(
+        None, description="Phased: the audience whose requests the route should send to the new version."
+    )
+    applied_audience: str | None = Field(
+        None,
+        description="Phased: the audience whose requests the route sends to the new version, as read back.",
+    )
     message: str | None = Field(None, description="Why applied is unknown, or what is awaited.")
     draining_since: str | None = Field(
         None,

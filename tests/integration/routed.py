@@ -109,6 +109,11 @@ class Sampler:
 
 
 class Routed:
+    # The load's header sets and their weights (a phased release's audience and everyone else);
+    # none: plain requests. The HTTPRoute rule the picker follows; None: Gateway API's precedence.
+    mix: tuple[tuple[dict[str, str], int], ...] = ()
+    rule_name: str | None = "main"
+
     def __init__(self, cluster: Cluster, namespace: str, workdir: Path, setup: Setup, new: Behaviour) -> None:
         self.cluster, self.namespace, self.setup = cluster, namespace, setup
         if setup.crds:
@@ -130,13 +135,13 @@ class Routed:
             cluster.kubeconfig, workdir / "operator.kubeconfig", account=account, backends=(setup.backend,)
         )
         self.operator = RunningOperator(kubeconfig, workdir / "operator.log").start()
-        self.load = LoadGenerator(rate=RATE, duration=900, picker=self.picker()).start()
+        self.load = LoadGenerator(rate=RATE, duration=900, picker=self.picker(), mix=self.mix).start()
         self.sampler = Sampler(self.canary_weight_and_replicas).start()
 
     def picker(self) -> RoutePicker | VirtualServicePicker | IngressPicker:
         plane = self.plane
         if self.setup.backend == "gatewayAPI":
-            return plane.route_picker(lambda: plane.object("httproutes", "checkout") or {}, "main")
+            return plane.route_picker(lambda: plane.object("httproutes", "checkout") or {}, self.rule_name)
         if self.setup.backend == "istio":
             return plane.virtual_service_picker("checkout")
         return plane.ingress_picker("shop", "shop-canary")

@@ -105,7 +105,9 @@ def test_bad_input_is_refused_naming_the_field(
 
 # What no code acts on yet is refused, naming the field, until that code exists.
 NOT_SUPPORTED = [
-    pytest.param({"phased": {"audiences": [{"name": "internal"}]}}, "spec.phased", id="phased"),
+    pytest.param({"strategy": "phased", "trafficRouting": {"gatewayAPI": {"httpRoute": "r", "service": "a"}},
+                  "phased": {"audiences": [{"name": "internal", "flagTargeting": "staff"}, {"name": "everyone"}]}},
+                 "spec.phased.audiences[0].flagTargeting", id="flag-audience"),
     pytest.param({"steps": [{"weight": 100, "audience": "internal"}]}, "spec.steps[0].audience", id="audience"),
 ]  # fmt: skip
 
@@ -123,12 +125,7 @@ def test_what_is_not_supported_yet_is_refused_naming_the_field(
     assert f"{written} is not supported yet" in refused.value.body
 
 
-def test_canary_and_blue_green_are_accepted_and_phased_refused(crds: Cluster, namespace: str) -> None:
-    with pytest.raises(ApiException) as refused:
-        create(crds, namespace, rollout("bad", targetRef={"name": "a"}, strategy="phased"))
-    assert refused.value.status == 422
-    assert "spec.strategy: Invalid value" in refused.value.body
-    assert "phased is not supported yet; use canary or blueGreen" in refused.value.body
+def test_canary_and_blue_green_are_accepted(crds: Cluster, namespace: str) -> None:
     created = create(crds, namespace, rollout("good", targetRef={"name": "a"}, strategy="canary"))
     assert created["spec"]["strategy"] == "canary"
     settings = {"activeService": "a"}
@@ -136,6 +133,66 @@ def test_canary_and_blue_green_are_accepted_and_phased_refused(crds: Cluster, na
                                               blueGreen=settings))  # fmt: skip
     # Defaults stay in the models, not the schema: what the user wrote is what is stored.
     assert created["spec"]["blueGreen"] == settings
+
+
+def test_phased_with_a_router_is_accepted(crds: Cluster, namespace: str) -> None:
+    created = create(crds, namespace, rollout("phased", targetRef={"name": "a"}, strategy="phased",
+                                              trafficRouting=GATEWAY, phased={"audiences": AUDIENCES}))  # fmt: skip
+    assert [a["name"] for a in created["spec"]["phased"]["audiences"]] == ["internal", "beta", "everyone"]
+
+
+GATEWAY = {"gatewayAPI": {"httpRoute": "r", "service": "a"}}
+INTERNAL = {"name": "internal", "header": {"name": "X-Employee", "value": "true"}, "minWait": "1m"}
+BETA = {"name": "beta", "cookie": {"name": "beta", "value": "yes"}}
+AUDIENCES = [INTERNAL, BETA, {"name": "everyone"}]
+PHASED_REFUSED = [
+    pytest.param({"strategy": "phased"}, "spec.phased", "set it exactly when spec.strategy is phased",
+                 id="no-audiences"),
+    pytest.param({"phased": {"audiences": AUDIENCES}, "trafficRouting": GATEWAY}, "spec.phased",
+                 "set it exactly when spec.strategy is phased", id="audiences-without-the-strategy"),
+    pytest.param({"strategy": "phased", "phased": {"audiences": AUDIENCES}}, "spec.trafficRouting",
+                 "a phased release needs a router", id="no-router"),
+    pytest.param({"strategy": "phased", "phased": {"audiences": AUDIENCES}, "trafficRouting": {"replicas": {}}},
+                 "spec.trafficRouting", "a phased release needs a router", id="replica-ratio"),
+    pytest.param({"strategy": "phased", "phased": {"audiences": [INTERNAL, BETA]}, "trafficRouting": GATEWAY},
+                 "spec.phased.audiences", "the last is everyone", id="no-everyone"),
+    pytest.param({"strategy": "phased", "phased": {"audiences": [{"name": "all"}, INTERNAL, {"name": "everyone"}]},
+                  "trafficRouting": GATEWAY},
+                 "spec.phased.audiences", "every audience but the last names a header or a cookie", id="everyone-twice"),
+    pytest.param({"strategy": "phased", "phased": {"audiences": [INTERNAL, {**BETA, "name": "internal"},
+                                                                  {"name": "everyone"}]}, "trafficRouting": GATEWAY},
+                 "spec.phased.audiences", "names must be unique", id="same-name"),
+    pytest.param({"strategy": "phased", "phased": {"audiences": [{**INTERNAL, "cookie": BETA["cookie"]},
+                                                                  {"name": "everyone"}]}, "trafficRouting": GATEWAY},
+                 "spec.phased.audiences[0].header", "set at most one of header, cookie", id="header-and-cookie"),
+    pytest.param({"strategy": "phased", "phased": {"audiences": [{**INTERNAL, "minWait": "2h", "maxWait": "1h"},
+                                                                  {"name": "everyone"}]}, "trafficRouting": GATEWAY},
+                 "spec.phased.audiences[0].minWait", "minWait must not be longer than maxWait", id="min-over-max"),
+    pytest.param({"strategy": "phased", "phased": {"audiences": AUDIENCES}, "trafficRouting": GATEWAY,
+                  "steps": [{"weight": 100}]}, "spec.phased", "spec.steps, spec.waits and spec.watchAfterRelease "
+                 "are for canary", id="steps"),
+    pytest.param({"strategy": "phased", "phased": {"audiences": AUDIENCES},
+                  "trafficRouting": {"nginx": {"ingress": "i", "service": "a"}}},
+                 "spec.phased", "with nginx a cookie audience's value is always", id="nginx-cookie"),
+    pytest.param({"strategy": "phased", "phased": {"audiences": [{"name": "Internal!", "header": INTERNAL["header"]},
+                                                                  {"name": "everyone"}]}, "trafficRouting": GATEWAY},
+                 "spec.phased.audiences[0].name", "should match", id="name-not-a-dns-label"),
+    pytest.param({"strategy": "phased", "phased": {"audiences": [{**INTERNAL, "header": {"name": "x employee",
+                                                                                          "value": "1"}},
+                                                                  {"name": "everyone"}]}, "trafficRouting": GATEWAY},
+                 "spec.phased.audiences[0].header.name", "should match", id="header-name-not-a-token"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("spec", "field", "says"), PHASED_REFUSED)
+def test_phased_is_refused_where_it_would_not_run_as_written(
+    crds: Cluster, namespace: str, spec: dict[str, Any], field: str, says: str
+) -> None:
+    with pytest.raises(ApiException) as refused:
+        create(crds, namespace, rollout("bad", targetRef={"name": "a"}, **spec))
+    assert refused.value.status == 422
+    assert f"{field}: " in refused.value.body
+    assert says in refused.value.body
 
 
 BLUE_GREEN_REFUSED = [

@@ -5,9 +5,12 @@ Service; Istio VirtualService; NGINX canary Ingress): a weight set is read back;
 written when nothing changed (resourceVersion and generation stay); the user's second rule
 and filters are untouched through a whole release; a hand edit is reported and put back;
 reset sends everything to stable; a missing CRD, a route that does not send to the Service
-and a missing object are setup errors naming the field, with nothing written. What only a
-cluster shows is checked here: the CRDs' own defaults and validation, the server's verdict
-on a failed `test` op, and which pods the stable and canary Services really reach.
+and a missing object are setup errors naming the field, with nothing written. A phased
+release's audience (a header, a cookie) is written, read back as the server stores it, sends
+that audience's requests to the canary and no one else's, leaves the user's rules alone, and
+goes with a reset. What only a cluster shows is checked here: the CRDs' own defaults and
+validation, the server's verdict on a failed `test` op, and which pods the stable and canary
+Services really reach.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from kubernetes.client.exceptions import ApiException
 
 from parachute.routing.client import ApiServerClient
 from parachute.routing.objects import Body, ConflictError, Ref
-from parachute.routing.router import Applied, Release, Router, RoutingSetupError
+from parachute.routing.router import Applied, AudienceMatch, Release, Router, RoutingSetupError
 from testbed import crds as router_crds
-from testbed.routes import BACKENDS, OTHER, SERVICE, Backend, service
+from testbed.routes import BACKENDS, OTHER, SERVICE, Backend, audience_rule, reaches, service
 from tests.integration.conftest import Cluster, deployment, eventually, rollout
 
 pytestmark = pytest.mark.cluster
@@ -166,6 +169,49 @@ def test_reset_sends_everything_to_stable(world: World) -> None:
     assert run(router.reset()) == Applied(0, wrote=True)
     assert world.backend.weights(world.look()) == (100, 0)
     assert run(router.reset()) == Applied(0, wrote=False)
+
+
+def test_an_audience_is_read_back_and_only_its_requests_reach_the_canary(world: World) -> None:
+    router = world.router()
+    run(router.ensure())
+    run(router.set_weight(0))
+    users = _users_rules(world)
+    employees = AudienceMatch("header", "x-employee", "true")
+    cookie = AudienceMatch("cookie", "beta", "always" if world.backend.id == "nginx" else "yes")
+
+    def goes(headers: dict[str, str]) -> dict[str, int]:
+        return reaches(world.backend, world.look, world.namespace, headers)
+
+    assert run(router.set_weight(0, employees)) == Applied(0, wrote=True, audience=employees)
+    assert run(router.read()) == Applied(0, audience=employees)  # as the server stored it, defaults and all
+    before = world.look()["metadata"]
+    assert run(router.set_weight(0, employees)) == Applied(0, audience=employees)
+    assert world.look()["metadata"]["resourceVersion"] == before["resourceVersion"]
+    assert goes({"x-employee": "true"}) == {"canary": 100}
+    assert goes({}) == {"stable": 100} == goes({"x-employee": "false"})
+
+    assert run(router.set_weight(0, cookie)).audience == cookie
+    assert run(router.read()) == Applied(0, audience=cookie)
+    assert goes({"cookie": f"session=1; beta={cookie.value}"}) == {"canary": 100}
+    assert goes({"x-employee": "true"}) == {"stable": 100}
+    assert _users_rules(world) == users
+
+    assert run(router.set_weight(100)) == Applied(100, wrote=True)
+    assert run(router.reset()) == Applied(0, wrote=True)
+    assert goes({"cookie": f"beta={cookie.value}"}) == {"stable": 100}
+    assert _users_rules(world) == users
+
+
+def _users_rules(world: World) -> Any:
+    """The user's rules as the server holds them, Parachute's audience rules and the managed
+    rule's destinations aside; for NGINX, the user's Ingress."""
+    if world.backend.id == "nginx":
+        return world.look(world.user_route())["spec"]
+    key, destinations = (
+        ("rules", "backendRefs") if world.backend.id.startswith("gateway") else ("http", "route")
+    )
+    rules = [r for r in world.look()["spec"][key] if not audience_rule(r)]
+    return [{k: v for k, v in r.items() if k != destinations} for r in rules], rules[0]
 
 
 def test_a_route_that_does_not_send_to_the_service_is_a_setup_error(

@@ -78,7 +78,6 @@ def test_the_plan_is_preview_then_active_then_released() -> None:
             "not supported yet",
             id="a-router's-switch-not-yet",
         ),
-        pytest.param({"strategy": "phased"}, "phased is not supported yet", id="phased-still-refused"),
     ],
 )
 def test_the_models_refuse_what_blue_green_does_not_do(fields: dict[str, Any], refused: str) -> None:

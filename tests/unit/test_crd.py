@@ -86,8 +86,12 @@ SPEC_RULES = SCHEMA["properties"]["spec"]["x-kubernetes-validations"]
         pytest.param(".waits", "!has(self.steps) || !has(self.waits)", "spec.waits", id="waits-not-with-steps"),
         pytest.param(".watchAfterRelease", "!has(self.steps) || !has(self.watchAfterRelease)",
                      "spec.watchAfterRelease", id="watch-after-release-not-with-steps"),
-        pytest.param(".strategy", "!has(self.strategy) || self.strategy in ['canary', 'blueGreen']",
-                     "spec.strategy: phased is not supported yet", id="canary-or-blue-green"),
+        pytest.param(".phased", "(has(self.strategy) && self.strategy == 'phased') == has(self.phased)",
+                     "spec.phased: set it exactly when", id="phased-settings-with-its-strategy"),
+        pytest.param(".trafficRouting",
+                     "!has(self.phased) || (has(self.trafficRouting) && (has(self.trafficRouting.gatewayAPI) || "
+                     "has(self.trafficRouting.istio) || has(self.trafficRouting.nginx)))",
+                     "spec.trafficRouting: a phased release needs a router", id="phased-needs-a-router"),
         pytest.param(".blueGreen", "(has(self.strategy) && self.strategy == 'blueGreen') == has(self.blueGreen)",
                      "spec.blueGreen: set it exactly when", id="blue-green-settings-with-its-strategy"),
     ],
@@ -103,7 +107,7 @@ def test_the_strategies_not_supported_stay_in_the_enum_so_accepting_one_lifts_a_
 
 
 NOT_SUPPORTED = {
-    "spec.phased",
+    "spec.phased.audiences[].flagTargeting",
     "spec.steps[].audience",
 }
 

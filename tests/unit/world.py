@@ -18,6 +18,7 @@ from parachute.plan.desired_workload import template_revision, with_config
 from parachute.plan.engine import decide
 from parachute.plan.model import (
     Applied,
+    AudienceMatch,
     CanaryState,
     Decision,
     Event,
@@ -69,6 +70,7 @@ class World:
     # With a router: the canary's share the route holds (None: not set up yet), whether writes
     # reach it, the pod-template-hash the stable backend selects, and the weights written.
     route: int | None = None
+    route_audience: AudienceMatch | None = None  # phased: whose requests the route sends the canary
     route_stuck: bool = False
     stable_pin: str | None = None
     route_writes: list[int] = field(default_factory=list)
@@ -113,7 +115,8 @@ class World:
                         recovery=RecoveryView(config_hashes=dict(self.configs), restarted_at=self.restarted_at),
                         serving=self.serving(),
                         flags=FlagsView(self.flags, self.flags_problem, self.cannot_switch_on, self.cannot_split),
-                        traffic=TrafficView(Applied(self.route, None if self.route is not None else "not set up")))  # fmt: skip
+                        traffic=TrafficView(Applied(self.route, None if self.route is not None else "not set up",
+                                                    audience=self.route_audience)))  # fmt: skip
 
     def serving(self) -> Serving:
         """Ready pods per template, as the ReplicaSets count them: half and half mid-roll."""
@@ -143,6 +146,7 @@ class World:
             if self.route != traffic.weight:
                 self.route_writes.append(traffic.weight)
             self.route = traffic.weight
+            self.route_audience = traffic.rule
         intent = decision.workload
         if intent.target_restart and not intent.target_paused:
             self.target_restarted_at = intent.target_restart  # rolls at once, here

@@ -22,11 +22,13 @@ def applied(observed: Observed) -> int | None:
 
 
 def traffic_back(observed: Observed, routed: bool) -> bool:
-    """All traffic is on stable, as seen: the route at 0% for the canary (or no route left to
-    read), or with replica ratio no canary pod ready."""
+    """All traffic is on stable, as seen: the route at 0% for the canary and no audience sent
+    to it (or no route left to read), or with replica ratio no canary pod ready."""
     if routed:
         traffic = observed.traffic
-        return applied(observed) == 0 or (traffic is not None and bool(traffic.broken))
+        if traffic is not None and traffic.broken:
+            return True
+        return applied(observed) == 0 and (traffic is None or traffic.applied.audience is None)
     canary = observed.canary
     return observed.serving.in_canary() == 0 and (canary is None or canary.ready == 0)
 

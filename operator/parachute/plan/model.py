@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from parachute.api import RolloutStatus
 
@@ -121,11 +122,29 @@ class RecoveryView:
 
 
 @dataclass(frozen=True)
+class AudienceMatch:
+    """Who an audience is, as a router writes it: requests whose header (or cookie) `key` has
+    exactly `value`. Header names are kept in lower case: they match without regard to case."""
+
+    by: Literal["header", "cookie"]
+    key: str
+    value: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.by} {self.key}: {self.value}"
+            if self.by == "header"
+            else f"cookie {self.key}={self.value}"
+        )
+
+
+@dataclass(frozen=True)
 class Applied:
     """What a traffic router's backend holds now, as the router read it.
 
     `weight`: the canary's share in percent, or None when it cannot be verified, `unverified`
-    then saying why. `hand_edit`: weights found that Parachute did not write, what they
+    then saying why. `audience`: whose requests go to the canary whatever the share (phased),
+    as read back. `hand_edit`: weights found that Parachute did not write, what they
     were and (after a write) that they were put right: an Event's message. `wrote`: whether
     the call that answered changed the backend.
     """
@@ -134,10 +153,11 @@ class Applied:
     unverified: str | None = None
     hand_edit: str | None = None
     wrote: bool = False
+    audience: AudienceMatch | None = None
 
-    def holds(self, weight: int) -> bool:
-        """A stage is reached only when the backend verifiably holds its weight."""
-        return self.weight == weight
+    def holds(self, weight: int, audience: AudienceMatch | None = None) -> bool:
+        """A stage is reached only when the backend verifiably holds its weight (and audience)."""
+        return self.weight == weight and self.audience == audience
 
 
 @dataclass(frozen=True)
@@ -201,17 +221,26 @@ class TrafficIntent:
     are ready, so that traffic may move to it. Until they are, the route keeps `held` (what it
     holds, never more than `share`, and 0 when no canary pod is ready). `stable` is the
     pod-template-hash the stable backend selects: the target's ReplicaSet that serves.
+    `audience` (phased): whose requests go to the canary whatever the share, once it is open;
+    until then the route keeps `held_audience` (the one it holds, while the canary serves it).
     """
 
     share: int
     open: bool = True
     held: int = 0
     stable: str | None = None
+    audience: AudienceMatch | None = None
+    held_audience: AudienceMatch | None = None
 
     @property
     def weight(self) -> int:
         """The canary's share to write now."""
         return self.share if self.open else self.held
+
+    @property
+    def rule(self) -> AudienceMatch | None:
+        """The audience to write now."""
+        return self.audience if self.open else self.held_audience
 
 
 class EventType(StrEnum):

@@ -21,6 +21,7 @@ from parachute.api import (
 )
 from parachute.conditions import timestamp
 from parachute.plan import facts, flag_requests, rollback
+from parachute.plan.model import Observed
 from parachute.plan.stages import effective_risk
 from parachute.plan.tick import ACTIVE, GATE_RECHECK, STOPPED, Log, Tick
 
@@ -81,11 +82,16 @@ def abort(tick: Tick, st: RolloutStatus, log: Log, reason: str, why: str) -> Non
     where = (
         f"revision {revision} still serves from the target ({rollback.ready_pods(in_target)})"
         if in_target
-        else f"all traffic {'going ' if tick.routed and facts.applied(observed) != 0 else ''}back to stable "
+        else f"all traffic {'going ' if tick.routed and not _route_on_stable(observed) else ''}back to stable "
         f"revision {stable}"
     )
     st.message = f"{why}; {where}; set {RETRY_ANNOTATION} to start again, or apply a new template"
     log.event(reason, st.message, warning=True)
+
+
+def _route_on_stable(observed: Observed) -> bool:
+    """The route reads back nothing for the canary: 0% and no audience (phased)."""
+    return observed.traffic is not None and observed.traffic.applied.holds(0)
 
 
 def may_progress(tick: Tick) -> bool:

@@ -60,9 +60,11 @@ def progressing(tick: Tick, st: RolloutStatus) -> Outcome:
 
 
 def _label(st: RolloutStatus, stage: PlannedStage) -> str:
+    # A phased stage opens to an audience, not to a share.
+    exposure = f"for {stage.audience}" if stage.audience else f"at {stage.weight}%"
     percent = flag_percent(stage.flags) if stage.flags else None
     flags = f", flags on for {percent}% of users" if percent is not None else ""
-    return f"stage {st.stage} ({stage.name}) at {stage.weight}%{flags}"
+    return f"stage {st.stage} ({stage.name}) {exposure}{flags}"
 
 
 def _judge_wait(

@@ -39,7 +39,7 @@ def route(
         workload.canary_replicas < canary.replicas or workload.canary_revision != canary.revision
     )  # fmt: skip
     draining: datetime | None = None
-    if shrinks and canary is not None and wanted.weight == 0:
+    if shrinks and canary is not None and wanted.weight == 0 and wanted.rule is None:
         keep = not facts.traffic_back(observed, True)
         if keep:
             log.check_at(now + CLUSTER_TICK)
@@ -51,7 +51,7 @@ def route(
         if keep:
             workload = replace(workload, canary_replicas=canary.replicas, canary_revision=canary.revision)
     applied = observed.traffic.applied if observed.traffic is not None else None
-    if applied is not None and applied.weight != wanted.weight:
+    if applied is not None and not applied.holds(wanted.weight, wanted.rule):
         log.check_at(now + CLUSTER_TICK)  # read the route back soon
     why = (observed.traffic.broken if observed.traffic is not None else "") or (
         applied.unverified if applied is not None else "not read yet"
@@ -61,8 +61,10 @@ def route(
         applied=applied.weight if applied is not None else None,
         verified=applied is not None and applied.weight is not None,
         message=why or None, draining_since=timestamp(draining) if draining and tick.drains else None,
+        desired_audience=str(wanted.rule) if wanted.rule is not None else None,
+        applied_audience=str(applied.audience) if applied is not None and applied.audience is not None else None,
     )  # fmt: skip
-    if st.phase == Phase.aborted and st.message and applied is not None and applied.weight == 0:
+    if st.phase == Phase.aborted and st.message and applied is not None and applied.holds(0):
         st.message = st.message.replace("all traffic going back to stable", "all traffic back to stable")
     return workload, wanted
 

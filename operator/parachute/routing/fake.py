@@ -24,7 +24,7 @@ from parachute.routing.objects import (
     Ref,
     ref_of,
 )
-from parachute.routing.router import Applied, RoutingSetupError, check_weight
+from parachute.routing.router import Applied, AudienceMatch, RoutingSetupError, check_weight
 
 KINDS = (
     ("v1", "Service"),
@@ -216,6 +216,7 @@ class FakeRouter:
     def __init__(self, setup_error: RoutingSetupError | None = None, verifiable: bool = True) -> None:
         self.weight = 0
         self.recorded = 0
+        self.audience: AudienceMatch | None = None
         self.setup_error = setup_error
         self.verifiable = verifiable
         self.writes: list[int] = []
@@ -233,17 +234,18 @@ class FakeRouter:
         if not self.verifiable:
             return Applied(None, self.UNVERIFIED)
         edited = None if self.weight == self.recorded else f"found {self.weight}%, set {self.recorded}%"
-        return Applied(self.weight, hand_edit=edited)
+        return Applied(self.weight, hand_edit=edited, audience=self.audience)
 
-    async def set_weight(self, weight: int) -> Applied:
+    async def set_weight(self, weight: int, audience: AudienceMatch | None = None) -> Applied:
         check_weight(weight)
         seen = await self.read()
-        if not self.verifiable or (self.weight, self.recorded) == (weight, weight):
+        if not self.verifiable or (self.weight, self.recorded, self.audience) == (weight, weight, audience):
             return seen
         self.weight = self.recorded = weight
+        self.audience = audience
         self.writes.append(weight)
         hand_edit = f"{seen.hand_edit}; now {weight}%" if seen.hand_edit else None
-        return Applied(weight, hand_edit=hand_edit, wrote=True)
+        return Applied(weight, hand_edit=hand_edit, wrote=True, audience=audience)
 
     async def reset(self) -> Applied:
         return await self.set_weight(0)

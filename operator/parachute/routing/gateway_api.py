@@ -8,6 +8,11 @@ stable and canary Services with weights summing to 100; the rule's matches and f
 backendRef's own filters, and every other rule are left as they are. `rules` and
 `backendRefs` are atomic lists, so the write is a JSON patch of that rule's `backendRefs`
 only, guarded by a `test` that the rule is still as read.
+
+An audience (phased) is a rule of Parachute's own just before the managed rule: its matches
+with an `Exact` header match added (for a cookie, a `RegularExpression` match on the `Cookie`
+header), its filters and timeouts, and the canary alone as backendRef. A match with one more
+header is the more specific, so the audience's requests take it whatever the rule order.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ from typing import Any
 
 from parachute import api
 from parachute.routing.objects import Body, Client
-from parachute.routing.router import Release, RoutingSetupError
-from parachute.routing.weighted import Rule, WeightedRouteRouter, other_services
+from parachute.routing.router import AudienceMatch, Release, RoutingSetupError
+from parachute.routing.weighted import Rule, WeightedRouteRouter, cookie_in, cookie_pattern, other_services
 
 FIELD = "spec.trafficRouting.gatewayAPI"
 
@@ -28,6 +33,7 @@ class GatewayAPIRouter(WeightedRouteRouter):
     field = FIELD
     rules_key = "rules"
     destinations_key = "backendRefs"
+    max_rules = 16
 
     def __init__(self, client: Client, release: Release, settings: api.GatewayAPIRouting) -> None:
         super().__init__(client, release, settings.http_route, settings.service)
@@ -39,7 +45,10 @@ class GatewayAPIRouter(WeightedRouteRouter):
     def managed(self, route: Body) -> list[Rule]:
         rules: list[dict[str, Any]] = (route.get("spec") or {}).get("rules") or []
         names = self.names()
-        sends = [any(self.service_of(b) in names for b in r.get("backendRefs") or []) for r in rules]
+        sends = [
+            not self.ours(r) and any(self.service_of(b) in names for b in r.get("backendRefs") or [])
+            for r in rules
+        ]
         wanted = self.settings.rule_name
         if wanted is not None:
             found = [i for i, r in enumerate(rules) if r.get("name") == wanted]
@@ -132,6 +141,42 @@ class GatewayAPIRouter(WeightedRouteRouter):
         kept: dict[str, Any] = {k: source[k] for k in ("namespace", "port", "filters") if k in source}
         return [{"group": "", "kind": "Service", "name": self.service, **kept}]
 
+    def audience_rule(self, source: Rule, name: str, audience: AudienceMatch) -> dict[str, Any]:
+        condition = _condition(audience)
+        matches = []
+        for match in source.body.get("matches") or [{}]:
+            normal = _normal_match(match)
+            others = [h for h in normal.get("headers", []) if h["name"].lower() != condition["name"]]
+            matches.append({**normal, "headers": [*others, condition]})
+        kept: dict[str, Any] = {k: source.body[k] for k in ("filters", "timeouts") if k in source.body}
+        return {"name": name, "matches": matches, **kept, "backendRefs": [self.split(source, 100)[1]]}
+
+    def audience_in(self, source: Rule, ours: dict[str, Any]) -> AudienceMatch | None:
+        theirs = {
+            h["name"].lower(): h
+            for h in _normal_match((source.body.get("matches") or [{}])[0]).get("headers", [])
+        }
+        first = _normal_match((ours.get("matches") or [{}])[0])
+        added = [h for h in first.get("headers", []) if theirs.get(h["name"].lower()) != h]
+        if len(added) != 1:
+            return None
+        condition = added[0]
+        if condition["name"].lower() == "cookie" and condition["type"] == "RegularExpression":
+            cookie = cookie_in(str(condition.get("value", "")))
+            return AudienceMatch("cookie", *cookie) if cookie is not None else None
+        if condition["type"] == "Exact":
+            return AudienceMatch("header", condition["name"].lower(), str(condition.get("value", "")))
+        return None
+
+    def normal_rule(self, rule: dict[str, Any]) -> Any:
+        return (
+            rule.get("name"),
+            [_normal_match(m) for m in rule.get("matches") or [{}]],
+            rule.get("filters") or [],
+            rule.get("timeouts"),
+            [self.normal(b) for b in rule.get("backendRefs") or []],
+        )
+
     def _source(self, rule: Rule) -> dict[str, Any]:
         """The backendRef whose port and filters the split keeps: stable's, else the Service's."""
         refs = rule.body.get("backendRefs") or []
@@ -144,3 +189,24 @@ class GatewayAPIRouter(WeightedRouteRouter):
 
 def _label(index: int, rule: dict[str, Any]) -> str:
     return f"rule {rule['name']!r}" if rule.get("name") else f"rule {index}"
+
+
+def _condition(audience: AudienceMatch) -> dict[str, Any]:
+    """The header match that selects an audience's requests."""
+    if audience.by == "header":
+        return {"type": "Exact", "name": audience.key, "value": audience.value}
+    return {
+        "type": "RegularExpression",
+        "name": "cookie",
+        "value": cookie_pattern(audience.key, audience.value),
+    }
+
+
+def _normal_match(match: dict[str, Any]) -> dict[str, Any]:
+    """A rule's match with the CRD's defaults filled in: the path (PathPrefix /) and each
+    header's and query parameter's match type (Exact)."""
+    out = {**match, "path": {"type": "PathPrefix", "value": "/", **(match.get("path") or {})}}
+    for key in ("headers", "queryParams"):
+        if key in match:
+            out[key] = [{"type": "Exact", **entry} for entry in match[key] or []]
+    return out

@@ -14,6 +14,11 @@ Host-level (the default), the two destinations are the hosts `<svc>-stable` and
 name the subsets `stable` and `canary` of a DestinationRule for that host; the router keeps
 those two subsets' labels in step with the stable pod-template-hash and the canary label,
 and leaves the rule's other subsets and policies alone.
+
+An audience (phased) is an http route of Parachute's own just before the managed one (Istio
+takes the first http route that matches): its matches each with the audience's header
+condition added (`exact`; for a cookie, a `regex` on the `cookie` header), its other settings
+(retries, timeouts, rewrites), and the canary destination alone.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from typing import Any
 from parachute import api
 from parachute.routing import services
 from parachute.routing.objects import Body, Client, KindNotServedError, Ref
-from parachute.routing.router import POD_TEMPLATE_HASH, Release, RoutingSetupError
-from parachute.routing.weighted import Rule, WeightedRouteRouter, other_services
+from parachute.routing.router import POD_TEMPLATE_HASH, AudienceMatch, Release, RoutingSetupError
+from parachute.routing.weighted import Rule, WeightedRouteRouter, cookie_in, cookie_pattern, other_services
 
 FIELD = "spec.trafficRouting.istio"
 API_VERSION = "networking.istio.io/v1"
@@ -59,7 +64,9 @@ class IstioRouter(WeightedRouteRouter):
     def managed(self, route: Body) -> list[Rule]:
         http: list[dict[str, Any]] = (route.get("spec") or {}).get("http") or []
         names = self.names()
-        sends = [any(self.service_of(d) in names for d in r.get("route") or []) for r in http]
+        sends = [
+            not self.ours(r) and any(self.service_of(d) in names for d in r.get("route") or []) for r in http
+        ]
         chosen: list[int] = []
         if self.settings.routes:
             for k, wanted in enumerate(self.settings.routes):
@@ -139,6 +146,30 @@ class IstioRouter(WeightedRouteRouter):
 
     def _label(self, index: int, rule: dict[str, Any]) -> str:
         return _label(index, rule)
+
+    def audience_rule(self, source: Rule, name: str, audience: AudienceMatch) -> dict[str, Any]:
+        key, condition = _condition(audience)
+        matches = [{**m, "headers": {**(m.get("headers") or {}), key: condition}}
+                   for m in source.body.get("match") or [{}]]  # fmt: skip
+        kept = {k: v for k, v in source.body.items() if k not in ("name", "match", "route")}
+        return {"name": name, "match": matches, **kept, "route": [self.split(source, 100)[1]]}
+
+    def audience_in(self, source: Rule, ours: dict[str, Any]) -> AudienceMatch | None:
+        theirs = ((source.body.get("match") or [{}])[0]).get("headers") or {}
+        headers = ((ours.get("match") or [{}])[0]).get("headers") or {}
+        added = [(k, v) for k, v in headers.items() if theirs.get(k) != v]
+        if len(added) != 1:
+            return None
+        key, condition = added[0]
+        if key == "cookie" and set(condition) == {"regex"}:
+            cookie = cookie_in(str(condition["regex"]))
+            return AudienceMatch("cookie", *cookie) if cookie is not None else None
+        if set(condition) == {"exact"}:
+            return AudienceMatch("header", key, str(condition["exact"]))
+        return None
+
+    def normal_rule(self, rule: dict[str, Any]) -> Any:
+        return {**rule, "route": [self.normal(d) for d in rule.get("route") or []]}
 
     def normal(self, destination: dict[str, Any]) -> Any:
         target = destination.get("destination") or {}
@@ -273,3 +304,10 @@ def _host(destination: dict[str, Any]) -> str:
 
 def _label(index: int, route: dict[str, Any]) -> str:
     return f"http route {route['name']!r}" if route.get("name") else f"http route {index}"
+
+
+def _condition(audience: AudienceMatch) -> tuple[str, dict[str, str]]:
+    """The header condition (name, StringMatch) that selects an audience's requests."""
+    if audience.by == "header":
+        return audience.key, {"exact": audience.value}
+    return "cookie", {"regex": cookie_pattern(audience.key, audience.value)}

@@ -7,6 +7,12 @@ instead, with the weight in its annotations. The user's own paths to the Service
 pointed at `<svc>-stable`, because the user's Service selects the canary's pods too and
 would leak canary traffic into the stable share; nothing else in the user's Ingress is
 touched. Reset sets the weight to 0. (ingress-nginx is retired upstream; prefer Gateway API.)
+
+An audience (phased) is written into the same canary Ingress: `canary-by-header` with
+`canary-by-header-value` for a header, `canary-by-cookie` for a cookie (whose value is then
+always: ingress-nginx routes a request whose cookie says `always` to the canary, and no other
+value). ingress-nginx asks the header first, then the cookie, then the weight, so the audience
+goes to the canary and everyone else by the weight (0 at an audience's stage).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 from parachute import api
 from parachute.routing import services
 from parachute.routing.objects import Body, Client, ConflictError, Operation, Ref, pointer, set_annotation
-from parachute.routing.router import Applied, Release, RoutingSetupError, check_weight
+from parachute.routing.router import Applied, AudienceMatch, Release, RoutingSetupError, check_weight
 
 FIELD = "spec.trafficRouting.nginx"
 API_VERSION = "networking.k8s.io/v1"
@@ -25,6 +31,11 @@ PREFIX = "nginx.ingress.kubernetes.io"
 CANARY = f"{PREFIX}/canary"
 WEIGHT = f"{PREFIX}/canary-weight"
 WEIGHT_TOTAL = f"{PREFIX}/canary-weight-total"
+BY_HEADER = f"{PREFIX}/canary-by-header"
+BY_HEADER_VALUE = f"{PREFIX}/canary-by-header-value"
+BY_HEADER_PATTERN = f"{PREFIX}/canary-by-header-pattern"
+BY_COOKIE = f"{PREFIX}/canary-by-cookie"
+AUDIENCE_ANNOTATIONS = (BY_HEADER, BY_HEADER_VALUE, BY_HEADER_PATTERN, BY_COOKIE)
 # Annotations that choose the controller; the canary copy must be picked up by the same one.
 CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 ATTEMPTS = 5
@@ -75,7 +86,7 @@ class NginxRouter:
         user, canary = await self._user_ingress(), await self._canary_ingress()
         return self._observe(user, canary)
 
-    async def set_weight(self, weight: int) -> Applied:
+    async def set_weight(self, weight: int, audience: AudienceMatch | None = None) -> Applied:
         check_weight(weight)
         for _ in range(ATTEMPTS):
             user, canary = await self._user_ingress(), await self._canary_ingress()
@@ -90,6 +101,7 @@ class NginxRouter:
                         {"op": "add", "path": pointer("metadata", "annotations", WEIGHT), "value": str(weight)}]  # fmt: skip
             if WEIGHT_TOTAL in annotations:
                 ops.append({"op": "remove", "path": pointer("metadata", "annotations", WEIGHT_TOTAL)})
+            ops += _audience_operations(annotations, audience)
             if ops or recorded != str(weight):
                 ops = [*set_annotation(canary, key, str(weight)), *ops]
             if not ops and not to_stable:
@@ -108,7 +120,7 @@ class NginxRouter:
             after = self._observe(user, canary)
             put = "put back to" if recorded == str(weight) else "set to"
             hand_edit = seen.hand_edit and f"{seen.hand_edit}; {put} canary {weight}%"
-            return Applied(after.weight, after.unverified, hand_edit, wrote=True)
+            return Applied(after.weight, after.unverified, hand_edit, wrote=True, audience=after.audience)
         raise ConflictError(f"{self.ref} or {self.canary_ref} kept changing while Parachute set the weight")
 
     async def reset(self) -> Applied:
@@ -260,7 +272,48 @@ class NginxRouter:
             return Applied(
                 None, f"{self.canary_ref} canary-weight {raw!r} of {total!r} is not a weight", hand_edit
             )
-        return Applied(round(100 * int(raw) / int(total)), None, hand_edit)
+        audience, problem = _audience_in(annotations)
+        if problem:
+            return Applied(None, f"{self.canary_ref} {problem}", hand_edit)
+        return Applied(round(100 * int(raw) / int(total)), None, hand_edit, audience=audience)
+
+
+def _audience_annotations(audience: AudienceMatch | None) -> dict[str, str]:
+    """The canary Ingress's annotations that send `audience` to the canary."""
+    if audience is None:
+        return {}
+    if audience.by == "header":
+        return {BY_HEADER: audience.key, BY_HEADER_VALUE: audience.value}
+    return {BY_COOKIE: audience.key}  # its value is "always": the schema allows no other with nginx
+
+
+def _audience_operations(annotations: dict[str, str], audience: AudienceMatch | None) -> list[Operation]:
+    """Ops that leave exactly `audience`'s annotations on the canary Ingress."""
+    wanted = _audience_annotations(audience)
+    ops: list[Operation] = [
+        {"op": "remove", "path": pointer("metadata", "annotations", key)}
+        for key in AUDIENCE_ANNOTATIONS
+        if key in annotations and key not in wanted
+    ]
+    ops += [{"op": "add", "path": pointer("metadata", "annotations", key), "value": value}
+            for key, value in wanted.items() if annotations.get(key) != value]  # fmt: skip
+    return ops
+
+
+def _audience_in(annotations: dict[str, str]) -> tuple[AudienceMatch | None, str | None]:
+    """The audience the canary Ingress sends to the canary, as ingress-nginx reads it, or what
+    it holds that Parachute does not write."""
+    header, cookie = annotations.get(BY_HEADER), annotations.get(BY_COOKIE)
+    if BY_HEADER_PATTERN in annotations:
+        return None, "holds canary-by-header-pattern, which Parachute does not write"
+    if header and cookie:
+        return None, "holds both canary-by-header and canary-by-cookie"
+    if header:
+        # Without a value, the header's value "always" sends a request to the canary.
+        return AudienceMatch("header", header.lower(), annotations.get(BY_HEADER_VALUE, "always")), None
+    if cookie:
+        return AudienceMatch("cookie", cookie, "always"), None
+    return None, None
 
 
 def _to_service(path: dict[str, Any], name: str) -> dict[str, Any]:

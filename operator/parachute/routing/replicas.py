@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from parachute.routing.router import Applied, check_weight
+from parachute.routing.router import Applied, AudienceMatch, check_weight
 
 UNVERIFIED = (
     "replica ratio: the canary's share follows its ready pods behind the Service "
@@ -24,8 +24,8 @@ class ReplicaRouter:
     async def read(self) -> Applied:
         return Applied(None, UNVERIFIED)
 
-    async def set_weight(self, weight: int) -> Applied:
-        check_weight(weight)
+    async def set_weight(self, weight: int, audience: AudienceMatch | None = None) -> Applied:
+        check_weight(weight)  # no audience comes here: a phased release needs a router (the schema says)
         return Applied(None, UNVERIFIED)
 
     async def reset(self) -> Applied:

@@ -19,8 +19,9 @@ from typing import Any, Protocol
 
 from parachute import api
 
-# Re-exported: the answer of every router, defined where the planner reads it.
+# Re-exported: the answer of every router and the audience it writes, defined where the planner reads them.
 from parachute.plan.model import Applied as Applied  # noqa: PLC0414
+from parachute.plan.model import AudienceMatch as AudienceMatch  # noqa: PLC0414
 
 POD_TEMPLATE_HASH = "pod-template-hash"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "parachute"}
@@ -77,6 +78,16 @@ class Release:
             name = f"{name[:54].rstrip('.-')}.{digest}"
         return f"{api.GROUP}/{name}"
 
+    def audience_rule_name(self, index: int) -> str:
+        """The name of the rule (or http route) Parachute adds for an audience beside the
+        `index`-th rule it manages: a route's rule names are unique and at most 253 characters
+        of a DNS subdomain, and the Rollout's name makes it this Rollout's."""
+        name = f"parachute-audience-{index}.{self.rollout}"
+        if len(name) > 253:
+            digest = hashlib.sha256(self.rollout.encode()).hexdigest()[:8]
+            name = f"{name[:244].rstrip('.-')}.{digest}"
+        return name
+
     def owns(self, body: Mapping[str, object]) -> bool:
         """Made by this Rollout: owned by it, or marked with its uid."""
         meta = body.get("metadata")
@@ -100,13 +111,14 @@ class Router(Protocol):
         """The canary share the backend holds now; writes nothing."""
         ...
 
-    async def set_weight(self, weight: int) -> Applied:
-        """Make the backend send `weight`% to the canary; writes nothing when it already does,
-        and puts back weights someone else changed (reported in `hand_edit`)."""
+    async def set_weight(self, weight: int, audience: AudienceMatch | None = None) -> Applied:
+        """Make the backend send `weight`% to the canary, and with `audience` (phased) every
+        request of that audience; no audience removes Parachute's rule for one. Writes nothing
+        when it already does so, and puts back weights someone else changed (`hand_edit`)."""
         ...
 
     async def reset(self) -> Applied:
-        """Send everything to stable."""
+        """Send everything to stable (no audience either)."""
         ...
 
     async def snapshot(self) -> dict[str, Any]:

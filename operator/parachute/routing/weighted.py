@@ -9,14 +9,24 @@ someone else's (the share Parachute last wrote is recorded in an annotation on t
 per Rollout), and write one JSON patch that replaces only the managed rules' destinations,
 each guarded by a `test` that the rule is still as read.
 
+An audience (phased) is a rule of Parachute's own beside each managed rule, just before it
+and named for the Rollout (`Release.audience_rule_name`): the managed rule's matches, each with
+the audience's header (or cookie) condition added, its other settings, and the canary alone as
+destination. Adding, changing or removing one rewrites the rule list in one JSON patch guarded
+by a `test` that the whole list is as read; the user's rules go back into it as they were. What
+such a rule sends is read back from the route, and counts only when it is what Parachute would
+write for that audience.
+
 Before the first rewrite the managed rules' destinations are snapshotted (`snapshot`), and
 `restore` puts them back: every rule that sends only to the stable and canary copies gets the
 snapshot's destinations again, or, with none saved (a route that named the copies itself),
 one destination to the user's Service that keeps the port, filters and headers it had.
+Parachute's audience rules are removed.
 """
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,9 +43,10 @@ from parachute.routing.objects import (
     pointer,
     set_annotation,
 )
-from parachute.routing.router import Applied, Release, RoutingSetupError, check_weight
+from parachute.routing.router import Applied, AudienceMatch, Release, RoutingSetupError, check_weight
 
 ATTEMPTS = 5
+AUDIENCE_RULE_PREFIX = "parachute-audience-"
 
 
 @dataclass(frozen=True)
@@ -86,9 +97,33 @@ class WeightedRouteRouter(ABC):
     def unsplit(self, rule: Rule) -> list[dict[str, Any]]:
         """The rule's destinations sending everything to the user's Service again."""
 
+    @abstractmethod
+    def audience_rule(self, source: Rule, name: str, audience: AudienceMatch) -> dict[str, Any]:
+        """Parachute's rule `name` for `audience` beside `source`: the source's matches with the
+        audience's condition added, its other settings, and the canary alone as destination."""
+
+    @abstractmethod
+    def audience_in(self, source: Rule, ours: dict[str, Any]) -> AudienceMatch | None:
+        """The audience whose condition `ours` adds to `source`'s first match, if it adds one."""
+
+    @abstractmethod
+    def normal_rule(self, rule: dict[str, Any]) -> Any:
+        """A rule with the backend's defaults filled in, for comparing."""
+
+    # A route holds at most this many rules (Gateway API's HTTPRoute: 16); None: no limit.
+    max_rules: int | None = None
+
     def describe(self, destination: dict[str, Any]) -> str:
         """A destination as a person reads it in a message."""
         return str(self.service_of(destination))
+
+    def ours(self, rule: dict[str, Any]) -> bool:
+        """Whether a rule is one of this Rollout's audience rules (by its name)."""
+        name = rule.get("name")
+        if not isinstance(name, str) or not name.startswith(AUDIENCE_RULE_PREFIX):
+            return False
+        index = name.removeprefix(AUDIENCE_RULE_PREFIX).split(".", 1)[0]
+        return index.isdigit() and name == self.release.audience_rule_name(int(index))
 
     def refused(self, route: Body) -> str | None:
         """What the backend's controller says it could not apply, when it says so."""
@@ -117,21 +152,13 @@ class WeightedRouteRouter(ABC):
         route = await self._route()
         return self._observe(route, self.managed(route))
 
-    async def set_weight(self, weight: int) -> Applied:
+    async def set_weight(self, weight: int, audience: AudienceMatch | None = None) -> Applied:
         check_weight(weight)
         for _ in range(ATTEMPTS):
             route = await self._route()
             rules = self.managed(route)
             seen = self._observe(route, rules)
-            operations: list[Operation] = []
-            for rule in rules:
-                wanted = self.split(rule, weight)
-                if self._normals(rule.body.get(self.destinations_key)) != self._normals(wanted):
-                    at = f"/spec/{self.rules_key}/{rule.index}"
-                    operations += [
-                        {"op": "test", "path": at, "value": rule.body},
-                        {"op": "add", "path": f"{at}/{self.destinations_key}", "value": wanted},
-                    ]
+            operations = self._rule_operations(route, rules, weight, audience)
             if operations:
                 await self.check_backends()
             key = self.release.weight_annotation()
@@ -147,8 +174,86 @@ class WeightedRouteRouter(ABC):
             after = self._observe(written, self.managed(written))
             put = "put back to" if recorded == str(weight) else "set to"
             hand_edit = seen.hand_edit and f"{seen.hand_edit}; {put} canary {weight}%"
-            return Applied(after.weight, after.unverified, hand_edit, wrote=True)
+            return Applied(after.weight, after.unverified, hand_edit, wrote=True, audience=after.audience)
         raise ConflictError(f"{self.ref} kept changing while Parachute set its weights")
+
+    def _rule_operations(
+        self, route: Body, rules: list[Rule], weight: int, audience: AudienceMatch | None
+    ) -> list[Operation]:
+        """The patch that makes the managed rules send `weight`% to the canary, with `audience`'s
+        rules beside them (or none): only their destinations while the audience rules are right,
+        else the whole rule list, rewritten from the one read."""
+        held, problem = self._audience_held(route, rules)
+        if problem is None and held == audience:
+            operations: list[Operation] = []
+            for rule in rules:
+                wanted = self.split(rule, weight)
+                if self._normals(rule.body.get(self.destinations_key)) != self._normals(wanted):
+                    at = f"/spec/{self.rules_key}/{rule.index}"
+                    operations += [
+                        {"op": "test", "path": at, "value": rule.body},
+                        {"op": "add", "path": f"{at}/{self.destinations_key}", "value": wanted},
+                    ]
+            return operations
+        current: list[dict[str, Any]] = (route.get("spec") or {}).get(self.rules_key) or []
+        managed = {rule.index: (k, rule) for k, rule in enumerate(rules)}
+        out: list[dict[str, Any]] = []
+        for index, body in enumerate(current):
+            if self.ours(body):
+                continue  # written anew beside its rule, or gone
+            if index in managed:
+                k, rule = managed[index]
+                if audience is not None:
+                    out.append(self.audience_rule(rule, self.release.audience_rule_name(k), audience))
+                wanted = self.split(rule, weight)
+                if self._normals(body.get(self.destinations_key)) != self._normals(wanted):
+                    out.append({**body, self.destinations_key: wanted})
+                    continue
+            out.append(body)
+        if self.max_rules is not None and len(out) > self.max_rules:
+            raise RoutingSetupError(
+                self.route_field(),
+                f"{self.ref} would hold {len(out)} rules with the audience's; a route holds at most "
+                f"{self.max_rules}",
+            )
+        at = f"/spec/{self.rules_key}"
+        return [{"op": "test", "path": at, "value": current}, {"op": "add", "path": at, "value": out}]
+
+    def _audience_held(self, route: Body, rules: list[Rule]) -> tuple[AudienceMatch | None, str | None]:
+        """The audience this Rollout's rules send to the canary (None: no rule), or why it cannot
+        tell: a rule that is not what Parachute writes for an audience, or not just before its
+        managed rule, or the rules holding different audiences."""
+        current: list[dict[str, Any]] = (route.get("spec") or {}).get(self.rules_key) or []
+        found = {body["name"]: (index, body) for index, body in enumerate(current) if self.ours(body)}
+        if not found:
+            return None, None
+        held: list[AudienceMatch | None] = []
+        problems: list[str] = []
+        for k, rule in enumerate(rules):
+            name = self.release.audience_rule_name(k)
+            entry = found.pop(name, None)
+            if entry is None:
+                held.append(None)
+                continue
+            index, body = entry
+            audience = self.audience_in(rule, body)
+            label = self._label(index, body)
+            if audience is None or self.normal_rule(body) != self.normal_rule(
+                self.audience_rule(rule, name, audience)
+            ):
+                problems.append(f"{self.ref} {label} is not the audience rule Parachute writes")
+            elif index != rule.index - 1:
+                problems.append(f"{self.ref} {label} is not just before {rule.label}")
+            else:
+                held.append(audience)
+        problems += [f"{self.ref} {self._label(index, body)} has no rule to stand beside"
+                     for index, body in found.values()]  # fmt: skip
+        if problems:
+            return None, "; ".join(problems)
+        if len(set(held)) > 1:
+            shown = ", ".join(str(a) if a is not None else "none" for a in held)
+            return None, f"{self.ref}: its rules send different audiences to the canary ({shown})"
+        return held[0], None
 
     async def reset(self) -> Applied:
         return await self.set_weight(0)
@@ -194,7 +299,13 @@ class WeightedRouteRouter(ABC):
             rules: list[dict[str, Any]] = (route.get("spec") or {}).get(self.rules_key) or []
             operations: list[Operation] = []
             given_back = []
+            kept: list[dict[str, Any]] = []  # the rule list without Parachute's audience rules
+            removed = []
             for index, body in enumerate(rules):
+                if self.ours(body):
+                    removed.append(self._label(index, body))
+                    continue
+                kept.append(body)
                 destinations = body.get(self.destinations_key) or []
                 if not destinations or any(self.service_of(d) not in (stable, canary) for d in destinations):
                     continue  # not a rule Parachute split
@@ -206,7 +317,15 @@ class WeightedRouteRouter(ABC):
                     {"op": "test", "path": at, "value": body},
                     {"op": "add", "path": f"{at}/{self.destinations_key}", "value": wanted},
                 ]
+                kept[-1] = {**body, self.destinations_key: wanted}
                 given_back.append(f"{rule.label} to {', '.join(self.describe(d) for d in wanted)}")
+            if removed:  # the list shrinks: it is written whole, as read but for what changes
+                at = f"/spec/{self.rules_key}"
+                operations = [
+                    {"op": "test", "path": at, "value": rules},
+                    {"op": "add", "path": at, "value": kept},
+                ]
+                given_back.append(f"removed the audience {' and '.join(removed)}")
             key = self.release.weight_annotation()
             if key in _annotations(route):
                 operations.append({"op": "remove", "path": pointer("metadata", "annotations", key)})
@@ -264,6 +383,9 @@ class WeightedRouteRouter(ABC):
             found = "; ".join(edits)
             hand_edit = f"{self.ref} was changed by someone else: {found} (Parachute set canary {recorded}%)"
         values = set(shares.values())
+        audience, problem = self._audience_held(route, rules)
+        if problem:
+            unverified.append(problem)
         refusal = self.refused(route)
         if refusal:
             unverified.append(refusal)
@@ -272,7 +394,7 @@ class WeightedRouteRouter(ABC):
         if len(values) > 1:
             found = ", ".join(f"{label} {share}%" for label, share in shares.items())
             return Applied(None, f"{self.ref}: its rules hold different shares ({found})", hand_edit)
-        return Applied(values.pop(), None, hand_edit)
+        return Applied(values.pop(), None, hand_edit, audience=audience)
 
     def _share(self, rule: Rule) -> tuple[int | None, str | None]:
         base, stable, canary = self.names()
@@ -293,6 +415,27 @@ class WeightedRouteRouter(ABC):
         destinations = rule.body.get(self.destinations_key) or []
         alone = len(destinations) == 1
         return ", ".join(f"{self.describe(d)} {self.weight_of(d, alone)}" for d in destinations) or "nothing"
+
+
+def cookie_pattern(name: str, value: str) -> str:
+    """A regular expression for a `Cookie` header that carries `name=value` among its cookies
+    (RE2, as Envoy and Istio read it; anchored, so a full match and a search agree)."""
+    return rf"^(.*?;\s*)?{re.escape(name)}={re.escape(value)}(;.*)?$"
+
+
+_COOKIE_PATTERN = re.compile(r"^\^\(\.\*\?;\\s\*\)\?(?P<pair>.+)\(;\.\*\)\?\$$")
+
+
+def cookie_in(pattern: str) -> tuple[str, str] | None:
+    """The (name, value) `cookie_pattern` made `pattern` from; None when it did not make it."""
+    found = _COOKIE_PATTERN.match(pattern)
+    if found is None:
+        return None
+    name, equals, value = found["pair"].partition("=")
+    if not equals:
+        return None
+    pair = (re.sub(r"\\(.)", r"\1", name), re.sub(r"\\(.)", r"\1", value))
+    return pair if cookie_pattern(*pair) == pattern else None
 
 
 def _saved_for(saved: list[Body], rule: Rule) -> list[dict[str, Any]] | None:

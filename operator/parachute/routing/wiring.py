@@ -113,7 +113,7 @@ async def _act(
         if made:
             out.again = True  # their endpoints follow in a moment; the weight moves next time
             return out
-        await _set(router, intent.weight, seen, out)
+        await _set(router, intent, seen, out)
     except ForbiddenError as error:
         if routing is None:
             raise
@@ -121,13 +121,15 @@ async def _act(
     return out
 
 
-async def _set(router: Router, weight: int, seen: TrafficView | None, out: Steered) -> None:
+async def _set(router: Router, intent: TrafficIntent, seen: TrafficView | None, out: Steered) -> None:
+    weight, audience = intent.weight, intent.rule
     applied = seen.applied if seen is not None else None
-    if applied is not None and applied.holds(weight) and applied.hand_edit is None:
+    if applied is not None and applied.holds(weight, audience) and applied.hand_edit is None:
         return  # read just now: nothing to write
-    result = await router.set_weight(weight)
+    result = await router.set_weight(weight, audience)
     if result.wrote:
-        out.changed.append(f"route set to send {weight}% to the canary")
+        also = f" and {audience} to it" if audience is not None else ""
+        out.changed.append(f"route set to send {weight}% to the canary{also}")
         out.again = True  # read it back soon
     if result.hand_edit:
         out.events.append(Event(EventType.warning, "WeightsPutBack", result.hand_edit))
