@@ -533,6 +533,9 @@ class Judge(StrEnum):
 # The built-ins that are rates of bad requests, which the comparison judge can judge.
 RATE_TEMPLATES = ("error-rate", "success-rate")
 Percent = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?%$", max_length=16)]
+# Below 100%: no sample proves a canary worse with certainty, so at 100% or more a metric
+# would never fail, and the release never roll back for it.
+Confidence = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,2}(\.[0-9]+)?%$", max_length=16)]
 
 
 class Metric(Model):
@@ -609,10 +612,10 @@ class Metric(Model):
         "request and error counts, failing only when the canary is worse with `confidence` and past "
         "its critical floor) or threshold (fixed lines alone). Default: compare.",
     )
-    confidence: Percent | None = Field(
+    confidence: Confidence | None = Field(
         None,
         description="With judge compare: how sure the canary must be worse than stable (or than a "
-        "threshold, without stable traffic) before it counts. Default: 95%.",
+        "threshold, without stable traffic) before it counts, below 100%. Default: 95%.",
     )
 
 

@@ -573,6 +573,8 @@ ROLLOUT_CONFLICTS: list[Conflict] = [
         metrics=[{"template": "error-rate", "query": "vector(1)", "name": "both"}]), "template", "query"),
     _conflict("query-without-name", "spec.analysis.metrics[0].name",
               lambda s: _analysis(s).update(metrics=[{"query": "vector(1)"}])),
+    _conflict("confidence-of-a-hundred-percent", "spec.analysis.metrics[0].confidence",
+              lambda s: _analysis(s).update(metrics=[{"template": "error-rate", "confidence": "100%"}])),
     _conflict("judge-on-latency", "spec.analysis.metrics[0].judge",
               lambda s: _analysis(s).update(metrics=[{"template": "latency-p95", "judge": "compare"}])),
     _conflict("no-such-template", "spec.analysis.metrics[0].templateRef",

@@ -1,5 +1,6 @@
 """What the bad-input test at scale found wrong, one case each: a duration no clock holds was
-accepted (and could not be parsed), and three messages did not name the field they were about."""
+accepted (and could not be parsed), a confidence no sample reaches was accepted, and three
+messages did not name the field they were about."""
 
 from __future__ import annotations
 
@@ -65,6 +66,22 @@ def test_the_api_server_refuses_every_duration_longer_than_a_year(document: dict
     for node in found:
         rules = [r["rule"] for r in node.get("x-kubernetes-validations", [])]
         assert any("duration(self) <= duration('8760h')" in rule for rule in rules), node
+
+
+@pytest.mark.parametrize(
+    ("confidence", "accepted"),
+    [("95%", True), ("99.9%", True), ("0.5%", True), ("100%", False), ("150%", False), ("100.5%", False)],
+)
+def test_a_confidence_is_below_100_percent(confidence: str, accepted: bool) -> None:
+    """At 100% or more the comparison never finds the canary worse: the metric could never fail."""
+    document = {"targetRef": {"name": "a"}, "analysis": {"prometheus": {"address": "http://p:9090"},
+                "metrics": [{"template": "error-rate", "confidence": confidence}]}}  # fmt: skip
+    if accepted:
+        assert RolloutSpec.model_validate(document)
+        return
+    with pytest.raises(ValidationError) as refused:
+        RolloutSpec.model_validate(document)
+    assert describe_validation_error(refused.value).startswith("spec.analysis.metrics[0].confidence: ")
 
 
 def test_a_template_without_thresholds_is_refused_naming_them() -> None:
