@@ -171,6 +171,7 @@ class LocalCluster:
         # Children started by this process, reaped on down(); a cluster started by another
         # process (`make cluster-up`) is stopped through its recorded PIDs alone.
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._commands: dict[str, tuple[list[str], dict[str, str] | None]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -275,6 +276,21 @@ class LocalCluster:
         for stale in ("etcd", "kwok"):
             subprocess.run(["rm", "-rf", str(self.dir / stale)], check=False)
 
+    def restart(self, name: str, down_for: float = 0.0, timeout: float = 90) -> None:
+        """Stop one component started by this process (`etcd`, `kube-apiserver`) and start it
+        again as it was, its state kept; return once it serves again. For the fault tests."""
+        argv, env = self._commands[name]
+        self._stop(self._pids()[name])
+        time.sleep(down_for)
+        self._start(name, argv, env)
+        ports = json.loads(self._state.read_text())["ports"]
+        ca_context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        serving = {
+            "etcd": lambda: _http_ok(f"http://127.0.0.1:{ports['etcd_client']}/health", expect="true"),
+            "kube-apiserver": lambda: _http_ok(f"{self.server}/readyz", ca_context),
+        }
+        wait_for(name, serving[name], timeout, self.logs / f"{name}.log")
+
     # ------------------------------------------------------------------ clients
 
     def api_client(self, kubeconfig_path: Path | None = None) -> Any:
@@ -327,6 +343,7 @@ class LocalCluster:
                 start_new_session=True, env={**os.environ, **(env or {})},
             )  # fmt: skip
         self._children[process.pid] = process
+        self._commands[name] = (argv, env)
         state = json.loads(self._state.read_text())
         state["pids"][name] = process.pid
         self._state.write_text(json.dumps(state))

@@ -51,8 +51,10 @@ def owner_reference(name: str, uid: str) -> dict[str, object]:
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# No wait, budget, deadline or timeout is longer than a year: a longer one is a slip (`87600h`
+# for `8760h`), and past about 292 years Go's and CEL's durations cannot hold it at all.
+MAX_DURATION = "8760h"
 
-Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 # A threshold is a number (`1`, `"0.5"`), a percentage (`0.5%`), a duration (`400ms`) or a
 # rate (`10/min`); the template it belongs to says what a bare number measures. On the
@@ -73,12 +75,19 @@ Threshold = Annotated[
 ]
 
 
-def parse_duration(text: str) -> timedelta:
-    """Turn a Go-style duration (`1h30m`, `250ms`) into a timedelta; raise ValueError if malformed."""
+def _seconds(text: str) -> float:
     if not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"not a duration: {text!r} (expected forms like 30s, 5m, 1h30m)")
-    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
-    return timedelta(seconds=seconds)
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+
+
+def parse_duration(text: str) -> timedelta:
+    """Turn a Go-style duration (`1h30m`, `250ms`) into a timedelta; raise ValueError if malformed
+    or longer than a timedelta holds."""
+    try:
+        return timedelta(seconds=_seconds(text))
+    except OverflowError:
+        raise ValueError(f"not a duration: {text!r} is longer than any clock holds") from None
 
 
 def format_duration(value: timedelta) -> str:
@@ -108,6 +117,28 @@ def crd_extras(*rules: dict[str, str], **extra: Any) -> dict[str, Any]:
     if rules:
         out["x-kubernetes-validations"] = list(rules)
     return out
+
+
+def _at_most_a_year(text: str) -> str:
+    if _seconds(text) > _seconds(MAX_DURATION):
+        raise ValueError(f"at most {MAX_DURATION} (a year)")
+    return text
+
+
+Duration = Annotated[
+    str,
+    StringConstraints(pattern=DURATION_PATTERN, max_length=32),
+    AfterValidator(_at_most_a_year),
+    # A string the pattern refuses is not converted as well: one message says what is wrong.
+    Field(
+        json_schema_extra=crd_extras(
+            cel(
+                f"!self.matches(r'{DURATION_PATTERN}') || duration(self) <= duration('{MAX_DURATION}')",
+                f"at most {MAX_DURATION} (a year)",
+            )
+        )
+    ),
+]
 
 
 # A field the API declares but no code acts on yet. `parachute.crd` turns the marker into a
@@ -662,6 +693,9 @@ USER_REPORTS = "user-reports"
 DEFAULT_REPORTS_WINDOW = "30m"
 MAX_REPORTS_WINDOW = timedelta(hours=1)
 Percent = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?%$", max_length=16)]
+# Below 100%: no sample proves a canary worse with certainty, so at 100% or more a metric
+# would never fail, and the release never roll back for it.
+Confidence = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,2}(\.[0-9]+)?%$", max_length=16)]
 
 
 class Metric(Model):
@@ -752,10 +786,10 @@ class Metric(Model):
         "request and error counts, failing only when the canary is worse with `confidence` and past "
         "its critical floor) or threshold (fixed lines alone). Default: compare.",
     )
-    confidence: Percent | None = Field(
+    confidence: Confidence | None = Field(
         None,
         description="With judge compare: how sure the canary must be worse than stable (or than a "
-        "threshold, without stable traffic) before it counts. Default: 95%.",
+        "threshold, without stable traffic) before it counts, below 100%. Default: 95%.",
     )
     window: Duration | None = Field(
         None,
@@ -782,7 +816,7 @@ class MetricTemplateSpec(Model):
         json_schema_extra=crd_extras(
             cel(
                 "has(self.warning) || has(self.critical) || has(self.rollbackAt)",
-                "set at least one threshold",
+                "set at least one threshold: warning, critical or rollbackAt",
             )
         )
     )
@@ -1422,6 +1456,10 @@ class RolloutSpec(Model):
 
 # ---------------------------------------------------------------------------- status
 
+# A duration in status is Parachute's, copied from a spec already checked. Its pattern is kept;
+# the bound is not: the API server refuses a CEL rule in a list of no bounded length for its cost.
+WrittenDuration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)]
+
 
 class Phase(StrEnum):
     pending = "Pending"  # seen, not yet started
@@ -1463,8 +1501,8 @@ class Condition(Model):
 class PlannedStage(Model):
     name: str | None = None
     weight: int = Field(ge=0, le=100)
-    min_wait: Duration | None = None
-    max_wait: Duration | None = None
+    min_wait: WrittenDuration | None = None
+    max_wait: WrittenDuration | None = None
     flags: FlagExposure | None = Field(
         None,
         description="The flags' state this stage puts in place (off, on, or a percentage of users); "
@@ -1577,7 +1615,7 @@ class LevelRecord(Model):
         "canary, or (replica ratio) no canary pod left ready.",
         json_schema_extra={"format": "date-time"},
     )
-    budget: Duration | None = Field(None, description="How long it had to bring health back.")
+    budget: WrittenDuration | None = Field(None, description="How long it had to bring health back.")
     seconds: float | None = Field(None, description="From its start to health, or to the next level.")
     flag_check: FlagCheckRecord | None = Field(
         None, description="The flag level with spec.featureFlags.verify: what the app said."

@@ -14,6 +14,8 @@ import ssl
 from collections import OrderedDict
 from collections.abc import Hashable
 
+from pydantic import ValidationError
+
 from parachute import kube
 from parachute.analysis.prometheus import PrometheusProvider, trust
 from parachute.api import Analysis, MetricTemplateSpec, RolloutSpec, SecretKeyRef, parse_duration
@@ -91,9 +93,28 @@ def _build(analysis: Analysis, found: dict[str, kube.SecretValue], namespace: st
 
 
 async def templates_for(spec: RolloutSpec, namespace: str) -> dict[str, MetricTemplateSpec]:
-    """The template resources the Rollout's metrics reference (none are read otherwise)."""
+    """The template resources the Rollout's metrics reference (none are read otherwise).
+
+    Only those are parsed: a broken template the Rollout does not use is not its problem. One
+    it uses that the models refuse (stored before the CRD refused it) is named, with its field.
+    """
     assert spec.analysis is not None
-    if not any(m.template_ref for m in spec.analysis.metrics or []):
+    used = {
+        f"{m.template_ref.kind.value}/{m.template_ref.name}"
+        for m in spec.analysis.metrics or []
+        if m.template_ref
+    }
+    if not used:
         return {}
     found = await kube.list_metric_templates(namespace)
-    return {key: MetricTemplateSpec.model_validate(item.get("spec") or {}) for key, item in found.items()}
+    templates = {}
+    for key in used & found.keys():
+        try:
+            templates[key] = MetricTemplateSpec.model_validate(found[key].get("spec") or {})
+        except ValidationError as error:
+            problem = error.errors()[0]
+            field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in ("spec", *problem["loc"]))
+            raise AnalysisSetupError(
+                f"{key.replace('/', ' ')}: {field.lstrip('.')}: {problem['msg']}"
+            ) from None
+    return templates

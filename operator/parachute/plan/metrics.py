@@ -214,7 +214,10 @@ def resolve(
         assert ref is not None  # the CRD's rule: exactly one of template, templateRef, query
         found = templates.get(f"{ref.kind.value}/{ref.name}")
         if found is None:
-            raise UnknownTemplateError(f"metric {metric.name or ref.name}: no template named {ref.name!r}")
+            raise UnknownTemplateError(
+                f"{field}.templateRef.name: no template named {ref.name!r} ({ref.kind.value} in the "
+                "Rollout's namespace)"
+            )
         base = found
         name = metric.name or ref.name
         check_query(found.query, f"{ref.kind.value} {ref.name}: spec.query", routed)
