@@ -183,6 +183,8 @@ SCALARS: dict[str, Callable[[dict[str, Any]], st.SearchStrategy[Any]]] = {
     "number": lambda node: st.floats(-1000, 1000, allow_nan=False),
     "boolean": lambda node: st.booleans(),
     "string": _string,
+    # No type, unknown fields kept (an app's answer, say): any JSON value.
+    "None": lambda node: st.one_of(st.booleans(), st.integers(-5, 5), st.text(max_size=8), st.none()),
 }
 
 
