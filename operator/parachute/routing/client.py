@@ -62,7 +62,7 @@ class ApiServerClient:
                 raise _forbidden("get", ref) from error
             raise
 
-    async def list(self, api_version: str, kind: str, namespace: str, labels: dict[str, str]) -> list[Body]:
+    async def find(self, api_version: str, kind: str, namespace: str, labels: dict[str, str]) -> list[Body]:
         path = await self._path(api_version, kind, namespace)
         selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
         try:

@@ -102,7 +102,7 @@ class FakeClient:
         found = self.objects.get(ref)
         return copy.deepcopy(found) if found is not None else None
 
-    async def list(self, api_version: str, kind: str, namespace: str, labels: dict[str, str]) -> list[Body]:
+    async def find(self, api_version: str, kind: str, namespace: str, labels: dict[str, str]) -> list[Body]:
         ref = Ref(api_version, kind, namespace, "")
         self._check_allowed("list", ref)
         self.lists.append(ref)

@@ -58,7 +58,7 @@ class Client(Protocol):
         """The object, or None when it does not exist; KindNotServedError for an unserved kind."""
         ...
 
-    async def list(self, api_version: str, kind: str, namespace: str, labels: dict[str, str]) -> list[Body]:
+    async def find(self, api_version: str, kind: str, namespace: str, labels: dict[str, str]) -> list[Body]:
         """The objects of a kind in a namespace that carry all of `labels`."""
         ...
 

@@ -121,7 +121,7 @@ async def unready(client: Client, release: Release, name: str, pods_of: str | No
     lists a ready endpoint, or, with `pods_of`, none of the pods of the ReplicaSet of that
     pod-template-hash. A selector just changed is followed by its EndpointSlices a moment later
     (the endpoint controller's work, later still under load); a proxy sends to what they list."""
-    slices = await client.list(ENDPOINT_SLICE[0], ENDPOINT_SLICE[1], release.namespace, {SERVICE_NAME: name})
+    slices = await client.find(ENDPOINT_SLICE[0], ENDPOINT_SLICE[1], release.namespace, {SERVICE_NAME: name})
     ready = [
         str((endpoint.get("targetRef") or {}).get("name") or "")
         for found in slices
