@@ -92,6 +92,9 @@ RULES: tuple[Rule, ...] = (
     Rule(("",), ("services",), ("get", "create", "patch", "delete"),
          "read the Service a router sends to; make and re-pin its -stable and -canary copies (deletes "
          "only copies marked with the Rollout's uid, once the route no longer sends to them)"),
+    Rule(("discovery.k8s.io",), ("endpointslices",), ("list",),
+         "before a route sends more requests to a Service, see that its EndpointSlices list ready pods of "
+         "what it selects (a re-pinned selector's endpoints follow a moment later)"),
     Rule(("core.openfeature.dev",), ("featureflags",), ("get", "update"),
          "switch a release's OpenFeature flags off (rollback level 1)"),
     Rule(("",), ("secrets",), ("get",),

@@ -100,6 +100,7 @@ def _scopes() -> dict[tuple[str, str], str]:
         ("networking.istio.io", "virtualservices"): "Namespaced",
         ("networking.istio.io", "destinationrules"): "Namespaced",
         ("networking.k8s.io", "ingresses"): "Namespaced",
+        ("discovery.k8s.io", "endpointslices"): "Namespaced",
     }
     for document in crd.all_crds():
         plural, scope = document["spec"]["names"]["plural"], document["spec"]["scope"]

@@ -165,6 +165,56 @@ def test_a_new_stable_hash_holds_the_weight_back_one_reconcile(backend: Backend)
     assert steer(fake, backend, 0, stable="77f9c6d8b").changed == ["route set to send 0% to the canary"]
 
 
+def slices(fake: FakeClient, service_name: str, *pods: tuple[str, bool | None]) -> None:
+    """What the endpoint controller lists for a Service now: its pods, each ready or not (None: unset)."""
+    fake.endpoints_follow = False
+    endpoints = [
+        {
+            "targetRef": {"kind": "Pod", "name": pod},
+            **({"conditions": {"ready": ready}} if ready is not None else {}),
+        }
+        for pod, ready in pods
+    ]
+    fake.put({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+              "metadata": {"namespace": NS, "name": f"{service_name}-x7k2p",
+                           "labels": {"kubernetes.io/service-name": service_name}},
+              "endpoints": endpoints})  # fmt: skip
+
+
+def test_traffic_goes_back_to_stable_only_once_its_service_lists_the_new_stable_pods(
+    backend: Backend,
+) -> None:
+    """At promotion the stable backend is re-pinned to the pods the target rolled to; its
+    EndpointSlices follow a moment later (later still on a busy control plane). Until they list
+    a ready pod of that set, the canary keeps its share: requests never meet a backend with none."""
+    if not backend.services and backend.id != "istio-subsets":
+        pytest.skip("no stable backend to re-pin")
+    fake = user_world(backend)
+    settled(fake, backend, 100)
+    stable = "77f9c6d8b"
+    service_name = SERVICE if backend.id == "istio-subsets" else f"{SERVICE}-stable"
+    slices(fake, service_name, (f"checkout-{HASH}-abcde", True), (f"checkout-{stable}-fghij", False))
+    for _ in range(3):
+        held = steer(fake, backend, 0, stable=stable)
+        assert held.again and not any(c.startswith("route set") for c in held.changed)
+    assert "lists no ready endpoint of pods 77f9c6d8b yet" in held.changed[-1]
+    assert run(wiring.observe(ROLLOUT, spec_for(backend), fake)) == TrafficView(Applied(100))
+    slices(fake, service_name, (f"checkout-{HASH}-abcde", True), (f"checkout-{stable}-fghij", None))
+    assert steer(fake, backend, 0, stable=stable).changed == ["route set to send 0% to the canary"]
+
+
+def test_a_canary_share_waits_for_the_canary_services_endpoints(backend: Backend) -> None:
+    if not backend.services:
+        pytest.skip("the canary's pods are picked from the user's Service by label")
+    fake = user_world(backend)
+    settled(fake, backend, 0)
+    slices(fake, f"{SERVICE}-canary")
+    held = steer(fake, backend, 10)
+    assert "checkout-canary lists no ready endpoint yet" in held.changed[-1]
+    slices(fake, f"{SERVICE}-canary", ("checkout-canary-6b8d9-qwert", True))
+    assert steer(fake, backend, 10).changed == ["route set to send 10% to the canary"]
+
+
 def test_a_hand_edit_is_put_back_with_an_event(backend: Backend) -> None:
     fake = user_world(backend)
     settled(fake, backend, 10)
@@ -325,6 +375,7 @@ def test_every_call_a_router_makes_is_declared_for_its_backend(backend: Backend)
     run(teardown.give_back(fake, found))
     made = {access.call_of("get", r.api_version, r.kind) for r in fake.reads}
     made |= {access.call_of(verb, r.api_version, r.kind) for verb, r in fake.writes}
+    made |= {access.call_of("list", r.api_version, r.kind) for r in fake.lists}
     toggle = BACKEND_OF[backend.id.split("-")[0]]
     assert made <= access.CORE | access.BACKENDS[toggle]
     assert made & access.BACKENDS[toggle]

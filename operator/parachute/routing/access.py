@@ -20,6 +20,7 @@ RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
     ("networking.istio.io/v1", "VirtualService"): ("networking.istio.io", "virtualservices"),
     ("networking.istio.io/v1", "DestinationRule"): ("networking.istio.io", "destinationrules"),
     ("networking.k8s.io/v1", "Ingress"): ("networking.k8s.io", "ingresses"),
+    ("discovery.k8s.io/v1", "EndpointSlice"): ("discovery.k8s.io", "endpointslices"),
 }
 
 
@@ -31,6 +32,8 @@ CORE: frozenset[Call] = (
     _calls("", ("services",), ("get", "create", "patch", "delete"))
     # The routing record: read, written once, deleted when the route is given back.
     | _calls("", ("configmaps",), ("get", "create", "delete"))
+    # Whether a Service a weight would send to lists ready endpoints yet.
+    | _calls("discovery.k8s.io", ("endpointslices",), ("list",))
 )
 BACKENDS: dict[str, frozenset[Call]] = {
     "gatewayAPI": _calls("gateway.networking.k8s.io", ("httproutes",), ("get", "patch")),

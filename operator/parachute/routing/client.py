@@ -62,6 +62,17 @@ class ApiServerClient:
                 raise _forbidden("get", ref) from error
             raise
 
+    async def find(self, api_version: str, kind: str, namespace: str, labels: dict[str, str]) -> list[Body]:
+        path = await self._path(api_version, kind, namespace)
+        selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+        try:
+            found = await asyncio.to_thread(self._call, "GET", path, None, "application/json", selector)
+        except ApiException as error:
+            if error.status == 403:
+                raise _forbidden("list", Ref(api_version, kind, namespace, "")) from error
+            raise
+        return list(found.get("items") or [])
+
     async def create(self, body: Body) -> Body:
         meta = body["metadata"]
         path = await self._path(body["apiVersion"], body["kind"], meta["namespace"])
@@ -133,8 +144,16 @@ class ApiServerClient:
         self._resources[api_version] = resources
         return resources
 
-    def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Body:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        labels: str = "",
+    ) -> Body:
         query = [("fieldManager", FIELD_MANAGER)] if method in ("POST", "PATCH") else []
+        query += [("labelSelector", labels)] if labels else []
         response = self._api.call_api(
             path, method, query_params=query, body=body, auth_settings=["BearerToken"],
             header_params={"Accept": "application/json", "Content-Type": content_type},

@@ -24,7 +24,14 @@ from parachute.routing.objects import (
     Ref,
     ref_of,
 )
-from parachute.routing.router import Applied, AudienceMatch, RoutingSetupError, check_weight
+from parachute.routing.router import (
+    POD_TEMPLATE_HASH,
+    Applied,
+    AudienceMatch,
+    RoutingSetupError,
+    check_weight,
+)
+from parachute.routing.services import ENDPOINT_SLICE, SERVICE_NAME
 
 KINDS = (
     ("v1", "Service"),
@@ -33,6 +40,7 @@ KINDS = (
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
     ("networking.istio.io/v1", "VirtualService"),
     ("networking.istio.io/v1", "DestinationRule"),
+    ENDPOINT_SLICE,
 )
 
 
@@ -48,6 +56,10 @@ class FakeClient:
         self.served_kinds = set(served)
         self.writes: list[tuple[str, Ref]] = []
         self.reads: list[Ref] = []
+        self.lists: list[Ref] = []
+        # EndpointSlices as an endpoint controller that has caught up lists them (every Service
+        # has a ready endpoint of what it selects); False: only those a test put.
+        self.endpoints_follow = True
         # Kinds the operator may not touch, by (apiVersion, kind): answered as a 403 would be.
         self.forbidden: set[tuple[str, str]] = set()
         # Called before each write with the object's ref: a test's way to change the object
@@ -89,6 +101,59 @@ class FakeClient:
         self.reads.append(ref)
         found = self.objects.get(ref)
         return copy.deepcopy(found) if found is not None else None
+
+    async def find(self, api_version: str, kind: str, namespace: str, labels: dict[str, str]) -> list[Body]:
+        ref = Ref(api_version, kind, namespace, "")
+        self._check_allowed("list", ref)
+        self.lists.append(ref)
+        if (api_version, kind) == ENDPOINT_SLICE and self.endpoints_follow:
+            return self._caught_up_slices(namespace, labels)
+        return [
+            copy.deepcopy(body)
+            for found, body in self.objects.items()
+            if (found.api_version, found.kind, found.namespace) == (api_version, kind, namespace)
+            and labels.items() <= (body["metadata"].get("labels") or {}).items()
+        ]
+
+    def _caught_up_slices(self, namespace: str, labels: dict[str, str]) -> list[Body]:
+        """What an endpoint controller that has caught up lists: for each Service, one ready
+        endpoint of a pod of the ReplicaSet its selector names (a pod of some other set if none)."""
+        name = labels.get(SERVICE_NAME, "")
+        service = self.objects.get(Ref("v1", "Service", namespace, name))
+        if service is None:
+            return []
+        selector = (service.get("spec") or {}).get("selector") or {}
+        # A selector with no pod-template-hash selects the pods of every set named anywhere.
+        hashes = (
+            [selector[POD_TEMPLATE_HASH]]
+            if POD_TEMPLATE_HASH in selector
+            else sorted(self._hashes(namespace))
+        )
+        endpoints = [
+            {"conditions": {"ready": True}, "targetRef": {"kind": "Pod", "name": f"{name}-{each}-x1y2z"}}
+            for each in hashes or ["any"]
+        ]
+        return [
+            {"metadata": {"name": f"{name}-abcde", "labels": {SERVICE_NAME: name}}, "endpoints": endpoints}
+        ]
+
+    def _hashes(self, namespace: str) -> set[str]:
+        found: set[str] = set()
+
+        def walk(value: Any) -> None:
+            if isinstance(value, dict):
+                if isinstance(value.get(POD_TEMPLATE_HASH), str):
+                    found.add(value[POD_TEMPLATE_HASH])
+                for item in value.values():
+                    walk(item)
+            elif isinstance(value, list):
+                for item in value:
+                    walk(item)
+
+        for ref, body in self.objects.items():
+            if ref.namespace == namespace:
+                walk(body.get("spec"))
+        return found
 
     async def create(self, body: Body) -> Body:
         ref = ref_of(body)
@@ -221,6 +286,8 @@ class FakeRouter:
         self.verifiable = verifiable
         self.writes: list[int] = []
         self.restored = False
+        # Why a backend cannot take requests yet, by side (True: the canary's); none by default.
+        self.unready_backends: dict[bool, str] = {}
 
     def hand_edit(self, weight: int) -> None:
         self.weight = weight
@@ -246,6 +313,9 @@ class FakeRouter:
         self.writes.append(weight)
         hand_edit = f"{seen.hand_edit}; now {weight}%" if seen.hand_edit else None
         return Applied(weight, hand_edit=hand_edit, wrote=True, audience=audience)
+
+    async def unready(self, canary: bool) -> str:
+        return self.unready_backends.get(canary, "")
 
     async def reset(self) -> Applied:
         return await self.set_weight(0)

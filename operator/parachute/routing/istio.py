@@ -183,6 +183,15 @@ class IstioRouter(WeightedRouteRouter):
 
     # -- subset-level: the DestinationRule ---------------------------------------------------
 
+    async def unready(self, canary: bool) -> str:
+        if self.subsets is None:
+            return await super().unready(canary)
+        # Subsets pick pods by label from the user's Service's endpoints, which carry no labels:
+        # the stable pods can be told by name; the canary's are known ready before traffic moves.
+        if canary:
+            return ""
+        return await services.unready(self.client, self.release, self.service, self.release.stable_hash)
+
     async def ensure_backends(self) -> list[str]:
         if self.subsets is None:
             return await super().ensure_backends()

@@ -123,6 +123,9 @@ class NginxRouter:
             return Applied(after.weight, after.unverified, hand_edit, wrote=True, audience=after.audience)
         raise ConflictError(f"{self.ref} or {self.canary_ref} kept changing while Parachute set the weight")
 
+    async def unready(self, canary: bool) -> str:
+        return await services.copy_unready(self.client, self.release, self.service, canary)
+
     async def reset(self) -> Applied:
         return await self.set_weight(0)
 

@@ -58,6 +58,10 @@ class Client(Protocol):
         """The object, or None when it does not exist; KindNotServedError for an unserved kind."""
         ...
 
+    async def find(self, api_version: str, kind: str, namespace: str, labels: dict[str, str]) -> list[Body]:
+        """The objects of a kind in a namespace that carry all of `labels`."""
+        ...
+
     async def create(self, body: Body) -> Body:
         """Create the object (namespace and name from its metadata); ConflictError if it exists."""
         ...

@@ -28,6 +28,9 @@ class ReplicaRouter:
         check_weight(weight)  # no audience comes here: a phased release needs a router (the schema says)
         return Applied(None, UNVERIFIED)
 
+    async def unready(self, canary: bool) -> str:
+        return ""  # the workload sizes the share: no Service to wait for
+
     async def reset(self) -> Applied:
         return Applied(None, UNVERIFIED)
 

@@ -117,6 +117,12 @@ class Router(Protocol):
         when it already does so, and puts back weights someone else changed (`hand_edit`)."""
         ...
 
+    async def unready(self, canary: bool) -> str:
+        """Why the canary's (or the stable) backend cannot take requests yet: the Service it
+        sends to lists no ready endpoint of the pods it should select. "" when it can, or when
+        the backend cannot tell. Read before a weight moves requests onto that backend."""
+        ...
+
     async def reset(self) -> Applied:
         """Send everything to stable (no audience either)."""
         ...

@@ -18,6 +18,8 @@ from typing import Any
 from parachute.routing.objects import Body, Client, ConflictError, Ref, pointer
 from parachute.routing.router import POD_TEMPLATE_HASH, Release, RoutingSetupError
 
+ENDPOINT_SLICE = ("discovery.k8s.io/v1", "EndpointSlice")
+SERVICE_NAME = "kubernetes.io/service-name"  # the label that ties an EndpointSlice to its Service
 MAX_NAME = 63  # a Service's name is a DNS label
 _PORT_FIELDS = ("name", "protocol", "appProtocol", "port", "targetPort")
 
@@ -112,6 +114,40 @@ async def check(client: Client, release: Release, service: str, field: str) -> N
             raise RoutingSetupError(
                 field, f"Service {release.namespace}/{name} {state}; ensure makes it first"
             )
+
+
+async def unready(client: Client, release: Release, name: str, pods_of: str | None = None) -> str:
+    """Why Service `name` cannot take requests yet ("" when it can): none of its EndpointSlices
+    lists a ready endpoint, or, with `pods_of`, none of the pods of the ReplicaSet of that
+    pod-template-hash. A selector just changed is followed by its EndpointSlices a moment later
+    (the endpoint controller's work, later still under load); a proxy sends to what they list."""
+    slices = await client.find(ENDPOINT_SLICE[0], ENDPOINT_SLICE[1], release.namespace, {SERVICE_NAME: name})
+    ready = [
+        str((endpoint.get("targetRef") or {}).get("name") or "")
+        for found in slices
+        for endpoint in found.get("endpoints") or []
+        # An endpoint's readiness left unset is read as ready, as the API documents.
+        if (endpoint.get("conditions") or {}).get("ready") is not False
+    ]
+    if pods_of is not None:
+        ready = [pod for pod in ready if _pod_of(pod) == pods_of]
+    if ready:
+        return ""
+    whose = f" of pods {pods_of}" if pods_of is not None else ""
+    return f"Service {release.namespace}/{name} lists no ready endpoint{whose} yet"
+
+
+async def copy_unready(client: Client, release: Release, service: str, canary: bool) -> str:
+    """The -canary copy's endpoints, or the -stable copy's of the stable pods (see `unready`)."""
+    if canary:
+        return await unready(client, release, canary_name(service))
+    return await unready(client, release, stable_name(service), release.stable_hash)
+
+
+def _pod_of(pod: str) -> str:
+    """The pod-template-hash in a ReplicaSet's pod's name (`<deployment>-<hash>-<suffix>`)."""
+    parts = pod.rsplit("-", 2)
+    return parts[1] if len(parts) == 3 else ""
 
 
 async def remove(client: Client, release: Release, service: str) -> list[str]:

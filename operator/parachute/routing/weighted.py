@@ -144,6 +144,9 @@ class WeightedRouteRouter(ABC):
         """Make what the split destinations send to: the stable and canary Services."""
         return await services.ensure(self.client, self.release, self.service, f"{self.field}.service")
 
+    async def unready(self, canary: bool) -> str:
+        return await services.copy_unready(self.client, self.release, self.service, canary)
+
     async def check_backends(self) -> None:
         """Refuse to send traffic to destinations that are not there yet."""
         await services.check(self.client, self.release, self.service, f"{self.field}.service")

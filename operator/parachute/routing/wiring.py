@@ -6,7 +6,9 @@ Rollout is `Invalid` before anything is written. Acting keeps the order that mak
 the routing record (the snapshot of the user's route) first, then what the backend needs
 (Services re-pinned to the stable pods, a canary Ingress), then the weight. A weight that
 would move traffic onto a backend changed in the same reconcile waits for the next one, so
-the new Service's endpoints exist before requests go there. A route that someone changed by
+the new Service's endpoints exist before requests go there, and no weight moves requests onto
+a backend whose Service lists no ready endpoint of the pods it should select (a selector
+re-pinned to the stable pods is followed by its EndpointSlices a moment later). A route that someone changed by
 hand is put back, with a Warning Event saying what was found. A Rollout that no longer routes
 as its record says (its `trafficRouting` removed or pointed elsewhere, or an older Rollout of
 that name) has its old route given back first.
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parachute import api
-from parachute.plan.model import Applied, Event, EventType, TrafficIntent, TrafficView
+from parachute.plan.model import Applied, AudienceMatch, Event, EventType, TrafficIntent, TrafficView
 from parachute.routing import record, teardown
 from parachute.routing.backends import router_for
 from parachute.routing.objects import Client, ForbiddenError
@@ -126,6 +128,12 @@ async def _set(router: Router, intent: TrafficIntent, seen: TrafficView | None, 
     applied = seen.applied if seen is not None else None
     if applied is not None and applied.holds(weight, audience) and applied.hand_edit is None:
         return  # read just now: nothing to write
+    for canary in _gaining(weight, audience, applied):
+        if why := await router.unready(canary):
+            held = f"{applied.weight}%" if applied is not None and applied.weight is not None else "as it is"
+            out.changed.append(f"route kept {held} until it can send {weight}% to the canary: {why}")
+            out.again = True
+            return
     result = await router.set_weight(weight, audience)
     if result.wrote:
         also = f" and {audience} to it" if audience is not None else ""
@@ -133,6 +141,17 @@ async def _set(router: Router, intent: TrafficIntent, seen: TrafficView | None, 
         out.again = True  # read it back soon
     if result.hand_edit:
         out.events.append(Event(EventType.warning, "WeightsPutBack", result.hand_edit))
+
+
+def _gaining(weight: int, audience: AudienceMatch | None, applied: Applied | None) -> list[bool]:
+    """The backends a write would send more requests to: the canary's (True), the stable (False).
+    Unknown what the route holds, either may gain what the weight gives it."""
+    held = applied.weight if applied is not None else None
+    canary = (weight > 0 or audience is not None) and (
+        held is None or weight > held or (audience is not None and applied is not None and applied.audience != audience)
+    )  # fmt: skip
+    stable = weight < 100 and (held is None or weight < held)
+    return [side for side, gains in ((True, canary), (False, stable)) if gains]
 
 
 def forbidden(routing: api.TrafficRouting, error: ForbiddenError) -> RoutingSetupError:
