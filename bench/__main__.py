@@ -7,6 +7,8 @@
   back on stable (analysis every 2 s), by the code level and by the flag level.
 - flag percentage: a bad variant behind a flag on for 10% of users, from the failed verdict to
   every pod's flagd evaluator serving the off variant (bench/flag_percentage.py).
+- blue/green: a copy that fails after the switch, from the failed verdict to the active
+  Service's EndpointSlices listing only the old version's pods (bench/blue_green.py).
 - routing, per router (Gateway API, Istio host- and subset-level, NGINX): the time from a stage
   change to its weight read back from the route (median and p99 over many stages, the canary
   at full size so no pod has to start), and from a failed verdict to the route seen sending
@@ -40,6 +42,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from bench.blue_green import bench_blue_green
 from bench.fastlane import bench_fast_lane
 from bench.flag_percentage import bench_flag_off
 from bench.queries import bench_queries
@@ -455,7 +458,9 @@ def image_patch(image: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rollouts", type=int, default=100, help="Rollouts for the scale figure")
-    parser.add_argument("--only", choices=["routing", "fastlane", "flags"], help="run only these figures")
+    parser.add_argument(
+        "--only", choices=["routing", "fastlane", "flags", "bluegreen"], help="run only these figures"
+    )
     parser.add_argument("--races", type=int, default=3, help="races per interval for the fast lane's figures")
     args = parser.parse_args(argv)
     print(
@@ -483,6 +488,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "flags"):
             bench_flag_off(cluster, lambda log: Operator(operator_kubeconfig, workdir / log), workdir, figure)
         if args.only == "flags":
+            return 0
+        if args.only in (None, "bluegreen"):
+            bench_blue_green(
+                cluster, lambda log: Operator(operator_kubeconfig, workdir / log), workdir, figure
+            )
+        if args.only == "bluegreen":
             return 0
         if args.only is None:
             bench_reconcile(cluster)

@@ -1,9 +1,12 @@
 """Every file in examples/ works as its comment says: applied beside what it names (its
 Deployment, ConfigMaps, Secrets and policy, its Service and route with their CRDs, and the
 router's grant where the chart leaves it off), it reaches the phase its `# Reaches:` line
-promises.
+promises. An example with a `# First stage: <name>` line then gets a new image, and the
+release reaches that stage: its workload and traffic in place, its wait begun (judged by a
+Prometheus nobody runs here, so held there).
 
-The test is parametrised over the directory, so a new example is tested by being there.
+The test is parametrised over the directory, so a new example is tested by being there; every
+strategy has an example that is taken to its first stage.
 """
 
 from __future__ import annotations
@@ -32,12 +35,28 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 GROUP, VERSION = "parachute.dev", "v1alpha1"
 REACHES = re.compile(r"^# Reaches: (\w+)", re.MULTILINE)
+FIRST_STAGE = re.compile(r"^# First stage: ([\w-]+)", re.MULTILINE)
+STRATEGIES = ("canary", "blueGreen", "phased", "flagPercentage")
 
 
 def promised_phase(path: Path) -> str:
     found = REACHES.search(path.read_text())
     assert found, f"{path.name} does not say which phase it reaches (a '# Reaches: <Phase> (...)' line)"
     return found.group(1)
+
+
+def first_stage(path: Path) -> str | None:
+    found = FIRST_STAGE.search(path.read_text())
+    return found.group(1) if found else None
+
+
+def strategy(spec: dict[str, Any]) -> str:
+    """How the example releases: its `strategy`, and a canary whose plan is the flag-gated one
+    with flagd flags (no steps of its own) counted as a release by flag percentage."""
+    flags = spec.get("featureFlags") or {}
+    if spec.get("strategy", "canary") == "canary" and flags.get("format") == "flagd" and "steps" not in spec:
+        return "flagPercentage"
+    return str(spec.get("strategy", "canary"))
 
 
 def the_rollout(path: Path) -> dict[str, Any]:
@@ -150,6 +169,33 @@ def create_route(cluster: Cluster, namespace: str, routing: dict[str, Any]) -> s
     return granted
 
 
+def reaches_first_stage(cluster: Cluster, namespace: str, rollout: dict[str, Any], stage: str) -> None:
+    """A new image on the target: the release enters `stage` first and reaches it (the strategy's
+    workload and traffic in place, the flags seen in their state), then is judged there."""
+    target, name = rollout["spec"]["targetRef"]["name"], rollout["metadata"]["name"]
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "checkout:2.0"}]}}}}
+    cluster.apps.patch_namespaced_deployment(target, namespace, patch)
+
+    def reached() -> dict[str, Any] | None:
+        status = rollout_status(cluster, namespace, name)
+        plan, message, index = status.get("plan") or [], status.get("message") or "", status.get("stageIndex")
+        if status.get("phase") != "Progressing" or not plan or index is None:
+            return None
+        if index > 0:  # a stage without a wait (flag-gated `infrastructure`) is left once reached
+            return status
+        if message.startswith(f"stage 1/{len(plan)} ({stage})") and ": waiting for" not in message:
+            return status
+        return None
+
+    status = eventually(reached, timeout=90, what=f"{name}: stage {stage} reached on a new image")
+    assert status["plan"][0]["name"] == stage
+
+
+def test_every_strategy_has_an_example_taken_to_its_first_stage() -> None:
+    staged = {strategy(the_rollout(p)["spec"]) for p in EXAMPLES if first_stage(p)}
+    assert set(STRATEGIES) <= staged, f"no example taken to its first stage for {set(STRATEGIES) - staged}"
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_the_example_reaches_the_phase_it_promises(
     crds: Cluster, namespace: str, operator: RunningOperator, path: Path
@@ -175,6 +221,9 @@ def test_the_example_reaches_the_phase_it_promises(
             # The route is set up and read back: nothing to the canary yet.
             eventually(lambda: (rollout_status(crds, namespace, name).get("traffic") or {}).get("applied") == 0,
                        timeout=30, what=f"{path.name}: the route set up at 0%")  # fmt: skip
+        stage = first_stage(path)
+        if stage is not None:
+            reaches_first_stage(crds, namespace, rollout, stage)
     finally:
         for policy in policies:
             if policy.startswith("router:"):
