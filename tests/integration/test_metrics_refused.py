@@ -61,7 +61,7 @@ def test_a_retired_placeholder_makes_the_rollout_invalid_saying_what_to_write(
     crds.custom.create_namespaced_custom_object("parachute.dev", "v1alpha1", namespace, "rollouts",
                                                 rollout("checkout", **spec))  # fmt: skip
     status = eventually(lambda: (s := rollout_status(crds, namespace)).get("phase") == "Invalid" and s,
-                        timeout=30, what="Invalid")  # fmt: skip
+                        timeout=60, what="Invalid")  # fmt: skip
     assert status["message"].startswith(
         "spec.analysis.metrics[0].query: {{canary}} was a version label value"
     )
