@@ -264,7 +264,9 @@ def test_weights_edited_by_hand_mid_release_are_put_back_and_said_so(
     weights = [r.get("weight") for r in world.spec_of_route()["rules"][index]["backendRefs"]]
     assert weights == [90, 10]
     # The reconcile that puts the weights back tells it; the next one reads them back into status.
-    eventually(lambda: (world.status().get("traffic") or {}).get("applied") == 10, timeout=30, what="read back")
+    eventually(
+        lambda: (world.status().get("traffic") or {}).get("applied") == 10, timeout=30, what="read back"
+    )
 
 
 @pytest.mark.cluster
