@@ -67,7 +67,7 @@ def _race(
     interval: int,
     rng: random.Random,
     *,
-    timelines: list[dict[str, float]],
+    timelines: list[tuple[str, dict[str, float]]],
 ) -> float | None:
     """One race in its own namespace: seconds from the canary's first 5xx to its pods gone."""
     api = cluster.api_client()
@@ -116,7 +116,7 @@ def _race(
         started, wall = time.monotonic(), time.time()
         marks = _timeline(prometheus, apps, namespace, status, started=started, timeout=interval + 60)
         marks["t0"] = wall
-        timelines.append(marks)
+        timelines.append((namespace, marks))
         return marks.get("gone")
     finally:
         load.stop()
@@ -163,22 +163,25 @@ def _timeline(
     return marks
 
 
-LOGGED = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\].*fast lane: (\S+)/checkout ")
+LOGGED = re.compile(
+    r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\].*fast lane: (\S+)/checkout \S+ \S+ \((\d+) of "
+)
 
 
-def _breaches(log: Path, timelines: list[dict[str, float]], names: list[str]) -> None:
-    """The lane's first breach of each race after its failure started, from the operator's log
-    (its lines carry the local time to the millisecond)."""
-    first: dict[str, list[float]] = {}
+def _breaches(log: Path, timelines: list[tuple[str, dict[str, float]]]) -> None:
+    """The lane's first breach of each race after its failure started, and the failed requests
+    it was judged on, from the operator's log (its lines carry the local time to the millisecond)."""
+    logged: dict[str, list[tuple[float, int]]] = {}
     for line in log.read_text(errors="replace").splitlines():
         found = LOGGED.match(line)
         if found:
             at = datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            first.setdefault(found.group(2), []).append(at)
-    for marks, name in zip(timelines, names, strict=True):
-        after = [at - marks["t0"] for at in first.get(name, []) if at >= marks["t0"]]
+            logged.setdefault(found.group(2), []).append((at, int(found.group(3))))
+    for name, marks in timelines:
+        after = [(at - marks["t0"], errors) for at, errors in logged.get(name, []) if at >= marks["t0"]]
         if after:
-            marks["breach"] = min(after)
+            marks["breach"], errors = min(after)
+            marks["errors"] = float(errors)
 
 
 def _until(predicate: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
@@ -226,19 +229,17 @@ def bench_fast_lane(
             try:
                 for interval in intervals:
                     times: list[float] = []
-                    timelines: list[dict[str, float]] = []
-                    raced: list[str] = []
+                    timelines: list[tuple[str, dict[str, float]]] = []
                     for i in range(races):
                         name = names[(interval, lane, i)]
                         took = _race(cluster, prometheus, name, interval, rng, timelines=timelines)
-                        raced.append(name)
                         if took is not None:
                             times.append(took)
                     if lane:
-                        _breaches(workdir / log, timelines, raced)
+                        _breaches(workdir / log, timelines)
                     results[(interval, lane)] = times
                     _report(figure, interval, lane, times, races)
-                    _report_steps(figure, interval, lane, timelines)
+                    _report_steps(figure, interval, lane, [marks for _, marks in timelines])
                 if lane and asked is not None:
                     sent = (_lane_queries(port) or 0.0) - asked
                     figure("fast lane: PromQL queries per second, sent", f"{sent / (time.monotonic() - since):.2f}",
@@ -294,5 +295,8 @@ def _report_steps(figure: Figure, interval: int, lane: bool, timelines: list[dic
         seen = [marks[step] for marks in timelines if step in marks]
         if seen:
             shown.append(f"{step} {statistics.median(seen):.2f}")
+    errors = [marks["errors"] for marks in timelines if "errors" in marks]
+    if errors:
+        shown.append(f"(breach on {statistics.median(errors):g} failed requests)")
     if shown:
         figure(f"  steps, {interval}s analysis, lane {'on' if lane else 'off'}", "median s", ", ".join(shown))
