@@ -9,6 +9,7 @@ queries it plans (no Prometheus needed).
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import socket
@@ -68,6 +69,7 @@ def _race(
     rng: random.Random,
     *,
     timelines: list[tuple[str, dict[str, float]]],
+    queries: Callable[[], float | None],
 ) -> float | None:
     """One race in its own namespace: seconds from the canary's first 5xx to its pods gone."""
     api = cluster.api_client()
@@ -111,11 +113,15 @@ def _race(
         # The canary serves and a round has judged it (the first may have come before its traffic).
         if not _until(judged_with_traffic, 3 * interval + 30):
             return None
+        watched, asked = time.monotonic(), queries()  # the lane watches it from its first round
         time.sleep(rng.uniform(0, interval))  # anywhere in the round's cycle
         plane.set_app("bench:2", App(FAILING))
         started, wall = time.monotonic(), time.time()
         marks = _timeline(prometheus, apps, namespace, status, started=started, timeout=interval + 60)
         marks["t0"] = wall
+        sent = queries()
+        if asked is not None and sent is not None:
+            marks["queries"], marks["watched"] = sent - asked, time.monotonic() - watched
         timelines.append((namespace, marks))
         return marks.get("gone")
     finally:
@@ -225,14 +231,15 @@ def bench_fast_lane(
             operator = start_operator(
                 ["--metrics-port", str(port)] + ([] if lane else ["--no-fast-lane"]), log
             )
-            asked, since = _lane_queries(port), time.monotonic()
+            looked: list[dict[str, float]] = []
             try:
                 for interval in intervals:
                     times: list[float] = []
                     timelines: list[tuple[str, dict[str, float]]] = []
                     for i in range(races):
                         name = names[(interval, lane, i)]
-                        took = _race(cluster, prometheus, name, interval, rng, timelines=timelines)
+                        took = _race(cluster, prometheus, name, interval, rng, timelines=timelines,
+                                     queries=functools.partial(_lane_queries, port))  # fmt: skip
                         if took is not None:
                             times.append(took)
                     if lane:
@@ -240,10 +247,12 @@ def bench_fast_lane(
                     results[(interval, lane)] = times
                     _report(figure, interval, lane, times, races)
                     _report_steps(figure, interval, lane, [marks for _, marks in timelines])
-                if lane and asked is not None:
-                    sent = (_lane_queries(port) or 0.0) - asked
-                    figure("fast lane: PromQL queries per second, sent", f"{sent / (time.monotonic() - since):.2f}",
-                           "over all the lane-on races, one Rollout under release at a time, one template")  # fmt: skip
+                    looked += [marks for _, marks in timelines if "watched" in marks]
+                if lane and looked:
+                    sent, watched = sum(m["queries"] for m in looked), sum(m["watched"] for m in looked)
+                    figure("fast lane: PromQL queries per second, sent", f"{sent / watched:.2f}",
+                           f"while a Rollout with one template is under release ({watched:.0f} s); "
+                           "the target is at most one per template per cadence (1 s)")  # fmt: skip
             finally:
                 operator.stop()
     finally:

@@ -7,8 +7,10 @@ when they run (`merge`), so the normal rollback path decides: the same incident,
 record. The decisions are pure (`parachute.plan.fastlane`); this module only asks and wakes.
 
 The cadence is a setting, or the scrape interval Prometheus reports for the watched pods'
-targets (`/api/v1/targets`), never under one second. The lane's queries go through the
-provider, so they are counted with every other PromQL query, and also on their own.
+targets (`/api/v1/targets`), never under one second. Each look comes just after the judged
+pods' samples land (their targets' last scrape, from the same API), not at a moment of the
+scrape's cycle unrelated to them: that is up to a cadence sooner. The lane's queries go
+through the provider, so they are counted with every other PromQL query, and also on their own.
 """
 
 from __future__ import annotations
