@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.only in (None, "fastlane"):
             bench_fast_lane(cluster, lambda extra, log: Operator(operator_kubeconfig, workdir / log, extra),
-                            workdir, figure, args.races, lanes={"both": (False, True), "on": (True,),
+                            workdir, figure, args.races, lanes={"both": (True, False), "on": (True,),
                             "off": (False,)}[args.lane], intervals=tuple(int(i) for i in args.intervals.split(",")))  # fmt: skip
         if args.only == "fastlane":
             return 0

@@ -209,7 +209,7 @@ def bench_fast_lane(
     figure: Figure,
     races: int = 3,
     *,
-    lanes: tuple[bool, ...] = (False, True),
+    lanes: tuple[bool, ...] = (True, False),
     intervals: tuple[int, ...] = INTERVALS,
 ) -> dict[tuple[int, bool], list[float]]:
     """Every interval with the lane and without; returns the times per (interval, lane)."""
