@@ -15,6 +15,10 @@ failure on no data are left to the routine rounds. The lane's looks at one stage
 like the rounds' (`plan.compare.adjusted`), one per window elapsed in the stage, so looking
 every second does not wear the confidence down.
 
+When it looks: once per cadence, just after the judged pods' samples land in Prometheus
+(`look_phase`, from their targets' last scrapes), so a sample that completes the evidence is
+seen within moments rather than up to a cadence later.
+
 What it covers: rates of bad requests (`error-rate`, `success-rate`) from sources that label
 series with the namespace and the pod (the app's own metrics, Linkerd). Latency and queries of
 the user's own are judged by the routine rounds alone.
