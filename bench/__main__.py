@@ -462,6 +462,11 @@ def main(argv: list[str] | None = None) -> int:
         "--only", choices=["routing", "fastlane", "flags", "bluegreen"], help="run only these figures"
     )
     parser.add_argument("--races", type=int, default=3, help="races per interval for the fast lane's figures")
+    parser.add_argument("--lane", choices=["both", "on", "off"], default="both",
+                        help="the fast lane's races with the lane, without it, or both (the default)")  # fmt: skip
+    parser.add_argument(
+        "--intervals", default="10,30,60", help="analysis intervals of the fast lane's races, s"
+    )
     args = parser.parse_args(argv)
     print(
         f"Parachute benchmarks — {os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", flush=True
@@ -482,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.only in (None, "fastlane"):
             bench_fast_lane(cluster, lambda extra, log: Operator(operator_kubeconfig, workdir / log, extra),
-                            workdir, figure, args.races)  # fmt: skip
+                            workdir, figure, args.races, lanes={"both": (True, False), "on": (True,),
+                            "off": (False,)}[args.lane], intervals=tuple(int(i) for i in args.intervals.split(",")))  # fmt: skip
         if args.only == "fastlane":
             return 0
         if args.only in (None, "flags"):

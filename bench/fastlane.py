@@ -9,9 +9,13 @@ queries it plans (no Prometheus needed).
 
 from __future__ import annotations
 
+import functools
 import random
+import re
+import socket
 import statistics
 import time
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,7 +62,14 @@ def bench_lane_cost(figure: Figure, rollouts: int = 1000) -> None:
 
 
 def _race(
-    cluster: LocalCluster, prometheus: LocalPrometheus, namespace: str, interval: int, rng: random.Random
+    cluster: LocalCluster,
+    prometheus: LocalPrometheus,
+    namespace: str,
+    interval: int,
+    rng: random.Random,
+    *,
+    timelines: list[tuple[str, dict[str, float]]],
+    queries: Callable[[], float | None],
 ) -> float | None:
     """One race in its own namespace: seconds from the canary's first 5xx to its pods gone."""
     api = cluster.api_client()
@@ -102,18 +113,81 @@ def _race(
         # The canary serves and a round has judged it (the first may have come before its traffic).
         if not _until(judged_with_traffic, 3 * interval + 30):
             return None
+        watched, asked = time.monotonic(), queries()  # the lane watches it from its first round
         time.sleep(rng.uniform(0, interval))  # anywhere in the round's cycle
         plane.set_app("bench:2", App(FAILING))
-        started = time.monotonic()
-
-        def canary_gone() -> bool:
-            canary = apps.read_namespaced_deployment_status("checkout-canary", namespace)
-            return not canary.status.ready_replicas
-
-        return time.monotonic() - started if _until(canary_gone, interval + 60, 0.05) else None
+        started, wall = time.monotonic(), time.time()
+        marks = _timeline(prometheus, apps, namespace, status, started=started, timeout=interval + 60)
+        marks["t0"] = wall
+        sent = queries()
+        if asked is not None and sent is not None:
+            marks["queries"], marks["watched"] = sent - asked, time.monotonic() - watched
+        timelines.append((namespace, marks))
+        return marks.get("gone")
     finally:
         load.stop()
         plane.stop()
+
+
+# The steps from the first 5xx to traffic off the canary, in order, as the bench sees them:
+# a failing sample in Prometheus, the lane's breach (the operator's log), the rollback written
+# (the Rollout's phase), the canary scaled to 0, and no canary pod left ready.
+STEPS = ("sample", "breach", "rollback", "scaled", "gone")
+
+
+def _timeline(
+    prometheus: LocalPrometheus,
+    apps: client.AppsV1Api,
+    namespace: str,
+    status: Callable[[], dict[str, Any]],
+    *,
+    started: float,
+    timeout: float,
+) -> dict[str, float]:
+    """Seconds from `started` to each step the bench can see itself, polled until the canary is gone."""
+    marks: dict[str, float] = {}
+    errors = f'sum(http_requests_total{{namespace="{namespace}",pod=~"checkout-canary-.*",code="500"}})'
+    checks: dict[str, Callable[[], bool]] = {
+        "sample": lambda: any(float(r["value"][1]) > 0 for r in prometheus.query(errors)),
+        "rollback": lambda: status().get("phase") in ("RollingBack", "RolledBack"),
+        "scaled": lambda: apps.read_namespaced_deployment("checkout-canary", namespace).spec.replicas == 0,
+        "gone": lambda: (
+            not apps.read_namespaced_deployment_status("checkout-canary", namespace).status.ready_replicas
+        ),
+    }
+    deadline = started + timeout
+    while "gone" not in marks and time.monotonic() < deadline:
+        for step, check in checks.items():
+            if step in marks:
+                continue
+            try:
+                if check():
+                    marks[step] = time.monotonic() - started
+            except Exception:  # not there yet
+                pass
+        time.sleep(0.02)
+    return marks
+
+
+LOGGED = re.compile(
+    r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\].*fast lane: (\S+)/checkout \S+ \S+ \((\d+) of "
+)
+
+
+def _breaches(log: Path, timelines: list[tuple[str, dict[str, float]]]) -> None:
+    """The lane's first breach of each race after its failure started, and the failed requests
+    it was judged on, from the operator's log (its lines carry the local time to the millisecond)."""
+    logged: dict[str, list[tuple[float, int]]] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        found = LOGGED.match(line)
+        if found:
+            at = datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            logged.setdefault(found.group(2), []).append((at, int(found.group(3))))
+    for name, marks in timelines:
+        after = [(at - marks["t0"], errors) for at, errors in logged.get(name, []) if at >= marks["t0"]]
+        if after:
+            marks["breach"], errors = min(after)
+            marks["errors"] = float(errors)
 
 
 def _until(predicate: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
@@ -134,12 +208,15 @@ def bench_fast_lane(
     workdir: Path,
     figure: Figure,
     races: int = 3,
+    *,
+    lanes: tuple[bool, ...] = (True, False),
+    intervals: tuple[int, ...] = INTERVALS,
 ) -> dict[tuple[int, bool], list[float]]:
     """Every interval with the lane and without; returns the times per (interval, lane)."""
     bench_lane_cost(figure)
     core_v1 = client.CoreV1Api(cluster.api_client())
     names = {(interval, lane, i): f"lane-{'on' if lane else 'off'}-{interval}s-{i}"
-             for interval in INTERVALS for lane in (False, True) for i in range(races)}  # fmt: skip
+             for interval in intervals for lane in lanes for i in range(races)}  # fmt: skip
     for name in names.values():
         core_v1.create_namespace({"metadata": {"name": name}})
     _until(lambda: all(core_v1.read_namespaced_service_account("default", n) for n in names.values()), 60)
@@ -148,17 +225,34 @@ def bench_fast_lane(
     rng = random.Random(16)
     results: dict[tuple[int, bool], list[float]] = {}
     try:
-        for lane in (False, True):
-            operator = start_operator([] if lane else ["--no-fast-lane"], f"operator-lane-{lane}.log")
+        for lane in lanes:
+            port = _free_port()
+            log = f"operator-lane-{lane}.log"
+            operator = start_operator(
+                ["--metrics-port", str(port)] + ([] if lane else ["--no-fast-lane"]), log
+            )
+            looked: list[dict[str, float]] = []
             try:
-                for interval in INTERVALS:
-                    times = []
+                for interval in intervals:
+                    times: list[float] = []
+                    timelines: list[tuple[str, dict[str, float]]] = []
                     for i in range(races):
-                        took = _race(cluster, prometheus, names[(interval, lane, i)], interval, rng)
+                        name = names[(interval, lane, i)]
+                        took = _race(cluster, prometheus, name, interval, rng, timelines=timelines,
+                                     queries=functools.partial(_lane_queries, port))  # fmt: skip
                         if took is not None:
                             times.append(took)
+                    if lane:
+                        _breaches(workdir / log, timelines)
                     results[(interval, lane)] = times
                     _report(figure, interval, lane, times, races)
+                    _report_steps(figure, interval, lane, [marks for _, marks in timelines])
+                    looked += [marks for _, marks in timelines if "watched" in marks]
+                if lane and looked:
+                    sent, watched = sum(m["queries"] for m in looked), sum(m["watched"] for m in looked)
+                    figure("fast lane: PromQL queries per second, sent", f"{sent / watched:.2f}",
+                           f"while a Rollout with one template is under release ({watched:.0f} s); "
+                           "the target is at most one per template per cadence (1 s)")  # fmt: skip
             finally:
                 operator.stop()
     finally:
@@ -166,11 +260,52 @@ def bench_fast_lane(
     return results
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _lane_queries(port: int) -> float | None:
+    """The operator's count of the lane's PromQL queries, from its metrics endpoint."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("parachute_fast_lane_queries_total{"))  # fmt: skip
+        except OSError:
+            time.sleep(0.25)
+    return None
+
+
 def _report(figure: Figure, interval: int, lane: bool, times: list[float], races: int) -> None:
     label = f"first 5xx to canary off, {interval}s analysis, lane {'on' if lane else 'off'}"
     if not times:
         figure(label, "n/a", f"no rollback seen in {races} races")
         return
+    figure(
+        label,
+        f"{statistics.median(times):.1f} s",
+        f"p99 {_p99(times):.1f} s over {len(times)} of {races} races",
+    )
+
+
+def _p99(times: list[float]) -> float:
     ordered = sorted(times)
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-    figure(label, f"{statistics.median(times):.1f} s", f"p99 {p99:.1f} s over {len(times)} of {races} races")
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+def _report_steps(figure: Figure, interval: int, lane: bool, timelines: list[dict[str, float]]) -> None:
+    """Where the time went: the median moment of each step, from the first 5xx."""
+    shown = []
+    for step in STEPS:
+        seen = [marks[step] for marks in timelines if step in marks]
+        if seen:
+            shown.append(f"{step} {statistics.median(seen):.2f}")
+    errors = [marks["errors"] for marks in timelines if "errors" in marks]
+    if errors:
+        shown.append(f"(breach on {statistics.median(errors):g} failed requests)")
+    if shown:
+        figure(f"  steps, {interval}s analysis, lane {'on' if lane else 'off'}", "median s", ", ".join(shown))

@@ -7,8 +7,10 @@ when they run (`merge`), so the normal rollback path decides: the same incident,
 record. The decisions are pure (`parachute.plan.fastlane`); this module only asks and wakes.
 
 The cadence is a setting, or the scrape interval Prometheus reports for the watched pods'
-targets (`/api/v1/targets`), never under one second. The lane's queries go through the
-provider, so they are counted with every other PromQL query, and also on their own.
+targets (`/api/v1/targets`), never under one second. Each look comes just after the judged
+pods' samples land (their targets' last scrape, from the same API), not at a moment of the
+scrape's cycle unrelated to them: that is up to a cadence sooner. The lane's queries go
+through the provider, so they are counted with every other PromQL query, and also on their own.
 """
 
 from __future__ import annotations
@@ -76,6 +78,30 @@ def window_for(cadence: float, setting: float | None) -> timedelta:
     return timedelta(seconds=max(seconds, 2 * cadence))
 
 
+# The judged pods' scrape times are asked again when they change (a new stage, new pods), at
+# most this often, and once more after this long while some judged pods had no target yet
+# (Prometheus discovers new pods within seconds); else every REDETECT.
+REALIGN = 10.0
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """The lane's phase for one Prometheus and what it was found for."""
+
+    phase: float | None = None
+    pods: frozenset[tuple[str, str]] = frozenset()
+    cadence: float = 0.0
+    at: float = -REDETECT  # monotonic seconds
+    complete: bool = True
+
+    def due(self, members: list[core.Watched], cadence: float, now: float) -> bool:
+        if now - self.at >= REDETECT:
+            return True
+        if now - self.at < REALIGN:
+            return False
+        return not self.complete or cadence != self.cadence or core.judged_pods(members) != self.pods
+
+
 class FastLane:
     def __init__(
         self,
@@ -95,6 +121,7 @@ class FastLane:
         self._tasks: dict[Hashable, asyncio.Task[None]] = {}
         self._changed = asyncio.Event()
         self.cadences: dict[Hashable, float] = {}
+        self.phases: dict[Hashable, float | None] = {}
 
     # What reconciles call.
 
@@ -146,16 +173,41 @@ class FastLane:
     async def _watch(self, server: Hashable) -> None:
         detected_at = -REDETECT
         cadence = self.settings.cadence or FALLBACK_CADENCE
+        aligned: Alignment = Alignment()
         while True:
-            started = time.monotonic()
+            started, wall = time.monotonic(), time.time()
             if self.settings.cadence is None and started - detected_at >= REDETECT:
                 cadence, detected_at = await self._detect(server), started
+            members = [w for w in self._watched.values() if w.server == server]
+            if aligned.due(members, cadence, started):
+                aligned = await self._align(server, members, cadence, started)
             if self._leading():
                 try:
                     await self.tick(server, cadence)
                 except Exception:  # the lane is an addition: the rounds go on whatever happens here
                     logger.exception("fast lane: a look at %s failed", server)
-            await asyncio.sleep(max(0.0, cadence - (time.monotonic() - started)))
+            following = core.next_look(wall, cadence, aligned.phase)
+            await asyncio.sleep(max(0.0, following - time.time()))
+
+    async def _align(
+        self, server: Hashable, members: list[core.Watched], cadence: float, now: float
+    ) -> Alignment:
+        """Where in the cadence the judged pods' samples land, from Prometheus's targets."""
+        provider = self._providers.get(server)
+        ask = getattr(provider, "scrape_landings", None)
+        phase, complete = None, True
+        if ask is not None and members:
+            labels = {w.source.labels.namespace for w in members}
+            landings = []
+            for label in labels:
+                landings += await ask({w.namespace for w in members}, label)
+            phase = core.look_phase(members, landings, cadence)
+            complete = all(core.look_phase([w], landings, cadence) is not None for w in members)
+        if phase != self.phases.get(server):
+            shown = f"{phase:.2f}s past each {cadence:g}s" if phase is not None else "on its own tick"
+            logger.debug("fast lane: looking at %s %s (as the judged pods' samples land)", server, shown)
+        self.phases[server] = phase
+        return Alignment(phase, core.judged_pods(members), cadence, now, complete)
 
     async def _detect(self, server: Hashable) -> float:
         provider = self._providers.get(server)

@@ -18,6 +18,7 @@ import json
 import re
 import ssl
 from collections.abc import Collection
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -28,6 +29,7 @@ from urllib3.util.retry import Retry
 
 from parachute import telemetry
 from parachute.api import parse_duration
+from parachute.plan.fastlane import Landing
 from parachute.plan.verdicts import Sample, Series
 from parachute.redaction import redact
 
@@ -124,6 +126,32 @@ class PrometheusProvider:
                 there.append(seconds)
         found = there or everywhere
         return min(found) if found else None
+
+    async def scrape_landings(
+        self, namespaces: Collection[str], namespace_label: str = "namespace"
+    ) -> list[Landing]:
+        """When each active target in these namespaces last had its sample in (its last scrape's
+        start plus its duration): the fast lane looks just after its judged pods' samples land."""
+        return await asyncio.to_thread(self._scrape_landings, set(namespaces), namespace_label)
+
+    def _scrape_landings(self, namespaces: set[str], namespace_label: str) -> list[Landing]:
+        try:
+            targets = (self._client.get_targets(state="active") or {}).get("activeTargets") or []
+        except Exception:  # as for the interval: the lane keeps its own tick
+            return []
+        out = []
+        for target in targets:
+            labels = target.get("labels") or {}
+            if labels.get(namespace_label) not in namespaces:
+                continue
+            try:
+                started = datetime.fromisoformat(str(target.get("lastScrape") or "")).timestamp()
+                took = float(target.get("lastScrapeDuration") or 0.0)
+            except (TypeError, ValueError):
+                continue
+            if started > 0:  # never scraped yet: Prometheus says the year 1
+                out.append(Landing({str(k): str(v) for k, v in labels.items()}, started + took))
+        return out
 
     def _failure(self, error: Exception) -> str:
         at = f"Prometheus at {self.address}"

@@ -15,6 +15,10 @@ failure on no data are left to the routine rounds. The lane's looks at one stage
 like the rounds' (`plan.compare.adjusted`), one per window elapsed in the stage, so looking
 every second does not wear the confidence down.
 
+When it looks: once per cadence, just after the judged pods' samples land in Prometheus
+(`look_phase`, from their targets' last scrapes), so a sample that completes the evidence is
+seen within moments rather than up to a cadence later.
+
 What it covers: rates of bad requests (`error-rate`, `success-rate`) from sources that label
 series with the namespace and the pod (the app's own metrics, Linkerd). Latency and queries of
 the user's own are judged by the routine rounds alone.
@@ -295,6 +299,68 @@ def record(
 
 def last_verdict(metrics: list[MetricStatus]) -> Verdict | None:
     return worst(m.verdict for m in metrics)
+
+
+@dataclass(frozen=True)
+class Landing:
+    """One scrape target's last sample as Prometheus reports it: the target's labels, and when
+    the sample was in (the scrape's start plus its duration), in seconds since the epoch."""
+
+    labels: Mapping[str, str]
+    at: float
+
+
+# After a sample is in, this long before looking: Prometheus appends it as the scrape ends,
+# and the operator's clock is not Prometheus's to the millisecond.
+LANDING_MARGIN = 0.1
+
+
+def look_phase(members: Iterable[Watched], landings: Iterable[Landing], cadence: float) -> float | None:
+    """When in each cadence to look, in seconds past a multiple of the cadence since the epoch:
+    just after the judged pods' samples land, not at a moment of the cycle unrelated to them.
+
+    A failing canary's breach is decided by whichever of its pods' samples completes the
+    evidence, any of them alike: the look is put just after the landing that leaves the least
+    wait, summed over the judged pods, from each one's landing to the next look. None when
+    no judged pod's target is known (the lane then looks on its own tick)."""
+    if cadence <= 0:
+        return None
+    members = list(members)
+    offsets = [round(landing.at % cadence, 3) for landing in landings if _judged(members, landing)]
+    if not offsets:
+        return None
+
+    def wait(phase: float) -> float:
+        return sum((phase - offset) % cadence for offset in offsets)
+
+    return min(((offset + LANDING_MARGIN) % cadence for offset in offsets), key=wait)
+
+
+def _judged(members: Iterable[Watched], landing: Landing) -> bool:
+    for w in members:
+        labels = w.source.labels
+        if landing.labels.get(labels.namespace) == w.namespace and re.fullmatch(
+            w.versions.judged.pods, landing.labels.get(labels.pod, "")
+        ):
+            return True
+    return False
+
+
+def judged_pods(members: Iterable[Watched]) -> frozenset[tuple[str, str]]:
+    """Which pods the lane judges: when they change, so do the moments their samples land."""
+    return frozenset((w.namespace, w.versions.judged.pods) for w in members)
+
+
+def next_look(now: float, cadence: float, phase: float | None) -> float:
+    """The moment of the next look after `now` (seconds since the epoch): one cadence on when
+    the lane has no phase, else the next moment at its phase, at least half a cadence away
+    (a look that ran late does not make the next one come at once)."""
+    if phase is None:
+        return now + cadence
+    at = now - (now % cadence) + phase
+    while at - now < cadence / 2:
+        at += cadence
+    return at
 
 
 @dataclass

@@ -1,0 +1,144 @@
+"""When the fast lane looks (issue #16): just after its judged pods' samples land in Prometheus,
+one look per cadence, not at a moment of the scrape's cycle unrelated to them; on its own tick
+when Prometheus does not say when they land."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from parachute.analysis import fastlane as lane
+from parachute.analysis.prometheus import PrometheusProvider
+from parachute.plan import fastlane as core
+from tests.unit.test_fastlane import watched
+
+MARGIN = core.LANDING_MARGIN
+CANARY = "checkout-canary-5f7b8c9d4b-x7k2p"
+OTHER_CANARY = "checkout-canary-5f7b8c9d4b-b4n9q"
+STABLE = "checkout-6d4cf56db6-q9w8e"
+
+
+def landing(at: float, pod: str = CANARY, namespace: str = "shop") -> core.Landing:
+    return core.Landing({"namespace": namespace, "pod": pod, "job": "pods"}, at)
+
+
+# Where in the cadence.
+
+
+@pytest.mark.parametrize(
+    ("landings", "expected"),
+    [
+        pytest.param([landing(1_000.25)], 0.25 + MARGIN, id="just-after-the-one-canary-pod"),
+        pytest.param([landing(1_000.25), landing(1_007.25)], 0.25 + MARGIN, id="every-scrape-lands-alike"),
+        pytest.param(
+            [landing(1_000.25), landing(1_000.30, OTHER_CANARY)], 0.25 + MARGIN, id="after-both-when-close"
+        ),
+        pytest.param(
+            [landing(1_000.20), landing(1_000.90, OTHER_CANARY), landing(1_000.85, STABLE)],
+            0.20 + MARGIN,
+            id="stable-pods-do-not-count",
+        ),
+        pytest.param([landing(1_000.95)], (0.95 + MARGIN) % 1.0, id="past-the-end-of-the-cycle"),
+        pytest.param([landing(1_000.50, namespace="other")], None, id="another-namespace"),
+        pytest.param([], None, id="no-target-known"),
+    ],
+)
+def test_the_lane_looks_just_after_the_judged_pods_samples_land(
+    landings: list[core.Landing], expected: float | None
+) -> None:
+    phase = core.look_phase([watched()], landings, 1.0)
+    assert phase == pytest.approx(expected) if expected is not None else phase is None
+
+
+@given(st.lists(st.floats(min_value=0, max_value=0.999), min_size=1, max_size=8))
+def test_no_other_moment_leaves_the_judged_samples_less_wait(offsets: list[float]) -> None:
+    landings = [landing(1_000 + o, f"checkout-canary-5f7b8c9d4b-p{i:04d}") for i, o in enumerate(offsets)]
+    phase = core.look_phase([watched()], landings, 1.0)
+    assert phase is not None
+
+    def wait(at: float) -> float:
+        return sum((at - round(o, 3)) % 1.0 for o in offsets)
+
+    assert all(wait(phase) <= wait(moment / 100) + 1e-6 + MARGIN * len(offsets) for moment in range(100))
+
+
+@pytest.mark.parametrize(
+    ("now", "phase", "expected"),
+    [
+        pytest.param(100.0, None, 101.0, id="no-phase-one-cadence-on"),
+        pytest.param(100.05, 0.35, 100.35 + 1.0, id="the-next-phase-at-least-half-a-cadence-on"),
+        pytest.param(100.2, 0.35, 101.35, id="not-within-half-a-cadence"),
+        pytest.param(100.8, 0.35, 101.35, id="the-next-cycles-phase"),
+        pytest.param(100.35, 0.35, 101.35, id="one-cadence-after-a-look-on-time"),
+    ],
+)
+def test_the_next_look(now: float, phase: float | None, expected: float) -> None:
+    assert core.next_look(now, 1.0, phase) == pytest.approx(expected)
+
+
+@given(st.floats(min_value=0, max_value=1e9), st.floats(min_value=0, max_value=0.999))
+def test_looks_come_once_a_cadence_at_their_phase(now: float, phase: float) -> None:
+    following = core.next_look(now, 1.0, phase)
+    assert 0.5 <= following - now <= 1.5 + 1e-6
+    assert (following - phase) % 1.0 == pytest.approx(0, abs=1e-4) or (
+        following - phase
+    ) % 1.0 == pytest.approx(1, abs=1e-4)
+
+
+# When it is asked again.
+
+
+def test_the_phase_is_asked_again_when_the_judged_pods_change() -> None:
+    first = [watched()]
+    found = lane.Alignment(0.3, core.judged_pods(first), 1.0, at=0.0, complete=True)
+    assert not found.due(first, 1.0, now=30.0)
+    assert not found.due([watched(namespace="other")], 1.0, now=5.0)  # not within REALIGN
+    assert found.due([watched(namespace="other")], 1.0, now=lane.REALIGN)
+    assert found.due(first, 1.0, now=lane.REDETECT)
+
+
+def test_the_phase_is_asked_again_while_some_judged_pods_had_no_target_yet() -> None:
+    members = [watched()]
+    found = lane.Alignment(None, core.judged_pods(members), 1.0, at=0.0, complete=False)
+    assert not found.due(members, 1.0, now=lane.REALIGN / 2)
+    assert found.due(members, 1.0, now=lane.REALIGN)
+
+
+# What Prometheus says.
+
+
+class Targets:
+    def __init__(self, targets: list[dict[str, Any]] | Exception) -> None:
+        self.targets = targets
+
+    def get_targets(self, state: str) -> dict[str, Any]:
+        if isinstance(self.targets, Exception):
+            raise self.targets
+        return {"activeTargets": self.targets}
+
+
+def provider(targets: list[dict[str, Any]] | Exception) -> PrometheusProvider:
+    found = PrometheusProvider("http://prometheus:9090")
+    found._client = Targets(targets)  # type: ignore[assignment]
+    return found
+
+
+def test_each_targets_sample_lands_at_its_scrape_plus_its_duration() -> None:
+    found = provider([
+        {"labels": {"namespace": "shop", "pod": CANARY}, "lastScrape": "2026-12-03T22:40:01.250000000Z",
+         "lastScrapeDuration": 0.004},
+        {"labels": {"namespace": "else", "pod": CANARY}, "lastScrape": "2026-12-03T22:40:01.5Z",
+         "lastScrapeDuration": 0.004},
+        {"labels": {"namespace": "shop", "pod": OTHER_CANARY}, "lastScrape": "0001-01-01T00:00:00Z",
+         "lastScrapeDuration": 0},
+        {"labels": {"namespace": "shop", "pod": STABLE}, "lastScrape": "not a time"},
+    ])  # fmt: skip
+    landings = found._scrape_landings({"shop"}, "namespace")
+    assert [(dict(x.labels)["pod"], x.at % 60) for x in landings] == [(CANARY, pytest.approx(1.254))]
+
+
+def test_a_prometheus_that_does_not_say_leaves_the_lane_its_own_tick() -> None:
+    assert provider(RuntimeError("404: only queries here"))._scrape_landings({"shop"}, "namespace") == []
