@@ -171,6 +171,11 @@ def _special(node: dict[str, Any], name: str) -> st.SearchStrategy[Any] | None:
     """What a field's name or kind says better than its schema's type."""
     if name in REFERENCES:
         return REFERENCES[name]
+    if name == "port":  # a route's (a number) or a container's (a number or a name)
+        numbers = st.integers(1, 65535)
+        return (
+            numbers if node.get("type") == "integer" else st.one_of(numbers, st.sampled_from(["http", "web"]))
+        )
     if name.endswith(("SecretRef", "secretRef")):
         return SECRET_REFS
     if "enum" in node:
@@ -230,17 +235,62 @@ def _repair_policy(spec: dict[str, Any]) -> None:
         _one_of(gate, ("annotation", "condition", "http", "prometheus", "changeTicket"), ("changeTicket", {}))
 
 
-def _repair_plan(spec: dict[str, Any]) -> None:
-    if "strategy" in spec:
+ROUTERS = ("gatewayAPI", "istio", "nginx")
+
+
+def _repair_strategy(spec: dict[str, Any]) -> None:
+    """The strategy, when drawn, follows the settings drawn: blue/green's, else phased's, else
+    canary. Without one it is canary, and their settings go."""
+    routing = spec.get("trafficRouting")
+    if "strategy" not in spec:
+        spec.pop("blueGreen", None)
+        spec.pop("phased", None)
+    if "blueGreen" in spec:
+        spec["strategy"] = "blueGreen"
+        for key in ("phased", "steps", "waits"):
+            spec.pop(key, None)
+        for key in ROUTERS if routing is not None else ():
+            routing.pop(key, None)  # blue/green switches the active Service, not a route
+    elif "phased" in spec:
+        spec["strategy"] = "phased"
+        for key in ("steps", "waits", "watchAfterRelease"):
+            spec.pop(key, None)
+        if routing is None or not set(ROUTERS) & routing.keys():
+            spec["trafficRouting"] = routing = {**(routing or {}), "nginx": NGINX}
+        routing.pop("replicas", None)  # an audience needs a router
+        _repair_audiences(spec["phased"]["audiences"], nginx="nginx" in routing)
+    elif "strategy" in spec:
         spec["strategy"] = "canary"
+
+
+def _repair_audiences(audiences: list[dict[str, Any]], nginx: bool) -> None:
+    """Audiences by header or cookie, then everyone; names unique."""
+    for index, audience in enumerate(audiences):
+        audience["name"] = f"{audience['name'][:30]}-{index}"
+        _ordered_waits(audience, "minWait", "maxWait")
+        if index == len(audiences) - 1:
+            audience.pop("header", None)
+            audience.pop("cookie", None)
+            continue
+        _one_of(audience, ("header", "cookie"), ("header", {"name": "x-group", "value": audience["name"]}))
+        if nginx and "cookie" in audience:
+            audience["cookie"]["value"] = "always"
+
+
+def _repair_plan(spec: dict[str, Any]) -> None:
+    _repair_strategy(spec)
     if "steps" in spec:
         spec["steps"].sort(key=lambda s: s["weight"])
         spec.pop("waits", None)
         spec.pop("watchAfterRelease", None)
+        flags = spec.get("featureFlags") or {}
+        percentages = "featureFlagRef" in flags or flags.get("format") == "flagd"
         for step in spec["steps"]:
             _ordered_waits(step, "minWait", "maxWait")
             if "featureFlags" not in spec:
                 step.pop("flags", None)
+            elif str(step.get("flags", "")).endswith("%") and not percentages:
+                step["flags"] = "on"  # a plain ConfigMap holds only true or false
     if "waits" in spec:
         _ordered_waits(spec["waits"], "min", "max")
     routing = spec.get("trafficRouting")
@@ -267,6 +317,10 @@ def _repair_analysis(spec: dict[str, Any]) -> None:
         if metric.get("template") not in api.RATE_TEMPLATES:
             metric.pop("judge", None)
             metric.pop("confidence", None)
+        if metric.get("template") != api.USER_REPORTS:
+            metric.pop("window", None)  # the window of the reports counted
+        elif "window" in metric and _duration(metric["window"]) > 3600:
+            metric["window"] = "10m"
 
 
 def _repair_notifications(spec: dict[str, Any]) -> None:
@@ -288,13 +342,13 @@ def repair(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
         return spec
     _repair_policy(spec)
     if kind == "Rollout":
-        _repair_plan(spec)
-        _repair_analysis(spec)
-        _repair_notifications(spec)
         if "featureFlags" in spec:
             _one_of(
                 spec["featureFlags"], ("configMapRef", "featureFlagRef"), ("configMapRef", {"name": FLAGS})
             )
+        _repair_plan(spec)
+        _repair_analysis(spec)
+        _repair_notifications(spec)
     return spec
 
 
