@@ -14,6 +14,8 @@
   at full size so no pod has to start), and from a failed verdict to the route seen sending
   everything to stable (median and max over a few rollbacks).
 - queries: PromQL queries per Rollout per analysis interval (bench/queries.py).
+- recovery lane: a failing Rollout's wait for a reconcile slot behind 1,000 and 10,000 others
+  due at once, with the priority lane and without (bench/queue.py, in-process).
 - fast lane: a canary that starts failing, first 5xx to traffic off the canary at analysis
   intervals of 10, 30 and 60 s with the fast lane and without, and the lane's queries per look
   for 1,000 Rollouts (bench/fastlane.py).
@@ -46,6 +48,7 @@ from bench.blue_green import bench_blue_green
 from bench.fastlane import bench_fast_lane
 from bench.flag_percentage import bench_flag_off
 from bench.queries import bench_queries
+from bench.queue import bench_queue
 from parachute import api
 from parachute.api import RolloutSpec, RolloutStatus
 from parachute.plan.engine import decide
@@ -473,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     bench_decide()
     bench_queries(figure)
+    bench_queue(figure)
     workdir = Path(
         tempfile.mkdtemp(prefix="parachute-bench-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
     )

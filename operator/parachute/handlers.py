@@ -315,10 +315,16 @@ async def on_rollout(
         return
     memo.served.add(key)
     telemetry.observed(namespace or "", name, status.get("phase"))
+    scheduler.recovering(key, _recovering(status))
     scheduler.wake(key)
     due = status.get("nextCheckAt")
     if due:
         scheduler.wake(key, datetime.fromisoformat(due.replace("Z", "+00:00")))
+
+
+def _recovering(status: kopf.Status) -> bool:
+    """Rolling back, or a failed verdict about to start one: ahead of routine work for a slot."""
+    return status.get("phase") == api.Phase.rolling_back or status.get("lastVerdict") == api.Verdict.failed
 
 
 @kopf.on.event("apps", "v1", "deployments")

@@ -5,6 +5,11 @@ one heap of due times scales further than thousands of timer tasks. The heap is 
 cache: the due times come from `status.nextCheckAt` and from watch events, so a new
 process rebuilds it from the first listing.
 
+Due work waits in two queues, not as tasks: at most `concurrency` reconciles run, and a freed
+slot goes to a Rollout that is rolling back or failing before routine checks (the recovery
+lane), so that the five-minute objective does not depend on how many others are due. A
+critical breach found by the fast lane runs at once, without waiting for a slot.
+
 With a gate (leader election, `parachute.leadership`), a standby keeps its heap warm from the
 watch but runs nothing until the gate opens; when it closes, work under way is cancelled and
 put back as due, so that whoever leads next runs it from what was written.
@@ -13,6 +18,7 @@ put back as due, so that whoever leads next runs it from what was written.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import logging
@@ -59,8 +65,14 @@ class Scheduler:
         self._running: set[Key] = set()
         self._again: set[Key] = set()  # woken while running: run once more right after
         self._urgent: set[Key] = set()  # a critical breach: runs without waiting for a slot
+        self._recovering: set[Key] = set()  # rolling back or failing: first to a free slot
+        # Due, waiting for a slot: (due, key), recovering ones first, else first come.
+        self._queued: dict[bool, collections.deque[tuple[datetime, Key]]] = {
+            True: collections.deque(),
+            False: collections.deque(),
+        }
+        self._slots = concurrency
         self._failures: dict[Key, int] = {}
-        self._limit = asyncio.Semaphore(concurrency)
         self._changed = asyncio.Event()
         self._max_backoff = max_backoff
         self._tasks: dict[asyncio.Task[None], Key] = {}
@@ -72,6 +84,9 @@ class Scheduler:
         if urgent:
             at = min(at, self._clock())
             self._urgent.add(key)
+        if urgent and key in self._running and (queued := self._take_queued(key)) is not None:
+            self._start(key, queued[0])  # it was waiting for a slot: it runs now
+            return
         if key in self._running:
             if at <= self._clock():
                 self._again.add(key)
@@ -80,10 +95,32 @@ class Scheduler:
             return
         self._schedule(key, at)
 
+    def recovering(self, key: Key, yes: bool) -> None:
+        """Whether `key` is rolling back or has a failed verdict: its reconciles go first."""
+        if not yes:
+            self._recovering.discard(key)
+            return
+        if key in self._recovering:
+            return
+        self._recovering.add(key)
+        queued = self._take_queued(key, lanes=(False,))
+        if queued is not None:  # queued as routine already: it moves to the recovery lane
+            self._queued[True].append(queued)
+
+    def _take_queued(self, key: Key, lanes: tuple[bool, ...] = (True, False)) -> tuple[datetime, Key] | None:
+        """Take `key` out of the queues if it waits there (a scan: only on rare transitions)."""
+        for lane in lanes:
+            for item in self._queued[lane]:
+                if item[1] == key:
+                    self._queued[lane].remove(item)
+                    return item
+        return None
+
     def forget(self, key: Key) -> None:
         self._due.pop(key, None)
         self._again.discard(key)
         self._urgent.discard(key)
+        self._recovering.discard(key)
 
     @property
     def pending(self) -> int:
@@ -101,6 +138,15 @@ class Scheduler:
         """The gate closed: cancel what runs (each is due again at once, for whoever leads next)."""
         for task in list(self._tasks):
             task.cancel()
+        self._unqueue()
+
+    def _unqueue(self) -> None:
+        """Work waiting for a slot is due again, for whoever leads next."""
+        for lane in self._queued.values():
+            while lane:
+                _, key = lane.popleft()
+                self._running.discard(key)
+                self._schedule(key, self._clock())
 
     def _open(self) -> bool:
         return self._gate is None or self._gate.is_open()
@@ -108,6 +154,7 @@ class Scheduler:
     async def run(self) -> None:
         while True:
             if self._gate is not None and not self._gate.is_open():
+                self._unqueue()
                 await self._gate.wait_open()
                 self._opened_at = self._clock()
                 continue
@@ -123,13 +170,28 @@ class Scheduler:
                 # Running from the moment it is queued: a wake while it waits for a slot must
                 # not start a second reconcile of the same Rollout beside it.
                 self._running.add(key)
-                task = asyncio.create_task(self._one(key, at))
-                self._tasks[task] = key
-                task.add_done_callback(self._finished)
+                if key in self._urgent:
+                    self._start(key, at)
+                else:
+                    self._queued[key in self._recovering].append((at, key))
+            self._dispatch()
             delay = (self._heap[0][0] - now).total_seconds() if self._heap else 3600.0
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=max(0.0, min(delay, 3600.0)))
+
+    def _dispatch(self) -> None:
+        """Start queued work while slots are free: the recovery lane first."""
+        while self._slots > 0 and (self._queued[True] or self._queued[False]):
+            at, key = (self._queued[True] or self._queued[False]).popleft()
+            self._slots -= 1
+            self._start(key, at, slot=True)
+
+    def _start(self, key: Key, due: datetime, slot: bool = False) -> None:
+        self._urgent.discard(key)
+        task = asyncio.create_task(self._one(key, due, slot))
+        self._tasks[task] = key
+        task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         key = self._tasks.pop(task)
@@ -138,29 +200,34 @@ class Scheduler:
             self._again.discard(key)
             self._schedule(key, self._clock())
 
-    async def _one(self, key: Key, due: datetime) -> None:
-        urgent = key in self._urgent
-        self._urgent.discard(key)
-        async with contextlib.nullcontext() if urgent else self._limit:
-            if not self._open():  # the gate closed while it waited for a slot
-                self._running.discard(key)
-                self._schedule(key, self._clock())
-                return
-            telemetry.late((self._clock() - max(due, self._opened_at)).total_seconds())
-            try:
-                following = await self._work(key)
-                self._failures.pop(key, None)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                failures = self._failures[key] = self._failures.get(key, 0) + 1
-                backoff = min(self._max_backoff, 2 ** min(failures, 10))
-                logger.warning("reconcile of %s/%s failed (%s); again in %ss", *key, error, backoff)
-                following = self._clock() + timedelta(seconds=backoff)
-            finally:
-                self._running.discard(key)
-            if key in self._again:
-                self._again.discard(key)
-                following = self._clock()
-            if following is not None:
-                self._schedule(key, following)
+    async def _one(self, key: Key, due: datetime, slot: bool) -> None:
+        try:
+            await self._reconcile(key, due)
+        finally:
+            if slot:
+                self._slots += 1
+                self._changed.set()  # the run loop starts the next queued
+
+    async def _reconcile(self, key: Key, due: datetime) -> None:
+        if not self._open():  # the gate closed while it waited for a slot
+            self._running.discard(key)
+            self._schedule(key, self._clock())
+            return
+        telemetry.late((self._clock() - max(due, self._opened_at)).total_seconds())
+        try:
+            following = await self._work(key)
+            self._failures.pop(key, None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+            backoff = min(self._max_backoff, 2 ** min(failures, 10))
+            logger.warning("reconcile of %s/%s failed (%s); again in %ss", *key, error, backoff)
+            following = self._clock() + timedelta(seconds=backoff)
+        finally:
+            self._running.discard(key)
+        if key in self._again:
+            self._again.discard(key)
+            following = self._clock()
+        if following is not None:
+            self._schedule(key, following)

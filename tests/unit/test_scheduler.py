@@ -218,3 +218,98 @@ def test_work_waiting_for_a_slot_when_the_gate_closes_is_not_run() -> None:
         task.cancel()
 
     asyncio.run(story())
+
+
+def test_a_recovering_rollout_takes_the_next_free_slot_ahead_of_routine_work() -> None:
+    order: list[Key] = []
+    routine = [("shop", f"routine-{n}") for n in range(5)]
+    failing: Key = ("shop", "failing")
+
+    async def work(key: Key) -> datetime | None:
+        order.append(key)
+        await asyncio.sleep(0.05)
+        return None
+
+    async def story() -> None:
+        scheduler = Scheduler(work, concurrency=1)
+        for key in routine:
+            scheduler.wake(key)
+        scheduler.recovering(failing, True)
+        scheduler.wake(failing, now() + timedelta(milliseconds=20))  # due after them all
+        await run_for(scheduler, 0.6)
+
+    asyncio.run(story())
+    # The first routine reconcile had the slot; the failing one is next, not sixth.
+    assert order[:2] == [routine[0], failing]
+    assert sorted(order[2:]) == sorted(routine[1:])
+
+
+def test_a_rollout_back_to_routine_waits_its_turn_again() -> None:
+    order: list[Key] = []
+    routine = [("shop", f"routine-{n}") for n in range(3)]
+    healed: Key = ("shop", "healed")
+
+    async def work(key: Key) -> datetime | None:
+        order.append(key)
+        await asyncio.sleep(0.05)
+        return None
+
+    async def story() -> None:
+        scheduler = Scheduler(work, concurrency=1)
+        for key in routine:
+            scheduler.wake(key)
+        scheduler.recovering(healed, True)
+        scheduler.recovering(healed, False)
+        scheduler.wake(healed, now() + timedelta(milliseconds=20))
+        await run_for(scheduler, 0.5)
+
+    asyncio.run(story())
+    assert order == [*routine, healed]
+
+
+def test_a_critical_breach_of_a_rollout_waiting_for_a_slot_runs_at_once() -> None:
+    order: list[Key] = []
+    routine = [("shop", f"routine-{n}") for n in range(4)]
+
+    async def work(key: Key) -> datetime | None:
+        order.append(key)
+        await asyncio.sleep(0.05)
+        return None
+
+    async def story() -> None:
+        scheduler = Scheduler(work, concurrency=1)
+        for key in routine:
+            scheduler.wake(key)
+        task = asyncio.create_task(scheduler.run())
+        await asyncio.sleep(0.01)  # routine-0 runs, the others wait for its slot
+        scheduler.wake(routine[3], urgent=True)
+        await asyncio.sleep(0.01)
+        assert order == [routine[0], routine[3]]
+        await asyncio.sleep(0.3)
+        task.cancel()
+
+    asyncio.run(story())
+    assert sorted(order) == sorted(routine)
+
+
+def test_at_most_the_slots_run_at_once_however_many_are_due() -> None:
+    running = 0
+    most = 0
+
+    async def work(key: Key) -> datetime | None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+        return None
+
+    async def story() -> None:
+        scheduler = Scheduler(work, concurrency=3)
+        for n in range(30):
+            scheduler.wake(("shop", f"r-{n}"))
+        await run_for(scheduler, 0.5)
+        assert scheduler.pending == 0
+
+    asyncio.run(story())
+    assert most == 3
