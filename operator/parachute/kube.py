@@ -77,6 +77,12 @@ def fence(may_write: Callable[[], bool] | None) -> None:
     _may_write = may_write
 
 
+# (connect, read) seconds. Without a bound a request to an API server that stopped answering
+# holds its worker thread and its Rollout's reconcile slot for ever; the API server ends its own
+# requests at 60 s, so a read past that is a connection that is gone.
+REQUEST_TIMEOUT = (5.0, 65.0)
+
+
 class _Client(client.ApiClient):  # type: ignore[misc]  # the client is untyped
     """The Kubernetes client, counting every request and refusing writes behind the fence."""
 
@@ -85,6 +91,8 @@ class _Client(client.ApiClient):  # type: ignore[misc]  # the client is untyped
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         if self.fenced and method not in _READS and _may_write is not None and not _may_write():
             raise NotLeadingError(f"not the leader: {method} refused")
+        if kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"] = REQUEST_TIMEOUT
         try:
             response = super().request(method, url, *args, **kwargs)
         except ApiException as error:
