@@ -31,4 +31,3 @@ def test_a_request_to_an_api_server_that_never_answers_times_out(
     configuration.retries = 0
     with pytest.raises(Exception, match=r"(?i)timed? ?out"):
         kube._Client(configuration).request("GET", f"{silent}/api/v1/namespaces")
-
