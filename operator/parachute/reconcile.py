@@ -361,6 +361,7 @@ async def _write(
         await kube.patch_rollout_status(*key, old, new, meta["resourceVersion"])
         _kill_point(f"after-status-write:{written.phase}")
     await outbox.deliver(body, targets, written, now, written=new != old)
+    _kill_point(f"after-delivery:{written.phase}")
     return written
 
 
