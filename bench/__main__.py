@@ -14,6 +14,8 @@
   at full size so no pod has to start), and from a failed verdict to the route seen sending
   everything to stable (median and max over a few rollbacks).
 - queries: PromQL queries per Rollout per analysis interval (bench/queries.py).
+- outbox: status writes per release, a status write to the Event it owes, and a restarted
+  operator sending what a killed one owed (bench/outbox.py).
 - fast lane: a canary that starts failing, first 5xx to traffic off the canary at analysis
   intervals of 10, 30 and 60 s with the fast lane and without, and the lane's queries per look
   for 1,000 Rollouts (bench/fastlane.py).
@@ -45,6 +47,7 @@ from kubernetes.client.exceptions import ApiException
 from bench.blue_green import bench_blue_green
 from bench.fastlane import bench_fast_lane
 from bench.flag_percentage import bench_flag_off
+from bench.outbox import bench_outbox
 from bench.queries import bench_queries
 from parachute import api
 from parachute.api import RolloutSpec, RolloutStatus
@@ -459,7 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rollouts", type=int, default=100, help="Rollouts for the scale figure")
     parser.add_argument(
-        "--only", choices=["routing", "fastlane", "flags", "bluegreen"], help="run only these figures"
+        "--only",
+        choices=["routing", "fastlane", "flags", "bluegreen", "outbox"],
+        help="run only these figures",
     )
     parser.add_argument("--races", type=int, default=3, help="races per interval for the fast lane's figures")
     parser.add_argument("--lane", choices=["both", "on", "off"], default="both",
@@ -485,6 +490,10 @@ def main(argv: list[str] | None = None) -> int:
         operator_kubeconfig = install_operator_account(
             cluster.admin_kubeconfig, workdir / "operator.kubeconfig"
         )
+        if args.only in (None, "outbox"):
+            bench_outbox(cluster, operator_kubeconfig, workdir, figure)
+        if args.only == "outbox":
+            return 0
         if args.only in (None, "fastlane"):
             bench_fast_lane(cluster, lambda extra, log: Operator(operator_kubeconfig, workdir / log, extra),
                             workdir, figure, args.races, lanes={"both": (True, False), "on": (True,),

@@ -209,8 +209,12 @@ async def deliver(
         return
     flying.update(e.id for e in entries)
     events = [e for e in entries if e.target is None]
-    for entry in events:
-        _done(key, entry.id, await _post_event(rollout, entry))
+    try:
+        for entry in events:
+            _done(key, entry.id, await _post_event(rollout, entry))
+    except kube.NotLeadingError:  # the new leader delivers them
+        flying.difference_update(e.id for e in entries)
+        raise
     notes = [e for e in entries if e.target is not None]
     if not notes and written:
         return
@@ -255,6 +259,8 @@ async def _post_event(rollout: dict[str, Any], entry: OutboxEntry) -> Outcome:
         await kube.post_event(rollout, entry.type or "Normal", entry.reason, entry.message, name=name)
     except kube.NamespaceTerminatingError:
         logger.debug("no Event %s: the namespace is being deleted", entry.reason)
+    except kube.NotLeadingError:
+        raise
     except Exception as error:  # an Event is owed, not vital: tried again later, never stops a release
         logger.warning("could not post Event %s: %s", entry.reason, error)
         return Failed(entry.attempts, f"{type(error).__name__}: {str(error)[:200]}")
