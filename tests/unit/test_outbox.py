@@ -3,10 +3,14 @@ once delivered, tried again with backoff when delivery fails, and bounded in num
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from parachute import kube
 from parachute.api import Notification, OutboxEntry, RolloutStatus
 from parachute.notify import outbox
 from parachute.notify.outbox import Failed
@@ -122,8 +126,8 @@ def test_an_entry_is_posted_as_the_same_event_each_time() -> None:
 
 def test_a_cloud_event_carries_the_entry_id_so_receivers_can_deduplicate() -> None:
     rollout = {"metadata": {"namespace": "shop", "name": "checkout"}}
-    sent = [cloud_event(rollout, "RollingBack", "m", None, "id-1") for _ in range(2)]
-    assert sent[0]["id"] == sent[1]["id"] == "id-1" and sent[0]["source"] == sent[1]["source"]
+    sent = [cloud_event(rollout, "RollingBack", "m", None, "id-1", "2026-12-04T10:00:00Z") for _ in range(2)]
+    assert sent[0] == sent[1] and sent[0]["id"] == "id-1" and sent[0]["time"] == "2026-12-04T10:00:00Z"
 
 
 def test_a_status_change_is_written_with_what_it_owes() -> None:
@@ -131,3 +135,45 @@ def test_a_status_change_is_written_with_what_it_owes() -> None:
     status = outbox.prepare(key, [BUS], RolloutStatus(), [ROLLING_BACK], NOW, new_id=ids(), incident="i-1")
     assert [(e.id, e.target) for e in status.outbox or []] == [("id-1", None), ("id-2", 0)]
     outbox.forget(key)
+
+
+ROLLOUT = {"metadata": {"namespace": "shop", "name": "delivered", "uid": "uid-1"}}
+KEY = ("shop", "delivered")
+
+
+def test_events_posted_again_after_a_restart_are_the_same_events_and_then_removed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    posted: list[str | None] = []
+
+    async def post_event(
+        rollout: object, type_: str, reason: str, message: str, name: str | None = None
+    ) -> bool:
+        posted.append(name)
+        return posted.count(name) == 1  # the API server: AlreadyExists the second time
+
+    monkeypatch.setattr(kube, "post_event", post_event)
+    status = outbox.prepare(KEY, [], RolloutStatus(), [FAILED, ROLLING_BACK], NOW, new_id=ids())
+    asyncio.run(outbox.deliver(ROLLOUT, [], status, NOW, written=True))
+    asyncio.run(outbox.deliver(ROLLOUT, [], status, NOW, written=True))  # delivered: not again
+    assert len(posted) == 2
+    outbox.forget(KEY)  # a restart: the outbox in status still holds them
+    asyncio.run(outbox.deliver(ROLLOUT, [], status, NOW, written=True))
+    assert posted[:2] == posted[2:] and len(set(posted)) == 2
+    assert outbox.prepare(KEY, [], status, [], NOW, new_id=ids()).outbox is None
+    outbox.forget(KEY)
+
+
+def test_events_a_replica_may_no_longer_post_are_left_for_the_next_leader(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def refused(*_: object, **__: object) -> bool:
+        raise kube.NotLeadingError("not the leader")
+
+    monkeypatch.setattr(kube, "post_event", refused)
+    status = outbox.prepare(KEY, [], RolloutStatus(), [ROLLING_BACK], NOW, new_id=ids())
+    with pytest.raises(kube.NotLeadingError):
+        asyncio.run(outbox.deliver(ROLLOUT, [], status, NOW, written=True))
+    assert outbox.prepare(KEY, [], status, [], NOW, new_id=ids()) == status  # still owed, no failure counted
+    assert [e.id for e in outbox.due(status, NOW, outbox._in_flight.get(KEY, set()))] == ["id-1"]
+    outbox.forget(KEY)

@@ -277,7 +277,7 @@ async def _notify(
     shown = incident.model_dump(by_alias=True, exclude_none=True, mode="json") if incident else None
     try:
         error = await webhooks.deliver(rollout, targets[entry.target], entry.reason, entry.message, shown,
-                                       key=entry.id)  # fmt: skip
+                                       key=entry.id, occurred=entry.created_at)  # fmt: skip
     except Exception as problem:  # reading a Secret failed: say so, without the request's details
         error = type(problem).__name__
     return None if error is None else Failed(entry.attempts, error)

@@ -70,8 +70,10 @@ def cloud_event(
     message: str,
     incident: dict[str, Any] | None,
     id_: str | None = None,
+    occurred: str | None = None,
 ) -> dict[str, Any]:
-    """`id_`: the idempotency key, the same each time this notification is sent."""
+    """`id_`: the idempotency key, and `occurred`: when the change was made; both the same each
+    time this notification is sent."""
     meta = rollout["metadata"]
     return {
         "specversion": "1.0",
@@ -79,7 +81,7 @@ def cloud_event(
         "source": f"/apis/{api.API_VERSION}/namespaces/{meta['namespace']}/{api.PLURAL}/{meta['name']}",
         "type": EVENT_TYPE_PREFIX + NOTIFIED.get(reason, reason.lower()),
         "subject": meta["name"],
-        "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "time": occurred or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "datacontenttype": "application/json",
         "data": {
             "reason": reason,
@@ -130,6 +132,7 @@ async def deliver(
     incident: dict[str, Any] | None,
     *,
     key: str,
+    occurred: str | None = None,
 ) -> str | None:
     """Send one notification to one target: None when it was received, else why not. `key` is
     the notification's idempotency key: the CloudEvent's id (receivers deduplicate on source
@@ -153,7 +156,7 @@ async def deliver(
             )
             if token:
                 headers["Authorization"] = f"Bearer {token}"
-            event = cloud_event(rollout, reason, message, incident, key)
+            event = cloud_event(rollout, reason, message, incident, key, occurred)
             return await _with_retries(lambda: asyncio.to_thread(post, ce_url, event, headers),
                                        "CloudEvents receiver", [ce_url, token or ""])  # fmt: skip
     except LookupError as missing:
