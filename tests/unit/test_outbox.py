@@ -126,7 +126,10 @@ def test_an_entry_is_posted_as_the_same_event_each_time() -> None:
 
 def test_a_cloud_event_carries_the_entry_id_so_receivers_can_deduplicate() -> None:
     rollout = {"metadata": {"namespace": "shop", "name": "checkout"}}
-    sent = [cloud_event(rollout, "RollingBack", "m", None, "id-1", "2026-12-04T10:00:00Z") for _ in range(2)]
+    sent = [
+        cloud_event(rollout, "RollingBack", "m", None, id_="id-1", occurred="2026-12-04T10:00:00Z")
+        for _ in range(2)
+    ]
     assert sent[0] == sent[1] and sent[0]["id"] == "id-1" and sent[0]["time"] == "2026-12-04T10:00:00Z"
 
 

@@ -69,6 +69,7 @@ def cloud_event(
     reason: str,
     message: str,
     incident: dict[str, Any] | None,
+    *,
     id_: str | None = None,
     occurred: str | None = None,
 ) -> dict[str, Any]:
@@ -156,7 +157,7 @@ async def deliver(
             )
             if token:
                 headers["Authorization"] = f"Bearer {token}"
-            event = cloud_event(rollout, reason, message, incident, key, occurred)
+            event = cloud_event(rollout, reason, message, incident, id_=key, occurred=occurred)
             return await _with_retries(lambda: asyncio.to_thread(post, ce_url, event, headers),
                                        "CloudEvents receiver", [ce_url, token or ""])  # fmt: skip
     except LookupError as missing:
