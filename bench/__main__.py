@@ -16,6 +16,8 @@
 - queries: PromQL queries per Rollout per analysis interval (bench/queries.py).
 - recovery lane: a failing Rollout's wait for a reconcile slot behind 1,000 and 10,000 others
   due at once, with the priority lane and without (bench/queue.py, in-process).
+- outbox: status writes per release, a status write to the Event it owes, and a restarted
+  operator sending what a killed one owed (bench/outbox.py).
 - fast lane: a canary that starts failing, first 5xx to traffic off the canary at analysis
   intervals of 10, 30 and 60 s with the fast lane and without, and the lane's queries per look
   for 1,000 Rollouts (bench/fastlane.py).
@@ -47,6 +49,7 @@ from kubernetes.client.exceptions import ApiException
 from bench.blue_green import bench_blue_green
 from bench.fastlane import bench_fast_lane
 from bench.flag_percentage import bench_flag_off
+from bench.outbox import bench_outbox
 from bench.queries import bench_queries
 from bench.queue import bench_queue
 from parachute import api
@@ -462,7 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rollouts", type=int, default=100, help="Rollouts for the scale figure")
     parser.add_argument(
-        "--only", choices=["routing", "fastlane", "flags", "bluegreen"], help="run only these figures"
+        "--only",
+        choices=["routing", "fastlane", "flags", "bluegreen", "outbox", "queue"],
+        help="run only these figures",
     )
     parser.add_argument("--races", type=int, default=3, help="races per interval for the fast lane's figures")
     parser.add_argument("--lane", choices=["both", "on", "off"], default="both",
@@ -476,7 +481,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     bench_decide()
     bench_queries(figure)
-    bench_queue(figure)
+    if args.only in (None, "queue"):
+        bench_queue(figure)
+    if args.only == "queue":
+        return 0
     workdir = Path(
         tempfile.mkdtemp(prefix="parachute-bench-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
     )
@@ -489,6 +497,10 @@ def main(argv: list[str] | None = None) -> int:
         operator_kubeconfig = install_operator_account(
             cluster.admin_kubeconfig, workdir / "operator.kubeconfig"
         )
+        if args.only in (None, "outbox"):
+            bench_outbox(cluster, operator_kubeconfig, workdir, figure)
+        if args.only == "outbox":
+            return 0
         if args.only in (None, "fastlane"):
             bench_fast_lane(cluster, lambda extra, log: Operator(operator_kubeconfig, workdir / log, extra),
                             workdir, figure, args.races, lanes={"both": (True, False), "on": (True,),

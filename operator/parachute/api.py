@@ -1638,6 +1638,28 @@ class StatusPageRecord(Model):
     )
 
 
+class OutboxEntry(Model):
+    """An Event or a notification that a status change owes, recorded by the write that made the
+    change and removed once delivered: a restarted operator sends what was not sent, once."""
+
+    id: str = Field(description="Unique in the Rollout: with its uid, the Event's name; the CloudEvent's id.")
+    reason: str = Field(description="The Event's reason, or the notification's (e.g. RollingBack).")
+    message: str
+    type: Literal["Normal", "Warning"] | None = Field(
+        None, description="A Kubernetes Event of this type; absent for a notification."
+    )
+    target: int | None = Field(
+        None, ge=0, description="A notification to spec.notifications[target]; absent for an Event."
+    )
+    incident: str | None = Field(None, description="The incident a notification describes (its id).")
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
+    attempts: int = Field(0, description="Deliveries failed so far (each after its own retries).")
+    last_error: str | None = Field(None, description="Why the last delivery failed (secrets masked).")
+    retry_at: str | None = Field(
+        None, description="When delivery is tried again.", json_schema_extra={"format": "date-time"}
+    )
+
+
 class Incident(Model):
     """A rollback: what, when, why, which levels, and how long recovery took."""
 
@@ -1801,6 +1823,11 @@ class RolloutStatus(Model):
         json_schema_extra={"format": "date-time"},
     )
     next_check_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    outbox: list[OutboxEntry] | None = Field(
+        None,
+        description="Events and notifications owed by status changes and not yet delivered; "
+        "delivered at least once, and idempotent where they land.",
+    )
     conditions: list[Condition] | None = Field(
         None,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},

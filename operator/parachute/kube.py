@@ -347,9 +347,19 @@ async def replace_lease(namespace: str, name: str, body: dict[str, Any]) -> dict
 
 
 @calls(("", "events", "create"))
-async def post_event(rollout: dict[str, Any], type_: str, reason: str, message: str) -> None:
-    """A core/v1 Event about the Rollout, as `kubectl describe pr` shows them."""
-    await _create_event(api_client(), _event(rollout, type_, reason, message))
+async def post_event(
+    rollout: dict[str, Any], type_: str, reason: str, message: str, name: str | None = None
+) -> bool:
+    """A core/v1 Event about the Rollout, as `kubectl describe pr` shows them. Given a `name`,
+    posting it again is harmless: False when an Event of that name exists already."""
+    metadata = {"name": name} if name else None
+    try:
+        await _create_event(api_client(), _event(rollout, type_, reason, message, metadata))
+    except ApiException as error:
+        if name and error.status == 409:
+            return False
+        raise
+    return True
 
 
 def _event(

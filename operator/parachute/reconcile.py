@@ -3,14 +3,18 @@
 Independent of what triggered it (a change of the Rollout or its Deployment, or a wait
 that ran out), so the scheduler calls it the same way for all of them. Status is written
 before the workload is touched: if the process dies in between, the next reconcile finds
-the decision in status and makes the workload match it. Events go out right after the
-status write succeeded: a lost race never repeats them, a failed act never loses them.
+the decision in status and makes the workload match it. The Events and notifications a
+decision owes are recorded in that same write (`status.outbox`) and delivered right after it:
+a lost race never repeats them, a failed act or a restart never loses them.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
+import signal
+import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,8 +38,7 @@ from parachute.api import (
 )
 from parachute.conditions import timestamp
 from parachute.gating import check_all
-from parachute.notify import statuspage
-from parachute.notify.webhooks import notify
+from parachute.notify import outbox, statuspage
 from parachute.plan.checklist import GateResult, gates_for
 from parachute.plan.desired_workload import label_selector, with_config
 from parachute.plan.engine import analysing, decide, judges_target, parse_time
@@ -132,6 +135,7 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     body = await kube.read_rollout(namespace, name)
     if body is None:
         fastlane.leave((namespace, name))
+        outbox.forget((namespace, name))
         return None
     generation = body["metadata"].get("generation")
     old = dict(body.get("status") or {})
@@ -158,10 +162,12 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
                 observed, health=health_now, metrics_missing=availability.missing_reason(status)
             )
     except ValidationError as error:
-        await _write_invalid(body, old, invalid(status, describe_validation_error(error), now, generation))
+        await _write_invalid(
+            body, old, invalid(status, describe_validation_error(error), now, generation), now
+        )
         return None
     except (MissingTargetError, *CANNOT_WORK) as problem:
-        await _write_invalid(body, old, invalid(status, str(problem), now, generation))
+        await _write_invalid(body, old, invalid(status, str(problem), now, generation), now)
         return now + ROUTING_RECHECK if isinstance(problem, RoutingSetupError) else None
 
     decision = decide(spec, status, observed, now, generation)
@@ -169,13 +175,10 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
         fastlane.leave((namespace, name))
     # Copies first: status may name a snapshot only once it exists.
     await snapshots.take(body, decision.snapshots)
-    new = _dump(decision.status)
-    if new != old:
-        await kube.patch_rollout_status(namespace, name, old, new, body["metadata"]["resourceVersion"])
-    # Told as soon as the decision is written: if acting fails below, the next reconcile finds
-    # the decision already made and would not tell it again.
-    await _tell(body, (*analysis_events, *decision.events))
-    _report(body, spec, decision.status, decision.events)
+    written = await _write(
+        body, old, spec, decision.status, events=(*analysis_events, *decision.events), now=now
+    )
+    _report(body, decision.status, decision.events)
     telemetry.decided(namespace, name, old, decision.status)
     statuspage.sync(body, spec, decision.status, now)
     changed = []
@@ -196,6 +199,7 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
         settle = now + ROUTE_RECHECK
     return _earliest(decision.next_check_at, parse_time(decision.status.next_analysis_at), settle,
                      statuspage.next_attempt_at(spec, decision.status, now),
+                     outbox.next_attempt_at(written, now),
                      tally.next_change(decision.status.user_reports))  # fmt: skip
 
 
@@ -323,10 +327,8 @@ async def _observe_recovery(
     )
 
 
-def _report(
-    body: dict[str, Any], spec: RolloutSpec, status: RolloutStatus, events: tuple[Event, ...]
-) -> None:
-    """Notifications and the operator's metrics for the rollback transitions (in the background)."""
+def _report(body: dict[str, Any], status: RolloutStatus, events: tuple[Event, ...]) -> None:
+    """The operator's metrics for the rollback transitions."""
     meta = body["metadata"]
     incident = current_incident(status.incidents)
     for event in events:
@@ -335,20 +337,61 @@ def _report(
         if event.reason == "RolledBack" and incident is not None and incident.recovery_seconds is not None:
             telemetry.recovered(meta["namespace"], meta["name"], str(incident.level),
                                 incident.recovery_seconds, bool(incident.objective_met))  # fmt: skip
-        if spec.notifications:
-            shown = incident.model_dump(by_alias=True, exclude_none=True, mode="json") if incident else None
-            notify(body, spec.notifications, event.reason, event.message, shown)
 
 
-async def _write_invalid(body: dict[str, Any], old: dict[str, Any], status: RolloutStatus) -> None:
-    fastlane.leave((body["metadata"]["namespace"], body["metadata"]["name"]))
-    new = _dump(status)
-    if new == old:
-        return
+async def _write(
+    body: dict[str, Any],
+    old: dict[str, Any],
+    spec: RolloutSpec,
+    status: RolloutStatus,
+    *,
+    events: tuple[Event, ...],
+    now: datetime,
+) -> RolloutStatus:
+    """Write the decision with what it owes (`status.outbox`), then deliver that: a restart or
+    a failed act after the write finds it there."""
     meta = body["metadata"]
-    await kube.patch_rollout_status(meta["namespace"], meta["name"], old, new, meta["resourceVersion"])
-    if old.get("message") != status.message:
-        await _tell(body, (Event(EventType.warning, "Invalid", status.message or ""),))
+    key = (meta["namespace"], meta["name"])
+    incident = current_incident(status.incidents)
+    targets = spec.notifications or []
+    written = outbox.prepare(key, targets, status, events, now, new_id=_outbox_id,
+                             incident=incident.id if incident else None)  # fmt: skip
+    new = _dump(written)
+    if new != old:
+        await kube.patch_rollout_status(*key, old, new, meta["resourceVersion"])
+        _kill_point(f"after-status-write:{written.phase}")
+    await outbox.deliver(body, targets, written, now, written=new != old)
+    _kill_point(f"after-delivery:{written.phase}")
+    return written
+
+
+def _outbox_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def _kill_point(name: str) -> None:
+    """Die here when told to (PARACHUTE_KILL_AT), as a crashed operator would: for tests of recovery."""
+    if os.environ.get("PARACHUTE_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def _write_invalid(
+    body: dict[str, Any], old: dict[str, Any], status: RolloutStatus, now: datetime
+) -> None:
+    meta = body["metadata"]
+    key = (meta["namespace"], meta["name"])
+    fastlane.leave(key)
+    told = (
+        (Event(EventType.warning, "Invalid", status.message or ""),)
+        if old.get("message") != status.message
+        else ()
+    )
+    status = outbox.prepare(key, [], status, told, now, new_id=_outbox_id)
+    new = _dump(status)
+    if new != old:
+        await kube.patch_rollout_status(meta["namespace"], meta["name"], old, new, meta["resourceVersion"])
+    # Without a valid spec its notifications wait in the outbox; its Events go out.
+    await outbox.deliver(body, None, status, now, written=new != old)
 
 
 async def _tell(body: dict[str, Any], events: tuple[Event, ...]) -> None:

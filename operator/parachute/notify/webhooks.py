@@ -1,6 +1,7 @@
 """Incident notifications, sent in the background: a receiver that is slow or down never
-holds a rollback. Each POST has a timeout and a few retries; URLs and tokens are read from
-Secrets at send time, so a rotated Secret is used at once. A failure is logged with those
+holds a rollback. Each is owed in the Rollout's status (`notify.outbox`), which tries it again
+later if this delivery fails. Each POST has a timeout and a few retries; URLs and tokens are
+read from Secrets at send time, so a rotated Secret is used at once. A failure is logged with those
 values masked (`parachute.redaction`): a webhook URL is a credential.
 
 The status page (`notify.statuspage`) is kept in step with the incident record instead, not
@@ -39,8 +40,6 @@ TIMEOUT_SECONDS = 5.0
 ATTEMPTS = 3
 EVENT_TYPE_PREFIX = "dev.parachute.rollout."
 
-_in_flight: set[asyncio.Task[None]] = set()
-
 
 def ticket_note(message: str, incident: dict[str, Any] | None) -> str:
     """The change ticket of the release rolled back, unless the message names it already."""
@@ -66,16 +65,24 @@ def slack_payload(
 
 
 def cloud_event(
-    rollout: dict[str, Any], reason: str, message: str, incident: dict[str, Any] | None
+    rollout: dict[str, Any],
+    reason: str,
+    message: str,
+    incident: dict[str, Any] | None,
+    *,
+    id_: str | None = None,
+    occurred: str | None = None,
 ) -> dict[str, Any]:
+    """`id_`: the idempotency key, and `occurred`: when the change was made; both the same each
+    time this notification is sent."""
     meta = rollout["metadata"]
     return {
         "specversion": "1.0",
-        "id": str(uuid.uuid4()),
+        "id": id_ or str(uuid.uuid4()),
         "source": f"/apis/{api.API_VERSION}/namespaces/{meta['namespace']}/{api.PLURAL}/{meta['name']}",
         "type": EVENT_TYPE_PREFIX + NOTIFIED.get(reason, reason.lower()),
         "subject": meta["name"],
-        "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "time": occurred or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "datacontenttype": "application/json",
         "data": {
             "reason": reason,
@@ -95,68 +102,65 @@ def post(url: str, body: dict[str, Any], headers: dict[str, str]) -> int:
         return int(response.status)
 
 
-async def _with_retries(send: Callable[[], Awaitable[int]], what: str, secrets: list[str]) -> None:
+async def _with_retries(send: Callable[[], Awaitable[int]], what: str, secrets: list[str]) -> str | None:
+    """None when sent; else why the last attempt failed (secrets masked)."""
+    said = ""
     for attempt in range(1, ATTEMPTS + 1):
         try:
             await send()
-            return
-        except Exception as error:  # a notification is best effort: log, retry, give up
+            return None
+        except Exception as error:  # a notification is retried here, then by the outbox
+            said = redact(str(error), secrets)
             logger.warning("notification to %s failed (attempt %d of %d): %s", what, attempt, ATTEMPTS,
-                           redact(str(error), secrets))  # fmt: skip
+                           said)  # fmt: skip
             if attempt < ATTEMPTS:
                 await asyncio.sleep(0.5 * 2**attempt)
+    return f"{what}: {said}"
 
 
-async def _read(namespace: str, ref: SecretKeyRef, what: str) -> str | None:
+async def _read(namespace: str, ref: SecretKeyRef, what: str) -> str:
     found = await kube.read_secret_key(namespace, ref.name, ref.key)
     if found is None:
-        logger.warning("no %s: Secret %s/%s key %s not found", what, namespace, ref.name, ref.key)
-        return None
+        raise LookupError(f"no {what}: Secret {namespace}/{ref.name} key {ref.key} not found")
     return found.value.strip()
 
 
-async def _deliver(rollout: dict[str, Any], target: Notification, reason: str, message: str,
-                   incident: dict[str, Any] | None) -> None:  # fmt: skip
+async def deliver(
+    rollout: dict[str, Any],
+    target: Notification,
+    reason: str,
+    message: str,
+    incident: dict[str, Any] | None,
+    *,
+    key: str,
+    occurred: str | None = None,
+) -> str | None:
+    """Send one notification to one target: None when it was received, else why not. `key` is
+    the notification's idempotency key: the CloudEvent's id (receivers deduplicate on source
+    and id). Slack's incoming webhooks take none, so there a retry may repeat the message."""
     namespace = rollout["metadata"]["namespace"]
-    if target.slack is not None:
-        slack_url = await _read(namespace, target.slack.webhook_secret_ref, "Slack notification")
-        if slack_url is not None:
+    try:
+        if target.slack is not None:
+            slack_url = await _read(namespace, target.slack.webhook_secret_ref, "Slack webhook URL")
             body = slack_payload(rollout, reason, message, target.slack.channel, incident)
-            await _with_retries(
+            return await _with_retries(
                 lambda: asyncio.to_thread(post, slack_url, body, {}), "Slack webhook", [slack_url]
             )
-    if target.cloud_events is not None:
-        ce = target.cloud_events
-        ce_url = await _read(namespace, ce.url_secret_ref, "CloudEvent")
-        if ce_url is None:
-            return
-        headers = {"Content-Type": "application/cloudevents+json"}
-        token = (
-            await _read(namespace, ce.token_secret_ref, "CloudEvent token") if ce.token_secret_ref else None
-        )
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        event = cloud_event(rollout, reason, message, incident)
-        await _with_retries(lambda: asyncio.to_thread(post, ce_url, event, headers), "CloudEvents receiver",
-                            [ce_url, token or ""])  # fmt: skip
-
-
-async def _deliver_logged(rollout: dict[str, Any], target: Notification, reason: str, message: str,
-                          incident: dict[str, Any] | None) -> None:  # fmt: skip
-    try:
-        await _deliver(rollout, target, reason, message, incident)
-    except Exception as error:  # reading a Secret failed: say so, without the request's details
-        logger.warning("notification %s not sent: %s", reason, type(error).__name__)
-
-
-def notify(rollout: dict[str, Any], targets: list[Notification], reason: str, message: str,
-           incident: dict[str, Any] | None) -> None:  # fmt: skip
-    """Start sending, and return at once."""
-    if reason not in NOTIFIED:
-        return
-    for target in targets:
-        task = asyncio.get_running_loop().create_task(
-            _deliver_logged(rollout, target, reason, message, incident)
-        )
-        _in_flight.add(task)
-        task.add_done_callback(_in_flight.discard)
+        if target.cloud_events is not None:
+            ce = target.cloud_events
+            ce_url = await _read(namespace, ce.url_secret_ref, "CloudEvents URL")
+            headers = {"Content-Type": "application/cloudevents+json"}
+            token = (
+                await _read(namespace, ce.token_secret_ref, "CloudEvents token")
+                if ce.token_secret_ref
+                else None
+            )
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            event = cloud_event(rollout, reason, message, incident, id_=key, occurred=occurred)
+            return await _with_retries(lambda: asyncio.to_thread(post, ce_url, event, headers),
+                                       "CloudEvents receiver", [ce_url, token or ""])  # fmt: skip
+    except LookupError as missing:
+        logger.warning("notification %s not sent: %s", reason, missing)
+        return str(missing)
+    return None
