@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -497,42 +498,44 @@ def main(argv: list[str] | None = None) -> int:
         operator_kubeconfig = install_operator_account(
             cluster.admin_kubeconfig, workdir / "operator.kubeconfig"
         )
-        if args.only in (None, "outbox"):
-            bench_outbox(cluster, operator_kubeconfig, workdir, figure)
-        if args.only == "outbox":
-            return 0
-        if args.only in (None, "fastlane"):
-            bench_fast_lane(cluster, lambda extra, log: Operator(operator_kubeconfig, workdir / log, extra),
-                            workdir, figure, args.races, lanes={"both": (True, False), "on": (True,),
-                            "off": (False,)}[args.lane], intervals=tuple(int(i) for i in args.intervals.split(",")))  # fmt: skip
-        if args.only == "fastlane":
-            return 0
-        if args.only in (None, "flags"):
-            bench_flag_off(cluster, lambda log: Operator(operator_kubeconfig, workdir / log), workdir, figure)
-        if args.only == "flags":
-            return 0
-        if args.only in (None, "bluegreen"):
-            bench_blue_green(
-                cluster, lambda log: Operator(operator_kubeconfig, workdir / log), workdir, figure
-            )
-        if args.only == "bluegreen":
-            return 0
-        if args.only is None:
-            bench_reconcile(cluster)
-            bench_breach(cluster, operator_kubeconfig, workdir, "code")
-            bench_breach(cluster, operator_kubeconfig, workdir, "flag")
-        for label, routing, backend_id in ROUTERS:
-            bench_routing(cluster, workdir, label, routing, backend_id)
-        header = (
-            f"{os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, local control plane (kwok pods)"
-        )
-        write_routing_results(RESULTS, routing_rows, header)
-        print(f"routing figures written to {RESULTS.name}", flush=True)
-        if args.only is None:
-            bench_scale(cluster, operator_kubeconfig, workdir, args.rollouts)
+        _in_cluster(args, cluster, operator_kubeconfig, workdir)
     finally:
         cluster.down()
     return 0
+
+
+def _in_cluster(args: argparse.Namespace, cluster: LocalCluster, kubeconfig: Path, workdir: Path) -> None:
+    lanes = {"both": (True, False), "on": (True,), "off": (False,)}[args.lane]
+    intervals = tuple(int(i) for i in args.intervals.split(","))
+    sections: dict[str, Callable[[], None]] = {
+        "outbox": lambda: bench_outbox(cluster, kubeconfig, workdir, figure),
+        "fastlane": lambda: bench_fast_lane(
+            cluster, lambda extra, log: Operator(kubeconfig, workdir / log, extra), workdir, figure,
+            args.races, lanes=lanes, intervals=intervals,
+        ),
+        "flags": lambda: bench_flag_off(cluster, lambda log: Operator(kubeconfig, workdir / log), workdir, figure),
+        "bluegreen": lambda: bench_blue_green(
+            cluster, lambda log: Operator(kubeconfig, workdir / log), workdir, figure
+        ),
+    }  # fmt: skip
+    if args.only in sections:
+        sections[args.only]()
+        return
+    if args.only is None:
+        for section in sections.values():
+            section()
+        bench_reconcile(cluster)
+        bench_breach(cluster, kubeconfig, workdir, "code")
+        bench_breach(cluster, kubeconfig, workdir, "flag")
+    for label, routing, backend_id in ROUTERS:
+        bench_routing(cluster, workdir, label, routing, backend_id)
+    header = (
+        f"{os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, local control plane (kwok pods)"
+    )
+    write_routing_results(RESULTS, routing_rows, header)
+    print(f"routing figures written to {RESULTS.name}", flush=True)
+    if args.only is None:
+        bench_scale(cluster, kubeconfig, workdir, args.rollouts)
 
 
 if __name__ == "__main__":
