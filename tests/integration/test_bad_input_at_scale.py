@@ -925,7 +925,7 @@ def test_a_thousand_documents_are_each_accepted_refused_or_invalid_naming_the_fi
         _fixtures(crds, namespace, sender, tmp_path)
         lap("set up")
         crds.apps.patch_namespaced_deployment("checkout", ordinary, NEW_IMAGE)
-        sender.send(drawn, timeout=150)
+        sender.send(drawn, timeout=300)
         lap("sent and reconciled")
         problems = {id(d): p for d in drawn if (p := judge(d))}
         # A wrong field found Invalid for another field's sake: is that one wrong in the valid

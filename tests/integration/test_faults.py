@@ -283,7 +283,8 @@ def test_a_release_completes_while_someone_else_writes_every_object_it_writes(
         release.apply()
         eventually(release.released, timeout=180, what="released despite the other writer")
         writer.stop()
-        assert writer.written["Rollout/checkout"] > 50, (writer.written, writer.refused)
+        # Writes interleaved with the whole release (how many depends on how fast the API server answers).
+        assert writer.written["Rollout/checkout"] > 20, (writer.written, writer.refused)
         release.assert_done_once(writer.written)
         # The other writer won races: status writes were refused (409) and decided again.
         print(f"someone else wrote {dict(writer.written)}; reconciles lost to a conflict: "
