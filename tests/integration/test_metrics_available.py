@@ -50,7 +50,9 @@ def test_metrics_that_do_not_exist_are_named_and_the_release_waits_until_they_do
     eventually(lambda: world.status().get("phase") == "Waiting", timeout=30, what="release waits")
     status = world.status()
     assert "waits for its metrics (MetricsAvailable): error-rate:" in status["message"]
-    eventually(lambda: "ReleaseWaiting" in world.reasons(), timeout=10, what="told")  # Events follow the status
+    eventually(
+        lambda: "ReleaseWaiting" in world.reasons(), timeout=10, what="told"
+    )  # Events follow the status
     with pytest.raises(ApiException) as missing:  # nothing was judged on "no data": no canary at all
         world.cluster.apps.read_namespaced_deployment("checkout-canary", world.namespace)
     assert missing.value.status == 404
