@@ -26,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,115 +66,122 @@ BAD = Behaviour(error_rate=0.2)  # clearly past 5% on a few hundred requests
 ONE_STAGE = [{"name": "canary", "weight": 50, "minWait": "5m"}]
 
 
-# The operator's process, its imports done before it is told to go: a kill is followed by the
-# next start at once, not by seconds of importing (the chains restart it some forty times).
-WARM = (
-    "import sys\n"
-    "import parachute.__main__ as entry, parachute.handlers\n"
-    "if sys.stdin.readline().strip() == 'go':\n"
-    "    sys.exit(entry.main(['run', '--verbose']))\n"
-)
+# One process imports the operator once and forks a fresh one for each start: a kill is
+# followed by the next start at once, not by seconds of importing (the chains here start it
+# some forty times). Each child takes its environment, reads its kill point afresh (the
+# variable is read on import, so `parachute.faults` is loaded again) and writes to its log.
+# Children are reaped by themselves (SIGCHLD ignored): a dead one's pid is gone.
+FORKS = """
+import importlib, json, os, signal, sys
+import parachute.__main__ as entry, parachute.handlers, parachute.faults as faults
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+for line in sys.stdin:
+    asked = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.environ.pop(faults.KILL_AT_ENV, None)
+        os.environ.update(asked["env"])
+        importlib.reload(faults)
+        log = os.open(asked["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.dup2(log, 1), os.dup2(log, 2), os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        code = 1
+        try:
+            code = entry.main(["run", "--verbose"]) or 0
+        finally:
+            os._exit(code)
+    print(pid, flush=True)
+"""
 
 
-class Warm:
-    """`python -m parachute run --verbose` under the operator's ServiceAccount, imported and
-    waiting for `go`; `env` is its environment on top of the test's (read on import)."""
+class Forks:
+    """`python -m parachute run --verbose` under the operator's ServiceAccount, started at once."""
 
-    def __init__(self, kubeconfig: Path, log: Path, env: dict[str, str]) -> None:
-        self.log, self.env = log, env
-        full = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1", **env}
-        with log.open("ab") as out:
-            self.process = subprocess.Popen([sys.executable, "-c", WARM], stdin=subprocess.PIPE,
-                                            stdout=out, stderr=subprocess.STDOUT, env=full)  # fmt: skip
+    def __init__(self, kubeconfig: Path) -> None:
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
+        env.pop(KILL_AT, None)
+        self.process = subprocess.Popen([sys.executable, "-c", FORKS], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, env=env)  # fmt: skip
 
-    def go(self) -> None:
-        assert self.process.stdin is not None and self.process.poll() is None, f"it died waiting; {self.log}"
-        self.process.stdin.write(b"go\n")
-        self._close()
+    def start(self, log: Path, env: dict[str, str]) -> int:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps({"log": str(log), "env": env}).encode() + b"\n")
+        self.process.stdin.flush()
+        return int(self.process.stdout.readline())
 
-    def _close(self) -> None:
-        if self.process.stdin is not None and not self.process.stdin.closed:
-            with contextlib.suppress(BrokenPipeError):  # it is gone already
-                self.process.stdin.close()
+    def close(self) -> None:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+        self.process.stdout.close()
 
-    def stop(self) -> None:
-        """Killed too, at rest: a clean stop waits for kopf's watch streams to close."""
-        self._close()  # a spare told nothing reads the end of its input and exits
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 class Killed:
     """The operator of one test, started again and again: each time with a kill point, or
-    without one to finish. The next start is always imported and waiting."""
+    without one to finish."""
 
-    def __init__(self, kubeconfig: Path, log: Path, namespace: str) -> None:
-        self.kubeconfig, self.log, self.namespace = kubeconfig, log, namespace
-        self.running: Warm | None = None
-        self.spare: Warm | None = None  # imported, told nothing yet
+    def __init__(self, forks: Forks, log: Path, namespace: str) -> None:
+        self.forks, self.log, self.namespace = forks, log, namespace
+        self.running: int | None = None
         self.kills: list[str] = []
 
-    def _target(self, point: str) -> str:
-        name, _, nth = point.partition("#")
-        return f"{name}@{self.namespace}" + (f"#{nth}" if nth else "")
-
-    def _next(self, point: str | None) -> Warm:
-        """The spare if it was made for `point` (None: no kill point), else a new one."""
-        env = {KILL_AT: self._target(point)} if point else {}
-        spare, self.spare = self.spare, None
-        if spare is not None and spare.env == env:
-            return spare
-        if spare is not None:
-            spare.stop()
-        return Warm(self.kubeconfig, self.log, env)
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def die_at(self, *points: str, timeout: float = 90) -> None:
         """For each point in turn: start the operator told to die there, and see it die there."""
         assert self.running is None, "stop the running operator first"
-        for index, point in enumerate(points):
-            operator = self._next(point)
-            operator.go()
-            following = points[index + 1] if index + 1 < len(points) else None
-            self.spare = Warm(
-                self.kubeconfig, self.log, {KILL_AT: self._target(following)} if following else {}
-            )
-            try:
-                operator.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                operator.stop()
-                pytest.fail(f"the operator never reached {point} within {timeout}s; log: {self.log}")
+        for point in points:
             name, _, nth = point.partition("#")
             said = f"killed at {name} in {self.namespace} (reach {nth or 1})"
-            output = self.log.read_text(errors="replace")
-            assert operator.process.returncode == -signal.SIGKILL and said in output, (point, output[-3000:])
+            before = self.output().count(said)
+            target = f"{name}@{self.namespace}" + (f"#{nth}" if nth else "")
+            pid = self.forks.start(self.log, {KILL_AT: target})
+            deadline = time.monotonic() + timeout
+            while alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+                pytest.fail(f"the operator never reached {point} within {timeout}s; log: {self.log}")
+            assert self.output().count(said) == before + 1, (point, self.output()[-3000:])
             self.kills.append(point)
 
     def finish(self) -> None:
         """The operator without a kill point, running until `stop`."""
         assert self.running is None, "stop the running operator first"
-        self.running = self._next(None)
-        self.running.go()
+        self.running = self.forks.start(self.log, {})
 
     def stop(self) -> None:
+        """Killed too, at rest: a clean stop waits for kopf's watch streams to close."""
         if self.running is not None:
-            self.running.stop()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.running, signal.SIGKILL)
+            while alive(self.running):
+                time.sleep(0.05)
             self.running = None
-        output = self.log.read_text(errors="replace") if self.log.exists() else ""
-        assert 'is forbidden: User "system:serviceaccount:' not in output, f"operator was refused; {self.log}"
+        assert 'is forbidden: User "system:serviceaccount:' not in self.output(), f"refused; {self.log}"
 
-    def close(self) -> None:
-        self.stop()
-        if self.spare is not None:
-            self.spare.stop()
-            self.spare = None
+
+@pytest.fixture(scope="module")
+def forks(operator_kubeconfig: Path) -> Iterator[Forks]:
+    started = Forks(operator_kubeconfig)
+    yield started
+    started.close()
 
 
 @pytest.fixture
-def killed(operator_kubeconfig: Path, namespace: str, tmp_path: Path) -> Iterator[Killed]:
-    operator = Killed(operator_kubeconfig, tmp_path / "operator.log", namespace)
+def killed(forks: Forks, namespace: str, tmp_path: Path) -> Iterator[Killed]:
+    operator = Killed(forks, tmp_path / "operator.log", namespace)
     yield operator
-    operator.close()
+    operator.stop()
 
 
 def assert_each_at_most_once(reasons: list[str], expected: list[str], cut: set[str] = frozenset()) -> None:
