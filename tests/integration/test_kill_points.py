@@ -7,8 +7,9 @@ release or rollback (`parachute.faults`). The last start is without the variable
 
 - where it should end: the phase, the stable revision, the flag, the configuration, the
   template, the route as status and the cluster hold them;
-- nothing twice: each Deployment, route and Service at the generation its intended changes
-  give it (one each), each action's Event at most once, one incident, one level applied;
+- nothing twice: each Deployment and route at the generation its intended changes give it
+  (one each; the same as a run without kills), each action's Event at most once, one
+  incident, its levels each applied once, each overwritten object copied once;
 - nothing lost: what status recorded before a kill (the stable revision, the incident, its
   levels, the snapshots) is there after it.
 
@@ -254,6 +255,43 @@ def test_a_release_killed_at_every_write_it_makes_ends_released_with_each_write_
         reasons,
         ["Adopted", "ReleaseStarted", "StageAdvanced", "Promoting", "ReleaseCompleted"],
         cut={"Adopted", "ReleaseStarted", "Promoting"},  # Promoting when #2 is stage 3's decision
+    )
+
+
+def test_a_release_superseded_and_killed_after_the_canary_is_replaced_moves_the_canary_once(
+    crds: Cluster, namespace: str, killed: Killed
+) -> None:
+    crds.apps.create_namespaced_deployment(namespace, deployment("checkout", replicas=2))
+    body = rollout(
+        "checkout", targetRef={"name": "checkout"}, risk="medium", waits={"min": "2s", "max": "4s"}
+    )
+    crds.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    killed.die_at("target-paused")
+    crds.apps.patch_namespaced_deployment("checkout", namespace, IMAGE)
+    killed.die_at("canary-created")
+    # A second image while the operator is away: the canary moves to it (a guarded replace).
+    third = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "checkout:3.0"}]}}}}
+    crds.apps.patch_namespaced_deployment("checkout", namespace, third)
+    killed.die_at("canary-replaced", "canary-scaled")
+    killed.finish()
+
+    def released() -> bool:
+        status = rollout_status(crds, namespace)
+        release = status.get("release") or {}
+        return status.get("phase") == "Healthy" and release.get("revision") == release.get("stableRevision")
+
+    eventually(released, timeout=90, what="3.0 released")
+    eventually(lambda: canary_gone_or_zero(crds, namespace), what="canary retired")
+    canary = crds.apps.read_namespaced_deployment("checkout-canary", namespace)
+    assert canary.spec.template.spec.containers[0].image == "checkout:3.0"
+    # The canary: made (1), moved to 3.0 (2), grown (3), retired (4); the target: paused (2),
+    # 2.0 (3), 3.0 (4), unpaused (5), paused again (6).
+    assert canary.metadata.generation == 4
+    assert generation(crds, namespace, "checkout") == 6
+    reasons = eventually(lambda: (r := event_reasons(crds, namespace)) and "ReleaseCompleted" in r and r,
+                         what="ReleaseCompleted")  # fmt: skip
+    assert_each_at_most_once(
+        reasons, ["ReleaseStarted", "ReleaseSuperseded", "Promoting", "ReleaseCompleted"]
     )
 
 
