@@ -295,6 +295,42 @@ def test_a_release_superseded_and_killed_after_the_canary_is_replaced_moves_the_
     )
 
 
+def test_a_configuration_release_killed_after_the_target_restarts_restarts_it_once(
+    crds: Cluster, namespace: str, killed: Killed
+) -> None:
+    crds.core.create_namespaced_config_map(namespace, {"metadata": {"name": "checkout-config"},
+                                                       "data": {"settings": "retries=3"}})  # fmt: skip
+    crds.apps.create_namespaced_deployment(namespace, deployment("checkout", replicas=2))
+    body = rollout("checkout", targetRef={"name": "checkout"}, risk="medium", waits={"min": "2s", "max": "4s"},
+                   configRefs=[{"name": "checkout-config"}])  # fmt: skip
+    crds.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    killed.die_at("target-paused")
+    stable = rollout_status(crds, namespace)["release"]["stableRevision"]
+    # A change to a tracked ConfigMap is a release of its own; promoted, the target's pods restart.
+    crds.core.patch_namespaced_config_map("checkout-config", namespace, {"data": {"settings": "retries=5"}})
+    killed.die_at("canary-created", "target-restarted")
+    killed.finish()
+
+    def released() -> bool:
+        status = rollout_status(crds, namespace)
+        release = status.get("release") or {}
+        return (
+            status.get("phase") == "Healthy"
+            and release.get("revision") == release.get("stableRevision") != stable
+        )
+
+    eventually(released, timeout=90, what="the configuration released")
+    eventually(lambda: canary_gone_or_zero(crds, namespace), what="canary retired")
+    target = crds.apps.read_namespaced_deployment("checkout", namespace)
+    assert "kubectl.kubernetes.io/restartedAt" in (target.spec.template.metadata.annotations or {})
+    print(
+        f"GENERATIONS target {target.metadata.generation} canary {generation(crds, namespace, 'checkout-canary')}"
+    )
+    reasons = eventually(lambda: (r := event_reasons(crds, namespace)) and "ReleaseCompleted" in r and r,
+                         what="ReleaseCompleted")  # fmt: skip
+    assert_each_at_most_once(reasons, ["ReleaseStarted", "Promoting", "ReleaseCompleted"])
+
+
 # ---------------------------------------------------------------------------- a routed release, deleted
 
 
