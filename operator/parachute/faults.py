@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -56,8 +57,10 @@ class Killer:
         self.reached += 1
         if self.reached == target.nth:
             # Straight to the file descriptor: the logging handlers' buffers die with the process.
+            when = time.strftime("%H:%M:%S")
             os.write(
-                2, f"parachute.faults: killed at {name} in {namespace} (reach {self.reached})\n".encode()
+                2,
+                f"{when} parachute.faults: killed at {name} in {namespace} (reach {self.reached})\n".encode(),
             )
             self._die()
 
@@ -70,7 +73,10 @@ def _from_env() -> Killer | None:
 _KILLER = _from_env()
 
 
-def point(name: str, namespace: str) -> None:
-    """A place where dying matters; the process is killed here if PARACHUTE_KILL_AT names it."""
+def point(name: str, namespace: str, detail: object = None) -> None:
+    """A place where dying matters; the process is killed here if PARACHUTE_KILL_AT names it.
+
+    With `detail` the point is `name:detail` (`status-written:RollingBack`), put together only
+    when a kill point is set."""
     if _KILLER is not None:
-        _KILLER.point(name, namespace)
+        _KILLER.point(name if detail is None else f"{name}:{detail}", namespace)

@@ -272,7 +272,7 @@ async def patch_rollout_status(
     body = {"metadata": {"resourceVersion": resource_version}, "status": merge_patch(old, new)}
     await _guarded(f"Rollout {namespace}/{name}", custom.patch_namespaced_custom_object_status,
                    api.GROUP, api.VERSION, namespace, api.PLURAL, name, body)  # fmt: skip
-    faults.point(f"status-written:{new.get('phase')}", namespace)  # before the Events and acts it decided
+    faults.point("status-written", namespace, new.get("phase"))  # before the Events and acts it decided
 
 
 @calls((api.GROUP, api.PLURAL, "list"))

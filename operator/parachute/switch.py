@@ -147,7 +147,7 @@ async def act(
         return out
     what = "the new copy" if intent.weight == 100 else f"the stable pods ({HASH_LABEL}={intent.stable})"
     out.changed.append(f"Service {namespace}/{settings.active_service} switched to {what}")
-    faults.point(f"switched:{intent.weight}", namespace)
+    faults.point("switched", namespace, intent.weight)
     out.again = True  # read it back soon
     return out
 

@@ -60,6 +60,14 @@ def test_the_nth_reach_is_the_one_that_kills() -> None:
         killer.point("status-written", "shop")
 
 
+def test_a_point_with_a_detail_is_named_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    killer = Killer(Target("status-written:RollingBack", "shop"), die)
+    monkeypatch.setattr(faults, "_KILLER", killer)
+    faults.point("status-written", "shop", "Progressing")
+    with pytest.raises(DiedError):
+        faults.point("status-written", "shop", "RollingBack")
+
+
 def test_without_the_variable_a_point_does_nothing() -> None:
     assert os.environ.get(faults.KILL_AT_ENV) is None
     faults.point("status-written", "shop")  # still here

@@ -142,7 +142,7 @@ async def _set(
     if result.wrote:
         also = f" and {audience} to it" if audience is not None else ""
         out.changed.append(f"route set to send {weight}% to the canary{also}")
-        faults.point(f"route-weight-set:{weight}", namespace)
+        faults.point("route-weight-set", namespace, weight)
         out.again = True  # read it back soon
     if result.hand_edit:
         out.events.append(Event(EventType.warning, "WeightsPutBack", result.hand_edit))
