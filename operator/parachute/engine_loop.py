@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from parachute import clock, conditions, kube, telemetry
+from parachute import clock, conditions, faults, kube, telemetry
 from parachute.api import Condition
 from parachute.reconcile import reconcile
 from parachute.scheduler import Key
@@ -145,6 +145,7 @@ async def write_fault_to_status(key: Key, fault: tuple[str, str] | None, now: da
         "conditions": [c.model_dump(by_alias=True, exclude_none=True, mode="json") for c in changed],
     }
     await kube.patch_rollout_status(namespace, name, old, new, body["metadata"]["resourceVersion"])
+    faults.point("fault-status-written", namespace)
     failed = next(c for c in changed if c.type == conditions.RECONCILE_FAILED)
     if fault is None:
         await kube.post_event(body, "Normal", "Reconciled", failed.message)

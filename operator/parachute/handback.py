@@ -14,7 +14,7 @@ import asyncio
 import logging
 from typing import Any
 
-from parachute import api, kube
+from parachute import api, faults, kube
 
 logger = logging.getLogger("parachute.handback")
 
@@ -48,6 +48,7 @@ async def unpause(namespace: str, name: str, rollout: str) -> bool:
             logger.info("handing back Deployment %s/%s: %s; trying again", namespace, name, error)
             await asyncio.sleep(min(2**attempt, 10))
             continue
+        faults.point("handed-back", namespace)
         logger.info("Rollout %s/%s is gone: unpaused Deployment %s", namespace, rollout, name)
         return True
     logger.error("could not hand back Deployment %s/%s (paused by Rollout %s)", namespace, name, rollout)

@@ -25,7 +25,7 @@ from typing import Any, TypeVar, cast
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from parachute import api, rbac, telemetry
+from parachute import api, faults, rbac, telemetry
 
 COMPONENT = "parachute"
 # Which replica posts an Event (`reportingInstance`): the Lease's holder name when electing.
@@ -280,6 +280,7 @@ async def patch_rollout_status(
     body = {"metadata": {"resourceVersion": resource_version}, "status": merge_patch(old, new)}
     await _guarded(f"Rollout {namespace}/{name}", custom.patch_namespaced_custom_object_status,
                    api.GROUP, api.VERSION, namespace, api.PLURAL, name, body)  # fmt: skip
+    faults.point("status-written", namespace, new.get("phase"))  # before the Events and acts it decided
 
 
 @calls((api.GROUP, api.PLURAL, "list"))

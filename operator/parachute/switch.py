@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from parachute import api
+from parachute import api, faults
 from parachute.plan.desired_workload import HASH_LABEL
 from parachute.plan.model import Applied, TrafficIntent, TrafficView
 from parachute.routing.objects import Body, Client, ConflictError, Ref, pointer
@@ -123,6 +123,7 @@ async def act(
     namespace, settings = rollout["metadata"]["namespace"], _settings(spec)
     active = await _active(client, namespace, settings.active_service)
     await _ensure_preview(rollout, active, preview_name(settings), client, out)
+    faults.point("preview-ensured", namespace)
     current = (active.get("spec") or {}).get("selector") or {}
     want = wanted_selector(current, intent.weight, intent.stable)
     if current == want:
@@ -146,6 +147,7 @@ async def act(
         return out
     what = "the new copy" if intent.weight == 100 else f"the stable pods ({HASH_LABEL}={intent.stable})"
     out.changed.append(f"Service {namespace}/{settings.active_service} switched to {what}")
+    faults.point("switched", namespace, intent.weight)
     out.again = True  # read it back soon
     return out
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from parachute import api, kube
+from parachute import api, faults, kube
 from parachute.plan.desired_workload import (
     RESTARTED_AT,
     label_selector,
@@ -140,6 +140,7 @@ async def act(
         patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: intent.target_restart}}}}}
         await kube.patch_deployment(namespace, name, patch)
         changed.append(f"restarted the pods of Deployment {name} (new configuration)")
+        faults.point("target-restarted", namespace)
     # A pause carries the Rollout's mark, so that a target whose Rollout is gone is known and
     # given back unpaused (parachute.handback); a pause from before the mark gets it too.
     marked = (target["metadata"].get("annotations") or {}).get(api.PAUSED_BY_ANNOTATION)
@@ -151,16 +152,19 @@ async def act(
         }
         await kube.patch_deployment(namespace, name, pause)
         changed.append(f"{'paused' if intent.target_paused else 'unpaused'} Deployment {name}")
+        faults.point("target-paused" if intent.target_paused else "target-unpaused", namespace)
 
     if intent.canary_replicas == 0 or intent.canary_revision is None:
         if current is not None and current["spec"].get("replicas", 0) != 0:
             await kube.patch_deployment(namespace, canary_name(name), {"spec": {"replicas": 0}})
             changed.append(f"scaled {canary_name(name)} to 0")
+            faults.point("canary-retired", namespace)
         return changed
     desired = desired_canary(rollout, target, intent.canary_replicas, intent.canary_revision)
     if current is None:
         await kube.create_deployment(namespace, desired)
         changed.append(f"created {canary_name(name)} with {intent.canary_replicas} replicas")
+        faults.point("canary-created", namespace)
     elif canary_state(current).revision != intent.canary_revision:
         # Replaced whole, not patched: a merge would keep containers the new template dropped.
         current["metadata"].setdefault("annotations", {}).update(desired["metadata"]["annotations"])
@@ -171,9 +175,11 @@ async def act(
         }
         await kube.replace_deployment(namespace, canary_name(name), current)
         changed.append(f"moved {canary_name(name)} to revision {intent.canary_revision}")
+        faults.point("canary-replaced", namespace)
     elif current["spec"].get("replicas", 0) != intent.canary_replicas:
         await kube.patch_deployment(
             namespace, canary_name(name), {"spec": {"replicas": intent.canary_replicas}}
         )
         changed.append(f"scaled {canary_name(name)} to {intent.canary_replicas}")
+        faults.point("canary-scaled", namespace)
     return changed

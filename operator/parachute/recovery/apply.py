@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from parachute import faults
 from parachute.api import RolloutSpec
 from parachute.plan.model import FlagsView, RecoveryIntent
 from parachute.recovery import flags, restarts, snapshots, template
@@ -25,11 +26,14 @@ async def act(
     changed: list[str] = []
     if intent.restore_configs:
         changed += await snapshots.restore(rollout, intent.restore_configs)
+        faults.point("configs-restored", namespace)
     if intent.restart_stamp is not None:
         if canary is not None:
             changed += await restarts.restart(namespace, canary, intent.restart_stamp)
+            faults.point("canary-pods-restarted", namespace)
         if intent.restart_target:
             changed += await restarts.restart(namespace, target, intent.restart_stamp)
+            faults.point("target-pods-restarted", namespace)
     if intent.restore_template is not None:
         changed += await template.restore(rollout, target, intent.restore_template)
     return changed

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from parachute import kube
+from parachute import faults, kube
 from parachute.api import FeatureFlags, FlagFormat, FlagState, flag_percent
 from parachute.plan import flags as pure
 from parachute.plan.model import FlagsView
@@ -102,8 +102,10 @@ async def ensure(rollout: dict[str, Any], flags: FeatureFlags, state: str) -> li
         if flag_percent(state) is not None:  # refused by validation; nothing to write it as
             return [f"flags {names}: {store.cannot_split(flags.flags)}"]
         kept = await snapshots.copy(rollout, store.body)
+        faults.point("flags-copied", namespace)
         data = pure.plain_set(store.body.get("data") or {}, flags.flags, FlagState(state))
         await kube.patch_config_map(namespace, store.body["metadata"]["name"], {"data": data})
+        faults.point("flags-written", namespace)
         return [
             f"flags {names} set to {'true' if state == FlagState.on else 'false'} (previous values kept in {kept})"
         ]
@@ -112,10 +114,13 @@ async def ensure(rollout: dict[str, Any], flags: FeatureFlags, state: str) -> li
         return changed
     if store.key is not None:  # flagd JSON in a ConfigMap
         kept = await snapshots.copy(rollout, store.body)
+        faults.point("flags-copied", namespace)
         store.body.setdefault("data", {})[store.key] = json.dumps(document, indent=2)
         await kube.replace_config_map(namespace, store.body["metadata"]["name"], store.body)
     else:  # an OpenFeature FeatureFlag resource
         kept = await snapshots.copy(rollout, store.body, {"flagSpec.json": json.dumps(store.document)})
+        faults.point("flags-copied", namespace)
         store.body["spec"]["flagSpec"] = document
         await kube.replace_feature_flag(namespace, store.body["metadata"]["name"], store.body)
+    faults.point("flags-written", namespace)
     return [*changed, f"previous flag definitions kept in {kept}"]

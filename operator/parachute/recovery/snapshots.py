@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from parachute import api, kube
+from parachute import api, faults, kube
 from parachute.plan.rollback import content_hash, snapshot_name
 
 SOURCE_ANNOTATION = f"{api.GROUP}/snapshot-of"
@@ -72,6 +72,7 @@ async def take(rollout: dict[str, Any], wanted: tuple[tuple[str, str], ...]) -> 
         found = await kube.read_config_map(namespace, name)
         if found is not None and hash_of(found) == digest:
             await copy(rollout, found)
+            faults.point("config-snapshot-taken", namespace)
 
 
 async def restore(rollout: dict[str, Any], pairs: tuple[tuple[str, str], ...]) -> list[str]:
@@ -91,11 +92,14 @@ async def restore(rollout: dict[str, Any], pairs: tuple[tuple[str, str], ...]) -
             body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
                     "data": data, **({"binaryData": binary} if binary else {})}  # fmt: skip
             await kube.create_config_map(namespace, body)
+            faults.point("config-restored", namespace)
             changed.append(f"ConfigMap {name} re-created from {snapshot_of}")
             continue
         kept = await copy(rollout, live)
+        faults.point("config-live-copied", namespace)
         live["data"] = data
         live["binaryData"] = binary or None
         await kube.replace_config_map(namespace, name, live)
+        faults.point("config-restored", namespace)
         changed.append(f"ConfigMap {name} restored from {snapshot_of} (what it held is kept in {kept})")
     return changed

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from parachute import kube
+from parachute import faults, kube
 from parachute.plan.desired_workload import label_selector, revision_of, template_of_replica_set
 from parachute.recovery import snapshots
 
@@ -24,8 +24,10 @@ async def restore(rollout: dict[str, Any], target: dict[str, Any], revision: str
         kept = await snapshots.copy(
             rollout, target, {"template.json": json.dumps(target["spec"]["template"])}
         )
+        faults.point("template-copied", namespace)
         target["spec"]["template"] = template
         await kube.replace_deployment(namespace, name, target)
+        faults.point("template-restored", namespace)
         return [
             f"Deployment {name}'s pod template restored to revision {revision} (the one replaced is kept in {kept})"
         ]

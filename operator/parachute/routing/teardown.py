@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from parachute import kube
+from parachute import faults, kube
 from parachute.routing import record
 from parachute.routing.backends import router_for
 from parachute.routing.client import ApiServerClient
@@ -47,6 +47,7 @@ async def give_back(client: Client, found: Record) -> list[str]:
     """Restore the route the record names, remove what the router made, then the record."""
     router = router_for(found.routing, client, found.release())
     changed = await router.restore(found.snapshot)
+    faults.point("route-restored", found.namespace)
     if await record.remove(client, found):
         changed.append(f"removed the routing record of Rollout {found.rollout}")
     return changed

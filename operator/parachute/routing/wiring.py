@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from parachute import api
+from parachute import api, faults
 from parachute.plan.model import Applied, AudienceMatch, Event, EventType, TrafficIntent, TrafficView
 from parachute.routing import record, teardown
 from parachute.routing.backends import router_for
@@ -110,12 +110,14 @@ async def _act(
         if found is None:
             written = await record.write(client, release, routing, await router.snapshot())
             out.changed += [written] if written else []
+            faults.point("route-record-written", release.namespace)
         made = await router.ensure()
         out.changed += made
         if made:
+            faults.point("route-backends-made", release.namespace)
             out.again = True  # their endpoints follow in a moment; the weight moves next time
             return out
-        await _set(router, intent, seen, out)
+        await _set(router, intent, seen, out, release.namespace)
     except ForbiddenError as error:
         if routing is None:
             raise
@@ -123,7 +125,9 @@ async def _act(
     return out
 
 
-async def _set(router: Router, intent: TrafficIntent, seen: TrafficView | None, out: Steered) -> None:
+async def _set(
+    router: Router, intent: TrafficIntent, seen: TrafficView | None, out: Steered, namespace: str
+) -> None:
     weight, audience = intent.weight, intent.rule
     applied = seen.applied if seen is not None else None
     if applied is not None and applied.holds(weight, audience) and applied.hand_edit is None:
@@ -138,6 +142,7 @@ async def _set(router: Router, intent: TrafficIntent, seen: TrafficView | None, 
     if result.wrote:
         also = f" and {audience} to it" if audience is not None else ""
         out.changed.append(f"route set to send {weight}% to the canary{also}")
+        faults.point("route-weight-set", namespace, weight)
         out.again = True  # read it back soon
     if result.hand_edit:
         out.events.append(Event(EventType.warning, "WeightsPutBack", result.hand_edit))
