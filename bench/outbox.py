@@ -7,7 +7,7 @@ API server announces them: a write that adds entries to `status.outbox` starts a
 Event named after the Rollout's uid and the entry's id stops it. A write whose status differs
 from the one before only in `status.outbox` is a removal of delivered entries, the outbox's
 own cost. Then an operator is killed right after the status write that starts a release
-(`PARACHUTE_KILL_AT=after-status-write:Progressing`) and a new one started: the time from its
+(`PARACHUTE_KILL_AT=status-written:Progressing`) and a new one started: the time from its
 start to the owed Events posted and the outbox empty (the process's start-up included).
 """
 
@@ -161,7 +161,7 @@ def bench_outbox(cluster: LocalCluster, kubeconfig: Path, workdir: Path, figure:
 
         _stop(operator)
         operator = _start(kubeconfig, workdir / "operator-outbox-killed.log",
-                          {"PARACHUTE_KILL_AT": "after-status-write:Progressing"})  # fmt: skip
+                          {"PARACHUTE_KILL_AT": "status-written:Progressing"})  # fmt: skip
         apply("bench:killed")
         _wait(lambda: operator.poll() is not None, 60)
         owed = _ids(rollout().get("status") or {})

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import signal
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -21,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from parachute import conditions, kube, switch, telemetry
+from parachute import conditions, faults, kube, switch, telemetry
 from parachute.analysis import availability, fastlane
 from parachute.analysis.connect import AnalysisSetupError, provider_for, templates_for
 from parachute.analysis.evaluate import evaluate, judge_reports
@@ -359,20 +357,13 @@ async def _write(
     new = _dump(written)
     if new != old:
         await kube.patch_rollout_status(*key, old, new, meta["resourceVersion"])
-        _kill_point(f"after-status-write:{written.phase}")
     await outbox.deliver(body, targets, written, now, written=new != old)
-    _kill_point(f"after-delivery:{written.phase}")
+    faults.point("after-delivery", key[0], written.phase)  # told, not yet cleared from the outbox
     return written
 
 
 def _outbox_id() -> str:
     return uuid.uuid4().hex[:16]
-
-
-def _kill_point(name: str) -> None:
-    """Die here when told to (PARACHUTE_KILL_AT), as a crashed operator would: for tests of recovery."""
-    if os.environ.get("PARACHUTE_KILL_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 async def _write_invalid(

@@ -36,7 +36,7 @@ def channel() -> Iterator[Receiver]:
 @pytest.mark.parametrize(
     "killed",
     [
-        pytest.param("after-status-write", id="before-telling"),
+        pytest.param("status-written", id="before-telling"),
         # The Events posted, the outbox not yet cleared: posted again, they are AlreadyExists.
         pytest.param("after-delivery", id="after-telling"),
     ],
