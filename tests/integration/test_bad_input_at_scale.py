@@ -933,7 +933,7 @@ def test_a_thousand_documents_are_each_accepted_refused_or_invalid_naming_the_fi
         suspects = [d for d in drawn if id(d) in problems and d.outcome == "invalid" and d.base is not None]
         bases = [Document(d.kind, d.base) for d in suspects if d.base is not None]
         sender.name(bases, "base-")
-        sender.send(bases, timeout=60)
+        sender.send(bases, timeout=180)
         shadowed = [d for d, base in zip(suspects, bases, strict=True) if _same_problem(d, base)]
         for document in shadowed:
             del problems[id(document)]

@@ -276,8 +276,14 @@ def test_the_operator_runs_as_the_chart_pod_runs_it(pod: PodProcess, crds: Clust
     )
     crds.custom.create_namespaced_custom_object("parachute.dev", "v1alpha1", namespace, "rollouts", body)
     eventually(lambda: rollout_status(crds, namespace).get("phase") == "Healthy", timeout=60, what="adopted")
-    events = crds.core.list_namespaced_event(
-        namespace, field_selector="involvedObject.name=checkout,involvedObject.kind=Rollout"
-    ).items
+    events = eventually(  # the Events follow the status that owes them
+        lambda: (
+            crds.core.list_namespaced_event(
+                namespace, field_selector="involvedObject.name=checkout,involvedObject.kind=Rollout"
+            ).items
+        ),
+        timeout=20,
+        what="the Adopted Event",
+    )
     assert {(e.reporting_instance or "").split("_")[0] for e in events} == {POD_NAME}
     assert "Read-only file system" not in pod.output
