@@ -8,7 +8,7 @@ release or rollback (`parachute.faults`). The last start is without the variable
 - where it should end: the phase, the stable revision, the flag, the configuration, the
   template, the route as status and the cluster hold them;
 - nothing twice: each Deployment and route at the generation its intended changes give it
-  (one each; the same as a run without kills), each action's Event at most once, one
+  (one each; the same as a run without kills), each action's Event exactly once, one
   incident, its levels each applied once, each overwritten object copied once;
 - nothing lost: what status recorded before a kill (the stable revision, the incident, its
   levels, the snapshots) is there after it.
@@ -184,7 +184,7 @@ def killed(forks: Forks, namespace: str, tmp_path: Path) -> Iterator[Killed]:
     operator.stop()
 
 
-def assert_each_at_most_once(told: list[str] | Callable[[], list[str]], expected: list[str]) -> None:
+def assert_each_told_once(told: list[str] | Callable[[], list[str]], expected: list[str]) -> None:
     """Each Event of `expected` once: one cut off by a kill after its status write is told by the
     next process from the outbox that write recorded, and never twice. Given a reader, the
     Events are read until all are there (they follow the status they are owed by)."""
@@ -255,7 +255,7 @@ def test_a_release_killed_at_every_write_it_makes_ends_released_with_each_write_
     assert crds.apps.read_namespaced_deployment("checkout", namespace).spec.paused
     eventually(lambda: (r := event_reasons(crds, namespace)) and "ReleaseCompleted" in r and r,
                          what="ReleaseCompleted")  # fmt: skip
-    assert_each_at_most_once(
+    assert_each_told_once(
         lambda: event_reasons(crds, namespace),
         ["Adopted", "ReleaseStarted", "StageAdvanced", "Promoting", "ReleaseCompleted"],
     )
@@ -293,7 +293,7 @@ def test_a_release_superseded_and_killed_after_the_canary_is_replaced_moves_the_
     assert generation(crds, namespace, "checkout") == 6
     eventually(lambda: (r := event_reasons(crds, namespace)) and "ReleaseCompleted" in r and r,
                          what="ReleaseCompleted")  # fmt: skip
-    assert_each_at_most_once(
+    assert_each_told_once(
         lambda: event_reasons(crds, namespace),
         ["ReleaseStarted", "ReleaseSuperseded", "Promoting", "ReleaseCompleted"],
     )
@@ -333,7 +333,7 @@ def test_a_configuration_release_killed_after_the_target_restarts_restarts_it_on
     assert generation(crds, namespace, "checkout-canary") == 3
     eventually(lambda: (r := event_reasons(crds, namespace)) and "ReleaseCompleted" in r and r,
                          what="ReleaseCompleted")  # fmt: skip
-    assert_each_at_most_once(
+    assert_each_told_once(
         lambda: event_reasons(crds, namespace), ["ReleaseStarted", "Promoting", "ReleaseCompleted"]
     )
 
@@ -394,7 +394,7 @@ def test_a_routed_release_killed_at_each_route_write_and_deleted_mid_give_back_l
     eventually(released, timeout=90, what="released, the route back at 0% (the target serves through stable)")
     # Each weight once: 10, 50, 100 and back to 0 are four changes of the route's spec.
     assert int(route_now()["metadata"]["generation"]) == set_up + 4
-    assert_each_at_most_once(
+    assert_each_told_once(
         lambda: event_reasons(gateway, namespace), ["StageAdvanced", "Promoting", "ReleaseCompleted"]
     )
     killed.stop()
@@ -453,7 +453,7 @@ def test_a_blue_green_release_killed_after_the_preview_and_after_the_switch_swit
     # The copy: made (1) and retired (2); the target: paused (2), new image (3), unpaused (4), paused (5).
     assert generation(crds, namespace, "checkout-canary") == 2
     assert generation(crds, namespace, "checkout") == 5
-    assert_each_at_most_once(lambda: event_reasons(crds, namespace), ["Promoting", "ReleaseCompleted"])
+    assert_each_told_once(lambda: event_reasons(crds, namespace), ["Promoting", "ReleaseCompleted"])
 
 
 # ---------------------------------------------------------------------------- a fault reported
@@ -556,7 +556,7 @@ def test_a_flag_rollback_killed_after_the_incident_between_copy_and_flag_write_a
     # The canary: made (1), retired (2). The target: paused (2), the new image (3), never rolled.
     assert generation(world.cluster, world.namespace, "checkout-canary") == 2
     assert generation(world.cluster, world.namespace, "checkout") == 3
-    assert_each_at_most_once(
+    assert_each_told_once(
         world.reasons,
         ["ReleaseStarted", "RollingBack", "RecoveryApplied", "RolledBack"],
     )
@@ -601,7 +601,7 @@ def test_a_config_rollback_killed_mid_restore_and_between_restore_and_restart_re
     eventually(lambda: canary_gone_or_zero(world.cluster, world.namespace), what="the canary retired")
     assert generation(world.cluster, world.namespace, "checkout-canary") == 3
     assert generation(world.cluster, world.namespace, "checkout") == 2
-    assert_each_at_most_once(
+    assert_each_told_once(
         world.reasons,
         ["ReleaseStarted", "RollingBack", "RecoveryApplied", "RolledBack"],
     )
@@ -628,7 +628,7 @@ def test_new_code_in_the_target_killed_between_copying_and_restoring_its_templat
     assert target.spec.template.spec.containers[0].image == STABLE
     kept = [json.loads(c["template.json"]) for c in copies(world) if "template.json" in c]
     assert [t["spec"]["containers"][0]["image"] for t in kept] == [NEW]
-    assert_each_at_most_once(
+    assert_each_told_once(
         world.reasons,
         ["ReleaseStarted", "RollingBack", "RecoveryApplied", "RolledBack"],
     )
