@@ -66,15 +66,21 @@ class Judge:
         self.window, self.counting = timedelta(seconds=window), counting
         self.memory = core.Memory()
 
-    def look(self, at: float, canary: Counts, stable: Counts) -> bool:
-        """Whether this look, `at` seconds into the stage, rolls back at once."""
+    def look(self, at: float, canary: Counts, stable: Counts, *, scraped: bool = True) -> bool:
+        """Whether this look, `at` seconds into the stage, rolls back at once (`scraped`: the
+        counts are `increase()`'s, extrapolated to the window's edges)."""
         now = T0 + timedelta(seconds=at)
         if not self.counting:  # the rounds' judge with the look counted per window, as before
             return (
                 compare(canary, stable, LIMITS, core.look(T0, now, self.window)).severity
                 == Severity.immediate
             )
-        found = core.judge_split(WATCHED, core.Split(canary, stable), self.memory.previous(WATCHED), now,
+        seen = (
+            core.observed(core.Split(canary, stable), self.window, SCRAPE)
+            if scraped
+            else core.Split(canary, stable)
+        )
+        found = core.judge_split(WATCHED, seen, self.memory.previous(WATCHED), now,
                                  self.window, spent=self.memory.spent(WATCHED))  # fmt: skip
         self.memory.keep(WATCHED, found.statuses, found.spent)
         return bool(found.breaches)
@@ -127,7 +133,7 @@ def race(rng: random.Random, window: float, age: float, counting: bool, pods: in
     # The stage so far: a look a second at a 0.1% background on both versions.
     history = np.random.default_rng(rng.randrange(1 << 30))
     for second, (canary, stable) in enumerate(_windows(history, int(age), int(window), BACKGROUND)):
-        judge.look(second, canary, stable)
+        judge.look(second, canary, stable, scraped=False)
     canary_at = [rng.random() for _ in range(pods)]
     stable_at = [rng.random() for _ in range(pods)]
     start = -window - 2
@@ -154,7 +160,10 @@ def false_alarms(window: int, counting: bool, rate: float, *, stages: int, secon
     alarms = 0
     for _ in range(stages):
         judge = Judge(window, counting)
-        alarms += any(judge.look(s, c, st) for s, (c, st) in enumerate(_windows(rng, seconds, window, rate)))
+        alarms += any(
+            judge.look(s, c, st, scraped=False)
+            for s, (c, st) in enumerate(_windows(rng, seconds, window, rate))
+        )
     return alarms
 
 

@@ -382,7 +382,7 @@ def test_one_look_sends_one_query_for_every_rollout_and_wakes_only_the_failing_o
 
 
 def test_the_lane_looks_only_while_leading() -> None:
-    provider = Answers(Series.of(*series("shop", CANARY_POD, 135, 15)))
+    provider = Answers(Series.of(*series("shop", CANARY_POD, 120, 30)))
     woken: list[tuple[str, str]] = []
     leading = False
     fast = lane.FastLane(lane.Settings(cadence=1.0), woken.append, lambda: leading, now=lambda: T0)

@@ -143,3 +143,11 @@ def test_a_look_that_could_find_is_counted_and_the_count_is_forgotten_with_the_s
                                 source=w.source, metrics=w.metrics, versions=w.versions, min_requests=10,
                                 since=T0 + timedelta(minutes=5))  # fmt: skip
     assert next_stage is not None and memory.spent(next_stage) == 0
+
+
+def test_the_lane_judges_the_requests_its_samples_saw_not_increases_extrapolation() -> None:
+    # Three scrapes a second apart in a 3 s window span 2 s: increase() reports half as much again.
+    seen = core.observed(core.Split(Counts(225, 15), Counts(225, 0)), WINDOW, 1.0)
+    assert seen == core.Split(Counts(150, 10), Counts(150, 0))
+    assert core.observed(core.Split(None, Counts(30, 3)), WINDOW, 1.0) == core.Split(None, Counts(20, 2))
+    assert core.observed(core.Split(Counts(30, 3), None), timedelta(seconds=1), 1.0).judged == Counts(30, 3)

@@ -241,9 +241,8 @@ class FastLane:
                 if self._watched.get(w.key) is not w:
                     continue  # left, or enrolled afresh, while the query was out
                 memory = self._memory
-                judged = core.judge_split(
-                    w, parts[w.key], memory.previous(w), now, window, spent=memory.spent(w)
-                )
+                seen = core.observed(parts[w.key], window, cadence)
+                judged = core.judge_split(w, seen, memory.previous(w), now, window, spent=memory.spent(w))
                 memory.keep(w, judged.statuses, judged.spent)
                 if not judged.breaches:
                     continue

@@ -209,6 +209,23 @@ def split(query: Query, answer: Series) -> dict[Key, Split]:
     }
 
 
+def observed(counts: Split, window: timedelta, cadence: float) -> Split:
+    """The requests the window's samples really saw. `increase()` extrapolates the counter's
+    growth between the first and last sample in the window to the window's edges: with a sample
+    every cadence that is (window - cadence) of requests reported as a whole window, half as many
+    again in a window of three scrapes. Judged as they come, they would lend the comparison
+    confidence no request gave it."""
+    seconds = window.total_seconds()
+    if cadence <= 0 or seconds <= cadence:
+        return counts
+    seen = (seconds - cadence) / seconds
+
+    def scaled(c: Counts | None) -> Counts | None:
+        return None if c is None else Counts(c.requests * seen, c.errors * seen)
+
+    return Split(scaled(counts.judged), scaled(counts.stable))
+
+
 def look(since: datetime, now: datetime, window: timedelta) -> int:
     """Which look at this stage the lane's is, against the line alone (no stable traffic): one
     per window elapsed, as the rounds count one per interval."""
