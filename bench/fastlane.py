@@ -56,7 +56,7 @@ def bench_lane_cost(figure: Figure, rollouts: int = 1000) -> None:
         )  # fmt: skip
         assert found is not None
         watched.append(found)
-    asked = core.queries(watched, timedelta(seconds=5))
+    asked = core.queries(watched, timedelta(seconds=3))
     figure(f"fast lane: PromQL queries per look, {rollouts} Rollouts", f"{len(asked)}",
            "one Prometheus, the built-ins of medium risk; at a 1 s scrape that is the queries per second")  # fmt: skip
 

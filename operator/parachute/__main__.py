@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="seconds between the fast lane's looks (at least 1; default: the scrape "
                        "interval Prometheus reports)")  # fmt: skip
         p.add_argument("--fast-lane-window", type=float, default=None,
-                       help="seconds of requests the fast lane judges (default: 5 looks, at least 5s)")  # fmt: skip
+                       help="seconds of requests the fast lane judges (default: 3 looks, at least 3s)")  # fmt: skip
         p.add_argument("--reports-port", type=int, default=None,
                        help="serve the user reports endpoint (POST /reports) on this port; off by default")  # fmt: skip
         p.add_argument("--reports-token-file", default=None,

@@ -382,7 +382,7 @@ def test_one_look_sends_one_query_for_every_rollout_and_wakes_only_the_failing_o
 
 
 def test_the_lane_looks_only_while_leading() -> None:
-    provider = Answers(Series.of(*series("shop", CANARY_POD, 135, 15)))
+    provider = Answers(Series.of(*series("shop", CANARY_POD, 120, 30)))
     woken: list[tuple[str, str]] = []
     leading = False
     fast = lane.FastLane(lane.Settings(cadence=1.0), woken.append, lambda: leading, now=lambda: T0)
@@ -444,8 +444,8 @@ def test_without_the_lane_nothing_is_merged() -> None:
 @pytest.mark.parametrize(
     ("cadence", "setting", "expected"),
     [
-        pytest.param(1.0, None, 5.0, id="five-looks-at-1s"),
-        pytest.param(15.0, None, 75.0, id="five-looks-at-15s"),
+        pytest.param(1.0, None, 3.0, id="three-looks-at-1s"),
+        pytest.param(15.0, None, 45.0, id="three-looks-at-15s"),
         pytest.param(1.0, 10.0, 10.0, id="a-setting"),
         pytest.param(5.0, 3.0, 10.0, id="never-under-two-scrapes"),
     ],

@@ -129,7 +129,7 @@ def test_one_evaluation(metric, sample: Sample, verdict: Verdict) -> None:  # ty
 def test_no_traffic_is_inconclusive_and_says_so() -> None:
     status = judged(ERROR_RATE, Sample.of(0.0), requests=3, min_requests=10)
     assert status.verdict == Verdict.inconclusive
-    assert "no traffic" in status.message and "3 requests" in status.message
+    assert "too little traffic to judge (3 requests in the window, fewer than 10)" in status.message
 
 
 def test_nan_never_reaches_a_comparison() -> None:
@@ -303,7 +303,9 @@ PAYMENTS = resolve(
 @pytest.mark.parametrize(
     ("traffic", "verdict", "says"),
     [
-        pytest.param(Traffic(requests=3), Verdict.inconclusive, "no traffic to judge (3 requests in the window",
+        pytest.param(Traffic(requests=3), Verdict.inconclusive, "too little traffic to judge (3 requests in the window",
+                     id="too-little-traffic"),
+        pytest.param(Traffic(requests=0), Verdict.inconclusive, "no traffic to judge (0 requests in the window",
                      id="no-traffic"),
         pytest.param(Traffic(requests=1400), Verdict.inconclusive,
                      "no data while the version served 1400 requests in the window", id="no-data-with-traffic"),

@@ -50,8 +50,8 @@ FALLBACK_CADENCE = 10.0
 # The scrape interval is asked again this often: a changed scrape configuration is followed.
 REDETECT = 300.0
 # The lane's window: this many cadences, and at least MIN_WINDOW (increase() needs samples).
-WINDOW_CADENCES = 5
-MIN_WINDOW = 5.0
+WINDOW_CADENCES = 3
+MIN_WINDOW = 3.0
 RELEASING = (Phase.progressing, Phase.paused)
 
 Key = core.Key
@@ -240,8 +240,10 @@ class FastLane:
             for w in query.members:
                 if self._watched.get(w.key) is not w:
                     continue  # left, or enrolled afresh, while the query was out
-                judged = core.judge_split(w, parts[w.key], self._memory.previous(w), now, window)
-                self._memory.keep(w, judged.statuses)
+                memory = self._memory
+                seen = core.observed(parts[w.key], window, cadence)
+                judged = core.judge_split(w, seen, memory.previous(w), now, window, spent=memory.spent(w))
+                memory.keep(w, judged.statuses, judged.spent)
                 if not judged.breaches:
                     continue
                 mailbox = self._breaches.setdefault(w.key, {})

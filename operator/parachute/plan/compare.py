@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
-from scipy.stats import binomtest, fisher_exact
+from scipy.stats import binomtest, fisher_exact, hypergeom
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,27 @@ def p_worse(canary: Counts, stable: Counts) -> float:
     se, sn = stable.whole()
     table = np.array([[ce, cn - ce], [se, sn - se]])
     return float(fisher_exact(table, alternative="greater").pvalue)
+
+
+def least_p_worse(canary: Counts, stable: Counts) -> float:
+    """The smallest p-value `p_worse` could give on these totals (requests of each, errors of
+    both together), were every error the canary's: a look whose totals cannot reach the
+    confidence asked could not find the canary worse, whatever its counts.
+
+    Fisher's test is conditional on these totals, and under "alike" which version an error
+    falls on does not depend on how many errors there are: a look may be counted (or not) by
+    its totals alone without making any other look's p-value less valid (Tarone's argument for
+    tests of discrete data)."""
+    _, cn = canary.whole()
+    se, sn = stable.whole()
+    errors = min(canary.whole()[0] + se, cn + sn)
+    worst = min(errors, cn)
+    return float(hypergeom(cn + sn, errors, cn).sf(worst - 1))
+
+
+def testable(canary: Counts, stable: Counts, confidence: float, look: int) -> bool:
+    """Could the `look`-th look at these totals find the canary worse with that confidence?"""
+    return 1.0 - adjusted(least_p_worse(canary, stable), look) >= confidence
 
 
 def p_above(canary: Counts, line: float) -> float:

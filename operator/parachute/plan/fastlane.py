@@ -11,9 +11,18 @@ Each Rollout's counts are then judged by the routine rounds' own judge (`plan.ve
 with the same guards: minimum requests, no data, the comparison judge with its confidence, and
 the sustain rule (the lane keeps its own previous status, so `sustainFor` is held across its
 looks). Only a Failed verdict on a measured sample is a breach; Inconclusive, Error and a
-failure on no data are left to the routine rounds. The lane's looks at one stage are counted
-like the rounds' (`plan.compare.adjusted`), one per window elapsed in the stage, so looking
-every second does not wear the confidence down.
+failure on no data are left to the routine rounds.
+
+Looking every second must not wear the confidence down, nor may a long stage make a failure
+slow to prove. So the lane counts (`plan.compare.adjusted`) only the looks that could have found
+the canary worse than stable: those whose totals (requests of each version, errors of both)
+leave Fisher's test a p-value small enough for the confidence asked at that count
+(`plan.compare.testable`). Under "alike" which version an error falls on does not depend on the
+totals, so the counted looks' error probabilities still add up to at most 1 - confidence over
+the stage, and a look that could not find anything spends nothing. A background of rare errors
+spends (almost) nothing in hours; versions that both fail often spend a look each time, as every
+look is a chance to find a difference by chance. Without stable traffic to compare with, the
+test against the line is not conditional on totals: those looks count one per window elapsed.
 
 When it looks: once per cadence, just after the judged pods' samples land in Prometheus
 (`look_phase`, from their targets' last scrapes), so a sample that completes the evidence is
@@ -33,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from parachute.api import Direction, Judge, MetricsSource, MetricStatus, Verdict, format_duration
-from parachute.plan.compare import Counts
+from parachute.plan.compare import Counts, testable
 from parachute.plan.metrics import Kind, MetricDefinition
 from parachute.plan.model import Event, EventType
 from parachute.plan.sources import Source
@@ -200,12 +209,44 @@ def split(query: Query, answer: Series) -> dict[Key, Split]:
     }
 
 
+def observed(counts: Split, window: timedelta, cadence: float) -> Split:
+    """The requests the window's samples really saw. `increase()` extrapolates the counter's
+    growth between the first and last sample in the window to the window's edges: with a sample
+    every cadence that is (window - cadence) of requests reported as a whole window, half as many
+    again in a window of three scrapes. Judged as they come, they would lend the comparison
+    confidence no request gave it."""
+    seconds = window.total_seconds()
+    if cadence <= 0 or seconds <= cadence:
+        return counts
+    seen = (seconds - cadence) / seconds
+
+    def scaled(c: Counts | None) -> Counts | None:
+        return None if c is None else Counts(c.requests * seen, c.errors * seen)
+
+    return Split(scaled(counts.judged), scaled(counts.stable))
+
+
 def look(since: datetime, now: datetime, window: timedelta) -> int:
-    """Which look at this stage the lane's is: one per window elapsed, as the rounds count one
-    per interval (looks within one window see mostly the same requests)."""
+    """Which look at this stage the lane's is, against the line alone (no stable traffic): one
+    per window elapsed, as the rounds count one per interval."""
     if now <= since or window <= timedelta(0):
         return 1
     return int((now - since) / window) + 1
+
+
+def counted(w: Watched, counts: Split, spent: int, now: datetime, window: timedelta) -> tuple[int, int]:
+    """Which look this is for the comparison with stable, and how many have been counted after it.
+
+    `spent` looks of this stage could have found the canary worse so far; this one is the next,
+    and is counted only if its totals could (see the module's notes)."""
+    compared = [m.confidence for m in w.metrics if m.judge == Judge.compare]
+    mine, theirs = counts.judged, None if w.versions.judges_target else counts.stable
+    least = max(1, w.min_requests)
+    if mine is None or theirs is None or theirs.whole()[1] < least:
+        return look(w.since, now, window), spent
+    if not compared or mine.whole()[1] < least:
+        return spent + 1, spent  # nothing is compared on this look
+    return spent + 1, spent + 1 if testable(mine, theirs, min(compared), spent + 1) else spent
 
 
 @dataclass(frozen=True)
@@ -222,6 +263,7 @@ class Breach:
 class Judged:
     statuses: tuple[MetricStatus, ...] = ()  # the lane's own, for its next look
     breaches: tuple[Breach, ...] = ()
+    spent: int = 0  # looks of the stage counted so far, this one included if it could find
 
 
 def judge_split(
@@ -230,25 +272,29 @@ def judge_split(
     previous: Mapping[str, MetricStatus],
     now: datetime,
     window: timedelta,
+    *,
+    spent: int = 0,
 ) -> Judged:
     """Every watched metric of one Rollout on the lane's window, by the rounds' judge.
 
     `previous` is the lane's last status of each metric (else the routine's is used), so a
-    critical condition is Failed only once it has held for the metric's `sustainFor`."""
+    critical condition is Failed only once it has held for the metric's `sustainFor`; `spent`
+    the looks of the stage counted so far (`counted`)."""
     routine = {m.name: m for m in w.previous}
     stable = None if w.versions.judges_target else counts.stable
     shown = format_duration(window)
+    look_, spent = counted(w, counts, spent, now, window)
     statuses, breaches = [], []
     for metric in w.metrics:
         before = previous.get(metric.name) or routine.get(metric.name)
-        canary, traffic = _sample(metric, counts.judged, stable, shown, look(w.since, now, window))
+        canary, traffic = _sample(metric, counts.judged, stable, shown, look_)
         status = judge(metric, canary, before, now, min_requests=w.min_requests, traffic=traffic)
         statuses.append(status)
         if status.verdict == Verdict.failed and status.value is not None:
             breaches.append(
                 Breach(w.namespace, w.name, w.revision, status.model_copy(update={"fast_lane": True}))
             )
-    return Judged(tuple(statuses), tuple(breaches))
+    return Judged(tuple(statuses), tuple(breaches), spent)
 
 
 def _sample(
@@ -365,17 +411,21 @@ def next_look(now: float, cadence: float, phase: float | None) -> float:
 
 @dataclass
 class Memory:
-    """The lane's own previous statuses per Rollout, for the sustain rule across its looks;
-    forgotten when the Rollout's release or stage changes."""
+    """The lane's own previous statuses per Rollout, for the sustain rule across its looks, and
+    the looks it counted at the stage; forgotten when the Rollout's release or stage changes."""
 
-    of: dict[Key, tuple[tuple[str, datetime], dict[str, MetricStatus]]] = field(default_factory=dict)
+    of: dict[Key, tuple[tuple[str, datetime], dict[str, MetricStatus], int]] = field(default_factory=dict)
 
     def previous(self, w: Watched) -> dict[str, MetricStatus]:
-        epoch, statuses = self.of.get(w.key, (("", w.since), {}))
+        epoch, statuses, _ = self.of.get(w.key, (("", w.since), {}, 0))
         return statuses if epoch == (w.revision, w.since) else {}
 
-    def keep(self, w: Watched, statuses: Iterable[MetricStatus]) -> None:
-        self.of[w.key] = ((w.revision, w.since), {s.name: s for s in statuses})
+    def spent(self, w: Watched) -> int:
+        epoch, _, spent = self.of.get(w.key, (("", w.since), {}, 0))
+        return spent if epoch == (w.revision, w.since) else 0
+
+    def keep(self, w: Watched, statuses: Iterable[MetricStatus], spent: int = 0) -> None:
+        self.of[w.key] = ((w.revision, w.since), {s.name: s for s in statuses}, spent)
 
     def forget(self, key: Key) -> None:
         self.of.pop(key, None)

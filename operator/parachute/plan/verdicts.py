@@ -136,7 +136,12 @@ def judge(
         consecutive_errors = old.consecutive_errors + 1
     elif few and (metric.needs_traffic or not canary.has_value):
         verdict, consecutive_inconclusive = Verdict.inconclusive, old.consecutive_inconclusive + 1
-        message = f"{metric.name}: no traffic to judge ({math.floor(requests or 0)} requests in the window, fewer than {min_requests})"
+        served = math.floor(requests or 0)
+        # Some traffic short of the minimum is not "no traffic": say which it is.
+        what = "no traffic" if served == 0 else "too little traffic"
+        message = (
+            f"{metric.name}: {what} to judge ({served} requests in the window, fewer than {min_requests})"
+        )
     elif metric.kind == Kind.requests and metric.judge == Judge.compare and traffic.counts is not None:
         finding = compare(traffic.counts, traffic.stable, _limits(metric, min_requests), traffic.look)
         canary = Sample(value=_shown_rate(metric, traffic.counts.rate))
