@@ -35,7 +35,7 @@ from parachute import api, clock, handback, kube, readiness, sharding, switch, t
 from parachute.analysis import fastlane
 from parachute.engine_loop import ReconcileLoop
 from parachute.leadership import Elector, KubeLease, Timing, identity
-from parachute.notify import outbox
+from parachute.notify import outbox, statuspage
 from parachute.policy import DEFAULT_POLICY_ENV
 from parachute.reconcile import routing_client
 from parachute.reports import counting as user_reports
@@ -300,6 +300,7 @@ async def on_rollout(
         fastlane.leave(key)
         outbox.forget(key)
         user_reports.forget(key)
+        statuspage.forget(*key)
         memo.served.discard(key)
         telemetry.gone(*key)
         if type != "DELETED":

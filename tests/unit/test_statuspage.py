@@ -3,6 +3,7 @@ REST API), and when a failed delivery is tried again — all read from the incid
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -167,3 +168,26 @@ def test_at_most_one_status_page_and_exactly_one_kind_per_target() -> None:
     with pytest.raises(ValidationError):
         Notification.model_validate({"statusPage": {**TARGET, "apiURL": "not a url"}})
     assert Notification.model_validate({"statusPage": TARGET}).status_page is not None
+
+
+def test_a_reconcile_that_read_status_before_the_outcome_was_recorded_does_not_tell_it_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[str] = []
+
+    async def deliver(namespace: str, name: str, target: Any, found: Wanted) -> None:
+        sent.append(found.status)
+
+    monkeypatch.setattr(statuspage, "_deliver_logged", deliver)
+    rollout = {"metadata": {"namespace": "shop", "name": "checkout"}}
+
+    async def story() -> None:
+        # This process told the page "identified"; the Rollout as read still has no record of it.
+        monkeypatch.setitem(statuspage._told, ("shop", "checkout", "rev-2-1"), "identified")
+        statuspage.sync(rollout, facing(), status(incident()), NOW)
+        # Recovered since: what the page should say now is told.
+        statuspage.sync(rollout, facing(), status(incident(**RECOVERED)), NOW)
+        await asyncio.sleep(0)
+
+    asyncio.run(story())
+    assert sent == ["monitoring"]

@@ -57,6 +57,10 @@ BODIES = {
 }
 
 _in_flight: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+# What the page was told of each incident by this process: a reconcile that read the Rollout
+# before the delivery's outcome was recorded must not tell the same thing again (a second
+# incident on the page).
+_told: dict[tuple[str, str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -247,6 +251,7 @@ async def _deliver(namespace: str, name: str, target: StatusPageNotification, fo
         await _record(namespace, name, found.incident,
                       lambda record: after_failure(record, message, datetime.now(UTC)))  # fmt: skip
         return
+    _told[(namespace, name, found.incident)] = found.status
     logger.info("status page: incident %s is %s", found.incident, found.status)
     await _record(namespace, name, found.incident,
                   lambda record: after_success(record, found, answer, datetime.now(UTC)))  # fmt: skip
@@ -269,13 +274,19 @@ def sync(rollout: dict[str, Any], spec: RolloutSpec, status: RolloutStatus, now:
     meta = rollout["metadata"]
     for found in wanted(spec, status, now):
         key = (meta["namespace"], meta["name"], found.incident)
-        if not due(found, now) or key in _in_flight:
+        if not due(found, now) or key in _in_flight or _told.get(key) == found.status:
             continue
         task = asyncio.get_running_loop().create_task(
             _deliver_logged(meta["namespace"], meta["name"], target, found)
         )
         _in_flight[key] = task
         task.add_done_callback(_forget(key))
+
+
+def forget(namespace: str, name: str) -> None:
+    """The Rollout is gone: what its page was told goes with it."""
+    for key in [k for k in _told if k[:2] == (namespace, name)]:
+        del _told[key]
 
 
 def _forget(key: tuple[str, str, str]) -> Callable[[asyncio.Task[None]], None]:
