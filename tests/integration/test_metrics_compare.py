@@ -63,9 +63,10 @@ def test_a_canary_slightly_worse_on_low_traffic_is_held_as_inconclusive(
 def test_a_canary_clearly_worse_is_rolled_back(world: Measured, operator: RunningOperator) -> None:
     world.adopt(ANALYSIS, steps=STEPS)
     world.apply_image("checkout:3.0")
-    eventually(lambda: world.status().get("phase") in ("RollingBack", "RolledBack"), timeout=90,
-               what="rolled back")  # fmt: skip
-    metric = world.metric("error-rate")
+    # The status that starts the rollback, read once: a later round judges what serves after it.
+    status = eventually(lambda: (s := world.status()).get("phase") in ("RollingBack", "RolledBack") and s,
+                        timeout=90, interval=0.1, what="rolled back")  # fmt: skip
+    metric = next(m for m in status["metrics"] if m["name"] == "error-rate")
     assert metric["verdict"] == "Failed", metric
     comparison = metric["comparison"]
     assert comparison["errors"] / comparison["requests"] == pytest.approx(0.2, abs=0.08)
