@@ -24,6 +24,7 @@ from parachute.plan.versions import Versions, Where
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 WINDOW = timedelta(seconds=3)  # the lane's at a 1 s scrape
+CADENCE = timedelta(seconds=1)
 RATE = 50  # requests a second to each version, as in the bench
 
 
@@ -75,7 +76,7 @@ def test_a_look_could_find_the_canary_worse_only_with_enough_errors_between_the_
 
 def judge(w: core.Watched, memory: core.Memory, second: float, canary: Counts, stable: Counts) -> core.Judged:
     found = core.judge_split(w, core.Split(canary, stable), memory.previous(w), T0 + timedelta(seconds=second),
-                             WINDOW, spent=memory.spent(w))  # fmt: skip
+                             WINDOW, spent=memory.spent(w, CADENCE))  # fmt: skip
     memory.keep(w, found.statuses, found.spent)
     return found
 
@@ -96,7 +97,7 @@ def test_an_hour_of_looks_at_a_rare_background_error_counts_nothing_and_finds_no
     w, memory = watched(), core.Memory()
     for second, (canary, stable) in enumerate(windows(np.random.default_rng(1), 3600, 0.001)):
         assert not judge(w, memory, second, canary, stable).breaches
-    assert memory.spent(w) == 0
+    assert memory.spent(w, CADENCE) == 0
 
 
 @pytest.mark.parametrize("age", [20, 100, 600])
@@ -121,7 +122,7 @@ def test_versions_that_both_fail_often_spend_looks_and_rarely_find_one_worse() -
         found = [judge(w, memory, second, canary, stable).breaches
                  for second, (canary, stable) in enumerate(windows(rng, 60, 0.06))]  # fmt: skip
         falsely += any(found)
-        spent.append(memory.spent(w))
+        spent.append(memory.spent(w, CADENCE))
     assert falsely <= 3
     assert statistics.median(spent) >= 30  # most looks
 
@@ -136,13 +137,24 @@ def test_without_stable_traffic_the_test_against_the_line_counts_one_look_per_wi
 def test_a_look_that_could_find_is_counted_and_the_count_is_forgotten_with_the_stage() -> None:
     w, memory = watched(), core.Memory()
     judge(w, memory, 1, Counts(150, 1), Counts(150, 0))
-    assert memory.spent(w) == 0
+    assert memory.spent(w, CADENCE) == 0
     judge(w, memory, 2, Counts(150, 12), Counts(150, 9))
-    assert memory.spent(w) == 1
+    assert memory.spent(w, CADENCE) == 1
     next_stage = core.enrolment(namespace=w.namespace, name=w.name, server=w.server, revision=w.revision,
                                 source=w.source, metrics=w.metrics, versions=w.versions, min_requests=10,
                                 since=T0 + timedelta(minutes=5))  # fmt: skip
-    assert next_stage is not None and memory.spent(next_stage) == 0
+    assert next_stage is not None and memory.spent(next_stage, CADENCE) == 0
+
+
+def test_a_restarted_lane_takes_the_looks_it_cannot_know_of_as_one_per_cadence_before_it_began() -> None:
+    # The stage began 90 s before this process's lane: a lane before it may have counted a look
+    # each second. A stage that begins under this lane owes nothing to another.
+    w = watched()
+    assert core.Memory(started=T0 + timedelta(seconds=90)).spent(w, CADENCE) == 90
+    assert core.Memory(started=T0 - timedelta(seconds=5)).spent(w, CADENCE) == 0
+    restarted = core.Memory(started=T0 + timedelta(seconds=90))
+    judge(w, restarted, 91, Counts(150, 12), Counts(150, 9))
+    assert restarted.spent(w, CADENCE) == 91
 
 
 def test_the_lane_judges_the_requests_its_samples_saw_not_increases_extrapolation() -> None:

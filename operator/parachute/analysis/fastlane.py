@@ -117,7 +117,7 @@ class FastLane:
         self._watched: dict[Key, core.Watched] = {}
         self._providers: dict[Hashable, MetricProvider] = {}
         self._breaches: dict[Key, dict[str, core.Breach]] = {}
-        self._memory = core.Memory()
+        self._memory = core.Memory()  # its start: the first look this process makes as leader
         self._tasks: dict[Hashable, asyncio.Task[None]] = {}
         self._changed = asyncio.Event()
         self.cadences: dict[Hashable, float] = {}
@@ -181,7 +181,11 @@ class FastLane:
             members = [w for w in self._watched.values() if w.server == server]
             if aligned.due(members, cadence, started):
                 aligned = await self._align(server, members, cadence, started)
-            if self._leading():
+            if not self._leading():
+                self._memory = core.Memory()  # another process looks meanwhile: its counts are not known here
+            else:
+                if self._memory.started is None:
+                    self._memory.started = self._now()
                 try:
                     await self.tick(server, cadence)
                 except Exception:  # the lane is an addition: the rounds go on whatever happens here
@@ -242,7 +246,14 @@ class FastLane:
                     continue  # left, or enrolled afresh, while the query was out
                 memory = self._memory
                 seen = core.observed(parts[w.key], window, cadence)
-                judged = core.judge_split(w, seen, memory.previous(w), now, window, spent=memory.spent(w))
+                judged = core.judge_split(
+                    w,
+                    seen,
+                    memory.previous(w),
+                    now,
+                    window,
+                    spent=memory.spent(w, timedelta(seconds=cadence)),
+                )
                 memory.keep(w, judged.statuses, judged.spent)
                 if not judged.breaches:
                     continue

@@ -412,20 +412,36 @@ def next_look(now: float, cadence: float, phase: float | None) -> float:
 @dataclass
 class Memory:
     """The lane's own previous statuses per Rollout, for the sustain rule across its looks, and
-    the looks it counted at the stage; forgotten when the Rollout's release or stage changes."""
+    the looks it counted at the stage; forgotten when the Rollout's release or stage changes.
+
+    It lives in one process. A stage that began before this process's lane (`started`: after an
+    operator restart, or a standby taking over) may have had looks counted by the one before,
+    which are not known here: they are taken as one per cadence up to `started`, the most there
+    can have been. Over-counting only asks more of the evidence; under-counting would let a
+    restart wear the confidence down."""
 
     of: dict[Key, tuple[tuple[str, datetime], dict[str, MetricStatus], int]] = field(default_factory=dict)
+    started: datetime | None = None
 
     def previous(self, w: Watched) -> dict[str, MetricStatus]:
         epoch, statuses, _ = self.of.get(w.key, (("", w.since), {}, 0))
         return statuses if epoch == (w.revision, w.since) else {}
 
-    def spent(self, w: Watched) -> int:
+    def spent(self, w: Watched, cadence: timedelta) -> int:
         epoch, _, spent = self.of.get(w.key, (("", w.since), {}, 0))
-        return spent if epoch == (w.revision, w.since) else 0
+        if epoch == (w.revision, w.since):
+            return spent
+        return before(w.since, self.started, cadence)
 
     def keep(self, w: Watched, statuses: Iterable[MetricStatus], spent: int = 0) -> None:
         self.of[w.key] = ((w.revision, w.since), {s.name: s for s in statuses}, spent)
 
     def forget(self, key: Key) -> None:
         self.of.pop(key, None)
+
+
+def before(since: datetime, started: datetime | None, cadence: timedelta) -> int:
+    """The most looks a lane before this one can have counted at a stage that began at `since`."""
+    if started is None or since >= started or cadence <= timedelta(0):
+        return 0
+    return math.ceil((started - since) / cadence)
