@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -218,6 +219,30 @@ def operator(operator_kubeconfig: Path, tmp_path: Path) -> Iterator[RunningOpera
     yield running
     running.stop()
     _assert_never_refused(running)
+
+
+@pytest.fixture
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def operator_with_metrics(
+    operator_kubeconfig: Path, tmp_path: Path, metrics_port: int
+) -> Iterator[RunningOperator]:
+    """The operator serving its own /metrics on `metrics_port`."""
+    running = RunningOperator(operator_kubeconfig, tmp_path / "operator.log",
+                              args=[f"--metrics-port={metrics_port}"]).start()  # fmt: skip
+    yield running
+    running.stop()
+    _assert_never_refused(running)
+
+
+def free_port() -> int:
+    """A port nothing on this machine listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture

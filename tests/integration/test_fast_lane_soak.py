@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,32 +23,16 @@ from testbed.loadgen import LoadGenerator
 from tests.integration.analysed import GROUP, NEW, PLURAL, RATE, STABLE, VERSION, Analysed
 from tests.integration.conftest import (
     RunningOperator,
-    _assert_never_refused,
     eventually,
     rollout,
     wait_adopted,
 )
-from tests.integration.test_operator_metrics import free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
 
 SOAK = 600.0  # seconds of the lane's looks at the healthy canary: issue #16's ten minutes
 ONE_LONG_STAGE = [{"name": "canary", "weight": 50, "minWait": "30m"}]  # only a rollback ends it
 METRICS = [{"template": "error-rate"}]  # the comparison judge; rolls back at once past 5%, when worse
-
-
-@pytest.fixture
-def metrics_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def operator(operator_kubeconfig: Path, tmp_path: Path, metrics_port: int) -> Iterator[RunningOperator]:
-    running = RunningOperator(operator_kubeconfig, tmp_path / "operator.log",
-                              args=[f"--metrics-port={metrics_port}"]).start()  # fmt: skip
-    yield running
-    running.stop()
-    _assert_never_refused(running)
 
 
 def lane_queries(port: int) -> float:
@@ -87,7 +69,7 @@ def untouched(world: Analysed) -> dict[str, Any]:
 
 @pytest.mark.timeout(SOAK + 300)
 def test_a_healthy_canary_with_random_background_errors_survives_ten_minutes_of_the_lanes_looks(
-    analysed: Analysed, operator: RunningOperator, metrics_port: int
+    analysed: Analysed, operator_with_metrics: RunningOperator, metrics_port: int
 ) -> None:
     background = Behaviour(error_rate=0.001, random_errors=True)
     analysed.set_app(STABLE, background)
@@ -110,12 +92,12 @@ def test_a_healthy_canary_with_random_background_errors_survives_ten_minutes_of_
     looks = lane_queries(metrics_port) - looked
     print(f"SOAK lane looks {looks:.0f} in {SOAK:.0f}s; requests sent {analysed.load.sent}")
     assert looks >= 0.8 * SOAK, looks
-    assert "fast lane: looking every 1s" in operator.output
+    assert "fast lane: looking every 1s" in operator_with_metrics.output
 
 
 @pytest.mark.timeout(240)
 def test_a_failing_canary_at_low_traffic_stays_inconclusive_rather_than_rolled_back(
-    analysed: Analysed, operator: RunningOperator, metrics_port: int
+    analysed: Analysed, operator_with_metrics: RunningOperator, metrics_port: int
 ) -> None:
     """Two requests a second through the Service, about one to the canary: the lane's window holds
     a handful, and the stage's rounds fewer than the 200 `minRequests` asks for, though a fifth

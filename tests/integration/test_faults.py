@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -41,6 +40,7 @@ from tests.integration.conftest import (
     deployment,
     event_reasons,
     eventually,
+    free_port,
     rollout,
     rollout_status,
     wait_adopted,
@@ -255,12 +255,6 @@ class Writer:
             self._done.wait(jitter.uniform(0.02, 0.15))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def reconciles(port: int, outcome: str) -> float:
     """How many reconciles the operator counted with this outcome (its own metrics)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
@@ -272,7 +266,7 @@ def reconciles(port: int, outcome: str) -> float:
 def test_a_release_completes_while_someone_else_writes_every_object_it_writes(
     crds: Cluster, namespace: str, operator_kubeconfig: Path, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     operator = RunningOperator(operator_kubeconfig, tmp_path / "operator.log",
                                {"PARACHUTE_METRICS_PORT": str(port)}).start()  # fmt: skip
     writer = Writer(crds, namespace)
@@ -302,7 +296,7 @@ def test_a_canary_replaced_while_someone_else_writes_it_is_replaced_once(
     """A second image mid-release moves the canary to it by a replace guarded by the canary's
     resourceVersion, while someone else writes the canary too: the release supersedes once and
     ends on the second image."""
-    port = _free_port()
+    port = free_port()
     operator = RunningOperator(operator_kubeconfig, tmp_path / "operator.log",
                                {"PARACHUTE_METRICS_PORT": str(port)}).start()  # fmt: skip
     writer = Writer(crds, namespace)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import threading
 import time
 import urllib.request
@@ -29,6 +28,7 @@ from tests.integration.conftest import (
     _assert_never_refused,
     deployment,
     eventually,
+    free_port,
     rollout,
     rollout_status,
     wait_adopted,
@@ -40,12 +40,6 @@ GROUP, VERSION, PLURAL = "parachute.dev", "v1alpha1", "rollouts"
 # Short enough for a test, in the proportions of the defaults (15 / 10 / 2).
 LEASE, RENEW, RETRY = 4.0, 3.0, 0.5
 RELEASED = sorted(["Adopted", "ReleaseStarted", "StageAdvanced", "Promoting", "ReleaseCompleted"])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Replica(RunningOperator):

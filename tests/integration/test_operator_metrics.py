@@ -4,7 +4,6 @@ chart's Grafana dashboard runs against that Prometheus."""
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,23 +14,12 @@ from testbed.demoapp import Behaviour
 from testbed.prometheus import ScrapeTarget
 from tests import dashboards
 from tests.integration.analysed import NEW, Analysed
-from tests.integration.conftest import Cluster, RunningOperator, _assert_never_refused, eventually
+from tests.integration.conftest import Cluster, RunningOperator, eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
 
 BAD = Behaviour(error_rate=0.06)  # over the 5% that rolls back at once
 ONE_STAGE = [{"name": "canary", "weight": 50, "minWait": "5m"}]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def metrics_port() -> int:
-    return free_port()
 
 
 @pytest.fixture
@@ -42,17 +30,8 @@ def world(crds: Cluster, namespace: str, tmp_path: Path, metrics_port: int) -> I
     world.stop()
 
 
-@pytest.fixture
-def operator(operator_kubeconfig: Path, tmp_path: Path, metrics_port: int) -> Iterator[RunningOperator]:
-    running = RunningOperator(operator_kubeconfig, tmp_path / "operator.log",
-                              args=[f"--metrics-port={metrics_port}"]).start()  # fmt: skip
-    yield running
-    running.stop()
-    _assert_never_refused(running)
-
-
 def test_the_test_prometheus_scrapes_what_a_bad_release_and_its_recovery_did(
-    world: Analysed, operator: RunningOperator, metrics_port: int
+    world: Analysed, operator_with_metrics: RunningOperator, metrics_port: int
 ) -> None:
     world.set_app(NEW, BAD)
     world.release(spec={"steps": ONE_STAGE})

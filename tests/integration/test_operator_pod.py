@@ -12,7 +12,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -28,19 +27,13 @@ from kubernetes.client.exceptions import ApiException
 from parachute import rbac
 from testbed.cluster import tool
 from testbed.install import OPERATOR_NAMESPACE, apply
-from tests.integration.conftest import Cluster, deployment, eventually, rollout, rollout_status
+from tests.integration.conftest import Cluster, deployment, eventually, free_port, rollout, rollout_status
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "parachute"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 POD_NAME = "parachute-7d9f8c6b5-x2x4q"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rendered_pod(ports: dict[str, int]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ without a dead receiver slowing anything down."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import urllib.request
@@ -25,7 +24,7 @@ from testbed.demoapp import Behaviour, FlagSource
 from testbed.install import install_openfeature_crd
 from testbed.projector import ConfigMapVolume, FeatureFlagFile, Projection
 from tests.integration.analysed import NEW, STABLE, Analysed
-from tests.integration.conftest import Cluster, RunningOperator, eventually
+from tests.integration.conftest import Cluster, RunningOperator, eventually, free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
 
@@ -37,12 +36,6 @@ CLEARLY_BAD = Behaviour(error_rate=0.2)
 # One stage at half the traffic, long enough that only a rollback ends it.
 ONE_STAGE = [{"name": "canary", "weight": 50, "minWait": "5m"}]
 RESOLVED = "parachute.dev/resolved"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Recovering(Analysed):

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from tests.integration.analysed import NEW, Analysed
-from tests.integration.conftest import Cluster, RunningOperator, eventually
-from tests.integration.test_recovery import BAD, ONE_STAGE, free_port
+from tests.integration.conftest import Cluster, RunningOperator, eventually, free_port
+from tests.integration.test_recovery import BAD, ONE_STAGE
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
 

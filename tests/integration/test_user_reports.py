@@ -32,11 +32,12 @@ from tests.integration.conftest import (
     deployment,
     event_reasons,
     eventually,
+    free_port,
     rollout,
     rollout_status,
     wait_adopted,
 )
-from tests.integration.test_ha import Replica, free_port
+from tests.integration.test_ha import Replica
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
