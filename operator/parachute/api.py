@@ -897,8 +897,20 @@ class AnalysisLimits(Model):
 
 
 class Analysis(Model):
+    # A round reads Prometheus, which holds nothing newer than its last scrape (1 s at the
+    # shortest): a shorter interval only repeats the same answer, as fast as the operator can ask.
+    model_config = ConfigDict(
+        json_schema_extra=crd_extras(
+            cel(
+                f"!has(self.interval) || !self.interval.matches(r'{DURATION_PATTERN}') || duration(self.interval) >= duration('1s')",
+                "interval must be at least 1s: Prometheus has nothing newer between its scrapes",
+                ".interval",
+            )
+        )
+    )
+
     prometheus: Prometheus
-    interval: Duration = Field("1m", description="How often every metric is evaluated.")
+    interval: Duration = Field("1m", description="How often every metric is evaluated (at least 1s).")
     metrics: list[Metric] | None = Field(
         None, max_length=32, description="Watched metrics; default: the built-ins the risk plan watches."
     )

@@ -307,6 +307,8 @@ def _repair_analysis(spec: dict[str, Any]) -> None:
     analysis = spec.get("analysis")
     if analysis is None:
         return
+    if "interval" in analysis and _duration(analysis["interval"]) < 1:
+        analysis["interval"] = "1s"  # no shorter than a scrape
     auth = analysis["prometheus"].get("auth")
     if auth is not None and auth.get("type") == "basic":
         auth.setdefault("usernameSecretRef", {"name": SECRET, "key": "user"})

@@ -71,6 +71,13 @@ def test_unquoted_integers_and_units_are_both_thresholds(crds: Cluster, namespac
             {"targetRef": {"name": "a"}, "waits": {"min": "soon"}}, "spec.waits.min", "should match", id="bad-duration"
         ),
         pytest.param(
+            {"targetRef": {"name": "a"}, "analysis": {"prometheus": {"address": "http://prometheus:9090"},
+                                                      "interval": "1ms"}},
+            "spec.analysis.interval",
+            "interval must be at least 1s",
+            id="interval-under-a-scrape",
+        ),
+        pytest.param(
             {"targetRef": {"name": "a"}, "trafficRouting": {"istio": {"virtualService": "v", "service": "s"},
                                                             "nginx": {"ingress": "i", "service": "s"}}},
             "spec.trafficRouting",
