@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from parachute import kube
+from parachute import engine_loop, kube
 from parachute.engine_loop import CONFLICT_RETRY, FAULT_ATTEMPTS, ReconcileLoop, describe
+from parachute.plan.model import Event, EventType
 from parachute.scheduler import Key, Scheduler
 
 A: Key = ("shop", "checkout")
@@ -135,3 +136,30 @@ def test_a_failing_rollout_is_retried_with_backoff_not_in_a_hot_loop() -> None:
 )  # fmt: skip
 def test_what_a_fault_says(error: BaseException, reason: str, message: str) -> None:
     assert describe(error) == (reason, message)
+
+
+# ---------------------------------------------------------------------------- what a fault owes
+
+
+def test_a_fault_reported_owes_a_warning_event_saying_it() -> None:
+    reported = engine_loop.reported([], ("KeyError", "KeyError: 'x'"), T0, 3)
+    assert reported is not None
+    changed, event = reported
+    failed = next(c for c in changed if c.type == "ReconcileFailed")
+    assert (failed.status, failed.reason, failed.observed_generation) == ("True", "KeyError", 3)
+    assert event == Event(EventType.warning, "ReconcileFailed", "KeyError: 'x'")
+
+
+def test_a_fault_cleared_owes_a_reconciled_event_naming_what_it_was() -> None:
+    failed = engine_loop.reported([], ("KeyError", "KeyError: 'x'"), T0, 3)
+    assert failed is not None
+    cleared = engine_loop.reported(failed[0], None, T0 + timedelta(minutes=1), 3)
+    assert cleared is not None
+    assert cleared[1] == Event(EventType.normal, "Reconciled", "reconciled again after KeyError: 'x'")
+
+
+def test_what_status_says_already_owes_nothing() -> None:
+    failed = engine_loop.reported([], ("KeyError", "KeyError: 'x'"), T0, 3)
+    assert failed is not None
+    assert engine_loop.reported(failed[0], ("KeyError", "KeyError: 'x'"), T0, 3) is None
+    assert engine_loop.reported([], None, T0, 3) is None
