@@ -1,8 +1,9 @@
 """A notification receiver that hangs, and later answers.
 
 While hanging it accepts each connection and reads the request, then never gives a whole
-answer: `silent` sends nothing at all, `trickle` sends a status line and then one byte of a
-header a second, so a client whose timeout covers only each read waits for ever. `answer()`
+answer: `silent` sends nothing at all, `trickle` starts a status line and then sends one byte
+of it a second, so a client whose timeout covers only each read waits for ever. When the hang
+ends, a held request's connection is closed with no answer (the status line never had a code). `answer()`
 ends the hang: requests from then on get `200` with a small JSON body (`{"id": ...}`: a
 status page's new incident id), and are recorded in `answered`.
 """
@@ -76,7 +77,7 @@ class HangingReceiver:
         deadline = time.monotonic() + LONGEST_HANG
         try:
             if self.mode == "trickle":
-                handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Almost-There: ")
+                handler.wfile.write(b"HTTP/1.1 ")
                 handler.wfile.flush()
             while time.monotonic() < deadline and not self._answering.wait(1.0):
                 if self.mode == "trickle":

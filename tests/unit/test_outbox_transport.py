@@ -5,6 +5,7 @@ calls' threads, and gives a receiver that answers its answer."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import urllib.error
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,19 @@ def test_a_receiver_that_hangs_is_cut_at_the_deadline(hanging: HangingReceiver) 
     with pytest.raises(TimeoutError, match=r"no answer within 0\.5s"):
         post(hanging.url("/events"))
     assert len(hanging.held) == 1 and not hanging.answered
+
+
+def test_a_request_held_when_the_hang_ends_was_not_answered(hanging: HangingReceiver) -> None:
+    async def story() -> None:
+        sent = asyncio.create_task(transport.send("POST", hanging.url("/events"), b"{}", {}, timeout=5.0))
+        while not hanging.held:
+            await asyncio.sleep(0.02)
+        hanging.answer()
+        with pytest.raises((OSError, http.client.HTTPException)):  # closed with no status code
+            await sent
+
+    asyncio.run(story())
+    assert not hanging.answered
 
 
 def test_a_receiver_that_answers_again_is_heard(hanging: HangingReceiver) -> None:
