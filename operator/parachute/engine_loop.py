@@ -5,7 +5,9 @@ A conflict is ordinary (someone wrote first): decide again almost at once. Any o
 exception goes back to the scheduler, which retries with backoff (never a crash loop).
 After `FAULT_ATTEMPTS` failures in a row it is also written to the Rollout's status, as the
 `ReconcileFailed` condition naming the exception, with an Event: the operator's log is not
-where a user looks. The next reconcile that succeeds sets the condition back to False.
+where a user looks. The next reconcile that succeeds sets the condition back to False, with a
+`Reconciled` Event. Both Events are owed by the condition's change, so they go through the
+outbox (`notify.outbox`) with it: a restart between the write and the post loses neither.
 A write refused because this replica no longer leads is no fault either: the work is due
 again at once, and runs when (and where) leadership is.
 """
@@ -19,8 +21,12 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
+
 from parachute import clock, conditions, faults, kube, telemetry
-from parachute.api import Condition
+from parachute.api import Condition, RolloutStatus
+from parachute.notify import outbox
+from parachute.plan.model import Event, EventType
 from parachute.reconcile import reconcile
 from parachute.scheduler import Key
 
@@ -122,15 +128,11 @@ class ReconcileLoop:
             self._maybe_failed.add(key)
 
 
-async def write_fault_to_status(key: Key, fault: tuple[str, str] | None, now: datetime) -> None:
-    """Set (or clear) ReconcileFailed in the Rollout's status, with an Event when it changes."""
-    namespace, name = key
-    body = await kube.read_rollout(namespace, name)
-    if body is None:
-        return
-    old: dict[str, Any] = dict(body.get("status") or {})
-    current = [Condition.model_validate(c) for c in old.get("conditions") or []]
-    generation = body["metadata"].get("generation")
+def reported(
+    current: list[Condition], fault: tuple[str, str] | None, now: datetime, generation: int | None
+) -> tuple[list[Condition], Event] | None:
+    """The conditions with ReconcileFailed set (or cleared), and the Event that change owes;
+    None when they say so already."""
     if fault is None:
         changed = conditions.clear_failed(current, now=now, generation=generation)
     else:
@@ -139,15 +141,58 @@ async def write_fault_to_status(key: Key, fault: tuple[str, str] | None, now: da
             current, reason=reason, message=message, now=now, generation=generation
         )
     if changed is None:
-        return
-    new = {
-        **old,
-        "conditions": [c.model_dump(by_alias=True, exclude_none=True, mode="json") for c in changed],
-    }
-    await kube.patch_rollout_status(namespace, name, old, new, body["metadata"]["resourceVersion"])
-    faults.point("fault-status-written", namespace)
+        return None
     failed = next(c for c in changed if c.type == conditions.RECONCILE_FAILED)
     if fault is None:
-        await kube.post_event(body, "Normal", "Reconciled", failed.message)
-    else:
-        await kube.post_event(body, "Warning", conditions.RECONCILE_FAILED, failed.message)
+        return changed, Event(EventType.normal, "Reconciled", failed.message)
+    return changed, Event(EventType.warning, conditions.RECONCILE_FAILED, failed.message)
+
+
+async def write_fault_to_status(key: Key, fault: tuple[str, str] | None, now: datetime) -> None:
+    """Set (or clear) ReconcileFailed in the Rollout's status, with an Event when it changes.
+    The Event is owed by that change, so it goes through the outbox like the reconcile's: written
+    with the condition, posted after, and posted by whoever writes next if this process dies
+    in between."""
+    namespace, name = key
+    body = await kube.read_rollout(namespace, name)
+    if body is None:
+        return
+    old: dict[str, Any] = dict(body.get("status") or {})
+    current = [Condition.model_validate(c) for c in old.get("conditions") or []]
+    readable = _readable(old)
+    change = reported(current, fault, now, body["metadata"].get("generation"))
+    if change is None:
+        if readable is not None:  # an Event owed by an earlier write that a restart cut short
+            await outbox.deliver(body, None, readable, now, written=False)
+        return
+    changed, event = change
+    dumped = [c.model_dump(by_alias=True, exclude_none=True, mode="json") for c in changed]
+    owing = None
+    if readable is not None:
+        owing = outbox.prepare(key, [], readable.model_copy(update={"conditions": changed}), (event,), now,
+                               new_id=outbox.new_id)  # fmt: skip
+    new = (
+        owing.model_dump(by_alias=True, exclude_none=True, mode="json")
+        if owing
+        else {**old, "conditions": dumped}
+    )
+    await kube.patch_rollout_status(namespace, name, old, new, body["metadata"]["resourceVersion"])
+    faults.point("fault-status-written", namespace)
+    if owing is not None:
+        await outbox.deliver(body, None, owing, now, written=True)
+        return
+    # A status the operator cannot read has no outbox it could keep: told directly, at most once.
+    try:
+        await kube.post_event(body, event.type.value, event.reason, event.message)
+    except kube.NotLeadingError:
+        raise
+    except Exception as error:
+        logger.warning("could not post Event %s: %s", event.reason, type(error).__name__)
+
+
+def _readable(status: dict[str, Any]) -> RolloutStatus | None:
+    """The status as the operator reads it; None when it cannot be (which may be the very fault)."""
+    try:
+        return RolloutStatus.model_validate(status)
+    except ValidationError:
+        return None

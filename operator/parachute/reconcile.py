@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -352,7 +351,7 @@ async def _write(
     key = (meta["namespace"], meta["name"])
     incident = current_incident(status.incidents)
     targets = spec.notifications or []
-    written = outbox.prepare(key, targets, status, events, now, new_id=_outbox_id,
+    written = outbox.prepare(key, targets, status, events, now, new_id=outbox.new_id,
                              incident=incident.id if incident else None)  # fmt: skip
     new = _dump(written)
     if new != old:
@@ -360,10 +359,6 @@ async def _write(
     await outbox.deliver(body, targets, written, now, written=new != old)
     faults.point("after-delivery", key[0], written.phase)  # told, not yet cleared from the outbox
     return written
-
-
-def _outbox_id() -> str:
-    return uuid.uuid4().hex[:16]
 
 
 async def _write_invalid(
@@ -377,7 +372,7 @@ async def _write_invalid(
         if old.get("message") != status.message
         else ()
     )
-    status = outbox.prepare(key, [], status, told, now, new_id=_outbox_id)
+    status = outbox.prepare(key, [], status, told, now, new_id=outbox.new_id)
     new = _dump(status)
     if new != old:
         await kube.patch_rollout_status(meta["namespace"], meta["name"], old, new, meta["resourceVersion"])
@@ -386,6 +381,9 @@ async def _write_invalid(
 
 
 async def _tell(body: dict[str, Any], events: tuple[Event, ...]) -> None:
+    """Reports of what the router just did, posted directly: no status change owes them (status
+    says nothing of a route put back), so a restart between the act and its report loses the
+    report, and the act is done and reported again whenever the route drifts again."""
     for event in events:
         try:
             await kube.post_event(body, event.type.value, event.reason, event.message)

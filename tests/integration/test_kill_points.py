@@ -487,7 +487,7 @@ def test_a_fault_reported_in_status_and_killed_before_its_event_is_cleared_once_
     reasons = eventually(
         lambda: (r := event_reasons(crds, namespace)) and "Reconciled" in r and r, what="Reconciled"
     )
-    assert reasons.count("Reconciled") == 1 and reasons.count("ReconcileFailed") <= 1, reasons
+    assert reasons.count("Reconciled") == 1 and reasons.count("ReconcileFailed") == 1, reasons
 
 
 # ---------------------------------------------------------------------------- rollbacks

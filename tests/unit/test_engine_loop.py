@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from parachute import kube
+from parachute import engine_loop, faults, kube
 from parachute.engine_loop import CONFLICT_RETRY, FAULT_ATTEMPTS, ReconcileLoop, describe
+from parachute.notify import outbox
+from parachute.notify.outbox import event_name
+from parachute.plan.model import Event, EventType
 from parachute.scheduler import Key, Scheduler
 
 A: Key = ("shop", "checkout")
@@ -135,3 +139,79 @@ def test_a_failing_rollout_is_retried_with_backoff_not_in_a_hot_loop() -> None:
 )  # fmt: skip
 def test_what_a_fault_says(error: BaseException, reason: str, message: str) -> None:
     assert describe(error) == (reason, message)
+
+
+# ---------------------------------------------------------------------------- what a fault owes
+
+
+def test_a_fault_reported_owes_a_warning_event_saying_it() -> None:
+    reported = engine_loop.reported([], ("KeyError", "KeyError: 'x'"), T0, 3)
+    assert reported is not None
+    changed, event = reported
+    failed = next(c for c in changed if c.type == "ReconcileFailed")
+    assert (failed.status, failed.reason, failed.observed_generation) == ("True", "KeyError", 3)
+    assert event == Event(EventType.warning, "ReconcileFailed", "KeyError: 'x'")
+
+
+def test_a_fault_cleared_owes_a_reconciled_event_naming_what_it_was() -> None:
+    failed = engine_loop.reported([], ("KeyError", "KeyError: 'x'"), T0, 3)
+    assert failed is not None
+    cleared = engine_loop.reported(failed[0], None, T0 + timedelta(minutes=1), 3)
+    assert cleared is not None
+    assert cleared[1] == Event(EventType.normal, "Reconciled", "reconciled again after KeyError: 'x'")
+
+
+def test_what_status_says_already_owes_nothing() -> None:
+    failed = engine_loop.reported([], ("KeyError", "KeyError: 'x'"), T0, 3)
+    assert failed is not None
+    assert engine_loop.reported(failed[0], ("KeyError", "KeyError: 'x'"), T0, 3) is None
+    assert engine_loop.reported([], None, T0, 3) is None
+
+
+class Rollout:
+    """The Rollout as the API server keeps it: read, status patched, Events posted."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, status: dict[str, Any]) -> None:
+        self.status = status
+        self.events: list[tuple[str, str | None]] = []
+        monkeypatch.setattr(kube, "read_rollout", self.read)
+        monkeypatch.setattr(kube, "patch_rollout_status", self.patch)
+        monkeypatch.setattr(kube, "post_event", self.post_event)
+
+    async def read(self, namespace: str, name: str) -> dict[str, Any]:
+        meta = {"namespace": namespace, "name": name, "uid": "u-1", "generation": 2, "resourceVersion": "7"}
+        return {"metadata": meta, "status": dict(self.status)}
+
+    async def patch(self, namespace: str, name: str, old: object, new: dict[str, Any], version: str) -> None:
+        self.status = new
+
+    async def post_event(
+        self, rollout: object, type_: str, reason: str, message: str, name: str | None = None
+    ) -> bool:
+        self.events.append((reason, name))
+        return True
+
+
+def test_a_fault_written_to_status_owes_its_event_in_the_same_write_and_posts_it_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rollout = Rollout(monkeypatch, {"phase": "Healthy"})
+    owed: list[dict[str, Any]] = []
+
+    def stop_after_the_write(point: str, *_: object) -> None:
+        owed.extend(rollout.status.get("outbox") or [])
+
+    monkeypatch.setattr(faults, "point", stop_after_the_write)
+    asyncio.run(engine_loop.write_fault_to_status(A, ("KeyError", "KeyError: 'x'"), T0))
+    assert [(e["reason"], e["type"]) for e in owed] == [("ReconcileFailed", "Warning")]
+    # Posted under the outbox entry's name: a restart that posts it again posts the same Event.
+    assert rollout.events == [("ReconcileFailed", event_name("checkout", "u-1", owed[0]["id"]))]
+    outbox.forget(A)
+
+
+def test_a_fault_in_a_status_the_operator_cannot_read_is_still_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    rollout = Rollout(monkeypatch, {"phase": "NoSuchPhase"})
+    asyncio.run(engine_loop.write_fault_to_status(A, ("ValidationError", "ValidationError: phase"), T0))
+    assert [c["reason"] for c in rollout.status["conditions"]] == ["ValidationError"]
+    assert rollout.status["phase"] == "NoSuchPhase" and "outbox" not in rollout.status
+    assert rollout.events == [("ReconcileFailed", None)]

@@ -12,7 +12,7 @@ import pytest
 
 from parachute import kube
 from parachute.api import Notification, OutboxEntry, RolloutStatus
-from parachute.notify import outbox
+from parachute.notify import outbox, webhooks
 from parachute.notify.outbox import Failed
 from parachute.notify.webhooks import cloud_event
 from parachute.plan.model import Event, EventType
@@ -179,4 +179,37 @@ def test_events_a_replica_may_no_longer_post_are_left_for_the_next_leader(
         asyncio.run(outbox.deliver(ROLLOUT, [], status, NOW, written=True))
     assert outbox.prepare(KEY, [], status, [], NOW, new_id=ids()) == status  # still owed, no failure counted
     assert [e.id for e in outbox.due(status, NOW, outbox._in_flight.get(KEY, set()))] == ["id-1"]
+    outbox.forget(KEY)
+
+
+def test_a_notification_whose_receiver_hangs_holds_up_no_delivery_and_stays_owed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    posted: list[str] = []
+    hanging = asyncio.Event()
+
+    async def post_event(
+        rollout: object, type_: str, reason: str, message: str, name: str | None = None
+    ) -> bool:
+        posted.append(reason)
+        return True
+
+    async def never_answered(*_: object, **__: object) -> str | None:
+        await hanging.wait()
+        return None
+
+    monkeypatch.setattr(kube, "post_event", post_event)
+    monkeypatch.setattr(webhooks, "deliver", never_answered)
+    status = outbox.prepare(KEY, [BUS], RolloutStatus(), [ROLLING_BACK], NOW, new_id=ids())
+
+    async def story() -> list[str]:
+        await outbox.deliver(ROLLOUT, [BUS], status, NOW, written=True)  # returns: the POST goes on behind
+        under_way = sorted(outbox._in_flight.get(KEY, set()))
+        for task in list(outbox._tasks):
+            task.cancel()
+        return under_way
+
+    assert asyncio.run(story()) == ["id-2"]  # the notification, still being delivered
+    assert posted == ["RollingBack"]  # the Event went out meanwhile
+    assert [e.id for e in outbox.prepare(KEY, [BUS], status, [], NOW, new_id=ids()).outbox or []] == ["id-2"]
     outbox.forget(KEY)

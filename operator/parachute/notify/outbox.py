@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -152,6 +153,11 @@ def next_attempt_at(status: RolloutStatus, now: datetime) -> datetime | None:
     """When an entry that failed is tried again."""
     later = [at(e.retry_at) for e in status.outbox or [] if e.retry_at and at(e.retry_at) > now]
     return min(later) if later else None
+
+
+def new_id() -> str:
+    """An entry's id: unique in its Rollout, and short (it names an Event)."""
+    return uuid.uuid4().hex[:16]
 
 
 def event_name(rollout: str, uid: str, entry_id: str) -> str:

@@ -9,8 +9,8 @@ newer incident: resolved), and what it was last told is kept in that record
 (`status.incidents[].statusPage`). So a restarted operator updates the same page incident, and
 a delivery that failed is tried again at `retryAt`, however long the page was down.
 
-Delivery runs in the background, with a timeout and a few retries per attempt: the rollback
-never waits for the page. Page id and token are read from Secrets at send time and masked in
+Delivery runs in the background, each request cut at its timeout (`notify.transport`), with a few
+retries per attempt: the rollback never waits for the page, however it hangs. Page id and token are read from Secrets at send time and masked in
 logs and in the recorded error.
 """
 
@@ -20,7 +20,6 @@ import asyncio
 import json
 import logging
 import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,6 +36,7 @@ from parachute.api import (
     StatusPageRecord,
 )
 from parachute.conditions import at
+from parachute.notify import transport
 from parachute.redaction import redact
 
 logger = logging.getLogger("parachute.notify.statuspage")
@@ -178,13 +178,12 @@ def _stamp(moment: datetime) -> str:
 # ---------------------------------------------------------------------------- I/O
 
 
-def call(method: str, url: str, body: dict[str, Any], token: str) -> dict[str, Any]:
-    request_ = urllib.request.Request(url, data=json.dumps(body).encode(), method=method, headers={
-        "Content-Type": "application/json", "Authorization": f"OAuth {token}",
-    })  # fmt: skip
+async def call(method: str, url: str, body: dict[str, Any], token: str) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json", "Authorization": f"OAuth {token}"}
     try:
-        with urllib.request.urlopen(request_, timeout=TIMEOUT_SECONDS) as response:
-            text = response.read()
+        _, text = await transport.send(
+            method, url, json.dumps(body).encode(), headers, timeout=TIMEOUT_SECONDS
+        )
     except urllib.error.HTTPError as error:
         raise RuntimeError(f"{method} {url} answered {error.code}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as error:
@@ -209,7 +208,7 @@ async def _send(
     method, url, body = request(target, page_id, rollout, found)
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            return await asyncio.to_thread(call, method, url, body, token)
+            return await call(method, url, body, token)
         except Exception as error:  # the page is best effort: log, retry, then record it
             said = redact(str(error), secrets)
             logger.warning("status page %s for incident %s failed (attempt %d of %d): %s",

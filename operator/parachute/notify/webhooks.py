@@ -1,6 +1,7 @@
-"""Incident notifications, sent in the background: a receiver that is slow or down never
+"""Incident notifications, sent in the background: a receiver that is slow, down or hanging never
 holds a rollback. Each is owed in the Rollout's status (`notify.outbox`), which tries it again
-later if this delivery fails. Each POST has a timeout and a few retries; URLs and tokens are
+later if this delivery fails. Each POST is cut at its timeout, on threads of its own
+(`notify.transport`), and tried a few times; URLs and tokens are
 read from Secrets at send time, so a rotated Secret is used at once. A failure is logged with those
 values masked (`parachute.redaction`): a webhook URL is a credential.
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -23,6 +23,7 @@ from typing import Any
 
 from parachute import api, kube
 from parachute.api import Notification, SecretKeyRef
+from parachute.notify import transport
 from parachute.redaction import redact
 
 logger = logging.getLogger("parachute.notify")
@@ -95,11 +96,12 @@ def cloud_event(
     }
 
 
-def post(url: str, body: dict[str, Any], headers: dict[str, str]) -> int:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json", **headers})  # fmt: skip
-    with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
-        return int(response.status)
+async def post(url: str, body: dict[str, Any], headers: dict[str, str]) -> int:
+    """The answer's status; cut at TIMEOUT_SECONDS however the receiver dawdles."""
+    status, _ = await transport.send("POST", url, json.dumps(body).encode(),
+                                     {"Content-Type": "application/json", **headers},
+                                     timeout=TIMEOUT_SECONDS)  # fmt: skip
+    return status
 
 
 async def _with_retries(send: Callable[[], Awaitable[int]], what: str, secrets: list[str]) -> str | None:
@@ -143,9 +145,7 @@ async def deliver(
         if target.slack is not None:
             slack_url = await _read(namespace, target.slack.webhook_secret_ref, "Slack webhook URL")
             body = slack_payload(rollout, reason, message, target.slack.channel, incident)
-            return await _with_retries(
-                lambda: asyncio.to_thread(post, slack_url, body, {}), "Slack webhook", [slack_url]
-            )
+            return await _with_retries(lambda: post(slack_url, body, {}), "Slack webhook", [slack_url])
         if target.cloud_events is not None:
             ce = target.cloud_events
             ce_url = await _read(namespace, ce.url_secret_ref, "CloudEvents URL")
@@ -158,7 +158,7 @@ async def deliver(
             if token:
                 headers["Authorization"] = f"Bearer {token}"
             event = cloud_event(rollout, reason, message, incident, id_=key, occurred=occurred)
-            return await _with_retries(lambda: asyncio.to_thread(post, ce_url, event, headers),
+            return await _with_retries(lambda: post(ce_url, event, headers),
                                        "CloudEvents receiver", [ce_url, token or ""])  # fmt: skip
     except LookupError as missing:
         logger.warning("notification %s not sent: %s", reason, missing)
