@@ -8,8 +8,10 @@ the routing record (the snapshot of the user's route) first, then what the backe
 would move traffic onto a backend changed in the same reconcile waits for the next one, so
 the new Service's endpoints exist before requests go there, and no weight moves requests onto
 a backend whose Service lists no ready endpoint of the pods it should select (a selector
-re-pinned to the stable pods is followed by its EndpointSlices a moment later). A route that someone changed by
-hand is put back, with a Warning Event saying what was found. A Rollout that no longer routes
+re-pinned to the stable pods is followed by its EndpointSlices a moment later). What the backend
+leaves as it is for now (`Held`: an Istio subset that takes requests keeps its pods until its new
+ones are ready endpoints) is looked at again soon, and the weight may still move meanwhile. A
+route that someone changed by hand is put back, with a Warning Event saying what was found. A Rollout that no longer routes
 as its record says (its `trafficRouting` removed or pointed elsewhere, or an older Rollout of
 that name) has its old route given back first.
 """
@@ -24,9 +26,10 @@ from parachute.plan.model import Applied, AudienceMatch, Event, EventType, Traff
 from parachute.routing import record, teardown
 from parachute.routing.backends import router_for
 from parachute.routing.objects import Client, ForbiddenError
-from parachute.routing.router import Release, Router, RoutingSetupError
+from parachute.routing.router import Held, Release, Router, RoutingSetupError
 
 NOT_SET_UP = "the route is not set up for this Rollout yet"
+
 GIVING_BACK = "the route is being given back as it was before this routing (a change of spec.trafficRouting)"
 
 
@@ -111,13 +114,15 @@ async def _act(
             written = await record.write(client, release, routing, await router.snapshot())
             out.changed += [written] if written else []
             faults.point("route-record-written", release.namespace)
-        made = await router.ensure()
-        out.changed += made
+        ensured = await router.ensure()
+        made = [change for change in ensured if not isinstance(change, Held)]
+        out.changed += ensured
+        out.again = len(ensured) > len(made)  # something waits for endpoints: look again soon
         if made:
             faults.point("route-backends-made", release.namespace)
             out.again = True  # their endpoints follow in a moment; the weight moves next time
             return out
-        await _set(router, intent, seen, out, release.namespace)
+        await _set(router, intent, seen, out, release)
     except ForbiddenError as error:
         if routing is None:
             raise
@@ -126,7 +131,11 @@ async def _act(
 
 
 async def _set(
-    router: Router, intent: TrafficIntent, seen: TrafficView | None, out: Steered, namespace: str
+    router: Router,
+    intent: TrafficIntent,
+    seen: TrafficView | None,
+    out: Steered,
+    release: Release,
 ) -> None:
     weight, audience = intent.weight, intent.rule
     applied = seen.applied if seen is not None else None
@@ -142,7 +151,7 @@ async def _set(
     if result.wrote:
         also = f" and {audience} to it" if audience is not None else ""
         out.changed.append(f"route set to send {weight}% to the canary{also}")
-        faults.point("route-weight-set", namespace, weight)
+        faults.point("route-weight-set", release.namespace, weight)
         out.again = True  # read it back soon
     if result.hand_edit:
         out.events.append(Event(EventType.warning, "WeightsPutBack", result.hand_edit))
