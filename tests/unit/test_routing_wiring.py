@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import Coroutine
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
@@ -357,6 +358,56 @@ def test_at_rollback_the_weight_goes_back_to_the_stable_subset_it_always_had() -
     assert steer(fake, SUBSETS, 0).changed == ["route set to send 0% to the canary"]
     assert stable_subset(fake) == {"pod-template-hash": HASH}
     assert weights(fake) == (100, 0)
+
+
+def stable_lists_no_ready_endpoint(fake: FakeClient, backend: Backend) -> None:
+    """The stable side's pods are there but not ready endpoints (the canary's are)."""
+    if backend.services:
+        slices(fake, f"{SERVICE}-stable", (pod_of(HASH), False))
+    else:
+        pods(fake, HASH, CANARY_HASH)
+        ready(fake, {HASH: False, CANARY_HASH: True})
+
+
+def test_a_rollback_holding_traffic_back_says_so_once_and_puts_it_back_anyway_after_a_minute(
+    backend: Backend,
+) -> None:
+    """A rollback must never wait on the new version: while the stable side lists no ready
+    endpoint the canary keeps its share, with one Warning saying so and until when; from
+    ROLLBACK_HOLD_LIMIT after the rollback started, the share goes back to stable all the same."""
+    fake = user_world(backend)
+    settled(fake, backend, 50)
+    stable_lists_no_ready_endpoint(fake, backend)
+    spec = spec_for(backend)
+    started = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+    def reconcile(after: float, incident: str = "1") -> wiring.Steered:
+        rollback = wiring.Rollback(f"{backend.id}-{incident}", started, started + timedelta(seconds=after))
+        seen = run(wiring.observe(ROLLOUT, spec, fake))
+        return run(
+            wiring.act(ROLLOUT, spec, TrafficIntent(share=0, stable=HASH), seen, fake, rollback=rollback)
+        )
+
+    first = reconcile(1)
+    assert first.again and first.changed[-1].startswith("route kept 50% until it can send 0% to the canary")
+    assert [(e.type.value, e.reason) for e in first.events] == [("Warning", "TrafficHeld")]
+    assert "(50%)" in first.events[0].message and "by 12:01:00 UTC" in first.events[0].message
+    assert reconcile(30).events == []  # told once per incident, not every reconcile
+    assert reconcile(31, incident="2").events[0].reason == "TrafficHeld"  # a new incident is told
+    assert backend.weights(fake.look(backend.weighted(NS))) == (50, 50)
+    late = reconcile(wiring.ROLLBACK_HOLD_LIMIT.total_seconds())
+    assert late.changed[0].startswith("route sent back to stable though")
+    assert late.changed[-1] == "route set to send 0% to the canary"
+    assert backend.weights(fake.look(backend.weighted(NS))) == (100, 0)
+
+
+def test_outside_a_rollback_traffic_held_back_from_stable_waits_without_a_bound(backend: Backend) -> None:
+    fake = user_world(backend)
+    settled(fake, backend, 50)
+    stable_lists_no_ready_endpoint(fake, backend)
+    held = steer(fake, backend, 0)
+    assert held.again and held.events == [] and "route kept 50%" in held.changed[-1]
+    assert backend.weights(fake.look(backend.weighted(NS))) == (50, 50)
 
 
 def test_a_hand_edit_is_put_back_with_an_event(backend: Backend) -> None:

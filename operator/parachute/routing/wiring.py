@@ -19,6 +19,7 @@ that name) has its old route given back first.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from parachute import api, faults
@@ -29,7 +30,27 @@ from parachute.routing.objects import Client, ForbiddenError
 from parachute.routing.router import Held, Release, Router, RoutingSetupError
 
 NOT_SET_UP = "the route is not set up for this Rollout yet"
+# How long a rollback keeps requests on the canary while the stable side lists no ready endpoint,
+# counted from the incident's start: a rollback must never wait on the new version, and a stable
+# side that lists none by then (its pods not ready, an endpoint controller stuck) will not be
+# helped by waiting longer; requests meet the stable side as it is.
+ROLLBACK_HOLD_LIMIT = timedelta(seconds=60)
 
+
+@dataclass(frozen=True)
+class Rollback:
+    """The rollback under way while acting: its incident, when it started, and now."""
+
+    incident: str
+    started: datetime
+    now: datetime
+
+    def limit(self) -> datetime:
+        return self.started + ROLLBACK_HOLD_LIMIT
+
+
+# The incidents whose held traffic was told (namespace, rollout, incident): once each per process.
+_told_held: set[tuple[str, str, str]] = set()
 GIVING_BACK = "the route is being given back as it was before this routing (a change of spec.trafficRouting)"
 
 
@@ -85,11 +106,15 @@ async def act(
     intent: TrafficIntent | None,
     seen: TrafficView | None,
     client: Client,
+    *,
+    rollback: Rollback | None = None,
 ) -> Steered:
-    """Make the backend hold what `intent` says; give back a route this Rollout no longer drives."""
+    """Make the backend hold what `intent` says; give back a route this Rollout no longer drives.
+    During a `rollback`, traffic held back from a stable side that lists no ready endpoint is
+    told once (a `TrafficHeld` Event), and goes back anyway at `ROLLBACK_HOLD_LIMIT`."""
     release = _release(rollout, (intent.stable or "") if intent is not None else "")
     async with teardown.guard(release.namespace, release.rollout):  # not while its deletion gives back
-        return await _act(release, spec, intent, seen, client)
+        return await _act(release, spec, intent, seen, client, rollback=rollback)
 
 
 async def _act(
@@ -98,6 +123,8 @@ async def _act(
     intent: TrafficIntent | None,
     seen: TrafficView | None,
     client: Client,
+    *,
+    rollback: Rollback | None,
 ) -> Steered:
     out = Steered()
     routing = routing_of(spec)
@@ -122,7 +149,7 @@ async def _act(
             faults.point("route-backends-made", release.namespace)
             out.again = True  # their endpoints follow in a moment; the weight moves next time
             return out
-        await _set(router, intent, seen, out, release)
+        await _set(router, intent, seen, out, release, rollback=rollback)
     except ForbiddenError as error:
         if routing is None:
             raise
@@ -136,6 +163,8 @@ async def _set(
     seen: TrafficView | None,
     out: Steered,
     release: Release,
+    *,
+    rollback: Rollback | None,
 ) -> None:
     weight, audience = intent.weight, intent.rule
     applied = seen.applied if seen is not None else None
@@ -144,6 +173,12 @@ async def _set(
     for canary in _gaining(weight, audience, applied):
         if why := await router.unready(canary):
             held = f"{applied.weight}%" if applied is not None and applied.weight is not None else "as it is"
+            if not canary and rollback is not None:
+                if rollback.now >= rollback.limit():
+                    out.changed.append(f"route sent back to stable though {why}: a rollback waits for it "
+                                       f"{ROLLBACK_HOLD_LIMIT.seconds}s at most")  # fmt: skip
+                    continue
+                _tell_held(out, release, rollback, held, why)
             out.changed.append(f"route kept {held} until it can send {weight}% to the canary: {why}")
             out.again = True
             return
@@ -155,6 +190,20 @@ async def _set(
         out.again = True  # read it back soon
     if result.hand_edit:
         out.events.append(Event(EventType.warning, "WeightsPutBack", result.hand_edit))
+
+
+def _tell_held(out: Steered, release: Release, rollback: Rollback, held: str, why: str) -> None:
+    """A Warning, once per incident: the rollback keeps traffic on the canary, and until when."""
+    key = (release.namespace, release.rollout, rollback.incident)
+    if key in _told_held:
+        return
+    _told_held.add(key)
+    until = rollback.limit().strftime("%H:%M:%S UTC")
+    out.events.append(Event(
+        EventType.warning, "TrafficHeld",
+        f"The rollback keeps the canary's share ({held}) while {why}; it goes back to stable by {until} "
+        f"({ROLLBACK_HOLD_LIMIT.seconds}s after the rollback started) even so",
+    ))  # fmt: skip
 
 
 def _gaining(weight: int, audience: AudienceMatch | None, applied: Applied | None) -> list[bool]:
