@@ -183,7 +183,8 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
         changed += await recovery.set_flags(body, spec, decision.flags)
     # Traffic before capacity: the planner scales a canary down only once the route was seen
     # sending it nothing, and moves traffic to it only once its pods are ready.
-    steered = await _steer(body, spec, decision.status.phase, decision.traffic, observed.traffic)
+    steered = await _steer(body, spec, decision.status.phase, decision.traffic, observed.traffic,
+                           rollback=_rollback(decision.status, now))  # fmt: skip
     changed += steered.changed
     await _tell(body, tuple(steered.events))
     if decision.status.phase == Phase.rolling_back:
@@ -206,18 +207,28 @@ async def _steer(
     phase: Phase | None,
     intent: TrafficIntent | None,
     seen: TrafficView | None,
+    *,
+    rollback: wiring.Rollback | None = None,
 ) -> wiring.Steered:
     """The router's part of acting. A broken route does not hold up a rollback or an abort:
     the workload still goes back to stable."""
     try:
         if spec.blue_green is not None:
             return await switch.act(body, spec, intent, routing_client())
-        return await wiring.act(body, spec, intent, seen, routing_client())
+        return await wiring.act(body, spec, intent, seen, routing_client(), rollback=rollback)
     except RoutingSetupError as problem:
         if phase not in (Phase.rolling_back, Phase.aborted, Phase.rolled_back):
             raise
         logger.warning("%s/%s: %s", body["metadata"]["namespace"], body["metadata"]["name"], problem)
         return wiring.Steered()
+
+
+def _rollback(status: RolloutStatus, now: datetime) -> wiring.Rollback | None:
+    incident = current_incident(status.incidents)
+    started = parse_time(incident.started_at) if incident is not None else None
+    if status.phase != Phase.rolling_back or incident is None or started is None:
+        return None
+    return wiring.Rollback(incident.id, started, now)
 
 
 async def _observe(

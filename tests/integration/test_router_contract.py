@@ -336,6 +336,40 @@ def test_stable_and_canary_services_reach_only_their_pods(routers_installed: Clu
     )
 
 
+def test_a_subset_reaches_the_services_ready_endpoints_whose_pods_carry_its_labels(
+    routers_installed: Cluster, namespace: str
+) -> None:
+    """Subset-level, what the weight is held for is what a mesh would reach: the user's Service's
+    ready endpoints whose pods carry the subset's labels, read from real EndpointSlices and Pods.
+    A canary scaled to nothing leaves its subset with none, while the stable subset keeps its own."""
+    cluster = routers_installed
+    backend = next(b for b in BACKENDS if b.id == "istio-subsets")
+    world = World(cluster, namespace, backend)
+    cluster.apps.create_namespaced_deployment(namespace, deployment("checkout", replicas=2))
+    canary = deployment("checkout-canary", replicas=1, image="registry.example/checkout:2.0")
+    labels = {"app": "checkout", "parachute.dev/canary": "true"}
+    canary["spec"]["selector"]["matchLabels"] = labels
+    canary["spec"]["template"]["metadata"]["labels"] = labels
+    cluster.apps.create_namespaced_deployment(namespace, canary)
+    stable_hash = eventually(
+        lambda: next(iter({p.metadata.labels.get("pod-template-hash") for p in cluster.core.list_namespaced_pod(
+            namespace, label_selector="app=checkout,!parachute.dev/canary").items}), None),
+        timeout=60, what="the target's pods",
+    )  # fmt: skip
+    router = world.router(Release(namespace, "checkout", world.release.rollout_uid, stable_hash=stable_hash))
+    run(router.ensure())
+    eventually(lambda: run(router.unready(False)) == "", timeout=60, what="the stable subset reaches a pod")
+    eventually(lambda: run(router.unready(True)) == "", timeout=60, what="the canary subset reaches a pod")
+
+    cluster.apps.patch_namespaced_deployment("checkout-canary", namespace, {"spec": {"replicas": 0}})
+    why = eventually(lambda: run(router.unready(True)), timeout=60, what="the canary subset reaches none")
+    assert why == (
+        f"Service {namespace}/checkout lists no ready endpoint of DestinationRule {namespace}/checkout "
+        "subset canary (pods parachute.dev/canary=true) yet"
+    )
+    assert run(router.unready(False)) == ""
+
+
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b.services], ids=lambda b: b.id)
 def test_services_of_someone_else_are_refused(world: World) -> None:
     run(world.client.create(service(world.namespace, "checkout-stable")))

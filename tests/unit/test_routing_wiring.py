@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import Coroutine
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
@@ -181,31 +182,57 @@ def slices(fake: FakeClient, service_name: str, *pods: tuple[str, bool | None]) 
               "endpoints": endpoints})  # fmt: skip
 
 
+CANARY_HASH = "6b8d9f7c5"
+NEW_HASH = "77f9c6d8b"
+
+
+def pod_of(set_hash: str) -> str:
+    """The name of a pod of the target's ReplicaSet of that hash, or (CANARY_HASH) the canary's."""
+    owner = "checkout-canary" if set_hash == CANARY_HASH else "checkout"
+    return f"{owner}-{set_hash}-{set_hash[:5]}"
+
+
+def pods(fake: FakeClient, *hashes: str) -> None:
+    """The pods that exist now: one of each ReplicaSet, with the labels its template gives them."""
+    fake.endpoints_follow = False
+    for set_hash in hashes:
+        canary = {"parachute.dev/canary": "true"} if set_hash == CANARY_HASH else {}
+        labels = {"app": SERVICE, "pod-template-hash": set_hash, **canary}
+        fake.put({"apiVersion": "v1", "kind": "Pod",
+                  "metadata": {"namespace": NS, "name": pod_of(set_hash), "labels": labels}})  # fmt: skip
+
+
+def ready(fake: FakeClient, endpoints: dict[str, bool | None]) -> None:
+    """The user's Service's EndpointSlices now: the pod of each set named, ready or not (None: unset)."""
+    slices(fake, SERVICE, *((pod_of(set_hash), state) for set_hash, state in endpoints.items()))
+
+
+COPIES = pytest.mark.parametrize("backend", [b for b in BACKENDS if b.services], ids=lambda b: b.id)
+
+
+@COPIES
 def test_traffic_goes_back_to_stable_only_once_its_service_lists_the_new_stable_pods(
     backend: Backend,
 ) -> None:
     """At promotion the stable backend is re-pinned to the pods the target rolled to; its
     EndpointSlices follow a moment later (later still on a busy control plane). Until they list
-    a ready pod of that set, the canary keeps its share: requests never meet a backend with none."""
-    if not backend.services and backend.id != "istio-subsets":
-        pytest.skip("no stable backend to re-pin")
+    a ready pod of that set, the canary keeps its share: requests never meet a backend with none.
+    (Subsets: their own stories below.)"""
     fake = user_world(backend)
     settled(fake, backend, 100)
-    stable = "77f9c6d8b"
-    service_name = SERVICE if backend.id == "istio-subsets" else f"{SERVICE}-stable"
-    slices(fake, service_name, (f"checkout-{HASH}-abcde", True), (f"checkout-{stable}-fghij", False))
+    service_name = f"{SERVICE}-stable"
+    slices(fake, service_name, (pod_of(HASH), True), (pod_of(NEW_HASH), False))
     for _ in range(3):
-        held = steer(fake, backend, 0, stable=stable)
+        held = steer(fake, backend, 0, stable=NEW_HASH)
         assert held.again and not any(c.startswith("route set") for c in held.changed)
     assert "lists no ready endpoint of pods 77f9c6d8b yet" in held.changed[-1]
     assert run(wiring.observe(ROLLOUT, spec_for(backend), fake)) == TrafficView(Applied(100))
-    slices(fake, service_name, (f"checkout-{HASH}-abcde", True), (f"checkout-{stable}-fghij", None))
-    assert steer(fake, backend, 0, stable=stable).changed == ["route set to send 0% to the canary"]
+    slices(fake, service_name, (pod_of(HASH), True), (pod_of(NEW_HASH), None))
+    assert steer(fake, backend, 0, stable=NEW_HASH).changed == ["route set to send 0% to the canary"]
 
 
+@COPIES
 def test_a_canary_share_waits_for_the_canary_services_endpoints(backend: Backend) -> None:
-    if not backend.services:
-        pytest.skip("the canary's pods are picked from the user's Service by label")
     fake = user_world(backend)
     settled(fake, backend, 0)
     slices(fake, f"{SERVICE}-canary")
@@ -213,6 +240,174 @@ def test_a_canary_share_waits_for_the_canary_services_endpoints(backend: Backend
     assert "checkout-canary lists no ready endpoint yet" in held.changed[-1]
     slices(fake, f"{SERVICE}-canary", ("checkout-canary-6b8d9-qwert", True))
     assert steer(fake, backend, 10).changed == ["route set to send 10% to the canary"]
+
+
+# -- subsets: a subset is the user's Service's ready endpoints whose pods carry its labels -----
+
+SUBSETS = next(b for b in BACKENDS if b.id == "istio-subsets")
+SUBSET_DR = Ref("networking.istio.io/v1", "DestinationRule", NS, SERVICE)
+
+
+def weights(fake: FakeClient) -> tuple[int, int]:
+    """(stable, canary) as the VirtualService holds them."""
+    return SUBSETS.weights(fake.look(SUBSETS.weighted(NS)))
+
+
+def stable_subset(fake: FakeClient) -> dict[str, str]:
+    subsets = fake.look(SUBSET_DR)["spec"]["subsets"]
+    return dict(next(s["labels"] for s in subsets if s["name"] == "stable"))
+
+
+def test_a_canary_subset_gains_weight_only_once_the_users_service_lists_a_ready_canary_pod() -> None:
+    """The canary subset is the canary's pods by label, among the user's Service's endpoints:
+    a canary Deployment that says ready is not enough while the Service lists none of its pods."""
+    fake = user_world(SUBSETS)
+    settled(fake, SUBSETS, 0)
+    pods(fake, HASH, CANARY_HASH)
+    ready(fake, {HASH: True, CANARY_HASH: False})
+    held = steer(fake, SUBSETS, 10)
+    assert held.again and not any(c.startswith("route set") for c in held.changed)
+    assert held.changed[-1].endswith(
+        "DestinationRule shop/checkout subset canary (pods parachute.dev/canary=true) yet"
+    )
+    assert weights(fake) == (100, 0)
+    ready(fake, {HASH: True, CANARY_HASH: True})
+    assert steer(fake, SUBSETS, 10).changed == ["route set to send 10% to the canary"]
+
+
+def test_a_ready_endpoint_counts_for_a_subset_only_if_its_pod_carries_the_subsets_labels() -> None:
+    """An endpoint whose pod is gone, or whose name looks like the set's but whose pod carries
+    other labels, is not one the data plane sends the subset's share to."""
+    fake = user_world(SUBSETS)
+    settled(fake, SUBSETS, 100)
+    run(wiring.act(ROLLOUT, spec_for(SUBSETS), TrafficIntent(share=100, stable=NEW_HASH), None, fake))
+    assert stable_subset(fake) == {"pod-template-hash": NEW_HASH}
+    pods(fake, HASH, CANARY_HASH)  # no pod of the new set exists...
+    ready(fake, {HASH: True, CANARY_HASH: True, NEW_HASH: True})  # ...whatever a slice says
+    assert "subset stable (pods pod-template-hash=77f9c6d8b)" in steer(fake, SUBSETS, 0, NEW_HASH).changed[-1]
+    fake.put({"apiVersion": "v1", "kind": "Pod",
+              "metadata": {"namespace": NS, "name": pod_of(NEW_HASH), "labels": {"app": SERVICE}}})  # fmt: skip
+    assert "subset stable" in steer(fake, SUBSETS, 0, NEW_HASH).changed[-1]
+    assert weights(fake) == (0, 100)
+
+
+def test_at_the_full_stage_the_weight_stays_on_the_canary_until_the_repinned_stable_subset_lists_a_ready_endpoint() -> (
+    None
+):
+    """The target has rolled to the new version: the stable subset is re-pinned to its pods at
+    once (it takes no requests while the canary holds them all), and the weight goes back to it
+    only once the user's Service lists one of those pods as a ready endpoint."""
+    fake = user_world(SUBSETS)
+    settled(fake, SUBSETS, 100)
+    pods(fake, HASH, NEW_HASH, CANARY_HASH)
+    ready(fake, {HASH: False, NEW_HASH: False, CANARY_HASH: True})
+    repinned = steer(fake, SUBSETS, 0, stable=NEW_HASH)
+    assert repinned.again and repinned.changed == [
+        "updated DestinationRule shop/checkout subsets stable (pod-template-hash=77f9c6d8b) and canary"
+    ]
+    for _ in range(3):
+        held = steer(fake, SUBSETS, 0, stable=NEW_HASH)
+        assert held.again and not any(c.startswith("route set") for c in held.changed)
+        assert weights(fake) == (0, 100)
+    assert held.changed == [
+        "route kept 100% until it can send 0% to the canary: Service shop/checkout lists no ready endpoint "
+        "of DestinationRule shop/checkout subset stable (pods pod-template-hash=77f9c6d8b) yet"
+    ]
+    ready(fake, {HASH: False, NEW_HASH: None, CANARY_HASH: True})
+    assert steer(fake, SUBSETS, 0, stable=NEW_HASH).changed == ["route set to send 0% to the canary"]
+    assert weights(fake) == (100, 0)
+
+
+def test_at_rollback_the_stable_subset_that_holds_the_weight_is_not_repinned_until_its_new_pods_are_ready_endpoints() -> (
+    None
+):
+    """A rollback at the full stage, the target part-way to the failing version: the stable subset
+    followed the set with the most ready pods (the new one) and takes the traffic back at once.
+    As the target rolls back, the stable set is the old one again; the subset, which holds all
+    the requests, keeps selecting the pods it reaches until the old pods are ready endpoints."""
+    fake = user_world(SUBSETS)
+    settled(fake, SUBSETS, 100)
+    pods(fake, HASH, NEW_HASH, CANARY_HASH)
+    ready(fake, {HASH: True, NEW_HASH: True, CANARY_HASH: True})
+    steer(fake, SUBSETS, 100, stable=NEW_HASH)  # the target rolls: the stable subset follows it
+    assert steer(fake, SUBSETS, 0, stable=NEW_HASH).changed == ["route set to send 0% to the canary"]
+    ready(fake, {HASH: False, NEW_HASH: True, CANARY_HASH: False})
+    for _ in range(3):
+        held = steer(fake, SUBSETS, 0, stable=HASH)
+        assert held.again and held.changed == [
+            "kept DestinationRule shop/checkout subset stable as it is while it takes requests: Service "
+            "shop/checkout lists no ready endpoint of DestinationRule shop/checkout subset stable (pods "
+            "pod-template-hash=5d4f8c7b9) yet"
+        ]
+        assert stable_subset(fake) == {"pod-template-hash": NEW_HASH}
+    ready(fake, {HASH: True, NEW_HASH: True, CANARY_HASH: False})
+    assert steer(fake, SUBSETS, 0, stable=HASH).changed == [
+        "updated DestinationRule shop/checkout subsets stable (pod-template-hash=5d4f8c7b9) and canary"
+    ]
+    assert stable_subset(fake) == {"pod-template-hash": HASH}
+    assert weights(fake) == (100, 0)
+
+
+def test_at_rollback_the_weight_goes_back_to_the_stable_subset_it_always_had() -> None:
+    """A rollback at a partial stage: the stable subset keeps the old set's pods, which the user's
+    Service lists as ready; the canary's share goes back to it in one write."""
+    fake = user_world(SUBSETS)
+    settled(fake, SUBSETS, 50)
+    pods(fake, HASH, CANARY_HASH)
+    ready(fake, {HASH: True, CANARY_HASH: False})
+    assert steer(fake, SUBSETS, 0).changed == ["route set to send 0% to the canary"]
+    assert stable_subset(fake) == {"pod-template-hash": HASH}
+    assert weights(fake) == (100, 0)
+
+
+def stable_lists_no_ready_endpoint(fake: FakeClient, backend: Backend) -> None:
+    """The stable side's pods are there but not ready endpoints (the canary's are)."""
+    if backend.services:
+        slices(fake, f"{SERVICE}-stable", (pod_of(HASH), False))
+    else:
+        pods(fake, HASH, CANARY_HASH)
+        ready(fake, {HASH: False, CANARY_HASH: True})
+
+
+def test_a_rollback_holding_traffic_back_says_so_once_and_puts_it_back_anyway_after_a_minute(
+    backend: Backend,
+) -> None:
+    """A rollback must never wait on the new version: while the stable side lists no ready
+    endpoint the canary keeps its share, with one Warning saying so and until when; from
+    ROLLBACK_HOLD_LIMIT after the rollback started, the share goes back to stable all the same."""
+    fake = user_world(backend)
+    settled(fake, backend, 50)
+    stable_lists_no_ready_endpoint(fake, backend)
+    spec = spec_for(backend)
+    started = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+    def reconcile(after: float, incident: str = "1") -> wiring.Steered:
+        rollback = wiring.Rollback(f"{backend.id}-{incident}", started, started + timedelta(seconds=after))
+        seen = run(wiring.observe(ROLLOUT, spec, fake))
+        return run(
+            wiring.act(ROLLOUT, spec, TrafficIntent(share=0, stable=HASH), seen, fake, rollback=rollback)
+        )
+
+    first = reconcile(1)
+    assert first.again and first.changed[-1].startswith("route kept 50% until it can send 0% to the canary")
+    assert [(e.type.value, e.reason) for e in first.events] == [("Warning", "TrafficHeld")]
+    assert "(50%)" in first.events[0].message and "by 12:01:00 UTC" in first.events[0].message
+    assert reconcile(30).events == []  # told once per incident, not every reconcile
+    assert reconcile(31, incident="2").events[0].reason == "TrafficHeld"  # a new incident is told
+    assert backend.weights(fake.look(backend.weighted(NS))) == (50, 50)
+    late = reconcile(wiring.ROLLBACK_HOLD_LIMIT.total_seconds())
+    assert late.changed[0].startswith("route sent back to stable though")
+    assert late.changed[-1] == "route set to send 0% to the canary"
+    assert backend.weights(fake.look(backend.weighted(NS))) == (100, 0)
+
+
+def test_outside_a_rollback_traffic_held_back_from_stable_waits_without_a_bound(backend: Backend) -> None:
+    fake = user_world(backend)
+    settled(fake, backend, 50)
+    stable_lists_no_ready_endpoint(fake, backend)
+    held = steer(fake, backend, 0)
+    assert held.again and held.events == [] and "route kept 50%" in held.changed[-1]
+    assert backend.weights(fake.look(backend.weighted(NS))) == (50, 50)
 
 
 def test_a_hand_edit_is_put_back_with_an_event(backend: Backend) -> None:

@@ -33,6 +33,10 @@ from parachute.routing.router import (
 )
 from parachute.routing.services import ENDPOINT_SLICE, SERVICE_NAME
 
+POD = ("v1", "Pod")
+CANARY_LABEL = "parachute.dev/canary"  # what Release.canary_labels are by default
+CANARY_HASH = "c4n4ry7f6"  # the canary pods' pod-template-hash in a world that has caught up
+
 KINDS = (
     ("v1", "Service"),
     ("v1", "ConfigMap"),
@@ -41,6 +45,7 @@ KINDS = (
     ("networking.istio.io/v1", "VirtualService"),
     ("networking.istio.io/v1", "DestinationRule"),
     ENDPOINT_SLICE,
+    POD,
 )
 
 
@@ -57,8 +62,9 @@ class FakeClient:
         self.writes: list[tuple[str, Ref]] = []
         self.reads: list[Ref] = []
         self.lists: list[Ref] = []
-        # EndpointSlices as an endpoint controller that has caught up lists them (every Service
-        # has a ready endpoint of what it selects); False: only those a test put.
+        # EndpointSlices and Pods as in a cluster whose endpoint controller has caught up (every
+        # Service has a ready endpoint of each pod it selects; see `_caught_up_pods`); False:
+        # only those a test put.
         self.endpoints_follow = True
         # Kinds the operator may not touch, by (apiVersion, kind): answered as a 403 would be.
         self.forbidden: set[tuple[str, str]] = set()
@@ -108,30 +114,39 @@ class FakeClient:
         self.lists.append(ref)
         if (api_version, kind) == ENDPOINT_SLICE and self.endpoints_follow:
             return self._caught_up_slices(namespace, labels)
+        if (api_version, kind) == POD and self.endpoints_follow:
+            return [pod for pod in self._caught_up_pods(namespace) if _carries(pod, labels)]
         return [
             copy.deepcopy(body)
             for found, body in self.objects.items()
             if (found.api_version, found.kind, found.namespace) == (api_version, kind, namespace)
-            and labels.items() <= (body["metadata"].get("labels") or {}).items()
+            and _carries(body, labels)
         ]
 
+    def _caught_up_pods(self, namespace: str) -> list[Body]:
+        """The pods of a world that has caught up: one ready pod of each ReplicaSet whose
+        pod-template-hash is named anywhere in the namespace, and one canary pod."""
+        hashes = sorted(self._hashes(namespace))
+        pods = [(f"pod-{each}-x1y2z", {POD_TEMPLATE_HASH: each}) for each in hashes]
+        pods.append((f"pod-{CANARY_HASH}-x1y2z", {POD_TEMPLATE_HASH: CANARY_HASH, CANARY_LABEL: "true"}))
+        return [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace,
+                 "labels": labels}} for name, labels in pods]  # fmt: skip
+
     def _caught_up_slices(self, namespace: str, labels: dict[str, str]) -> list[Body]:
-        """What an endpoint controller that has caught up lists: for each Service, one ready
-        endpoint of a pod of the ReplicaSet its selector names (a pod of some other set if none)."""
+        """What an endpoint controller that has caught up lists for a Service: a ready endpoint of
+        each pod its selector selects (`_caught_up_pods`)."""
         name = labels.get(SERVICE_NAME, "")
         service = self.objects.get(Ref("v1", "Service", namespace, name))
         if service is None:
             return []
+        # Every pod carries the labels the user's selectors name: a selector picks by its
+        # pod-template-hash and canary label alone.
         selector = (service.get("spec") or {}).get("selector") or {}
-        # A selector with no pod-template-hash selects the pods of every set named anywhere.
-        hashes = (
-            [selector[POD_TEMPLATE_HASH]]
-            if POD_TEMPLATE_HASH in selector
-            else sorted(self._hashes(namespace))
-        )
+        selector = {k: v for k, v in selector.items() if k in (POD_TEMPLATE_HASH, CANARY_LABEL)}
         endpoints = [
-            {"conditions": {"ready": True}, "targetRef": {"kind": "Pod", "name": f"{name}-{each}-x1y2z"}}
-            for each in hashes or ["any"]
+            {"conditions": {"ready": True}, "targetRef": {"kind": "Pod", "name": pod["metadata"]["name"]}}
+            for pod in self._caught_up_pods(namespace)
+            if _carries(pod, selector)
         ]
         return [
             {"metadata": {"name": f"{name}-abcde", "labels": {SERVICE_NAME: name}}, "endpoints": endpoints}
@@ -211,6 +226,10 @@ class FakeClient:
     def _check_served(self, api_version: str, kind: str) -> None:
         if (api_version, kind) not in self.served_kinds:
             raise KindNotServedError(f"{kind} {api_version} is not served")
+
+
+def _carries(body: Body, labels: dict[str, str]) -> bool:
+    return labels.items() <= ((body.get("metadata") or {}).get("labels") or {}).items()
 
 
 def _parse(path: str) -> list[str]:

@@ -13,7 +13,11 @@ Host-level (the default), the two destinations are the hosts `<svc>-stable` and
 `<svc>-canary`, Services the router makes. Subset-level, both keep the Service's host and
 name the subsets `stable` and `canary` of a DestinationRule for that host; the router keeps
 those two subsets' labels in step with the stable pod-template-hash and the canary label,
-and leaves the rule's other subsets and policies alone.
+and leaves the rule's other subsets and policies alone. A subset reaches what a mesh makes of
+it: the Service's ready endpoints (EndpointSlices) whose pods carry the subset's labels. So a
+weight moves onto a subset only once it reaches a pod, and a subset that takes requests is
+re-pinned only once its new pods are among those endpoints (until then it keeps the pods it
+reaches, unless it reaches none either).
 
 An audience (phased) is an http route of Parachute's own just before the managed one (Istio
 takes the first http route that matches): its matches each with the audience's header
@@ -29,7 +33,7 @@ from typing import Any
 from parachute import api
 from parachute.routing import services
 from parachute.routing.objects import Body, Client, KindNotServedError, Ref
-from parachute.routing.router import POD_TEMPLATE_HASH, AudienceMatch, Release, RoutingSetupError
+from parachute.routing.router import POD_TEMPLATE_HASH, AudienceMatch, Held, Release, RoutingSetupError
 from parachute.routing.weighted import Rule, WeightedRouteRouter, cookie_in, cookie_pattern, other_services
 
 FIELD = "spec.trafficRouting.istio"
@@ -186,11 +190,14 @@ class IstioRouter(WeightedRouteRouter):
     async def unready(self, canary: bool) -> str:
         if self.subsets is None:
             return await super().unready(canary)
-        # Subsets pick pods by label from the user's Service's endpoints, which carry no labels:
-        # the stable pods can be told by name; the canary's are known ready before traffic moves.
-        if canary:
-            return ""
-        return await services.unready(self.client, self.release, self.service, self.release.stable_hash)
+        # What the data plane sends a subset's share to: the host's ready endpoints whose pods
+        # carry the subset's labels as the DestinationRule holds them now (ensure keeps them).
+        name = self.subsets.canary if canary else self.subsets.stable
+        rule = await self._destination_rule()
+        labels = _labels_of(rule, name)
+        if labels is None:
+            return f"{self._destination_rule_ref()} has no subset {name} yet"
+        return await self._subset_unready(name, labels)
 
     async def ensure_backends(self) -> list[str]:
         if self.subsets is None:
@@ -201,14 +208,68 @@ class IstioRouter(WeightedRouteRouter):
         wanted = self._subsets(found)
         if wanted == found:
             return []
+        held = await self._held(found, wanted)
+        if held:  # those keep the pods they select until the new ones can take their share
+            kept = {name: _labels_of(rule, name) for name in held}
+            wanted = [{**s, "labels": kept[s["name"]]} if s.get("name") in kept else s for s in wanted]
+        notes: list[str] = [Held(why) for why in held.values()]
+        if wanted == found:
+            return notes
         ref = self._destination_rule_ref()
         await self.client.patch(
             ref,
             [{"op": "test", "path": "/metadata/resourceVersion", "value": rule["metadata"]["resourceVersion"]},
              {"op": "add", "path": "/spec/subsets", "value": wanted}],
         )  # fmt: skip
-        return [f"updated {ref} subsets {self.subsets.stable} ({POD_TEMPLATE_HASH}={self.release.stable_hash}) "
-                f"and {self.subsets.canary}"]  # fmt: skip
+        pinned = {self.subsets.stable: f"{self.subsets.stable} ({POD_TEMPLATE_HASH}={self.release.stable_hash})",
+                  self.subsets.canary: self.subsets.canary}  # fmt: skip
+        return [
+            f"updated {ref} subsets {' and '.join(v for k, v in pinned.items() if k not in held)}",
+            *notes,
+        ]
+
+    async def _held(self, found: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> dict[str, str]:
+        """The subsets whose new labels must wait, and why: a subset the route sends requests to
+        is re-pinned only once the host lists a ready endpoint of the pods it is to select (the
+        data plane takes a subset's new labels at once, and the host's EndpointSlices follow its
+        pods a moment later), unless the pods it selects now have none either."""
+        assert self.subsets is not None
+        before = {s.get("name"): s.get("labels") for s in found}
+        after = {s.get("name"): s.get("labels") for s in wanted}
+        moving = [
+            n for n in (self.subsets.stable, self.subsets.canary) if n in before and before[n] != after[n]
+        ]
+        if not moving:
+            return {}
+        weighted = self._weighted_subsets(await self._route())
+        held = {}
+        for name in moving:
+            if name not in weighted:
+                continue
+            why = await self._subset_unready(name, dict(after[name] or {}))
+            if why and not await self._subset_unready(name, dict(before[name] or {})):
+                held[name] = (
+                    f"kept {self._destination_rule_ref()} subset {name} as it is while it takes requests: {why}"
+                )
+        return held
+
+    def _weighted_subsets(self, route: Body) -> set[str]:
+        """This Rollout's subsets that some http route of the VirtualService sends requests to."""
+        assert self.subsets is not None
+        ours = {self.subsets.stable, self.subsets.canary}
+        out = set()
+        for http in (route.get("spec") or {}).get("http") or []:
+            destinations = http.get("route") or []
+            for destination in destinations:
+                subset = (destination.get("destination") or {}).get("subset")
+                if (subset in ours and self._host_service(_host(destination)) == self.service
+                        and self.weight_of(destination, alone=len(destinations) == 1) > 0):  # fmt: skip
+                    out.add(str(subset))
+        return out
+
+    async def _subset_unready(self, name: str, labels: dict[str, str]) -> str:
+        what = f"{self._destination_rule_ref()} subset {name}"
+        return await services.selected_unready(self.client, self.release, self.service, labels, what)
 
     async def snapshot_backends(self) -> Body:
         if self.subsets is None:
@@ -305,6 +366,14 @@ class IstioRouter(WeightedRouteRouter):
                 if self.service_of(destination) == name:
                     return dict(destination)
         return {}
+
+
+def _labels_of(rule: Body, subset: str) -> dict[str, str] | None:
+    """The labels of a DestinationRule's subset; None when it has no such subset."""
+    for entry in (rule.get("spec") or {}).get("subsets") or []:
+        if entry.get("name") == subset:
+            return dict(entry.get("labels") or {})
+    return None
 
 
 def _host(destination: dict[str, Any]) -> str:

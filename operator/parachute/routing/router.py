@@ -100,11 +100,19 @@ class Release:
         return any(isinstance(r, Mapping) and r.get("uid") == self.rollout_uid for r in refs or [])
 
 
+class Held(str):
+    """What `ensure` left as it is for now, and why (a subset that holds weight is not re-pinned
+    to pods the data plane cannot reach yet): not a change, but a reason to look again soon."""
+
+    __slots__ = ()
+
+
 class Router(Protocol):
     """One traffic backend. Every method is idempotent."""
 
     async def ensure(self) -> list[str]:
-        """Make what the backend needs exist (Services, a canary Ingress); returns what changed."""
+        """Make what the backend needs exist (Services, a canary Ingress); returns what changed,
+        and, as `Held`, what it left as it is for now."""
         ...
 
     async def read(self) -> Applied:
@@ -119,8 +127,9 @@ class Router(Protocol):
 
     async def unready(self, canary: bool) -> str:
         """Why the canary's (or the stable) backend cannot take requests yet: the Service it
-        sends to lists no ready endpoint of the pods it should select. "" when it can, or when
-        the backend cannot tell. Read before a weight moves requests onto that backend."""
+        sends to lists no ready endpoint of the pods it should select (of a subset, the pods its
+        labels select now). "" when it can, or when the backend cannot tell. Read before a
+        weight moves requests onto that backend."""
         ...
 
     async def reset(self) -> Applied:

@@ -121,20 +121,42 @@ async def unready(client: Client, release: Release, name: str, pods_of: str | No
     lists a ready endpoint, or, with `pods_of`, none of the pods of the ReplicaSet of that
     pod-template-hash. A selector just changed is followed by its EndpointSlices a moment later
     (the endpoint controller's work, later still under load); a proxy sends to what they list."""
-    slices = await client.find(ENDPOINT_SLICE[0], ENDPOINT_SLICE[1], release.namespace, {SERVICE_NAME: name})
-    ready = [
-        str((endpoint.get("targetRef") or {}).get("name") or "")
-        for found in slices
-        for endpoint in found.get("endpoints") or []
-        # An endpoint's readiness left unset is read as ready, as the API documents.
-        if (endpoint.get("conditions") or {}).get("ready") is not False
-    ]
+    ready = await ready_pods(client, release, name)
     if pods_of is not None:
-        ready = [pod for pod in ready if _pod_of(pod) == pods_of]
+        ready = {pod for pod in ready if _pod_of(pod) == pods_of}
     if ready:
         return ""
     whose = f" of pods {pods_of}" if pods_of is not None else ""
     return f"Service {release.namespace}/{name} lists no ready endpoint{whose} yet"
+
+
+async def selected_unready(
+    client: Client, release: Release, name: str, labels: dict[str, str], what: str
+) -> str:
+    """Why the pods carrying `labels` (`what` they are to a person) cannot take requests sent
+    through Service `name` yet ("" when they can): its EndpointSlices list no ready endpoint that
+    is one of those pods. This is how a mesh resolves a subset of a host: the host's endpoints
+    whose pods carry the subset's labels. An endpoint names its pod (`targetRef`); the pods'
+    labels are read from the pods, so it holds for any labels, not only a pod-template-hash."""
+    ready = await ready_pods(client, release, name)
+    pods = await client.find("v1", "Pod", release.namespace, labels)
+    if ready & {str(pod["metadata"]["name"]) for pod in pods}:
+        return ""
+    shown = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+    return f"Service {release.namespace}/{name} lists no ready endpoint of {what} (pods {shown}) yet"
+
+
+async def ready_pods(client: Client, release: Release, name: str) -> set[str]:
+    """The pods Service `name`'s EndpointSlices list as ready endpoints, by name."""
+    slices = await client.find(ENDPOINT_SLICE[0], ENDPOINT_SLICE[1], release.namespace, {SERVICE_NAME: name})
+    return {
+        str(target.get("name") or "")
+        for found in slices
+        for endpoint in found.get("endpoints") or []
+        if (target := endpoint.get("targetRef") or {}).get("kind", "Pod") == "Pod"
+        # An endpoint's readiness left unset is read as ready, as the API documents.
+        and (endpoint.get("conditions") or {}).get("ready") is not False
+    } - {""}
 
 
 async def copy_unready(client: Client, release: Release, service: str, canary: bool) -> str:

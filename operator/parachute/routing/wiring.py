@@ -8,8 +8,10 @@ the routing record (the snapshot of the user's route) first, then what the backe
 would move traffic onto a backend changed in the same reconcile waits for the next one, so
 the new Service's endpoints exist before requests go there, and no weight moves requests onto
 a backend whose Service lists no ready endpoint of the pods it should select (a selector
-re-pinned to the stable pods is followed by its EndpointSlices a moment later). A route that someone changed by
-hand is put back, with a Warning Event saying what was found. A Rollout that no longer routes
+re-pinned to the stable pods is followed by its EndpointSlices a moment later). What the backend
+leaves as it is for now (`Held`: an Istio subset that takes requests keeps its pods until its new
+ones are ready endpoints) is looked at again soon, and the weight may still move meanwhile. A
+route that someone changed by hand is put back, with a Warning Event saying what was found. A Rollout that no longer routes
 as its record says (its `trafficRouting` removed or pointed elsewhere, or an older Rollout of
 that name) has its old route given back first.
 """
@@ -17,6 +19,7 @@ that name) has its old route given back first.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from parachute import api, faults
@@ -24,9 +27,30 @@ from parachute.plan.model import Applied, AudienceMatch, Event, EventType, Traff
 from parachute.routing import record, teardown
 from parachute.routing.backends import router_for
 from parachute.routing.objects import Client, ForbiddenError
-from parachute.routing.router import Release, Router, RoutingSetupError
+from parachute.routing.router import Held, Release, Router, RoutingSetupError
 
 NOT_SET_UP = "the route is not set up for this Rollout yet"
+# How long a rollback keeps requests on the canary while the stable side lists no ready endpoint,
+# counted from the incident's start: a rollback must never wait on the new version, and a stable
+# side that lists none by then (its pods not ready, an endpoint controller stuck) will not be
+# helped by waiting longer; requests meet the stable side as it is.
+ROLLBACK_HOLD_LIMIT = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """The rollback under way while acting: its incident, when it started, and now."""
+
+    incident: str
+    started: datetime
+    now: datetime
+
+    def limit(self) -> datetime:
+        return self.started + ROLLBACK_HOLD_LIMIT
+
+
+# The incidents whose held traffic was told (namespace, rollout, incident): once each per process.
+_told_held: set[tuple[str, str, str]] = set()
 GIVING_BACK = "the route is being given back as it was before this routing (a change of spec.trafficRouting)"
 
 
@@ -82,11 +106,15 @@ async def act(
     intent: TrafficIntent | None,
     seen: TrafficView | None,
     client: Client,
+    *,
+    rollback: Rollback | None = None,
 ) -> Steered:
-    """Make the backend hold what `intent` says; give back a route this Rollout no longer drives."""
+    """Make the backend hold what `intent` says; give back a route this Rollout no longer drives.
+    During a `rollback`, traffic held back from a stable side that lists no ready endpoint is
+    told once (a `TrafficHeld` Event), and goes back anyway at `ROLLBACK_HOLD_LIMIT`."""
     release = _release(rollout, (intent.stable or "") if intent is not None else "")
     async with teardown.guard(release.namespace, release.rollout):  # not while its deletion gives back
-        return await _act(release, spec, intent, seen, client)
+        return await _act(release, spec, intent, seen, client, rollback=rollback)
 
 
 async def _act(
@@ -95,6 +123,8 @@ async def _act(
     intent: TrafficIntent | None,
     seen: TrafficView | None,
     client: Client,
+    *,
+    rollback: Rollback | None,
 ) -> Steered:
     out = Steered()
     routing = routing_of(spec)
@@ -111,13 +141,15 @@ async def _act(
             written = await record.write(client, release, routing, await router.snapshot())
             out.changed += [written] if written else []
             faults.point("route-record-written", release.namespace)
-        made = await router.ensure()
-        out.changed += made
+        ensured = await router.ensure()
+        made = [change for change in ensured if not isinstance(change, Held)]
+        out.changed += ensured
+        out.again = len(ensured) > len(made)  # something waits for endpoints: look again soon
         if made:
             faults.point("route-backends-made", release.namespace)
             out.again = True  # their endpoints follow in a moment; the weight moves next time
             return out
-        await _set(router, intent, seen, out, release.namespace)
+        await _set(router, intent, seen, out, release, rollback=rollback)
     except ForbiddenError as error:
         if routing is None:
             raise
@@ -126,7 +158,13 @@ async def _act(
 
 
 async def _set(
-    router: Router, intent: TrafficIntent, seen: TrafficView | None, out: Steered, namespace: str
+    router: Router,
+    intent: TrafficIntent,
+    seen: TrafficView | None,
+    out: Steered,
+    release: Release,
+    *,
+    rollback: Rollback | None,
 ) -> None:
     weight, audience = intent.weight, intent.rule
     applied = seen.applied if seen is not None else None
@@ -135,6 +173,12 @@ async def _set(
     for canary in _gaining(weight, audience, applied):
         if why := await router.unready(canary):
             held = f"{applied.weight}%" if applied is not None and applied.weight is not None else "as it is"
+            if not canary and rollback is not None:
+                if rollback.now >= rollback.limit():
+                    out.changed.append(f"route sent back to stable though {why}: a rollback waits for it "
+                                       f"{ROLLBACK_HOLD_LIMIT.seconds}s at most")  # fmt: skip
+                    continue
+                _tell_held(out, release, rollback, held, why)
             out.changed.append(f"route kept {held} until it can send {weight}% to the canary: {why}")
             out.again = True
             return
@@ -142,10 +186,24 @@ async def _set(
     if result.wrote:
         also = f" and {audience} to it" if audience is not None else ""
         out.changed.append(f"route set to send {weight}% to the canary{also}")
-        faults.point("route-weight-set", namespace, weight)
+        faults.point("route-weight-set", release.namespace, weight)
         out.again = True  # read it back soon
     if result.hand_edit:
         out.events.append(Event(EventType.warning, "WeightsPutBack", result.hand_edit))
+
+
+def _tell_held(out: Steered, release: Release, rollback: Rollback, held: str, why: str) -> None:
+    """A Warning, once per incident: the rollback keeps traffic on the canary, and until when."""
+    key = (release.namespace, release.rollout, rollback.incident)
+    if key in _told_held:
+        return
+    _told_held.add(key)
+    until = rollback.limit().strftime("%H:%M:%S UTC")
+    out.events.append(Event(
+        EventType.warning, "TrafficHeld",
+        f"The rollback keeps the canary's share ({held}) while {why}; it goes back to stable by {until} "
+        f"({ROLLBACK_HOLD_LIMIT.seconds}s after the rollback started) even so",
+    ))  # fmt: skip
 
 
 def _gaining(weight: int, audience: AudienceMatch | None, applied: Applied | None) -> list[bool]:
