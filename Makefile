@@ -10,7 +10,7 @@ TEST_WORKERS ?= 3
 CLUSTER_DIR ?= .cluster
 
 .PHONY: help setup demo test test-quick unit integration lint typecheck format crds \
-        cluster-up cluster-down e2e-kind bench clean
+        cluster-up cluster-down e2e-kind bench bench-large clean
 
 help:
 	@echo "make demo        local cluster + Prometheus + operator + an example release"
@@ -20,6 +20,7 @@ help:
 	@echo "make cluster-up / cluster-down   the local control plane alone"
 	@echo "make e2e-kind    the integration tests on kind (needs Docker)"
 	@echo "make bench       benchmarks on the local cluster; prints figures"
+	@echo "make bench-large the scale table's 10,000 Rollouts column (needs about an hour)"
 
 setup:
 	@bash testbed/setup.sh
@@ -65,6 +66,9 @@ e2e-kind: setup
 
 bench: setup
 	$(PY) -m bench
+
+bench-large: setup
+	$(PY) -m bench --only scale --rollouts 10000
 
 clean: cluster-down
 	rm -rf .cluster .venv .mypy_cache .pytest_cache .ruff_cache

@@ -2,7 +2,10 @@
 
 - decide: the pure planner's cost per decision.
 - reconcile: one full reconcile (read, decide, write, act) against the real local API server.
-- scale: N Rollouts adopted, then released at once, by one operator process; its memory.
+- scale: the table at 100 and 1,000 Rollouts on one operator process, analysed every 30 s
+  against a real Prometheus, half releasing at once, one failing canary among them: memory, CPU,
+  scheduler lag, API requests and PromQL queries, times (bench/scale.py; 10,000 with
+  `make bench-large`). Each N on a fresh local cluster.
 - breach-to-stable: a canary failing at 6% errors, from the release's start to all traffic
   back on stable (analysis every 2 s), by the code level and by the flag level.
 - flag percentage: a bad variant behind a flag on for 10% of users, from the failed verdict to
@@ -53,6 +56,7 @@ from bench.flag_percentage import bench_flag_off
 from bench.outbox import bench_outbox
 from bench.queries import bench_queries
 from bench.queue import bench_queue
+from bench.scale import bench_scale_table
 from parachute import api
 from parachute.api import RolloutSpec, RolloutStatus
 from parachute.plan.engine import decide
@@ -172,40 +176,6 @@ def clients(cluster: LocalCluster) -> tuple[client.CoreV1Api, client.AppsV1Api, 
 def new_namespace(core: client.CoreV1Api, name: str) -> None:
     core.create_namespace({"metadata": {"name": name}})
     wait(lambda: core.read_namespaced_service_account("default", name), 30)  # pods need it
-
-
-def bench_scale(cluster: LocalCluster, operator_kubeconfig: Path, workdir: Path, count: int) -> None:
-    core, apps, custom = clients(cluster)
-    namespace = "bench-scale"
-    new_namespace(core, namespace)
-    for i in range(count):
-        apps.create_namespaced_deployment(namespace, deployment(f"app-{i}"))
-        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
-                                               rollout(f"app-{i}", waits={"min": "1s", "max": "2s"}))  # fmt: skip
-    operator = Operator(operator_kubeconfig, workdir / "operator-scale.log")
-    try:
-        adopted = wait(
-            lambda: sum(s.get("phase") == "Healthy" for s in phases(custom, namespace)) == count, 300
-        )
-        figure(f"scale: {count} Rollouts adopted by a fresh operator", f"{adopted:.1f} s")
-        image = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "bench:2"}]}}}}
-        started = time.monotonic()
-        for i in range(count):
-            apps.patch_namespaced_deployment(f"app-{i}", namespace, image)
-
-        def all_released() -> bool:
-            statuses = phases(custom, namespace)
-            done = [s for s in statuses if s.get("phase") == "Healthy"
-                    and (s.get("release") or {}).get("stableRevision") == (s.get("release") or {}).get("revision")
-                    and s.get("stage")]  # fmt: skip
-            return len(done) == count
-
-        released = wait(all_released, 600)
-        figure(f"scale: {count} releases of 3 stages, all at once", f"{released:.1f} s",
-               f"{time.monotonic() - started:.1f} s wall; 3 x 1 s waits each")  # fmt: skip
-        figure("scale: operator memory (RSS) after", f"{operator.rss_mib():.0f} MiB")
-    finally:
-        operator.stop()
 
 
 async def _reconcile_many(namespace: str, name: str, rounds: int) -> list[float]:
@@ -464,10 +434,11 @@ def image_patch(image: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rollouts", type=int, default=100, help="Rollouts for the scale figure")
+    parser.add_argument("--rollouts", default="100,1000",
+                        help="Rollouts of each column of the scale table, e.g. 100,1000 or 10000")  # fmt: skip
     parser.add_argument(
         "--only",
-        choices=["routing", "fastlane", "flags", "bluegreen", "outbox", "queue"],
+        choices=["routing", "fastlane", "flags", "bluegreen", "outbox", "queue", "scale"],
         help="run only these figures",
     )
     parser.add_argument("--races", type=int, default=3, help="races per interval for the fast lane's figures")
@@ -480,8 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Parachute benchmarks — {os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", flush=True
     )
-    bench_decide()
-    bench_queries(figure)
+    if args.only != "scale":
+        bench_decide()
+        bench_queries(figure)
     if args.only in (None, "queue"):
         bench_queue(figure)
     if args.only == "queue":
@@ -489,6 +461,12 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(
         tempfile.mkdtemp(prefix="parachute-bench-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
     )
+    if args.only in (None, "scale"):
+        counts = [int(n) for n in args.rollouts.split(",")]
+        start = lambda kubeconfig, extra, log: Operator(kubeconfig, workdir / log, extra)  # noqa: E731
+        if args.only == "scale":
+            bench_scale_table(counts, start, workdir, figure, RESULTS)
+            return 0
     cluster = LocalCluster(workdir / "cluster")
     try:
         started = time.monotonic()
@@ -501,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         _in_cluster(args, cluster, operator_kubeconfig, workdir)
     finally:
         cluster.down()
+    if args.only is None:  # each N on a cluster of its own, after the others are done
+        bench_scale_table(counts, start, workdir, figure, RESULTS)
     return 0
 
 
@@ -534,8 +514,6 @@ def _in_cluster(args: argparse.Namespace, cluster: LocalCluster, kubeconfig: Pat
     )
     write_routing_results(RESULTS, routing_rows, header)
     print(f"routing figures written to {RESULTS.name}", flush=True)
-    if args.only is None:
-        bench_scale(cluster, kubeconfig, workdir, args.rollouts)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -48,6 +49,12 @@ ROLLOUTS = (api.GROUP, api.VERSION, api.PLURAL)
 KOPF_PREFIX = f"kopf.{api.GROUP}"
 
 logger = logging.getLogger("parachute.handlers")
+
+# Reconciles under way at once, and threads for the blocking clients (Kubernetes, Prometheus)
+# they wait on. A reconcile mostly waits for answers; asyncio's default executor has cores + 4
+# threads (6 on two cores), which held every reconcile behind a few slow answers.
+RECONCILE_SLOTS = 16
+IO_THREADS = 32
 
 
 @dataclass(frozen=True)
@@ -183,7 +190,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         kube.identify(elector.identity)
         telemetry.leadership(lambda: elector.leading)
         logger.info("standing by for Lease %s/%s as %s", lease.namespace, lease.name, elector.identity)
-    memo.scheduler = Scheduler(memo.reconciler, clock=clock.now, gate=elector)
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="parachute-io")
+    )
+    memo.scheduler = Scheduler(
+        _listing_once(memo.reconciler), clock=clock.now, concurrency=RECONCILE_SLOTS, gate=elector
+    )
     telemetry.scheduler(lambda: memo.scheduler.pending)
     memo.scheduler_task = asyncio.create_task(memo.scheduler.run(), name="parachute-scheduler")
     if elector is not None:
@@ -197,6 +209,18 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.reports = None
     if options.reports is not None:
         memo.reports = await _serve_reports(options)
+
+
+def _listing_once(
+    work: Callable[[Key], Awaitable[datetime | None]],
+) -> Callable[[Key], Awaitable[datetime | None]]:
+    """Each reconcile lists a target's ReplicaSets once, however many of its parts ask."""
+
+    async def once(key: Key) -> datetime | None:
+        with kube.one_listing():
+            return await work(key)
+
+    return once
 
 
 async def _serve_reports(options: Options) -> Any:
@@ -301,6 +325,7 @@ async def on_rollout(
         outbox.forget(key)
         user_reports.forget(key)
         statuspage.forget(*key)
+        kube.forget_writes(*key)
         memo.served.discard(key)
         telemetry.gone(*key)
         if type != "DELETED":
@@ -319,7 +344,8 @@ async def on_rollout(
     memo.served.add(key)
     telemetry.observed(namespace or "", name, status.get("phase"))
     scheduler.recovering(key, _recovering(status))
-    scheduler.wake(key)
+    if not kube.own_write(*key, body.get("metadata", {}).get("resourceVersion")):
+        scheduler.wake(key)  # a change by someone else; this process's own status write is no news
     due = status.get("nextCheckAt")
     if due:
         scheduler.wake(key, datetime.fromisoformat(due.replace("Z", "+00:00")))

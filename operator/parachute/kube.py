@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import contextvars
+import copy
 import functools
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
@@ -120,6 +123,9 @@ def _configuration() -> client.Configuration:
     except config.ConfigException:
         # Read KUBECONFIG now: the client's own default was fixed when it was imported.
         config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
+    # A connection for each thread that may be waiting on the API server (the client's default
+    # is 5 per core): past the pool, every request opens a new TLS connection.
+    configuration.connection_pool_maxsize = 32
     return configuration
 
 
@@ -160,6 +166,7 @@ async def read_deployment(namespace: str, name: str) -> dict[str, Any] | None:
 
 @calls(("apps", "deployments", "create"))
 async def create_deployment(namespace: str, body: dict[str, Any]) -> None:
+    _written_deployment()
     apps = client.AppsV1Api(api_client())
     await asyncio.to_thread(apps.create_namespaced_deployment, namespace, body)  # type: ignore[arg-type]  # dicts are accepted
 
@@ -167,14 +174,15 @@ async def create_deployment(namespace: str, body: dict[str, Any]) -> None:
 @calls(("apps", "deployments", "patch"))
 async def patch_deployment(namespace: str, name: str, patch: dict[str, Any]) -> None:
     """A merge patch (strategic for Deployments: lists of containers merge by name)."""
+    _written_deployment()
     apps = client.AppsV1Api(api_client())
     await asyncio.to_thread(apps.patch_namespaced_deployment, name, namespace, patch)
 
 
-async def _guarded(what: str, call: Any, *args: Any) -> None:
+async def _guarded(what: str, call: Any, *args: Any) -> Any:
     """A write whose body carries a resourceVersion: a 409 means someone wrote first."""
     try:
-        await asyncio.to_thread(call, *args)
+        return await asyncio.to_thread(call, *args)
     except ApiException as error:
         if error.status == 409:
             raise ConflictError(f"{what} changed while being updated") from error
@@ -184,6 +192,7 @@ async def _guarded(what: str, call: Any, *args: Any) -> None:
 @calls(("apps", "deployments", "update"))
 async def replace_deployment(namespace: str, name: str, body: dict[str, Any]) -> None:
     """A full replace, guarded by the resourceVersion in `body`."""
+    _written_deployment()
     apps = client.AppsV1Api(api_client())
     await _guarded(
         f"Deployment {namespace}/{name}", apps.replace_namespaced_deployment, name, namespace, body
@@ -267,6 +276,21 @@ def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
+# The resourceVersion of this process's last status write to each Rollout: the watch event of
+# one's own write is no news (the reconcile that wrote it said when to look again), and waking
+# on it would double every reconcile that writes.
+_written: dict[tuple[str, str], str] = {}
+
+
+def own_write(namespace: str, name: str, resource_version: str | None) -> bool:
+    """Whether this version of the Rollout is the one this process's last status write made."""
+    return resource_version is not None and _written.get((namespace, name)) == resource_version
+
+
+def forget_writes(namespace: str, name: str) -> None:
+    _written.pop((namespace, name), None)
+
+
 @calls((api.GROUP, f"{api.PLURAL}/status", "patch"))
 async def patch_rollout_status(
     namespace: str, name: str, old: dict[str, Any], new: dict[str, Any], resource_version: str
@@ -278,8 +302,11 @@ async def patch_rollout_status(
     """
     custom = client.CustomObjectsApi(api_client())
     body = {"metadata": {"resourceVersion": resource_version}, "status": merge_patch(old, new)}
-    await _guarded(f"Rollout {namespace}/{name}", custom.patch_namespaced_custom_object_status,
-                   api.GROUP, api.VERSION, namespace, api.PLURAL, name, body)  # fmt: skip
+    written = await _guarded(f"Rollout {namespace}/{name}", custom.patch_namespaced_custom_object_status,
+                             api.GROUP, api.VERSION, namespace, api.PLURAL, name, body)  # fmt: skip
+    version = ((written or {}).get("metadata") or {}).get("resourceVersion")
+    if version:
+        _written[(namespace, name)] = version
     faults.point("status-written", namespace, new.get("phase"))  # before the Events and acts it decided
 
 
@@ -471,11 +498,41 @@ async def replace_feature_flag(namespace: str, name: str, body: dict[str, Any]) 
                    group, version, namespace, plural, name, body)  # fmt: skip
 
 
+# One reconcile asks for a target's ReplicaSets up to three times before it acts (observing what
+# serves, checking that the metrics' series exist, locating the versions analysed): within
+# `one_listing()` they are listed once, and again only after a Deployment was written.
+_listed: contextvars.ContextVar[dict[tuple[str, str], list[dict[str, Any]]] | None] = contextvars.ContextVar(
+    "parachute_replica_sets", default=None
+)
+
+
+@contextlib.contextmanager
+def one_listing() -> Iterator[None]:
+    """Within this block (one reconcile), a selector's ReplicaSets are listed once."""
+    token = _listed.set({})
+    try:
+        yield
+    finally:
+        _listed.reset(token)
+
+
+def _written_deployment() -> None:
+    listed = _listed.get()
+    if listed is not None:
+        listed.clear()
+
+
 @calls(("apps", "replicasets", "list"))
 async def list_replica_sets(namespace: str, selector: str) -> list[dict[str, Any]]:
+    listed = _listed.get()
+    if listed is not None and (namespace, selector) in listed:
+        return copy.deepcopy(listed[(namespace, selector)])
     apps = client.AppsV1Api(api_client())
     found = await asyncio.to_thread(apps.list_namespaced_replica_set, namespace, label_selector=selector)
-    return [_plain(item) for item in found.items]
+    items = [_plain(item) for item in found.items]
+    if listed is not None:
+        listed[(namespace, selector)] = copy.deepcopy(items)
+    return items
 
 
 @calls(("", "pods", "list"))

@@ -1,0 +1,479 @@
+"""The scale table (issues #18 and #16): N Rollouts on one operator process, each with its
+Deployment (1 or 2 replicas, kwok pods) in a few namespaces, analysed every 30 s against one real
+Prometheus. All are adopted, then half release at once; one more Rollout's canary fails while
+they do (its pods answer 20% of requests with 500), and once more after all have settled.
+
+Prometheus scrapes one synthetic exporter that serves the request counter and latency histogram
+of every pod (`testbed.exporter`), so every analysed query returns data. The figures come from
+the operator's own metrics endpoint and from /proc: resident memory, CPU seconds (utime +
+stime), scheduler lag (due -> run), Kubernetes API requests per reconcile and per second, PromQL
+queries per second against the bound of one per metric per version per interval, and the times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from parachute import api
+from testbed.cluster import LocalCluster
+from testbed.exporter import ExporterPrometheus, PodExporter
+from testbed.install import install_crd, install_operator_account
+
+GROUP, VERSION, PLURAL = api.GROUP, api.VERSION, api.PLURAL
+INTERVAL = 30  # analysis interval, s
+STEPS = [
+    {"name": "canary", "weight": 10, "minWait": "60s"},
+    {"name": "full", "weight": 100, "minWait": "30s"},
+]
+METRICS = 3  # the built-ins medium risk watches: error-rate, latency-p95, success-rate
+FAILING = "failing"  # the one Rollout whose canary fails
+FAILING_SHARE = 0.2  # of its canary's requests answered with 500 (error-rate rolls back at 5%)
+HEADING = "## Scale"
+# The testbed's two kwok nodes hold 500 pods each; the fleet's pods, its canaries at full size
+# and the failing one's need more: nodes of this many pods are added (kwok manages every node).
+NODE_PODS = 1000
+LAST_LAG_BUCKET = 60.0  # parachute_scheduler_lag_seconds' largest finite bucket
+Figure = Callable[..., None]
+
+
+class Process(Protocol):
+    process: Any
+
+    def stop(self) -> None: ...
+
+
+StartOperator = Callable[[Path, list[str], str], Process]  # kubeconfig, extra args, log name
+
+
+# ---------------------------------------------------------------------------- what is measured
+
+
+@dataclass
+class Sample:
+    """The operator's counters and histograms at one moment, and its CPU seconds."""
+
+    at: float
+    cpu: float
+    values: dict[str, float] = field(default_factory=dict)
+
+    def total(self, prefix: str) -> float:
+        return sum(v for k, v in self.values.items() if k.startswith(prefix))
+
+    def buckets(self, name: str) -> list[tuple[float, float]]:
+        found = []
+        for key, value in self.values.items():
+            match = re.fullmatch(rf'{name}_bucket\{{le="([^"]+)"\}}', key)
+            if match:
+                found.append((float(match.group(1)), value))
+        return sorted(found)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def sample(pid: int, port: int) -> Sample:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("parachute_") and " " in line:
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return Sample(time.monotonic(), cpu_seconds(pid), values)
+
+
+def quantile(before: Sample, after: Sample, name: str, q: float) -> float:
+    """The q-quantile of a histogram's observations between two samples, interpolated within
+    its bucket as PromQL's histogram_quantile does."""
+    old = dict(before.buckets(name))
+    counts = [(le, value - old.get(le, 0.0)) for le, value in after.buckets(name)]
+    if not counts or counts[-1][1] <= 0:
+        return float("nan")
+    rank, lower, below = q * counts[-1][1], 0.0, 0.0
+    for le, cumulative in counts:
+        if cumulative >= rank:
+            if le == float("inf"):
+                return lower
+            return lower + (le - lower) * (rank - below) / max(cumulative - below, 1e-9)
+        lower, below = le, cumulative
+    return lower
+
+
+# ---------------------------------------------------------------------------- the cluster's objects
+
+
+def _deployment(name: str, replicas: int, image: str = "bench:1") -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels}, "spec": {"containers": [{"name": "app", "image": image}]}}},
+    }  # fmt: skip
+
+
+def _rollout(name: str, prometheus: str) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Rollout", "metadata": {"name": name},
+            "spec": {"targetRef": {"name": name}, "risk": "medium", "steps": STEPS,
+                     "analysis": {"prometheus": {"address": prometheus}, "interval": f"{INTERVAL}s"}}}  # fmt: skip
+
+
+def _image(image: str) -> dict[str, Any]:
+    return {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}}
+
+
+def _released(status: dict[str, Any]) -> bool:
+    release = status.get("release") or {}
+    return (
+        status.get("phase") == "Healthy"
+        and bool(status.get("stage"))
+        and release.get("stableRevision") == release.get("revision")
+    )
+
+
+def _until(predicate: Callable[[], bool], timeout: float, every: float = 1.0) -> float | None:
+    """Seconds until `predicate()` held, or None."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        with contextlib.suppress(ApiException, OSError, KeyError, IndexError):
+            if predicate():
+                return time.monotonic() - started
+        time.sleep(every)
+    return None
+
+
+class Fleet:
+    """N Deployments and their Rollouts across a few namespaces, made and read in parallel."""
+
+    def __init__(self, cluster: LocalCluster, count: int) -> None:
+        api_client = cluster.api_client()
+        api_client.configuration.connection_pool_maxsize = 16
+        self.core, self.apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.count = count
+        self.namespaces = [f"scale-{i}" for i in range(max(1, min(10, count // 100)))]
+        self.names = [(self.namespaces[i % len(self.namespaces)], f"app-{i}") for i in range(count)]
+        self.pool = ThreadPoolExecutor(8)
+
+    def add_nodes(self) -> None:
+        for i in range(math.ceil(self.count * 5 / 2 / NODE_PODS)):
+            capacity = {"cpu": "1000", "memory": "4Ti", "pods": str(NODE_PODS)}
+            self.core.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {
+                "name": f"kwok-scale-{i}", "annotations": {"kwok.x-k8s.io/node": "fake"},
+                "labels": {"kubernetes.io/hostname": f"kwok-scale-{i}", "kubernetes.io/os": "linux", "type": "kwok"}},
+                "status": {"allocatable": capacity, "capacity": capacity}})  # fmt: skip
+
+    def create(self, prometheus: str) -> None:
+        self.add_nodes()
+        for namespace in [*self.namespaces, FAILING]:
+            self.core.create_namespace({"metadata": {"name": namespace}})
+        for namespace in [*self.namespaces, FAILING]:  # pods need the default ServiceAccount
+            _until(
+                lambda ns=namespace: bool(self.core.read_namespaced_service_account("default", ns)), 60, 0.2
+            )
+
+        def one(index: int) -> None:
+            namespace, name = self.names[index]
+            self.apps.create_namespaced_deployment(namespace, _deployment(name, 1 + index % 2))
+            self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, _rollout(name, prometheus)
+            )
+
+        list(self.pool.map(one, range(self.count)))
+        self.apps.create_namespaced_deployment(FAILING, _deployment(FAILING, 2))
+        self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, FAILING, PLURAL, _rollout(FAILING, prometheus)
+        )
+
+    def statuses(self) -> Iterator[dict[str, Any]]:
+        for namespace in self.namespaces:
+            for item in self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]:
+                yield dict(item.get("status") or {})
+
+    def release(self, names: list[tuple[str, str]], image: str) -> None:
+        list(
+            self.pool.map(
+                lambda key: self.apps.patch_namespaced_deployment(key[1], key[0], _image(image)), names
+            )
+        )
+
+    def failing(self) -> dict[str, Any]:
+        found = self.custom.get_namespaced_custom_object(GROUP, VERSION, FAILING, PLURAL, FAILING)
+        return dict(found.get("status") or {})
+
+    def canary_replicas(self) -> int:
+        canary = self.apps.read_namespaced_deployment(f"{FAILING}-canary", FAILING)
+        return int(canary.spec.replicas or 0)
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Breach:
+    """The failing canary's timeline, in seconds from its first 500 as Prometheus can see it."""
+
+    rolling_back: float | None = None  # the Rollout's phase turned RollingBack
+    canary_off: float | None = None  # its canary Deployment scaled to 0
+    rolled_back: float | None = None  # RolledBack
+
+
+def _breach(fleet: Fleet, exporter: PodExporter, image: str, timeout: float = 300) -> Breach:
+    """Release the failing Rollout to `image` and follow it until RolledBack."""
+    prefix = f"{FAILING}-canary-"
+    exporter.first_failure.pop(prefix, None)
+    exporter.fail(prefix, FAILING_SHARE)
+    fleet.release([(FAILING, FAILING)], image)
+    found = Breach()
+    progressing = False  # the release under way: a RolledBack seen before is the last one's
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and found.rolled_back is None:
+        with contextlib.suppress(ApiException):
+            first = exporter.first_failure.get(prefix)
+            phase = fleet.failing().get("phase")
+            progressing = progressing or phase == "Progressing"
+            if first is not None and progressing:
+                since = time.time() - first
+                if phase in ("RollingBack", "RolledBack") and found.rolling_back is None:
+                    found.rolling_back = since
+                if (
+                    found.canary_off is None
+                    and found.rolling_back is not None
+                    and fleet.canary_replicas() == 0
+                ):
+                    found.canary_off = since
+                if phase == "RolledBack":
+                    found.rolled_back = since
+        time.sleep(0.25)
+    return found
+
+
+def _lag(value: float) -> str:
+    """A quantile of the lag histogram; past its last bucket (60 s) only a bound is known."""
+    return f"> {value:.0f} s" if value >= LAST_LAG_BUCKET else f"{value:.3f} s"
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} s"
+
+
+class Run:
+    """One column of the table: N Rollouts on a fresh local cluster, and the figures it prints."""
+
+    def __init__(self, count: int, workdir: Path, figure: Figure, rows: dict[str, dict[int, str]]) -> None:
+        self.count, self.workdir, self.figure, self.rows = count, workdir, figure, rows
+        self.peak = 0.0  # resident memory, MiB, sampled while waiting
+        self.pid = self.port = 0
+
+    def put(self, name: str, value: str, note: str = "") -> None:
+        self.figure(f"scale {self.count:,}: {name}", value, note)
+        self.rows.setdefault(name, {})[self.count] = value
+
+    def rss(self) -> float:
+        self.peak = max(self.peak, rss_mib(self.pid))
+        return self.peak
+
+    def prepare(self, fleet: Fleet, exporter: PodExporter, prometheus: ExporterPrometheus) -> None:
+        started = time.monotonic()
+        fleet.create(prometheus.url)
+        exporter.start()
+        prometheus.start()
+        self.put("create Deployments and Rollouts", _seconds(time.monotonic() - started), "8 client threads")
+        pods = _until(lambda: exporter.pods() >= self.count * 3 // 2 + 2, 900, 2)
+        self.put("all pods listed", _seconds(pods), f"{exporter.pods():,} pods")
+
+    def adopt(self, fleet: Fleet) -> None:
+        def healthy() -> bool:
+            self.rss()
+            return sum(s.get("phase") == "Healthy" for s in fleet.statuses()) == self.count
+
+        self.put("adopted by a fresh operator", _seconds(_until(healthy, 900, 2)))
+        _until(lambda: fleet.failing().get("phase") == "Healthy", 60, 0.5)  # the failing one too
+
+    def release(self, fleet: Fleet, exporter: PodExporter) -> None:
+        """Half release at once, the failing Rollout with them."""
+        releasing = fleet.names[::2]
+        keys = {f"{ns}/{name}" for ns, name in releasing}
+        before = sample(self.pid, self.port)
+        started = time.monotonic()
+        fleet.release(releasing, "bench:2")
+        busy = _breach(fleet, exporter, "bench:2")
+
+        def all_released() -> bool:
+            self.rss()
+            done = 0
+            for namespace in fleet.namespaces:
+                items = fleet.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+                done += sum(f"{namespace}/{i['metadata']['name']}" in keys and _released(i.get("status") or {})
+                            for i in items)  # fmt: skip
+            return done == len(keys)
+
+        done = _until(all_released, 1800, 3)
+        wall = time.monotonic() - started
+        after = sample(self.pid, self.port)
+        span = after.at - before.at
+
+        def grew(name: str) -> float:
+            return after.total(name) - before.total(name)
+
+        reconciles = grew("parachute_reconcile_duration_seconds_count")
+        requests, queries = grew("parachute_api_requests_total"), grew("parachute_promql_queries_total")
+        lane = grew("parachute_fast_lane_queries_total")
+        self.put("half of them released at once: all complete", _seconds(None if done is None else wall),
+                 f"2 stages: 10% for 60 s, 100% for 30 s; analysis every {INTERVAL} s")  # fmt: skip
+        lag = "parachute_scheduler_lag_seconds"
+        self.put("scheduler lag during the releases, median", _lag(quantile(before, after, lag, 0.5)))
+        self.put("scheduler lag during the releases, p99", _lag(quantile(before, after, lag, 0.99)))
+        self.put("reconciles per second during the releases", f"{reconciles / span:.1f}")
+        self.put("API requests per reconcile", f"{requests / max(reconciles, 1):.2f}")
+        self.put("API requests per second during the releases", f"{requests / span:.1f}")
+        bound = len(releasing) * METRICS * 2 / INTERVAL
+        self.put("PromQL queries per second during the releases", f"{queries / span:.1f}",
+                 f"the fast lane's {lane / span:.2f}/s included; one per metric per version per interval "
+                 f"for every release under way would be {bound:.0f}/s")  # fmt: skip
+        self.put("CPU seconds during the releases", f"{after.cpu - before.cpu:.0f} s", f"over {span:.0f} s")
+        self.put("failing canary, busy: first 500 to RollingBack", _seconds(busy.rolling_back),
+                 f"while {len(releasing):,} others release")  # fmt: skip
+        self.put("failing canary, busy: first 500 to canary at 0", _seconds(busy.canary_off))
+        self.put("failing canary, busy: first 500 to RolledBack", _seconds(busy.rolled_back))
+
+    def idle(self, fleet: Fleet, exporter: PodExporter) -> None:
+        time.sleep(10)  # the last status writes' watch events
+        quiet = sample(self.pid, self.port)
+        time.sleep(60)
+        end = sample(self.pid, self.port)
+
+        def per_second(name: str) -> float:
+            return (end.total(name) - quiet.total(name)) / (end.at - quiet.at)
+
+        self.put("idle: CPU seconds over a quiet minute", f"{end.cpu - quiet.cpu:.2f} s",
+                 f"{per_second('parachute_api_requests_total'):.2f} API requests/s, "
+                 f"{per_second('parachute_promql_queries_total'):.2f} PromQL queries/s")  # fmt: skip
+        idle = _breach(fleet, exporter, "bench:3")
+        self.put("failing canary, idle: first 500 to RollingBack", _seconds(idle.rolling_back),
+                 "the others settled")  # fmt: skip
+        self.put("failing canary, idle: first 500 to canary at 0", _seconds(idle.canary_off))
+        self.put("failing canary, idle: first 500 to RolledBack", _seconds(idle.rolled_back))
+        self.put("resident memory, peak", f"{self.rss():.0f} MiB", "sampled every 2-3 s")
+        self.put("resident memory, at the end", f"{rss_mib(self.pid):.0f} MiB")
+
+
+def run_scale(
+    count: int, start_operator: StartOperator, workdir: Path, figure: Figure, rows: dict[str, dict[int, str]]
+) -> None:
+    """One column of the table: N Rollouts on a fresh local cluster."""
+    cluster = LocalCluster(workdir / f"cluster-{count}")
+    cluster.up()
+    run = Run(count, workdir, figure, rows)
+    fleet = Fleet(cluster, count)
+    exporter = PodExporter(cluster.api_client(), (*fleet.namespaces, FAILING))
+    prometheus = ExporterPrometheus(workdir / f"prometheus-{count}", exporter, scrape_interval="5s")
+    operator: Process | None = None
+    try:
+        install_crd(cluster.api_client())
+        kubeconfig = install_operator_account(
+            cluster.admin_kubeconfig, workdir / f"operator-{count}.kubeconfig"
+        )
+        run.prepare(fleet, exporter, prometheus)
+        run.port = _free_port()
+        operator = start_operator(
+            kubeconfig, ["--metrics-port", str(run.port)], f"operator-scale-{count}.log"
+        )
+        run.pid = operator.process.pid
+        run.adopt(fleet)
+        run.release(fleet, exporter)
+        run.idle(fleet, exporter)
+    finally:
+        if operator is not None:
+            operator.stop()
+        prometheus.stop()
+        exporter.stop()
+        cluster.down()
+
+
+def write_results(path: Path, rows: dict[str, dict[int, str]], counts: list[int], header: str) -> None:
+    """Put the table in `path` as its scale section, replacing the table before and keeping its
+    notes (its ### subsections) and every other section."""
+    table = [f"{HEADING}\n", f"{header}\n", "| figure | " + " | ".join(f"{n:,}" for n in counts) + " |",
+             "|---|" + "---:|" * len(counts)]  # fmt: skip
+    table += [f"| {name} | " + " | ".join(by.get(n, "") for n in counts) + " |" for name, by in rows.items()]
+    section = "\n".join(table) + "\n"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    start = text.find(HEADING + "\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        after = text.find("\n## ", start + len(HEADING))
+        end = after if after >= 0 else len(text)
+        notes = text.find("\n### ", start, end)  # what was written about the table stays
+        kept = text[notes:end].rstrip("\n") + "\n" if notes >= 0 else ""
+        text = text[:start] + section + kept + text[end:]
+    path.write_text(text)
+
+
+def bench_scale_table(
+    counts: list[int], start_operator: StartOperator, workdir: Path, figure: Figure, results: Path
+) -> None:
+    rows: dict[str, dict[int, str]] = {}
+    for count in counts:
+        run_scale(count, start_operator, workdir, figure, rows)
+    header = (
+        f"{os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, local control plane (kwok pods), "
+        f"Prometheus scraping every 5 s; one operator process"
+    )
+    existing = _columns(results)
+    for name, by in existing.items():  # keep the columns of another run (e.g. bench-large's 10,000)
+        for n, value in by.items():
+            rows.setdefault(name, {}).setdefault(n, value)
+    write_results(results, rows, sorted({n for by in rows.values() for n in by}), header)
+
+
+def _columns(path: Path) -> dict[str, dict[int, str]]:
+    """The scale section's table as written before, by figure and N."""
+    if not path.exists():
+        return {}
+    text = path.read_text()
+    start = text.find(HEADING + "\n")
+    if start < 0:
+        return {}
+    lines = text[start:].split("\n## ", 1)[0].splitlines()
+    header = next((line for line in lines if line.startswith("| figure |")), None)
+    if header is None:
+        return {}
+    counts = [int(c.strip().replace(",", "")) for c in header.strip("|").split("|")[1:]]
+    found: dict[str, dict[int, str]] = {}
+    for line in lines:
+        if line.startswith("| ") and not line.startswith(("| figure", "|---")):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            found[cells[0]] = {n: v for n, v in zip(counts, cells[1:], strict=False) if v}
+    return found

@@ -1,0 +1,84 @@
+"""What a reconcile asks the API server: a target's ReplicaSets once per reconcile (again after a
+Deployment write), and the watch event of this process's own status write is known as its own."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from parachute import kube
+
+
+class FakeApps:
+    """The typed client's ReplicaSet list and Deployment patch, counted."""
+
+    lists = 0
+
+    def __init__(self, _: Any = None) -> None:
+        pass
+
+    def list_namespaced_replica_set(self, namespace: str, label_selector: str) -> Any:
+        FakeApps.lists += 1
+        return type("List", (), {"items": [{"metadata": {"name": f"rs-{FakeApps.lists}"}}]})()
+
+    def patch_namespaced_deployment(self, name: str, namespace: str, patch: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def apps(monkeypatch: pytest.MonkeyPatch) -> type[FakeApps]:
+    FakeApps.lists = 0
+    monkeypatch.setattr(kube.client, "AppsV1Api", FakeApps)
+    monkeypatch.setattr(kube, "api_client", lambda: None)
+    monkeypatch.setattr(kube, "_plain", dict)
+    return FakeApps
+
+
+def test_within_one_reconcile_the_replica_sets_are_listed_once(apps: type[FakeApps]) -> None:
+    async def reconcile() -> list[list[dict[str, Any]]]:
+        with kube.one_listing():
+            first = await kube.list_replica_sets("shop", "app=checkout")
+            first[0]["metadata"]["name"] = "changed by a caller"  # a caller's copy is its own
+            return [first, await kube.list_replica_sets("shop", "app=checkout")]
+
+    found = asyncio.run(reconcile())
+    assert apps.lists == 1
+    assert found[1] == [{"metadata": {"name": "rs-1"}}]
+
+
+def test_a_deployment_write_makes_the_next_listing_ask_again(apps: type[FakeApps]) -> None:
+    async def reconcile() -> None:
+        with kube.one_listing():
+            await kube.list_replica_sets("shop", "app=checkout")
+            await kube.patch_deployment("shop", "checkout", {"spec": {"paused": True}})
+            await kube.list_replica_sets("shop", "app=checkout")
+
+    asyncio.run(reconcile())
+    assert apps.lists == 2
+
+
+def test_outside_a_reconcile_every_listing_asks(apps: type[FakeApps]) -> None:
+    async def twice() -> None:
+        await kube.list_replica_sets("shop", "app=checkout")
+        await kube.list_replica_sets("shop", "app=checkout")
+
+    asyncio.run(twice())
+    assert apps.lists == 2
+
+
+def test_the_version_a_status_write_made_is_known_as_this_processs_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def written(*_: Any) -> dict[str, Any]:
+        return {"metadata": {"resourceVersion": "42"}}
+
+    monkeypatch.setattr(kube, "_guarded", written)
+    monkeypatch.setattr(kube, "api_client", lambda: None)
+    asyncio.run(kube.patch_rollout_status("shop", "checkout", {}, {"phase": "Healthy"}, "41"))
+    assert kube.own_write("shop", "checkout", "42")
+    assert not kube.own_write("shop", "checkout", "43")  # someone else's change after it
+    assert not kube.own_write("shop", "payments", "42")
+    kube.forget_writes("shop", "checkout")
+    assert not kube.own_write("shop", "checkout", "42")
