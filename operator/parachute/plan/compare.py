@@ -18,7 +18,7 @@ While a stage runs, the counts are those of the stage so far, so evidence accumu
 traffic canary is decided once there is enough of it. Looking again every interval would make a
 chance difference look certain sooner or later, so the p-value of the k-th look is multiplied by
 k(k+1): the looks' error probabilities add up to at most 1 - confidence however long the stage
-runs (a Bonferroni bound over Σ 1/(k(k+1)) = 1). The statistics are scipy's.
+runs (a Bonferroni bound over Σ 1/(k(k+1)) = 1). The exact tails are `plan.exact`'s.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-import numpy as np
-from scipy.stats import binomtest, fisher_exact, hypergeom
+from parachute.plan.exact import binomial_at_least, hypergeom_at_least
 
 
 @dataclass(frozen=True)
@@ -85,8 +84,7 @@ def p_worse(canary: Counts, stable: Counts) -> float:
     two versions alike."""
     ce, cn = canary.whole()
     se, sn = stable.whole()
-    table = np.array([[ce, cn - ce], [se, sn - se]])
-    return float(fisher_exact(table, alternative="greater").pvalue)
+    return hypergeom_at_least(ce, cn + sn, cn, ce + se)  # the canary's share of all the errors
 
 
 def least_p_worse(canary: Counts, stable: Counts) -> float:
@@ -102,7 +100,7 @@ def least_p_worse(canary: Counts, stable: Counts) -> float:
     se, sn = stable.whole()
     errors = min(canary.whole()[0] + se, cn + sn)
     worst = min(errors, cn)
-    return float(hypergeom(cn + sn, errors, cn).sf(worst - 1))
+    return hypergeom_at_least(worst, cn + sn, errors, cn)
 
 
 def testable(canary: Counts, stable: Counts, confidence: float, look: int) -> bool:
@@ -115,7 +113,7 @@ def p_above(canary: Counts, line: float) -> float:
     errors, requests = canary.whole()
     if requests == 0:
         return 1.0
-    return float(binomtest(errors, requests, min(max(line, 0.0), 1.0), alternative="greater").pvalue)
+    return binomial_at_least(errors, requests, min(max(line, 0.0), 1.0))
 
 
 def _shown(counts: Counts) -> str:
