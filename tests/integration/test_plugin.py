@@ -79,10 +79,25 @@ def plugin(
 
 
 def started(cluster: Cluster, *args: str) -> subprocess.Popen[str]:
+    # PYTHONFAULTHANDLER: a SIGABRT makes it print where every thread is (see `interrupted`).
     return subprocess.Popen(
         [str(PLUGIN), "--kubeconfig", str(cluster.kubeconfig), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "160"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "COLUMNS": "160", "PYTHONFAULTHANDLER": "1"},
     )  # fmt: skip
+
+
+def interrupted(process: subprocess.Popen[str], timeout: float = 30) -> str:
+    """Ctrl-C, as a person stops a live view; its output. One that does not stop is ended, and
+    where it was stuck is the failure's message."""
+    process.send_signal(signal.SIGINT)
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        _, err = process.communicate(timeout=30)
+        pytest.fail(f"still running {timeout:.0f} s after SIGINT; where it was:\n{err[-4000:]}")
+    return out
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -294,16 +309,14 @@ def test_get_watch_follows_changes(release: Release, operator: RunningOperator) 
     release.new_image()
     eventually(lambda: release.status().get("stage") == "1/3", timeout=60, what="first stage")
     time.sleep(2)
-    watching.send_signal(signal.SIGINT)
-    out, _ = watching.communicate(timeout=30)
+    out = interrupted(watching)
     assert watching.returncode == 130
     phases = [document["phase"] for document in json_lines(first + out)]
     assert phases[0] == "Healthy" and "Progressing" in phases
     # On a terminal-less output the live view draws its last frame when stopped.
     drawing = started(release.cluster, "get", "checkout", "-n", release.namespace, "--watch")
     time.sleep(3)
-    drawing.send_signal(signal.SIGINT)
-    out, _ = drawing.communicate(timeout=30)
+    out = interrupted(drawing)
     assert f"Rollout {release.namespace}/checkout  Progressing" in out
 
 

@@ -3,6 +3,7 @@ endpoints uniformly, an HTTPRoute's backends by weight; and each pod's app is it
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 import urllib.request
@@ -117,7 +118,11 @@ def test_ready_addresses_of_endpoint_slices(slices: list[dict[str, Any]], addres
 
 
 def route(*rules: dict[str, Any]) -> dict[str, Any]:
-    return {"metadata": {"name": "checkout", "namespace": "shop"}, "spec": {"rules": list(rules)}}
+    """A route of its own: a test that changes it changes no other test's rules."""
+    return {
+        "metadata": {"name": "checkout", "namespace": "shop"},
+        "spec": {"rules": copy.deepcopy(list(rules))},
+    }
 
 
 def ref(name: str, weight: int | None = None, **more: str) -> dict[str, Any]:
