@@ -4,7 +4,7 @@
 share per worker, and a worker that runs out takes the tail of the busiest one's share. A long
 module at the tail of a share then runs last, alone, while the other workers wait. So each
 worker's share is built here: the integration modules dealt longest first to the share with the
-least work so far (by `durations.json`, seconds per module from a past run), each share starting
+least work so far (by `durations.json`, seconds per module from a past run, from its JUnit XML), each share starting
 with its longest, then unit tests to even the shares' lengths. A module's tests stay together (some
 have module-scoped fixtures). Every worker computes the same order from the same inputs.
 """
