@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
@@ -89,10 +90,12 @@ class Cluster:
         yield body
         version = body["metadata"]["resourceVersion"]
         while True:
+            # A read bound as well as the server's: a socket read with a timeout waits in poll(),
+            # which a Ctrl-C interrupts; a blocking TLS read was seen to sit through one.
             stream = watch.Watch().stream(
                 self.custom.list_namespaced_custom_object, api.GROUP, api.VERSION, namespace, api.PLURAL,
                 field_selector=f"metadata.name={name}", resource_version=version,
-                timeout_seconds=max(1, round(refresh)),
+                timeout_seconds=max(1, round(refresh)), _request_timeout=(10, max(1, round(refresh)) + 10),
             )  # fmt: skip
             changed = False
             try:
@@ -104,10 +107,10 @@ class Cluster:
                         version = body["metadata"]["resourceVersion"]
                         changed = True
                         yield body
-            except ApiException as error:
-                if error.status != 410:  # expired: read afresh below
+            except (ApiException, urllib3.exceptions.HTTPError) as error:
+                if isinstance(error, ApiException) and error.status != 410:  # expired: read afresh below
                     raise
-                body = self.rollout(namespace, name)
+                body = self.rollout(namespace, name)  # or the watch's read ran out: the same
                 version = body["metadata"]["resourceVersion"]
             if not changed:  # nothing happened: refresh what depends on the time
                 yield body
