@@ -27,6 +27,7 @@ from typing import Any
 from kubernetes import client
 
 from testbed.prometheus import LocalPrometheus
+from testbed.sources import exposition_handler
 
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 BUCKETS = ("0.05", "0.1", "0.25", "0.5", "1", "+Inf")
@@ -61,7 +62,9 @@ class PodExporter:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = int(s.getsockname()[1])
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self._server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", self.port), exposition_handler(self.render)
+        )
         self._threads: list[threading.Thread] = []
 
     @property
@@ -152,23 +155,6 @@ class PodExporter:
             lines.append(f"http_request_duration_seconds_sum{{{labels}}} {total * 0.03:.3f}")
             lines.append(f"http_request_duration_seconds_count{{{labels}}} {total}")
         return ("\n".join(lines) + "\n").encode()
-
-    def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
-        exporter = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = exporter.render()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return Handler
 
 
 class ExporterPrometheus(LocalPrometheus):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -83,7 +84,7 @@ class SourceExporter:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._served = [0.0 for _ in streams]
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), exposition_handler(self.exposition))
         self.server.daemon_threads = True
         self._threads = [
             threading.Thread(target=self.server.serve_forever, name="source-exporter", daemon=True),
@@ -151,10 +152,12 @@ class SourceExporter:
         return ("\n".join(lines) + "\n").encode()
 
 
-def _handler(exporter: SourceExporter) -> type[BaseHTTPRequestHandler]:
+def exposition_handler(render: Callable[[], bytes]) -> type[BaseHTTPRequestHandler]:
+    """A handler that serves what `render` gives, in Prometheus's text format, at any path."""
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = exporter.exposition()
+            body = render()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.send_header("Content-Length", str(len(body)))
