@@ -42,7 +42,7 @@ from parachute.reconcile import routing_client
 from parachute.reports import counting as user_reports
 from parachute.reports import record as report_events
 from parachute.reports import server as reports_server
-from parachute.routing import record, teardown
+from parachute.routing import record, teardown, wiring
 from parachute.scheduler import Key, Scheduler
 
 ROLLOUTS = (api.GROUP, api.VERSION, api.PLURAL)
@@ -325,6 +325,7 @@ async def on_rollout(
         outbox.forget(key)
         user_reports.forget(key)
         statuspage.forget(*key)
+        wiring.forget(*key)
         kube.forget_writes(*key)
         memo.served.discard(key)
         telemetry.gone(*key)

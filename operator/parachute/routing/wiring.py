@@ -192,6 +192,11 @@ async def _set(
         out.events.append(Event(EventType.warning, "WeightsPutBack", result.hand_edit))
 
 
+def forget(namespace: str, name: str) -> None:
+    """The Rollout is gone: the incidents whose held traffic was told go with it."""
+    _told_held.difference_update({key for key in _told_held if key[:2] == (namespace, name)})
+
+
 def _tell_held(out: Steered, release: Release, rollback: Rollback, held: str, why: str) -> None:
     """A Warning, once per incident: the rollback keeps traffic on the canary, and until when."""
     key = (release.namespace, release.rollout, rollback.incident)
