@@ -152,3 +152,9 @@ class Analysed:
 
     def reasons(self) -> list[str]:
         return event_reasons(self.cluster, self.namespace)
+
+    def messages(self, reason: str) -> list[str]:
+        """The messages of the Rollout's Events with `reason`."""
+        about = f"involvedObject.name=checkout,involvedObject.kind=Rollout,reason={reason}"
+        events = self.cluster.core.list_namespaced_event(self.namespace, field_selector=about).items
+        return [e.message or "" for e in events]

@@ -328,9 +328,16 @@ def test_label_selectors_shard_rollouts_between_installs_and_a_relabelled_one_mo
         image = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "cart:2.0"}]}}}}
         crds.apps.patch_namespaced_deployment("cart", namespace, image)
         eventually(lambda: rollout_status(crds, namespace, "cart").get("stage") == "1/3", timeout=60)
-        started = crds.core.list_namespaced_event(
-            namespace, field_selector="involvedObject.name=cart,reason=ReleaseStarted"
-        ).items
+        # Told after the status write that starts the release (through the outbox).
+        started = eventually(
+            lambda: (
+                crds.core.list_namespaced_event(
+                    namespace, field_selector="involvedObject.name=cart,reason=ReleaseStarted"
+                ).items
+            ),
+            timeout=30,
+            what="ReleaseStarted told",
+        )
         assert [(e.reporting_instance or "").split("_")[0] for e in started] == ["shard-b"]
     finally:
         for group in shards.values():

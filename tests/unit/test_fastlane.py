@@ -342,12 +342,16 @@ def test_a_breach_replaces_its_metric_marked_as_the_lanes_and_fails_the_stage() 
     [
         pytest.param(None, "rev-3", id="another-release"),
         pytest.param("recorded", "rev-2", id="recorded-already"),
+        # The round that ran in the same reconcile failed it on the same evidence.
+        pytest.param("failed-by-a-round", "rev-2", id="failed-by-a-round"),
     ],
 )
 def test_a_stale_or_repeated_breach_is_not_recorded(history: str | None, revision: str) -> None:
     metrics = routine()
-    if history:
+    if history == "recorded":
         metrics, _ = core.record(metrics, [breach()], "rev-2")
+    if history == "failed-by-a-round":
+        metrics[0] = metrics[0].model_copy(update={"verdict": Verdict.failed, "failed": 1})
     after, events = core.record(metrics, [breach()], revision)
     assert events == [] and after == metrics
 

@@ -320,7 +320,8 @@ def record(
 ) -> tuple[list[MetricStatus], list[Event]]:
     """The lane's breaches written into the verdict history: each replaces its metric's status,
     marked as the lane's, with the rounds' counts and one more failure. Breaches found for
-    another release are stale and dropped."""
+    another release are stale and dropped, and so is a breach of a metric already failed (by the
+    lane or by a round): the lane brings a failure forward, it does not tell or count it twice."""
     out = list(metrics)
     events = []
     for breach in breaches:
@@ -328,8 +329,8 @@ def record(
             continue
         index = next((i for i, m in enumerate(out) if m.name == breach.status.name), None)
         old = out[index] if index is not None else MetricStatus(name=breach.status.name)
-        if old.fast_lane and old.verdict == Verdict.failed:
-            continue  # recorded already
+        if old.verdict == Verdict.failed:
+            continue
         message = f"{FAST_LANE_PREFIX}{breach.status.message or breach.status.name}"
         status = breach.status.model_copy(update={
             "message": message, "successful": old.successful, "failed": old.failed + 1,
