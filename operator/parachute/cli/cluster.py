@@ -90,8 +90,8 @@ class Cluster:
         yield body
         version = body["metadata"]["resourceVersion"]
         while True:
-            # A read bound as well as the server's: a socket read with a timeout waits in poll(),
-            # which a Ctrl-C interrupts; a blocking TLS read was seen to sit through one.
+            # A read bound as well as the server's: a connection that stops answering (a
+            # dropped network, a proxy that holds it) ends in a fresh read, not a frozen view.
             stream = watch.Watch().stream(
                 self.custom.list_namespaced_custom_object, api.GROUP, api.VERSION, namespace, api.PLURAL,
                 field_selector=f"metadata.name={name}", resource_version=version,
