@@ -216,6 +216,8 @@ def test_the_standby_takes_over_a_release_mid_stage_and_nothing_is_done_twice(
     new_image(crds, namespace)
     eventually(lambda: rollout_status(crds, namespace).get("stage") == "1/3", timeout=60, what="stage 1/3")
     before = rollout_status(crds, namespace)
+    # The release's start is told after the status write that makes it (through the outbox).
+    eventually(lambda: "ReleaseStarted" in {e.reason for e in events(crds, namespace)}, what="start told")
 
     leader.kill()  # mid-stage, mid-wait, no goodbye
     killed_at = time.monotonic()
