@@ -1,7 +1,12 @@
 """Prometheus as a metric provider, through prometheus-api-client.
 
-Called off the event loop (a worker thread per query), with a timeout and a bounded retry
-of transient HTTP failures. Whatever goes wrong becomes an Error sample (or series) with a message a
+Called off the event loop on this module's own few threads, never asyncio's default executor,
+where every Kubernetes call runs: a Prometheus that answers a byte at a time (requests' timeout
+bounds each read, not the answer) would otherwise take those threads, and with them every
+reconcile and rollback. Each query has a deadline for the whole exchange: past it the caller
+gets an Error sample (so the Rollout holds) while the thread finishes or fails on its own, and a
+query still waiting for a thread at its deadline is never sent. Transient HTTP failures get a
+bounded retry. Whatever goes wrong becomes an Error sample (or series) with a message a
 person can act on, with the credentials masked; a NaN or an empty vector is no data.
 Nothing here judges.
 
@@ -17,9 +22,10 @@ import contextlib
 import json
 import re
 import ssl
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from prometheus_api_client import PrometheusConnect
@@ -32,6 +38,13 @@ from parachute.api import parse_duration
 from parachute.plan.fastlane import Landing
 from parachute.plan.verdicts import Sample, Series
 from parachute.redaction import redact
+
+THREADS = 16  # queries in flight at once, over every Prometheus the operator asks
+_pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="parachute-prometheus")
+# The whole exchange, retries included, against the server-side `timeout` each try carries.
+DEADLINE_FACTOR = 2.0
+
+T = TypeVar("T")
 
 
 class _TrustingAdapter(HTTPAdapter):
@@ -83,8 +96,23 @@ class PrometheusProvider:
             # After PrometheusConnect, which mounts its own adapter on the address.
             session.mount(address, _TrustingAdapter(ca, max_retries=retry))
 
+    @property
+    def deadline(self) -> float:
+        return self.timeout * DEADLINE_FACTOR
+
+    async def _off_loop(self, call: Callable[..., T], *args: Any) -> T:
+        """`call` on this module's threads, its answer awaited until the deadline (TimeoutError)."""
+        future = asyncio.get_running_loop().run_in_executor(_pool, call, *args)
+        return await asyncio.wait_for(future, self.deadline)
+
+    def _late(self) -> str:
+        return f"Prometheus at {self.address} did not answer within {self.deadline:g}s"
+
     async def sample(self, query: str) -> Sample:
-        return await telemetry.query(asyncio.to_thread(self._sample, query))
+        try:
+            return await telemetry.query(self._off_loop(self._sample, query))
+        except TimeoutError:
+            return Sample(error=self._late())
 
     def _sample(self, query: str) -> Sample:
         try:
@@ -94,7 +122,10 @@ class PrometheusProvider:
         return _to_sample(result)
 
     async def vector(self, query: str) -> Series:
-        return await telemetry.query(asyncio.to_thread(self._vector, query))
+        try:
+            return await telemetry.query(self._off_loop(self._vector, query))
+        except TimeoutError:
+            return Series(error=self._late())
 
     def _vector(self, query: str) -> Series:
         try:
@@ -108,7 +139,9 @@ class PrometheusProvider:
     ) -> float | None:
         """The shortest scrape interval (seconds) of the active targets in these namespaces (of
         any target when none is there); None when Prometheus does not say."""
-        return await asyncio.to_thread(self._scrape_interval, set(namespaces), namespace_label)
+        with contextlib.suppress(TimeoutError):  # the caller falls back, as when not told
+            return await self._off_loop(self._scrape_interval, set(namespaces), namespace_label)
+        return None
 
     def _scrape_interval(self, namespaces: set[str], namespace_label: str) -> float | None:
         try:
@@ -132,7 +165,9 @@ class PrometheusProvider:
     ) -> list[Landing]:
         """When each active target in these namespaces last had its sample in (its last scrape's
         start plus its duration): the fast lane looks just after its judged pods' samples land."""
-        return await asyncio.to_thread(self._scrape_landings, set(namespaces), namespace_label)
+        with contextlib.suppress(TimeoutError):  # the lane keeps its own tick
+            return await self._off_loop(self._scrape_landings, set(namespaces), namespace_label)
+        return []
 
     def _scrape_landings(self, namespaces: set[str], namespace_label: str) -> list[Landing]:
         try:
