@@ -646,7 +646,10 @@ class Prometheus(Model):
     )
     auth: PrometheusAuth | None = None
     tls: PrometheusTLS | None = None
-    timeout: Duration = Field("10s", description="Per-query timeout.")
+    timeout: Duration = Field(
+        "10s",
+        description="Per-query timeout, which Prometheus is asked to keep; the whole exchange, retries included, is cut at twice this.",
+    )
 
 
 class Direction(StrEnum):

@@ -1,30 +1,32 @@
 """Checking a Rollout's gates: annotations (pure), HTTP checks and Prometheus queries (I/O).
 
 A condition gate passes when the named object has the condition with the wanted status; the
-operator must be allowed to read that kind (the chart's `rbac.extraReadRules`). An HTTP gate passes on a 2xx answer within its timeout; anything else (another status, a
+operator must be allowed to read that kind (the chart's `rbac.extraReadRules`). An HTTP gate passes on a whole 2xx answer within its timeout; anything else (another status, a
 refused connection, a timeout) leaves it unmet with the reason. Never raises.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import urllib.error
-import urllib.request
 
-from parachute import kube
+from parachute import kube, transport
 from parachute.analysis.connect import provider_for
 from parachute.api import ConditionGate, Gate, HTTPGate, PrometheusGate, RolloutSpec, parse_duration
 from parachute.plan.checklist import GateResult, annotation_result, change_ticket_result, condition_result
 
+# A gate that hangs holds only these threads, for its timeout at most (the whole exchange).
+GATE_THREADS = transport.Threads("HTTP gate", 4)
 
-def _http(gate: HTTPGate) -> tuple[bool, str]:
+
+async def _http(gate: HTTPGate) -> tuple[bool, str]:
     timeout = parse_duration(gate.timeout).total_seconds()
     try:
-        with urllib.request.urlopen(gate.url, timeout=timeout) as response:
-            code = int(response.status)
+        code, _ = await GATE_THREADS.send("GET", gate.url, None, {}, timeout=timeout)
     except urllib.error.HTTPError as error:
         code = error.code
-    except (urllib.error.URLError, TimeoutError, OSError) as error:
+    except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException, ValueError) as error:
         return False, f"GET {gate.url} failed: {getattr(error, 'reason', error)}"
     if 200 <= code < 300:
         return True, f"GET {gate.url} answered {code}"
@@ -53,7 +55,7 @@ async def check(
     if gate.change_ticket is not None:
         return change_ticket_result(gate, change_ticket)
     if gate.http is not None:
-        met, message = await asyncio.to_thread(_http, gate.http)
+        met, message = await _http(gate.http)
         return GateResult(gate.name, met, message)
     if gate.prometheus is not None:
         met, message = await _prometheus(spec, namespace, gate.prometheus)

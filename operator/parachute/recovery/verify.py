@@ -6,19 +6,20 @@ the pod's IP and port, as Prometheus scrapes a pod, since a Service would answer
 pod it picks, stable or canary, and one pod's cached flags would hide behind another's answer.
 An operator that runs outside the cluster network reaches the pods through the HTTP proxy named
 by `--app-proxy` (`PARACHUTE_APP_PROXY`); in a cluster it dials them directly, whatever proxy the
-environment names. Each request is bounded in time and in the size of the answer read, a few go
-at once, and nothing here raises: a pod that cannot be asked is an answer that proves nothing.
+environment names. Each request is bounded in time (the whole exchange) and in the size of the
+answer read, a few go at once on threads of their own, and nothing here raises: a pod that
+cannot be asked is an answer that proves nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
 import urllib.error
-import urllib.request
 from typing import Any
 
-from parachute import kube
+from parachute import kube, transport
 from parachute.api import RolloutSpec, RolloutStatus
 from parachute.plan import flag_check
 from parachute.plan.desired_workload import label_selector
@@ -33,21 +34,26 @@ MAX_BODY = 64 * 1024
 AT_ONCE = 8
 
 
-def _opener() -> urllib.request.OpenerDirector:
-    """Through the proxy the operator is told of, else directly: never an environment's proxy,
-    which is for leaving the cluster, not for reaching its pods."""
+# A pod that hangs holds only these threads, for TIMEOUT_SECONDS at most (the whole exchange).
+_THREADS = transport.Threads("flag check", AT_ONCE)
+
+
+def _proxies() -> dict[str, str]:
+    """The proxy the operator is told of, else none: never an environment's proxy, which is for
+    leaving the cluster, not for reaching its pods."""
     proxy = os.environ.get(PROXY_ENV, "").strip()
-    return urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy} if proxy else {}))
+    return {"http": proxy} if proxy else {}
 
 
-def _get(url: str) -> tuple[int | None, bytes | None, str]:
+async def _get(url: str) -> tuple[int | None, bytes | None, str]:
     """(status, body, error) of one GET; the body only when it is small enough."""
     try:
-        with _opener().open(url, timeout=TIMEOUT_SECONDS) as response:
-            code, body = int(response.status), response.read(MAX_BODY + 1)
+        code, body = await _THREADS.send(
+            "GET", url, None, {}, timeout=TIMEOUT_SECONDS, proxies=_proxies(), limit=MAX_BODY + 1
+        )
     except urllib.error.HTTPError as error:
         return error.code, b"", ""
-    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as error:
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError, http.client.HTTPException) as error:
         return None, None, redact(str(getattr(error, "reason", error)))
     if len(body) > MAX_BODY:
         return code, None, f"the answer is longer than {MAX_BODY // 1024} KiB"
@@ -63,11 +69,9 @@ async def observe(
     assert check is not None and incident is not None
     pods = await kube.list_pods(namespace, label_selector(target))
     addresses, answers = flag_check.pods_to_ask(pods, observed, incident, check)
-    gate = asyncio.Semaphore(AT_ONCE)
 
     async def ask(address: flag_check.Address) -> flag_check.PodAnswer:
-        async with gate:
-            code, body, error = await asyncio.to_thread(_get, address.url)
+        code, body, error = await _get(address.url)
         return flag_check.answer(check, address.pod, code, body, error)
 
     answers += await asyncio.gather(*(ask(a) for a in addresses))
