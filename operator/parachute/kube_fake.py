@@ -24,6 +24,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from parachute import kube
+from parachute.kube_api import KubeApi
 
 Body = dict[str, Any]
 Key = tuple[str, str, str]  # (kind, namespace, name)
@@ -136,7 +137,7 @@ class FakeKube:
             raise LookupError(f"the API server serves no {kind} in {api_version}")
         if (api_version, kind) in self.forbidden:
             raise kube.NotPermittedError(f"the operator may not read {kind} ({api_version})")
-        if (kind, namespace, name) not in self.objects:
+        if (kind, namespace, name) not in self.objects and (kind, "", name) in self.objects:
             namespace = ""  # a cluster-scoped kind
         return self._get(kind, namespace, name)
 
@@ -234,6 +235,10 @@ class FakeKube:
         if self.before_write is not None:
             hook, self.before_write = self.before_write, None
             hook(key)
+
+
+# mypy holds the fake to the protocol here.
+_MAKES_A_KUBE_API: Callable[[], KubeApi] = FakeKube
 
 
 def _merge(target: Body, patch: Body) -> None:
