@@ -2,11 +2,13 @@
 
 `FakeKube` keeps plain dicts by (kind, namespace, name), the namespace "" for cluster-scoped
 kinds, and answers as the API server does where the adapters can tell: resourceVersions move
-on every write and generations when the spec changes; a replace whose resourceVersion is not
-the stored one raises `kube.ConflictError`, a patch whose `metadata.resourceVersion`
-precondition fails the client's 409 (`kube`'s patches pass it on as it is); a ConfigMap created `immutable` keeps its data (a
-422); creating an object that exists is refused. Status is left as it was (no controller
-runs), and a Deployment patch is merged as RFC 7386 (a strategic merge differs only in lists).
+on every write, generations when the spec changes; a replace whose resourceVersion is not the
+stored one raises `kube.ConflictError`; a patch whose `metadata.resourceVersion` precondition
+fails raises the client's 409 (`kube`'s patches pass it on as it is); a ConfigMap created
+`immutable` keeps its data (a 422); creating an object that exists is refused (a ConfigMap's
+create answers False, as `kube.create_config_map` does). Status is left as it was (no
+controller runs), and a Deployment patch is merged as RFC 7386 (a strategic merge differs
+only in lists, which the adapters never patch).
 
 A test arranges with `put`/`edit`, looks with `look`, reads `writes` ("nothing was written
 twice") and `reads`, and injects a fault into the next call of a kind and verb with
