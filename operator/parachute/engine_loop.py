@@ -27,7 +27,6 @@ from parachute import clock, conditions, faults, kube, telemetry
 from parachute.api import Condition, RolloutStatus
 from parachute.notify import outbox
 from parachute.plan.model import Event, EventType
-from parachute.reconcile import reconcile
 from parachute.scheduler import Key
 
 logger = logging.getLogger("parachute.engine_loop")
@@ -67,7 +66,7 @@ class ReconcileLoop:
 
     def __init__(
         self,
-        work: Work = reconcile,
+        work: Work,
         write_fault: FaultWriter | None = None,
         now: Callable[[], datetime] = clock.now,
         attempts: int = FAULT_ATTEMPTS,

@@ -14,6 +14,7 @@ import urllib.error
 from parachute import kube, transport
 from parachute.analysis.connect import provider_for
 from parachute.api import ConditionGate, Gate, HTTPGate, PrometheusGate, RolloutSpec, parse_duration
+from parachute.kube_api import KubeApi
 from parachute.plan.checklist import GateResult, annotation_result, change_ticket_result, condition_result
 
 # A gate that hangs holds only these threads, for its timeout at most (the whole exchange).
@@ -48,7 +49,13 @@ async def _prometheus(spec: RolloutSpec, namespace: str, gate: PrometheusGate) -
 
 
 async def check(
-    gate: Gate, spec: RolloutSpec, namespace: str, annotations: dict[str, str], change_ticket: str = ""
+    cluster: KubeApi,
+    gate: Gate,
+    spec: RolloutSpec,
+    namespace: str,
+    annotations: dict[str, str],
+    *,
+    change_ticket: str = "",
 ) -> GateResult:
     if gate.annotation is not None:
         return annotation_result(gate, annotations)
@@ -61,15 +68,15 @@ async def check(
         met, message = await _prometheus(spec, namespace, gate.prometheus)
         return GateResult(gate.name, met, message)
     if gate.condition is not None:
-        met, message = await _condition(gate.condition, namespace)
+        met, message = await _condition(cluster, gate.condition, namespace)
         return GateResult(gate.name, met, message)
     return GateResult(gate.name, False, "the gate names no check")
 
 
-async def _condition(gate: ConditionGate, namespace: str) -> tuple[bool, str]:
+async def _condition(cluster: KubeApi, gate: ConditionGate, namespace: str) -> tuple[bool, str]:
     what = f"{gate.kind} {gate.name}"
     try:
-        found = await kube.read_object(gate.api_version, gate.kind, namespace, gate.name)
+        found = await cluster.read_object(gate.api_version, gate.kind, namespace, gate.name)
     except kube.NotPermittedError as error:
         # The ClusterRole is least privilege: reading other kinds is granted per install
         # (the chart's rbac.extraReadRules), and the gate says what is missing.
@@ -82,6 +89,16 @@ async def _condition(gate: ConditionGate, namespace: str) -> tuple[bool, str]:
 
 
 async def check_all(
-    gates: list[Gate], spec: RolloutSpec, namespace: str, annotations: dict[str, str], change_ticket: str = ""
+    cluster: KubeApi,
+    gates: list[Gate],
+    spec: RolloutSpec,
+    namespace: str,
+    annotations: dict[str, str],
+    *,
+    change_ticket: str = "",
 ) -> list[GateResult]:
-    return list(await asyncio.gather(*(check(g, spec, namespace, annotations, change_ticket) for g in gates)))
+    return list(
+        await asyncio.gather(
+            *(check(cluster, g, spec, namespace, annotations, change_ticket=change_ticket) for g in gates)
+        )
+    )

@@ -22,6 +22,7 @@ wakes its Rollout ahead of routine work, whichever replica recorded it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -35,10 +36,11 @@ import kopf
 from parachute import api, clock, handback, kube, readiness, sharding, switch, telemetry
 from parachute.analysis import fastlane
 from parachute.engine_loop import ReconcileLoop
+from parachute.kube_api import KubeClient
 from parachute.leadership import Elector, KubeLease, Timing, identity
 from parachute.notify import outbox, statuspage
 from parachute.policy import DEFAULT_POLICY_ENV
-from parachute.reconcile import routing_client
+from parachute.reconcile import reconcile, routing_client
 from parachute.reports import counting as user_reports
 from parachute.reports import record as report_events
 from parachute.reports import server as reports_server
@@ -181,7 +183,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.options = options
     memo.served, memo.deferred_hand_backs, memo.background, memo.listed = set(), set(), set(), False
     memo.deferred_routes = set()
-    memo.reconciler = ReconcileLoop()
+    memo.reconciler = ReconcileLoop(functools.partial(reconcile, cluster=KubeClient()))
     elector = memo.elector = None
     if options.election is not None:
         lease = KubeLease(options.election.namespace, options.election.name)

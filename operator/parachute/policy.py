@@ -15,9 +15,9 @@ from typing import Any
 import holidays
 from pydantic import ValidationError
 
-from parachute import kube
 from parachute.analysis.connect import provider_for
 from parachute.api import ReleasePolicySpec, RolloutSpec, Window
+from parachute.kube_api import KubeApi
 from parachute.plan.metrics import parse_threshold
 from parachute.plan.model import WindowView
 from parachute.plan.windows import Calendar, no_holidays, problems, state
@@ -46,14 +46,14 @@ def calendar_for(window: Window) -> Calendar:
     return holiday
 
 
-async def policy_for(spec: RolloutSpec) -> tuple[str | None, ReleasePolicySpec | None]:
+async def policy_for(cluster: KubeApi, spec: RolloutSpec) -> tuple[str | None, ReleasePolicySpec | None]:
     """(the policy's name, its spec), or (None, None) when nothing holds the release."""
     if spec.window is not None:
         return "spec.window", ReleasePolicySpec(window=spec.window, checklist=spec.checklist)
     name = spec.policy_ref.name if spec.policy_ref else os.environ.get(DEFAULT_POLICY_ENV) or None
     if not name:
         return None, None
-    found = await kube.read_release_policy(name)
+    found = await cluster.read_release_policy(name)
     if found is None:
         field = "spec.policyRef.name" if spec.policy_ref else f"the default policy ({DEFAULT_POLICY_ENV})"
         raise PolicyError(f"{field}: ReleasePolicy {name} not found")
@@ -93,9 +93,9 @@ def check_window(spec: RolloutSpec, policy: str, window: Window) -> None:
 
 
 async def window_for(
-    spec: RolloutSpec, namespace: str, now: datetime
+    cluster: KubeApi, spec: RolloutSpec, namespace: str, now: datetime
 ) -> tuple[WindowView, ReleasePolicySpec | None]:
-    name, policy = await policy_for(spec)
+    name, policy = await policy_for(cluster, spec)
     window = policy.window if policy else None
     if window is None:
         return WindowView(policy=name), policy

@@ -35,6 +35,7 @@ from parachute.api import (
 )
 from parachute.conditions import timestamp
 from parachute.gating import check_all
+from parachute.kube_api import KubeApi
 from parachute.notify import outbox, statuspage
 from parachute.plan.checklist import GateResult, gates_for
 from parachute.plan.desired_workload import label_selector, with_config
@@ -127,8 +128,11 @@ class MissingTargetError(ValueError):
     """The target Deployment does not exist (yet)."""
 
 
-async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None:
-    """Bring one Rollout a step forward; returns when it wants to be looked at again."""
+async def reconcile(namespace: str, name: str, now: datetime, cluster: KubeApi) -> datetime | None:
+    """Bring one Rollout a step forward; returns when it wants to be looked at again.
+
+    `cluster` is what the workload, recovery, gating and policy adapters read and write through.
+    """
     body = await kube.read_rollout(namespace, name)
     if body is None:
         fastlane.leave((namespace, name))
@@ -139,7 +143,7 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     status = RolloutStatus.model_validate(old)
     try:
         spec = RolloutSpec.model_validate(body.get("spec") or {})
-        spec, target, canary, observed = await _observe(body, spec, status, now)
+        spec, target, canary, observed = await _observe(cluster, body, spec, status, now)
         analysis_events: list[Event] = []
         if spec.analysis is not None:
             try:
@@ -171,7 +175,7 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     if decision.status.phase not in fastlane.RELEASING:
         fastlane.leave((namespace, name))
     # Copies first: status may name a snapshot only once it exists.
-    await snapshots.take(body, decision.snapshots)
+    await snapshots.take(cluster, body, decision.snapshots)
     written = await _write(
         body, old, spec, decision.status, events=(*analysis_events, *decision.events), now=now
     )
@@ -180,7 +184,7 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     statuspage.sync(body, spec, decision.status, now)
     changed = []
     if decision.flags is not None:  # the fastest lever first: flags, then config, then code
-        changed += await recovery.set_flags(body, spec, decision.flags)
+        changed += await recovery.set_flags(cluster, body, spec, decision.flags)
     # Traffic before capacity: the planner scales a canary down only once the route was seen
     # sending it nothing, and moves traffic to it only once its pods are ready.
     steered = await _steer(body, spec, decision.status.phase, decision.traffic, observed.traffic,
@@ -188,8 +192,8 @@ async def reconcile(namespace: str, name: str, now: datetime) -> datetime | None
     changed += steered.changed
     await _tell(body, tuple(steered.events))
     if decision.status.phase == Phase.rolling_back:
-        changed += await recovery.act(body, spec, target, canary, decision.recovery)
-    changed += await act(body, target, canary, decision.workload)
+        changed += await recovery.act(cluster, body, target, canary, decision.recovery)
+    changed += await act(cluster, body, target, canary, decision.workload)
     if changed:
         logger.info("%s/%s: %s", namespace, name, "; ".join(changed))
     settle = now + ROUTE_SETTLE if steered.again else None
@@ -232,7 +236,7 @@ def _rollback(status: RolloutStatus, now: datetime) -> wiring.Rollback | None:
 
 
 async def _observe(
-    body: dict[str, Any], spec: RolloutSpec, status: RolloutStatus, now: datetime
+    cluster: KubeApi, body: dict[str, Any], spec: RolloutSpec, status: RolloutStatus, now: datetime
 ) -> tuple[RolloutSpec, dict[str, Any], dict[str, Any] | None, Observed]:
     """The spec with its risk decided, the target, the canary, and what the planner sees."""
     namespace = body["metadata"]["namespace"]
@@ -242,11 +246,11 @@ async def _observe(
             f"spec.targetRef.name: Deployment {namespace}/{spec.target_ref.name} not found"
         )
     spec, risk_reason = risk_from_change(spec, body, target)
-    observed, canary = await observe(body, target)
+    observed, canary = await observe(cluster, body, target)
     annotations = body["metadata"].get("annotations") or {}
     hotfix = spec.hotfix or annotations.get(HOTFIX_ANNOTATION) == "true"
     try:
-        window, policy = await window_for(spec, namespace, now)
+        window, policy = await window_for(cluster, spec, namespace, now)
     except PolicyError:
         if status.phase != Phase.rolling_back:
             raise
@@ -261,13 +265,13 @@ async def _observe(
     ticket = change_ticket(spec, body, target)
     if pending:
         gates = gates_for(spec, policy.checklist if policy else None)
-        results = await check_all(gates, spec, namespace, annotations, ticket)
+        results = await check_all(cluster, gates, spec, namespace, annotations, change_ticket=ticket)
     gate_view = tuple((r.name, r.met, r.message) for r in results)
-    view = await _observe_recovery(spec, status, namespace, target, canary)
+    view = await _observe_recovery(cluster, spec, status, namespace, target=target, canary=canary)
     if spec.config_refs:  # tracked configuration is part of what is released
         revision = with_config(observed.target.revision, view.config_hashes)
         observed = replace(observed, target=replace(observed.target, revision=revision))
-    flags = await recovery.observe_flags(namespace, spec)
+    flags = await recovery.observe_flags(cluster, namespace, spec)
     try:
         traffic: TrafficView | None
         if spec.blue_green is not None:  # the active Service's selector is what switches
@@ -284,7 +288,10 @@ async def _observe(
                        change_ticket=ticket)  # fmt: skip
     if asks_app(spec, status, observed):  # the flag level: does the app say what the store says?
         observed = replace(
-            observed, flag_check=await verify.observe(namespace, spec, target, status, observed)
+            observed,
+            flag_check=await verify.observe(
+                cluster, namespace, spec, target, status=status, observed=observed
+            ),
         )
     return spec, target, canary, observed
 
@@ -318,14 +325,16 @@ def change_ticket(spec: RolloutSpec, body: dict[str, Any], target: dict[str, Any
 
 
 async def _observe_recovery(
+    cluster: KubeApi,
     spec: RolloutSpec,
     status: RolloutStatus,
     namespace: str,
+    *,
     target: dict[str, Any],
     canary: dict[str, Any] | None,
 ) -> RecoveryView:
     """The tracked ConfigMaps always (snapshots need them); restarts while rolling back."""
-    hashes = await snapshots.hashes(namespace, [r.name for r in spec.config_refs or []])
+    hashes = await snapshots.hashes(cluster, namespace, [r.name for r in spec.config_refs or []])
     if status.phase != Phase.rolling_back:
         return RecoveryView(config_hashes=hashes)
     incident = current_incident(status.incidents)

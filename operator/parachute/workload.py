@@ -13,7 +13,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from parachute import api, faults, kube
+from parachute import api, faults
+from parachute.kube_api import KubeApi
 from parachute.plan.desired_workload import (
     RESTARTED_AT,
     label_selector,
@@ -72,10 +73,12 @@ def owned_by(obj: dict[str, Any], rollout: dict[str, Any]) -> bool:
     return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
 
 
-async def observe(rollout: dict[str, Any], target: dict[str, Any]) -> tuple[Observed, dict[str, Any] | None]:
+async def observe(
+    cluster: KubeApi, rollout: dict[str, Any], target: dict[str, Any]
+) -> tuple[Observed, dict[str, Any] | None]:
     """What the planner sees, and the canary Deployment as read (for `act`, so it is read once)."""
     namespace = rollout["metadata"]["namespace"]
-    canary = await kube.read_deployment(namespace, canary_name(target["metadata"]["name"]))
+    canary = await cluster.read_deployment(namespace, canary_name(target["metadata"]["name"]))
     if canary is not None and not owned_by(canary, rollout):
         raise ForeignObjectError(
             f"Deployment {namespace}/{canary['metadata']['name']} exists and is not this Rollout's; "
@@ -86,15 +89,17 @@ async def observe(rollout: dict[str, Any], target: dict[str, Any]) -> tuple[Obse
         target=target_state(target),
         canary=canary_state(canary) if canary else None,
         commands={k: v for k, v in annotations.items() if k in COMMANDS},
-        serving=await serving(namespace, target, canary),
+        serving=await serving(cluster, namespace, target, canary),
     )
     return observed, canary
 
 
-async def serving(namespace: str, target: dict[str, Any], canary: dict[str, Any] | None) -> Serving:
+async def serving(
+    cluster: KubeApi, namespace: str, target: dict[str, Any], canary: dict[str, Any] | None
+) -> Serving:
     """Ready pods of each template revision, in the target and in the canary, from their
     ReplicaSets (one list: the canary's carry the target's labels too)."""
-    replica_sets = await kube.list_replica_sets(namespace, label_selector(target))
+    replica_sets = await cluster.list_replica_sets(namespace, label_selector(target))
     canary_uid = canary["metadata"].get("uid") if canary else None
     return Serving(
         target=ready_by_revision(replica_sets, target["metadata"].get("uid")),
@@ -126,7 +131,11 @@ def desired_canary(
 
 
 async def act(
-    rollout: dict[str, Any], target: dict[str, Any], current: dict[str, Any] | None, intent: WorkloadIntent
+    cluster: KubeApi,
+    rollout: dict[str, Any],
+    target: dict[str, Any],
+    current: dict[str, Any] | None,
+    intent: WorkloadIntent,
 ) -> list[str]:
     """Make the workload as `intent` says; returns what was changed (for logs).
 
@@ -138,7 +147,7 @@ async def act(
     changed = []
     if intent.target_restart and restart_stamp(target) != intent.target_restart:
         patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: intent.target_restart}}}}}
-        await kube.patch_deployment(namespace, name, patch)
+        await cluster.patch_deployment(namespace, name, patch)
         changed.append(f"restarted the pods of Deployment {name} (new configuration)")
         faults.point("target-restarted", namespace)
     # A pause carries the Rollout's mark, so that a target whose Rollout is gone is known and
@@ -150,19 +159,19 @@ async def act(
             "metadata": {"annotations": {api.PAUSED_BY_ANNOTATION: mark}},
             "spec": {"paused": intent.target_paused},
         }
-        await kube.patch_deployment(namespace, name, pause)
+        await cluster.patch_deployment(namespace, name, pause)
         changed.append(f"{'paused' if intent.target_paused else 'unpaused'} Deployment {name}")
         faults.point("target-paused" if intent.target_paused else "target-unpaused", namespace)
 
     if intent.canary_replicas == 0 or intent.canary_revision is None:
         if current is not None and current["spec"].get("replicas", 0) != 0:
-            await kube.patch_deployment(namespace, canary_name(name), {"spec": {"replicas": 0}})
+            await cluster.patch_deployment(namespace, canary_name(name), {"spec": {"replicas": 0}})
             changed.append(f"scaled {canary_name(name)} to 0")
             faults.point("canary-retired", namespace)
         return changed
     desired = desired_canary(rollout, target, intent.canary_replicas, intent.canary_revision)
     if current is None:
-        await kube.create_deployment(namespace, desired)
+        await cluster.create_deployment(namespace, desired)
         changed.append(f"created {canary_name(name)} with {intent.canary_replicas} replicas")
         faults.point("canary-created", namespace)
     elif canary_state(current).revision != intent.canary_revision:
@@ -173,11 +182,11 @@ async def act(
             "replicas": intent.canary_replicas,
             "template": desired["spec"]["template"],
         }
-        await kube.replace_deployment(namespace, canary_name(name), current)
+        await cluster.replace_deployment(namespace, canary_name(name), current)
         changed.append(f"moved {canary_name(name)} to revision {intent.canary_revision}")
         faults.point("canary-replaced", namespace)
     elif current["spec"].get("replicas", 0) != intent.canary_replicas:
-        await kube.patch_deployment(
+        await cluster.patch_deployment(
             namespace, canary_name(name), {"spec": {"replicas": intent.canary_replicas}}
         )
         changed.append(f"scaled {canary_name(name)} to {intent.canary_replicas}")

@@ -18,6 +18,7 @@ import pytest
 
 from parachute import kube
 from parachute.api import Incident, RolloutSpec, RolloutStatus
+from parachute.kube_api import KubeClient
 from parachute.plan.model import AppAnswer, Observed, Serving, TargetState
 from parachute.recovery import verify
 from testbed.demoapp import FlagSource, Version
@@ -190,14 +191,18 @@ def test_a_look_asks_every_pod_serving_the_release_and_sums_up_their_answers(
     target = {"metadata": {"name": "checkout"}, "spec": {"selector": {"matchLabels": {"app": "checkout"}}}}
     try:
         flag.write_text("false")
-        seen = asyncio.run(verify.observe("shop", spec, target, status, observed))
+        seen = asyncio.run(
+            verify.observe(KubeClient(), "shop", spec, target, status=status, observed=observed)
+        )
         assert listed == [("shop", "app=checkout")]
         assert seen.answer == AppAnswer.mismatch
         assert seen.said == (
             "pod checkout-canary-b: GET /health says features.new-checkout is true, not false (1 of 2 pods)"
         )
         cached.report_features({"new-checkout": False})  # restarted: it read the store again
-        seen = asyncio.run(verify.observe("shop", spec, target, status, observed))
+        seen = asyncio.run(
+            verify.observe(KubeClient(), "shop", spec, target, status=status, observed=observed)
+        )
         assert seen.answer == AppAnswer.match, seen
         assert sorted(network.requests) == sorted(
             ["http://10.0.0.1:8080/health", "http://10.0.0.2:8080/health"] * 2

@@ -13,8 +13,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from parachute import faults, kube
+from parachute import faults
 from parachute.api import FeatureFlags, FlagFormat, FlagState, flag_percent
+from parachute.kube_api import KubeApi
 from parachute.plan import flags as pure
 from parachute.plan.model import FlagsView
 from parachute.recovery import snapshots
@@ -44,9 +45,9 @@ class Store:
         return pure.flagd_cannot_split(self.document, names)
 
 
-async def read(namespace: str, flags: FeatureFlags) -> Store:
+async def read(cluster: KubeApi, namespace: str, flags: FeatureFlags) -> Store:
     if flags.feature_flag_ref is not None:
-        body = await kube.read_feature_flag(namespace, flags.feature_flag_ref.name)
+        body = await cluster.read_feature_flag(namespace, flags.feature_flag_ref.name)
         if body is None:
             raise FlagStoreError(
                 f"spec.featureFlags.featureFlagRef: FeatureFlag {namespace}/{flags.feature_flag_ref.name} "
@@ -55,7 +56,7 @@ async def read(namespace: str, flags: FeatureFlags) -> Store:
         return Store(body, ((body.get("spec") or {}).get("flagSpec") or {}), None)
     assert flags.config_map_ref is not None
     name = flags.config_map_ref.name
-    body = await kube.read_config_map(namespace, name)
+    body = await cluster.read_config_map(namespace, name)
     if body is None:
         raise FlagStoreError(f"spec.featureFlags.configMapRef: ConfigMap {namespace}/{name} not found")
     if flags.format == FlagFormat.plain:
@@ -79,10 +80,10 @@ def _only_json_key(data: dict[str, str], name: str) -> str:
     return keys[0]
 
 
-async def observe(namespace: str, flags: FeatureFlags) -> FlagsView:
+async def observe(cluster: KubeApi, namespace: str, flags: FeatureFlags) -> FlagsView:
     """Whether the flags are on or off, or why that cannot be known."""
     try:
-        store = await read(namespace, flags)
+        store = await read(cluster, namespace, flags)
     except FlagStoreError as problem:
         return FlagsView(problem=str(problem))
     names = flags.flags
@@ -90,21 +91,21 @@ async def observe(namespace: str, flags: FeatureFlags) -> FlagsView:
                      cannot_split=store.cannot_split(names))  # fmt: skip
 
 
-async def ensure(rollout: dict[str, Any], flags: FeatureFlags, state: str) -> list[str]:
+async def ensure(cluster: KubeApi, rollout: dict[str, Any], flags: FeatureFlags, state: str) -> list[str]:
     """Put the flags at `state` (off, on, or a percentage such as "10%"), the store copied
     first; what changed (nothing if they are)."""
     namespace = rollout["metadata"]["namespace"]
-    store = await read(namespace, flags)
+    store = await read(cluster, namespace, flags)
     if store.state(flags.flags) == state:
         return []
     names = ", ".join(flags.flags)
     if store.document is None:  # plain ConfigMap
         if flag_percent(state) is not None:  # refused by validation; nothing to write it as
             return [f"flags {names}: {store.cannot_split(flags.flags)}"]
-        kept = await snapshots.copy(rollout, store.body)
+        kept = await snapshots.copy(cluster, rollout, store.body)
         faults.point("flags-copied", namespace)
         data = pure.plain_set(store.body.get("data") or {}, flags.flags, FlagState(state))
-        await kube.patch_config_map(namespace, store.body["metadata"]["name"], {"data": data})
+        await cluster.patch_config_map(namespace, store.body["metadata"]["name"], {"data": data})
         faults.point("flags-written", namespace)
         return [
             f"flags {names} set to {'true' if state == FlagState.on else 'false'} (previous values kept in {kept})"
@@ -113,14 +114,16 @@ async def ensure(rollout: dict[str, Any], flags: FeatureFlags, state: str) -> li
     if document == store.document:  # what cannot be switched stays as it is: no write, no copy
         return changed
     if store.key is not None:  # flagd JSON in a ConfigMap
-        kept = await snapshots.copy(rollout, store.body)
+        kept = await snapshots.copy(cluster, rollout, store.body)
         faults.point("flags-copied", namespace)
         store.body.setdefault("data", {})[store.key] = json.dumps(document, indent=2)
-        await kube.replace_config_map(namespace, store.body["metadata"]["name"], store.body)
+        await cluster.replace_config_map(namespace, store.body["metadata"]["name"], store.body)
     else:  # an OpenFeature FeatureFlag resource
-        kept = await snapshots.copy(rollout, store.body, {"flagSpec.json": json.dumps(store.document)})
+        kept = await snapshots.copy(
+            cluster, rollout, store.body, {"flagSpec.json": json.dumps(store.document)}
+        )
         faults.point("flags-copied", namespace)
         store.body["spec"]["flagSpec"] = document
-        await kube.replace_feature_flag(namespace, store.body["metadata"]["name"], store.body)
+        await cluster.replace_feature_flag(namespace, store.body["metadata"]["name"], store.body)
     faults.point("flags-written", namespace)
     return [*changed, f"previous flag definitions kept in {kept}"]

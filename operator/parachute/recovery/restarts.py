@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from parachute import kube
+from parachute.kube_api import KubeApi
 from parachute.plan.desired_workload import RESTARTED_AT, restart_stamp, rolled_out
 
 
@@ -21,10 +21,10 @@ def restarted_at(canary: dict[str, Any] | None, target: dict[str, Any], include_
     return stamps.pop()
 
 
-async def restart(namespace: str, deployment: dict[str, Any], stamp: str) -> list[str]:
+async def restart(cluster: KubeApi, namespace: str, deployment: dict[str, Any], stamp: str) -> list[str]:
     if restart_stamp(deployment) == stamp:
         return []
     name = deployment["metadata"]["name"]
     patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
-    await kube.patch_deployment(namespace, name, patch)
+    await cluster.patch_deployment(namespace, name, patch)
     return [f"restarted the pods of Deployment {name}"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from parachute import api, faults, kube
+from parachute import api, faults
+from parachute.kube_api import KubeApi
 from parachute.plan.rollback import content_hash, snapshot_name
 
 SOURCE_ANNOTATION = f"{api.GROUP}/snapshot-of"
@@ -21,17 +22,19 @@ def hash_of(config_map: dict[str, Any]) -> str:
     return content_hash(config_map.get("data") or {}, config_map.get("binaryData") or {})
 
 
-async def hashes(namespace: str, names: list[str]) -> dict[str, str]:
+async def hashes(cluster: KubeApi, namespace: str, names: list[str]) -> dict[str, str]:
     """The content hash of each tracked ConfigMap that exists."""
     out = {}
     for name in names:
-        found = await kube.read_config_map(namespace, name)
+        found = await cluster.read_config_map(namespace, name)
         if found is not None:
             out[name] = hash_of(found)
     return out
 
 
-async def copy(rollout: dict[str, Any], source: dict[str, Any], extra: dict[str, str] | None = None) -> str:
+async def copy(
+    cluster: KubeApi, rollout: dict[str, Any], source: dict[str, Any], extra: dict[str, str] | None = None
+) -> str:
     """An immutable copy of `source` (a ConfigMap, or any data as `extra`), named by its content."""
     meta = rollout["metadata"]
     data, binary = (
@@ -54,34 +57,34 @@ async def copy(rollout: dict[str, Any], source: dict[str, Any], extra: dict[str,
         "data": data,
         **({"binaryData": binary} if binary else {}),
     }
-    if not await kube.create_config_map(meta["namespace"], body):
+    if not await cluster.create_config_map(meta["namespace"], body):
         # Already there, with the same bytes, perhaps another Rollout's copy of the same
         # ConfigMap: own it too, so it lives as long as either Rollout needs it.
-        existing = await kube.read_config_map(meta["namespace"], name)
+        existing = await cluster.read_config_map(meta["namespace"], name)
         owners = list((existing or {}).get("metadata", {}).get("ownerReferences") or [])
         if existing is not None and all(o.get("uid") != meta["uid"] for o in owners):
             owners.append(owner)
-            await kube.patch_config_map(meta["namespace"], name, {"metadata": {"ownerReferences": owners}})
+            await cluster.patch_config_map(meta["namespace"], name, {"metadata": {"ownerReferences": owners}})
     return name
 
 
-async def take(rollout: dict[str, Any], wanted: tuple[tuple[str, str], ...]) -> None:
+async def take(cluster: KubeApi, rollout: dict[str, Any], wanted: tuple[tuple[str, str], ...]) -> None:
     """Copy each tracked ConfigMap whose content still has the hash the planner saw."""
     namespace = rollout["metadata"]["namespace"]
     for name, digest in wanted:
-        found = await kube.read_config_map(namespace, name)
+        found = await cluster.read_config_map(namespace, name)
         if found is not None and hash_of(found) == digest:
-            await copy(rollout, found)
+            await copy(cluster, rollout, found)
             faults.point("config-snapshot-taken", namespace)
 
 
-async def restore(rollout: dict[str, Any], pairs: tuple[tuple[str, str], ...]) -> list[str]:
+async def restore(cluster: KubeApi, rollout: dict[str, Any], pairs: tuple[tuple[str, str], ...]) -> list[str]:
     """Put each ConfigMap's exact bytes back from its snapshot; the current content is copied first."""
     namespace = rollout["metadata"]["namespace"]
     changed = []
     for name, snapshot_of in pairs:
-        snapshot = await kube.read_config_map(namespace, snapshot_of)
-        live = await kube.read_config_map(namespace, name)
+        snapshot = await cluster.read_config_map(namespace, snapshot_of)
+        live = await cluster.read_config_map(namespace, name)
         if snapshot is None:
             changed.append(f"ConfigMap {name}: snapshot {snapshot_of} is missing, not restored")
             continue
@@ -91,15 +94,15 @@ async def restore(rollout: dict[str, Any], pairs: tuple[tuple[str, str], ...]) -
         if live is None:
             body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
                     "data": data, **({"binaryData": binary} if binary else {})}  # fmt: skip
-            await kube.create_config_map(namespace, body)
+            await cluster.create_config_map(namespace, body)
             faults.point("config-restored", namespace)
             changed.append(f"ConfigMap {name} re-created from {snapshot_of}")
             continue
-        kept = await copy(rollout, live)
+        kept = await copy(cluster, rollout, live)
         faults.point("config-live-copied", namespace)
         live["data"] = data
         live["binaryData"] = binary or None
-        await kube.replace_config_map(namespace, name, live)
+        await cluster.replace_config_map(namespace, name, live)
         faults.point("config-restored", namespace)
         changed.append(f"ConfigMap {name} restored from {snapshot_of} (what it held is kept in {kept})")
     return changed

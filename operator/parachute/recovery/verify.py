@@ -19,8 +19,9 @@ import os
 import urllib.error
 from typing import Any
 
-from parachute import kube, transport
+from parachute import transport
 from parachute.api import RolloutSpec, RolloutStatus
+from parachute.kube_api import KubeApi
 from parachute.plan import flag_check
 from parachute.plan.desired_workload import label_selector
 from parachute.plan.model import FlagCheckView, Observed
@@ -61,13 +62,19 @@ async def _get(url: str) -> tuple[int | None, bytes | None, str]:
 
 
 async def observe(
-    namespace: str, spec: RolloutSpec, target: dict[str, Any], status: RolloutStatus, observed: Observed
+    cluster: KubeApi,
+    namespace: str,
+    spec: RolloutSpec,
+    target: dict[str, Any],
+    *,
+    status: RolloutStatus,
+    observed: Observed,
 ) -> FlagCheckView:
     """What the pods serving the rolled-back revision say of the flags."""
     check = spec.feature_flags.verify if spec.feature_flags is not None else None
     incident = current_incident(status.incidents)
     assert check is not None and incident is not None
-    pods = await kube.list_pods(namespace, label_selector(target))
+    pods = await cluster.list_pods(namespace, label_selector(target))
     addresses, answers = flag_check.pods_to_ask(pods, observed, incident, check)
 
     async def ask(address: flag_check.Address) -> flag_check.PodAnswer:
