@@ -127,6 +127,21 @@ DEFINITIONS = {
 }
 
 
+def test_a_deleted_configmap_made_again_by_someone_else_meanwhile_is_theirs_until_the_next_look() -> None:
+    cluster = FakeKube([config_map("settings", SETTINGS)])
+    run(snapshots.take(cluster, rollout(), (("settings", content_hash(SETTINGS)),)))
+    del cluster.objects[("ConfigMap", NS, "settings")]
+    theirs = {"mode": "theirs"}
+    cluster.before_write = lambda key: cluster.put(config_map("settings", theirs))
+    with pytest.raises(kube.ConflictError):
+        run(snapshots.restore(cluster, rollout(), (("settings", SNAPSHOT),)))
+    assert cluster.look("ConfigMap", NS, "settings")["data"] == theirs
+    kept = snapshot_name("settings", content_hash(theirs))
+    changed = run(snapshots.restore(cluster, rollout(), (("settings", SNAPSHOT),)))
+    assert changed == [f"ConfigMap settings restored from {SNAPSHOT} (what it held is kept in {kept})"]
+    assert cluster.look("ConfigMap", NS, kept)["data"] == theirs
+
+
 def feature_flag() -> dict[str, Any]:
     return {
         "apiVersion": "core.openfeature.dev/v1beta1",

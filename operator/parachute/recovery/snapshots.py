@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from parachute import api, faults
+from parachute import api, faults, kube
 from parachute.kube_api import KubeApi
 from parachute.plan.rollback import content_hash, snapshot_name
 
@@ -94,7 +94,10 @@ async def restore(cluster: KubeApi, rollout: dict[str, Any], pairs: tuple[tuple[
         if live is None:
             body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
                     "data": data, **({"binaryData": binary} if binary else {})}  # fmt: skip
-            await cluster.create_config_map(namespace, body)
+            if not await cluster.create_config_map(namespace, body):
+                # Made again by someone else since it was read: theirs is copied before it is
+                # restored, at the next look.
+                raise kube.ConflictError(f"ConfigMap {namespace}/{name} was created meanwhile")
             faults.point("config-restored", namespace)
             changed.append(f"ConfigMap {name} re-created from {snapshot_of}")
             continue
