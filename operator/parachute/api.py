@@ -648,7 +648,7 @@ class Prometheus(Model):
     tls: PrometheusTLS | None = None
     timeout: Duration = Field(
         "10s",
-        description="Per-query timeout, which Prometheus is asked to keep; the whole exchange, retries included, is cut at twice this.",
+        description="Per-query timeout, which Prometheus is asked to keep; Parachute waits for the whole exchange, retries included, twice this at most.",
     )
 
 

@@ -17,8 +17,9 @@ from parachute.api import ConditionGate, Gate, HTTPGate, PrometheusGate, Rollout
 from parachute.kube_api import KubeApi
 from parachute.plan.checklist import GateResult, annotation_result, change_ticket_result, condition_result
 
-# A gate that hangs holds only these threads, for its timeout at most (the whole exchange).
-GATE_THREADS = transport.Threads("HTTP gate", 4)
+# A gate that hangs holds one of these threads for its timeout at most (the whole exchange),
+# never one that Kubernetes calls or other kinds of request need.
+GATE_THREADS = transport.Threads("HTTP gate", 16)
 
 
 async def _http(gate: HTTPGate) -> tuple[bool, str]:

@@ -11,8 +11,9 @@ Each request has one deadline for the whole exchange (connect, send, answer), no
 socket operation: a receiver that answers a byte at a time is cut too, and so is a TLS handshake
 that hangs. At the deadline the request's socket is shut, which ends the read blocked on it, and
 the caller gets a TimeoutError. A request still waiting for a thread at its deadline is never
-sent. So at most a kind's count of requests are in flight, each holding its thread about its
-deadline at most.
+sent. A connect is bounded by what is left of the deadline (a dropped SYN has no socket to shut
+yet). So at most a kind's count of requests are in flight, each holding its thread about its
+deadline at most (a name lookup that hangs excepted: it has no socket either).
 """
 
 from __future__ import annotations
@@ -55,7 +56,15 @@ class _Exchange:
     ) -> socket.socket:
         """What http.client connects with: the plain socket, known here before any TLS handshake,
         so that a cut ends a handshake that hangs too."""
-        sock = socket.create_connection(address, timeout, source_address)
+        # A connect that hangs (a dropped SYN) cannot be cut before it has a socket: bound it by
+        # what is left of the deadline instead.
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("cut at its deadline")
+        sock = socket.create_connection(
+            address, left if timeout is None else min(timeout, left), source_address
+        )
+        sock.settimeout(timeout)  # past the connect, each operation's own backstop again
         with self._lock:
             if self.cut:  # the deadline passed while connecting
                 sock.close()
@@ -111,7 +120,7 @@ def _run(
     opener = urllib.request.build_opener(*handlers)
     try:
         with opener.open(request, timeout=timeout) as response:
-            return int(response.status), response.read(-1 if limit is None else limit)
+            return int(response.status), response.read() if limit is None else response.read(limit)
     except urllib.error.HTTPError as error:
         error.close()  # the answer's connection; the error still says its code
         raise
@@ -139,7 +148,8 @@ class Threads:
         exchange = _Exchange(timeout, self.kind)
         request = urllib.request.Request(url, data=body, method=method, headers=headers)
         # Each socket operation's own timeout is only a backstop, past the deadline that cuts.
-        answer = asyncio.wrap_future(self._pool.submit(_run, exchange, request, 2 * timeout, proxies, limit))
+        work = self._pool.submit(_run, exchange, request, 2 * timeout, proxies, limit)
+        answer = asyncio.wrap_future(work)
         try:
             done, _ = await asyncio.wait({answer}, timeout=timeout)
         except asyncio.CancelledError:
@@ -148,6 +158,8 @@ class Threads:
             raise
         if done:
             return answer.result()
+        if work.done() and not work.cancelled() and work.exception() is None:
+            return work.result()  # answered as the deadline came: delivered, not to be sent again
         answer.cancel()  # a request still queued never starts
         exchange.shut()
         if not exchange.started:

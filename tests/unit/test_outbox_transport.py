@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import threading
+import time
 import urllib.error
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -100,3 +103,37 @@ def test_a_cut_request_frees_its_thread() -> None:
         assert post(receiver.url("/events"))[0] == 201  # a thread was free for it at once
     finally:
         receiver.stop()
+
+
+def test_an_answer_in_chunks_or_from_a_server_that_keeps_the_connection_is_read_whole() -> None:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(200)
+            if self.path == "/chunked":
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for part in (b'{"id": ', b'"inc-1"}'):
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                self.wfile.write(b"0\r\n\r\n")
+            else:  # its length said, and the connection kept open whatever the client asked
+                self.send_header("Content-Length", "13")
+                self.end_headers()
+                self.wfile.write(b'{"id": "ok"}\n')
+                self.wfile.flush()
+                time.sleep(3)
+
+        def log_message(self, *_: object) -> None: ...
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert post(f"{base}/chunked", timeout=2) == (200, b'{"id": "inc-1"}')
+        assert post(f"{base}/kept", timeout=2) == (200, b'{"id": "ok"}\n')
+    finally:
+        server.shutdown()
+        server.server_close()

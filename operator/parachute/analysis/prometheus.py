@@ -1,11 +1,12 @@
 """Prometheus as a metric provider, through prometheus-api-client.
 
-Called off the event loop on this module's own few threads, never asyncio's default executor,
+Called off the event loop on threads of each Prometheus's own, never asyncio's default executor,
 where every Kubernetes call runs: a Prometheus that answers a byte at a time (requests' timeout
 bounds each read, not the answer) would otherwise take those threads, and with them every
 reconcile and rollback. Each query has a deadline for the whole exchange: past it the caller
-gets an Error sample (so the Rollout holds) while the thread finishes or fails on its own, and a
-query still waiting for a thread at its deadline is never sent. Transient HTTP failures get a
+gets an Error sample (so the Rollout holds) while the thread finishes or fails on its own (its
+connection is not cut: requests keeps its connections pooled), and a query still waiting for a
+thread at its deadline is never sent. Transient HTTP failures get a
 bounded retry. Whatever goes wrong becomes an Error sample (or series) with a message a
 person can act on, with the credentials masked; a NaN or an empty vector is no data.
 Nothing here judges.
@@ -22,6 +23,7 @@ import contextlib
 import json
 import re
 import ssl
+import threading
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -39,10 +41,24 @@ from parachute.plan.fastlane import Landing
 from parachute.plan.verdicts import Sample, Series
 from parachute.redaction import redact
 
-THREADS = 16  # queries in flight at once, over every Prometheus the operator asks
-_pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="parachute-prometheus")
-# The whole exchange, retries included, against the server-side `timeout` each try carries.
+THREADS = 16  # queries in flight at once to one Prometheus
+# Each Prometheus on threads of its own: one that hangs (or drops packets) holds up no other's
+# queries. Addresses are few (one per monitoring stack), and a pool's threads start as needed.
+_pools: dict[str, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+# How long a caller waits for the whole exchange, retries included, against the server-side
+# `timeout` each try carries.
 DEADLINE_FACTOR = 2.0
+
+
+def _pool(address: str) -> ThreadPoolExecutor:
+    with _pools_lock:
+        if address not in _pools:
+            _pools[address] = ThreadPoolExecutor(
+                max_workers=THREADS, thread_name_prefix="parachute-prometheus"
+            )
+        return _pools[address]
+
 
 T = TypeVar("T")
 
@@ -102,8 +118,9 @@ class PrometheusProvider:
 
     async def _off_loop(self, call: Callable[..., T], *args: Any) -> T:
         """`call` on this module's threads, its answer awaited until the deadline (TimeoutError)."""
-        future = asyncio.get_running_loop().run_in_executor(_pool, call, *args)
-        return await asyncio.wait_for(future, self.deadline)
+        future = asyncio.get_running_loop().run_in_executor(_pool(self.address), call, *args)
+        async with asyncio.timeout(self.deadline):
+            return await future
 
     def _late(self) -> str:
         return f"Prometheus at {self.address} did not answer within {self.deadline:g}s"

@@ -36,7 +36,9 @@ AT_ONCE = 8
 
 
 # A pod that hangs holds only these threads, for TIMEOUT_SECONDS at most (the whole exchange).
-_THREADS = transport.Threads("flag check", AT_ONCE)
+# A look asks AT_ONCE pods at a time, each given its whole deadline once it is asked; threads
+# enough for a few Rollouts looking at once.
+_THREADS = transport.Threads("flag check", AT_ONCE * 4)
 
 
 def _proxies() -> dict[str, str]:
@@ -76,9 +78,11 @@ async def observe(
     assert check is not None and incident is not None
     pods = await cluster.list_pods(namespace, label_selector(target))
     addresses, answers = flag_check.pods_to_ask(pods, observed, incident, check)
+    gate = asyncio.Semaphore(AT_ONCE)
 
     async def ask(address: flag_check.Address) -> flag_check.PodAnswer:
-        code, body, error = await _get(address.url)
+        async with gate:
+            code, body, error = await _get(address.url)
         return flag_check.answer(check, address.pod, code, body, error)
 
     answers += await asyncio.gather(*(ask(a) for a in addresses))
