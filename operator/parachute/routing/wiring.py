@@ -8,7 +8,9 @@ the routing record (the snapshot of the user's route) first, then what the backe
 would move traffic onto a backend changed in the same reconcile waits for the next one, so
 the new Service's endpoints exist before requests go there, and no weight moves requests onto
 a backend whose Service lists no ready endpoint of the pods it should select (a selector
-re-pinned to the stable pods is followed by its EndpointSlices a moment later). What the backend
+re-pinned to the stable pods is followed by its EndpointSlices a moment later). A phased
+audience's rule is requests moving too: to the canary when it comes, back to stable when it goes
+or names another audience. What the backend
 leaves as it is for now (`Held`: an Istio subset that takes requests keeps its pods until its new
 ones are ready endpoints) is looked at again soon, and the weight may still move meanwhile. A
 route that someone changed by hand is put back, with a Warning Event saying what was found. A Rollout that no longer routes
