@@ -33,7 +33,7 @@ which run nothing.
   which version, as the pod's series say.
 
 So what Prometheus counts is what routing did, never a copy of what the operator reports.
-The choice itself is pure (`choose`, `ready_addresses`, `route_backends`) and unit-tested.
+The choice itself is pure (`choose`, `ready_targets`, `route_backends`) and unit-tested.
 """
 
 from __future__ import annotations
@@ -189,14 +189,22 @@ def _at_random(backends: Sequence[Backend], rng: random.Random) -> Backend | Non
 def ready_addresses(slices: Iterable[Body]) -> list[str]:
     """Addresses of the ready endpoints of EndpointSlices (an unset `ready` means ready),
     each once: an endpoint may sit in two slices while the controller moves it."""
-    seen: dict[str, None] = {}
+    return [address for address, _ in ready_targets(slices)]
+
+
+def ready_targets(slices: Iterable[Body]) -> list[tuple[str, str]]:
+    """(address, pod name) of the ready endpoints of EndpointSlices, each address once; the pod
+    is the one the endpoint names (`targetRef`), "" when it names none."""
+    seen: dict[str, str] = {}
     for endpoint_slice in slices:
         for endpoint in endpoint_slice.get("endpoints") or []:
             if (endpoint.get("conditions") or {}).get("ready") is False:
                 continue
+            target = endpoint.get("targetRef") or {}
+            pod = str(target.get("name") or "") if target.get("kind", "Pod") == "Pod" else ""
             for address in endpoint.get("addresses") or []:
-                seen.setdefault(address, None)
-    return list(seen)
+                seen.setdefault(address, pod)
+    return list(seen.items())
 
 
 def route_rule(route: Body, rule_name: str | None = None, headers: Headers | None = None) -> Body | None:
@@ -695,28 +703,32 @@ class DataPlane:
     # ------------------------------------------------------------------ traffic
 
     def service_endpoints(self, service: str, labels: Mapping[str, str] | None = None) -> list[str]:
-        """URLs of the ready endpoints of `service`, from its EndpointSlices: each address is
-        a pod IP, which leads to the pod and its app's port. With `labels`, only the pods that
-        carry them (an Istio subset)."""
+        """URLs of the ready endpoints of `service`, from its EndpointSlices: each leads to its
+        pod's app. With `labels`, only the pods that carry them (an Istio subset).
+
+        An endpoint is found by the pod it names (`targetRef`), else by its address (a pod IP):
+        a proxy sends to what the slices list, and this data plane's own view of the pods may be
+        behind them (its pod watch's thread writes each new pod's port annotation before it
+        takes the pod's next change, its IP), while the pod's app runs from the pod's first sight."""
         slices = [
             s
             for s in self.slices.objects()
             if ((s.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL) == service
         ]
         wanted = dict(labels or {})
-        by_ip = {
-            ip: (pod.get("metadata") or {}).get("name")
+        pods = {
+            str((pod.get("metadata") or {}).get("name")): pod
             for pod in self.pods.objects()
-            if pod_runs(pod)
-            and (ip := (pod.get("status") or {}).get("podIP"))
-            and wanted.items() <= ((pod.get("metadata") or {}).get("labels") or {}).items()
+            if pod_runs(pod) and wanted.items() <= ((pod.get("metadata") or {}).get("labels") or {}).items()
         }
+        by_ip = {ip: name for name, pod in pods.items() if (ip := (pod.get("status") or {}).get("podIP"))}
+        names = dict.fromkeys(
+            name
+            for address, pod in ready_targets(slices)
+            if (name := pod if pod in pods else by_ip.get(address))
+        )
         with self._lock:
-            endpoints = [
-                self._endpoints.get(str(by_ip[address]))
-                for address in ready_addresses(slices)
-                if address in by_ip
-            ]
+            endpoints = [self._endpoints.get(name) for name in names]
         return [e.url for e in endpoints if e is not None]
 
     def service_picker(self, service: str, rng: random.Random | None = None) -> ServicePicker:

@@ -85,7 +85,8 @@ RULES: tuple[Rule, ...] = (
     Rule(("apps",), ("replicasets",), ("list",), "find the stable revision's pod template"),
     Rule(("",), ("pods",), ("list",),
          "find the pods serving a rolled-back revision, to ask their app whether it serves the flags off "
-         "(spec.featureFlags.verify)"),
+         "(spec.featureFlags.verify); before a route sends more requests to an Istio subset, see which of "
+         "the Service's ready endpoints are pods carrying the subset's labels"),
     Rule(("",), ("configmaps",), ("get", "list", "watch", "create", "patch", "update", "delete"),
          "watch tracked configuration; flip flags, snapshot and restore it; keep a routing record of "
          "the user's route (deletes only that record, once the route is given back)"),

@@ -24,6 +24,7 @@ from testbed.dataplane import (
     choose,
     pod_version,
     ready_addresses,
+    ready_targets,
     route_backends,
     route_rule,
 )
@@ -115,6 +116,12 @@ def endpoint(*addresses: str, ready: bool | None = True) -> dict[str, Any]:
 )  # fmt: skip
 def test_ready_addresses_of_endpoint_slices(slices: list[dict[str, Any]], addresses: list[str]) -> None:
     assert ready_addresses(slices) == addresses
+
+
+def test_a_ready_endpoint_names_its_pod_so_a_request_reaches_it_before_the_pods_ip_is_seen() -> None:
+    named = {**endpoint("10.244.0.1"), "targetRef": {"kind": "Pod", "name": "checkout-canary-6b8d9-qwert"}}
+    slices = [{"endpoints": [named, endpoint("10.244.0.2"), endpoint("10.244.0.3", ready=False)]}]
+    assert ready_targets(slices) == [("10.244.0.1", "checkout-canary-6b8d9-qwert"), ("10.244.0.2", "")]
 
 
 def route(*rules: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,9 @@ the routing record (the snapshot of the user's route) first, then what the backe
 would move traffic onto a backend changed in the same reconcile waits for the next one, so
 the new Service's endpoints exist before requests go there, and no weight moves requests onto
 a backend whose Service lists no ready endpoint of the pods it should select (a selector
-re-pinned to the stable pods is followed by its EndpointSlices a moment later). What the backend
+re-pinned to the stable pods is followed by its EndpointSlices a moment later). A phased
+audience's rule is requests moving too: to the canary when it comes, back to stable when it goes
+or names another audience. What the backend
 leaves as it is for now (`Held`: an Istio subset that takes requests keeps its pods until its new
 ones are ready endpoints) is looked at again soon, and the weight may still move meanwhile. A
 route that someone changed by hand is put back, with a Warning Event saying what was found. A Rollout that no longer routes
@@ -172,14 +174,16 @@ async def _set(
         return  # read just now: nothing to write
     for canary in _gaining(weight, audience, applied):
         if why := await router.unready(canary):
-            held = f"{applied.weight}%" if applied is not None and applied.weight is not None else "as it is"
+            held = _holds(applied)
             if not canary and rollback is not None:
                 if rollback.now >= rollback.limit():
                     out.changed.append(f"route sent back to stable though {why}: a rollback waits for it "
                                        f"{ROLLBACK_HOLD_LIMIT.seconds}s at most")  # fmt: skip
                     continue
                 _tell_held(out, release, rollback, held, why)
-            out.changed.append(f"route kept {held} until it can send {weight}% to the canary: {why}")
+            out.changed.append(
+                f"route kept {held} until it can send {_sends(weight, audience, applied)}: {why}"
+            )
             out.again = True
             return
     result = await router.set_weight(weight, audience)
@@ -190,6 +194,22 @@ async def _set(
         out.again = True  # read it back soon
     if result.hand_edit:
         out.events.append(Event(EventType.warning, "WeightsPutBack", result.hand_edit))
+
+
+def _holds(applied: Applied | None) -> str:
+    """What the route holds, as the messages of a held write say it."""
+    if applied is None or applied.weight is None:
+        return "as it is"
+    also = f" and {applied.audience} to the canary" if applied.audience is not None else ""
+    return f"{applied.weight}%{also}"
+
+
+def _sends(weight: int, audience: AudienceMatch | None, applied: Applied | None) -> str:
+    """What a write would make the route send, as the messages of a held write say it."""
+    if audience is not None:
+        return f"{weight}% to the canary and {audience} to it"
+    dropped = " and no audience" if applied is not None and applied.audience is not None else ""
+    return f"{weight}% to the canary{dropped}"
 
 
 def forget(namespace: str, name: str) -> None:
@@ -213,12 +233,20 @@ def _tell_held(out: Steered, release: Release, rollback: Rollback, held: str, wh
 
 def _gaining(weight: int, audience: AudienceMatch | None, applied: Applied | None) -> list[bool]:
     """The backends a write would send more requests to: the canary's (True), the stable (False).
-    Unknown what the route holds, either may gain what the weight gives it."""
+    Unknown what the route holds, either may gain what the weight gives it. An audience is
+    requests of their own: the canary gains them when its rule comes or names another audience,
+    and the stable side, unless the weight sends everyone to the canary, gains the requests of
+    the audience the route holds when its rule goes or names another (a rollback or an abort at
+    an audience's stage, the next audience)."""
     held = applied.weight if applied is not None else None
+    held_audience = applied.audience if applied is not None else None
+    audience_moves = applied is not None and held_audience != audience
     canary = (weight > 0 or audience is not None) and (
-        held is None or weight > held or (audience is not None and applied is not None and applied.audience != audience)
+        held is None or weight > held or (audience is not None and audience_moves)
     )  # fmt: skip
-    stable = weight < 100 and (held is None or weight < held)
+    stable = weight < 100 and (
+        held is None or weight < held or (held_audience is not None and audience_moves)
+    )  # fmt: skip
     return [side for side, gains in ((True, canary), (False, stable)) if gains]
 
 
