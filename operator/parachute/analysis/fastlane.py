@@ -4,9 +4,10 @@ cadence about every Rollout under release, and waking a Rollout at once on a cri
 Reconciles enrol a Rollout (what it judges, where its versions' pods are, which Prometheus)
 from its stage's start (`enrol_stage`: the reconcile that starts a release or a stage, or the
 first one this process's lane has not seen at that stage), and again after each analysis round
-with what the round found; they take the lane's breaches into the Rollout's verdict history
+with what the round found, so a canary is watched before its first round, which may wait
+behind many others' work. They take the lane's breaches into the Rollout's verdict history
 when they run (`merge`), so the normal rollback path decides: the same incident, levels and
-record. A canary is watched before its first round, which may wait behind many others' work. The decisions are pure (`parachute.plan.fastlane`); this module only asks and wakes.
+record. The decisions are pure (`parachute.plan.fastlane`); this module only asks and wakes.
 
 The cadence is a setting, or the scrape interval Prometheus reports for the watched pods'
 targets (`/api/v1/targets`), never under one second. Each look comes just after the judged
