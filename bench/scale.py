@@ -466,7 +466,8 @@ def _columns(path: Path) -> dict[str, dict[int, str]]:
     start = text.find(HEADING + "\n")
     if start < 0:
         return {}
-    lines = text[start:].split("\n## ", 1)[0].splitlines()
+    # The table only: the notes' own tables (### subsections) are not columns of it.
+    lines = text[start:].split("\n## ", 1)[0].split("\n### ", 1)[0].splitlines()
     header = next((line for line in lines if line.startswith("| figure |")), None)
     if header is None:
         return {}

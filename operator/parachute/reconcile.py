@@ -179,6 +179,9 @@ async def reconcile(namespace: str, name: str, now: datetime, cluster: KubeApi) 
     written = await _write(
         body, old, spec, decision.status, events=(*analysis_events, *decision.events), now=now
     )
+    await fastlane.enrol_stage(
+        (namespace, name), spec, written, target=target, canary=canary, observed=observed
+    )
     _report(body, decision.status, decision.events)
     telemetry.decided(namespace, name, old, decision.status)
     statuspage.sync(body, spec, decision.status, now)

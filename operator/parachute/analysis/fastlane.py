@@ -1,8 +1,11 @@
 """The fast lane's watcher: one task per Prometheus, on the leader only, asking at the scrape's
 cadence about every Rollout under release, and waking a Rollout at once on a critical breach.
 
-Reconciles enrol a Rollout after each analysis round (what it judges, where its versions'
-pods are, which Prometheus) and take the lane's breaches into the Rollout's verdict history
+Reconciles enrol a Rollout (what it judges, where its versions' pods are, which Prometheus)
+from its stage's start (`enrol_stage`: the reconcile that starts a release or a stage, or the
+first one this process's lane has not seen at that stage), and again after each analysis round
+with what the round found, so a canary is watched before its first round, which may wait
+behind many others' work. They take the lane's breaches into the Rollout's verdict history
 when they run (`merge`), so the normal rollback path decides: the same incident, levels and
 record. The decisions are pure (`parachute.plan.fastlane`); this module only asks and wakes.
 
@@ -20,11 +23,13 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from parachute import clock, telemetry
+from parachute import clock, kube, telemetry
+from parachute.analysis.connect import provider_for, templates_for
 from parachute.analysis.provider import MetricProvider
 from parachute.api import (
     MetricStatus,
@@ -35,11 +40,13 @@ from parachute.api import (
     format_duration,
 )
 from parachute.plan import fastlane as core
+from parachute.plan.desired_workload import label_selector
+from parachute.plan.engine import judges_target, parse_time
 from parachute.plan.metrics import DEFAULT_MIN_REQUESTS, definitions
-from parachute.plan.model import Event
-from parachute.plan.sources import source_for
+from parachute.plan.model import Event, Observed
+from parachute.plan.sources import routed_service, source_for
 from parachute.plan.stages import effective_risk
-from parachute.plan.versions import Versions
+from parachute.plan.versions import Versions, locate
 
 logger = logging.getLogger("parachute.fastlane")
 
@@ -115,6 +122,8 @@ class FastLane:
         self._leading = leading
         self._now = now
         self._watched: dict[Key, core.Watched] = {}
+        # The stage each Rollout was last enrolled at, also when it had nothing to watch there.
+        self._epochs: dict[Key, core.Epoch] = {}
         self._providers: dict[Hashable, MetricProvider] = {}
         self._breaches: dict[Key, dict[str, core.Breach]] = {}
         self._memory = core.Memory()  # its start: the first look this process makes as leader
@@ -125,18 +134,47 @@ class FastLane:
 
     # What reconciles call.
 
-    def enrol(self, key: Key, watched: core.Watched | None, provider: MetricProvider) -> None:
+    def enrol(
+        self, key: Key, watched: core.Watched | None, provider: MetricProvider, at: core.Epoch | None = None
+    ) -> None:
+        """Watch `key` as `watched` from now on; None: nothing to watch (at stage `at`, if one)."""
         if watched is None:
             self.leave(key)
+            if at is not None:
+                self._epochs[key] = at
             return
         if self._watched.get(key) is None or self._watched[key].server != watched.server:
             self._changed.set()
         self._watched[key] = watched
+        self._epochs[key] = watched.epoch
         self._providers[watched.server] = provider
+
+    def enrolled(self, key: Key) -> core.Epoch | None:
+        """The stage `key` was last enrolled at, whether or not the lane watches anything of it."""
+        return self._epochs.get(key)
+
+    def restage(
+        self, key: Key, at: core.Epoch, previous: Iterable[MetricStatus], judges_target: bool
+    ) -> bool:
+        """Move `key` to stage `at` of the release it is enrolled for, without asking anything;
+        False when it is enrolled for no stage of that release or its judged pods change (the
+        target's, from a 100% stage on): then what it watches must be found anew."""
+        before = self._epochs.get(key)
+        if before is None or before[0] != at[0]:
+            return False
+        watched = self._watched.get(key)
+        if watched is None:
+            self._epochs[key] = at  # nothing of this release to watch, at this stage either
+            return True
+        if watched.versions.judges_target != judges_target:
+            return False
+        self.enrol(key, core.next_stage(watched, at[1], previous), self._providers[watched.server])
+        return True
 
     def leave(self, key: Key) -> None:
         if self._watched.pop(key, None) is not None:
             self._changed.set()
+        self._epochs.pop(key, None)
         self._breaches.pop(key, None)
         self._memory.forget(key)
 
@@ -298,18 +336,61 @@ def enrol(
     since: datetime | None,
     previous: list[MetricStatus],
 ) -> None:
-    """After a round of a Rollout under release: what the lane watches of it from now on."""
+    """What the lane watches of a Rollout from now on (after a round, or from its stage's start)."""
     if LANE is None or spec.analysis is None:
         return
     analysis = spec.analysis
+    revision = status.release.revision if status.release else None
+    since = since if status.phase in RELEASING else None
     watched = core.enrolment(
         namespace=key[0], name=key[1], server=server_of(spec, key[0]),
-        revision=status.release.revision if status.release else None, source=source_for(spec),
+        revision=revision, source=source_for(spec),
         metrics=definitions(spec, templates, effective_risk(spec)), versions=versions,
         min_requests=analysis.min_requests if analysis.min_requests is not None else DEFAULT_MIN_REQUESTS,
-        since=since if status.phase in RELEASING else None, previous=previous,
+        since=since, previous=previous,
     )  # fmt: skip
-    LANE.enrol(key, watched, provider)
+    LANE.enrol(key, watched, provider, at=core.epoch_of(revision, since))
+
+
+async def enrol_stage(
+    key: Key,
+    spec: RolloutSpec,
+    status: RolloutStatus,
+    *,
+    target: dict[str, Any],
+    canary: dict[str, Any] | None,
+    observed: Observed,
+) -> None:
+    """Watch a Rollout under release from its stage's start (`status` as written), not from the
+    stage's first round: that round waits its turn behind every other Rollout's routine work,
+    and a canary failing meanwhile would be seen only then. Nothing is done when the lane
+    already watches this stage; a next stage of the same release is watched as the last one was,
+    and a release the lane has not seen is found once here, as a round finds it (its canary's
+    pods named before its ReplicaSet exists: `plan.versions.any_pod_of`)."""
+    if LANE is None or spec.analysis is None or status.phase not in RELEASING:
+        return
+    release = status.release
+    revision = release.revision if release else None
+    at = core.epoch_of(revision, parse_time(status.stage_started_at))
+    if at is None or LANE.enrolled(key) == at:
+        return
+    on_target = judges_target(status, observed)
+    if LANE.restage(key, at, status.metrics or [], on_target):
+        return
+    namespace = key[0]
+    try:
+        provider = await provider_for(spec.analysis, namespace)
+        templates = await templates_for(spec, namespace)
+        versions = locate(
+            await kube.list_replica_sets(namespace, label_selector(target)),
+            target=target, canary=canary, revision=revision,
+            stable_revision=release.stable_revision if release else None,
+            judges_target=on_target, service=routed_service(spec),
+        )  # fmt: skip
+        enrol(key, spec, status, provider=provider, templates=templates, versions=versions, since=at[1],
+              previous=status.metrics or [])  # fmt: skip
+    except Exception:  # the lane is an addition: the stage's first round enrols it as before
+        logger.debug("fast lane: %s/%s not enrolled at its stage's start", *key, exc_info=True)
 
 
 def leave(key: Key) -> None:

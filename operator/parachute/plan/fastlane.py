@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from parachute.api import Direction, Judge, MetricsSource, MetricStatus, Verdict, format_duration
@@ -57,6 +57,9 @@ MAX_QUERY = 6000
 FAST_LANE_PREFIX = "fast lane: "
 
 Key = tuple[str, str]  # namespace, name
+# What one enrolment covers: the release's revision and its stage's start. The lane's memory of
+# its looks lasts as long as this does.
+Epoch = tuple[str, datetime]
 
 
 def watchable(metric: MetricDefinition) -> bool:
@@ -83,6 +86,22 @@ class Watched:
     @property
     def key(self) -> Key:
         return self.namespace, self.name
+
+    @property
+    def epoch(self) -> Epoch:
+        return self.revision, self.since
+
+
+def epoch_of(revision: str | None, since: datetime | None) -> Epoch | None:
+    """The stage a Rollout is at, as the lane counts stages (None: not at one)."""
+    return None if revision is None or since is None else (revision, since)
+
+
+def next_stage(w: Watched, since: datetime, previous: Iterable[MetricStatus]) -> Watched:
+    """The same release watched at its next stage, from the stage's start: what it judges and
+    where its versions' pods are do not change with the stage (a round finds them again), so
+    the lane need not wait for one to watch the new stage."""
+    return replace(w, since=since, previous=tuple(previous))
 
 
 def enrolment(
@@ -421,21 +440,21 @@ class Memory:
     can have been. Over-counting only asks more of the evidence; under-counting would let a
     restart wear the confidence down."""
 
-    of: dict[Key, tuple[tuple[str, datetime], dict[str, MetricStatus], int]] = field(default_factory=dict)
+    of: dict[Key, tuple[Epoch, dict[str, MetricStatus], int]] = field(default_factory=dict)
     started: datetime | None = None
 
     def previous(self, w: Watched) -> dict[str, MetricStatus]:
         epoch, statuses, _ = self.of.get(w.key, (("", w.since), {}, 0))
-        return statuses if epoch == (w.revision, w.since) else {}
+        return statuses if epoch == w.epoch else {}
 
     def spent(self, w: Watched, cadence: timedelta) -> int:
         epoch, _, spent = self.of.get(w.key, (("", w.since), {}, 0))
-        if epoch == (w.revision, w.since):
+        if epoch == w.epoch:
             return spent
         return before(w.since, self.started, cadence)
 
     def keep(self, w: Watched, statuses: Iterable[MetricStatus], spent: int = 0) -> None:
-        self.of[w.key] = ((w.revision, w.since), {s.name: s for s in statuses}, spent)
+        self.of[w.key] = (w.epoch, {s.name: s for s in statuses}, spent)
 
     def forget(self, key: Key) -> None:
         self.of.pop(key, None)
