@@ -6,6 +6,10 @@ it), and the operator hands them `KubeClient`, made once at start-up. `KubeClien
 delegates: the calls are `kube`'s functions, which declare what they ask of the API server
 (`@calls`, from which the RBAC rules are derived).
 
+Not yet through the seam: the Rollout's own reads and status writes and its Events (the
+reconcile), the ReplicaSet listings of analysis, the hand-back of a target, and the routers
+(which have a seam of their own, `parachute.routing.objects.Client`).
+
 Objects travel as plain dicts. A guarded write (a replace) raises `kube.ConflictError` when the
 object changed since it was read; `read_object` raises `kube.NotPermittedError` for a kind the
 operator may not read and `LookupError` for a kind the API server does not serve.

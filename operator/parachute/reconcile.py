@@ -243,7 +243,7 @@ async def _observe(
 ) -> tuple[RolloutSpec, dict[str, Any], dict[str, Any] | None, Observed]:
     """The spec with its risk decided, the target, the canary, and what the planner sees."""
     namespace = body["metadata"]["namespace"]
-    target = await kube.read_deployment(namespace, spec.target_ref.name)
+    target = await cluster.read_deployment(namespace, spec.target_ref.name)
     if target is None:
         raise MissingTargetError(
             f"spec.targetRef.name: Deployment {namespace}/{spec.target_ref.name} not found"
