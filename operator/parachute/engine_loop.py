@@ -92,6 +92,10 @@ class ReconcileLoop:
         except kube.NotLeadingError:
             telemetry.reconciled("not_leading", time.monotonic() - started)
             return now
+        except kube.GoneError:  # its delete wakes the handler that forgets it
+            telemetry.reconciled("gone", time.monotonic() - started)
+            self.forget(key)
+            return None
         except Exception as error:
             telemetry.reconciled("error", time.monotonic() - started)
             failures = self._failures[key] = self._failures.get(key, 0) + 1

@@ -61,6 +61,10 @@ class ConflictError(Exception):
     """The object changed since it was read; read it again and decide again."""
 
 
+class GoneError(Exception):
+    """The Rollout was deleted while it was being reconciled: nothing is left to decide for it."""
+
+
 class NamespaceTerminatingError(Exception):
     """The namespace is being deleted: nothing new may be created in it."""
 
@@ -302,8 +306,13 @@ async def patch_rollout_status(
     """
     custom = client.CustomObjectsApi(api_client())
     body = {"metadata": {"resourceVersion": resource_version}, "status": merge_patch(old, new)}
-    written = await _guarded(f"Rollout {namespace}/{name}", custom.patch_namespaced_custom_object_status,
-                             api.GROUP, api.VERSION, namespace, api.PLURAL, name, body)  # fmt: skip
+    try:
+        written = await _guarded(f"Rollout {namespace}/{name}", custom.patch_namespaced_custom_object_status,
+                                 api.GROUP, api.VERSION, namespace, api.PLURAL, name, body)  # fmt: skip
+    except ApiException as error:
+        if error.status == 404:
+            raise GoneError(f"Rollout {namespace}/{name} was deleted while being reconciled") from error
+        raise
     version = ((written or {}).get("metadata") or {}).get("resourceVersion")
     if version:
         _written[(namespace, name)] = version

@@ -56,7 +56,7 @@ VERDICTS = Counter(
 )
 RECONCILE_SECONDS = Histogram(
     "parachute_reconcile_duration_seconds",
-    "One reconcile of one Rollout, by outcome (ok, conflict, error, not_leading).",
+    "One reconcile of one Rollout, by outcome (ok, conflict, error, not_leading, gone).",
     ["outcome"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )

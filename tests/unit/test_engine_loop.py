@@ -98,6 +98,13 @@ def test_a_conflict_is_no_fault_and_is_decided_again_at_once() -> None:
     assert status.faults == []
 
 
+def test_a_rollout_deleted_while_it_is_reconciled_is_no_fault_and_nothing_more_is_due() -> None:
+    status = Status()
+    loop = ReconcileLoop(Work(*[kube.GoneError("deleted")] * FAULT_ATTEMPTS), status.write, now=lambda: T0)
+    assert run(loop, FAULT_ATTEMPTS) == [None] * FAULT_ATTEMPTS
+    assert status.faults == []
+
+
 def test_a_status_write_that_fails_never_hides_the_fault_from_the_scheduler() -> None:
     async def broken(key: Key, fault: tuple[str, str] | None, now: datetime) -> None:
         raise ConnectionError("API server away")

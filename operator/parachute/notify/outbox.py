@@ -327,4 +327,7 @@ async def _record(key: Key) -> None:
             return
         except kube.ConflictError:
             continue
+        except kube.GoneError:
+            forget(key)
+            return
     logger.info("outbox of %s/%s not recorded: the Rollout kept changing; the next reconcile will", *key)

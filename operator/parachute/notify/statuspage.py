@@ -239,6 +239,8 @@ async def _record(
             return
         except kube.ConflictError:
             continue
+        except kube.GoneError:
+            return
     logger.warning("status page outcome of incident %s not recorded: the Rollout kept changing", incident_id)
 
 
