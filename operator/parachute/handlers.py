@@ -33,7 +33,7 @@ from typing import Any
 
 import kopf
 
-from parachute import api, clock, handback, kube, readiness, sharding, switch, telemetry
+from parachute import api, clock, handback, kube, readiness, sharding, switch, telemetry, watched
 from parachute.analysis import fastlane
 from parachute.engine_loop import ReconcileLoop
 from parachute.kube_api import KubeClient
@@ -315,6 +315,7 @@ async def on_rollout(
     name: str,
     status: kopf.Status,
     memo: kopf.Memo,
+    event: kopf.RawEvent,
     **_: Any,
 ) -> None:
     scheduler: Scheduler = memo.scheduler
@@ -329,6 +330,7 @@ async def on_rollout(
         statuspage.forget(*key)
         wiring.forget(*key)
         kube.forget_writes(*key)
+        watched.ROLLOUTS.gone(*key)
         memo.served.discard(key)
         telemetry.gone(*key)
         if type != "DELETED":
@@ -345,6 +347,7 @@ async def on_rollout(
             await _hand_back(memo, namespace, target, lambda: handback.unpause(namespace, target, name))
         return
     memo.served.add(key)
+    watched.ROLLOUTS.seen(event["object"])  # before the wake: the reconcile reads this copy
     telemetry.observed(namespace or "", name, status.get("phase"))
     scheduler.recovering(key, _recovering(status))
     if not kube.own_write(*key, body.get("metadata", {}).get("resourceVersion")):
@@ -367,11 +370,15 @@ async def on_deployment(
     a Rollout that is gone (deleted while the operator was away) is handed back."""
     index: kopf.Index[tuple[str | None, str], str] = kwargs["rollouts_by_target"]
     rollouts = list(index.get((namespace, name), []))
-    for rollout in rollouts:
+    owners = [owner["name"] for owner in meta.get("ownerReferences") or []
+              if owner.get("kind") == api.KIND and owner.get("apiVersion") == api.API_VERSION]  # fmt: skip
+    # Before the wakes: the reconcile reads this copy. Only a target's or a canary's is kept.
+    if kwargs.get("type") == "DELETED" or not (rollouts or owners):
+        watched.DEPLOYMENTS.gone(namespace or "", name)
+    else:
+        watched.DEPLOYMENTS.seen(kwargs["event"]["object"])
+    for rollout in [*rollouts, *owners]:
         _wake(memo, (namespace or "", rollout))
-    for owner in meta.get("ownerReferences") or []:
-        if owner.get("kind") == api.KIND and owner.get("apiVersion") == api.API_VERSION:
-            _wake(memo, (namespace or "", owner["name"]))
     mark = (meta.get("annotations") or {}).get(api.PAUSED_BY_ANNOTATION)
     if namespace and mark and mark not in rollouts:
         await _give_back_route(memo, namespace, mark)  # the route before the target

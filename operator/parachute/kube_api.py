@@ -4,7 +4,8 @@ The adapters take a `KubeApi` as a parameter instead of calling `parachute.kube`
 unit test hands them the in-memory `parachute.kube_fake.FakeKube` (and injects faults through
 it), and the operator hands them `KubeClient`, made once at start-up. `KubeClient` only
 delegates: the calls are `kube`'s functions, which declare what they ask of the API server
-(`@calls`, from which the RBAC rules are derived).
+(`@calls`, from which the RBAC rules are derived). Its Deployment reads are served from the
+copies the watch keeps (`parachute.watched`) when it has one.
 
 Not yet through the seam: the Rollout's own reads and status writes and its Events (the
 reconcile), the ReplicaSet listings of analysis, the hand-back of a target, and the routers
@@ -60,7 +61,7 @@ class KubeClient:
     """`KubeApi` on the API server: `kube`'s functions (looked up at each call, as before)."""
 
     async def read_deployment(self, namespace: str, name: str) -> Body | None:
-        return await kube.read_deployment(namespace, name)
+        return await kube.latest_deployment(namespace, name)
 
     async def create_deployment(self, namespace: str, body: Body) -> None:
         await kube.create_deployment(namespace, body)

@@ -133,7 +133,7 @@ async def reconcile(namespace: str, name: str, now: datetime, cluster: KubeApi) 
 
     `cluster` is what the workload, recovery, gating and policy adapters read and write through.
     """
-    body = await kube.read_rollout(namespace, name)
+    body = await kube.latest_rollout(namespace, name)
     if body is None:
         fastlane.leave((namespace, name))
         outbox.forget((namespace, name))

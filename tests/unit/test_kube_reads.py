@@ -4,11 +4,22 @@ Deployment write), and the watch event of this process's own status write is kno
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
 
-from parachute import kube
+from parachute import kube, watched
+
+
+class Answer:
+    """An unparsed answer, as the typed client gives with `_preload_content=False`."""
+
+    def __init__(self, body: Any) -> None:
+        self.data = json.dumps(body).encode()
+
+    def release_conn(self) -> None:
+        pass
 
 
 class FakeApps:
@@ -19,12 +30,19 @@ class FakeApps:
     def __init__(self, _: Any = None) -> None:
         pass
 
-    def list_namespaced_replica_set(self, namespace: str, label_selector: str) -> Any:
+    def list_namespaced_replica_set(self, namespace: str, label_selector: str, **_: Any) -> Answer:
         FakeApps.lists += 1
-        return type("List", (), {"items": [{"metadata": {"name": f"rs-{FakeApps.lists}"}}]})()
+        return Answer({"items": [{"metadata": {"name": f"rs-{FakeApps.lists}"}}]})
 
-    def patch_namespaced_deployment(self, name: str, namespace: str, patch: Any) -> None:
-        pass
+    def patch_namespaced_deployment(self, name: str, namespace: str, patch: Any, **_: Any) -> Answer:
+        return Answer({"metadata": {"namespace": namespace, "name": name, "resourceVersion": "7"}})
+
+
+@pytest.fixture(autouse=True)
+def no_copies_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copies the watch keeps are the process's; each story starts and ends without any."""
+    monkeypatch.setattr(watched, "ROLLOUTS", watched.Copies())
+    monkeypatch.setattr(watched, "DEPLOYMENTS", watched.Copies())
 
 
 @pytest.fixture
@@ -32,7 +50,6 @@ def apps(monkeypatch: pytest.MonkeyPatch) -> type[FakeApps]:
     FakeApps.lists = 0
     monkeypatch.setattr(kube.client, "AppsV1Api", FakeApps)
     monkeypatch.setattr(kube, "api_client", lambda: None)
-    monkeypatch.setattr(kube, "_plain", dict)
     return FakeApps
 
 
@@ -82,3 +99,25 @@ def test_the_version_a_status_write_made_is_known_as_this_processs_own(
     assert not kube.own_write("shop", "payments", "42")
     kube.forget_writes("shop", "checkout")
     assert not kube.own_write("shop", "checkout", "42")
+
+
+def test_a_refused_status_write_makes_the_next_reconcile_read_the_rollout_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def refused(*_: Any) -> dict[str, Any]:
+        raise kube.ConflictError("Rollout shop/checkout changed while being updated")
+
+    watched.ROLLOUTS.seen({"metadata": {"namespace": "shop", "name": "checkout", "resourceVersion": "41"}})
+    monkeypatch.setattr(kube, "_guarded", refused)
+    monkeypatch.setattr(kube, "api_client", lambda: None)
+    with pytest.raises(kube.ConflictError):
+        asyncio.run(kube.patch_rollout_status("shop", "checkout", {}, {"phase": "Healthy"}, "41"))
+    assert watched.ROLLOUTS.get("shop", "checkout") is None
+
+
+def test_a_deployment_write_is_what_the_next_read_sees(apps: type[FakeApps]) -> None:
+    watched.DEPLOYMENTS.seen({"metadata": {"namespace": "shop", "name": "checkout", "resourceVersion": "5"}})
+    asyncio.run(kube.patch_deployment("shop", "checkout", {"spec": {"paused": True}}))
+    watched.DEPLOYMENTS.seen({"metadata": {"namespace": "shop", "name": "checkout", "resourceVersion": "6"}})
+    found = asyncio.run(kube.latest_deployment("shop", "checkout"))
+    assert found is not None and found["metadata"]["resourceVersion"] == "7"

@@ -1,0 +1,126 @@
+"""The newest copy of each Rollout, and of each Deployment a Rollout works with, as the watches
+and the API server's answers showed them: a reconcile reads these instead of asking again.
+
+At 1,000 Rollouts the reads of the Rollout, its target and its canary were three of the seven
+requests of a reconcile, and building the client's models from their answers a tenth of the
+operator's time. The watches already bring every change, so the copies cost no request.
+
+Why a copy is safe to decide on:
+- The Rollout's status write carries the resourceVersion it was read at: a copy older than the
+  Rollout gets a 409, nothing is acted on, and the copy is not trusted again until a read.
+- A copy is replaced only by a newer one (resourceVersions compared as the numbers etcd gives;
+  one that is not a number is not trusted). The answer to this process's own write is stored
+  as it comes, so a reconcile always sees its own last write, never the watch's older event.
+- A copy is kept at most `keep` seconds after it was last confirmed: an object whose deletion
+  the watch missed is read again, and found gone.
+- The watch may lag: a copy can be a moment behind the API server, as any watch cache is.
+  Every change it missed is on its way as an event, and that event wakes the Rollout again.
+
+Copies are kept as JSON text, so that each read gets dicts of its own to change.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Body = dict[str, Any]
+Key = tuple[str, str]  # namespace, name
+
+KEEP = 120.0  # seconds a copy is trusted without a sign of life from the watch or a read
+
+
+def version(body: Mapping[str, Any]) -> int | None:
+    """The resourceVersion as a number, or None when there is none or it is not one."""
+    found = (body.get("metadata") or {}).get("resourceVersion")
+    try:
+        return int(found) if found is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _key(body: Mapping[str, Any]) -> Key:
+    meta = body.get("metadata") or {}
+    return (meta.get("namespace") or "", meta.get("name") or "")
+
+
+@dataclass(frozen=True)
+class _Copy:
+    version: int
+    text: str
+    confirmed: float  # monotonic seconds: when the watch or an answer last showed this version
+
+
+class Copies:
+    """The newest copy of each object of one kind."""
+
+    def __init__(self, keep: float = KEEP, clock: Callable[[], float] = time.monotonic) -> None:
+        self.keep, self.clock = keep, clock
+        self._copies: dict[Key, _Copy] = {}
+        # Keys whose copy proved stale (a 409): the watch's events are not trusted for them
+        # until the API server's own answer comes (an older event may still be on its way).
+        self._doubted: set[Key] = set()
+
+    def __len__(self) -> int:
+        return len(self._copies)
+
+    def seen(self, body: Mapping[str, Any]) -> None:
+        """A watch event's object."""
+        key = _key(body)
+        if key not in self._doubted:
+            self._put(key, body)
+
+    def answered(self, body: Mapping[str, Any]) -> None:
+        """The API server's answer to a read or a write: as new as anything the watch can show."""
+        key = _key(body)
+        self._doubted.discard(key)
+        self._put(key, body)
+
+    def gone(self, namespace: str, name: str) -> None:
+        """The object was deleted, or is no longer of interest."""
+        self._copies.pop((namespace, name), None)
+        self._doubted.discard((namespace, name))
+
+    def doubt(self, namespace: str, name: str) -> None:
+        """The copy is older than the object (a write based on it was refused): read it again."""
+        self._copies.pop((namespace, name), None)
+        self._doubted.add((namespace, name))
+
+    def get(self, namespace: str, name: str) -> Body | None:
+        """A fresh dict of the trusted copy, or None: then ask the API server."""
+        found = self._copies.get((namespace, name))
+        if found is None:
+            return None
+        if self.clock() - found.confirmed > self.keep:
+            del self._copies[(namespace, name)]
+            return None
+        parsed: Body = json.loads(found.text)
+        return parsed
+
+    def _put(self, key: Key, body: Mapping[str, Any]) -> None:
+        number = version(body)
+        if number is None:  # not comparable: nothing newer can be told from older
+            self._copies.pop(key, None)
+            return
+        kept = self._copies.get(key)
+        if kept is not None and number < kept.version:
+            return  # an older event than what an answer already showed
+        if kept is not None and number == kept.version:
+            self._copies[key] = _Copy(number, kept.text, self.clock())
+            return
+        self._copies[key] = _Copy(number, json.dumps(_without_managed_fields(body)), self.clock())
+
+
+def _without_managed_fields(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """managedFields are half of a Deployment's JSON, and nothing in Parachute reads them."""
+    meta = body.get("metadata")
+    if not isinstance(meta, Mapping) or "managedFields" not in meta:
+        return body
+    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
+ROLLOUTS = Copies()
+DEPLOYMENTS = Copies()

@@ -1,0 +1,112 @@
+"""The copies a reconcile reads instead of asking the API server: the newest version wins, this
+process's own write is never hidden by the watch's older event, a copy proved stale is not
+trusted until the API server answers, and a copy nothing confirms for long is read again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from parachute.watched import Copies, version
+
+
+def rollout(rv: str | None, phase: str = "Progressing", **meta: Any) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"namespace": "shop", "name": "checkout", **meta}
+    if rv is not None:
+        metadata["resourceVersion"] = rv
+    return {"metadata": metadata, "status": {"phase": phase}}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def phase(copies: Copies) -> str | None:
+    found = copies.get("shop", "checkout")
+    return None if found is None else str(found["status"]["phase"])
+
+
+def test_nothing_kept_means_ask_the_api_server() -> None:
+    assert Copies().get("shop", "checkout") is None
+
+
+def test_a_newer_event_replaces_the_copy_and_an_older_one_does_not() -> None:
+    copies = Copies()
+    copies.seen(rollout("10", "Progressing"))
+    copies.seen(rollout("12", "Healthy"))
+    copies.seen(rollout("11", "RollingBack"))  # late: the watch never goes back, but answers overtake it
+    assert phase(copies) == "Healthy"
+
+
+def test_the_answer_to_this_processs_own_write_is_not_hidden_by_an_older_event() -> None:
+    copies = Copies()
+    copies.seen(rollout("10", "Progressing"))
+    copies.answered(rollout("15", "RollingBack"))  # the status write's answer
+    copies.seen(rollout("14", "Progressing"))  # someone's write just before ours, seen late
+    assert phase(copies) == "RollingBack"
+    copies.seen(rollout("15", "RollingBack"))  # our own write's event
+    copies.seen(rollout("16", "RolledBack"))
+    assert phase(copies) == "RolledBack"
+
+
+def test_a_copy_proved_stale_is_not_trusted_until_the_api_server_answers() -> None:
+    copies = Copies()
+    copies.seen(rollout("10"))
+    copies.doubt("shop", "checkout")  # a write based on it got a 409
+    assert copies.get("shop", "checkout") is None
+    copies.seen(rollout("11", "Progressing"))  # maybe still older than the object
+    assert copies.get("shop", "checkout") is None
+    copies.answered(rollout("13", "Healthy"))  # the reconcile read it again
+    copies.seen(rollout("14", "Paused"))
+    assert phase(copies) == "Paused"
+
+
+def test_a_copy_nothing_confirmed_for_longer_than_it_is_kept_is_read_again() -> None:
+    clock = Clock()
+    copies = Copies(keep=120, clock=clock)
+    copies.seen(rollout("10"))
+    clock.now = 100
+    copies.seen(rollout("10"))  # the same version again (a relisting) confirms it
+    clock.now = 219
+    assert phase(copies) == "Progressing"
+    clock.now = 221
+    assert copies.get("shop", "checkout") is None
+
+
+def test_a_deleted_object_is_no_longer_kept() -> None:
+    copies = Copies()
+    copies.seen(rollout("10"))
+    copies.gone("shop", "checkout")
+    assert copies.get("shop", "checkout") is None
+    assert len(copies) == 0
+
+
+def test_a_version_that_is_not_a_number_cannot_be_ordered_so_nothing_is_kept() -> None:
+    copies = Copies()
+    copies.seen(rollout("10"))
+    copies.seen(rollout("opaque-version"))
+    assert copies.get("shop", "checkout") is None
+    copies.seen(rollout(None))
+    assert copies.get("shop", "checkout") is None
+    assert version(rollout("007")) == 7
+
+
+def test_each_read_gets_dicts_of_its_own() -> None:
+    copies = Copies()
+    copies.seen(rollout("10"))
+    first = copies.get("shop", "checkout")
+    assert first is not None
+    first["status"]["phase"] = "changed by a caller"
+    assert phase(copies) == "Progressing"
+
+
+def test_managed_fields_are_not_kept() -> None:
+    copies = Copies()
+    copies.seen(rollout("10", managedFields=[{"manager": "kubectl"}], labels={"app": "checkout"}))
+    kept = copies.get("shop", "checkout")
+    assert kept is not None
+    assert "managedFields" not in kept["metadata"]
+    assert kept["metadata"]["labels"] == {"app": "checkout"}
