@@ -44,6 +44,7 @@ from parachute.reconcile import reconcile, routing_client
 from parachute.reports import counting as user_reports
 from parachute.reports import record as report_events
 from parachute.reports import server as reports_server
+from parachute.rollout_index import RolloutIndex
 from parachute.routing import record, teardown, wiring
 from parachute.scheduler import Key, Scheduler
 
@@ -143,20 +144,31 @@ def _on_leadership(memo: kopf.Memo, leading: bool) -> None:
 
 
 async def _first_listing(memo: kopf.Memo) -> None:
-    """Every Rollout this replica serves, due now: then it is ready (see `parachute.readiness`)."""
+    """Every Rollout, indexed, and those this replica serves due now: then it is ready (see
+    `parachute.readiness`), and the Deployments seen meanwhile whose pausing Rollout was not
+    indexed yet are looked at again."""
     options: Options = memo.options
     delay = 1.0
     while True:
         try:
-            keys = await kube.list_rollout_keys(list(options.namespaces), options.selector.text or None)
+            found = await kube.list_rollouts(list(options.namespaces))
             break
         except Exception as error:
             logger.warning("listing Rollouts failed (%s); again in %gs", error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
-    for key in keys:
-        memo.scheduler.wake(key)
+    index: RolloutIndex = memo.index
+    for body in found:
+        index.saw(body)
+    index.complete = True
+    for body in found:
+        meta = body.get("metadata") or {}
+        if options.selector.matches(meta.get("labels")):
+            memo.scheduler.wake((meta.get("namespace") or "", meta.get("name") or ""))
     memo.listed = True
+    unchecked, memo.unchecked = memo.unchecked, {}
+    for (namespace, name), deployment in sorted(unchecked.items()):
+        await _orphaned(memo, namespace, name, deployment)
 
 
 def _readiness(memo: kopf.Memo) -> dict[str, Any]:
@@ -183,6 +195,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.options = options
     memo.served, memo.deferred_hand_backs, memo.background, memo.listed = set(), set(), set(), False
     memo.deferred_routes = set()
+    memo.index, memo.unchecked = RolloutIndex(), {}
     memo.reconciler = ReconcileLoop(functools.partial(reconcile, cluster=KubeClient()))
     elector = memo.elector = None
     if options.election is not None:
@@ -283,29 +296,6 @@ def scheduler_alive(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
     return {"pending": memo.scheduler.pending, "leading": _leading(memo)}
 
 
-@kopf.index(*ROLLOUTS)
-def rollouts_by_target(
-    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
-) -> dict[tuple[str | None, str], str]:
-    return {(namespace, spec.get("targetRef", {}).get("name", "")): name}
-
-
-@kopf.index(*ROLLOUTS)
-def rollouts_by_config(
-    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
-) -> dict[tuple[str | None, str], str]:
-    """Tracked ConfigMaps: a change to one is a release of its Rollout."""
-    return {(namespace, ref.get("name", "")): name for ref in spec.get("configRefs") or []}
-
-
-@kopf.index(*ROLLOUTS)
-def rollouts_by_policy(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[str, Key]:
-    """The ReleasePolicy each Rollout uses: its policyRef, or "" for the default (none with its own window)."""
-    if spec.get("window"):
-        return {}
-    return {(spec.get("policyRef") or {}).get("name", ""): (namespace or "", name)}
-
-
 @kopf.on.event(*ROLLOUTS)
 async def on_rollout(
     *,
@@ -321,6 +311,11 @@ async def on_rollout(
     scheduler: Scheduler = memo.scheduler
     key: Key = (namespace or "", name)
     options: Options = memo.options
+    index: RolloutIndex = memo.index
+    if type == "DELETED":
+        index.gone(*key)
+    else:
+        index.saw(event["object"])  # every shard's: what a Deployment's mark names is known
     if type == "DELETED" or not options.selector.matches(body.get("metadata", {}).get("labels")):
         scheduler.forget(key)
         memo.reconciler.forget(key)
@@ -368,8 +363,8 @@ async def on_deployment(
 ) -> None:
     """A target or a canary changed: wake the Rollout it belongs to. A target still paused by
     a Rollout that is gone (deleted while the operator was away) is handed back."""
-    index: kopf.Index[tuple[str | None, str], str] = kwargs["rollouts_by_target"]
-    rollouts = list(index.get((namespace, name), []))
+    index: RolloutIndex = memo.index
+    rollouts = index.by_target(namespace or "", name)
     owners = [owner["name"] for owner in meta.get("ownerReferences") or []
               if owner.get("kind") == api.KIND and owner.get("apiVersion") == api.API_VERSION]  # fmt: skip
     # Before the wakes: the reconcile reads this copy. Only a target's or a canary's is kept.
@@ -380,12 +375,24 @@ async def on_deployment(
     for rollout in [*rollouts, *owners]:
         _wake(memo, (namespace or "", rollout))
     mark = (meta.get("annotations") or {}).get(api.PAUSED_BY_ANNOTATION)
-    if namespace and mark and mark not in rollouts:
-        await _give_back_route(memo, namespace, mark)  # the route before the target
-    if namespace and mark:
-        known = mark in rollouts
-        await _hand_back(memo, namespace, name,
-                         lambda: handback.hand_back_if_orphaned(namespace, dict(body), known=known))  # fmt: skip
+    if not namespace or not mark or mark in rollouts or kwargs.get("type") == "DELETED":
+        return
+    if not index.complete:  # its Rollout may not have been seen yet: look once every one has
+        memo.unchecked[(namespace, name)] = dict(body)
+        return
+    await _orphaned(memo, namespace, name, dict(body))
+
+
+async def _orphaned(memo: kopf.Memo, namespace: str, name: str, deployment: dict[str, Any]) -> None:
+    """A Deployment paused by a Rollout the index does not have targeting it: give back the
+    route, then the target, if that Rollout is gone (both read to make sure)."""
+    mark = handback.paused_by(deployment)
+    index: RolloutIndex = memo.index
+    if not mark or mark in index.by_target(namespace, name):
+        return
+    await _give_back_route(memo, namespace, mark)  # the route before the target
+    await _hand_back(memo, namespace, name,
+                     lambda: handback.hand_back_if_orphaned(namespace, deployment, known=False))  # fmt: skip
 
 
 @kopf.on.event("", "v1", "configmaps")
@@ -394,8 +401,8 @@ async def on_config_map(
 ) -> None:
     """A tracked ConfigMap changed: wake the Rollouts that track it. A routing record whose
     Rollout is gone (deleted while the operator was away) has its route given back."""
-    index: kopf.Index[tuple[str | None, str], str] = kwargs["rollouts_by_config"]
-    for rollout in index.get((namespace, name), []):
+    index: RolloutIndex = memo.index
+    for rollout in index.by_config(namespace or "", name):
         _wake(memo, (namespace or "", rollout))
     found = record.parse(dict(body)) if namespace and record.is_record(dict(body)) else None
     if found is not None and kwargs.get("type") != "DELETED":
@@ -405,10 +412,10 @@ async def on_config_map(
 @kopf.on.event(api.GROUP, api.VERSION, "releasepolicies")
 async def on_release_policy(name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     """A policy changed: the Rollouts it applies to look again (a fixed policy ends `Invalid`)."""
-    index: kopf.Index[str, Key] = kwargs["rollouts_by_policy"]
-    keys = list(index.get(name, []))
+    index: RolloutIndex = memo.index
+    keys = index.by_policy(name)
     if name == os.environ.get(DEFAULT_POLICY_ENV):
-        keys += index.get("", [])
+        keys += index.by_policy("")
     for key in keys:
         _wake(memo, key)
 

@@ -371,23 +371,19 @@ async def patch_rollout_status(
 
 
 @calls((api.GROUP, api.PLURAL, "list"))
-async def list_rollout_keys(namespaces: list[str], selector: str | None) -> list[tuple[str, str]]:
-    """(namespace, name) of every Rollout in `namespaces` (all when empty) that `selector` selects."""
+async def list_rollouts(namespaces: list[str]) -> list[dict[str, Any]]:
+    """Every Rollout in `namespaces` (all when empty)."""
     custom = client.CustomObjectsApi(api_client())
-    options: dict[str, Any] = {"label_selector": selector} if selector else {}
     pages = []
     if namespaces:
         for namespace in namespaces:
             pages.append(await asyncio.to_thread(custom.list_namespaced_custom_object, api.GROUP,
-                                                 api.VERSION, namespace, api.PLURAL, **options))  # fmt: skip
+                                                 api.VERSION, namespace, api.PLURAL))  # fmt: skip
     else:
-        pages.append(await asyncio.to_thread(custom.list_cluster_custom_object, api.GROUP, api.VERSION,
-                                             api.PLURAL, **options))  # fmt: skip
-    return [
-        (item["metadata"]["namespace"], item["metadata"]["name"])
-        for page in pages
-        for item in cast(dict[str, Any], page).get("items", [])
-    ]
+        pages.append(
+            await asyncio.to_thread(custom.list_cluster_custom_object, api.GROUP, api.VERSION, api.PLURAL)
+        )
+    return [item for page in pages for item in cast(dict[str, Any], page).get("items", [])]
 
 
 COORDINATION = "coordination.k8s.io"
