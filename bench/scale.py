@@ -299,6 +299,11 @@ class Run:
         self.figure(f"scale {self.count:,}: {name}", value, note)
         self.rows.setdefault(name, {})[self.count] = value
 
+    def every(self, seconds: float) -> float:
+        """How often the fleet's statuses are listed: every Rollout in one listing is load on the
+        API server the operator shares, so at 10,000 it is listed every 10 s."""
+        return max(seconds, self.count / 1000)
+
     def rss(self) -> float:
         self.peak = max(self.peak, rss_mib(self.pid))
         return self.peak
@@ -317,7 +322,7 @@ class Run:
             self.rss()
             return sum(s.get("phase") == "Healthy" for s in fleet.statuses()) == self.count
 
-        self.put("adopted by a fresh operator", _seconds(_until(healthy, 900, 2)))
+        self.put("adopted by a fresh operator", _seconds(_until(healthy, 900, self.every(2))))
         _until(lambda: fleet.failing().get("phase") == "Healthy", 60, 0.5)  # the failing one too
 
     def release(self, fleet: Fleet, exporter: PodExporter) -> None:
@@ -338,7 +343,7 @@ class Run:
                             for i in items)  # fmt: skip
             return done == len(keys)
 
-        done = _until(all_released, 1800, 3)
+        done = _until(all_released, 1800, self.every(3))
         wall = time.monotonic() - started
         after = sample(self.pid, self.port)
         span = after.at - before.at
@@ -384,7 +389,11 @@ class Run:
                  "the others settled")  # fmt: skip
         self.put("failing canary, idle: first 500 to canary at 0", _seconds(idle.canary_off))
         self.put("failing canary, idle: first 500 to RolledBack", _seconds(idle.rolled_back))
-        self.put("resident memory, peak", f"{self.rss():.0f} MiB", "sampled every 2-3 s")
+        self.put(
+            "resident memory, peak",
+            f"{self.rss():.0f} MiB",
+            f"sampled every {self.every(2):.0f}-{self.every(3):.0f} s",
+        )
         self.put("resident memory, at the end", f"{rss_mib(self.pid):.0f} MiB")
 
 
