@@ -62,8 +62,9 @@ class Scheduler:
         self._clock = clock
         self._due: dict[Key, datetime] = {}
         self._heap: list[tuple[datetime, Key]] = []
-        self._running: set[Key] = set()
-        self._again: set[Key] = set()  # woken while running: run once more right after
+        self._running: set[Key] = set()  # queued for a slot or reconciling
+        self._started: set[Key] = set()  # reconciling: it may have read what a wake now changes
+        self._again: set[Key] = set()  # woken while reconciling: run once more right after
         self._urgent: set[Key] = set()  # a critical breach: runs without waiting for a slot
         self._recovering: set[Key] = set()  # rolling back or failing: first to a free slot
         # Due, waiting for a slot: (due, key), recovering ones first, else first come.
@@ -88,10 +89,11 @@ class Scheduler:
             self._start(key, queued[0])  # it was waiting for a slot: it runs now
             return
         if key in self._running:
-            if at <= self._clock():
-                self._again.add(key)
-            else:
+            if at > self._clock():
                 self._schedule(key, at)
+            elif key in self._started:
+                self._again.add(key)
+            # else: still waiting for a slot, it will read what this wake is about
             return
         self._schedule(key, at)
 
@@ -164,9 +166,10 @@ class Scheduler:
                 if self._due.get(key) != at:
                     continue  # superseded by an earlier or later wake
                 del self._due[key]
-                if key in self._running:  # queued or running already: once more right after
-                    self._again.add(key)
-                    continue
+                if key in self._running:  # running already: once more right after
+                    if key in self._started:
+                        self._again.add(key)
+                    continue  # (waiting for a slot: it reads everything when it starts)
                 # Running from the moment it is queued: a wake while it waits for a slot must
                 # not start a second reconcile of the same Rollout beside it.
                 self._running.add(key)
@@ -214,6 +217,7 @@ class Scheduler:
             self._schedule(key, self._clock())
             return
         telemetry.late((self._clock() - max(due, self._opened_at)).total_seconds())
+        self._started.add(key)
         try:
             following = await self._work(key)
             self._failures.pop(key, None)
@@ -226,6 +230,7 @@ class Scheduler:
             following = self._clock() + timedelta(seconds=backoff)
         finally:
             self._running.discard(key)
+            self._started.discard(key)
         if key in self._again:
             self._again.discard(key)
             following = self._clock()
