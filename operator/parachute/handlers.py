@@ -133,6 +133,8 @@ async def _deferred_hand_backs(memo: kopf.Memo) -> None:
 
 
 def _on_leadership(memo: kopf.Memo, leading: bool) -> None:
+    watched.ROLLOUTS.distrust()  # read afresh: the watch may be behind what the last leader wrote
+    watched.DEPLOYMENTS.distrust()
     if not leading:
         memo.scheduler.stand_down()
         if fastlane.LANE is not None:
@@ -367,13 +369,14 @@ async def on_deployment(
     rollouts = index.by_target(namespace or "", name)
     owners = [owner["name"] for owner in meta.get("ownerReferences") or []
               if owner.get("kind") == api.KIND and owner.get("apiVersion") == api.API_VERSION]  # fmt: skip
-    # Before the wakes: the reconcile reads this copy. Only a target's or a canary's is kept.
-    if kwargs.get("type") == "DELETED" or not (rollouts or owners):
+    # Before the wakes: the reconcile reads this copy. Only this shard's targets and canaries are kept.
+    ours = [r for r in [*rollouts, *owners] if _serves(memo, (namespace or "", r))]
+    if kwargs.get("type") == "DELETED" or not ours:
         watched.DEPLOYMENTS.gone(namespace or "", name)
     else:
         watched.DEPLOYMENTS.seen(kwargs["event"]["object"])
-    for rollout in [*rollouts, *owners]:
-        _wake(memo, (namespace or "", rollout))
+    for rollout in ours:
+        memo.scheduler.wake((namespace or "", rollout))
     mark = (meta.get("annotations") or {}).get(api.PAUSED_BY_ANNOTATION)
     if not namespace or not mark or mark in rollouts or kwargs.get("type") == "DELETED":
         return

@@ -177,7 +177,7 @@ async def read_deployment(namespace: str, name: str) -> dict[str, Any] | None:
     """The Deployment as a plain dict, or None when it does not exist."""
     found = await _read(client.AppsV1Api(api_client()).read_namespaced_deployment, namespace, name)
     if found is None:
-        watched.DEPLOYMENTS.gone(namespace, name)
+        watched.DEPLOYMENTS.gone(namespace, name)  # a copy the watch missed the deletion of
         return None
     watched.DEPLOYMENTS.answered(found)
     return found
@@ -195,11 +195,29 @@ def _wrote_deployment(answer: Any) -> None:
         watched.DEPLOYMENTS.answered(answer)
 
 
+@contextlib.contextmanager
+def _writing_deployment(namespace: str, name: str) -> Iterator[None]:
+    """A write that failed says the copy may be wrong: gone on a 404, else read it again."""
+    try:
+        yield
+    except ApiException as error:
+        if error.status == 404:
+            watched.DEPLOYMENTS.gone(namespace, name)
+        else:
+            watched.DEPLOYMENTS.doubt(namespace, name)
+        raise
+    except ConflictError:
+        watched.DEPLOYMENTS.doubt(namespace, name)
+        raise
+
+
 @calls(("apps", "deployments", "create"))
 async def create_deployment(namespace: str, body: dict[str, Any]) -> None:
     _written_deployment()
     apps = client.AppsV1Api(api_client())
-    _wrote_deployment(await asyncio.to_thread(_json, apps.create_namespaced_deployment, namespace, body))
+    with _writing_deployment(namespace, str((body.get("metadata") or {}).get("name") or "")):
+        answer = await asyncio.to_thread(_json, apps.create_namespaced_deployment, namespace, body)
+    _wrote_deployment(answer)
 
 
 @calls(("apps", "deployments", "patch"))
@@ -207,9 +225,9 @@ async def patch_deployment(namespace: str, name: str, patch: dict[str, Any]) -> 
     """A merge patch (strategic for Deployments: lists of containers merge by name)."""
     _written_deployment()
     apps = client.AppsV1Api(api_client())
-    _wrote_deployment(
-        await asyncio.to_thread(_json, apps.patch_namespaced_deployment, name, namespace, patch)
-    )
+    with _writing_deployment(namespace, name):
+        answer = await asyncio.to_thread(_json, apps.patch_namespaced_deployment, name, namespace, patch)
+    _wrote_deployment(answer)
 
 
 async def _guarded(what: str, call: Any, *args: Any) -> Any:
@@ -227,12 +245,9 @@ async def replace_deployment(namespace: str, name: str, body: dict[str, Any]) ->
     """A full replace, guarded by the resourceVersion in `body`."""
     _written_deployment()
     apps = client.AppsV1Api(api_client())
-    try:
+    with _writing_deployment(namespace, name):
         answer = await _guarded(f"Deployment {namespace}/{name}", _json,
                                 apps.replace_namespaced_deployment, name, namespace, body)  # fmt: skip
-    except ConflictError:
-        watched.DEPLOYMENTS.doubt(namespace, name)
-        raise
     _wrote_deployment(answer)
 
 
@@ -304,7 +319,9 @@ async def read_rollout(namespace: str, name: str) -> dict[str, Any] | None:
 @calls((api.GROUP, api.PLURAL, "get"))
 async def latest_rollout(namespace: str, name: str) -> dict[str, Any] | None:
     """The Rollout as the watch last showed it (`parachute.watched`), else as read now. The
-    status write is guarded by the copy's resourceVersion, so a stale copy decides nothing."""
+    status write is guarded by the copy's resourceVersion, so a stale copy's decision is refused
+    before anything is acted on; one that writes no status only repeats what the copy says, and
+    the event the copy is behind wakes the Rollout again."""
     kept = watched.ROLLOUTS.get(namespace, name)
     return kept if kept is not None else await read_rollout(namespace, name)
 

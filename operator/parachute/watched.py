@@ -63,6 +63,8 @@ class Copies:
         # Keys whose copy proved stale (a 409): the watch's events are not trusted for them
         # until the API server's own answer comes (an older event may still be on its way).
         self._doubted: set[Key] = set()
+        # After `distrust`: only keys the API server answered for since are kept from the watch.
+        self._answered_since: set[Key] | None = None
 
     def __len__(self) -> int:
         return len(self._copies)
@@ -70,14 +72,26 @@ class Copies:
     def seen(self, body: Mapping[str, Any]) -> None:
         """A watch event's object."""
         key = _key(body)
-        if key not in self._doubted:
-            self._put(key, body)
+        if key in self._doubted or (self._answered_since is not None and key not in self._answered_since):
+            return
+        self._put(key, body)
 
     def answered(self, body: Mapping[str, Any]) -> None:
         """The API server's answer to a read or a write: as new as anything the watch can show."""
         key = _key(body)
         self._doubted.discard(key)
+        if self._answered_since is not None:
+            self._answered_since.add(key)
         self._put(key, body)
+
+    def distrust(self) -> None:
+        """Forget every copy, and take none from the watch until the API server has answered
+        for that object: a replica that has just become the leader may have a watch behind
+        what the last leader wrote, and a reconcile whose status does not change acts on what
+        it read without a guarded write."""
+        self._copies.clear()
+        self._doubted.clear()
+        self._answered_since = set()
 
     def gone(self, namespace: str, name: str) -> None:
         """The object was deleted, or is no longer of interest."""

@@ -71,6 +71,21 @@ def test_a_template_revision_ignores_key_order_and_restart_marks() -> None:
     assert revision_of(a) != revision_of({**a, "spec": {"containers": [{"name": "c", "image": "i:2"}]}})
 
 
+def test_a_template_has_one_revision_however_it_was_read() -> None:
+    """An API server before 1.34 sends `creationTimestamp: null` in a template; the Kubernetes
+    client's models, and later servers, leave it out. A revision written by either is the same."""
+    read_as_models = {
+        "metadata": {"labels": {"app": "x"}},
+        "spec": {"containers": [{"name": "c", "image": "i:1", "resources": {}}]},
+    }
+    read_raw = {
+        "metadata": {"creationTimestamp": None, "labels": {"app": "x"}},
+        "spec": {"containers": [{"name": "c", "image": "i:1", "resources": {}}]},
+    }
+    # Pinned: a new canonical form would make every Rollout release its unchanged template on upgrade.
+    assert revision_of(read_raw) == revision_of(read_as_models) == "c6c4a20ca8"
+
+
 # ---------------------------------------------------------------------------- single decisions
 
 

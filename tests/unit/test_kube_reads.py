@@ -121,3 +121,18 @@ def test_a_deployment_write_is_what_the_next_read_sees(apps: type[FakeApps]) -> 
     watched.DEPLOYMENTS.seen({"metadata": {"namespace": "shop", "name": "checkout", "resourceVersion": "6"}})
     found = asyncio.run(kube.latest_deployment("shop", "checkout"))
     assert found is not None and found["metadata"]["resourceVersion"] == "7"
+
+
+def test_a_deployment_write_that_finds_it_gone_drops_the_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Gone(FakeApps):
+        def patch_namespaced_deployment(self, name: str, namespace: str, patch: Any, **_: Any) -> Answer:
+            raise kube.ApiException(status=404, reason="Not Found")
+
+    monkeypatch.setattr(kube.client, "AppsV1Api", Gone)
+    monkeypatch.setattr(kube, "api_client", lambda: None)
+    watched.DEPLOYMENTS.seen(
+        {"metadata": {"namespace": "shop", "name": "checkout-canary", "resourceVersion": "5"}}
+    )
+    with pytest.raises(kube.ApiException):
+        asyncio.run(kube.patch_deployment("shop", "checkout-canary", {"spec": {"replicas": 0}}))
+    assert watched.DEPLOYMENTS.get("shop", "checkout-canary") is None

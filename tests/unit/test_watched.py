@@ -110,3 +110,14 @@ def test_managed_fields_are_not_kept() -> None:
     assert kept is not None
     assert "managedFields" not in kept["metadata"]
     assert kept["metadata"]["labels"] == {"app": "checkout"}
+
+
+def test_a_new_leader_takes_nothing_from_its_watch_until_the_api_server_has_answered() -> None:
+    copies = Copies()
+    copies.seen(rollout("98"))
+    copies.distrust()  # leading now: the last leader may have written what this watch has not shown
+    copies.seen(rollout("99", "Progressing"))  # still behind the last leader's write (100)
+    assert copies.get("shop", "checkout") is None
+    copies.answered(rollout("100", "RollingBack"))  # the first reconcile read it
+    copies.seen(rollout("101", "RolledBack"))
+    assert phase(copies) == "RolledBack"

@@ -92,7 +92,12 @@ def template_revision(revision: str) -> str:
 
 
 def revision_of(template: dict[str, Any]) -> str:
-    """A short, stable hash of a pod template: a new value is a new release."""
+    """A short, stable hash of a pod template: a new value is a new release.
+
+    Keys whose value is null are not part of it: API servers before 1.34 send the template's
+    `creationTimestamp: null`, later ones and the Kubernetes client's models leave it out, and
+    the same template must have one revision whichever way it was read."""
+    template = _without_nulls(template)
     meta = dict(template.get("metadata") or {})
     annotations = {
         k: v for k, v in (meta.get("annotations") or {}).items() if k not in IGNORED_TEMPLATE_ANNOTATIONS
@@ -100,6 +105,14 @@ def revision_of(template: dict[str, Any]) -> str:
     meta["annotations"] = annotations or None
     canonical = json.dumps({**template, "metadata": meta}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def template_of_replica_set(replica_set: dict[str, Any], added_labels: Iterable[str] = ()) -> dict[str, Any]:
