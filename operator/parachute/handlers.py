@@ -378,7 +378,7 @@ async def on_deployment(
     for rollout in ours:
         memo.scheduler.wake((namespace or "", rollout))
     mark = (meta.get("annotations") or {}).get(api.PAUSED_BY_ANNOTATION)
-    if not namespace or not mark or mark in rollouts or kwargs.get("type") == "DELETED":
+    if not namespace or not mark or mark in rollouts:
         return
     if not index.complete:  # its Rollout may not have been seen yet: look once every one has
         memo.unchecked[(namespace, name)] = dict(body)
