@@ -162,15 +162,19 @@ async def _first_listing(memo: kopf.Memo) -> None:
     index: RolloutIndex = memo.index
     for body in found:
         index.saw(body)
-    index.complete = True
+    index.completed()
     for body in found:
         meta = body.get("metadata") or {}
         if options.selector.matches(meta.get("labels")):
             memo.scheduler.wake((meta.get("namespace") or "", meta.get("name") or ""))
+    del found
     memo.listed = True
     unchecked, memo.unchecked = memo.unchecked, {}
     for (namespace, name), deployment in sorted(unchecked.items()):
-        await _orphaned(memo, namespace, name, deployment)
+        try:
+            await _orphaned(memo, namespace, name, deployment)
+        except Exception:  # its next event looks again; the others are looked at now
+            logger.exception("could not look at Deployment %s/%s to hand it back", namespace, name)
 
 
 def _readiness(memo: kopf.Memo) -> dict[str, Any]:
@@ -315,7 +319,7 @@ async def on_rollout(
     options: Options = memo.options
     index: RolloutIndex = memo.index
     if type == "DELETED":
-        index.gone(*key)
+        index.gone(event["object"])
     else:
         index.saw(event["object"])  # every shard's: what a Deployment's mark names is known
     if type == "DELETED" or not options.selector.matches(body.get("metadata", {}).get("labels")):
@@ -381,7 +385,7 @@ async def on_deployment(
     if not namespace or not mark or mark in rollouts:
         return
     if not index.complete:  # its Rollout may not have been seen yet: look once every one has
-        memo.unchecked[(namespace, name)] = dict(body)
+        memo.unchecked[(namespace, name)] = {"metadata": dict(meta)}
         return
     await _orphaned(memo, namespace, name, dict(body))
 

@@ -12,8 +12,8 @@ process stopped and resumed) stops acting before any other replica may take the 
 is a property read from the monotonic clock at the moment of use, not a flag a loop has to
 remember to clear, and `parachute.kube` checks it before every write.
 
-A standby runs everything but the acting: kopf's watches, the indexes, the scheduler's heap of
-due times. Taking over is starting to run the heap.
+A standby runs everything but the acting: kopf's watches, the Rollout index, the scheduler's
+heap of due times. Taking over is starting to run the heap.
 """
 
 from __future__ import annotations

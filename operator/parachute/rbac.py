@@ -156,7 +156,7 @@ class Uses:
 # may read, and with `--namespace` it observes no namespaces and no CRDs
 # (`settings.scanning.disabled`, set in `parachute.__main__`): the names are exact.
 KOPF_USES: tuple[Uses, ...] = (
-    Uses(api.GROUP, "rollouts", ("list", "watch"), "kopf.on.event and the indexes on Rollouts"),
+    Uses(api.GROUP, "rollouts", ("list", "watch"), "kopf.on.event on Rollouts, and the first listing that indexes them (parachute.rollout_index)"),
     Uses(api.GROUP, "rollouts", ("patch",), "kopf's diff-base and progress annotations (kopf.parachute.dev/)"),
     Uses("apps", "deployments", ("list", "watch"), "kopf.on.event on Deployments wakes their Rollouts"),
     Uses("", "configmaps", ("list", "watch"), "kopf.on.event on ConfigMaps wakes the Rollouts tracking one"),

@@ -36,11 +36,23 @@ class Refs:
 
 class RolloutIndex:
     def __init__(self) -> None:
-        self.complete = False  # every Rollout that existed at start-up has been seen
+        self._complete = False  # every Rollout that existed at start-up has been seen
         self._refs: dict[Key, tuple[int | None, Refs]] = {}
+        # Until complete: the version each Rollout was deleted at, so that the first listing,
+        # read before the deletion and handled after it, does not bring it back.
+        self._deleted: dict[Key, int | None] = {}
         self._by_target: dict[Key, set[str]] = {}
         self._by_config: dict[Key, set[str]] = {}
         self._by_policy: dict[str, set[Key]] = {}
+
+    @property
+    def complete(self) -> bool:
+        return self._complete
+
+    def completed(self) -> None:
+        """The first listing is in: every Rollout that existed before the watch began is known."""
+        self._complete = True
+        self._deleted.clear()
 
     def saw(self, body: Mapping[str, Any]) -> None:
         """A Rollout as the watch or a listing showed it (an older version than one seen is ignored)."""
@@ -50,7 +62,9 @@ class RolloutIndex:
         kept = self._refs.get(key)
         if kept is not None and kept[0] is not None and number is not None and number < kept[0]:
             return
-        self.gone(*key)
+        if key in self._deleted and not _newer(number, self._deleted[key]):
+            return
+        self._drop(key)
         refs = Refs.of(body.get("spec") or {})
         self._refs[key] = (number, refs)
         namespace, name = key
@@ -60,7 +74,16 @@ class RolloutIndex:
         if refs.policy is not None:
             self._by_policy.setdefault(refs.policy, set()).add(key)
 
-    def gone(self, namespace: str, name: str) -> None:
+    def gone(self, body: Mapping[str, Any]) -> None:
+        """A Rollout deleted, as its watch event showed it."""
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        if not self._complete:
+            self._deleted[key] = version(body)
+        self._drop(key)
+
+    def _drop(self, key: Key) -> None:
+        namespace, name = key
         kept = self._refs.pop((namespace, name), None)
         if kept is None:
             return
@@ -80,6 +103,11 @@ class RolloutIndex:
     def by_policy(self, policy: str) -> list[Key]:
         """Rollouts that use `policy` by name ("" : those on the default policy)."""
         return sorted(self._by_policy.get(policy, ()))
+
+
+def _newer(number: int | None, deleted: int | None) -> bool:
+    """Whether a body of version `number` came after a deletion at `deleted` (not known: no)."""
+    return number is not None and deleted is not None and number > deleted
 
 
 def _discard(index: dict[Any, set[Any]], key: Any, value: Any) -> None:

@@ -77,6 +77,7 @@ class Scheduler:
         self._changed = asyncio.Event()
         self._max_backoff = max_backoff
         self._tasks: dict[asyncio.Task[None], Key] = {}
+        self._holding: set[asyncio.Task[None]] = set()  # tasks with a slot not yet given back
 
     def wake(self, key: Key, at: datetime | None = None, urgent: bool = False) -> None:
         """Make `key` due at `at` (now if None), unless it is already due earlier. An urgent wake
@@ -192,24 +193,33 @@ class Scheduler:
 
     def _start(self, key: Key, due: datetime, slot: bool = False) -> None:
         self._urgent.discard(key)
-        task = asyncio.create_task(self._one(key, due, slot))
+        task = asyncio.create_task(self._one(key, due))
         self._tasks[task] = key
+        if slot:
+            self._holding.add(task)
         task.add_done_callback(self._finished)
+
+    def _give_back(self, task: asyncio.Task[None]) -> None:
+        if task in self._holding:
+            self._holding.discard(task)
+            self._slots += 1
+            self._changed.set()  # the run loop starts the next queued
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         key = self._tasks.pop(task)
+        self._give_back(task)  # also for a task cancelled before its first step
         if task.cancelled():  # stood down (or shutting down): due again at once, for the next leader
             self._running.discard(key)
             self._again.discard(key)
             self._schedule(key, self._clock())
 
-    async def _one(self, key: Key, due: datetime, slot: bool) -> None:
+    async def _one(self, key: Key, due: datetime) -> None:
         try:
             await self._reconcile(key, due)
         finally:
-            if slot:
-                self._slots += 1
-                self._changed.set()  # the run loop starts the next queued
+            task = asyncio.current_task()
+            if task is not None:
+                self._give_back(task)
 
     async def _reconcile(self, key: Key, due: datetime) -> None:
         if not self._open():  # the gate closed while it waited for a slot
@@ -218,6 +228,7 @@ class Scheduler:
             return
         telemetry.late((self._clock() - max(due, self._opened_at)).total_seconds())
         self._started.add(key)
+        self._urgent.discard(key)  # it reads everything now: a breach found before this is seen
         try:
             following = await self._work(key)
             self._failures.pop(key, None)

@@ -50,8 +50,20 @@ def test_two_rollouts_of_one_target_and_a_deleted_one() -> None:
     index.saw(rollout("a", "1", targetRef={"name": "web"}))
     index.saw(rollout("b", "2", targetRef={"name": "web"}))
     assert index.by_target("shop", "web") == ["a", "b"]
-    index.gone("shop", "a")
+    index.gone(rollout("a", "3"))
     assert index.by_target("shop", "web") == ["b"]
-    index.gone("shop", "b")
-    index.gone("shop", "never-seen")
+    index.gone(rollout("b", "4"))
+    index.gone(rollout("never-seen", "5"))
     assert index.by_target("shop", "web") == []
+
+
+def test_a_rollout_deleted_while_the_first_listing_was_read_does_not_come_back() -> None:
+    index = RolloutIndex()
+    listing = [rollout("x", "10", targetRef={"name": "web"})]  # read before the deletion
+    index.gone(rollout("x", "12"))  # the watch's DELETED, handled first
+    for body in listing:
+        index.saw(body)
+    index.completed()
+    assert index.by_target("shop", "web") == []
+    index.saw(rollout("x", "15", targetRef={"name": "web"}))  # made again afterwards
+    assert index.by_target("shop", "web") == ["x"]

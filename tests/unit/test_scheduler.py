@@ -313,3 +313,22 @@ def test_at_most_the_slots_run_at_once_however_many_are_due() -> None:
 
     asyncio.run(story())
     assert most == 3
+
+
+def test_a_slot_taken_by_work_cancelled_before_it_began_is_given_back() -> None:
+    slow = SlowWork()
+
+    async def story() -> None:
+        gate = Gate(open_=True)
+        scheduler = Scheduler(slow.work, concurrency=1, gate=gate)
+        scheduler.wake(A)
+        task = asyncio.create_task(scheduler.run())
+        await asyncio.sleep(0)  # A is given the slot; its reconcile has not taken a step yet
+        scheduler.stand_down()  # leadership lost in the same turn
+        await asyncio.sleep(0.05)
+        scheduler.wake(B)
+        await asyncio.sleep(0.4)
+        task.cancel()
+
+    asyncio.run(story())
+    assert B in slow.calls

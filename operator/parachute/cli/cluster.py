@@ -7,6 +7,7 @@ serialises them, so a revision computed here is the one the operator computes.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,7 +120,10 @@ class Cluster:
 
     def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self._plain(self.apps.read_namespaced_deployment(name, namespace))
+            # As the API server sent it, as the operator reads it: a field this client's models
+            # do not know would otherwise be dropped, and the revision hashed differently.
+            answer = self.apps.read_namespaced_deployment(name, namespace, _preload_content=False)
+            return cast(dict[str, Any], json.loads(answer.data))
         except ApiException as error:
             if error.status == 404:
                 return None
