@@ -72,3 +72,10 @@ def test_more_hanging_queries_than_its_threads_leave_the_loops_own_threads_free(
     assert all(e and "did not answer within 4s" in e for e in errors)
     # Those still waiting for a thread at their deadline were never sent.
     assert hanging._client.started <= prometheus.THREADS  # type: ignore[attr-defined]
+
+
+def test_each_thread_of_an_address_keeps_a_connection_of_its_own() -> None:
+    """Past requests' default pool of 10, each query of the 16 threads would open a connection."""
+    provider = PrometheusProvider("http://prometheus.monitoring:9090")
+    adapter = provider._client._session.get_adapter("http://prometheus.monitoring:9090/api/v1/query")
+    assert adapter._pool_maxsize == prometheus.THREADS

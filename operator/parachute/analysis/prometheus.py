@@ -108,9 +108,12 @@ class PrometheusProvider:
             address, headers=headers, disable_ssl=insecure_skip_verify, retry=retry, auth=basic_auth,
             session=session, timeout=timeout,
         )  # fmt: skip
+        # After PrometheusConnect, which mounts its own adapter (10 connections) on the address:
+        # a connection for each of the address's threads, else each query past 10 opens its own.
         if ca is not None and not insecure_skip_verify:
-            # After PrometheusConnect, which mounts its own adapter on the address.
-            session.mount(address, _TrustingAdapter(ca, max_retries=retry))
+            session.mount(address, _TrustingAdapter(ca, max_retries=retry, pool_maxsize=THREADS))
+        else:
+            session.mount(address, HTTPAdapter(max_retries=retry, pool_maxsize=THREADS))
 
     @property
     def deadline(self) -> float:
