@@ -158,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
 
     kopf.configure(verbose=args.verbose, log_prefix=True)
     quiet_http_clients()
+    if not args.verbose:
+        # kopf says "Handler ... succeeded" for every watch event of every Deployment: at 10,000
+        # Rollouts nine lines of ten. Parachute logs what it decides and does; kopf's failures
+        # are still logged.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings = kopf.OperatorSettings()
     # With exact namespace names kopf needs to observe neither namespaces nor CRDs, so the
     # namespaced install grants neither (`parachute.rbac`); CRDs are found at start-up.
