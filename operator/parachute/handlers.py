@@ -187,12 +187,25 @@ def _readiness(memo: kopf.Memo) -> dict[str, Any]:
     }
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No last-handled state: with event handlers only, kopf compares no old and new states, yet
+    it builds one (a deep copy of the object) at every watch event of every kind; at 10,000
+    Rollouts that was a tenth of the operator's time. Nothing is stored on any object."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=KOPF_PREFIX, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.persistence.finalizer = f"{api.GROUP}/finalizer"
     settings.posting.level = logging.ERROR  # Parachute posts its own Events, with reasons
     settings.watching.server_timeout = 300
