@@ -21,7 +21,7 @@ from parachute.plan.compare import Counts
 from parachute.plan.metrics import definitions, resolve
 from parachute.plan.sources import source_for
 from parachute.plan.verdicts import Series, health
-from parachute.plan.versions import Versions, Where
+from parachute.plan.versions import Versions, Where, pod_pattern
 from parachute.scheduler import Scheduler
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -163,6 +163,29 @@ def test_once_the_target_is_judged_there_is_no_stable_to_split_out() -> None:
     w = watched(versions=Versions(judged=judged, stable=judged, judges_target=True))
     parts = core.split(core.queries([w], WINDOW)[0], Series.of(*series("shop", STABLE_POD, 100, 2)))
     assert parts[w.key] == core.Split(Counts(102, 2), None)
+
+
+def test_each_pod_is_split_to_its_own_rollout_among_names_that_begin_alike() -> None:
+    """Pods are tried only against the Rollouts whose Deployments their names could be of: names
+    that begin alike (app-1, app-10, app-1-canary), dotted ones, and ones past the 58 characters
+    Kubernetes cuts a pod's name at keep every request where it belongs."""
+    long = "payments-" + "x" * 41  # its pods' names are cut, the canary's and stable's still apart
+    names = ["app-1", "app-10", "app-1-canary", "web.v2", long]
+    rollouts = {
+        name: watched(name=name, versions=Versions(
+            judged=Where(pods=pod_pattern([f"{name}-canary-5f7b8c9d4b"]), workload=f"{name}-canary"),
+            stable=Where(pods=pod_pattern([f"{name}-6d4cf56db6"]), workload=name),
+        ))
+        for name in names
+    }  # fmt: skip
+    query = core.queries(list(rollouts.values()), WINDOW)[0]
+    rows = []
+    for i, name in enumerate(names, start=1):
+        rows += series("shop", f"{name}-canary-5f7b8c9d4b-"[:58] + "x7k2p", 10 * i, i)
+        rows += series("shop", f"{name}-6d4cf56db6-"[:58] + "q9w8e", 100 * i)
+    parts = core.split(query, Series.of(*rows))
+    for i, name in enumerate(names, start=1):
+        assert parts[rollouts[name].key] == core.Split(Counts(11 * i, i), Counts(100 * i, 0)), name
 
 
 @settings(max_examples=50, deadline=None)
