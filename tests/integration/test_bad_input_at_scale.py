@@ -949,7 +949,9 @@ def test_a_thousand_documents_are_each_accepted_refused_or_invalid_naming_the_fi
                    and s["release"]["stableRevision"] == s["release"]["revision"], timeout=90,
                    what="the ordinary release completed")  # fmt: skip
         lap("ordinary release")
-        assert sorted(event_reasons(crds, ordinary)) == sorted(ORDINARY_RELEASE)
+        # The Events a status change owes are posted after its write.
+        eventually(lambda: sorted(event_reasons(crds, ordinary)) == sorted(ORDINARY_RELEASE), timeout=15,
+                   what=f"the Events of an ordinary release: {sorted(ORDINARY_RELEASE)}")  # fmt: skip
         assert "Traceback" not in operator.output
         assert f"reconcile of {namespace}/" not in operator.output, "a reconcile of a document raised"
     finally:

@@ -237,8 +237,10 @@ def test_a_single_report_is_a_warning_and_the_release_goes_on(
                         timeout=15, what="a Warning")  # fmt: skip
     assert warned["message"] == "user-reports 1 at or above warning 1: watching (1 user report of login-typo)"
     eventually(lambda: released(rollout_status(crds, namespace)), timeout=60, what="released")
-    reasons = event_reasons(crds, namespace)
-    assert "ReleaseCompleted" in reasons and "RollingBack" not in reasons
+    # The Events a status change owes are posted after its write.
+    reasons = eventually(lambda: (r := event_reasons(crds, namespace)) and "ReleaseCompleted" in r and r,
+                         timeout=15, what="the ReleaseCompleted Event")  # fmt: skip
+    assert "RollingBack" not in reasons
     assert "MetricWarning" in reasons
 
 
