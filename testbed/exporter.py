@@ -105,9 +105,12 @@ class PodExporter:
     def _list(self) -> None:
         seen: set[tuple[str, str]] = set()
         for namespace in self.namespaces:
+            # resourceVersion 0: from the API server's watch cache, as an informer's listing is;
+            # a quorum read of thousands of pods every few seconds loads etcd the operator shares.
             response = self._api.call_api(
-                f"/api/v1/namespaces/{namespace}/pods", "GET", header_params={"Accept": METADATA_ONLY},
-                _preload_content=False, _request_timeout=30, auth_settings=["BearerToken"],
+                f"/api/v1/namespaces/{namespace}/pods", "GET", query_params=[("resourceVersion", "0")],
+                header_params={"Accept": METADATA_ONLY}, _preload_content=False, _request_timeout=30,
+                auth_settings=["BearerToken"],
             )  # fmt: skip
             for item in json.loads(response.data).get("items") or []:
                 metadata = item["metadata"]

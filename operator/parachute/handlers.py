@@ -154,11 +154,13 @@ async def _first_listing(memo: kopf.Memo) -> None:
     while True:
         try:
             found = await kube.list_rollouts(list(options.namespaces))
+            records = await kube.list_config_maps(list(options.namespaces), record.SELECTOR)
             break
         except Exception as error:
             logger.warning("listing Rollouts failed (%s); again in %gs", error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+    record.KNOWN.listing(records)
     index: RolloutIndex = memo.index
     for body in found:
         index.saw(body)
@@ -419,13 +421,16 @@ async def _orphaned(memo: kopf.Memo, namespace: str, name: str, deployment: dict
 async def on_config_map(
     namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
 ) -> None:
-    """A tracked ConfigMap changed: wake the Rollouts that track it. A routing record whose
-    Rollout is gone (deleted while the operator was away) has its route given back."""
+    """A tracked ConfigMap changed: wake the Rollouts that track it. A routing record wakes its
+    Rollout (one that routes no longer gives its route back), and one whose Rollout is gone
+    (deleted while the operator was away) has its route given back."""
     index: RolloutIndex = memo.index
     for rollout in index.by_config(namespace or "", name):
         _wake(memo, (namespace or "", rollout))
+    record.KNOWN.seen(dict(body), gone=kwargs.get("type") == "DELETED")
     found = record.parse(dict(body)) if namespace and record.is_record(dict(body)) else None
     if found is not None and kwargs.get("type") != "DELETED":
+        _wake(memo, (found.namespace, found.rollout))
         await _give_back_route(memo, found.namespace, found.rollout)
 
 

@@ -523,6 +523,24 @@ async def read_config_map(namespace: str, name: str) -> dict[str, Any] | None:
     return await _read(client.CoreV1Api(api_client()).read_namespaced_config_map, namespace, name)
 
 
+@calls(("", "configmaps", "list"))
+async def list_config_maps(namespaces: list[str], label_selector: str) -> list[dict[str, Any]]:
+    """The ConfigMaps in `namespaces` (all when empty) that `label_selector` selects."""
+    core = client.CoreV1Api(api_client())
+    if not namespaces:
+        found = await asyncio.to_thread(
+            _json, core.list_config_map_for_all_namespaces, label_selector=label_selector
+        )
+        return list(found.get("items") or [])
+    items: list[dict[str, Any]] = []
+    for namespace in namespaces:
+        found = await asyncio.to_thread(
+            _json, core.list_namespaced_config_map, namespace, label_selector=label_selector
+        )
+        items += found.get("items") or []
+    return items
+
+
 @calls(("", "configmaps", "create"))
 async def create_config_map(namespace: str, body: dict[str, Any]) -> bool:
     """Create it; False when one of that name exists already."""

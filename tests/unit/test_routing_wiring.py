@@ -592,3 +592,59 @@ def test_a_record_with_garbage_is_not_read_as_one() -> None:
     assert record.parse(fake.look(ref)) is not None
     fake.edit(ref, lambda body: body["data"].update(trafficRouting="{not json"))
     assert record.parse(fake.look(ref)) is None
+
+
+@pytest.fixture
+def listed(monkeypatch: pytest.MonkeyPatch) -> record.Known:
+    """The records as an operator knows them once its first listing is in (none at the time)."""
+    known = record.Known()
+    known.listing([])
+    monkeypatch.setattr(record, "KNOWN", known)
+    return known
+
+
+REPLICAS_ONLY = api.RolloutSpec.model_validate({"targetRef": {"name": "checkout"}})
+
+
+def test_a_rollout_without_routing_looks_for_no_record_where_none_can_exist(listed: record.Known) -> None:
+    fake = FakeClient([service(NS)])
+    run(wiring.act(ROLLOUT, REPLICAS_ONLY, None, None, fake))
+    assert fake.reads == []
+
+
+def test_before_the_first_listing_a_rollout_without_routing_looks_for_its_record() -> None:
+    fake = FakeClient([service(NS)])
+    run(wiring.act(ROLLOUT, REPLICAS_ONLY, None, None, fake))
+    assert fake.reads == [record.record_ref(NS, "checkout")]
+
+
+def test_removing_the_router_gives_the_route_back_once_the_records_are_known(
+    backend: Backend, listed: record.Known
+) -> None:
+    fake = user_world(backend)
+    before = users_objects(fake)
+    settled(fake, backend, 10)  # its own write of the record is known
+    assert listed.may_exist(NS, "checkout")
+    steered = run(wiring.act(ROLLOUT, REPLICAS_ONLY, None, None, fake))
+    assert steered.changed and users_objects(fake) == before
+    assert not listed.may_exist(NS, "checkout")  # removed with the route given back
+    fake.reads.clear()
+    run(wiring.act(ROLLOUT, REPLICAS_ONLY, None, None, fake))
+    assert fake.reads == []
+
+
+def test_a_record_is_known_from_the_listing_and_the_watch_and_forgotten_when_deleted() -> None:
+    known = record.Known()
+    assert known.may_exist(NS, "checkout")  # nothing listed yet: anywhere
+    body = {"metadata": {"namespace": NS, "name": record.record_name("checkout"),
+                         "labels": {record.KIND_LABEL: record.KIND}}}  # fmt: skip
+    known.listing([body])
+    assert known.may_exist(NS, "checkout") and not known.may_exist(NS, "cart")
+    known.seen(body, gone=True)
+    assert not known.may_exist(NS, "checkout")
+    other = {"metadata": {"namespace": NS, "name": record.record_name("cart"),
+                          "labels": {record.KIND_LABEL: record.KIND}}}  # fmt: skip
+    known.seen(other)  # a record written by another replica, from the watch
+    assert known.may_exist(NS, "cart")
+    known.seen({"metadata": {**other["metadata"], "labels": {}}})  # no longer a record
+    assert not known.may_exist(NS, "cart")

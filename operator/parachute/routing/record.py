@@ -68,8 +68,52 @@ class Record:
         )
 
 
+SELECTOR = f"{KIND_LABEL}={KIND}"
+
+
 def is_record(body: Body) -> bool:
     return ((body.get("metadata") or {}).get("labels") or {}).get(KIND_LABEL) == KIND
+
+
+class Known:
+    """The names of the routing records that exist, as far as this process has seen: one listing
+    at start, the ConfigMaps' watch, and its own writes. A Rollout without routing looks for a
+    record (a route to give back) only where one may exist, not with a read at every reconcile;
+    until the listing is in, one may exist anywhere.
+
+    A name wrongly kept costs a read that finds nothing. A record written elsewhere (a former
+    leader) and not yet seen is found when its watch event arrives, which wakes its Rollout."""
+
+    def __init__(self) -> None:
+        self._names: set[tuple[str, str]] = set()
+        self.listed = False
+
+    def seen(self, body: Body, gone: bool = False) -> None:
+        """A ConfigMap from the watch, a listing or a write's answer; `gone` when deleted."""
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace") or "", meta.get("name") or "")
+        if is_record(body) and not gone:
+            self._names.add(key)
+        else:
+            self._names.discard(key)
+
+    def listing(self, bodies: list[Body]) -> None:
+        """Every record there was when listed: from now on a name not seen is a record absent."""
+        for body in bodies:
+            self.seen(body)
+        self.listed = True
+
+    def written(self, namespace: str, rollout: str) -> None:
+        self._names.add((namespace, record_name(rollout)))
+
+    def removed(self, namespace: str, rollout: str) -> None:
+        self._names.discard((namespace, record_name(rollout)))
+
+    def may_exist(self, namespace: str, rollout: str) -> bool:
+        return not self.listed or (namespace, record_name(rollout)) in self._names
+
+
+KNOWN = Known()
 
 
 def parse(body: Body) -> Record | None:
@@ -116,15 +160,19 @@ async def write(
     try:
         await client.create(body)
     except ConflictError:
+        KNOWN.written(release.namespace, release.rollout)
         return ""  # written meanwhile: the next reconcile reads it
+    KNOWN.written(release.namespace, release.rollout)
     return f"kept what {_what(routing)} sends to in ConfigMap {ref.namespace}/{ref.name}"
 
 
 async def remove(client: Client, record: Record) -> bool:
     try:
-        return await client.delete(record_ref(record.namespace, record.rollout), record.uid)
+        removed = await client.delete(record_ref(record.namespace, record.rollout), record.uid)
     except ConflictError:
         return False  # a new record of that name: not this one
+    KNOWN.removed(record.namespace, record.rollout)  # gone: removed now, or before
+    return removed
 
 
 def _what(routing: api.TrafficRouting) -> str:

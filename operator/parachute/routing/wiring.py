@@ -131,7 +131,9 @@ async def _act(
     out = Steered()
     routing = routing_of(spec)
     try:
-        found = await record.read(client, release.namespace, release.rollout)
+        # Without routing, a record is looked for only where one may exist (a route to give back).
+        maybe = routing is not None or record.KNOWN.may_exist(release.namespace, release.rollout)
+        found = await record.read(client, release.namespace, release.rollout) if maybe else None
         if found is not None and (routing is None or not found.routes(routing, release.rollout_uid)):
             out.changed += await teardown.give_back(client, found)
             out.again = True  # the new set-up is checked and made on the next reconcile
