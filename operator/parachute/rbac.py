@@ -66,8 +66,8 @@ class Rule:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule((api.GROUP,), ("rollouts",), ("get", "list", "watch", "patch"),
-         "kopf watches Rollouts and keeps its bookkeeping in their annotations; a reconcile reads one afresh"),
+    Rule((api.GROUP,), ("rollouts",), ("get", "list", "watch"),
+         "kopf watches Rollouts (and writes nothing to them); a reconcile reads one afresh when its copy is stale"),
     Rule((api.GROUP,), ("rollouts/status",), ("patch",),
          "status is where a release's state lives (written with a resourceVersion precondition)"),
     Rule((api.GROUP,), ("metrictemplates",), ("list",), "the MetricTemplates a Rollout's metrics name"),
@@ -157,7 +157,6 @@ class Uses:
 # (`settings.scanning.disabled`, set in `parachute.__main__`): the names are exact.
 KOPF_USES: tuple[Uses, ...] = (
     Uses(api.GROUP, "rollouts", ("list", "watch"), "kopf.on.event on Rollouts, and the first listing that indexes them (parachute.rollout_index)"),
-    Uses(api.GROUP, "rollouts", ("patch",), "kopf's diff-base and progress annotations (kopf.parachute.dev/)"),
     Uses("apps", "deployments", ("list", "watch"), "kopf.on.event on Deployments wakes their Rollouts"),
     Uses("", "configmaps", ("list", "watch"), "kopf.on.event on ConfigMaps wakes the Rollouts tracking one"),
     Uses(api.GROUP, "releasepolicies", ("list", "watch"), "kopf.on.event on ReleasePolicies wakes their Rollouts"),
