@@ -157,7 +157,7 @@ async def _first_listing(memo: kopf.Memo) -> None:
             records = await kube.list_config_maps(list(options.namespaces), record.SELECTOR)
             break
         except Exception as error:
-            logger.warning("listing Rollouts failed (%s); again in %gs", error, delay)
+            logger.warning("listing Rollouts and routing records failed (%s); again in %gs", error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
     record.KNOWN.listing(records)

@@ -594,12 +594,18 @@ def test_a_record_with_garbage_is_not_read_as_one() -> None:
     assert record.parse(fake.look(ref)) is None
 
 
+@pytest.fixture(autouse=True)
+def known(monkeypatch: pytest.MonkeyPatch) -> record.Known:
+    """The records as this process knows them: each story starts before the first listing."""
+    fresh = record.Known()
+    monkeypatch.setattr(record, "KNOWN", fresh)
+    return fresh
+
+
 @pytest.fixture
-def listed(monkeypatch: pytest.MonkeyPatch) -> record.Known:
+def listed(known: record.Known) -> record.Known:
     """The records as an operator knows them once its first listing is in (none at the time)."""
-    known = record.Known()
     known.listing([])
-    monkeypatch.setattr(record, "KNOWN", known)
     return known
 
 
@@ -648,3 +654,39 @@ def test_a_record_is_known_from_the_listing_and_the_watch_and_forgotten_when_del
     assert known.may_exist(NS, "cart")
     known.seen({"metadata": {**other["metadata"], "labels": {}}})  # no longer a record
     assert not known.may_exist(NS, "cart")
+
+
+def a_record(rollout: str, uid: str) -> Body:
+    return {"metadata": {"namespace": NS, "name": record.record_name(rollout), "uid": uid,
+                         "labels": {record.KIND_LABEL: record.KIND}}}  # fmt: skip
+
+
+def test_the_deletion_of_an_earlier_record_seen_late_does_not_forget_the_next_one_of_its_name() -> None:
+    known = record.Known()
+    known.listing([a_record("checkout", "first")])
+    known.seen(a_record("checkout", "second"))  # made again; kopf handles each uid's events apart
+    known.seen(a_record("checkout", "first"), gone=True)
+    assert known.may_exist(NS, "checkout")
+    known.seen(a_record("checkout", "second"), gone=True)
+    assert not known.may_exist(NS, "checkout")
+
+
+def test_a_record_written_here_is_not_forgotten_by_the_late_deletion_of_its_predecessor(
+    backend: Backend, listed: record.Known
+) -> None:
+    fake = user_world(backend)
+    settled(fake, backend, 10)
+    listed.seen(a_record("checkout", "an-earlier-one"), gone=True)
+    assert listed.may_exist(NS, "checkout")
+
+
+def test_a_record_wrongly_thought_to_exist_is_forgotten_by_the_read_that_finds_none(
+    listed: record.Known,
+) -> None:
+    listed.seen(a_record("checkout", "deleted-while-the-watch-was-away"))
+    fake = FakeClient([service(NS)])
+    run(wiring.act(ROLLOUT, REPLICAS_ONLY, None, None, fake))
+    assert fake.reads == [record.record_ref(NS, "checkout")]
+    fake.reads.clear()
+    run(wiring.act(ROLLOUT, REPLICAS_ONLY, None, None, fake))
+    assert fake.reads == []

@@ -76,41 +76,48 @@ def is_record(body: Body) -> bool:
 
 
 class Known:
-    """The names of the routing records that exist, as far as this process has seen: one listing
-    at start, the ConfigMaps' watch, and its own writes. A Rollout without routing looks for a
-    record (a route to give back) only where one may exist, not with a read at every reconcile;
-    until the listing is in, one may exist anywhere.
+    """The routing records that exist, as far as this process has seen: one listing at start,
+    the ConfigMaps' watch, and its own writes. A Rollout without routing looks for a record (a
+    route to give back) only where one may exist, not with a read at every reconcile; until the
+    listing is in, one may exist anywhere.
 
-    A name wrongly kept costs a read that finds nothing. A record written elsewhere (a former
-    leader) and not yet seen is found when its watch event arrives, which wakes its Rollout."""
+    Kept by name with the record's uid: kopf orders events per object, so the deletion of an
+    earlier record of a name may be handled after the creation of the next one, and removes the
+    name only if the uid is the one kept. A name wrongly kept costs a read that finds nothing,
+    and that read forgets it. A record written elsewhere (a former leader) and not yet seen is
+    found when its watch event arrives, which wakes its Rollout."""
+
+    UNKNOWN = ""  # a record of that name exists, its uid unknown: no deletion event removes it
 
     def __init__(self) -> None:
-        self._names: set[tuple[str, str]] = set()
+        self._uids: dict[tuple[str, str], str] = {}
         self.listed = False
 
     def seen(self, body: Body, gone: bool = False) -> None:
-        """A ConfigMap from the watch, a listing or a write's answer; `gone` when deleted."""
+        """A ConfigMap from the watch or a listing; `gone` when deleted."""
         meta = body.get("metadata") or {}
-        key = (meta.get("namespace") or "", meta.get("name") or "")
+        key, uid = (meta.get("namespace") or "", meta.get("name") or ""), meta.get("uid") or self.UNKNOWN
         if is_record(body) and not gone:
-            self._names.add(key)
-        else:
-            self._names.discard(key)
+            self._uids[key] = uid
+        elif not gone or self._uids.get(key) == uid:
+            self._uids.pop(key, None)
 
     def listing(self, bodies: list[Body]) -> None:
         """Every record there was when listed: from now on a name not seen is a record absent."""
         for body in bodies:
-            self.seen(body)
+            if is_record(body):
+                self.seen(body)
         self.listed = True
 
-    def written(self, namespace: str, rollout: str) -> None:
-        self._names.add((namespace, record_name(rollout)))
+    def written(self, namespace: str, rollout: str, uid: str = UNKNOWN) -> None:
+        self._uids[(namespace, record_name(rollout))] = uid
 
     def removed(self, namespace: str, rollout: str) -> None:
-        self._names.discard((namespace, record_name(rollout)))
+        """Gone: removed by this process, or found absent by a read."""
+        self._uids.pop((namespace, record_name(rollout)), None)
 
     def may_exist(self, namespace: str, rollout: str) -> bool:
-        return not self.listed or (namespace, record_name(rollout)) in self._names
+        return not self.listed or (namespace, record_name(rollout)) in self._uids
 
 
 KNOWN = Known()
@@ -158,11 +165,13 @@ async def write(
         },
     }
     try:
-        await client.create(body)
+        made = await client.create(body)
     except ConflictError:
         KNOWN.written(release.namespace, release.rollout)
         return ""  # written meanwhile: the next reconcile reads it
-    KNOWN.written(release.namespace, release.rollout)
+    KNOWN.written(
+        release.namespace, release.rollout, (made.get("metadata") or {}).get("uid") or Known.UNKNOWN
+    )
     return f"kept what {_what(routing)} sends to in ConfigMap {ref.namespace}/{ref.name}"
 
 

@@ -134,6 +134,8 @@ async def _act(
         # Without routing, a record is looked for only where one may exist (a route to give back).
         maybe = routing is not None or record.KNOWN.may_exist(release.namespace, release.rollout)
         found = await record.read(client, release.namespace, release.rollout) if maybe else None
+        if found is None and routing is None:
+            record.KNOWN.removed(release.namespace, release.rollout)  # only this reconcile writes one
         if found is not None and (routing is None or not found.routes(routing, release.rollout_uid)):
             out.changed += await teardown.give_back(client, found)
             out.again = True  # the new set-up is checked and made on the next reconcile
