@@ -74,12 +74,14 @@ class Sample:
         return sum(v for k, v in self.values.items() if k.startswith(prefix))
 
     def buckets(self, name: str) -> list[tuple[float, float]]:
-        found = []
+        """The histogram's cumulative buckets, summed over its other labels (an outcome)."""
+        found: dict[float, float] = {}
         for key, value in self.values.items():
-            match = re.fullmatch(rf'{name}_bucket\{{le="([^"]+)"\}}', key)
+            match = re.fullmatch(rf'{name}_bucket\{{(?:[^}}]*,)?le="([^"]+)"(?:,[^}}]*)?\}}', key)
             if match:
-                found.append((float(match.group(1)), value))
-        return sorted(found)
+                le = float(match.group(1))
+                found[le] = found.get(le, 0.0) + value
+        return sorted(found.items())
 
 
 def cpu_seconds(pid: int) -> float:
@@ -364,6 +366,13 @@ class Run:
         self.put("scheduler lag during the releases, median", _lag(quantile(before, after, lag, 0.5)))
         self.put("scheduler lag during the releases, p99", _lag(quantile(before, after, lag, 0.99)))
         self.put("reconciles per second during the releases", f"{reconciles / span:.1f}")
+        took = "parachute_reconcile_duration_seconds"
+        self.put("reconcile duration, median / p99",
+                 f"{quantile(before, after, took, 0.5):.3f} / {quantile(before, after, took, 0.99):.3f} s",
+                 "a slot is held for the whole reconcile, its PromQL queries included")  # fmt: skip
+        asked = "parachute_promql_query_duration_seconds"
+        self.put("PromQL query duration, median / p99",
+                 f"{quantile(before, after, asked, 0.5):.3f} / {quantile(before, after, asked, 0.99):.3f} s")
         self.put("API requests per reconcile", f"{requests / max(reconciles, 1):.2f}")
         self.put("API requests per second during the releases", f"{requests / span:.1f}")
         bound = len(releasing) * METRICS * 2 / INTERVAL
