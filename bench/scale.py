@@ -371,8 +371,10 @@ class Run:
                  f"{quantile(before, after, took, 0.5):.3f} / {quantile(before, after, took, 0.99):.3f} s",
                  "a slot is held for the whole reconcile, its PromQL queries included")  # fmt: skip
         asked = "parachute_promql_query_duration_seconds"
-        self.put("PromQL query duration, median / p99",
-                 f"{quantile(before, after, asked, 0.5):.3f} / {quantile(before, after, asked, 0.99):.3f} s")
+        self.put(
+            "PromQL query duration, median / p99",
+            f"{quantile(before, after, asked, 0.5):.3f} / {quantile(before, after, asked, 0.99):.3f} s",
+        )
         self.put("API requests per reconcile", f"{requests / max(reconciles, 1):.2f}")
         self.put("API requests per second during the releases", f"{requests / span:.1f}")
         bound = len(releasing) * METRICS * 2 / INTERVAL
