@@ -366,10 +366,11 @@ async def on_rollout(
     watched.ROLLOUTS.seen(event["object"])  # before the wake: the reconcile reads this copy
     telemetry.observed(namespace or "", name, status.get("phase"))
     scheduler.recovering(key, _recovering(status))
-    if not kube.own_write(*key, body.get("metadata", {}).get("resourceVersion")):
-        scheduler.wake(key)  # a change by someone else; this process's own status write is no news
+    if kube.own_write(*key, body.get("metadata", {}).get("resourceVersion")):
+        return  # no news: the reconcile that wrote it said when to look again
+    scheduler.wake(key)  # a change by someone else
     due = status.get("nextCheckAt")
-    if due:
+    if due:  # written by another replica: this one's heap is warm if it comes to lead
         scheduler.wake(key, datetime.fromisoformat(due.replace("Z", "+00:00")))
 
 

@@ -349,8 +349,20 @@ _written: dict[tuple[str, str], str] = {}
 
 
 def own_write(namespace: str, name: str, resource_version: str | None) -> bool:
-    """Whether this version of the Rollout is the one this process's last status write made."""
-    return resource_version is not None and _written.get((namespace, name)) == resource_version
+    """Whether this version of the Rollout is no news to this process: the one its last status
+    write made, or an older one. A write is made only on the version it read (the precondition),
+    so every version before it was read by the reconcile that wrote; under load the events of
+    two writes in a row arrive after both, and the first is no news either."""
+    written = _written.get((namespace, name))
+    if resource_version is None or written is None:
+        return False
+    if resource_version == written:
+        return True
+    event, own = (
+        watched.version({"metadata": {"resourceVersion": resource_version}}),
+        watched.version({"metadata": {"resourceVersion": written}}),
+    )
+    return event is not None and own is not None and event < own
 
 
 def forget_writes(namespace: str, name: str) -> None:

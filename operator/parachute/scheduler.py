@@ -90,11 +90,12 @@ class Scheduler:
             self._start(key, queued[0])  # it was waiting for a slot: it runs now
             return
         if key in self._running:
+            if key not in self._started:
+                return  # still waiting for a slot: it reads what this wake is about, and says when next
             if at > self._clock():
                 self._schedule(key, at)
-            elif key in self._started:
+            else:
                 self._again.add(key)
-            # else: still waiting for a slot, it will read what this wake is about
             return
         self._schedule(key, at)
 

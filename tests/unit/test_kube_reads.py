@@ -95,6 +95,7 @@ def test_the_version_a_status_write_made_is_known_as_this_processs_own(
     monkeypatch.setattr(kube, "api_client", lambda: None)
     asyncio.run(kube.patch_rollout_status("shop", "checkout", {}, {"phase": "Healthy"}, "41"))
     assert kube.own_write("shop", "checkout", "42")
+    assert kube.own_write("shop", "checkout", "39")  # an earlier write's event, arriving late
     assert not kube.own_write("shop", "checkout", "43")  # someone else's change after it
     assert not kube.own_write("shop", "payments", "42")
     kube.forget_writes("shop", "checkout")

@@ -128,6 +128,24 @@ def test_a_rollout_waiting_for_a_free_slot_is_not_queued_twice() -> None:
     assert slow.overlaps == [] and slow.calls.count(A) == 1
 
 
+def test_a_rollout_waiting_for_a_free_slot_is_not_run_again_for_a_later_due_time() -> None:
+    slow = SlowWork()
+
+    async def story() -> None:
+        scheduler = Scheduler(slow.work, concurrency=1)
+        scheduler.wake(B)  # B takes the slot
+        scheduler.wake(A)  # waits for it
+        task = asyncio.create_task(scheduler.run())
+        await asyncio.sleep(0.02)
+        # A next check it has not read yet (another replica's status): its run says when next.
+        scheduler.wake(A, now() + timedelta(milliseconds=200))
+        await asyncio.sleep(0.6)
+        task.cancel()
+
+    asyncio.run(story())
+    assert slow.calls == [B, A]
+
+
 class Gate:
     """Leadership as a switch: the scheduler runs only while it is on."""
 
