@@ -114,7 +114,17 @@ def test_the_stage_waits_for_its_pods_before_its_wait_counts() -> None:
     story = released(Story(MEDIUM, World(canary_delay=timedelta(seconds=30))))
     decision = story.tick(10 * SECONDS)
     assert "waiting for the new version to become ready" in decision.status.message
-    assert decision.next_check_at == story.now + timedelta(seconds=2)
+    # Every change of the Deployments wakes the Rollout: the next look is only a safety net.
+    assert decision.next_check_at == story.now + timedelta(seconds=15)
+
+
+def test_a_stage_waiting_for_a_route_looks_again_soon() -> None:
+    routed = spec(risk="medium", waits={"min": "1m", "max": "5m"},
+                  trafficRouting={"gatewayAPI": {"httpRoute": "checkout", "service": "checkout"}})  # fmt: skip
+    story = released(Story(routed, World(canary_delay=timedelta(seconds=30))))
+    decision = story.tick(10 * SECONDS)
+    assert "waiting for the new version to become ready" in decision.status.message
+    assert decision.next_check_at == story.now + timedelta(seconds=2)  # the route is read, not watched
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from parachute.conditions import timestamp
 from parachute.plan import facts, flag_requests, rollback
 from parachute.plan.normalise import abort, enter_stage, may_progress, say_waiting, stage_label
 from parachute.plan.strategies.base import StageIntent
-from parachute.plan.tick import AT_REST, CLUSTER_TICK, Log, Outcome, Tick
+from parachute.plan.tick import AT_REST, CLUSTER_TICK, Log, Outcome, Tick, waiting_tick
 
 
 def paused(tick: Tick, st: RolloutStatus) -> Outcome:
@@ -53,7 +53,7 @@ def progressing(tick: Tick, st: RolloutStatus) -> Outcome:
                   f"{label}: still waiting for {not_ready} after {spec.progress_deadline}")  # fmt: skip
             return log.outcome(st, AT_REST)
         st.message = f"{label}: waiting for {not_ready}"
-        log.check_at(min(now + CLUSTER_TICK, deadline))
+        log.check_at(min(now + waiting_tick(tick), deadline))
         return log.outcome(st, intent.workload, intent.traffic)
     after = _judge_wait(tick, st, log, stage, intent)
     return log.outcome(st, after.workload, after.traffic)

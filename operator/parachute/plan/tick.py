@@ -29,12 +29,25 @@ if TYPE_CHECKING:
 
 # How soon to look again while waiting for the cluster (pods becoming ready, a rollout).
 CLUSTER_TICK = timedelta(seconds=2)
+# The same while a stage waits for Deployments alone (no router to read back, no flag store):
+# every change of theirs wakes the Rollout, so the look is only a safety net. At 2 s a release
+# waiting for pods was reconciled again as soon as its turn came, the queue full of looks that
+# found nothing new (bench/results.md).
+DEPLOYMENTS_TICK = timedelta(seconds=15)
 # How often unmet gates are checked again (a new annotation wakes the Rollout at once anyway).
 GATE_RECHECK = timedelta(seconds=10)
 ACTIVE = (Phase.progressing, Phase.paused, Phase.waiting)
 STOPPED = (Phase.aborted, Phase.rolled_back)
 # Phases in which what serves is watched after a rollback: no canary, the target held.
 WATCHED = (Phase.rolled_back, Phase.waiting)
+
+
+def waiting_tick(tick: Tick) -> timedelta:
+    """How soon a stage not yet reached is looked at again."""
+    spec = tick.spec
+    routed = spec.traffic_routing is not None and spec.traffic_routing.router() is not None
+    watched = not routed and spec.blue_green is None and spec.feature_flags is None
+    return DEPLOYMENTS_TICK if watched else CLUSTER_TICK
 
 
 @dataclass(frozen=True)
