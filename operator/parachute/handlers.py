@@ -366,9 +366,12 @@ async def on_rollout(
     watched.ROLLOUTS.seen(event["object"])  # before the wake: the reconcile reads this copy
     telemetry.observed(namespace or "", name, status.get("phase"))
     scheduler.recovering(key, _recovering(status))
-    if kube.own_write(*key, body.get("metadata", {}).get("resourceVersion")):
+    version = body.get("metadata", {}).get("resourceVersion")
+    if kube.own_write(*key, version):
         return  # no news: the reconcile that wrote it said when to look again
-    scheduler.wake(key)  # a change by someone else
+    # A change by someone else; or, while its reconcile runs, maybe that reconcile's own write,
+    # seen before the write's answer: it is asked once that reconcile ends.
+    scheduler.wake(key, news=lambda: not kube.own_write(*key, version))
     due = status.get("nextCheckAt")
     if due:  # written by another replica: this one's heap is warm if it comes to lead
         scheduler.wake(key, datetime.fromisoformat(due.replace("Z", "+00:00")))

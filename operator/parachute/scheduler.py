@@ -65,6 +65,7 @@ class Scheduler:
         self._running: set[Key] = set()  # queued for a slot or reconciling
         self._started: set[Key] = set()  # reconciling: it may have read what a wake now changes
         self._again: set[Key] = set()  # woken while reconciling: run once more right after
+        self._again_if: dict[Key, list[Callable[[], bool]]] = {}  # ... if one of these is still news
         self._urgent: set[Key] = set()  # a critical breach: runs without waiting for a slot
         self._recovering: set[Key] = set()  # rolling back or failing: first to a free slot
         # Due, waiting for a slot: (due, key), recovering ones first, else first come.
@@ -79,9 +80,18 @@ class Scheduler:
         self._tasks: dict[asyncio.Task[None], Key] = {}
         self._holding: set[asyncio.Task[None]] = set()  # tasks with a slot not yet given back
 
-    def wake(self, key: Key, at: datetime | None = None, urgent: bool = False) -> None:
+    def wake(
+        self,
+        key: Key,
+        at: datetime | None = None,
+        urgent: bool = False,
+        news: Callable[[], bool] | None = None,
+    ) -> None:
         """Make `key` due at `at` (now if None), unless it is already due earlier. An urgent wake
-        (a critical breach) is due now and runs ahead of routine work, without waiting for a slot."""
+        (a critical breach) is due now and runs ahead of routine work, without waiting for a slot.
+        `news`, for a wake while its reconcile runs: asked when that reconcile ends, whether
+        what woke it is still news (the event of the reconcile's own write, seen before the
+        write's answer, is not)."""
         at = at or self._clock()
         if urgent:
             at = min(at, self._clock())
@@ -94,8 +104,10 @@ class Scheduler:
                 return  # still waiting for a slot: it reads what this wake is about, and says when next
             if at > self._clock():
                 self._schedule(key, at)
-            else:
+            elif news is None:
                 self._again.add(key)
+            else:
+                self._again_if.setdefault(key, []).append(news)
             return
         self._schedule(key, at)
 
@@ -123,6 +135,7 @@ class Scheduler:
     def forget(self, key: Key) -> None:
         self._due.pop(key, None)
         self._again.discard(key)
+        self._again_if.pop(key, None)
         self._urgent.discard(key)
         self._recovering.discard(key)
 
@@ -212,6 +225,7 @@ class Scheduler:
         if task.cancelled():  # stood down (or shutting down): due again at once, for the next leader
             self._running.discard(key)
             self._again.discard(key)
+            self._again_if.pop(key, None)
             self._schedule(key, self._clock())
 
     async def _one(self, key: Key, due: datetime) -> None:
@@ -243,7 +257,8 @@ class Scheduler:
         finally:
             self._running.discard(key)
             self._started.discard(key)
-        if key in self._again:
+        maybe = self._again_if.pop(key, [])
+        if key in self._again or any(news() for news in maybe):
             self._again.discard(key)
             following = self._clock()
         if following is not None:

@@ -350,3 +350,21 @@ def test_a_slot_taken_by_work_cancelled_before_it_began_is_given_back() -> None:
 
     asyncio.run(story())
     assert B in slow.calls
+
+
+def test_a_wake_while_reconciling_runs_once_more_only_if_it_is_still_news_at_the_end() -> None:
+    slow = SlowWork()
+
+    async def story() -> None:
+        scheduler = Scheduler(slow.work)
+        scheduler.wake(A)
+        scheduler.wake(B)
+        task = asyncio.create_task(scheduler.run())
+        await asyncio.sleep(0.03)  # both under way
+        scheduler.wake(A, news=lambda: False)  # its own write's event, seen before the answer
+        scheduler.wake(B, news=lambda: True)  # someone else's change
+        await asyncio.sleep(0.5)
+        task.cancel()
+
+    asyncio.run(story())
+    assert slow.calls.count(A) == 1 and slow.calls.count(B) == 2
