@@ -63,7 +63,7 @@ RECONCILE_SECONDS = Histogram(
 SCHEDULER_LAG = Histogram(
     "parachute_scheduler_lag_seconds",
     "From the moment a Rollout was due to the moment its reconcile started.",
-    buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 2.5, 5, 10, 15, 20, 30, 45, 60),
 )
 PROMQL_QUERIES = Counter(
     "parachute_promql_queries_total",
