@@ -179,7 +179,9 @@ async def write_fault_to_status(key: Key, fault: tuple[str, str] | None, now: da
         if owing
         else {**old, "conditions": dumped}
     )
-    await kube.patch_rollout_status(namespace, name, old, new, body["metadata"]["resourceVersion"])
+    await kube.patch_rollout_status(
+        namespace, name, old, new, body["metadata"]["resourceVersion"], decided=False
+    )
     faults.point("fault-status-written", namespace)
     if owing is not None:
         await outbox.deliver(body, None, owing, now, written=True)

@@ -371,12 +371,22 @@ def forget_writes(namespace: str, name: str) -> None:
 
 @calls((api.GROUP, f"{api.PLURAL}/status", "patch"))
 async def patch_rollout_status(
-    namespace: str, name: str, old: dict[str, Any], new: dict[str, Any], resource_version: str
+    namespace: str,
+    name: str,
+    old: dict[str, Any],
+    new: dict[str, Any],
+    resource_version: str,
+    *,
+    decided: bool = True,
 ) -> None:
     """Write the status change, only if nobody wrote the Rollout since it was read (else Conflict).
 
     The resourceVersion in the patch is a precondition, so two reconciles of one Rollout
-    can never interleave their writes.
+    can never interleave their writes. `decided`: a reconcile's decision, made on the version it
+    read, after which every older version is no news (`own_write`). A side write (a delivery
+    record, a fault noted) decides nothing: a change it was written over (a user's promote) is
+    still news, so its version counts as this process's own only when it was written over
+    this process's last write.
     """
     custom = client.CustomObjectsApi(api_client())
     body = {"metadata": {"resourceVersion": resource_version}, "status": merge_patch(old, new)}
@@ -392,7 +402,7 @@ async def patch_rollout_status(
             raise GoneError(f"Rollout {namespace}/{name} was deleted while being reconciled") from error
         raise
     version = ((written or {}).get("metadata") or {}).get("resourceVersion")
-    if version:
+    if version and (decided or _written.get((namespace, name)) == resource_version):
         _written[(namespace, name)] = version
     if isinstance(written, dict):
         watched.ROLLOUTS.answered(written)

@@ -102,6 +102,26 @@ def test_the_version_a_status_write_made_is_known_as_this_processs_own(
     assert not kube.own_write("shop", "checkout", "42")
 
 
+def test_a_side_write_over_someone_elses_change_leaves_that_change_news(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    versions = iter(["42", "46", "47"])
+
+    async def written(*_: Any) -> dict[str, Any]:
+        return {"metadata": {"resourceVersion": next(versions)}}
+
+    monkeypatch.setattr(kube, "_guarded", written)
+    monkeypatch.setattr(kube, "api_client", lambda: None)
+    asyncio.run(kube.patch_rollout_status("shop", "cart", {}, {"phase": "Healthy"}, "41"))  # decided
+    # A user's promote made 45; a delivery record is written over it and decides nothing.
+    asyncio.run(kube.patch_rollout_status("shop", "cart", {}, {"phase": "Healthy"}, "45", decided=False))
+    assert not kube.own_write("shop", "cart", "45") and not kube.own_write("shop", "cart", "46")
+    # Written over this process's own last write, a side write is its own.
+    asyncio.run(kube.patch_rollout_status("shop", "cart", {}, {"phase": "Healthy"}, "42", decided=False))
+    assert kube.own_write("shop", "cart", "47")
+    kube.forget_writes("shop", "cart")
+
+
 def test_a_refused_status_write_makes_the_next_reconcile_read_the_rollout_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -202,7 +202,8 @@ async def deliver(
     """Post the Events due now, then start the notifications due in the background (none while
     `targets` is None: the spec naming them is not valid). The outcomes are written to status
     by a follow-up patch once all are known; when only Events were due and `status` was just
-    written, the reconcile that write wakes records them instead."""
+    written, the next reconcile records them instead (an Event's name is fixed, so a post made
+    again meanwhile, by a restarted operator, is refused)."""
     meta = rollout["metadata"]
     key: Key = (meta["namespace"], meta["name"])
     flying = _in_flight.setdefault(key, set())
@@ -323,7 +324,9 @@ async def _record(key: Key) -> None:
         if new == old:
             return
         try:
-            await kube.patch_rollout_status(*key, old, new, body["metadata"]["resourceVersion"])
+            await kube.patch_rollout_status(
+                *key, old, new, body["metadata"]["resourceVersion"], decided=False
+            )
             return
         except kube.ConflictError:
             continue

@@ -235,7 +235,9 @@ async def _record(
         incident.status_page = change(incident.status_page)
         new = status.model_dump(by_alias=True, exclude_none=True, mode="json")
         try:
-            await kube.patch_rollout_status(namespace, name, old, new, body["metadata"]["resourceVersion"])
+            await kube.patch_rollout_status(
+                namespace, name, old, new, body["metadata"]["resourceVersion"], decided=False
+            )
             return
         except kube.ConflictError:
             continue
