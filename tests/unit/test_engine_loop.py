@@ -189,7 +189,17 @@ class Rollout:
         meta = {"namespace": namespace, "name": name, "uid": "u-1", "generation": 2, "resourceVersion": "7"}
         return {"metadata": meta, "status": dict(self.status)}
 
-    async def patch(self, namespace: str, name: str, old: object, new: dict[str, Any], version: str) -> None:
+    async def patch(
+        self,
+        namespace: str,
+        name: str,
+        old: object,
+        new: dict[str, Any],
+        version: str,
+        *,
+        decided: bool = True,
+    ) -> None:
+        assert not decided  # a fault noted decides nothing
         self.status = new
 
     async def post_event(
