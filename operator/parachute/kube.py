@@ -358,10 +358,7 @@ def own_write(namespace: str, name: str, resource_version: str | None) -> bool:
         return False
     if resource_version == written:
         return True
-    event, own = (
-        watched.version({"metadata": {"resourceVersion": resource_version}}),
-        watched.version({"metadata": {"resourceVersion": written}}),
-    )
+    event, own = watched.number(resource_version), watched.number(written)
     return event is not None and own is not None and event < own
 
 

@@ -35,9 +35,13 @@ KEEP = 120.0  # seconds a copy is trusted without a sign of life from the watch 
 
 def version(body: Mapping[str, Any]) -> int | None:
     """The resourceVersion as a number, or None when there is none or it is not one."""
-    found = (body.get("metadata") or {}).get("resourceVersion")
+    return number((body.get("metadata") or {}).get("resourceVersion"))
+
+
+def number(resource_version: Any) -> int | None:
+    """A resourceVersion as etcd's number, or None when it is not one."""
     try:
-        return int(found) if found is not None else None
+        return int(resource_version) if resource_version is not None else None
     except (TypeError, ValueError):
         return None
 
