@@ -431,8 +431,9 @@ async def on_config_map(
     index: RolloutIndex = memo.index
     for rollout in index.by_config(namespace or "", name):
         _wake(memo, (namespace or "", rollout))
-    record.KNOWN.seen(dict(body), gone=kwargs.get("type") == "DELETED")
-    found = record.parse(dict(body)) if namespace and record.is_record(dict(body)) else None
+    plain = dict(body)
+    record.KNOWN.seen(plain, gone=kwargs.get("type") == "DELETED")
+    found = record.parse(plain) if namespace and record.is_record(plain) else None
     if found is not None and kwargs.get("type") != "DELETED":
         _wake(memo, (found.namespace, found.rollout))
         await _give_back_route(memo, found.namespace, found.rollout)

@@ -44,9 +44,7 @@ WATCHED = (Phase.rolled_back, Phase.waiting)
 
 def waiting_tick(tick: Tick) -> timedelta:
     """How soon a stage not yet reached is looked at again."""
-    spec = tick.spec
-    routed = spec.traffic_routing is not None and spec.traffic_routing.router() is not None
-    watched = not routed and spec.blue_green is None and spec.feature_flags is None
+    watched = not tick.routed and tick.spec.feature_flags is None  # blue/green is routed too
     return DEPLOYMENTS_TICK if watched else CLUSTER_TICK
 
 
