@@ -164,6 +164,8 @@ async def _first_listing(memo: kopf.Memo) -> None:
     index: RolloutIndex = memo.index
     for body in found:
         index.saw(body)
+        # A listing is as new as the watch: the first reconciles read these, not each its Rollout.
+        watched.ROLLOUTS.seen({"apiVersion": api.API_VERSION, "kind": api.KIND, **body})
     index.completed()
     for body in found:
         meta = body.get("metadata") or {}
@@ -394,12 +396,18 @@ async def on_deployment(
               if owner.get("kind") == api.KIND and owner.get("apiVersion") == api.API_VERSION]  # fmt: skip
     # Before the wakes: the reconcile reads this copy. Only this shard's targets and canaries are kept.
     ours = [r for r in [*rollouts, *owners] if _serves(memo, (namespace or "", r))]
-    if kwargs.get("type") == "DELETED" or not ours:
+    gone = kwargs.get("type") == "DELETED" or not ours
+    news = None
+    if gone:
         watched.DEPLOYMENTS.gone(namespace or "", name)
+        watched.DEPLOYMENT_NEWS.gone(namespace or "", name)
     else:
         watched.DEPLOYMENTS.seen(kwargs["event"]["object"])
-    for rollout in ours:
-        memo.scheduler.wake((namespace or "", rollout))
+        news = watched.DEPLOYMENT_NEWS.event(kwargs["event"]["object"])
+    # No news (the echo of this process's own write, or nothing changed but its version) wakes
+    # nothing: the reconcile that wrote it said when to look again.
+    for rollout in ours if gone or news is not None else ():
+        memo.scheduler.wake((namespace or "", rollout), news=news)
     mark = (meta.get("annotations") or {}).get(api.PAUSED_BY_ANNOTATION)
     if not namespace or not mark or mark in rollouts:
         return

@@ -190,9 +190,11 @@ async def latest_deployment(namespace: str, name: str) -> dict[str, Any] | None:
     return kept if kept is not None else await read_deployment(namespace, name)
 
 
-def _wrote_deployment(answer: Any) -> None:
+def _wrote_deployment(answer: Any, expected: dict[str, Any] | None) -> None:
+    """`expected`: what the answer shows if the write changed only what it meant to."""
     if isinstance(answer, dict):
         watched.DEPLOYMENTS.answered(answer)
+        watched.DEPLOYMENT_NEWS.wrote(answer, expected)
 
 
 @contextlib.contextmanager
@@ -217,7 +219,7 @@ async def create_deployment(namespace: str, body: dict[str, Any]) -> None:
     apps = client.AppsV1Api(api_client())
     with _writing_deployment(namespace, str((body.get("metadata") or {}).get("name") or "")):
         answer = await asyncio.to_thread(_json, apps.create_namespaced_deployment, namespace, body)
-    _wrote_deployment(answer)
+    _wrote_deployment(answer, answer)  # new: nothing else can be in it
 
 
 @calls(("apps", "deployments", "patch"))
@@ -225,9 +227,11 @@ async def patch_deployment(namespace: str, name: str, patch: dict[str, Any]) -> 
     """A merge patch (strategic for Deployments: lists of containers merge by name)."""
     _written_deployment()
     apps = client.AppsV1Api(api_client())
+    base = watched.DEPLOYMENTS.get(namespace, name)  # the copy the change was decided on
     with _writing_deployment(namespace, name):
         answer = await asyncio.to_thread(_json, apps.patch_namespaced_deployment, name, namespace, patch)
-    _wrote_deployment(answer)
+    # Patches only set map keys, where a strategic merge is a JSON merge.
+    _wrote_deployment(answer, watched.apply_merge_patch(base, patch) if base is not None else None)
 
 
 async def _guarded(what: str, call: Any, *args: Any) -> Any:
@@ -248,7 +252,8 @@ async def replace_deployment(namespace: str, name: str, body: dict[str, Any]) ->
     with _writing_deployment(namespace, name):
         answer = await _guarded(f"Deployment {namespace}/{name}", _json,
                                 apps.replace_namespaced_deployment, name, namespace, body)  # fmt: skip
-    _wrote_deployment(answer)
+    # Guarded by the version the body carries: nothing else can be in the answer.
+    _wrote_deployment(answer, answer if (body.get("metadata") or {}).get("resourceVersion") else None)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ Copies are kept as JSON text, so that each read gets dicts of its own to change.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -140,5 +141,70 @@ def _without_managed_fields(body: Mapping[str, Any]) -> Mapping[str, Any]:
     return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
+def content(body: Mapping[str, Any]) -> str:
+    """A digest of what an object says: all but what every write changes (its resourceVersion,
+    managedFields, and its generation, which only counts changes of the spec)."""
+    meta = {k: v for k, v in (body.get("metadata") or {}).items()
+            if k not in ("resourceVersion", "generation", "managedFields")}  # fmt: skip
+    text = json.dumps({**body, "metadata": meta}, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+class News:
+    """Which watch events of an object tell this process something it did not know.
+
+    Not the echo of its own write, and not an event that repeats what it saw (resourceVersion
+    aside). At 1,000 Rollouts a release's own Deployment writes (pause, unpause, create, scale)
+    came back as four of its fourteen reconciles, each deciding nothing.
+
+    A write is known only when its answer is exactly the copy it was made on with the change
+    applied: a merge patch has no precondition, so an answer that shows more shows someone
+    else's change too, and its echo stays news. The echo may arrive before the answer; the
+    question `event` returns is asked again when the reconcile that wrote has ended.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[Key, str] = {}  # the content last shown, by an event or an answer
+        self._wrote: dict[Key, str] = {}  # the content this process's last write made
+
+    def event(self, body: Mapping[str, Any]) -> Callable[[], bool] | None:
+        """None when the event shows nothing new; else whether it is still news, to ask once the
+        reconcile under way (which may have written it) has ended."""
+        key, digest = _key(body), content(body)
+        if self._seen.get(key) == digest:
+            return None
+        self._seen[key] = digest
+        if self._wrote.get(key) != digest:
+            self._wrote.pop(key, None)  # something else since: content like it again is someone's
+        return lambda: self._wrote.get(key) != digest
+
+    def wrote(self, answer: Mapping[str, Any], expected: Mapping[str, Any] | None) -> None:
+        """This process's write was answered; `expected` is what the answer shows if nobody
+        else changed the object since the copy the write was made on (None: not known)."""
+        key, digest = _key(answer), content(answer)
+        if expected is not None and content(expected) == digest:
+            self._wrote[key] = self._seen[key] = digest
+        else:
+            self._wrote.pop(key, None)
+
+    def gone(self, namespace: str, name: str) -> None:
+        self._seen.pop((namespace, name), None)
+        self._wrote.pop((namespace, name), None)
+
+
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: `target` with `patch` merged in (None removes a key); neither is changed."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = apply_merge_patch(merged.get(key), value)
+    return merged
+
+
 ROLLOUTS = Copies()
 DEPLOYMENTS = Copies()
+DEPLOYMENT_NEWS = News()
