@@ -28,6 +28,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from parachute.plan.desired_workload import as_read
+
 Body = dict[str, Any]
 Key = tuple[str, str]  # namespace, name
 
@@ -143,19 +145,29 @@ def _without_managed_fields(body: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def content(body: Mapping[str, Any]) -> str:
     """A digest of what an object says: all but what every write changes (its resourceVersion,
-    managedFields, and its generation, which only counts changes of the spec)."""
+    managedFields, and its generation, which only counts changes of the spec). A false or empty
+    value counts as absent: the API server leaves such fields out (`paused: false` comes back
+    as no `paused`)."""
     meta = {k: v for k, v in (body.get("metadata") or {}).items()
             if k not in ("resourceVersion", "generation", "managedFields")}  # fmt: skip
-    text = json.dumps({**body, "metadata": meta}, sort_keys=True, separators=(",", ":"))
+    text = json.dumps(_present({**body, "metadata": meta}), sort_keys=True, separators=(",", ":"))
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _present(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        kept = {k: _present(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v is not None and v is not False and v not in ({}, [])}
+    if isinstance(value, list):
+        return [_present(v) for v in value]
+    return value
 
 
 class News:
     """Which watch events of an object tell this process something it did not know.
 
-    Not the echo of its own write, and not an event that repeats what it saw (resourceVersion
-    aside). At 1,000 Rollouts a release's own Deployment writes (pause, unpause, create, scale)
-    came back as four of its fourteen reconciles, each deciding nothing.
+    Not the echo of its own write, and not an event that changes nothing Parachute reads (its
+    resourceVersion, a Deployment's conditions): each woke a reconcile that decided nothing.
 
     A write is known only when its answer is exactly the copy it was made on with the change
     applied: a merge patch has no precondition, so an answer that shows more shows someone
@@ -163,14 +175,15 @@ class News:
     question `event` returns is asked again when the reconcile that wrote has ended.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, read: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict) -> None:
+        self._read = read  # the part of an object Parachute reads: a change elsewhere is no news
         self._seen: dict[Key, str] = {}  # the content last shown, by an event or an answer
         self._wrote: dict[Key, str] = {}  # the content this process's last write made
 
     def event(self, body: Mapping[str, Any]) -> Callable[[], bool] | None:
         """None when the event shows nothing new; else whether it is still news, to ask once the
         reconcile under way (which may have written it) has ended."""
-        key, digest = _key(body), content(body)
+        key, digest = _key(body), content(self._read(body))
         if self._seen.get(key) == digest:
             return None
         self._seen[key] = digest
@@ -181,8 +194,8 @@ class News:
     def wrote(self, answer: Mapping[str, Any], expected: Mapping[str, Any] | None) -> None:
         """This process's write was answered; `expected` is what the answer shows if nobody
         else changed the object since the copy the write was made on (None: not known)."""
-        key, digest = _key(answer), content(answer)
-        if expected is not None and content(expected) == digest:
+        key, digest = _key(answer), content(self._read(answer))
+        if expected is not None and content(self._read(expected)) == digest:
             self._wrote[key] = self._seen[key] = digest
         else:
             self._wrote.pop(key, None)
@@ -207,4 +220,4 @@ def apply_merge_patch(target: Any, patch: Any) -> Any:
 
 ROLLOUTS = Copies()
 DEPLOYMENTS = Copies()
-DEPLOYMENT_NEWS = News()
+DEPLOYMENT_NEWS = News(read=as_read)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from parachute.plan.desired_workload import as_read
 from parachute.watched import News, apply_merge_patch
 
 
@@ -107,3 +108,24 @@ def test_a_merge_patch_sets_keys_and_removes_those_set_to_none() -> None:
     )
     assert patched == {"metadata": {"annotations": {"b": "2", "c": "3"}}, "spec": {"paused": True}}
     assert base["metadata"]["annotations"] == {"a": "1", "b": "2"}  # the copy is untouched
+
+
+def test_the_echo_of_an_unpause_is_known_though_the_api_server_leaves_out_paused_false() -> None:
+    news = News()
+    read = deployment("10", paused=True)
+    news.event(read)
+    answer = deployment("11", generation=2)
+    del answer["spec"]["paused"]  # omitted when false
+    news.wrote(answer, apply_merge_patch(read, {"spec": {"paused": False}}))
+    assert not is_news(news, answer)
+
+
+def test_a_change_only_to_what_parachute_never_reads_of_a_deployment_is_no_news() -> None:
+    news = News(read=as_read)
+    news.event(deployment("10"))
+    progressing = deployment("11")
+    progressing["status"]["conditions"] = [{"type": "Progressing", "status": "True"}]
+    progressing["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "2"
+    assert not is_news(news, progressing)
+    progressing["status"]["readyReplicas"] = 0
+    assert is_news(news, progressing)

@@ -14,7 +14,7 @@ import copy
 import hashlib
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 # Annotations that change a pod template without changing what runs.
@@ -50,6 +50,22 @@ def actual_weight(stable: int, canary: int) -> int:
     """The share of ready pods that run the new version, in percent."""
     total = stable + canary
     return 0 if total == 0 else round(100 * canary / total)
+
+
+# What Parachute reads of a Deployment's status (`status_current`, `rolled_out`, the canary's
+# ready count). Conditions and the like change with these, or say nothing Parachute acts on.
+STATUS_READ = ("observedGeneration", "replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
+# The controller's number for its newest ReplicaSet: Parachute reads the ReplicaSets themselves.
+CONTROLLER_REVISION = "deployment.kubernetes.io/revision"
+
+
+def as_read(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    """The Deployment without what Parachute never reads of it: a change only there is no news."""
+    meta = dict(deployment.get("metadata") or {})
+    if CONTROLLER_REVISION in (meta.get("annotations") or {}):
+        meta["annotations"] = {k: v for k, v in meta["annotations"].items() if k != CONTROLLER_REVISION}
+    status = deployment.get("status") or {}
+    return {**deployment, "metadata": meta, "status": {k: status[k] for k in STATUS_READ if k in status}}
 
 
 def status_current(deployment: dict[str, Any]) -> bool:
