@@ -164,8 +164,6 @@ async def _first_listing(memo: kopf.Memo) -> None:
     index: RolloutIndex = memo.index
     for body in found:
         index.saw(body)
-        # A listing is as new as the watch: the first reconciles read these, not each its Rollout.
-        watched.ROLLOUTS.seen({"apiVersion": api.API_VERSION, "kind": api.KIND, **body})
     index.completed()
     for body in found:
         meta = body.get("metadata") or {}
@@ -404,10 +402,12 @@ async def on_deployment(
     else:
         watched.DEPLOYMENTS.seen(kwargs["event"]["object"])
         news = watched.DEPLOYMENT_NEWS.event(kwargs["event"]["object"])
-    # No news (the echo of this process's own write, or nothing changed but its version) wakes
-    # nothing: the reconcile that wrote it said when to look again.
-    for rollout in ours if gone or news is not None else ():
-        memo.scheduler.wake((namespace or "", rollout), news=news)
+    # No news (the echo of this process's own write, or a change of nothing Parachute reads)
+    # wakes nothing: the reconcile that wrote it said when to look again. One Rollout's write is
+    # news to another on the same Deployment.
+    shared = len(ours) > 1
+    for rollout in ours if gone or shared or news is not None else ():
+        memo.scheduler.wake((namespace or "", rollout), news=None if shared else news)
     mark = (meta.get("annotations") or {}).get(api.PAUSED_BY_ANNOTATION)
     if not namespace or not mark or mark in rollouts:
         return

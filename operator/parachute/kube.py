@@ -227,7 +227,9 @@ async def patch_deployment(namespace: str, name: str, patch: dict[str, Any]) -> 
     """A merge patch (strategic for Deployments: lists of containers merge by name)."""
     _written_deployment()
     apps = client.AppsV1Api(api_client())
-    base = watched.DEPLOYMENTS.get(namespace, name)  # the copy the change was decided on
+    # The newest copy: what the answer shows if nothing else changed (an event after the
+    # reconcile's read and before this asks that reconcile to run again).
+    base = watched.DEPLOYMENTS.get(namespace, name)
     with _writing_deployment(namespace, name):
         answer = await asyncio.to_thread(_json, apps.patch_namespaced_deployment, name, namespace, patch)
     # Patches only set map keys, where a strategic merge is a JSON merge.

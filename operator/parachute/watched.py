@@ -14,7 +14,8 @@ Why a copy is safe to decide on:
 - A copy is kept at most `keep` seconds after it was last confirmed: an object whose deletion
   the watch missed is read again, and found gone.
 - The watch may lag: a copy can be a moment behind the API server, as any watch cache is.
-  Every change it missed is on its way as an event, and that event wakes the Rollout again.
+  Every change it missed is on its way as an event, and that event wakes the Rollout again
+  (unless it changes nothing Parachute reads: `News`).
 
 Copies are kept as JSON text, so that each read gets dicts of its own to change.
 """
@@ -145,63 +146,70 @@ def _without_managed_fields(body: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def content(body: Mapping[str, Any]) -> str:
     """A digest of what an object says: all but what every write changes (its resourceVersion,
-    managedFields, and its generation, which only counts changes of the spec). A false or empty
-    value counts as absent: the API server leaves such fields out (`paused: false` comes back
-    as no `paused`)."""
+    managedFields, and its generation, which only counts changes of the spec)."""
     meta = {k: v for k, v in (body.get("metadata") or {}).items()
             if k not in ("resourceVersion", "generation", "managedFields")}  # fmt: skip
-    text = json.dumps(_present({**body, "metadata": meta}), sort_keys=True, separators=(",", ":"))
+    text = json.dumps({**body, "metadata": meta}, sort_keys=True, separators=(",", ":"))
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def _present(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        kept = {k: _present(v) for k, v in value.items()}
-        return {k: v for k, v in kept.items() if v is not None and v is not False and v not in ({}, [])}
-    if isinstance(value, list):
-        return [_present(v) for v in value]
-    return value
+@dataclass(frozen=True)
+class _Shown:
+    version: int
+    digest: str
+
+
+def _news() -> bool:
+    return True
 
 
 class News:
     """Which watch events of an object tell this process something it did not know.
 
-    Not the echo of its own write, and not an event that changes nothing Parachute reads (its
-    resourceVersion, a Deployment's conditions): each woke a reconcile that decided nothing.
+    Not the echo of its own write, and not an event that changes nothing Parachute reads (a
+    Deployment's conditions, say): each woke a reconcile that decided nothing.
 
     A write is known only when its answer is exactly the copy it was made on with the change
     applied: a merge patch has no precondition, so an answer that shows more shows someone
-    else's change too, and its echo stays news. The echo may arrive before the answer; the
-    question `event` returns is asked again when the reconcile that wrote has ended.
+    else's change too, and its echo stays news. The echo is the event of the answer's
+    resourceVersion; it may arrive before the answer, so the question `event` returns is asked
+    again when the reconcile that wrote has ended.
     """
 
     def __init__(self, read: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict) -> None:
         self._read = read  # the part of an object Parachute reads: a change elsewhere is no news
-        self._seen: dict[Key, str] = {}  # the content last shown, by an event or an answer
-        self._wrote: dict[Key, str] = {}  # the content this process's last write made
+        self._shown: dict[Key, _Shown] = {}  # the newest version shown, by an event or a known write
+        self._wrote: dict[Key, int] = {}  # the version this process's last known write made
 
     def event(self, body: Mapping[str, Any]) -> Callable[[], bool] | None:
         """None when the event shows nothing new; else whether it is still news, to ask once the
         reconcile under way (which may have written it) has ended."""
-        key, digest = _key(body), content(self._read(body))
-        if self._seen.get(key) == digest:
-            return None
-        self._seen[key] = digest
-        if self._wrote.get(key) != digest:
-            self._wrote.pop(key, None)  # something else since: content like it again is someone's
-        return lambda: self._wrote.get(key) != digest
+        key, number = _key(body), version(body)
+        if number is None:  # cannot be ordered: always news
+            self._shown.pop(key, None)
+            return _news
+        shown, digest = self._shown.get(key), content(self._read(body))
+        if shown is not None and number <= shown.version:
+            return None  # the echo of a write answered first, or older than it
+        self._shown[key] = _Shown(number, digest)
+        if shown is not None and digest == shown.digest:
+            return None  # nothing Parachute reads changed
+        return lambda: self._wrote.get(key) != number
 
     def wrote(self, answer: Mapping[str, Any], expected: Mapping[str, Any] | None) -> None:
         """This process's write was answered; `expected` is what the answer shows if nobody
         else changed the object since the copy the write was made on (None: not known)."""
-        key, digest = _key(answer), content(self._read(answer))
-        if expected is not None and content(self._read(expected)) == digest:
-            self._wrote[key] = self._seen[key] = digest
-        else:
-            self._wrote.pop(key, None)
+        key, number = _key(answer), version(answer)
+        digest = content(self._read(answer))
+        if number is None or expected is None or content(self._read(expected)) != digest:
+            return  # someone else's change may be in it: its echo is news
+        self._wrote[key] = number
+        shown = self._shown.get(key)
+        if shown is None or shown.version < number:  # events after it may have come first
+            self._shown[key] = _Shown(number, digest)
 
     def gone(self, namespace: str, name: str) -> None:
-        self._seen.pop((namespace, name), None)
+        self._shown.pop((namespace, name), None)
         self._wrote.pop((namespace, name), None)
 
 

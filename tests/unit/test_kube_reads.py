@@ -1,5 +1,6 @@
 """What a reconcile asks the API server: a target's ReplicaSets once per reconcile (again after a
-Deployment write), and the watch event of this process's own status write is known as its own."""
+Deployment write), and the watch events of this process's own writes (a Rollout's status, a
+Deployment's patch) are known as its own."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from parachute import kube, watched
+from parachute.plan.desired_workload import as_read
 
 
 class Answer:
@@ -43,6 +45,7 @@ def no_copies_left(monkeypatch: pytest.MonkeyPatch) -> None:
     """The copies the watch keeps are the process's; each story starts and ends without any."""
     monkeypatch.setattr(watched, "ROLLOUTS", watched.Copies())
     monkeypatch.setattr(watched, "DEPLOYMENTS", watched.Copies())
+    monkeypatch.setattr(watched, "DEPLOYMENT_NEWS", watched.News(read=as_read))
 
 
 @pytest.fixture
@@ -157,3 +160,44 @@ def test_a_deployment_write_that_finds_it_gone_drops_the_copy(monkeypatch: pytes
     with pytest.raises(kube.ApiException):
         asyncio.run(kube.patch_deployment("shop", "checkout-canary", {"spec": {"replicas": 0}}))
     assert watched.DEPLOYMENTS.get("shop", "checkout-canary") is None
+
+
+def server_side(meanwhile: dict[str, Any]) -> type[FakeApps]:
+    """An API server holding one Deployment at version 5, to which `meanwhile` is done (by someone
+    else) before the operator's patch arrives."""
+
+    class Patching(FakeApps):
+        stored: dict[str, Any] = {
+            "metadata": {"namespace": "shop", "name": "checkout", "resourceVersion": "5", "annotations": {}},
+            "spec": {"replicas": 2},
+        }
+
+        def patch_namespaced_deployment(self, name: str, namespace: str, patch: Any, **_: Any) -> Answer:
+            answer = watched.apply_merge_patch(watched.apply_merge_patch(self.stored, meanwhile), patch)
+            answer["metadata"]["resourceVersion"] = "7"
+            return Answer(answer)
+
+    return Patching
+
+
+def patch_and_hear_the_echo(monkeypatch: pytest.MonkeyPatch, meanwhile: dict[str, Any]) -> bool:
+    apps = server_side(meanwhile)
+    monkeypatch.setattr(kube.client, "AppsV1Api", apps)
+    monkeypatch.setattr(kube, "api_client", lambda: None)
+    watched.DEPLOYMENTS.seen(apps.stored)
+    watched.DEPLOYMENT_NEWS.event(apps.stored)
+    asyncio.run(kube.patch_deployment("shop", "checkout", {"spec": {"paused": True}}))
+    echo = asyncio.run(kube.latest_deployment("shop", "checkout"))
+    assert echo is not None
+    question = watched.DEPLOYMENT_NEWS.event(echo)
+    return question is not None and question()
+
+
+def test_the_echo_of_a_deployment_patch_is_no_news(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not patch_and_hear_the_echo(monkeypatch, meanwhile={})
+
+
+def test_the_echo_of_a_patch_that_landed_on_someone_elses_change_is_news(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert patch_and_hear_the_echo(monkeypatch, meanwhile={"spec": {"replicas": 3}})

@@ -53,7 +53,8 @@ def actual_weight(stable: int, canary: int) -> int:
 
 
 # What Parachute reads of a Deployment's status (`status_current`, `rolled_out`, the canary's
-# ready count). Conditions and the like change with these, or say nothing Parachute acts on.
+# ready count). Conditions and the like change with these, or say nothing the planner acts on
+# (a gate on a Deployment's condition reads it anew at every check).
 STATUS_READ = ("observedGeneration", "replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
 # The controller's number for its newest ReplicaSet: Parachute reads the ReplicaSets themselves.
 CONTROLLER_REVISION = "deployment.kubernetes.io/revision"
@@ -64,8 +65,12 @@ def as_read(deployment: Mapping[str, Any]) -> dict[str, Any]:
     meta = dict(deployment.get("metadata") or {})
     if CONTROLLER_REVISION in (meta.get("annotations") or {}):
         meta["annotations"] = {k: v for k, v in meta["annotations"].items() if k != CONTROLLER_REVISION}
+    spec = dict(deployment.get("spec") or {})
+    if spec.get("paused") is False:  # the API server leaves it out: an unpause's answer has none
+        del spec["paused"]
     status = deployment.get("status") or {}
-    return {**deployment, "metadata": meta, "status": {k: status[k] for k in STATUS_READ if k in status}}
+    return {**deployment, "metadata": meta, "spec": spec,
+            "status": {k: status[k] for k in STATUS_READ if k in status}}  # fmt: skip
 
 
 def status_current(deployment: dict[str, Any]) -> bool:
