@@ -89,6 +89,38 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@dataclass(frozen=True)
+class MachineCpu:
+    """Busy CPU seconds of the whole machine, and of each process by name (utime + stime)."""
+
+    busy: float
+    by_process: dict[int, tuple[str, float]]
+
+    @classmethod
+    def now(cls) -> MachineCpu:
+        ticks = os.sysconf("SC_CLK_TCK")
+        fields = [int(f) for f in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        busy = (sum(fields) - fields[3] - fields[4]) / ticks  # all but idle and iowait
+        found = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                text = stat.read_text()
+                name = text[text.index("(") + 1 : text.rindex(")")]
+                rest = text.rsplit(")", 1)[1].split()
+                found[int(stat.parent.name)] = (name, (int(rest[11]) + int(rest[12])) / ticks)
+        return cls(busy, found)
+
+    def since(self, before: MachineCpu, names: dict[int, str]) -> dict[str, float]:
+        """CPU seconds by process name since `before` (`names` renames some pids)."""
+        spent: dict[str, float] = {}
+        for pid, (name, seconds) in self.by_process.items():
+            earlier = before.by_process.get(pid)
+            used = seconds - (earlier[1] if earlier is not None else 0.0)
+            key = names.get(pid, name.split("/", 1)[0])  # kernel threads: kworker/1:0 -> kworker
+            spent[key] = spent.get(key, 0.0) + used
+        return spent
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -338,7 +370,7 @@ class Run:
         """Half release at once, the failing Rollout with them."""
         releasing = fleet.names[::2]
         keys = {f"{ns}/{name}" for ns, name in releasing}
-        before = sample(self.pid, self.port)
+        before, machine = sample(self.pid, self.port), MachineCpu.now()
         started = time.monotonic()
         fleet.release(releasing, "bench:2")
         busy = _breach(fleet, exporter, "bench:2")
@@ -351,7 +383,7 @@ class Run:
 
         done = _until(all_released, 1800, self.every(3))
         wall = time.monotonic() - started
-        after = sample(self.pid, self.port)
+        after, machine_after = sample(self.pid, self.port), MachineCpu.now()
         span = after.at - before.at
 
         def grew(name: str) -> float:
@@ -382,6 +414,13 @@ class Run:
                  f"the fast lane's {lane / span:.2f}/s included; one per metric per version per interval "
                  f"for every release under way would be {bound:.0f}/s")  # fmt: skip
         self.put("CPU seconds during the releases", f"{after.cpu - before.cpu:.0f} s", f"over {span:.0f} s")
+        # Whether the operator or the machine is the bound: the control plane, Prometheus and the
+        # bench's exporter share the cores with it.
+        spent = machine_after.since(machine, {self.pid: "operator", os.getpid(): "bench and exporter"})
+        top = sorted(spent.items(), key=lambda item: -item[1])[:7]
+        self.put("machine CPU busy during the releases",
+                 f"{(machine_after.busy - machine.busy) / (span * (os.cpu_count() or 1)):.0%}",
+                 ", ".join(f"{name} {seconds:.0f} s" for name, seconds in top))  # fmt: skip
         self.put("failing canary, busy: first 500 to RollingBack", _seconds(busy.rolling_back),
                  f"while {len(releasing):,} others release")  # fmt: skip
         self.put("failing canary, busy: first 500 to canary at 0", _seconds(busy.canary_off))
