@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -463,6 +464,22 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(
         tempfile.mkdtemp(prefix="parachute-bench-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
     )
+    try:
+        return _run(args, workdir)
+    finally:
+        _keep_only_logs(workdir)
+
+
+def _keep_only_logs(workdir: Path) -> None:
+    """The clusters' etcd and Prometheus data are gone with the run (at 10,000 about a gigabyte,
+    in memory when under /dev/shm); the operators' logs stay for a look."""
+    for path in workdir.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+    print(f"logs kept in {workdir}", flush=True)
+
+
+def _run(args: argparse.Namespace, workdir: Path) -> int:
     if args.only in (None, "scale"):
         counts = [int(n) for n in args.rollouts.split(",")]
         start = lambda kubeconfig, extra, log: Operator(kubeconfig, workdir / log, extra)  # noqa: E731
