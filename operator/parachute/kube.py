@@ -233,7 +233,7 @@ async def patch_deployment(namespace: str, name: str, patch: dict[str, Any]) -> 
     with _writing_deployment(namespace, name):
         answer = await asyncio.to_thread(_json, apps.patch_namespaced_deployment, name, namespace, patch)
     # Patches only set map keys, where a strategic merge is a JSON merge.
-    _wrote_deployment(answer, watched.apply_merge_patch(base, patch) if base is not None else None)
+    _wrote_deployment(answer, apply_merge_patch(base, patch) if base is not None else None)
 
 
 async def _guarded(what: str, call: Any, *args: Any) -> Any:
@@ -347,6 +347,19 @@ def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         elif value != before:
             patch[key] = value
     return patch
+
+
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: `target` with `patch` merged in (None removes a key); neither is changed."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = apply_merge_patch(merged.get(key), value)
+    return merged
 
 
 # The resourceVersion of this process's last status write to each Rollout: the watch event of

@@ -194,8 +194,9 @@ class FakeKube:
         precondition = (patch.get("metadata") or {}).pop("resourceVersion", None)
         if precondition is not None and precondition != before["metadata"]["resourceVersion"]:
             raise api_error(409, "Conflict")
-        body = copy.deepcopy(before)
-        _merge(body, {k: v for k, v in patch.items() if k != "status"})
+        body = kube.apply_merge_patch(
+            copy.deepcopy(before), {k: v for k, v in patch.items() if k != "status"}
+        )
         self._check_immutable(before, body)
         self._store(key, body)
         self.writes.append(("patch", *key))
@@ -241,16 +242,3 @@ class FakeKube:
 
 # mypy holds the fake to the protocol here.
 _MAKES_A_KUBE_API: Callable[[], KubeApi] = FakeKube
-
-
-def _merge(target: Body, patch: Body) -> None:
-    """RFC 7386: a None removes the key, a dict merges into a dict, anything else replaces."""
-    for key, value in patch.items():
-        if value is None:
-            target.pop(key, None)
-        elif isinstance(value, dict):
-            if not isinstance(target.get(key), dict):
-                target[key] = {}
-            _merge(target[key], value)
-        else:
-            target[key] = copy.deepcopy(value)

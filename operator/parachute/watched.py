@@ -213,19 +213,6 @@ class News:
         self._wrote.pop((namespace, name), None)
 
 
-def apply_merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386: `target` with `patch` merged in (None removes a key); neither is changed."""
-    if not isinstance(patch, dict):
-        return patch
-    merged = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = apply_merge_patch(merged.get(key), value)
-    return merged
-
-
 ROLLOUTS = Copies()
 DEPLOYMENTS = Copies()
 DEPLOYMENT_NEWS = News(read=as_read)

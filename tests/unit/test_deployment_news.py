@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from parachute.kube import apply_merge_patch
 from parachute.plan.desired_workload import as_read
-from parachute.watched import News, apply_merge_patch
+from parachute.watched import News
 
 PAUSE = {"metadata": {"annotations": {"parachute.dev/paused-by": "checkout"}}, "spec": {"paused": True}}
 

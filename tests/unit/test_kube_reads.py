@@ -173,7 +173,7 @@ def server_side(meanwhile: dict[str, Any]) -> type[FakeApps]:
         }
 
         def patch_namespaced_deployment(self, name: str, namespace: str, patch: Any, **_: Any) -> Answer:
-            answer = watched.apply_merge_patch(watched.apply_merge_patch(self.stored, meanwhile), patch)
+            answer = kube.apply_merge_patch(kube.apply_merge_patch(self.stored, meanwhile), patch)
             answer["metadata"]["resourceVersion"] = "7"
             return Answer(answer)
 
