@@ -85,7 +85,12 @@ class Sample:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return _cpu_of(Path(f"/proc/{pid}/stat").read_text())
+
+
+def _cpu_of(stat: str) -> float:
+    """utime + stime, in seconds, from a /proc/<pid>/stat line (the name may hold spaces)."""
+    fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -105,9 +110,7 @@ class MachineCpu:
         for stat in Path("/proc").glob("[0-9]*/stat"):
             with contextlib.suppress(OSError, ValueError, IndexError):
                 text = stat.read_text()
-                name = text[text.index("(") + 1 : text.rindex(")")]
-                rest = text.rsplit(")", 1)[1].split()
-                found[int(stat.parent.name)] = (name, (int(rest[11]) + int(rest[12])) / ticks)
+                found[int(stat.parent.name)] = (text[text.index("(") + 1 : text.rindex(")")], _cpu_of(text))
         return cls(busy, found)
 
     def since(self, before: MachineCpu, names: dict[int, str]) -> dict[str, float]:

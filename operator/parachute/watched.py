@@ -200,8 +200,10 @@ class News:
         """This process's write was answered; `expected` is what the answer shows if nobody
         else changed the object since the copy the write was made on (None: not known)."""
         key, number = _key(answer), version(answer)
+        if number is None or expected is None:
+            return  # not known: its echo is news
         digest = content(self._read(answer))
-        if number is None or expected is None or content(self._read(expected)) != digest:
+        if content(self._read(expected)) != digest:
             return  # someone else's change may be in it: its echo is news
         self._wrote[key] = number
         shown = self._shown.get(key)
