@@ -450,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--intervals", default="10,30,60", help="analysis intervals of the fast lane's races, s"
     )
+    parser.add_argument("--profile-api-server", action="store_true",
+                        help="save the API server's CPU profile of each scale column's releases")  # fmt: skip
     args = parser.parse_args(argv)
     print(
         f"Parachute benchmarks — {os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", flush=True
@@ -472,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _keep_only_logs(workdir: Path) -> None:
     """The clusters' etcd and Prometheus data are gone with the run (at 10,000 about a gigabyte,
-    in memory when under /dev/shm); the operators' logs stay for a look."""
+    in memory when under /dev/shm); the operators' logs, and the API server's profiles, stay for a look."""
     for path in workdir.iterdir():
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -484,7 +486,7 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
         counts = [int(n) for n in args.rollouts.split(",")]
         start = lambda kubeconfig, extra, log: Operator(kubeconfig, workdir / log, extra)  # noqa: E731
         if args.only == "scale":
-            bench_scale_table(counts, start, workdir, figure, RESULTS)
+            bench_scale_table(counts, start, workdir, figure, RESULTS, profile=args.profile_api_server)
             return 0
     cluster = LocalCluster(workdir / "cluster")
     try:
@@ -499,7 +501,7 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
     finally:
         cluster.down()
     if args.only is None:  # each N on a cluster of its own, after the others are done
-        bench_scale_table(counts, start, workdir, figure, RESULTS)
+        bench_scale_table(counts, start, workdir, figure, RESULTS, profile=args.profile_api_server)
     return 0
 
 

@@ -16,6 +16,7 @@ import contextlib
 import math
 import os
 import re
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -47,6 +48,7 @@ HEADING = "## Scale"
 # and the failing one's need more: nodes of this many pods are added (kwok manages every node).
 NODE_PODS = 1000
 LAST_LAG_BUCKET = 60.0  # parachute_scheduler_lag_seconds' largest finite bucket
+PROFILE_SECONDS = 90  # the API server's CPU profile covers the releases' first stage and a half
 Figure = Callable[..., None]
 
 
@@ -334,8 +336,16 @@ def _seconds(value: float | None) -> str:
 class Run:
     """One column of the table: N Rollouts on a fresh local cluster, and the figures it prints."""
 
-    def __init__(self, count: int, workdir: Path, figure: Figure, rows: dict[str, dict[int, str]]) -> None:
+    def __init__(
+        self,
+        count: int,
+        workdir: Path,
+        figure: Figure,
+        rows: dict[str, dict[int, str]],
+        cluster: LocalCluster,
+    ) -> None:
         self.count, self.workdir, self.figure, self.rows = count, workdir, figure, rows
+        self.cluster = cluster
         self.peak = 0.0  # resident memory, MiB, sampled while waiting
         self.pid = self.port = 0
 
@@ -361,6 +371,21 @@ class Run:
         pods = _until(lambda: exporter.pods() >= self.count * 3 // 2 + 2, 900, 2)
         self.put("all pods listed", _seconds(pods), f"{exporter.pods():,} pods")
 
+    def profile_api_server(self, seconds: int) -> None:
+        """Save the API server's CPU profile of the next `seconds` beside the operator's log."""
+        path = self.workdir / f"apiserver-{self.count}.pprof"
+
+        def save() -> None:
+            try:
+                path.write_bytes(self.cluster.api_server_profile(seconds))
+            except Exception as error:  # a figure lost, not the run
+                print(f"scale {self.count:,}: no API server profile: {error}", flush=True)
+                return
+            print(f"scale {self.count:,}: API server CPU profile of the releases' first {seconds} s: "
+                  f"{path} (go tool pprof -top {path.name})", flush=True)  # fmt: skip
+
+        threading.Thread(target=save, name="api-server-profile", daemon=True).start()
+
     def adopt(self, fleet: Fleet) -> None:
         def healthy() -> bool:
             self.rss()
@@ -379,6 +404,8 @@ class Run:
         keys = {f"{ns}/{name}" for ns, name in releasing}
         before, machine = sample(self.pid, self.port), MachineCpu.now()
         started = time.monotonic()
+        if self.cluster.profiling:
+            self.profile_api_server(PROFILE_SECONDS)
         fleet.release(releasing, "bench:2")
         busy = _breach(fleet, exporter, "bench:2")
 
@@ -459,12 +486,19 @@ class Run:
 
 
 def run_scale(
-    count: int, start_operator: StartOperator, workdir: Path, figure: Figure, rows: dict[str, dict[int, str]]
+    count: int,
+    start_operator: StartOperator,
+    workdir: Path,
+    figure: Figure,
+    rows: dict[str, dict[int, str]],
+    *,
+    profile: bool = False,
 ) -> None:
-    """One column of the table: N Rollouts on a fresh local cluster."""
-    cluster = LocalCluster(workdir / f"cluster-{count}")
+    """One column of the table: N Rollouts on a fresh local cluster (its API server profiled
+    during the releases when `profile`)."""
+    cluster = LocalCluster(workdir / f"cluster-{count}", profiling=profile)
     cluster.up()
-    run = Run(count, workdir, figure, rows)
+    run = Run(count, workdir, figure, rows, cluster)
     fleet = Fleet(cluster, count)
     exporter = PodExporter(cluster.api_client(), (*fleet.namespaces, FAILING))
     prometheus = ExporterPrometheus(workdir / f"prometheus-{count}", exporter, scrape_interval="5s")
@@ -512,11 +546,17 @@ def write_results(path: Path, rows: dict[str, dict[int, str]], counts: list[int]
 
 
 def bench_scale_table(
-    counts: list[int], start_operator: StartOperator, workdir: Path, figure: Figure, results: Path
+    counts: list[int],
+    start_operator: StartOperator,
+    workdir: Path,
+    figure: Figure,
+    results: Path,
+    *,
+    profile: bool = False,
 ) -> None:
     rows: dict[str, dict[int, str]] = {}
     for count in counts:
-        run_scale(count, start_operator, workdir, figure, rows)
+        run_scale(count, start_operator, workdir, figure, rows, profile=profile)
     header = (
         f"{os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, local control plane (kwok pods), "
         f"Prometheus scraping every 5 s; one operator process"

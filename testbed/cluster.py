@@ -162,8 +162,9 @@ def _http_ok(url: str, context: ssl.SSLContext | None = None, expect: str | None
 class LocalCluster:
     """One local control plane rooted at a work directory (its state, logs and PIDs)."""
 
-    def __init__(self, workdir: Path = DEFAULT_DIR) -> None:
+    def __init__(self, workdir: Path = DEFAULT_DIR, profiling: bool = False) -> None:
         self.dir = workdir.resolve()
+        self.profiling = profiling  # the API server serves /debug/pprof (benchmarks: where its CPU goes)
         self.pki = self.dir / "pki"
         self.logs = self.dir / "logs"
         self.admin_kubeconfig = self.dir / "admin.kubeconfig"
@@ -233,7 +234,7 @@ class LocalCluster:
             f"--service-account-key-file={self.pki / 'sa.pub'}",
             f"--service-account-signing-key-file={self.pki / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--allow-privileged=true",
-            "--enable-priority-and-fairness=false", "--profiling=false", "--v=1",
+            "--enable-priority-and-fairness=false", f"--profiling={str(self.profiling).lower()}", "--v=1",
         ])  # fmt: skip
         wait_for("kube-apiserver", lambda: _http_ok(f"{server}/readyz", ca_context), 90,
                  self.logs / "kube-apiserver.log")  # fmt: skip
@@ -295,6 +296,16 @@ class LocalCluster:
 
     def api_client(self, kubeconfig_path: Path | None = None) -> Any:
         return config.new_client_from_config(str(kubeconfig_path or self.admin_kubeconfig))
+
+    def api_server_profile(self, seconds: int) -> bytes:
+        """The API server's CPU profile over the next `seconds` (pprof's format; `go tool pprof`
+        reads it). The cluster must have been started with `profiling`."""
+        answer = self.api_client().call_api(
+            "/debug/pprof/profile", "GET", query_params=[("seconds", str(seconds))],
+            auth_settings=["BearerToken"], _preload_content=False, _request_timeout=seconds + 60,
+        )  # fmt: skip
+        response = answer[0] if isinstance(answer, tuple) else answer
+        return bytes(response.data)
 
     # ------------------------------------------------------------------ internals
 
