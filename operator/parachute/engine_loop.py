@@ -106,6 +106,7 @@ class ReconcileLoop:
         self._failures.pop(key, None)
         if key in self._maybe_failed or key not in self._seen:
             await self._report(key, None, now)
+        outbox.record_unless_written_soon(key, following, now)
         return following
 
     def forget(self, key: Key) -> None:

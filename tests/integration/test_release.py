@@ -108,6 +108,8 @@ def test_a_medium_release_goes_10_50_100_with_matching_canary_pods(
     # Event times have one-second resolution, so their order is not theirs to show; each happened once.
     expected = sorted(["Adopted", "ReleaseStarted", "StageAdvanced", "Promoting", "ReleaseCompleted"])
     eventually(lambda: sorted(release.reasons()) == expected, what=f"Events {expected}")
+    # At rest, no write is due that would record them delivered: status does not show them owed.
+    eventually(lambda: "outbox" not in release.status(), what="nothing owed in status at rest")
 
 
 def test_a_new_operator_resumes_the_stage_its_predecessor_died_in(

@@ -213,3 +213,40 @@ def test_a_notification_whose_receiver_hangs_holds_up_no_delivery_and_stays_owed
     assert posted == ["RollingBack"]  # the Event went out meanwhile
     assert [e.id for e in outbox.prepare(KEY, [BUS], status, [], NOW, new_id=ids()).outbox or []] == ["id-2"]
     outbox.forget(KEY)
+
+
+def test_events_told_by_a_rollout_coming_to_rest_are_recorded_at_once_and_otherwise_by_its_next_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    status = outbox.prepare(KEY, [], RolloutStatus(), [Event(EventType.normal, "ReleaseCompleted", "r2")], NOW,
+                            new_id=ids())  # fmt: skip
+    stored = {"metadata": {"namespace": "shop", "name": "delivered", "resourceVersion": "7"},
+              "status": status.model_dump(by_alias=True, exclude_none=True, mode="json")}  # fmt: skip
+    written: list[dict[str, object]] = []
+
+    async def post_event(*_: object, **__: object) -> bool:
+        return True
+
+    async def read_rollout(namespace: str, name: str) -> dict[str, object]:
+        return stored
+
+    async def patch_rollout_status(
+        namespace: str, name: str, old: object, new: dict[str, object], version: str, *, decided: bool = True
+    ) -> None:
+        assert version == "7" and not decided  # guarded, and it decides nothing
+        written.append(new)
+
+    monkeypatch.setattr(kube, "post_event", post_event)
+    monkeypatch.setattr(kube, "read_rollout", read_rollout)
+    monkeypatch.setattr(kube, "patch_rollout_status", patch_rollout_status)
+
+    async def story() -> None:
+        await outbox.deliver(ROLLOUT, [], status, NOW, written=True)
+        outbox.record_unless_written_soon(KEY, NOW + timedelta(seconds=10), NOW)
+        assert not outbox._tasks  # the reconcile due in 10 s writes it
+        outbox.record_unless_written_soon(KEY, None, NOW)  # at rest: nothing would
+        await asyncio.gather(*outbox._tasks)
+
+    asyncio.run(story())
+    assert written == [{}]  # the Event delivered: the outbox is gone from status
+    outbox.forget(KEY)

@@ -14,8 +14,10 @@ with backoff until GIVE_UP_AFTER from when it was owed, then dropped with a warn
 is part of the Rollout's status, so a Rollout deleted takes it along.
 
 Delivery outcomes are kept in memory until a status write records them: the reconcile's next
-write, or the small follow-up patch each delivery makes (whichever comes first; applying an
-outcome twice changes nothing).
+write, or a small follow-up patch (whichever comes first; applying an outcome twice changes
+nothing). Notifications are followed by one when they are all answered; Events, posted at once,
+by one only when no write is due soon (a Rollout at rest), so that a delivered Event never
+stays in status looking owed, and a release under way pays no write for it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import asyncio
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,6 +46,9 @@ GIVE_UP_AFTER = timedelta(minutes=15)
 MESSAGE_LIMIT = 1024  # what an Event keeps of its message
 EVENT_NAME_LIMIT = 253
 RECORD_CONFLICTS = 5
+# A reconcile due within this records the Events just posted in its own write; one due later,
+# or none (a Rollout at rest), leaves it to a follow-up patch.
+RECORD_WITHIN = timedelta(seconds=60)
 
 Key = tuple[str, str]
 
@@ -202,8 +207,9 @@ async def deliver(
     """Post the Events due now, then start the notifications due in the background (none while
     `targets` is None: the spec naming them is not valid). The outcomes are written to status
     by a follow-up patch once all are known; when only Events were due and `status` was just
-    written, the next reconcile records them instead (an Event's name is fixed, so a post made
-    again meanwhile, by a restarted operator, is refused)."""
+    written, the next reconcile records them instead, or `record_unless_written_soon` when none
+    is due soon (an Event's name is fixed, so a post made again meanwhile, by a restarted
+    operator, is refused)."""
     meta = rollout["metadata"]
     key: Key = (meta["namespace"], meta["name"])
     flying = _in_flight.setdefault(key, set())
@@ -225,7 +231,20 @@ async def deliver(
     notes = [e for e in entries if e.target is not None]
     if not notes and written:
         return
-    task = asyncio.get_running_loop().create_task(_notify_and_record(rollout, targets or [], status, notes))
+    _spawn(_notify_and_record(rollout, targets or [], status, notes))
+
+
+def record_unless_written_soon(key: Key, due: datetime | None, now: datetime) -> None:
+    """Record the deliveries status does not show yet, unless the Rollout's next reconcile, at
+    `due`, comes soon enough to write them itself. Notifications still under way are recorded
+    when they are answered."""
+    if not _outcomes.get(key) or _in_flight.get(key) or (due is not None and due - now <= RECORD_WITHIN):
+        return
+    _spawn(_record_logged(key))
+
+
+def _spawn(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(work)
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
 
@@ -301,6 +320,10 @@ async def _notify_and_record(
     outcomes = await asyncio.gather(*(_notify(rollout, targets, status, e) for e in entries))
     for entry, outcome in zip(entries, outcomes, strict=True):
         _done(key, entry.id, outcome)
+    await _record_logged(key)
+
+
+async def _record_logged(key: Key) -> None:
     try:
         await _record(key)
     except kube.NotLeadingError:
