@@ -16,7 +16,6 @@ import asyncio
 import base64
 import contextlib
 import contextvars
-import copy
 import functools
 import json
 import os
@@ -630,8 +629,10 @@ async def replace_feature_flag(namespace: str, name: str, body: dict[str, Any]) 
 
 # One reconcile asks for a target's ReplicaSets up to three times before it acts (observing what
 # serves, checking that the metrics' series exist, locating the versions analysed): within
-# `one_listing()` they are listed once, and again only after a Deployment was written.
-_listed: contextvars.ContextVar[dict[tuple[str, str], list[dict[str, Any]]] | None] = contextvars.ContextVar(
+# `one_listing()` they are listed once, and again only after a Deployment was written. Kept as
+# JSON text, so that each ask gets dicts of its own: parsing it is several times cheaper than a
+# deep copy (which was a fifteenth of the operator's time at 1,000 Rollouts).
+_listed: contextvars.ContextVar[dict[tuple[str, str], str] | None] = contextvars.ContextVar(
     "parachute_replica_sets", default=None
 )
 
@@ -654,16 +655,17 @@ def _written_deployment() -> None:
 
 @calls(("apps", "replicasets", "list"))
 async def list_replica_sets(namespace: str, selector: str) -> list[dict[str, Any]]:
+    """The ReplicaSets `selector` selects, without their managedFields (nobody reads them)."""
     listed = _listed.get()
     if listed is not None and (namespace, selector) in listed:
-        return copy.deepcopy(listed[(namespace, selector)])
+        return cast(list[dict[str, Any]], json.loads(listed[(namespace, selector)]))
     apps = client.AppsV1Api(api_client())
     found = await asyncio.to_thread(
         _json, apps.list_namespaced_replica_set, namespace, label_selector=selector
     )
-    items = cast(list[dict[str, Any]], found.get("items") or [])
+    items = [watched.without_managed_fields(item) for item in found.get("items") or []]
     if listed is not None:
-        listed[(namespace, selector)] = copy.deepcopy(items)
+        listed[(namespace, selector)] = json.dumps(items)
     return items
 
 

@@ -133,14 +133,14 @@ class Copies:
         if kept is not None and number == kept.version:
             self._copies[key] = _Copy(number, kept.text, self.clock())
             return
-        self._copies[key] = _Copy(number, json.dumps(_without_managed_fields(body)), self.clock())
+        self._copies[key] = _Copy(number, json.dumps(without_managed_fields(body)), self.clock())
 
 
-def _without_managed_fields(body: Mapping[str, Any]) -> Mapping[str, Any]:
+def without_managed_fields(body: Mapping[str, Any]) -> dict[str, Any]:
     """managedFields are half of a Deployment's JSON, and nothing in Parachute reads them."""
     meta = body.get("metadata")
     if not isinstance(meta, Mapping) or "managedFields" not in meta:
-        return body
+        return dict(body)
     return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 

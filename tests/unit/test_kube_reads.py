@@ -34,7 +34,8 @@ class FakeApps:
 
     def list_namespaced_replica_set(self, namespace: str, label_selector: str, **_: Any) -> Answer:
         FakeApps.lists += 1
-        return Answer({"items": [{"metadata": {"name": f"rs-{FakeApps.lists}"}}]})
+        managed = [{"manager": "kube-controller-manager", "operation": "Update"}]
+        return Answer({"items": [{"metadata": {"name": f"rs-{FakeApps.lists}", "managedFields": managed}}]})
 
     def patch_namespaced_deployment(self, name: str, namespace: str, patch: Any, **_: Any) -> Answer:
         return Answer({"metadata": {"namespace": namespace, "name": name, "resourceVersion": "7"}})
@@ -56,7 +57,9 @@ def apps(monkeypatch: pytest.MonkeyPatch) -> type[FakeApps]:
     return FakeApps
 
 
-def test_within_one_reconcile_the_replica_sets_are_listed_once(apps: type[FakeApps]) -> None:
+def test_within_one_reconcile_the_replica_sets_are_listed_once_without_their_managed_fields(
+    apps: type[FakeApps],
+) -> None:
     async def reconcile() -> list[list[dict[str, Any]]]:
         with kube.one_listing():
             first = await kube.list_replica_sets("shop", "app=checkout")

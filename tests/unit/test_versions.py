@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from parachute.plan.desired_workload import revision_of
+from parachute.plan.desired_workload import replica_set_revision, revision_of
 from parachute.plan.versions import any_pod_of, at_rest, locate, pod_pattern
 
 TEMPLATE = {
@@ -114,3 +114,19 @@ def test_several_replica_sets_make_one_pattern() -> None:
     assert matches(pattern, "checkout-6d4cf56db6-x2v9q") and matches(pattern, "checkout-7b9f5c8d4-x2v9q")
     with pytest.raises(ValueError, match="no ReplicaSet"):
         pod_pattern([])
+
+
+def test_a_replica_sets_revision_is_its_templates_and_is_hashed_again_only_for_a_new_generation() -> None:
+    made = replica_set("checkout-6d4cf56db6", "t-uid", TEMPLATE)
+    made["metadata"].update(uid="rs-uid", generation=1)
+    assert replica_set_revision(made) == STABLE
+    # The same generation is the same template: a look at a copy is answered from the first.
+    changed_behind_its_generation = {
+        **made,
+        "spec": {"template": {**NEW, "metadata": made["spec"]["template"]["metadata"]}},
+    }
+    assert replica_set_revision(changed_behind_its_generation) == STABLE
+    changed = {**changed_behind_its_generation, "metadata": {**made["metadata"], "generation": 2}}
+    assert replica_set_revision(changed) == RELEASE
+    # Without a uid and a generation nothing is remembered.
+    assert replica_set_revision(replica_set("checkout-7b9f5c8d4", "t-uid", NEW)) == RELEASE

@@ -146,6 +146,27 @@ def template_of_replica_set(replica_set: dict[str, Any], added_labels: Iterable[
     return template
 
 
+# A ReplicaSet's pod template changes only with its generation (every change of its spec counts
+# one): its revision is hashed once, not at every reconcile that lists it. Bounded by clearing.
+_REVISIONS: dict[tuple[str, int, tuple[str, ...]], str] = {}
+REVISIONS_KEPT = 50_000
+
+
+def replica_set_revision(replica_set: Mapping[str, Any], added_labels: Iterable[str] = ()) -> str:
+    """The revision of the pod template `replica_set` was made from (`template_of_replica_set`)."""
+    meta = replica_set.get("metadata") or {}
+    uid, generation, added = meta.get("uid"), meta.get("generation"), tuple(added_labels)
+    if not uid or not isinstance(generation, int):
+        return revision_of(template_of_replica_set(dict(replica_set), added))
+    key = (str(uid), generation, added)
+    found = _REVISIONS.get(key)
+    if found is None:
+        if len(_REVISIONS) >= REVISIONS_KEPT:
+            _REVISIONS.clear()
+        found = _REVISIONS[key] = revision_of(template_of_replica_set(dict(replica_set), added))
+    return found
+
+
 def ready_by_revision(
     replica_sets: Iterable[dict[str, Any]], owner_uid: str | None, added_labels: Iterable[str] = ()
 ) -> dict[str, int]:
@@ -157,7 +178,7 @@ def ready_by_revision(
         ready = int((replica_set.get("status") or {}).get("readyReplicas") or 0)
         if owner_uid is None or ready <= 0 or all(o.get("uid") != owner_uid for o in owners):
             continue
-        revision = revision_of(template_of_replica_set(replica_set, added))
+        revision = replica_set_revision(replica_set, added)
         out[revision] = out.get(revision, 0) + ready
     return out
 
@@ -172,7 +193,7 @@ def sets_by_hash(replica_sets: Iterable[dict[str, Any]], owner_uid: str | None) 
         if owner_uid is None or not digest or all(o.get("uid") != owner_uid for o in owners):
             continue
         ready = int((replica_set.get("status") or {}).get("readyReplicas") or 0)
-        out[str(digest)] = (revision_of(template_of_replica_set(replica_set)), ready)
+        out[str(digest)] = (replica_set_revision(replica_set), ready)
     return out
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from parachute.plan.desired_workload import revision_of, template_of_replica_set, template_revision
+from parachute.plan.desired_workload import replica_set_revision, template_revision
 
 # A pod's name is its ReplicaSet's name and a dash, cut to 58 characters, then 5 random ones
 # (Kubernetes' name generator).
@@ -90,10 +90,10 @@ def _names(
             continue
         if serving_only and int((replica_set.get("status") or {}).get("replicas") or 0) <= 0:
             continue
-        if revision is not None:
-            template = template_of_replica_set(dict(replica_set), added_labels)
-            if revision_of(template) != template_revision(revision):
-                continue
+        if revision is not None and replica_set_revision(replica_set, added_labels) != template_revision(
+            revision
+        ):
+            continue
         out.append(str(replica_set["metadata"]["name"]))
     return out
 
