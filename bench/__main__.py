@@ -453,6 +453,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-api-server", action="store_true",
                         help="save the API server's CPU profile of each scale column's releases")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.profile_api_server and args.only not in (None, "scale"):
+        parser.error(
+            "--profile-api-server profiles the scale columns: run it with --only scale or without --only"
+        )
     print(
         f"Parachute benchmarks — {os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", flush=True
     )

@@ -346,6 +346,7 @@ class Run:
     ) -> None:
         self.count, self.workdir, self.figure, self.rows = count, workdir, figure, rows
         self.cluster = cluster
+        self.profiling: threading.Thread | None = None
         self.peak = 0.0  # resident memory, MiB, sampled while waiting
         self.pid = self.port = 0
 
@@ -384,7 +385,8 @@ class Run:
             print(f"scale {self.count:,}: API server CPU profile of the releases' first {seconds} s: "
                   f"{path} (go tool pprof -top {path.name})", flush=True)  # fmt: skip
 
-        threading.Thread(target=save, name="api-server-profile", daemon=True).start()
+        self.profiling = threading.Thread(target=save, name="api-server-profile", daemon=True)
+        self.profiling.start()
 
     def adopt(self, fleet: Fleet) -> None:
         def healthy() -> bool:
@@ -520,6 +522,8 @@ def run_scale(
     finally:
         if operator is not None:
             operator.stop()
+        if run.profiling is not None:  # a column shorter than the profile: its end is still saved
+            run.profiling.join(PROFILE_SECONDS + 60)
         prometheus.stop()
         exporter.stop()
         cluster.down()
@@ -560,6 +564,7 @@ def bench_scale_table(
     header = (
         f"{os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, local control plane (kwok pods), "
         f"Prometheus scraping every 5 s; one operator process"
+        + ("; the API server profiled during the releases (a load of its own)" if profile else "")
     )
     existing = _columns(results)
     for name, by in existing.items():  # keep the columns of another run (e.g. bench-large's 10,000)

@@ -101,13 +101,15 @@ class ReconcileLoop:
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             if failures >= self._attempts:
                 await self._report(key, describe(error), now)
+                outbox.settle_at_rest(
+                    key, None, now
+                )  # the backoff's retry may be long: its Event is recorded now
             raise
         telemetry.reconciled("ok", time.monotonic() - started)
         self._failures.pop(key, None)
         if key in self._maybe_failed or key not in self._seen:
             await self._report(key, None, now)
-        outbox.record_unless_written_soon(key, following, now)
-        return following
+        return outbox.settle_at_rest(key, following, now)
 
     def forget(self, key: Key) -> None:
         """The Rollout is gone."""

@@ -232,3 +232,18 @@ def test_a_fault_in_a_status_the_operator_cannot_read_is_still_told(monkeypatch:
     assert [c["reason"] for c in rollout.status["conditions"]] == ["ValidationError"]
     assert rollout.status["phase"] == "NoSuchPhase" and "outbox" not in rollout.status
     assert rollout.events == [("ReconcileFailed", None)]
+
+
+def test_what_a_reconcile_owes_its_outbox_decides_when_it_is_looked_at_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[tuple[Key, datetime | None, datetime]] = []
+
+    def settle_at_rest(key: Key, due: datetime | None, now: datetime) -> datetime | None:
+        asked.append((key, due, now))
+        return now + timedelta(seconds=10)  # a delivery failed: a reconcile records it and retries
+
+    monkeypatch.setattr(outbox, "settle_at_rest", settle_at_rest)
+    loop = ReconcileLoop(Work(), Status().write, now=lambda: T0)
+    assert run(loop, 1) == [T0 + timedelta(seconds=10)]
+    assert asked == [(A, T0 + timedelta(minutes=1), T0)]

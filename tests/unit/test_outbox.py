@@ -215,38 +215,113 @@ def test_a_notification_whose_receiver_hangs_holds_up_no_delivery_and_stays_owed
     outbox.forget(KEY)
 
 
+COMPLETED = Event(EventType.normal, "ReleaseCompleted", "r2")
+STARTED = Event(EventType.normal, "ReleaseStarted", "r3")
+
+
+class Stored:
+    """One Rollout in the API server: guarded status patches, and reads that may be slow."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.version, self.status, self.posted = 1, {}, []  # type: ignore[var-annotated]
+        self.slow: asyncio.Event | None = None
+        self.patches = 0
+        monkeypatch.setattr(kube, "post_event", self.post_event)
+        monkeypatch.setattr(kube, "read_rollout", self.read)
+        monkeypatch.setattr(kube, "patch_rollout_status", self.patch)
+
+    async def post_event(
+        self, rollout: object, type_: str, reason: str, message: str, name: str | None = None
+    ) -> bool:
+        self.posted.append(reason)
+        return True
+
+    async def read(self, namespace: str, name: str) -> dict[str, object]:
+        answer = {"metadata": {"namespace": namespace, "name": name, "resourceVersion": str(self.version)},
+                  "status": dict(self.status)}  # fmt: skip
+        if self.slow is not None:
+            await self.slow.wait()  # the answer is of the version it was asked at
+        return answer
+
+    async def patch(
+        self,
+        namespace: str,
+        name: str,
+        old: object,
+        new: dict[str, object],
+        version: str,
+        *,
+        decided: bool = True,
+    ) -> None:
+        if version != str(self.version):
+            raise kube.ConflictError("the Rollout changed")
+        self.version, self.status, self.patches = self.version + 1, new, self.patches + 1
+
+    async def decide(self, events: list[Event], new_id: Callable[[], str]) -> None:
+        """A reconcile: read, write what it owes over what it read, then deliver."""
+        status = outbox.prepare(
+            KEY, [], RolloutStatus.model_validate(self.status), events, NOW, new_id=new_id
+        )
+        await self.patch(*KEY, self.status, status.model_dump(by_alias=True, exclude_none=True, mode="json"),
+                         str(self.version))  # fmt: skip
+        await outbox.deliver(ROLLOUT, [], status, NOW, written=True)
+
+    def reasons_owed(self) -> list[object]:
+        return [entry["reason"] for entry in self.status.get("outbox", [])]  # type: ignore[attr-defined]
+
+
 def test_events_told_by_a_rollout_coming_to_rest_are_recorded_at_once_and_otherwise_by_its_next_write(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    status = outbox.prepare(KEY, [], RolloutStatus(), [Event(EventType.normal, "ReleaseCompleted", "r2")], NOW,
-                            new_id=ids())  # fmt: skip
-    stored = {"metadata": {"namespace": "shop", "name": "delivered", "resourceVersion": "7"},
-              "status": status.model_dump(by_alias=True, exclude_none=True, mode="json")}  # fmt: skip
-    written: list[dict[str, object]] = []
+    stored = Stored(monkeypatch)
 
-    async def post_event(*_: object, **__: object) -> bool:
-        return True
+    async def story() -> list[datetime | None]:
+        await stored.decide([COMPLETED], ids())
+        soon = NOW + timedelta(seconds=10)
+        dues = [outbox.settle_at_rest(KEY, soon, NOW)]
+        assert not outbox._tasks  # the reconcile due in 10 s writes it
+        dues.append(outbox.settle_at_rest(KEY, None, NOW))  # at rest: nothing would
+        dues.append(outbox.settle_at_rest(KEY, None, NOW))  # one follow-up is enough
+        await asyncio.gather(*outbox._tasks)
+        return dues
 
-    async def read_rollout(namespace: str, name: str) -> dict[str, object]:
-        return stored
+    assert asyncio.run(story()) == [NOW + timedelta(seconds=10), None, None]
+    assert stored.posted == ["ReleaseCompleted"] and stored.patches == 2
+    assert stored.reasons_owed() == []  # delivered: nothing owed in status at rest
+    outbox.forget(KEY)
 
-    async def patch_rollout_status(
-        namespace: str, name: str, old: object, new: dict[str, object], version: str, *, decided: bool = True
-    ) -> None:
-        assert version == "7" and not decided  # guarded, and it decides nothing
-        written.append(new)
 
-    monkeypatch.setattr(kube, "post_event", post_event)
-    monkeypatch.setattr(kube, "read_rollout", read_rollout)
-    monkeypatch.setattr(kube, "patch_rollout_status", patch_rollout_status)
+def test_an_event_that_could_not_be_posted_at_rest_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    stored = Stored(monkeypatch)
+
+    async def refused(*_: object, **__: object) -> bool:
+        raise RuntimeError("the API server is busy")
+
+    monkeypatch.setattr(kube, "post_event", refused)
+
+    async def story() -> datetime | None:
+        await stored.decide([COMPLETED], ids())
+        return outbox.settle_at_rest(KEY, None, NOW)
+
+    assert asyncio.run(story()) == NOW + outbox.FIRST_RETRY  # a reconcile records the failure and retries
+    assert not outbox._tasks
+    outbox.forget(KEY)
+
+
+def test_a_slow_follow_up_forgets_no_delivery_made_while_it_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    stored = Stored(monkeypatch)
+    new_id = ids()
 
     async def story() -> None:
-        await outbox.deliver(ROLLOUT, [], status, NOW, written=True)
-        outbox.record_unless_written_soon(KEY, NOW + timedelta(seconds=10), NOW)
-        assert not outbox._tasks  # the reconcile due in 10 s writes it
-        outbox.record_unless_written_soon(KEY, None, NOW)  # at rest: nothing would
+        stored.slow = asyncio.Event()
+        await stored.decide([COMPLETED], new_id)
+        outbox.settle_at_rest(KEY, None, NOW)  # at rest: a follow-up reads, slowly...
+        await asyncio.sleep(0)
+        await stored.decide([STARTED], new_id)  # ...while a new release is written and told
+        stored.slow.set()  # the follow-up's answer: the version before the release
         await asyncio.gather(*outbox._tasks)
 
     asyncio.run(story())
-    assert written == [{}]  # the Event delivered: the outbox is gone from status
+    assert stored.posted == ["ReleaseCompleted", "ReleaseStarted"]
+    assert stored.reasons_owed() == []  # both delivered, neither shown owed
     outbox.forget(KEY)

@@ -23,6 +23,7 @@ stays in status looking owed, and a release under way pays no write for it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import logging
 import uuid
@@ -176,6 +177,7 @@ def event_name(rollout: str, uid: str, entry_id: str) -> str:
 _outcomes: dict[Key, dict[str, Outcome]] = {}
 _in_flight: dict[Key, set[str]] = {}
 _tasks: set[asyncio.Task[None]] = set()
+_recording: collections.Counter[Key] = collections.Counter()  # follow-up patches under way
 
 
 def prepare(
@@ -207,8 +209,8 @@ async def deliver(
     """Post the Events due now, then start the notifications due in the background (none while
     `targets` is None: the spec naming them is not valid). The outcomes are written to status
     by a follow-up patch once all are known; when only Events were due and `status` was just
-    written, the next reconcile records them instead, or `record_unless_written_soon` when none
-    is due soon (an Event's name is fixed, so a post made again meanwhile, by a restarted
+    written, the next reconcile records them instead, or `settle_at_rest` when none is due
+    soon (an Event's name is fixed, so a post made again meanwhile, by a restarted
     operator, is refused)."""
     meta = rollout["metadata"]
     key: Key = (meta["namespace"], meta["name"])
@@ -231,22 +233,41 @@ async def deliver(
     notes = [e for e in entries if e.target is not None]
     if not notes and written:
         return
-    _spawn(_notify_and_record(rollout, targets or [], status, notes))
+    _spawn_record(key, _notify_and_record(rollout, targets or [], status, notes))
 
 
-def record_unless_written_soon(key: Key, due: datetime | None, now: datetime) -> None:
-    """Record the deliveries status does not show yet, unless the Rollout's next reconcile, at
-    `due`, comes soon enough to write them itself. Notifications still under way are recorded
-    when they are answered."""
-    if not _outcomes.get(key) or _in_flight.get(key) or (due is not None and due - now <= RECORD_WITHIN):
-        return
-    _spawn(_record_logged(key))
+def settle_at_rest(key: Key, due: datetime | None, now: datetime) -> datetime | None:
+    """When to look at the Rollout again, its next reconcile being due at `due`.
+
+    The deliveries status does not show yet are recorded by that reconcile's write when it comes
+    within RECORD_WITHIN, and by a follow-up patch started now when it does not (a Rollout at
+    rest), so that a delivered Event never stays in status looking owed. A delivery that failed
+    needs a reconcile to record it and try again: one is due after FIRST_RETRY at the latest.
+    Notifications still under way are recorded when they are answered."""
+    known = _outcomes.get(key)
+    if not known or _in_flight.get(key):
+        return due
+    if any(outcome is not None for outcome in known.values()):
+        retry = now + FIRST_RETRY
+        return retry if due is None or retry < due else due
+    if (due is None or due - now > RECORD_WITHIN) and not _recording[key]:
+        _spawn_record(key, _record_logged(key))
+    return due
 
 
-def _spawn(work: Coroutine[Any, Any, None]) -> None:
+def _spawn_record(key: Key, work: Coroutine[Any, Any, None]) -> None:
+    """Start a follow-up patch of `key`'s outbox (counted: one at rest is enough)."""
+    _recording[key] += 1
+
+    def done(task: asyncio.Task[None]) -> None:
+        _tasks.discard(task)
+        _recording[key] -= 1
+        if _recording[key] <= 0:
+            del _recording[key]
+
     task = asyncio.get_running_loop().create_task(work)
     _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
+    task.add_done_callback(done)
 
 
 def forget(key: Key) -> None:
@@ -256,11 +277,17 @@ def forget(key: Key) -> None:
 
 
 def _settled(key: Key, status: RolloutStatus, now: datetime) -> RolloutStatus:
+    """`status` with the outcomes known so far recorded; the rest of them are forgotten: this
+    is a reconcile's status, read after every write the process made."""
     known = unsettled(status, _outcomes.get(key, {}))
     if known:
         _outcomes[key] = known
     else:
         _outcomes.pop(key, None)
+    return _recorded(key, status, known, now)
+
+
+def _recorded(key: Key, status: RolloutStatus, known: Mapping[str, Outcome], now: datetime) -> RolloutStatus:
     status, given_up = settle(status, known, now)
     for entry in given_up:
         failed = known[entry.id]
@@ -342,7 +369,10 @@ async def _record(key: Key) -> None:
             forget(key)
             return
         old = dict(body.get("status") or {})
-        status = _settled(key, RolloutStatus.model_validate(old), clock.now())
+        read = RolloutStatus.model_validate(old)
+        # The read may be older than a reconcile's write and delivery made since: outcomes it
+        # does not show are kept (pruning is `prepare`'s, in the reconcile, which reads after).
+        status = _recorded(key, read, unsettled(read, _outcomes.get(key, {})), clock.now())
         new = status.model_dump(by_alias=True, exclude_none=True, mode="json")
         if new == old:
             return

@@ -148,6 +148,9 @@ def template_of_replica_set(replica_set: dict[str, Any], added_labels: Iterable[
 
 # A ReplicaSet's pod template changes only with its generation (every change of its spec counts
 # one): its revision is hashed once, not at every reconcile that lists it. Bounded by clearing.
+# What is read can change without a new generation only when an upgraded API server defaults a
+# new template field; revisions hashed from reads shift then anyway (those in status with them),
+# and a restart of the operator hashes every ReplicaSet afresh.
 _REVISIONS: dict[tuple[str, int, tuple[str, ...]], str] = {}
 REVISIONS_KEPT = 50_000
 
