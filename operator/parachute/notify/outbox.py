@@ -361,10 +361,12 @@ async def _record_logged(key: Key) -> None:
 
 async def _record(key: Key) -> None:
     """Write what is known of the deliveries into status (again, if a reconcile wrote first)."""
-    for _ in range(RECORD_CONFLICTS):
+    for attempt in range(RECORD_CONFLICTS):
         if not _outcomes.get(key):
             return
-        body = await kube.read_rollout(*key)
+        # The watched copy first (most often the answer to the write that owed them): the patch
+        # is guarded by its resourceVersion, and after a conflict the Rollout is read.
+        body = await (kube.latest_rollout(*key) if attempt == 0 else kube.read_rollout(*key))
         if body is None:
             forget(key)
             return
