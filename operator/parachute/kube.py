@@ -17,6 +17,7 @@ import base64
 import contextlib
 import contextvars
 import functools
+import importlib.metadata
 import json
 import os
 import uuid
@@ -90,10 +91,28 @@ def fence(may_write: Callable[[], bool] | None) -> None:
 REQUEST_TIMEOUT = (5.0, 65.0)
 
 
+def _user_agent() -> str:
+    try:
+        return f"parachute/{importlib.metadata.version('parachute')}"
+    except importlib.metadata.PackageNotFoundError:
+        return "parachute"
+
+
+# The API server names the manager of each field an Update writes after the user agent, up to
+# its first "/": "parachute" in managedFields, in a server-side apply's conflict message and in
+# audit logs, as the routers' writes say it (`routing.client.FIELD_MANAGER`), not the client
+# library's default that every Python script shares.
+USER_AGENT = _user_agent()
+
+
 class _Client(client.ApiClient):  # type: ignore[misc]  # the client is untyped
     """The Kubernetes client, counting every request and refusing writes behind the fence."""
 
     fenced = True
+
+    def __init__(self, configuration: client.Configuration) -> None:
+        super().__init__(configuration)
+        self.user_agent = USER_AGENT
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         if self.fenced and method not in _READS and _may_write is not None and not _may_write():

@@ -110,6 +110,14 @@ def test_a_medium_release_goes_10_50_100_with_matching_canary_pods(
     eventually(lambda: sorted(release.reasons()) == expected, what=f"Events {expected}")
     # At rest, no write is due that would record them delivered: status does not show them owed.
     eventually(lambda: "outbox" not in release.status(), what="nothing owed in status at rest")
+    # Who wrote what, as the API server tells it: Parachute under its own name.
+    found = release.cluster.custom.get_namespaced_custom_object(
+        GROUP, VERSION, release.namespace, PLURAL, "checkout"
+    )
+    assert {(m["manager"], m.get("subresource")) for m in found["metadata"]["managedFields"]} >= {
+        ("parachute", "status")
+    }
+    assert {m.manager for m in target.metadata.managed_fields} >= {"parachute"}  # it paused the target
 
 
 def test_a_new_operator_resumes_the_stage_its_predecessor_died_in(
