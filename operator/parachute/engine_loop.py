@@ -101,15 +101,14 @@ class ReconcileLoop:
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             if failures >= self._attempts:
                 await self._report(key, describe(error), now)
-                outbox.settle_at_rest(
-                    key, None, now
-                )  # the backoff's retry may be long: its Event is recorded now
+                # The backoff's next try may be minutes away: the fault's Event is recorded now.
+                await outbox.settle_at_rest(key, None, now)
             raise
         telemetry.reconciled("ok", time.monotonic() - started)
         self._failures.pop(key, None)
         if key in self._maybe_failed or key not in self._seen:
             await self._report(key, None, now)
-        return outbox.settle_at_rest(key, following, now)
+        return await outbox.settle_at_rest(key, following, now)
 
     def forget(self, key: Key) -> None:
         """The Rollout is gone."""

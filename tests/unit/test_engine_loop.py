@@ -239,7 +239,7 @@ def test_what_a_reconcile_owes_its_outbox_decides_when_it_is_looked_at_again(
 ) -> None:
     asked: list[tuple[Key, datetime | None, datetime]] = []
 
-    def settle_at_rest(key: Key, due: datetime | None, now: datetime) -> datetime | None:
+    async def settle_at_rest(key: Key, due: datetime | None, now: datetime) -> datetime | None:
         asked.append((key, due, now))
         return now + timedelta(seconds=10)  # a delivery failed: a reconcile records it and retries
 

@@ -177,7 +177,7 @@ def event_name(rollout: str, uid: str, entry_id: str) -> str:
 _outcomes: dict[Key, dict[str, Outcome]] = {}
 _in_flight: dict[Key, set[str]] = {}
 _tasks: set[asyncio.Task[None]] = set()
-_recording: collections.Counter[Key] = collections.Counter()  # follow-up patches under way
+_recording: collections.Counter[Key] = collections.Counter()  # notifications' follow-ups under way
 
 
 def prepare(
@@ -236,14 +236,16 @@ async def deliver(
     _spawn_record(key, _notify_and_record(rollout, targets or [], status, notes))
 
 
-def settle_at_rest(key: Key, due: datetime | None, now: datetime) -> datetime | None:
+async def settle_at_rest(key: Key, due: datetime | None, now: datetime) -> datetime | None:
     """When to look at the Rollout again, its next reconcile being due at `due`.
 
     The deliveries status does not show yet are recorded by that reconcile's write when it comes
-    within RECORD_WITHIN, and by a follow-up patch started now when it does not (a Rollout at
-    rest), so that a delivered Event never stays in status looking owed. A delivery that failed
-    needs a reconcile to record it and try again: one is due after FIRST_RETRY at the latest.
-    Notifications still under way are recorded when they are answered."""
+    within RECORD_WITHIN, and by a follow-up patch now when it does not (a Rollout at rest), so
+    that a delivered Event never stays in status looking owed. Called at the end of a reconcile:
+    no other reconcile of the Rollout runs meanwhile, so the patch, made on the reconcile's own
+    answer, conflicts only with someone else's write. A delivery that failed needs a reconcile to
+    record it and try again: one is due after FIRST_RETRY at the latest. Notifications still
+    under way are recorded when they are answered."""
     known = _outcomes.get(key)
     if not known or _in_flight.get(key):
         return due
@@ -251,12 +253,13 @@ def settle_at_rest(key: Key, due: datetime | None, now: datetime) -> datetime | 
         retry = now + FIRST_RETRY
         return retry if due is None or retry < due else due
     if (due is None or due - now > RECORD_WITHIN) and not _recording[key]:
-        _spawn_record(key, _record_logged(key))
+        await _record_logged(key)
     return due
 
 
 def _spawn_record(key: Key, work: Coroutine[Any, Any, None]) -> None:
-    """Start a follow-up patch of `key`'s outbox (counted: one at rest is enough)."""
+    """Start notifications and the follow-up patch recording them (counted: while one is under
+    way, a Rollout coming to rest leaves the recording to it)."""
     _recording[key] += 1
 
     def done(task: asyncio.Task[None]) -> None:
