@@ -433,7 +433,9 @@ class Run:
         lag = "parachute_scheduler_lag_seconds"
         self.put("scheduler lag during the releases, median", _lag(quantile(before, after, lag, 0.5)))
         self.put("scheduler lag during the releases, p99", _lag(quantile(before, after, lag, 0.99)))
-        self.put("reconciles per second during the releases", f"{reconciles / span:.1f}")
+        conflicts = grew('parachute_reconcile_duration_seconds_count{outcome="conflict"}')
+        self.put("reconciles per second during the releases", f"{reconciles / span:.1f}",
+                 f"{reconciles:,.0f} in all, {conflicts:,.0f} of them refused a stale write (409) and run again")  # fmt: skip
         took = "parachute_reconcile_duration_seconds"
         self.put("reconcile duration, median / p99",
                  f"{quantile(before, after, took, 0.5):.3f} / {quantile(before, after, took, 0.99):.3f} s",
