@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from parachute import kube
+from parachute import kube, watched
 from parachute.api import Notification, OutboxEntry, RolloutStatus
 from parachute.notify import outbox, webhooks
 from parachute.notify.outbox import Failed
@@ -225,7 +225,8 @@ class Stored:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.version, self.status, self.posted = 1, {}, []  # type: ignore[var-annotated]
         self.slow: asyncio.Event | None = None
-        self.patches = 0
+        self.patches = self.reads = 0
+        monkeypatch.setattr(watched, "ROLLOUTS", watched.Copies())
         monkeypatch.setattr(kube, "post_event", self.post_event)
         monkeypatch.setattr(kube, "read_rollout", self.read)
         monkeypatch.setattr(kube, "patch_rollout_status", self.patch)
@@ -237,6 +238,7 @@ class Stored:
         return True
 
     async def read(self, namespace: str, name: str) -> dict[str, object]:
+        self.reads += 1
         answer = {"metadata": {"namespace": namespace, "name": name, "resourceVersion": str(self.version)},
                   "status": dict(self.status)}  # fmt: skip
         if self.slow is not None:
@@ -288,6 +290,25 @@ def test_events_told_by_a_rollout_coming_to_rest_are_recorded_at_once_and_otherw
     asyncio.run(story())
     assert stored.posted == ["ReleaseCompleted"]
     assert stored.reasons_owed() == []  # delivered: nothing owed in status at rest
+    outbox.forget(KEY)
+
+
+def test_a_follow_up_made_on_a_stale_copy_is_refused_and_made_again_on_a_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stored = Stored(monkeypatch)
+
+    async def story() -> None:
+        await stored.decide([COMPLETED], ids())
+        written = {"metadata": {"namespace": "shop", "name": "delivered", "resourceVersion": str(stored.version)},
+                   "status": dict(stored.status)}  # fmt: skip
+        watched.ROLLOUTS.answered(written)  # the copy: the answer to the write that owes the Event
+        stored.version += 1  # someone else's write since, not seen yet
+        await outbox.settle_at_rest(KEY, None, NOW)
+
+    asyncio.run(story())
+    assert (stored.patches, stored.reads) == (2, 1)  # on the copy: refused (409); on a read: written
+    assert stored.reasons_owed() == []
     outbox.forget(KEY)
 
 

@@ -23,7 +23,6 @@ stays in status looking owed, and a release under way pays no write for it.
 from __future__ import annotations
 
 import asyncio
-import collections
 import hashlib
 import logging
 import uuid
@@ -47,6 +46,9 @@ GIVE_UP_AFTER = timedelta(minutes=15)
 MESSAGE_LIMIT = 1024  # what an Event keeps of its message
 EVENT_NAME_LIMIT = 253
 RECORD_CONFLICTS = 5
+# At rest the follow-up runs in the reconcile's slot: a conflict there is someone else's write,
+# whose event brings a reconcile that records the deliveries in turn.
+RECORD_AT_REST = 2
 # A reconcile due within this records the Events just posted in its own write; one due later,
 # or none (a Rollout at rest), leaves it to a follow-up patch.
 RECORD_WITHIN = timedelta(seconds=60)
@@ -177,7 +179,6 @@ def event_name(rollout: str, uid: str, entry_id: str) -> str:
 _outcomes: dict[Key, dict[str, Outcome]] = {}
 _in_flight: dict[Key, set[str]] = {}
 _tasks: set[asyncio.Task[None]] = set()
-_recording: collections.Counter[Key] = collections.Counter()  # notifications' follow-ups under way
 
 
 def prepare(
@@ -233,7 +234,7 @@ async def deliver(
     notes = [e for e in entries if e.target is not None]
     if not notes and written:
         return
-    _spawn_record(key, _notify_and_record(rollout, targets or [], status, notes))
+    _spawn(_notify_and_record(rollout, targets or [], status, notes))
 
 
 async def settle_at_rest(key: Key, due: datetime | None, now: datetime) -> datetime | None:
@@ -243,34 +244,25 @@ async def settle_at_rest(key: Key, due: datetime | None, now: datetime) -> datet
     within RECORD_WITHIN, and by a follow-up patch now when it does not (a Rollout at rest), so
     that a delivered Event never stays in status looking owed. Called at the end of a reconcile:
     no other reconcile of the Rollout runs meanwhile, so the patch, made on the reconcile's own
-    answer, conflicts only with someone else's write. A delivery that failed needs a reconcile to
-    record it and try again: one is due after FIRST_RETRY at the latest. Notifications still
-    under way are recorded when they are answered."""
+    answer, conflicts only with someone else's write (a notification's follow-up included:
+    then one of them reads again). A delivery that failed needs a reconcile to record it and try
+    again: one is due after FIRST_RETRY at the latest. Notifications still under way are
+    recorded when they are answered."""
     known = _outcomes.get(key)
-    if not known or _in_flight.get(key):
+    if not known:
         return due
     if any(outcome is not None for outcome in known.values()):
         retry = now + FIRST_RETRY
         return retry if due is None or retry < due else due
-    if (due is None or due - now > RECORD_WITHIN) and not _recording[key]:
-        await _record_logged(key)
+    if not _in_flight.get(key) and (due is None or due - now > RECORD_WITHIN):
+        await _record_logged(key, attempts=RECORD_AT_REST)
     return due
 
 
-def _spawn_record(key: Key, work: Coroutine[Any, Any, None]) -> None:
-    """Start notifications and the follow-up patch recording them (counted: while one is under
-    way, a Rollout coming to rest leaves the recording to it)."""
-    _recording[key] += 1
-
-    def done(task: asyncio.Task[None]) -> None:
-        _tasks.discard(task)
-        _recording[key] -= 1
-        if _recording[key] <= 0:
-            del _recording[key]
-
+def _spawn(work: Coroutine[Any, Any, None]) -> None:
     task = asyncio.get_running_loop().create_task(work)
     _tasks.add(task)
-    task.add_done_callback(done)
+    task.add_done_callback(_tasks.discard)
 
 
 def forget(key: Key) -> None:
@@ -353,18 +345,18 @@ async def _notify_and_record(
     await _record_logged(key)
 
 
-async def _record_logged(key: Key) -> None:
+async def _record_logged(key: Key, attempts: int = RECORD_CONFLICTS) -> None:
     try:
-        await _record(key)
+        await _record(key, attempts)
     except kube.NotLeadingError:
         logger.debug("outbox of %s/%s not recorded: no longer leading", *key)
     except Exception as error:  # the next reconcile's write records it instead
         logger.warning("outbox of %s/%s not recorded: %s", *key, type(error).__name__)
 
 
-async def _record(key: Key) -> None:
+async def _record(key: Key, attempts: int = RECORD_CONFLICTS) -> None:
     """Write what is known of the deliveries into status (again, if a reconcile wrote first)."""
-    for attempt in range(RECORD_CONFLICTS):
+    for attempt in range(attempts):
         if not _outcomes.get(key):
             return
         # The watched copy first (most often the answer to the write that owed them): the patch
