@@ -204,7 +204,7 @@ async def reconcile(namespace: str, name: str, now: datetime, cluster: KubeApi) 
         settle = now + ROUTE_RECHECK
     return _earliest(decision.next_check_at, parse_time(decision.status.next_analysis_at), settle,
                      statuspage.next_attempt_at(spec, decision.status, now),
-                     outbox.next_attempt_at(written, now),
+                     outbox.next_attempt_at(written, now), availability.next_check_at(decision.status),
                      tally.next_change(decision.status.user_reports))  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from parachute import conditions
-from parachute.analysis.availability import Availability, check, due, missing_reason
+from parachute.analysis.availability import Availability, check, due, missing_reason, next_check_at
 from parachute.analysis.provider import FixedProvider
 from parachute.api import Condition, ConditionStatus, Phase, RolloutSpec, RolloutStatus
 from parachute.plan.model import Observed
@@ -125,6 +125,37 @@ def test_checked_when_the_spec_changes_and_again_while_not_true(
     status: RolloutStatus, now: datetime, is_due: bool
 ) -> None:
     assert due(status, 1, now) is is_due
+
+
+def _missing_since(
+    since: datetime, checked_at: datetime, state: ConditionStatus = ConditionStatus.false
+) -> RolloutStatus:
+    status = _status(state, checked_at=checked_at)
+    assert status.conditions is not None
+    status.conditions[0].last_transition_time = conditions.timestamp(since)
+    return status
+
+
+@pytest.mark.parametrize(
+    ("status", "again"),
+    [
+        pytest.param(_status(ConditionStatus.true), None, id="true-is-not-looked-at-again"),
+        pytest.param(_status(None), None, id="never-checked-the-next-reconcile-checks"),
+        pytest.param(_missing_since(T0, T0), T0 + timedelta(seconds=10), id="just-missing-ten-seconds"),
+        pytest.param(_missing_since(T0, T0 + timedelta(minutes=1)), T0 + timedelta(minutes=2),
+                     id="missing-a-minute-a-minute-more"),
+        pytest.param(_missing_since(T0, T0 + timedelta(hours=3)), T0 + timedelta(hours=3, minutes=5),
+                     id="missing-for-hours-five-minutes"),
+        pytest.param(_missing_since(T0, T0 + timedelta(minutes=1), ConditionStatus.unknown),
+                     T0 + timedelta(minutes=2), id="unknown-like-false"),
+    ],
+)  # fmt: skip
+def test_a_rollout_at_rest_looks_again_for_missing_series_less_often_but_within_five_minutes(
+    status: RolloutStatus, again: datetime | None
+) -> None:
+    # Nothing else wakes a Rollout at rest: without its own look the condition said "missing"
+    # long after the series appeared, and the next release began by waiting for them.
+    assert next_check_at(status) == again
 
 
 def test_only_false_holds_a_release() -> None:

@@ -43,6 +43,10 @@ from parachute.plan.stages import effective_risk
 from parachute.plan.versions import Versions, Where, at_rest
 
 RECHECK = timedelta(seconds=10)
+# A Rollout at rest whose series stay missing is looked at again less and less often (a
+# thousand Rollouts of an app that exports no metrics must not keep Prometheus busy), but
+# within five minutes, so the condition stops saying "missing" soon after they appear.
+LONGEST_RECHECK = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,9 @@ async def _carried(provider: MetricProvider, item: Check) -> list[str]:
 
 
 def due(status: RolloutStatus, generation: int | None, now: datetime) -> bool:
-    """Checked when the spec changed, and again every RECHECK while the answer is not True."""
+    """Checked when the spec changed, and again every RECHECK while the answer is not True (when
+    something wakes the Rollout: a release waiting for its series looks every RECHECK; at rest,
+    `next_check_at` wakes it)."""
     current = next((c for c in status.conditions or [] if c.type == conditions.METRICS_AVAILABLE), None)
     if current is None or current.observed_generation != generation:
         return True
@@ -159,6 +165,21 @@ def due(status: RolloutStatus, generation: int | None, now: datetime) -> bool:
         return False
     checked = parse_time(status.metrics_checked_at)
     return checked is None or now - checked >= RECHECK
+
+
+def next_check_at(status: RolloutStatus) -> datetime | None:
+    """When the condition is checked again by itself: while it is not True, after as long as
+    it has been so (RECHECK at least, LONGEST_RECHECK at most). Without this a Rollout at rest
+    kept a False condition until something else woke it, and a release then began with a
+    Waiting detour for series that had long been there."""
+    current = next((c for c in status.conditions or [] if c.type == conditions.METRICS_AVAILABLE), None)
+    if current is None or current.status == ConditionStatus.true:
+        return None
+    checked = parse_time(status.metrics_checked_at)
+    if checked is None:
+        return None  # never checked by this operator: the next reconcile checks it (`due`)
+    since = parse_time(current.last_transition_time) or checked
+    return checked + min(LONGEST_RECHECK, max(RECHECK, checked - since))
 
 
 def missing_reason(status: RolloutStatus) -> str:
