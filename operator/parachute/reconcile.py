@@ -54,6 +54,7 @@ from parachute.plan.model import (
 )
 from parachute.plan.risk import risk_of_change
 from parachute.plan.rollback import asks_app, current_incident
+from parachute.plan.rounds import next_round_at
 from parachute.plan.sources import routed_service
 from parachute.plan.verdicts import health, worst
 from parachute.plan.versions import locate
@@ -457,7 +458,7 @@ async def _analyse(
                                 reports=reports)  # fmt: skip
         interval = parse_duration(spec.analysis.interval)
         status = status.model_copy(update={
-            "metrics": round_.metrics, "next_analysis_at": timestamp(now + interval),
+            "metrics": round_.metrics, "next_analysis_at": timestamp(next_round_at(status, interval, now)),
             "last_verdict": worst(m.verdict for m in round_.metrics),
         })  # fmt: skip
         events = round_.events

@@ -18,10 +18,12 @@ from parachute.api import (
     PlannedStage,
     ReleaseStatus,
     RolloutStatus,
+    parse_duration,
 )
 from parachute.conditions import timestamp
 from parachute.plan import facts, flag_requests, rollback
 from parachute.plan.model import Observed
+from parachute.plan.rounds import next_round_at
 from parachute.plan.stages import effective_risk
 from parachute.plan.tick import ACTIVE, GATE_RECHECK, STOPPED, Log, Tick
 
@@ -61,6 +63,12 @@ def enter_stage(tick: Tick, st: RolloutStatus, index: int) -> None:
     st.stage = f"{index + 1}/{len(st.plan)}"
     st.stage_started_at = timestamp(tick.now)
     st.canary_weight = st.plan[index].weight
+    analysis = tick.spec.analysis
+    if index > 0 and analysis is not None:
+        # The round that ended the stage before ran in this look, at this stage's start: the
+        # next is one interval in, on the new stage's schedule (a release's first round comes
+        # at once instead: `start`).
+        st.next_analysis_at = timestamp(next_round_at(st, parse_duration(analysis.interval), tick.now))
     wanted = st.plan[index].flags
     if wanted is not None:  # each stage that names a state puts it in place anew
         flag_requests.ask(st, wanted, stage_label(st, st.plan[index]), tick.now)
