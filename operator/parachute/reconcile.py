@@ -205,7 +205,8 @@ async def reconcile(namespace: str, name: str, now: datetime, cluster: KubeApi) 
         settle = now + ROUTE_RECHECK
     return _earliest(decision.next_check_at, parse_time(decision.status.next_analysis_at), settle,
                      statuspage.next_attempt_at(spec, decision.status, now),
-                     outbox.next_attempt_at(written, now), availability.next_check_at(decision.status),
+                     outbox.next_attempt_at(written, now),
+                     availability.next_check_at(decision.status, now) if spec.analysis else None,
                      tally.next_change(decision.status.user_reports))  # fmt: skip
 
 

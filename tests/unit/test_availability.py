@@ -137,25 +137,29 @@ def _missing_since(
 
 
 @pytest.mark.parametrize(
-    ("status", "again"),
+    ("status", "now", "again"),
     [
-        pytest.param(_status(ConditionStatus.true), None, id="true-is-not-looked-at-again"),
-        pytest.param(_status(None), None, id="never-checked-the-next-reconcile-checks"),
-        pytest.param(_missing_since(T0, T0), T0 + timedelta(seconds=10), id="just-missing-ten-seconds"),
-        pytest.param(_missing_since(T0, T0 + timedelta(minutes=1)), T0 + timedelta(minutes=2),
-                     id="missing-a-minute-a-minute-more"),
-        pytest.param(_missing_since(T0, T0 + timedelta(hours=3)), T0 + timedelta(hours=3, minutes=5),
-                     id="missing-for-hours-five-minutes"),
+        pytest.param(_status(ConditionStatus.true), T0, None, id="true-is-not-looked-at-again"),
+        pytest.param(_status(None), T0, None, id="no-condition-the-next-reconcile-checks"),
+        pytest.param(RolloutStatus(conditions=_status(ConditionStatus.false).conditions), T0, None,
+                     id="not-checked-by-this-operator-the-next-reconcile-checks"),
+        pytest.param(_missing_since(T0, T0), T0, T0 + timedelta(seconds=10), id="just-missing-ten-seconds"),
+        pytest.param(_missing_since(T0, T0 + timedelta(minutes=1)), T0 + timedelta(minutes=1),
+                     T0 + timedelta(minutes=2), id="missing-a-minute-a-minute-more"),
+        pytest.param(_missing_since(T0, T0 + timedelta(hours=3)), T0 + timedelta(hours=3),
+                     T0 + timedelta(hours=3, minutes=5), id="missing-for-hours-five-minutes"),
         pytest.param(_missing_since(T0, T0 + timedelta(minutes=1), ConditionStatus.unknown),
-                     T0 + timedelta(minutes=2), id="unknown-like-false"),
+                     T0 + timedelta(minutes=1), T0 + timedelta(minutes=2), id="unknown-like-false"),
+        pytest.param(_missing_since(T0, T0), T0 + timedelta(hours=1), T0 + timedelta(hours=1, seconds=10),
+                     id="a-check-that-could-not-run-is-not-asked-again-at-once"),
     ],
 )  # fmt: skip
 def test_a_rollout_at_rest_looks_again_for_missing_series_less_often_but_within_five_minutes(
-    status: RolloutStatus, again: datetime | None
+    status: RolloutStatus, now: datetime, again: datetime | None
 ) -> None:
     # Nothing else wakes a Rollout at rest: without its own look the condition said "missing"
     # long after the series appeared, and the next release began by waiting for them.
-    assert next_check_at(status) == again
+    assert next_check_at(status, now) == again
 
 
 def test_only_false_holds_a_release() -> None:

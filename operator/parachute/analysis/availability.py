@@ -167,11 +167,13 @@ def due(status: RolloutStatus, generation: int | None, now: datetime) -> bool:
     return checked is None or now - checked >= RECHECK
 
 
-def next_check_at(status: RolloutStatus) -> datetime | None:
+def next_check_at(status: RolloutStatus, now: datetime) -> datetime | None:
     """When the condition is checked again by itself: while it is not True, after as long as
     it has been so (RECHECK at least, LONGEST_RECHECK at most). Without this a Rollout at rest
     kept a False condition until something else woke it, and a release then began with a
-    Waiting detour for series that had long been there."""
+    Waiting detour for series that had long been there. Never sooner than RECHECK from `now`:
+    a check that could not run (a rollback's analysis set-up failing) is not asked for again
+    at once."""
     current = next((c for c in status.conditions or [] if c.type == conditions.METRICS_AVAILABLE), None)
     if current is None or current.status == ConditionStatus.true:
         return None
@@ -179,7 +181,7 @@ def next_check_at(status: RolloutStatus) -> datetime | None:
     if checked is None:
         return None  # never checked by this operator: the next reconcile checks it (`due`)
     since = parse_time(current.last_transition_time) or checked
-    return checked + min(LONGEST_RECHECK, max(RECHECK, checked - since))
+    return max(now + RECHECK, checked + min(LONGEST_RECHECK, max(RECHECK, checked - since)))
 
 
 def missing_reason(status: RolloutStatus) -> str:

@@ -21,9 +21,8 @@ from parachute.api import (
     parse_duration,
 )
 from parachute.conditions import timestamp
-from parachute.plan import facts, flag_requests, rollback
+from parachute.plan import facts, flag_requests, rollback, rounds
 from parachute.plan.model import Observed
-from parachute.plan.rounds import next_round_at
 from parachute.plan.stages import effective_risk
 from parachute.plan.tick import ACTIVE, GATE_RECHECK, STOPPED, Log, Tick
 
@@ -64,11 +63,9 @@ def enter_stage(tick: Tick, st: RolloutStatus, index: int) -> None:
     st.stage_started_at = timestamp(tick.now)
     st.canary_weight = st.plan[index].weight
     analysis = tick.spec.analysis
-    if index > 0 and analysis is not None:
-        # The round that ended the stage before ran in this look, at this stage's start: the
-        # next is one interval in, on the new stage's schedule (a release's first round comes
-        # at once instead: `start`).
-        st.next_analysis_at = timestamp(next_round_at(st, parse_duration(analysis.interval), tick.now))
+    if index > 0 and analysis is not None:  # a release's first round comes at once (`start`)
+        due = rounds.entering_stage(st, parse_duration(analysis.interval), tick.now)
+        st.next_analysis_at = timestamp(due) if due else None
     wanted = st.plan[index].flags
     if wanted is not None:  # each stage that names a state puts it in place anew
         flag_requests.ask(st, wanted, stage_label(st, st.plan[index]), tick.now)

@@ -42,7 +42,7 @@ from parachute.api import (
     parse_duration,
 )
 from parachute.conditions import at, timestamp
-from parachute.plan import facts, flag_check, flag_requests
+from parachute.plan import facts, flag_check, flag_requests, rounds
 from parachute.plan.desired_workload import template_revision
 from parachute.plan.model import Observed, RecoveryIntent, WorkloadIntent
 from parachute.plan.strategies.base import StageIntent
@@ -235,6 +235,10 @@ def begin(tick: Tick, st: RolloutStatus, log: Log, label: str) -> Outcome:
     st.incidents = [*(st.incidents or [])[-(INCIDENTS_KEPT - 1) :], incident]
     st.blocked_revisions = sorted({*(st.blocked_revisions or []), revision})
     st.phase, st.paused_at = Phase.rolling_back, None
+    if spec.analysis is not None:
+        due = rounds.rolling_back(facts.parse_time(st.next_analysis_at), parse_duration(spec.analysis.interval),
+                                  tick.now)  # fmt: skip
+        st.next_analysis_at = timestamp(due) if due else None
     log.event("RollingBack", f"{incident.reason}; rolling back revision {revision}{facts.ticket_note(st)}",
               warning=True)  # fmt: skip
     _enter_level(tick, st, levels[0])
