@@ -112,10 +112,13 @@ def test_a_new_template_starts_a_release_at_the_first_stage() -> None:
 
 def test_the_stage_waits_for_its_pods_before_its_wait_counts() -> None:
     story = released(Story(MEDIUM, World(canary_delay=timedelta(seconds=30))))
+    started = story.now
     decision = story.tick(10 * SECONDS)
     assert "waiting for the new version to become ready" in decision.status.message
-    # Every change of the Deployments wakes the Rollout: the next look is only a safety net.
-    assert decision.next_check_at == story.now + timedelta(seconds=15)
+    # Every change of the Deployments wakes the Rollout: the next look is only a safety net,
+    # 15 s after the look that set it, not moved by a look woken before it (a write each).
+    assert decision.next_check_at == started + timedelta(seconds=15)
+    assert story.tick(5 * SECONDS).next_check_at == story.now + timedelta(seconds=15)
 
 
 def test_a_stage_waiting_for_a_route_looks_again_soon() -> None:
@@ -157,6 +160,17 @@ def test_the_full_stage_unpauses_the_target_and_keeps_canary_capacity_until_it_r
     assert story.status.stage == "2/2" and story.reasons[-1] == "Promoting"
     assert decision.workload.target_paused is False
     assert decision.workload.canary_replicas == 10  # as at 50%, until the target has rolled
+
+
+def test_a_stage_says_what_it_waits_for_as_it_begins_so_its_start_is_one_status_write() -> None:
+    story = released(Story(MEDIUM, World(canary_delay=30 * SECONDS)))
+    story.tick(30 * SECONDS)  # the canary is ready: stage 1's wait counts
+    decision = story.tick(MINUTE)  # and ends
+    assert decision.status.stage == "2/3" and story.reasons[-1] == "StageAdvanced"
+    assert decision.status.message.endswith("at 50%: waiting for the new version to become ready")
+    written = decision.status.model_dump(exclude={"conditions"})
+    again = story.tick(SECONDS)  # the next look, before the larger canary is ready, has nothing to write
+    assert again.status.model_dump(exclude={"conditions"}) == written
 
 
 def test_a_completed_release_makes_the_new_revision_stable_and_retires_the_canary() -> None:
