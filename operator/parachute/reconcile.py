@@ -379,11 +379,22 @@ async def _write(
     written = outbox.prepare(key, targets, status, events, now, new_id=outbox.new_id,
                              incident=incident.id if incident else None)  # fmt: skip
     new = _dump(written)
-    if new != old:
+    changed = new != old and not _only_looks_later(old, new)
+    if changed:
         await kube.patch_rollout_status(*key, old, new, meta["resourceVersion"])
-    await outbox.deliver(body, targets, written, now, written=new != old)
+    await outbox.deliver(body, targets, written, now, written=changed)
     faults.point("after-delivery", key[0], written.phase)  # told, not yet cleared from the outbox
     return written
+
+
+def _only_looks_later(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """The decision changes nothing but a later `nextCheckAt` (a poll while held, a look woken
+    before its safety net): not worth a status write each time. The written time stays earlier
+    than the due, so whoever reads it (a standby replica, a restart) looks too early, never too
+    late, and the scheduler has the new due from the reconcile itself."""
+    before, after = dict(old), dict(new)
+    was, will = before.pop("nextCheckAt", None), after.pop("nextCheckAt", None)
+    return before == after and was is not None and (will is None or will >= was)
 
 
 async def _write_invalid(

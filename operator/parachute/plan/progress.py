@@ -8,8 +8,6 @@ to the rollback; a stage never reached by the progress deadline aborts the relea
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from parachute.api import PROMOTE_ANNOTATION, Phase, PlannedStage, RolloutStatus, flag_percent, parse_duration
 from parachute.conditions import timestamp
 from parachute.plan import facts, flag_requests, rollback
@@ -55,19 +53,10 @@ def progressing(tick: Tick, st: RolloutStatus) -> Outcome:
                   f"{label}: still waiting for {not_ready} after {spec.progress_deadline}")  # fmt: skip
             return log.outcome(st, AT_REST)
         st.message = f"{label}: waiting for {not_ready}"
-        log.check_at(min(_safety_net(tick, st), deadline))
+        log.check_at(min(now + waiting_tick(tick), deadline))
         return log.outcome(st, intent.workload, intent.traffic)
     after = _judge_wait(tick, st, log, stage, intent)
     return log.outcome(st, after.workload, after.traffic)
-
-
-def _safety_net(tick: Tick, st: RolloutStatus) -> datetime:
-    """The next look at a stage not yet reached, should no change of the workload wake it first.
-    A look that something woke early keeps the one the last look set while it is still ahead:
-    moved at every look, it made each of them a status write of its own."""
-    net = tick.now + waiting_tick(tick)
-    previous = facts.parse_time(st.next_check_at)
-    return previous if previous is not None and tick.now < previous <= net else net
 
 
 def _label(st: RolloutStatus, stage: PlannedStage) -> str:
@@ -158,7 +147,7 @@ def _advance(tick: Tick, st: RolloutStatus, log: Log, current: StageIntent) -> S
             # Said now, as the next look would say it: this look's write is the only one the
             # stage's start needs (the next comes when the stage is reached).
             st.message = f"{st.message}: waiting for {not_ready}"
-            log.check_at(_safety_net(tick, st))
+            log.check_at(tick.now + waiting_tick(tick))
         else:
             log.check_at(tick.now)
         return intent
