@@ -393,7 +393,7 @@ def _only_looks_later(old: dict[str, Any], new: dict[str, Any]) -> bool:
     than the due, so whoever reads it (a standby replica, a restart) looks too early, never too
     late, and the scheduler has the new due from the reconcile itself."""
     before, after = dict(old), dict(new)
-    was, will = before.pop("nextCheckAt", None), after.pop("nextCheckAt", None)
+    was, will = parse_time(before.pop("nextCheckAt", None)), parse_time(after.pop("nextCheckAt", None))
     return before == after and was is not None and (will is None or will >= was)
 
 

@@ -2,8 +2,10 @@
 
 Replaces per-object timers: kopf would put a finalizer on every object with a timer, and
 one heap of due times scales further than thousands of timer tasks. The heap is only a
-cache: the due times come from `status.nextCheckAt` and from watch events, so a new
-process rebuilds it from the first listing.
+cache: the due times come from the reconciles, `status.nextCheckAt` and watch events, so a
+new process rebuilds it from the first listing. `status.nextCheckAt` is never later than the
+due (a look that would only move it later is not written), so a heap rebuilt from it looks
+early, never late.
 
 Due work waits in two queues, not as tasks: at most `concurrency` reconciles run, and a freed
 slot goes to a Rollout that is rolling back or failing before routine checks (the recovery
