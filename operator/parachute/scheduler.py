@@ -4,8 +4,8 @@ Replaces per-object timers: kopf would put a finalizer on every object with a ti
 one heap of due times scales further than thousands of timer tasks. The heap is only a
 cache: the due times come from the reconciles, `status.nextCheckAt` and watch events, so a
 new process rebuilds it from the first listing. `status.nextCheckAt` is never later than the
-due (a look that would only move it later is not written), so a heap rebuilt from it looks
-early, never late.
+planner's next check (a look that would only move it later is not written), so a standby's
+heap warmed from it looks early, never late.
 
 Due work waits in two queues, not as tasks: at most `concurrency` reconciles run, and a freed
 slot goes to a Rollout that is rolling back or failing before routine checks (the recovery
