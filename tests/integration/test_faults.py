@@ -311,6 +311,8 @@ def test_a_canary_replaced_while_someone_else_writes_it_is_replaced_once(
         writer.stop()
         canary = release.deployment("checkout-canary")
         assert canary.spec.template.spec.containers[0].image == "registry.example/checkout:3.0"
+        # The Event is posted right after the status write that owes it: a moment after "released".
+        eventually(lambda: "ReleaseCompleted" in release.reasons(), what="ReleaseCompleted")
         reasons = [r for r in release.reasons() if r not in FAULT_TOLD]
         assert reasons.count("ReleaseSuperseded") == 1 and reasons.count("ReleaseCompleted") == 1, reasons
         assert "RollingBack" not in reasons
