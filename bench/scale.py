@@ -146,14 +146,10 @@ def sample(pid: int, port: int) -> Sample:
 
 def status_writes(cluster: LocalCluster) -> float:
     """Rollout status writes the API server has served (its own count, from its /metrics)."""
-    answer = cluster.api_client().call_api(
-        "/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False, _request_timeout=60
-    )
-    response = answer[0] if isinstance(answer, tuple) else answer
     wanted = ('resource="rollouts"', 'subresource="status"')
     return sum(
         float(line.rsplit(" ", 1)[1])
-        for line in bytes(response.data).decode().splitlines()
+        for line in cluster.api_server_get("/metrics", 60).decode().splitlines()
         if line.startswith("apiserver_request_total{")
         and all(label in line for label in wanted)
         and ('verb="PATCH"' in line or 'verb="UPDATE"' in line)

@@ -300,9 +300,13 @@ class LocalCluster:
     def api_server_profile(self, seconds: int) -> bytes:
         """The API server's CPU profile over the next `seconds` (pprof's format; `go tool pprof`
         reads it). The cluster must have been started with `profiling`."""
+        return self.api_server_get("/debug/pprof/profile", seconds + 60, seconds=str(seconds))
+
+    def api_server_get(self, path: str, timeout: float, **query: str) -> bytes:
+        """The API server's own answer at `path` as it sent it (its /metrics, its profiles)."""
         answer = self.api_client().call_api(
-            "/debug/pprof/profile", "GET", query_params=[("seconds", str(seconds))],
-            auth_settings=["BearerToken"], _preload_content=False, _request_timeout=seconds + 60,
+            path, "GET", query_params=list(query.items()), auth_settings=["BearerToken"],
+            _preload_content=False, _request_timeout=timeout,
         )  # fmt: skip
         response = answer[0] if isinstance(answer, tuple) else answer
         return bytes(response.data)
