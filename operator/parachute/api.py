@@ -289,10 +289,13 @@ class Step(Model):
     weight: int = Field(ge=0, le=100, description="Percent of traffic (or replicas) on the new version.")
     min_wait: Duration | None = Field(
         None,
-        description="The stage may end this early when every watched metric was healthy for the whole wait.",
+        description="The stage may end this early when every watched metric was healthy for the whole wait. "
+        "Counted from when the stage is in place (status.stageReachedAt).",
     )
     max_wait: Duration | None = Field(
-        None, description="The stage must be decided (promote or roll back) by this time."
+        None,
+        description="The stage must be decided (promote or roll back) by this time, counted from when it is "
+        "in place.",
     )
     flags: FlagExposure | None = Field(
         None,
@@ -552,11 +555,13 @@ class Audience(Model):
     )
     min_wait: Duration | None = Field(
         None,
-        description="The stage may end this early when every watched metric was healthy for the whole wait. "
-        "Default 0s.",
+        description="The stage may end this early when every watched metric was healthy for the whole wait, "
+        "counted from when the stage is in place (status.stageReachedAt). Default 0s.",
     )
     max_wait: Duration | None = Field(
-        None, description="The stage must be decided (promote or roll back) by this time. Default: minWait."
+        None,
+        description="The stage must be decided (promote or roll back) by this time, counted from when it is "
+        "in place. Default: minWait.",
     )
 
     @model_validator(mode="after")
@@ -1809,6 +1814,12 @@ class RolloutStatus(Model):
     stage_index: int | None = Field(None, ge=0, description="0-based index into plan.")
     stage: str | None = Field(None, description="Display only: position in the plan, e.g. 2/6.")
     stage_started_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    stage_reached_at: str | None = Field(
+        None,
+        description="When the current stage was first seen in place (its pods ready, its traffic "
+        "and flags set): its wait and its analysis rounds count from then.",
+        json_schema_extra={"format": "date-time"},
+    )
     canary_weight: int | None = Field(
         None, ge=0, le=100, description="The new version's share of traffic at this stage."
     )

@@ -39,7 +39,7 @@ from parachute.kube_api import KubeApi
 from parachute.notify import outbox, statuspage
 from parachute.plan.checklist import GateResult, gates_for
 from parachute.plan.desired_workload import label_selector, with_config
-from parachute.plan.engine import analysing, decide, judges_target, parse_time
+from parachute.plan.engine import analysing, decide, judges_target, note_reach, parse_time
 from parachute.plan.metrics import MetricSpecError
 from parachute.plan.model import (
     Applied,
@@ -54,7 +54,7 @@ from parachute.plan.model import (
 )
 from parachute.plan.risk import risk_of_change
 from parachute.plan.rollback import asks_app, current_incident
-from parachute.plan.rounds import next_round_at
+from parachute.plan.rounds import STAGED, deferred, next_round_at
 from parachute.plan.sources import routed_service
 from parachute.plan.verdicts import health, worst
 from parachute.plan.versions import locate
@@ -147,6 +147,8 @@ async def reconcile(namespace: str, name: str, now: datetime, cluster: KubeApi) 
         spec, target, canary, observed = await _observe(cluster, body, spec, status, now)
         analysis_events: list[Event] = []
         if spec.analysis is not None:
+            # A stage found in place in this look has its round due now: run in this look.
+            status = note_reach(spec, status, observed, now)
             try:
                 status = await availability.refresh(
                     spec, status, namespace=namespace, target=target, now=now, generation=generation
@@ -203,11 +205,25 @@ async def reconcile(namespace: str, name: str, now: datetime, cluster: KubeApi) 
     settle = now + ROUTE_SETTLE if steered.again else None
     if settle is None and observed.traffic is not None and decision.status.phase in UNDER_WAY:
         settle = now + ROUTE_RECHECK
-    return _earliest(decision.next_check_at, parse_time(decision.status.next_analysis_at), settle,
-                     statuspage.next_attempt_at(spec, decision.status, now),
+    return _next_look(spec, decision.status, written, observed, now, decision.next_check_at, settle)
+
+
+def _next_look(
+    spec: RolloutSpec,
+    status: RolloutStatus,
+    written: RolloutStatus,
+    observed: Observed,
+    now: datetime,
+    *dues: datetime | None,
+) -> datetime | None:
+    """The earliest of what the decision waits for and what else is due: the next round, a
+    notification's next try, a recheck. A round that waits for the new version to serve is
+    not due: the stage's own looks and the canary's watch events come first."""
+    round_at = None if deferred(status, observed) else parse_time(status.next_analysis_at)
+    return _earliest(*dues, round_at, statuspage.next_attempt_at(spec, status, now),
                      outbox.next_attempt_at(written, now),
-                     availability.next_check_at(decision.status, now) if spec.analysis else None,
-                     tally.next_change(decision.status.user_reports))  # fmt: skip
+                     availability.next_check_at(status, now) if spec.analysis else None,
+                     tally.next_change(status.user_reports))  # fmt: skip
 
 
 async def _steer(
@@ -445,12 +461,13 @@ async def _analyse(
     The fast lane's breaches found since are added to the verdict history, and user reports
     that arrived since are counted and judged at once."""
     assert spec.analysis is not None
+    due = _round_due(status, now) and not deferred(status, observed)
     status, reports = await user_reports.refresh(spec, status, namespace=namespace, name=name, uid=uid, now=now,
-                                                 due=_round_due(status, now))  # fmt: skip
+                                                 due=due)  # fmt: skip
     if not analysing(status, now):
         return status, Health(), []
     events: list[Event] = []
-    if _round_due(status, now):
+    if due:
         provider = await provider_for(spec.analysis, namespace)
         templates = await templates_for(spec, namespace)
         # What the target's pods serve is judged at 100%, at the code level and after a rollback.
@@ -491,7 +508,11 @@ async def _analyse(
     events += fast
     limits = spec.analysis.limits or AnalysisLimits()
     grace = parse_duration(spec.analysis.interval)
-    return status, health(status.metrics or [], limits, parse_time(status.stage_started_at), grace), events
+    reached = parse_time(status.stage_reached_at) if status.phase in STAGED else None
+    summary = health(
+        status.metrics or [], limits, parse_time(status.stage_started_at), grace, reached=reached
+    )
+    return status, summary, events
 
 
 def _round_due(status: RolloutStatus, now: datetime) -> bool:

@@ -27,9 +27,11 @@ MINUTE = timedelta(minutes=1)
 
 
 def released(story: Story, revision: str = "rev-2") -> Story:
-    """Adopt at rev-1, then the user applies a new template."""
+    """Adopt at rev-1, then the user applies a new template; the look its canary's readiness
+    wakes finds the first stage in place, and its wait counts from then."""
     story.tick()
     story.world.revision = revision
+    story.tick()
     story.tick()
     return story
 

@@ -1,14 +1,25 @@
-"""When analysis rounds fall: on a stage's start plus whole intervals, so the round at the end
-of a stage's wait is the look that ends it (one reconcile, one status write), whatever the
-scheduler's lag was at the rounds before."""
+"""When analysis rounds fall: on a stage's reach plus whole intervals, so the round at the end of
+a stage's wait is the look that ends it (one reconcile, one status write), whatever the
+scheduler's lag was at the rounds before; and not at all before anything of the new version
+serves, when a round could only be Inconclusive."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from parachute.api import PROMOTE_ANNOTATION, Phase, RolloutStatus, Verdict
+from parachute.api import (
+    PROMOTE_ANNOTATION,
+    MetricStatus,
+    Phase,
+    PlannedStage,
+    ReleaseStatus,
+    RolloutStatus,
+    Verdict,
+)
 from parachute.conditions import timestamp
-from parachute.plan.rounds import next_round_at
+from parachute.plan.engine import note_reach
+from parachute.plan.model import CanaryState, Serving
+from parachute.plan.rounds import at_reach, deferred, next_round_at
 from tests.unit.world import T0, Story, World, spec
 
 INTERVAL = timedelta(seconds=30)
@@ -25,14 +36,32 @@ def released(story: Story) -> Story:
     return story
 
 
-def in_stage(started_at: timedelta = timedelta(0), phase: Phase = Phase.progressing) -> RolloutStatus:
-    return RolloutStatus(phase=phase, stage_started_at=timestamp(T0 + started_at))
+def reached(story: Story) -> Story:
+    """...and the look its canary's readiness wakes finds it in place."""
+    released(story).tick()
+    return story
 
 
-def test_a_stage_s_rounds_fall_on_its_start_plus_whole_intervals() -> None:
+def in_stage(
+    started_at: timedelta = timedelta(0),
+    phase: Phase = Phase.progressing,
+    reached_at: timedelta | None = None,
+) -> RolloutStatus:
+    return RolloutStatus(phase=phase, stage_started_at=timestamp(T0 + started_at),
+                         stage_reached_at=timestamp(T0 + reached_at) if reached_at is not None else None)  # fmt: skip
+
+
+def test_a_stage_s_rounds_fall_on_its_reach_plus_whole_intervals() -> None:
+    reached_late = in_stage(reached_at=12 * SECONDS)
+    assert next_round_at(reached_late, INTERVAL, T0 + 12 * SECONDS) == T0 + 12 * SECONDS + INTERVAL
+    assert next_round_at(reached_late, INTERVAL, T0 + 49 * SECONDS) == T0 + 12 * SECONDS + 2 * INTERVAL
+    paused = in_stage(phase=Phase.paused, reached_at=SECONDS)
+    assert next_round_at(paused, INTERVAL, T0 + 32 * SECONDS) == T0 + SECONDS + 2 * INTERVAL
+
+
+def test_until_a_stage_is_reached_its_rounds_fall_on_its_start() -> None:
     assert next_round_at(in_stage(), INTERVAL, T0 + 2 * SECONDS) == T0 + INTERVAL  # the first, just in
     assert next_round_at(in_stage(), INTERVAL, T0 + 37 * SECONDS) == T0 + 2 * INTERVAL  # seven seconds late
-    assert next_round_at(in_stage(phase=Phase.paused), INTERVAL, T0 + 31 * SECONDS) == T0 + 2 * INTERVAL
 
 
 def test_a_round_that_ran_late_is_not_followed_by_another_a_moment_later() -> None:
@@ -44,21 +73,76 @@ def test_outside_a_stage_a_round_follows_the_last_by_one_interval() -> None:
         assert next_round_at(status, INTERVAL, T0 + 37 * SECONDS) == T0 + 37 * SECONDS + INTERVAL
 
 
+def test_a_stage_s_wait_counts_from_its_reach_not_its_start() -> None:
+    story = released(Story(ANALYSED, World(canary_delay=45 * SECONDS)))
+    begun = story.now
+    story.tick(45 * SECONDS)  # the canary's pods took 45 s to become ready
+    assert story.status.stage_reached_at == timestamp(begun + 45 * SECONDS)
+    story.judge(Verdict.successful)
+    decision = story.tick(30 * SECONDS)  # a minute after the start, half a minute under traffic
+    assert decision.status.stage == "1/2"
+    assert decision.status.message.endswith(f"watching until {timestamp(begun + 105 * SECONDS)}")
+    story.now = begun + 105 * SECONDS
+    story.judge(Verdict.successful)
+    assert story.tick().status.stage == "2/2"
+
+
 def test_the_round_due_at_the_end_of_a_stage_s_wait_is_the_look_that_ends_it() -> None:
-    story = released(Story(ANALYSED, World()))
-    started = story.now
-    # The first round ran a moment after the start, the next one seven seconds late.
-    first = next_round_at(story.status, INTERVAL, started + 1 * SECONDS)
-    second = next_round_at(story.status, INTERVAL, first + 7 * SECONDS)
-    decision = story.tick(3 * SECONDS)  # the canary is ready: the stage's wait counts
-    assert decision.next_check_at == second == started + 2 * INTERVAL
+    story = released(Story(ANALYSED, World(canary_delay=3 * SECONDS)))
+    story.now += 3 * SECONDS  # the canary is ready: the look it wakes finds the stage in place
+    at = story.now
+    stamped = note_reach(ANALYSED, story.status, story.world.observe(at), at)
+    assert stamped.stage_reached_at == timestamp(at) and stamped.next_analysis_at == timestamp(at)
+    # Its first round runs in that look, before the decision; the next one seven seconds late.
+    story.status = stamped
+    story.judge(Verdict.successful)
+    first = next_round_at(stamped, INTERVAL, at)
+    story.status = story.status.model_copy(update={"next_analysis_at": timestamp(first)})
+    decision = story.tick()
+    assert decision.status.stage_reached_at == timestamp(at)
+    second = next_round_at(stamped, INTERVAL, first + 7 * SECONDS)
+    assert decision.next_check_at == second == at + 2 * INTERVAL
     story.now = second
     story.judge(Verdict.successful)  # that round, then the decision, in one look
     assert story.tick().status.stage == "2/2"
 
 
+def test_a_stage_found_in_place_by_the_decision_is_not_judged_before_its_first_round() -> None:
+    story = released(Story(ANALYSED, World(canary_delay=3 * SECONDS)))
+    decision = story.tick(3 * SECONDS)  # found by the decision, after the look's analysis (a resume, say)
+    assert decision.status.message.endswith("in place; its first round is next")
+    assert decision.next_check_at == story.now and decision.status.next_analysis_at == timestamp(story.now)
+
+
+def test_a_status_from_before_the_reach_was_recorded_keeps_counting_from_the_stage_s_start() -> None:
+    story = reached(Story(ANALYSED, World()))
+    story.judge(Verdict.successful)
+    story.tick(SECONDS)
+    begun = story.status.stage_started_at
+    assert story.status.message.startswith("stage 1/2 (canary) at 10%: watching until")
+    story.status = story.status.model_copy(update={"stage_reached_at": None})  # an older writer, or CRD
+    assert story.tick(5 * SECONDS).status.stage_reached_at == begun
+
+
+def test_at_a_stage_s_reach_a_round_runs_at_once_unless_one_ran_within_half_an_interval() -> None:
+    def ran(ago: int, fast_lane: bool = False) -> RolloutStatus:
+        metric = MetricStatus(name="error-rate", verdict=Verdict.successful, fast_lane=fast_lane or None,
+                              last_evaluated_at=timestamp(T0 + 40 * SECONDS - ago * SECONDS))  # fmt: skip
+        return in_stage().model_copy(update={"metrics": [metric]})
+
+    now = T0 + 40 * SECONDS
+    assert at_reach(in_stage(), INTERVAL, now) == now  # none ran in this stage
+    assert at_reach(ran(16), INTERVAL, now) == now
+    assert at_reach(ran(5), INTERVAL, now) == now + INTERVAL
+    assert at_reach(ran(5, fast_lane=True), INTERVAL, now) == now  # the fast lane's look is no round
+    assert at_reach(ran(40), INTERVAL, now) == now  # the look that began the stage judged the one before
+    report = MetricStatus(name="user-reports", verdict=Verdict.successful, last_evaluated_at=timestamp(now))
+    judged_between = ran(20).model_copy(update={"metrics": [*(ran(20).metrics or []), report]})
+    assert at_reach(judged_between, INTERVAL, now) == now  # a report judged since is no round
+
+
 def test_a_later_stage_s_first_round_is_one_interval_into_it() -> None:
-    story = released(Story(ANALYSED, World()))
+    story = reached(Story(ANALYSED, World()))
     story.now += 60 * SECONDS
     story.judge(Verdict.successful)  # the round due at the end of stage 1's wait, in the look that ends it
     decision = story.tick()
@@ -67,13 +151,53 @@ def test_a_later_stage_s_first_round_is_one_interval_into_it() -> None:
 
 
 def test_a_stage_begun_without_a_round_keeps_the_round_already_due() -> None:
-    story = released(Story(ANALYSED, World()))
+    story = reached(Story(ANALYSED, World()))
     due = story.now + 40 * SECONDS
     story.status = story.status.model_copy(update={"next_analysis_at": timestamp(due)})
     story.world.annotations[PROMOTE_ANNOTATION] = "now"
     decision = story.tick(25 * SECONDS)  # promoted by hand, between rounds
     assert decision.status.stage == "2/2"
     assert decision.status.next_analysis_at == timestamp(due)
+
+
+# ---------------------------------------------------------------------------- before anything serves
+
+
+def releasing(
+    weight: int = 10, revision: str = "rev-2", stable: str = "rev-1", **fields: object
+) -> RolloutStatus:
+    return RolloutStatus(phase=Phase.progressing, stage_index=0, stage_started_at=timestamp(T0),
+                         plan=[PlannedStage(name="canary", weight=weight, min_wait="60s")],
+                         release=ReleaseStatus(revision=revision, stable_revision=stable), **fields)  # fmt: skip
+
+
+def test_a_release_s_rounds_wait_until_a_pod_of_its_new_version_is_ready() -> None:
+    story = released(Story(ANALYSED, World(canary_delay=20 * SECONDS)))
+    assert deferred(story.status, story.world.observe(story.now))  # its canary asked for, none ready
+    assert not deferred(story.status, story.world.observe(story.now + 20 * SECONDS))
+
+
+def test_a_canary_s_pods_count_as_serving_before_its_deployment_says_so() -> None:
+    seen = World(revision="rev-2").observe(T0)
+    lagging = seen.__class__(**{**seen.__dict__, "canary": CanaryState("rev-2", 1, 0),
+                                "serving": Serving(canary={"rev-2": 1})})  # fmt: skip
+    assert not deferred(releasing(), lagging)
+
+
+def test_rounds_never_wait_at_100_percent_once_reached_or_for_configuration_alone() -> None:
+    seen = World(revision="rev-2").observe(T0)
+    assert deferred(releasing(), seen)
+    assert not deferred(releasing(weight=100), seen)  # the target's new pods serve as they come
+    assert not deferred(releasing(stage_reached_at=timestamp(T0)), seen)
+    config_alone = World(revision="rev-1.cfg-2").observe(T0)
+    assert not deferred(releasing(revision="rev-1.cfg-2"), config_alone)
+    assert not deferred(releasing().model_copy(update={"phase": Phase.rolling_back}), seen)
+
+
+def test_rounds_do_not_wait_while_the_target_s_own_pods_serve_the_new_version() -> None:
+    seen = World(revision="rev-2").observe(T0)
+    retried = seen.__class__(**{**seen.__dict__, "serving": Serving(target={"rev-2": 10})})
+    assert not deferred(releasing(), retried)
 
 
 def test_a_rollback_s_first_round_is_no_later_than_one_interval_after_the_failing_one() -> None:

@@ -295,6 +295,15 @@ def test_a_metric_healthy_since_the_stages_first_round_was_healthy_all_stage() -
     assert health([first_round], LIMITS, T0).healthy_since == T0 + timedelta(seconds=20)
 
 
+def test_a_reached_stage_s_grace_counts_from_its_reach_and_its_freshness_from_its_start() -> None:
+    reached, grace = T0 + timedelta(seconds=45), timedelta(seconds=30)
+    after_reach = judged(ERROR_RATE, Sample.of(0.0), at=T0 + timedelta(seconds=70))  # slow pods, then a round
+    summary = health([after_reach], LIMITS, T0, grace=grace, reached=reached)
+    assert summary.healthy_since == reached and summary.fresh
+    before_reach = judged(ERROR_RATE, Sample.of(0.0), at=T0 + timedelta(seconds=5))  # the round at the start
+    assert health([before_reach], LIMITS, T0, grace=grace, reached=reached).fresh
+
+
 PAYMENTS = resolve(
     Metric(name="payment-failures", query="sum(rate(payments_failed_total[1m]))", critical="1"), {}
 )

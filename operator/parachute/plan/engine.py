@@ -49,7 +49,7 @@ from parachute.plan.strategies import strategy_for
 from parachute.plan.tick import AT_REST, CLUSTER_TICK, STOPPED, WATCHED, Log, Outcome, Tick, tick_for
 from parachute.plan.traffic import route
 
-__all__ = ["analysing", "decide", "judges_target", "parse_time", "stages_for"]
+__all__ = ["analysing", "decide", "judges_target", "note_reach", "parse_time", "stages_for"]
 
 
 def stages_for(spec: RolloutSpec) -> list[PlannedStage]:
@@ -64,6 +64,21 @@ def decide(
     st, before = normalise(tick, status, generation)
     handler = _HANDLERS.get(st.phase, _at_rest) if st.phase is not None else _at_rest
     return _finish(tick, before, handler(tick, st), generation)
+
+
+def note_reach(spec: RolloutSpec, status: RolloutStatus, observed: Observed, now: datetime) -> RolloutStatus:
+    """The status with the current stage's reach stamped, if this look is the first to find it
+    in place: asked before an analysis round, so that the round due at the reach runs in the
+    look that finds it (`decide` stamps it too, for a look without analysis)."""
+    if status.phase != Phase.progressing or status.stage_reached_at is not None:
+        return status
+    tick = tick_for(spec, observed, now, strategy_for(spec))
+    if not progress.reached(tick, status):
+        return status
+    stamped = status.model_copy(deep=True)
+    assert stamped.plan is not None and stamped.stage_index is not None  # (reached says so)
+    progress.mark_reached(tick, stamped, progress.stage_label_of(stamped))
+    return stamped
 
 
 def _at_rest(tick: Tick, st: RolloutStatus) -> Outcome:
@@ -91,7 +106,7 @@ def _finish(tick: Tick, before: Log, out: Outcome, generation: int | None) -> De
     st, log = out.status, Log()
     if not analysing(st, now):
         st.next_analysis_at = None  # nothing is measured in this phase: no round is due
-    elif spec.analysis is not None and st.phase in WATCHED and st.next_analysis_at is None:
+    elif spec.analysis is not None and st.phase in WATCHED and (parse_time(st.next_analysis_at) or now) <= now:
         log.check_at(now)  # the watch after a rollback starts with a round now
     workload = _let_go_only_on_a_current_status(tick, log, out.workload)
     workload, traffic = route(tick, st, log, workload, out.traffic)

@@ -61,6 +61,7 @@ def enter_stage(tick: Tick, st: RolloutStatus, index: int) -> None:
     st.stage_index = index
     st.stage = f"{index + 1}/{len(st.plan)}"
     st.stage_started_at = timestamp(tick.now)
+    st.stage_reached_at = None  # its wait counts once it is in place (`progress`)
     st.canary_weight = st.plan[index].weight
     analysis = tick.spec.analysis
     if index > 0 and analysis is not None:  # a release's first round comes at once (`start`)
@@ -158,6 +159,7 @@ def _follow_template(tick: Tick, st: RolloutStatus, log: Log) -> None:
             stable_images=release.stable_images,
         )
         after_rollback = st.phase == Phase.rolled_back
+        st.stage_reached_at = None
         st.phase, st.stage_index, st.stage, st.stage_started_at, st.paused_at = (
             Phase.healthy,
             None,
@@ -183,6 +185,7 @@ def _follow_template(tick: Tick, st: RolloutStatus, log: Log) -> None:
         change_ticket=observed.change_ticket or None,
     )
     if not _may_start(tick, st):
+        st.stage_reached_at = None
         st.phase, st.stage_index, st.stage, st.stage_started_at, st.paused_at = (
             Phase.waiting,
             None,
@@ -345,6 +348,8 @@ def _pause_or_resume(tick: Tick, st: RolloutStatus, log: Log) -> None:
         started = facts.parse_time(st.stage_started_at) or now
         # The wait clock stops while paused: the stage still gets its whole wait.
         st.stage_started_at = timestamp(started + (now - paused_at))
+        if (reached := facts.parse_time(st.stage_reached_at)) is not None:
+            st.stage_reached_at = timestamp(reached + (now - paused_at))
         st.phase = Phase.progressing
         st.paused_at = None
         log.event("Resumed", f"resumed at stage {st.stage}")

@@ -1,16 +1,18 @@
 """The Progressing and Paused phases: a release stage by stage.
 
 A stage is reached once the strategy says its workload (and traffic) is in place and its flags
-are seen in their state; its wait counts from then. It ends at its minimum wait when health held
-the whole time, at its maximum otherwise, or by a promote command; a failed verdict hands over
-to the rollback; a stage never reached by the progress deadline aborts the release.
+are seen in their state; its wait counts from then (`status.stageReachedAt`), so pods that take
+long to become ready take nothing of the time the new version is watched under traffic. It ends
+at its minimum wait when health held the whole time, at its maximum otherwise, or by a promote
+command; a failed verdict hands over to the rollback; a stage never reached by the progress
+deadline (counted from its start) aborts the release.
 """
 
 from __future__ import annotations
 
 from parachute.api import PROMOTE_ANNOTATION, Phase, PlannedStage, RolloutStatus, flag_percent, parse_duration
 from parachute.conditions import timestamp
-from parachute.plan import facts, flag_requests, rollback
+from parachute.plan import facts, flag_requests, rollback, rounds
 from parachute.plan.normalise import abort, enter_stage, may_progress, say_waiting, stage_label
 from parachute.plan.strategies.base import StageIntent
 from parachute.plan.tick import AT_REST, CLUSTER_TICK, Log, Outcome, Tick, waiting_tick
@@ -55,8 +57,63 @@ def progressing(tick: Tick, st: RolloutStatus) -> Outcome:
         st.message = f"{label}: waiting for {not_ready}"
         log.check_at(min(now + waiting_tick(tick), deadline))
         return log.outcome(st, intent.workload, intent.traffic)
+    if mark_reached(tick, st, label) and _round_due(tick, st):
+        # Found in place by this decision, after the look's analysis (a resume, a retry): its
+        # first round runs before anything is judged on the rounds of before it was in place.
+        st.message = f"{label}: in place; its first round is next"
+        log.check_at(now)
+        return log.outcome(st, intent.workload, intent.traffic)
     after = _judge_wait(tick, st, log, stage, intent)
     return log.outcome(st, after.workload, after.traffic)
+
+
+def _round_due(tick: Tick, st: RolloutStatus) -> bool:
+    due = facts.parse_time(st.next_analysis_at)
+    return tick.spec.analysis is not None and (due is None or due <= tick.now)
+
+
+def reached(tick: Tick, st: RolloutStatus) -> bool:
+    """Whether the current stage is in place now, asked without changing `st` (the reconcile
+    asks before its analysis round, so that the round due at the reach runs in that look)."""
+    if st.phase != Phase.progressing or st.plan is None or st.stage_index is None:
+        return False
+    if st.stage_index >= len(st.plan):
+        return False
+    trial = st.model_copy(deep=True)  # asking for a stage's flags writes a request
+    stage = trial.plan[trial.stage_index]  # type: ignore[index]
+    intent = tick.exposure.stage_intent(tick, trial, tick.observed.target.revision)
+    return not _not_reached(tick, trial, Log(), stage, intent)
+
+
+def mark_reached(tick: Tick, st: RolloutStatus, label: str) -> bool:
+    """The first look that finds the stage in place stamps it: its wait counts from then, and
+    its rounds fall on it, the first at once unless one ran since within half an interval.
+    True when this look stamped it now.
+
+    A status whose message already judged this stage's wait was written without the stamp: by
+    an operator from before it, or through a CRD from before it, which drops the field. Its
+    wait counted from the stage's start and goes on so (restamped at every look, it would
+    never end)."""
+    if st.stage_reached_at is not None:
+        return False
+    said = st.message or ""
+    if said.startswith(f"{label}: ") and not said.startswith(f"{label}: waiting for "):
+        st.stage_reached_at = st.stage_started_at
+        return False
+    st.stage_reached_at = timestamp(tick.now)
+    analysis = tick.spec.analysis
+    if analysis is not None:
+        due = rounds.at_reach(st, parse_duration(analysis.interval), tick.now)
+        current = facts.parse_time(st.next_analysis_at)
+        if current is None or current > tick.now:  # (one due already stands)
+            st.next_analysis_at = timestamp(due)
+    return True
+
+
+def stage_label_of(st: RolloutStatus) -> str:
+    """The current stage as its messages name it."""
+    assert st.plan is not None and st.stage_index is not None
+    return _label(st, st.plan[st.stage_index])
 
 
 def _label(st: RolloutStatus, stage: PlannedStage) -> str:
@@ -78,7 +135,7 @@ def _judge_wait(
         st.message = f"{label}: held, {observed.health.hold_reason}"
         log.check_at(now + CLUSTER_TICK)
         return intent
-    started = facts.parse_time(st.stage_started_at) or now
+    started = facts.parse_time(st.stage_reached_at) or now
     elapsed = now - started
     min_wait = parse_duration(stage.min_wait or "0s")
     max_wait = parse_duration(stage.max_wait or stage.min_wait or "0s")

@@ -263,6 +263,7 @@ def rolled_back(tick: Tick, st: RolloutStatus) -> Outcome:
             log.check_at(facts.at(incident.watch_until or timestamp(tick.now)))
     elif at_stable:
         st.phase, st.stage_index, st.stage, st.stage_started_at = Phase.healthy, None, None, None
+        st.stage_reached_at = None
         st.message = f"serving revision {st.release.stable_revision}; the watch after rolling back revision {incident.revision} ended"
         log.event("WatchEnded", st.message)
         return log.outcome(st, workload)

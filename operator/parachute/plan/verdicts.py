@@ -326,11 +326,13 @@ def health(
     limits: AnalysisLimits,
     stage_started: datetime | None,
     grace: timedelta = timedelta(0),
+    reached: datetime | None = None,
 ) -> Health:
     """The stage's health for the planner: failed, held (and why), or healthy since when.
 
-    A stage's first round comes within one interval (`grace`) of its start: a metric healthy
-    since that round counts as healthy for the whole stage.
+    Fresh once every metric was evaluated in this stage (since `stage_started`). A reached
+    stage's first round comes within one interval (`grace`) of its reach (of its start, before
+    it is reached): a metric healthy since that round counts as healthy for the whole wait.
     """
     failed = [s for s in statuses if s.verdict == Verdict.failed and s.failed > limits.failure]
     if failed:
@@ -354,13 +356,14 @@ def health(
             break
         moment = at(s.healthy_since)
         since = moment if since is None or moment > since else since
+    counted_from = reached or stage_started
     if (
         since is not None
         and since != NOT_HEALTHY
-        and stage_started is not None
-        and since <= stage_started + grace
+        and counted_from is not None
+        and since <= counted_from + grace
     ):
-        since = stage_started
+        since = counted_from
     undecided = [
         f"{s.message or s.name} ({s.verdict.value})"
         for s in statuses
