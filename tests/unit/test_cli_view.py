@@ -39,6 +39,7 @@ KNOWN_STATUS: dict[str, Any] = {
     "stageIndex": 1,
     "stage": "2/3",
     "stageStartedAt": "2026-11-26T11:30:00Z",
+    "stageReachedAt": "2026-11-26T11:30:40Z",
     "canaryWeight": 50,
     "lastVerdict": "Warning",
     "metrics": [
@@ -250,7 +251,7 @@ def test_the_tree_shows_routing_metrics_gates_window_and_incidents() -> None:
     text = draw(
         view.build(rollout(), deployment("checkout", 4, 4), deployment("checkout-canary", 4, 4, "5d1c0a9e3b"))
     )
-    assert "▶ 2 partial   50%  wait 4h-8h  started 11:30:00Z (30m ago)" in text
+    assert "▶ 2 partial   50%  wait 4h-8h  started 11:30:00Z (30m ago), in place 11:30:40Z (29m ago)" in text
     assert "replicas: desired 50%, applied 50% (ready pods)" in text
     assert "error-rate" in text and "stable 0.0004" in text
     assert "✔ review-approved" in text

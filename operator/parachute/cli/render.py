@@ -119,6 +119,8 @@ def _stages(parent: Tree, view: RolloutView, now: datetime) -> None:
             line.append(f"  flags {s.flags}")
         if s.state == "current" and view.stage_started_at:
             line.append(f"  {_when('started', view.stage_started_at, now)}", style="dim")
+            if view.stage_reached_at:  # its wait counts from here
+                line.append(f", {_when('in place', view.stage_reached_at, now)}", style="dim")
         parent.add(line)
     if not view.stages:
         parent.add(Text("no plan yet", style="dim"))

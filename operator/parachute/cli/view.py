@@ -189,6 +189,7 @@ class RolloutView(Model):
     risk_reason: str = ""
     stage: str = ""
     stage_started_at: str | None = None
+    stage_reached_at: str | None = None
     paused: bool = False
     stages: list[StageView] = Field(default_factory=list)
     stable: VersionView
@@ -286,6 +287,7 @@ def build(body: dict[str, Any], target: dict[str, Any] | None, canary: dict[str,
         risk_reason=st.risk_reason or "",
         stage=st.stage or "",
         stage_started_at=st.stage_started_at,
+        stage_reached_at=st.stage_reached_at,
         paused=bool((body.get("spec") or {}).get("paused")),
         stages=stages,
         stable=stable,
