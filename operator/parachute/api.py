@@ -1813,7 +1813,11 @@ class RolloutStatus(Model):
     plan: list[PlannedStage] | None = None
     stage_index: int | None = Field(None, ge=0, description="0-based index into plan.")
     stage: str | None = Field(None, description="Display only: position in the plan, e.g. 2/6.")
-    stage_started_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    stage_started_at: str | None = Field(
+        None,
+        description="When the current stage began: its progress deadline counts from then.",
+        json_schema_extra={"format": "date-time"},
+    )
     stage_reached_at: str | None = Field(
         None,
         description="When the current stage was first seen in place (its pods ready, its traffic "

@@ -6,15 +6,19 @@ query is named."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from kubernetes import watch
 
 from testbed.demoapp import Behaviour
-from tests.integration.analysed import INTERVAL, NEW, Analysed
+from tests.integration.analysed import GROUP, INTERVAL, NEW, PLURAL, VERSION, Analysed
 from tests.integration.conftest import Cluster, RunningOperator, eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
@@ -34,6 +38,52 @@ def first_counted(analysed: Analysed) -> datetime:
     served = f'sum(http_requests_total{{namespace="{analysed.namespace}",parachute_dev_canary="true"}}) > 0'
     first = analysed.prometheus.wait_for_value(f"min_over_time(timestamp({served})[10m:1s])")
     return datetime.fromtimestamp(first, UTC)
+
+
+class StatusHistory:
+    """Every status of the Rollout the API server stores, in order, from a watch."""
+
+    def __init__(self, analysed: Analysed) -> None:
+        self.statuses: list[dict[str, Any]] = []
+        self._watch = watch.Watch()
+        self._thread = threading.Thread(target=self._follow, args=(analysed,), daemon=True)
+        self._thread.start()
+
+    def _follow(self, analysed: Analysed) -> None:
+        custom = analysed.cluster.custom
+        with contextlib.suppress(Exception):  # the cluster going away ends it: what was seen is kept
+            for event in self._watch.stream(custom.list_namespaced_custom_object, GROUP, VERSION,
+                                            analysed.namespace, PLURAL, timeout_seconds=300):  # fmt: skip
+                self.statuses.append(event["object"].get("status") or {})
+
+    def stop(self) -> None:
+        self._watch.stop()
+        self._thread.join(timeout=10)
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_a_stage_is_judged_from_when_it_is_in_place(analysed: Analysed, operator: RunningOperator) -> None:
+    """A round in the look that finds the stage in place (unless one ran within half an interval,
+    once a canary pod was ready), and the stage's wait counted from there."""
+    history = StatusHistory(analysed)
+    try:
+        analysed.release(min="6s", max="15s")
+        eventually(analysed.released, timeout=120, what="released")
+    finally:
+        history.stop()
+    first_stage = [s for s in history.statuses if s.get("phase") == "Progressing" and s.get("stage") == "1/3"]
+    assert first_stage, history.statuses
+    assert not first_stage[0].get("metrics")  # the release's start: nothing to judge yet
+    reached = next(s for s in first_stage if s.get("stageReachedAt"))
+    rounds = {at(m["lastEvaluatedAt"]) for m in reached["metrics"] if not m.get("fastLane")}
+    half = timedelta(seconds=int(INTERVAL.removesuffix("s")) / 2)
+    assert all(at(reached["stageReachedAt"]) - half <= moment <= at(reached["stageReachedAt"])
+               for moment in rounds), reached  # fmt: skip
+    ended = next(s for s in history.statuses if s.get("stage") == "2/3")
+    assert at(ended["stageStartedAt"]) >= at(reached["stageReachedAt"]) + timedelta(seconds=6)
 
 
 def test_six_percent_errors_are_rolled_back_within_two_intervals(
