@@ -16,7 +16,7 @@ import signal
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,11 @@ def events(cluster: Cluster, namespace: str, reason: str) -> list[Any]:
     return list(cluster.core.list_namespaced_event(namespace, field_selector=selector).items)
 
 
+def told_once(cluster: Cluster, namespace: str, reason: str) -> Callable[[], list[Any]]:
+    """The Rollout's Events of one reason, once there are any."""
+    return lambda: events(cluster, namespace, reason)
+
+
 def report_events(cluster: Cluster, namespace: str) -> list[Any]:
     return events(cluster, namespace, "UserReport")
 
@@ -218,7 +223,8 @@ def test_ten_reports_of_one_issue_roll_a_release_back_at_once_across_a_restart(
     said = re.compile(r"user-reports 10 at or above critical 10, for \d+s \(10 user reports of CHK-1234\)")
     assert said.search(incident["reason"]) and incident["level"] == "code", incident
     for reason in ("MetricFailed", "RollingBack"):
-        [told] = events(crds, namespace, reason)
+        # Posted right after the write that owes them: waited for, not read once.
+        [told] = eventually(told_once(crds, namespace, reason), timeout=15, what=f"the {reason} Event")
         assert said.search(told.message), told.message
     # Health after the rollback is judged on reports made since: none yet (the metric says what
     # serves now, as every metric's verdict does).
