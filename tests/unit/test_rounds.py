@@ -115,13 +115,30 @@ def test_a_stage_found_in_place_by_the_decision_is_not_judged_before_its_first_r
 
 
 def test_a_status_from_before_the_reach_was_recorded_keeps_counting_from_the_stage_s_start() -> None:
+    story = released(Story(ANALYSED, World(canary_delay=10 * SECONDS)))
+    begun = story.now
+    story.tick(10 * SECONDS)  # in place
+    story.judge(Verdict.successful)
+    assert story.tick().status.message.endswith(f"watching until {timestamp(begun + 70 * SECONDS)}")
+    # Written by an operator from before the stamp, or through a CRD that drops it: the wait
+    # counts from the start, unstamped (a stamp the CRD drops would be a write at every look).
+    story.status = story.status.model_copy(update={"stage_reached_at": None})
+    decision = story.tick(5 * SECONDS)
+    assert decision.status.stage_reached_at is None
+    assert decision.status.message.endswith(f"watching until {timestamp(begun + 60 * SECONDS)}")
+
+
+def test_a_message_left_by_a_stage_of_the_same_name_before_is_no_sign_of_a_reach() -> None:
     story = reached(Story(ANALYSED, World()))
     story.judge(Verdict.successful)
     story.tick(SECONDS)
-    begun = story.status.stage_started_at
-    assert story.status.message.startswith("stage 1/2 (canary) at 10%: watching until")
-    story.status = story.status.model_copy(update={"stage_reached_at": None})  # an older writer, or CRD
-    assert story.tick(5 * SECONDS).status.stage_reached_at == begun
+    assert "watching until" in story.status.message
+    seen, now = story.world.observe(story.now), story.now
+    # The same stage begun again in this look (a retry, a superseding release), in place at once.
+    again = story.status.model_copy(update={"stage_started_at": timestamp(now), "stage_reached_at": None})
+    assert note_reach(ANALYSED, again, seen, now).stage_reached_at == timestamp(now)
+    older = again.model_copy(update={"stage_started_at": timestamp(now - SECONDS)})
+    assert note_reach(ANALYSED, older, seen, now).stage_reached_at is None  # judged before: from its start
 
 
 def test_at_a_stage_s_reach_a_round_runs_at_once_unless_one_ran_within_half_an_interval() -> None:
@@ -192,6 +209,9 @@ def test_rounds_never_wait_at_100_percent_once_reached_or_for_configuration_alon
     config_alone = World(revision="rev-1.cfg-2").observe(T0)
     assert not deferred(releasing(revision="rev-1.cfg-2"), config_alone)
     assert not deferred(releasing().model_copy(update={"phase": Phase.rolling_back}), seen)
+    assert deferred(
+        releasing().model_copy(update={"phase": Phase.paused}), seen
+    )  # paused before any was ready
 
 
 def test_rounds_do_not_wait_while_the_target_s_own_pods_serve_the_new_version() -> None:

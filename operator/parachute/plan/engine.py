@@ -106,7 +106,9 @@ def _finish(tick: Tick, before: Log, out: Outcome, generation: int | None) -> De
     st, log = out.status, Log()
     if not analysing(st, now):
         st.next_analysis_at = None  # nothing is measured in this phase: no round is due
-    elif spec.analysis is not None and st.phase in WATCHED and (parse_time(st.next_analysis_at) or now) <= now:
+    elif (
+        spec.analysis is not None and st.phase in WATCHED and (parse_time(st.next_analysis_at) or now) <= now
+    ):
         log.check_at(now)  # the watch after a rollback starts with a round now
     workload = _let_go_only_on_a_current_status(tick, log, out.workload)
     workload, traffic = route(tick, st, log, workload, out.traffic)

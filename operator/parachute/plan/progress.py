@@ -92,13 +92,12 @@ def mark_reached(tick: Tick, st: RolloutStatus, label: str) -> bool:
 
     A status whose message already judged this stage's wait was written without the stamp: by
     an operator from before it, or through a CRD from before it, which drops the field. Its
-    wait counted from the stage's start and goes on so (restamped at every look, it would
-    never end)."""
+    wait counted from the stage's start and goes on so, unstamped (`rounds.anchor` and
+    `_judge_wait` fall back to the start): restamped at every look, it would never end, and
+    stamped, every look would be a write the old CRD throws away."""
     if st.stage_reached_at is not None:
         return False
-    said = st.message or ""
-    if said.startswith(f"{label}: ") and not said.startswith(f"{label}: waiting for "):
-        st.stage_reached_at = st.stage_started_at
+    if _judged_before(tick, st, label):
         return False
     st.stage_reached_at = timestamp(tick.now)
     analysis = tick.spec.analysis
@@ -108,6 +107,21 @@ def mark_reached(tick: Tick, st: RolloutStatus, label: str) -> bool:
         if current is None or current > tick.now:  # (one due already stands)
             st.next_analysis_at = timestamp(due)
     return True
+
+
+def _judged_before(tick: Tick, st: RolloutStatus, label: str) -> bool:
+    """Whether an earlier look of this stage (not one of a stage of the same name before it: a
+    retry, a superseded release) left a message only a reached stage says."""
+    started = facts.parse_time(st.stage_started_at)
+    if started is None or started >= tick.now:
+        return False
+    said = st.message or ""
+    if said.startswith(f"stage {st.stage} done; "):  # the next stage waits for the window
+        return True
+    waiting_for_promote = f"{label}: waiting for {PROMOTE_ANNOTATION}"
+    return said.startswith(f"{label}: ") and (
+        not said.startswith(f"{label}: waiting for ") or said.startswith(waiting_for_promote)
+    )
 
 
 def stage_label_of(st: RolloutStatus) -> str:
@@ -135,7 +149,7 @@ def _judge_wait(
         st.message = f"{label}: held, {observed.health.hold_reason}"
         log.check_at(now + CLUSTER_TICK)
         return intent
-    started = facts.parse_time(st.stage_reached_at) or now
+    started = facts.parse_time(st.stage_reached_at) or facts.parse_time(st.stage_started_at) or now
     elapsed = now - started
     min_wait = parse_duration(stage.min_wait or "0s")
     max_wait = parse_duration(stage.max_wait or stage.min_wait or "0s")

@@ -83,7 +83,7 @@ def deferred(status: RolloutStatus, observed: Observed) -> bool:
     alone runs stable's template, and its pods cannot be told apart by it. The canary's ready
     pods are counted from its ReplicaSets too (its Deployment's count lags a scale-up)."""
     release = status.release
-    if status.phase != Phase.progressing or status.stage_reached_at is not None or release is None:
+    if status.phase not in STAGED or status.stage_reached_at is not None or release is None:
         return False
     plan, index = status.plan or [], status.stage_index
     if index is None or index >= len(plan) or plan[index].weight >= 100:
