@@ -152,7 +152,11 @@ def test_at_a_stage_s_reach_a_round_runs_at_once_unless_one_ran_within_half_an_i
     assert at_reach(ran(16), INTERVAL, now) == now
     assert at_reach(ran(5), INTERVAL, now) == now + INTERVAL
     assert at_reach(ran(5, fast_lane=True), INTERVAL, now) == now  # the fast lane's look is no round
-    assert at_reach(ran(40), INTERVAL, now) == now  # the look that began the stage judged the one before
+    assert at_reach(ran(41), INTERVAL, now) == now  # before this stage began
+    # The round of the look that began it counts: a round at the reach, a moment later, would
+    # have no more to go on (the new pods' first requests are not scraped yet).
+    entered = ran(5).model_copy(update={"stage_started_at": timestamp(now - 5 * SECONDS)})
+    assert at_reach(entered, INTERVAL, now) == now + INTERVAL
     report = MetricStatus(name="user-reports", verdict=Verdict.successful, last_evaluated_at=timestamp(now))
     judged_between = ran(20).model_copy(update={"metrics": [*(ran(20).metrics or []), report]})
     assert at_reach(judged_between, INTERVAL, now) == now  # a report judged since is no round

@@ -44,16 +44,17 @@ def next_round_at(status: RolloutStatus, interval: timedelta, now: datetime) -> 
 
 
 def at_reach(status: RolloutStatus, interval: timedelta, now: datetime) -> datetime:
-    """The next round as a stage is reached at `now`: at once, unless a round ran in this stage,
-    after its start, within half an interval (then one interval on, on the reached stage's
-    schedule). The round in the look that began the stage judged the stage before; the round
-    is when every metric was last evaluated (a user report is judged between rounds)."""
+    """The next round as a stage is reached at `now`: at once, unless a round ran in this stage
+    (the look that began it included) within half an interval: then one interval on, on the
+    reached stage's schedule. A round a moment after another has no more to go on (the new
+    pods' first requests are not scraped yet), and costs every query again. The round is when
+    every metric was last evaluated (a user report is judged between rounds)."""
     started = parse_time(status.stage_started_at)
     evaluated = [parse_time(m.last_evaluated_at) for m in status.metrics or [] if not m.fast_lane]
     if not evaluated or any(moment is None for moment in evaluated):
         return now
     last = min(moment for moment in evaluated if moment is not None)
-    if (started is None or last > started) and now - last < interval / 2:
+    if (started is None or last >= started) and now - last < interval / 2:
         return now + interval
     return now
 
