@@ -162,6 +162,19 @@ def test_at_a_stage_s_reach_a_round_runs_at_once_unless_one_ran_within_half_an_i
     assert at_reach(judged_between, INTERVAL, now) == now  # a report judged since is no round
 
 
+def test_a_step_edited_as_its_old_weight_comes_into_place_is_not_taken_as_reached() -> None:
+    story = released(Story(ANALYSED, World(canary_delay=3 * SECONDS)))
+    story.now += 3 * SECONDS
+    seen = story.world.observe(story.now)
+    steps = [
+        {"name": "canary", "weight": 50, "minWait": "60s"},
+        {"name": "full", "weight": 100, "minWait": "30s"},
+    ]
+    edited = ANALYSED.model_copy(update={"steps": spec(steps=steps).steps})
+    assert note_reach(edited, story.status, seen, story.now) is story.status  # 50% is not in place
+    assert note_reach(ANALYSED, story.status, seen, story.now).stage_reached_at == timestamp(story.now)
+
+
 def test_a_later_stage_s_first_round_is_one_interval_into_it() -> None:
     story = reached(Story(ANALYSED, World()))
     story.now += 60 * SECONDS

@@ -75,12 +75,13 @@ def _round_due(tick: Tick, st: RolloutStatus) -> bool:
 def reached(tick: Tick, st: RolloutStatus) -> bool:
     """Whether the current stage is in place now, asked without changing `st` (the reconcile
     asks before its analysis round, so that the round due at the reach runs in that look)."""
-    if st.phase != Phase.progressing or st.plan is None or st.stage_index is None:
-        return False
-    if st.stage_index >= len(st.plan):
+    if st.phase != Phase.progressing or st.stage_index is None:
         return False
     trial = st.model_copy(deep=True)  # asking for a stage's flags writes a request
-    stage = trial.plan[trial.stage_index]  # type: ignore[index]
+    trial.plan = tick.exposure.plan(tick.spec)  # as the decision will see it (a step edited)
+    if st.stage_index >= len(trial.plan):
+        return False
+    stage = trial.plan[st.stage_index]
     intent = tick.exposure.stage_intent(tick, trial, tick.observed.target.revision)
     return not _not_reached(tick, trial, Log(), stage, intent)
 
