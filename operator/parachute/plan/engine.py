@@ -75,8 +75,10 @@ def note_reach(spec: RolloutSpec, status: RolloutStatus, observed: Observed, now
     tick = tick_for(spec, observed, now, strategy_for(spec))
     if not progress.reached(tick, status):
         return status
+    plan, index = status.plan or [], status.stage_index
+    if index is None or index >= len(plan):  # a plan the decision will make anew: it stamps then
+        return status
     stamped = status.model_copy(deep=True)
-    assert stamped.plan is not None and stamped.stage_index is not None  # (reached says so)
     progress.mark_reached(tick, stamped, progress.stage_label_of(stamped))
     return stamped
 
