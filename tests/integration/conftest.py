@@ -53,6 +53,19 @@ def eventually(check: Callable[[], Any], timeout: float = 30, interval: float = 
     pytest.fail(f"not within {timeout}s: {what or check}; last: {last!r}")
 
 
+def told(reasons: Callable[[], list[str]], *wanted: str, timeout: float = 15) -> list[str]:
+    """The Rollout's Event reasons once every one of `wanted` is among them. An Event owed by a
+    status change is posted right after the write that owes it (the outbox), so a test that has
+    just seen the status waits for its Events rather than reading them once."""
+
+    def all_there() -> list[str] | None:
+        seen = reasons()
+        return seen if all(reason in seen for reason in wanted) else None
+
+    found: list[str] = eventually(all_there, timeout=timeout, what=f"Events {', '.join(wanted)}")
+    return found
+
+
 class Cluster:
     """What a test needs of the cluster: clients, kubeconfigs and a way to mint SA credentials."""
 

@@ -20,7 +20,7 @@ import pytest
 from testbed.dataplane import AUDIENCE_COUNTER, AUDIENCE_HEADER, App
 from testbed.demoapp import Behaviour
 from testbed.loadgen import LoadGenerator
-from tests.integration.conftest import Cluster, RunningOperator, eventually
+from tests.integration.conftest import Cluster, RunningOperator, eventually, told
 from tests.integration.measured import Measured
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
@@ -164,8 +164,7 @@ def test_a_release_through_preview_and_the_switch(world: BlueGreenWorld, operato
     assert shares["active"][0] == pytest.approx(100) and shares["preview"][0] == pytest.approx(100), shares
 
     eventually(lambda: world.released(before), timeout=120, what="checkout:2.0 released")
-    reasons = world.reasons()
-    assert "Promoting" in reasons and "ReleaseCompleted" in reasons and "RollingBack" not in reasons
+    assert "RollingBack" not in told(world.reasons, "Promoting", "ReleaseCompleted")
     assert "pod-template-hash" in world.selector()  # the target's pods, now running 2.0
     eventually(lambda: world.served(COPY) < 1 and world.served(STABLE) > ACTIVE_RATE - 10, timeout=30,
                what="the target serves again, the copy gone")  # fmt: skip
@@ -206,8 +205,7 @@ def test_a_rollback_after_the_switch_is_one_switch_back(
     incident = world.status()["incidents"][-1]
     assert incident["level"] == "code" and incident["recoverySeconds"] > 0
     assert incident["levels"][-1]["trafficBackAt"]
-    reasons = world.reasons()
-    assert "TrafficBackOnStable" in reasons and "RolledBack" in reasons
+    told(world.reasons, "TrafficBackOnStable", "RolledBack")
     # The old pods were kept, not restarted: the switch back needed nothing to start.
     now = {p.metadata.name for p in world.cluster.core.list_namespaced_pod(world.namespace).items}
     assert {p for p in stable_pods if not p.startswith("checkout-canary")} <= now

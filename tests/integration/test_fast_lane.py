@@ -13,7 +13,7 @@ import pytest
 
 from testbed.demoapp import Behaviour
 from tests.integration.analysed import GROUP, NEW, PLURAL, STABLE, VERSION, Analysed
-from tests.integration.conftest import RunningOperator, eventually, rollout, wait_adopted
+from tests.integration.conftest import RunningOperator, eventually, rollout, told, wait_adopted
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
 
@@ -64,7 +64,7 @@ def test_a_canary_that_starts_failing_is_rolled_back_within_seconds_by_the_fast_
     assert metric["lastEvaluatedAt"] != first_round
     incident = analysed.status()["incidents"][-1]
     assert "fast lane" in incident["reason"], incident
-    assert "MetricFailed" in analysed.reasons() and "RollingBack" in analysed.reasons()
+    told(analysed.reasons, "MetricFailed", "RollingBack")
     assert "fast lane: looking every 1s" in operator.output
 
 

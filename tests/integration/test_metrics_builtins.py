@@ -13,7 +13,7 @@ import pytest
 
 from testbed.dataplane import App
 from testbed.demoapp import Behaviour
-from tests.integration.conftest import Cluster, RunningOperator, eventually
+from tests.integration.conftest import Cluster, RunningOperator, eventually, told
 from tests.integration.measured import Measured
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
@@ -56,10 +56,8 @@ def test_a_release_and_a_rollback_judged_by_the_builtins(world: Measured, operat
     before = (world.status().get("release") or {}).get("stableRevision")
     world.apply_image("checkout:2.0")
     eventually(lambda: world.released(before), timeout=150, what="checkout:2.0 released")
-    reasons = world.reasons()
-    assert "ReleaseCompleted" in reasons and "RollingBack" not in reasons
     # Judged by requests it really served: at the canary stage, its own pods' requests.
-    assert "MetricSuccessful" in reasons
+    assert "RollingBack" not in told(world.reasons, "ReleaseCompleted", "MetricSuccessful")
 
     world.apply_image("checkout:3.0")
 

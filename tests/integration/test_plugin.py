@@ -43,7 +43,7 @@ Rollout {ns}/checkout  Progressing  risk medium (spec.risk)
 ├── waiting on a person: blocked: 9a8b7c6d5e (kubectl parachute resolve checkout 9a8b7c6d5e)
 ├── Stages
 │   ├── ✔ 1 canary    10%  wait 2h-4h
-│   ├── ▶ 2 partial   50%  wait 4h-8h  started 11:30:00Z (30m ago)
+│   ├── ▶ 2 partial   50%  wait 4h-8h  started 11:30:00Z (30m ago), in place 11:30:40Z (29m ago)
 │   └── · 3 full     100%
 ├── Versions
 │   ├── stable revision 0f3e9a7c21  registry.example/checkout:1.0  4/4 ready  deployment/checkout

@@ -24,7 +24,7 @@ from testbed.demoapp import Behaviour, FlagSource
 from testbed.install import install_openfeature_crd
 from testbed.projector import ConfigMapVolume, FeatureFlagFile, Projection
 from tests.integration.analysed import NEW, STABLE, Analysed
-from tests.integration.conftest import Cluster, RunningOperator, eventually, free_port
+from tests.integration.conftest import Cluster, RunningOperator, eventually, free_port, told
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
 
@@ -190,7 +190,7 @@ def test_a_bad_release_behind_a_flag_is_recovered_by_switching_the_flag_off(
         json.loads(v) if k.endswith(".json") else v for c in copies.items for k, v in (c.data or {}).items()
     ]
     assert before in kept or {"flags": {"new-checkout": before}} in kept, kept
-    assert "RecoveryApplied" in world.reasons() and "RolledBack" in world.reasons()
+    told(world.reasons, "RecoveryApplied", "RolledBack")
     assert recoveries(operator_metrics(metrics_port), world.namespace, "flag") == 1
 
 
@@ -222,7 +222,8 @@ def test_a_bad_configuration_is_recovered_by_restoring_its_snapshot(
     # The configuration is the stable one again: nothing is left to release, and the rolled-back
     # state stays in view while what serves is watched.
     eventually(lambda: world.status()["release"]["revision"] == stable, what="back at the stable revision")
-    assert world.status()["phase"] == "RolledBack" and "RevertedToStable" in world.reasons()
+    assert world.status()["phase"] == "RolledBack"
+    told(world.reasons, "RevertedToStable")
 
 
 # ---------------------------------------------------------------------------- level 3 and notifications
@@ -410,7 +411,7 @@ def test_a_level_that_does_not_bring_health_back_escalates_to_the_next(
     flag = incident["levels"][0]
     assert flag["appliedAt"] and "healthyAt" not in flag and flag["seconds"] >= 10
     assert_recovery_time_recorded(incident, "code")
-    assert "RecoveryEscalated" in world.reasons()
+    told(world.reasons, "RecoveryEscalated")
 
 
 # ---------------------------------------------------------------------------- the latch
