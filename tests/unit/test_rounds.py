@@ -79,7 +79,7 @@ def test_a_stage_s_wait_counts_from_its_reach_not_its_start() -> None:
     story.tick(45 * SECONDS)  # the canary's pods took 45 s to become ready
     assert story.status.stage_reached_at == timestamp(begun + 45 * SECONDS)
     story.judge(Verdict.successful)
-    decision = story.tick(30 * SECONDS)  # a minute after the start, half a minute under traffic
+    decision = story.tick(30 * SECONDS)  # 75 s after the start (a wait from it would be over), 30 s in place
     assert decision.status.stage == "1/2"
     assert decision.status.message.endswith(f"watching until {timestamp(begun + 105 * SECONDS)}")
     story.now = begun + 105 * SECONDS
