@@ -37,6 +37,7 @@ from parachute.conditions import timestamp
 from parachute.gating import check_all
 from parachute.kube_api import KubeApi
 from parachute.notify import outbox, statuspage
+from parachute.plan import rounds
 from parachute.plan.checklist import GateResult, gates_for
 from parachute.plan.desired_workload import label_selector, with_config
 from parachute.plan.engine import analysing, decide, judges_target, note_reach, parse_time
@@ -517,8 +518,7 @@ async def _analyse(
 
 def _round_due(status: RolloutStatus, now: datetime) -> bool:
     """An analysis round is due: metrics are evaluated in this phase, and the interval is over."""
-    due = parse_time(status.next_analysis_at)
-    return analysing(status, now) and (due is None or now >= due)
+    return analysing(status, now) and rounds.due(status, now)
 
 
 def _earliest(*moments: datetime | None) -> datetime | None:

@@ -68,8 +68,7 @@ def progressing(tick: Tick, st: RolloutStatus) -> Outcome:
 
 
 def _round_due(tick: Tick, st: RolloutStatus) -> bool:
-    due = facts.parse_time(st.next_analysis_at)
-    return tick.spec.analysis is not None and (due is None or due <= tick.now)
+    return tick.spec.analysis is not None and rounds.due(st, tick.now)
 
 
 def reached(tick: Tick, st: RolloutStatus) -> bool:

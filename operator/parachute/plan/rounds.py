@@ -23,6 +23,12 @@ from parachute.plan.model import Observed
 STAGED = (Phase.progressing, Phase.paused)
 
 
+def due(status: RolloutStatus, now: datetime) -> bool:
+    """The interval since the last round is over (or no round ran yet: one is due at once)."""
+    at = parse_time(status.next_analysis_at)
+    return at is None or now >= at
+
+
 def anchor(status: RolloutStatus) -> datetime | None:
     """What a stage's rounds and wait count from: its reach, else its start; None outside one."""
     if status.phase not in STAGED:
