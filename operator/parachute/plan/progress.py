@@ -149,7 +149,7 @@ def _judge_wait(
         st.message = f"{label}: held, {observed.health.hold_reason}"
         log.check_at(now + CLUSTER_TICK)
         return intent
-    started = facts.parse_time(st.stage_reached_at) or facts.parse_time(st.stage_started_at) or now
+    started = rounds.anchor(st) or now
     elapsed = now - started
     min_wait = parse_duration(stage.min_wait or "0s")
     max_wait = parse_duration(stage.max_wait or stage.min_wait or "0s")

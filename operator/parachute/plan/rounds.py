@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from parachute.api import Phase, RolloutStatus
 from parachute.conditions import parse_time, timestamp
+from parachute.plan import facts
 from parachute.plan.desired_workload import template_revision
 from parachute.plan.model import Observed
 
@@ -98,9 +99,9 @@ def deferred(status: RolloutStatus, observed: Observed) -> bool:
     revision = release.revision
     if not revision or revision != observed.target.revision:
         return False  # a template changed under the release: what serves is not known here
-    template = template_revision(revision)
-    if release.stable_revision is None or template == template_revision(release.stable_revision):
+    if release.stable_revision is None or facts.same_template(revision, release.stable_revision):
         return False
+    template = template_revision(revision)
     canary = observed.canary
     ready = canary.ready if canary is not None and canary.revision == revision else 0
     return max(ready, observed.serving.canary.get(template, 0), observed.serving.in_target(template)) == 0
