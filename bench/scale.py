@@ -105,15 +105,19 @@ class MachineCpu:
 
     @classmethod
     def now(cls) -> MachineCpu:
-        ticks = os.sysconf("SC_CLK_TCK")
-        fields = [int(f) for f in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        busy = (sum(fields) - fields[3] - fields[4]) / ticks  # all but idle and iowait
+        busy = cls.busy_now()
         found = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             with contextlib.suppress(OSError, ValueError, IndexError):
                 text = stat.read_text()
                 found[int(stat.parent.name)] = (text[text.index("(") + 1 : text.rindex(")")], _cpu_of(text))
         return cls(busy, found)
+
+    @staticmethod
+    def busy_now() -> float:
+        """The machine's busy CPU seconds alone (no per-process walk)."""
+        fields = [int(f) for f in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle, iowait
 
     def since(self, before: MachineCpu, names: dict[int, str]) -> dict[str, float]:
         """CPU seconds by process name since `before` (`names` renames some pids)."""
@@ -124,6 +128,46 @@ class MachineCpu:
             key = names.get(pid, name.split("/", 1)[0])  # kernel threads: kworker/1:0 -> kworker
             spent[key] = spent.get(key, 0.0) + used
         return spent
+
+
+class Timeline:
+    """The operator's metrics and the machine's CPU every `every` seconds while the releases run:
+    the table's p99 is one figure for the whole of them, and whether its tail comes from the
+    burst at their start or later, and whether the machine was saturated then, is what decides
+    the next lever."""
+
+    def __init__(self, pid: int, port: int, every: float = 10.0) -> None:
+        self.pid, self.port, self.every = pid, port, every
+        self.samples: list[tuple[Sample, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="timeline", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with contextlib.suppress(OSError):
+                self.samples.append((sample(self.pid, self.port), MachineCpu.busy_now()))
+            if self._stop.wait(self.every):
+                return
+
+    def stop(self) -> list[str]:
+        """One line a window: reconciles a second, lag median and p99, the machine busy."""
+        self._stop.set()
+        self._thread.join(60)
+        lines, cores = [], os.cpu_count() or 1
+        first = self.samples[0][0].at if self.samples else 0.0
+        for (before, busy), (after, busy_after) in zip(self.samples, self.samples[1:], strict=False):
+            span, lag = after.at - before.at, "parachute_scheduler_lag_seconds"
+            done = after.total("parachute_reconcile_duration_seconds_count") - before.total(
+                "parachute_reconcile_duration_seconds_count")  # fmt: skip
+            lines.append(
+                f"{before.at - first:4.0f}-{after.at - first:4.0f} s: {done / span:5.1f} reconciles/s, "
+                f"lag median {_lag(quantile(before, after, lag, 0.5))} p99 {_lag(quantile(before, after, lag, 0.99))}, "
+                f"machine {(busy_after - busy) / (span * cores):.0%} busy"
+            )
+        return lines
 
 
 def rss_mib(pid: int) -> float:
@@ -422,6 +466,8 @@ class Run:
         started = time.monotonic()
         if self.cluster.profiling:
             self.profile_api_server(PROFILE_SECONDS)
+        timeline = Timeline(self.pid, self.port)
+        timeline.start()
         fleet.release(releasing, "bench:2")
         busy = _breach(fleet, exporter, "bench:2")
 
@@ -433,6 +479,8 @@ class Run:
 
         done = _until(all_released, 1800, self.every(3))
         wall = time.monotonic() - started
+        for line in timeline.stop():
+            print(f"scale {self.count:,}: releases, {line}", flush=True)
         after, machine_after = sample(self.pid, self.port), MachineCpu.now()
         written = status_writes(self.cluster) - written
         span = after.at - before.at
@@ -450,7 +498,8 @@ class Run:
         self.put("scheduler lag during the releases, p99", _lag(quantile(before, after, lag, 0.99)))
         conflicts = grew('parachute_reconcile_duration_seconds_count{outcome="conflict"}')
         self.put("reconciles per second during the releases", f"{reconciles / span:.1f}",
-                 f"{reconciles:,.0f} in all, {conflicts:,.0f} of them refused a stale write (409) and run again")  # fmt: skip
+                 f"{reconciles:,.0f} in all, {conflicts:,.0f} of them refused a stale write (409) and run again, "
+                 f"{grew('parachute_reconciles_in_vain_total'):,.0f} wrote and changed nothing")  # fmt: skip
         took = "parachute_reconcile_duration_seconds"
         self.put("reconcile duration, median / p99",
                  f"{quantile(before, after, took, 0.5):.3f} / {quantile(before, after, took, 0.99):.3f} s",

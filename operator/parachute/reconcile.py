@@ -180,7 +180,7 @@ async def reconcile(namespace: str, name: str, now: datetime, cluster: KubeApi) 
         fastlane.leave((namespace, name))
     # Copies first: status may name a snapshot only once it exists.
     await snapshots.take(cluster, body, decision.snapshots)
-    written = await _write(
+    written, wrote = await _write(
         body, old, spec, decision.status, events=(*analysis_events, *decision.events), now=now
     )
     await fastlane.enrol_stage(
@@ -201,12 +201,18 @@ async def reconcile(namespace: str, name: str, now: datetime, cluster: KubeApi) 
     if decision.status.phase == Phase.rolling_back:
         changed += await recovery.act(cluster, body, target, canary, decision.recovery)
     changed += await act(cluster, body, target, canary, decision.workload)
-    if changed:
-        logger.info("%s/%s: %s", namespace, name, "; ".join(changed))
+    _log_acts(namespace, name, changed, wrote=wrote)
     settle = now + ROUTE_SETTLE if steered.again else None
     if settle is None and observed.traffic is not None and decision.status.phase in UNDER_WAY:
         settle = now + ROUTE_RECHECK
     return _next_look(spec, decision.status, written, observed, now, decision.next_check_at, settle)
+
+
+def _log_acts(namespace: str, name: str, changed: list[str], *, wrote: bool) -> None:
+    if changed:
+        logger.info("%s/%s: %s", namespace, name, "; ".join(changed))
+    elif not wrote:
+        telemetry.looked_in_vain()
 
 
 def _next_look(
@@ -386,9 +392,10 @@ async def _write(
     *,
     events: tuple[Event, ...],
     now: datetime,
-) -> RolloutStatus:
+) -> tuple[RolloutStatus, bool]:
     """Write the decision with what it owes (`status.outbox`), then deliver that: a restart or
-    a failed act after the write finds it there."""
+    a failed act after the write finds it there. Returns what was decided, and whether the
+    status was written."""
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
     incident = current_incident(status.incidents)
@@ -401,7 +408,7 @@ async def _write(
         await kube.patch_rollout_status(*key, old, new, meta["resourceVersion"])
     await outbox.deliver(body, targets, written, now, written=changed)
     faults.point("after-delivery", key[0], written.phase)  # told, not yet cleared from the outbox
-    return written
+    return written, changed
 
 
 def _only_looks_later(old: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -60,6 +60,11 @@ RECONCILE_SECONDS = Histogram(
     ["outcome"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+LOOKS_IN_VAIN = Counter(
+    "parachute_reconciles_in_vain_total",
+    "Reconciles that wrote no status and changed no object (also counted in "
+    "parachute_reconcile_duration_seconds): a look woken by a change of no consequence, or a poll.",
+)
 SCHEDULER_LAG = Histogram(
     "parachute_scheduler_lag_seconds",
     "From the moment a Rollout was due to the moment its reconcile started.",
@@ -210,6 +215,10 @@ def decided(namespace: str, rollout: str, old: dict[str, Any], new: RolloutStatu
         for record in incident.levels or []:
             if (incident.id, record.level.value, record.started_at) not in before:
                 ROLLBACK_LEVELS.labels(namespace, rollout, record.level.value).inc()
+
+
+def looked_in_vain() -> None:
+    LOOKS_IN_VAIN.inc()
 
 
 def judged(namespace: str, metrics: list[MetricStatus]) -> None:
