@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from parachute.plan.desired_workload import as_read
+from parachute.plan.desired_workload import as_news
 
 Body = dict[str, Any]
 Key = tuple[str, str]  # namespace, name
@@ -217,4 +217,4 @@ class News:
 
 ROLLOUTS = Copies()
 DEPLOYMENTS = Copies()
-DEPLOYMENT_NEWS = News(read=as_read)
+DEPLOYMENT_NEWS = News(read=as_news)

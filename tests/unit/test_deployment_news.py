@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from parachute.kube import apply_merge_patch
-from parachute.plan.desired_workload import as_read
+from parachute.plan.desired_workload import as_news
 from parachute.watched import News
 
 PAUSE = {"metadata": {"annotations": {"parachute.dev/paused-by": "checkout"}}, "spec": {"paused": True}}
@@ -29,7 +29,7 @@ def paused(rv: str, ready: int = 1, **annotations: str) -> dict[str, Any]:
 
 def news() -> News:
     """As the operator keeps it for Deployments."""
-    return News(read=as_read)
+    return News(read=as_news)
 
 
 def is_news(kept: News, body: dict[str, Any]) -> bool:
@@ -56,6 +56,42 @@ def test_a_change_only_to_what_parachute_never_reads_of_a_deployment_is_no_news(
     progressing["status"]["conditions"] = [{"type": "Progressing", "status": "True"}]
     assert not is_news(kept, progressing)
     assert is_news(kept, deployment("12", ready=0, **{"deployment.kubernetes.io/revision": "2"}))
+
+
+def seen_by_the_controller(body: dict[str, Any], rv: str) -> dict[str, Any]:
+    """The Deployment controller's status write after a spec write: it has seen the generation."""
+    seen = {**body, "metadata": {**body["metadata"], "resourceVersion": rv}}
+    seen["status"] = {**body["status"], "observedGeneration": body["metadata"]["generation"]}
+    return seen
+
+
+def written(body: dict[str, Any], rv: str) -> dict[str, Any]:
+    """`body` as a spec write leaves it: a new generation the controller has not seen yet."""
+    meta = {**body["metadata"], "resourceVersion": rv, "generation": body["metadata"]["generation"] + 1}
+    return {**body, "metadata": meta}
+
+
+def test_the_controllers_word_that_it_saw_the_operators_pause_wakes_nothing() -> None:
+    # Every adoption pauses its target: a thousand Rollouts adopted were a thousand looks in vain.
+    kept = news()
+    read = deployment("10")
+    kept.event(read)
+    answer = written(paused("11"), "11")
+    kept.wrote(answer, apply_merge_patch(written(read, "11"), PAUSE))
+    assert not is_news(kept, answer)
+    assert not is_news(kept, seen_by_the_controller(answer, "12"))
+    fewer = seen_by_the_controller(answer, "13")
+    fewer["status"]["readyReplicas"] = 0
+    assert is_news(kept, fewer)  # the counts of its pods are
+
+
+def test_someone_elses_spec_change_is_news_and_the_controllers_word_that_it_saw_it_is_not() -> None:
+    kept = news()
+    kept.event(deployment("10"))
+    edited = written(deployment("11"), "11")
+    edited["spec"]["template"]["spec"]["containers"][0]["image"] = "checkout:2"
+    assert is_news(kept, edited)
+    assert not is_news(kept, seen_by_the_controller(edited, "12"))
 
 
 def test_a_new_field_in_the_pod_template_is_news_even_when_false_or_empty() -> None:

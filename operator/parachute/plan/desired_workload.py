@@ -73,6 +73,17 @@ def as_read(deployment: Mapping[str, Any]) -> dict[str, Any]:
             "status": {k: status[k] for k in STATUS_READ if k in status}}  # fmt: skip
 
 
+def as_news(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    """What of a Deployment wakes its Rollout when it changes: what Parachute reads, but not the
+    controller's word that it has seen the latest spec (`observedGeneration`) when its counts
+    stay the same. That word follows every spec write, Parachute's own pause included (a
+    thousand Rollouts adopted are a thousand such events), and no decision is left waiting on
+    it alone: one that holds for a current status looks again within `CLUSTER_TICK`, and a
+    spec that changes pods changes the counts after it."""
+    read = as_read(deployment)
+    return {**read, "status": {k: v for k, v in read["status"].items() if k != "observedGeneration"}}
+
+
 def status_current(deployment: dict[str, Any]) -> bool:
     """The Deployment controller has seen the latest spec: the status counts describe it."""
     status = deployment.get("status") or {}

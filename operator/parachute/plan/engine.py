@@ -138,7 +138,8 @@ def _let_go_only_on_a_current_status(tick: Tick, log: Log, workload: WorkloadInt
     """A paused target is let go (unpaused) only on a status that describes its latest spec: a
     status behind it (the Deployment controller has not seen a pause or a template written just
     now) cannot tell that the target has not rolled out already. Held, it is looked at again
-    soon (the controller's status write wakes the Rollout first). Holding is always safe."""
+    soon: the controller's word that it has seen the spec changes no count, so it wakes
+    nothing (`desired_workload.as_news`). Holding is always safe."""
     target = tick.observed.target
     if workload.target_paused or not target.paused or target.status_current:
         return workload
