@@ -15,7 +15,8 @@ Why a copy is safe to decide on:
   the watch missed is read again, and found gone.
 - The watch may lag: a copy can be a moment behind the API server, as any watch cache is.
   Every change it missed is on its way as an event, and that event wakes the Rollout again
-  (unless it changes nothing Parachute reads: `News`).
+  (unless it is no news: `News`; a decision that holds for a status the controller has not
+  caught up with looks again on its own).
 
 Copies are kept as JSON text, so that each read gets dicts of its own to change.
 """

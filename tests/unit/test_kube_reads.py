@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from parachute import kube, watched
-from parachute.plan.desired_workload import as_read
+from parachute.plan.desired_workload import as_news
 
 
 class Answer:
@@ -46,7 +46,7 @@ def no_copies_left(monkeypatch: pytest.MonkeyPatch) -> None:
     """The copies the watch keeps are the process's; each story starts and ends without any."""
     monkeypatch.setattr(watched, "ROLLOUTS", watched.Copies())
     monkeypatch.setattr(watched, "DEPLOYMENTS", watched.Copies())
-    monkeypatch.setattr(watched, "DEPLOYMENT_NEWS", watched.News(read=as_read))
+    monkeypatch.setattr(watched, "DEPLOYMENT_NEWS", watched.News(read=as_news))
 
 
 @pytest.fixture

@@ -54,7 +54,8 @@ def actual_weight(stable: int, canary: int) -> int:
 
 # What Parachute reads of a Deployment's status (`status_current`, `rolled_out`, the canary's
 # ready count). Conditions and the like change with these, or say nothing the planner acts on
-# (a gate on a Deployment's condition reads it anew at every check).
+# (a gate on a Deployment's condition reads it anew at every check). Of these, a change of
+# `observedGeneration` alone wakes nothing (`as_news`).
 STATUS_READ = ("observedGeneration", "replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
 # The controller's number for its newest ReplicaSet: Parachute reads the ReplicaSets themselves.
 CONTROLLER_REVISION = "deployment.kubernetes.io/revision"
@@ -78,8 +79,10 @@ def as_news(deployment: Mapping[str, Any]) -> dict[str, Any]:
     controller's word that it has seen the latest spec (`observedGeneration`) when its counts
     stay the same. That word follows every spec write, Parachute's own pause included (a
     thousand Rollouts adopted are a thousand such events), and no decision is left waiting on
-    it alone: one that holds for a current status looks again within `CLUSTER_TICK`, and a
-    spec that changes pods changes the counts after it."""
+    it alone: one that holds for a current status looks again within `CLUSTER_TICK` (the
+    unpause of a paused target, a rollback's restarts), and a stage waiting for pods within
+    `DEPLOYMENTS_TICK` when their counts do not change (a Deployment at 0 replicas, pods a quota
+    refused)."""
     read = as_read(deployment)
     return {**read, "status": {k: v for k, v in read["status"].items() if k != "observedGeneration"}}
 

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 # How soon to look again while waiting for the cluster (pods becoming ready, a rollout).
 CLUSTER_TICK = timedelta(seconds=2)
 # The same while a stage waits for Deployments alone (no router to read back, no flag store):
-# every change of theirs wakes the Rollout, so the look is only a safety net. At 2 s a release
+# every change of their pods' counts or their spec wakes the Rollout, so the look is a safety
+# net (for a status that changes nothing else as the controller catches up: `as_news`; for an
+# event the watch missed). At 2 s a release
 # waiting for pods was reconciled again as soon as its turn came, the queue full of looks that
 # found nothing new (bench/results.md).
 DEPLOYMENTS_TICK = timedelta(seconds=15)
