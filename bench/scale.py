@@ -136,6 +136,10 @@ class Timeline:
     burst at their start or later, and whether the machine was saturated then, is what decides
     the next lever."""
 
+    # Only the series the lines read are kept: the operator serves series per Rollout, and at
+    # 10,000 Rollouts a whole sample every 10 s for half an hour is a few hundred of them.
+    KEPT = ("parachute_scheduler_lag_seconds_bucket", "parachute_reconcile_duration_seconds_count")
+
     def __init__(self, pid: int, port: int, every: float = 10.0) -> None:
         self.pid, self.port, self.every = pid, port, every
         self.samples: list[tuple[Sample, float]] = []
@@ -144,10 +148,6 @@ class Timeline:
 
     def start(self) -> None:
         self._thread.start()
-
-    # Only the series the lines read are kept: the operator serves series per Rollout, and at
-    # 10,000 Rollouts a whole sample every 10 s for half an hour is a few hundred of them.
-    KEPT = ("parachute_scheduler_lag_seconds_bucket", "parachute_reconcile_duration_seconds_count")
 
     def _run(self) -> None:
         while True:
@@ -164,10 +164,9 @@ class Timeline:
         self._thread.join(60)
         lines, cores = [], os.cpu_count() or 1
         first = self.samples[0][0].at if self.samples else 0.0
+        lag, count = "parachute_scheduler_lag_seconds", "parachute_reconcile_duration_seconds_count"
         for (before, busy), (after, busy_after) in zip(self.samples, self.samples[1:], strict=False):
-            span, lag = after.at - before.at, "parachute_scheduler_lag_seconds"
-            done = after.total("parachute_reconcile_duration_seconds_count") - before.total(
-                "parachute_reconcile_duration_seconds_count")  # fmt: skip
+            span, done = after.at - before.at, after.total(count) - before.total(count)
             lines.append(
                 f"{before.at - first:4.0f}-{after.at - first:4.0f} s: {done / span:5.1f} reconciles/s, "
                 f"lag median {_lag(quantile(before, after, lag, 0.5))} p99 {_lag(quantile(before, after, lag, 0.99))}, "

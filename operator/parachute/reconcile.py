@@ -209,6 +209,7 @@ async def reconcile(namespace: str, name: str, now: datetime, cluster: KubeApi) 
 
 
 def _log_acts(namespace: str, name: str, changed: list[str], *, wrote: bool) -> None:
+    """Log what a reconcile changed; one that neither wrote nor changed anything is counted."""
     if changed:
         logger.info("%s/%s: %s", namespace, name, "; ".join(changed))
     elif not wrote:
