@@ -41,10 +41,23 @@ def test_every_series_there_is_true() -> None:
     assert found.status == ConditionStatus.true and found.missing == ()
 
 
+def test_series_that_are_there_cost_one_query_per_metric_none_of_a_whole_namespace() -> None:
+    provider = FixedProvider(default_vector=FOUND)
+    rollout = spec(metrics=[{"template": "success-rate"}, {"template": "latency-p95"}])
+    assert asyncio.run(check(rollout, "shop", provider, {}, SERVING)).status == ConditionStatus.true
+    assert sorted(provider.queries) == [
+        f"count(http_request_duration_seconds_bucket{{{SELECTOR}}})",
+        f'count(http_requests_total{{{SELECTOR},code!=""}})',
+    ]
+
+
 def test_a_counter_nobody_scrapes_is_named_with_the_query_and_the_usual_cause() -> None:
-    found = checked(
-        spec(metrics=[{"template": "error-rate"}]), {'count(http_requests_total{namespace="shop"})': Series()}
-    )
+    nothing = {
+        'count(http_requests_total{namespace="shop"})': Series(),
+        f"count(http_requests_total{{{SELECTOR}}})": Series(),
+        f'count(http_requests_total{{{SELECTOR},code!=""}})': Series(),
+    }
+    found = checked(spec(metrics=[{"template": "error-rate"}]), nothing)
     assert found.status == ConditionStatus.false
     assert found.message == (
         'error-rate: no series of http_requests_total in namespace shop (query: count(http_requests_total{namespace="shop"})); '
@@ -69,6 +82,7 @@ def test_a_status_label_named_otherwise_is_named_with_the_one_the_series_carry()
 def test_series_that_name_the_pod_in_another_label_are_told() -> None:
     vectors = {
         f"count(http_requests_total{{{SELECTOR}}})": Series(),
+        f'count(http_requests_total{{{SELECTOR},code!=""}})': Series(),
         'count by (pod, pod_name, kubernetes_pod_name) (http_requests_total{namespace="shop"})': Series.of(
             ({"kubernetes_pod_name": "checkout-6d4cf56db6-x2v9q"}, 1.0)
         ),

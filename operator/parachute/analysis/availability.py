@@ -7,9 +7,10 @@ pods), and the condition says which metric found no series, with the query as se
 usually causes it. While it is False it is checked again every `RECHECK`, and a release waits
 before its first stage (`plan.engine`); it starts by itself once the series are there.
 
-A built-in asks its source's questions from the broadest down (is the counter scraped in the
-namespace at all? for these pods? with the status code label?), so the first that finds nothing
-names the cause, and where a label is named otherwise the labels the series do carry are named.
+A built-in's source has questions from the broadest down (is the counter scraped in the
+namespace at all? for these pods? with the status code label?). The narrowest is asked first;
+only when it finds nothing are the others asked, in order, so the first that finds nothing names
+the cause, and where a label is named otherwise the labels the series do carry are named.
 A query of the user's own is sent as written. Metrics whose empty result means zero (or that
 ignore no data) are not asked. A check Prometheus could not answer makes the condition Unknown,
 which holds nothing: the rounds' Error verdicts do that.
@@ -124,7 +125,15 @@ async def check(
         return answers[query]
 
     async def one(metric: MetricDefinition) -> Missing | str | None:
-        for item in _checks(metric, spec, namespace, where):
+        questions = _checks(metric, spec, namespace, where)
+        # Each question narrows the one before it, so series for the narrowest are series for
+        # all: asked first, it is the only query of a metric whose series are there. The broad
+        # ones (every series of a namespace) are what is heavy for Prometheus, a thousand
+        # Rollouts adopted at once asking them of the same namespace.
+        narrowest = await ask(questions[-1].query)
+        if narrowest.error is None and narrowest.found:
+            return None
+        for item in questions:
             found = await ask(item.query)
             if found.error is not None:
                 return f"{metric.name}: {found.error}"

@@ -107,8 +107,9 @@ class Source:
         return query if self.latency_unit == 1 else f"{query} * {self.latency_unit:g}"
 
     def request_checks(self, where: Where, namespace: str) -> list[Check]:
-        """Whether the version's request counter exists, asked from the broadest question down,
-        so the first one that finds nothing says what is wrong."""
+        """Whether the version's request counter exists: questions from the broadest down, each
+        narrower than the one before (series for the last are series for all, so it is asked
+        first), and the first one that finds nothing says what is wrong."""
         metric = f"{self.requests}_xx" if self.kind == MetricsSource.envoy_gateway else self.requests
         selector = self.selector(where, namespace)
         if self.kind == MetricsSource.app:
