@@ -108,7 +108,8 @@ def operator_metrics(port: int) -> str:
 def recoveries(scraped: str, namespace: str, level: str) -> float:
     """How many recoveries by `level` the operator's own metrics count for the Rollout in `namespace`.
 
-    Every Rollout the operator has seen has a series per level (at zero until it recovers)."""
+    Every namespace the operator has seen a Rollout in has a series per level (at zero until one
+    recovers)."""
     for line in scraped.splitlines():
         if (
             line.startswith("parachute_recovery_seconds_count{")

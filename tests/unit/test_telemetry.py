@@ -49,21 +49,15 @@ def test_each_rollback_level_entered_is_counted_once() -> None:
         records = [{"level": level, "startedAt": f"2026-12-03T08:0{i}:00Z"} for i, level in enumerate(levels)]
         return {"id": "i1", "reason": "error rate", "startedAt": "2026-12-03T08:00:00Z", "levels": records}
 
-    flag, config = (value("parachute_rollback_levels_total", namespace="t-levels", rollout="checkout", level=lv)
+    flag, config = (value("parachute_rollback_levels_total", namespace="t-levels", level=lv)
                     for lv in ("flag", "config"))  # fmt: skip
     telemetry.decided("t-levels", "checkout", {}, status(incidents=[incident("flag")]))
     telemetry.decided("t-levels", "checkout", {"incidents": [incident("flag")]},
                       status(incidents=[incident("flag", "config")]))  # fmt: skip
     telemetry.decided("t-levels", "checkout", {"incidents": [incident("flag", "config")]},
                       status(incidents=[incident("flag", "config")]))  # fmt: skip
-    assert (
-        value("parachute_rollback_levels_total", namespace="t-levels", rollout="checkout", level="flag")
-        == flag + 1
-    )
-    assert (
-        value("parachute_rollback_levels_total", namespace="t-levels", rollout="checkout", level="config")
-        == config + 1
-    )
+    assert value("parachute_rollback_levels_total", namespace="t-levels", level="flag") == flag + 1
+    assert value("parachute_rollback_levels_total", namespace="t-levels", level="config") == config + 1
 
 
 def test_verdicts_are_counted_by_metric_and_outcome() -> None:
@@ -172,24 +166,47 @@ def test_a_rollouts_rollback_and_recovery_series_exist_at_zero_before_its_first_
     assert REGISTRY.get_sample_value("parachute_rollbacks_total", zero) == 0
     assert REGISTRY.get_sample_value("parachute_recovery_objective_breaches_total", zero) == 0
     for level in ("flag", "config", "code"):
-        assert REGISTRY.get_sample_value("parachute_rollback_levels_total", {**zero, "level": level}) == 0
-        assert REGISTRY.get_sample_value("parachute_recovery_seconds_count", {**zero, "level": level}) == 0
+        in_namespace = {"namespace": "t-zero", "level": level}
+        assert REGISTRY.get_sample_value("parachute_rollback_levels_total", in_namespace) == 0
+        assert REGISTRY.get_sample_value("parachute_recovery_seconds_count", in_namespace) == 0
     telemetry.recovered("t-zero", "checkout", "code", 42.0, objective_met=True)
-    assert REGISTRY.get_sample_value("parachute_recovery_seconds_count", {**zero, "level": "code"}) == 1
+    assert (
+        REGISTRY.get_sample_value(
+            "parachute_recovery_seconds_count", {"namespace": "t-zero", "level": "code"}
+        )
+        == 1
+    )
 
 
-def test_a_deleted_rollout_takes_its_series_with_it() -> None:
-    telemetry.observed("t-gone", "checkout", "Progressing")
+def _series(namespace: str) -> list[dict[str, str]]:
+    return [sample.labels for family in REGISTRY.collect() for sample in family.samples
+            if sample.labels.get("namespace") == namespace]  # fmt: skip
+
+
+def test_a_deleted_rollout_takes_its_series_with_it_and_the_namespaces_last_takes_the_namespaces() -> None:
+    for rollout in ("checkout", "cart"):
+        telemetry.observed("t-gone", rollout, "Progressing")
     old = {"stageIndex": 0, "release": {"revision": "r2"}, "plan": PLAN}
     telemetry.decided("t-gone", "checkout", old, status(stageIndex=1, release={"revision": "r2"}, plan=PLAN))
     telemetry.recovered("t-gone", "checkout", "code", 4.0, True)
-    assert REGISTRY.get_sample_value("parachute_recovery_seconds_count",
-                                     {"namespace": "t-gone", "rollout": "checkout", "level": "code"}) == 1  # fmt: skip
     telemetry.gone("t-gone", "checkout")
-    left = [
-        sample
-        for family in REGISTRY.collect()
-        for sample in family.samples
-        if sample.labels.get("namespace") == "t-gone" and sample.labels.get("rollout") == "checkout"
-    ]
-    assert left == []
+    assert [labels for labels in _series("t-gone") if labels.get("rollout") == "checkout"] == []
+    assert (
+        REGISTRY.get_sample_value(
+            "parachute_recovery_seconds_count", {"namespace": "t-gone", "level": "code"}
+        )
+        == 1
+    )
+    telemetry.gone("t-gone", "cart")
+    assert _series("t-gone") == []
+
+
+def test_a_rollout_costs_a_scrape_two_series_whatever_its_releases_and_rollbacks() -> None:
+    # At 10,000 Rollouts a histogram per Rollout was 360,000 lines, 11 s of the operator's time a scrape.
+    telemetry.observed("t-lines", "a", "Healthy")
+    before = len(_series("t-lines"))
+    telemetry.observed("t-lines", "b", "Healthy")
+    telemetry.decided("t-lines", "b", {}, status(incidents=[{"id": "i1", "reason": "r", "startedAt": "2026-12-03T08:00:00Z",
+                                                             "levels": [{"level": "flag", "startedAt": "2026-12-03T08:00:00Z"}]}]))  # fmt: skip
+    telemetry.recovered("t-lines", "b", "flag", 12.0, True)
+    assert len(_series("t-lines")) == before + 2
