@@ -187,12 +187,14 @@ def gone(namespace: str, rollout: str) -> None:
     """The Rollout is deleted (or another shard's): its series go, and its namespace's with the
     namespace's last Rollout, so a cluster that churns Rollouts does not grow the operator's
     memory and scrapes without bound."""
-    if STATE.phases.pop((namespace, rollout), None) is None:
-        return
+    # Its own series go even when it was gone already: a reconcile under way when it went may
+    # have counted for it since.
     for metric in (ROLLBACKS, OBJECTIVE_BREACHES):
         _remove(metric, namespace, rollout)
     for stage in STATE.stages.pop((namespace, rollout), set()):
         _remove(STAGE_TRANSITIONS, namespace, rollout, stage)
+    if STATE.phases.pop((namespace, rollout), None) is None:
+        return
     STATE.rollouts_in[namespace] -= 1
     if STATE.rollouts_in[namespace] > 0:
         return

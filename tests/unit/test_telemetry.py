@@ -210,3 +210,12 @@ def test_a_rollout_costs_a_scrape_two_series_whatever_its_releases_and_rollbacks
                                                              "levels": [{"level": "flag", "startedAt": "2026-12-03T08:00:00Z"}]}]))  # fmt: skip
     telemetry.recovered("t-lines", "b", "flag", 12.0, True)
     assert len(_series("t-lines")) == before + 2
+
+
+def test_what_a_reconcile_under_way_counts_after_its_rollout_went_goes_with_the_next_word_of_it() -> None:
+    telemetry.observed("t-late", "checkout", "Progressing")
+    telemetry.gone("t-late", "checkout")  # another shard's now, its reconcile still running
+    old = {"stageIndex": 0, "release": {"revision": "r2"}, "plan": PLAN}
+    telemetry.decided("t-late", "checkout", old, status(stageIndex=1, release={"revision": "r2"}, plan=PLAN))
+    telemetry.gone("t-late", "checkout")  # the next event of it
+    assert [labels for labels in _series("t-late") if labels.get("rollout") == "checkout"] == []

@@ -19,6 +19,7 @@ which holds nothing: the rounds' Error verdicts do that.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,6 +42,7 @@ from parachute.plan.engine import parse_time
 from parachute.plan.metrics import Kind, MetricDefinition, definitions, render
 from parachute.plan.sources import Check, routed_service, source_for
 from parachute.plan.stages import effective_risk
+from parachute.plan.verdicts import Series
 from parachute.plan.versions import Versions, Where, at_rest
 
 RECHECK = timedelta(seconds=10)
@@ -117,9 +119,9 @@ async def check(
         for m in definitions(spec, templates, risk or effective_risk(spec))
         if not m.no_data_is_zero and m.on_no_data != NoData.ignore
     ]
-    answers: dict[str, asyncio.Task[Any]] = {}
+    answers: dict[str, asyncio.Task[Series]] = {}
 
-    def ask(query: str) -> asyncio.Task[Any]:
+    def ask(query: str) -> asyncio.Task[Series]:
         if query not in answers:
             answers[query] = asyncio.ensure_future(provider.vector(query))
         return answers[query]
@@ -141,7 +143,7 @@ async def check(
                 continue
             hint = item.hint
             if item.suggest:
-                carried = await _carried(provider, item)
+                carried = await _carried(ask, item)
                 if carried:
                     hint += f" (they carry: {', '.join(carried)})"
             return Missing(metric.name, item.query, item.missing, hint)
@@ -154,9 +156,10 @@ async def check(
     )
 
 
-async def _carried(provider: MetricProvider, item: Check) -> list[str]:
-    """Which of the suggested label names the series carry."""
-    found = await provider.vector(f"count by ({', '.join(item.suggest)}) ({item.suggest_from})")
+async def _carried(ask: Callable[[str], Awaitable[Series]], item: Check) -> list[str]:
+    """Which of the suggested label names the series carry (asked once for metrics that share
+    the question)."""
+    found = await ask(f"count by ({', '.join(item.suggest)}) ({item.suggest_from})")
     present: set[str] = set()
     for labels, _ in found.found:
         present.update(name for name, value in labels if value)
