@@ -4,6 +4,8 @@ when Prometheus does not say when they land."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,8 +14,10 @@ from hypothesis import strategies as st
 
 from parachute.analysis import fastlane as lane
 from parachute.analysis.prometheus import PrometheusProvider
+from parachute.analysis.provider import FixedProvider
 from parachute.plan import fastlane as core
-from tests.unit.test_fastlane import watched
+from parachute.plan.verdicts import Series
+from tests.unit.test_fastlane import PROM, T0, versions, watched
 
 MARGIN = core.LANDING_MARGIN
 CANARY = "checkout-canary-5f7b8c9d4b-x7k2p"
@@ -77,6 +81,51 @@ def test_no_other_moment_leaves_the_judged_samples_less_wait(offsets: list[float
 )
 def test_the_next_look(now: float, phase: float | None, expected: float) -> None:
     assert core.next_look(now, 1.0, phase) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("busy", "phase", "expected"),
+    [
+        pytest.param(0.2, None, 101.0, id="a-light-look-one-cadence-on"),
+        pytest.param(0.5, None, 101.5, id="a-heavy-look-three-times-its-time-on"),
+        pytest.param(0.2, 0.35, 101.35, id="a-light-look-at-the-next-phase"),
+        pytest.param(0.5, 0.35, 102.35, id="a-heavy-look-at-the-first-phase-three-times-its-time-on"),
+    ],
+)
+def test_a_look_that_took_the_operator_long_is_followed_by_twice_its_time_of_rest(
+    busy: float, phase: float | None, expected: float
+) -> None:
+    # At 5,000 canaries a look took 2.6 s of every 5 s cadence: half the operator's time.
+    assert core.next_look(100.0, 1.0, phase, busy) == pytest.approx(expected)
+
+
+def test_a_look_at_many_rollouts_lets_others_run_between_its_chunks_and_says_its_time() -> None:
+    members = [watched(namespace="shop", name=f"app-{i}", versions=versions("shop", f"app-{i}"))
+               for i in range(3 * lane.CHUNK)]  # fmt: skip
+    fast = lane.FastLane(
+        lane.Settings(cadence=1.0), wake=lambda key: None, now=lambda: T0 + timedelta(seconds=30)
+    )
+    provider = FixedProvider(default_vector=Series())
+    for w in members:
+        fast.enrol(w.key, w, provider)
+    turns = 0
+
+    async def other_work() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    async def look() -> None:
+        beside = asyncio.create_task(other_work())
+        await asyncio.sleep(0)
+        before = turns
+        await fast.tick(PROM, 1.0)
+        beside.cancel()
+        assert turns - before >= 2  # after each chunk but the last
+
+    asyncio.run(look())
+    assert fast.busy[PROM] > 0
 
 
 @given(st.floats(min_value=0, max_value=1e9), st.floats(min_value=0, max_value=0.999))
