@@ -92,7 +92,7 @@ def test_the_next_look(now: float, phase: float | None, expected: float) -> None
         pytest.param(0.5, 0.35, 102.35, id="a-heavy-look-at-the-first-phase-three-times-its-time-on"),
     ],
 )
-def test_a_look_that_took_the_operator_long_is_followed_by_twice_its_time_of_rest(
+def test_a_look_that_took_the_operator_long_is_followed_no_sooner_than_three_times_its_time_on(
     busy: float, phase: float | None, expected: float
 ) -> None:
     # At 5,000 canaries a look took 2.6 s of every 5 s cadence: half the operator's time.
@@ -126,6 +126,45 @@ def test_a_look_at_many_rollouts_lets_others_run_between_its_chunks_and_says_its
 
     asyncio.run(look())
     assert fast.busy[PROM] > 0
+
+
+class Refusing(FixedProvider):
+    async def vector(self, query: str) -> Series:
+        raise RuntimeError("no answer")
+
+
+def test_a_look_that_fails_still_says_its_time_and_a_lane_that_stands_down_forgets_it() -> None:
+    fast = lane.FastLane(lane.Settings(cadence=1.0), wake=lambda key: None)
+    w = watched()
+    fast.enrol(w.key, w, Refusing())
+    with pytest.raises(RuntimeError):
+        asyncio.run(fast.tick(PROM, 1.0))
+    assert PROM in fast.busy
+    fast.stand_down()
+    assert fast.busy == {}
+
+
+def test_a_look_whose_leadership_lapses_between_chunks_counts_nothing_more() -> None:
+    # A fresh memory means another process may have looked: this look's counts are not its own.
+    members = [watched(namespace="shop", name=f"app-{i}", versions=versions("shop", f"app-{i}"))
+               for i in range(2 * lane.CHUNK)]  # fmt: skip
+    fast = lane.FastLane(
+        lane.Settings(cadence=1.0), wake=lambda key: None, now=lambda: T0 + timedelta(seconds=30)
+    )
+    for w in members:
+        fast.enrol(w.key, w, FixedProvider(default_vector=Series()))
+    first = fast._memory
+
+    async def look() -> None:
+        async def lapse() -> None:
+            fast._memory = core.Memory()
+
+        beside = asyncio.create_task(lapse())
+        await fast.tick(PROM, 1.0)
+        await beside
+
+    asyncio.run(look())
+    assert len(first.of) == lane.CHUNK and fast._memory.of == {}
 
 
 @given(st.floats(min_value=0, max_value=1e9), st.floats(min_value=0, max_value=0.999))

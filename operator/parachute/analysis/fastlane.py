@@ -15,10 +15,11 @@ pods' samples land (their targets' last scrape, from the same API), not at a mom
 scrape's cycle unrelated to them: that is up to a cadence sooner. The lane's queries go
 through the provider, so they are counted with every other PromQL query, and also on their own.
 
-Its looks take at most a third of the operator's time (`plan.fastlane.next_look`): with
-thousands of canaries a look comes less often than the cadence, and the reconciles, a rollback's
-among them, keep the rest. A look's Rollouts are judged a chunk at a time, between the others'
-work, not in one hold of the event loop.
+Its looks take at most about a third of the operator's time, all its Prometheus servers'
+together (`plan.fastlane.next_look`; the answers' parsing on the providers' threads is not
+counted): with thousands of canaries a look comes less often than the cadence, and the
+reconciles, a rollback's among them, keep the rest. A look's Rollouts are judged a chunk at a
+time, between the others' work (matching the answer's series to them is still one piece).
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from parachute import clock, kube, telemetry
 from parachute.analysis.connect import provider_for, templates_for
@@ -68,6 +69,7 @@ RELEASING = (Phase.progressing, Phase.paused)
 CHUNK = 100  # Rollouts judged in one turn on the event loop (about 50 ms at 5,000 watched)
 
 Key = core.Key
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ class FastLane:
         self.cadences: dict[Hashable, float] = {}
         self.phases: dict[Hashable, float | None] = {}
         self.busy: dict[Hashable, float] = {}  # the operator's time each server's last look took
+        self._off: dict[Hashable, float] = {}  # ... of it, the others' work while the look awaited
 
     # What reconciles call.
 
@@ -192,6 +195,7 @@ class FastLane:
         """No longer leading: whoever leads next enrols the Rollouts from its own rounds."""
         for key in list(self._watched):
             self.leave(key)
+        self.busy.clear()  # looks of what it no longer watches: the first look as leader again waits for none
 
     @property
     def watched(self) -> int:
@@ -208,6 +212,7 @@ class FastLane:
                     self._tasks[server] = asyncio.create_task(self._watch(server), name="parachute-fast-lane")
                 for server in set(self._tasks) - servers:
                     self._tasks.pop(server).cancel()
+                    self.busy.pop(server, None)
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=5.0)
@@ -235,7 +240,8 @@ class FastLane:
                     await self.tick(server, cadence)
                 except Exception:  # the lane is an addition: the rounds go on whatever happens here
                     logger.exception("fast lane: a look at %s failed", server)
-            following = core.next_look(wall, cadence, aligned.phase, self.busy.get(server, 0.0))
+            # Every server's last look counts: the lane's share is the operator's, not each server's.
+            following = core.next_look(wall, cadence, aligned.phase, sum(self.busy.values()))
             await asyncio.sleep(max(0.0, following - time.time()))
 
     async def _align(
@@ -275,31 +281,38 @@ class FastLane:
 
         The Rollouts are judged CHUNK at a time, each chunk's turn on the event loop followed by
         the others' (at 5,000 canaries a look held the loop for 2.6 s, and every reconcile due
-        meanwhile with it); the look's own CPU time is kept in `busy`, for when the next comes."""
+        meanwhile with it); the look's own CPU time on the loop is kept in `busy`, for when the
+        next comes (the answer's parsing, on the provider's thread, is not in it)."""
+        self._off[server] = 0.0
+        began = time.thread_time()
+        try:
+            return await self._look(server, cadence)
+        finally:
+            self.busy[server] = time.thread_time() - began - self._off[server]
+
+    async def _look(self, server: Hashable, cadence: float) -> int:
         provider = self._providers.get(server)
         members = [w for w in self._watched.values() if w.server == server]
-        self.busy[server] = 0.0
         if provider is None or not members:
             return 0
         window = window_for(cadence, self.settings.window)
+        memory = self._memory  # replaced when leadership lapses: its counts are then not this look's
         found = 0
         for query in core.queries(members, window):
-            answer = await provider.vector(query.text)
+            answer = await self._off_the_clock(server, provider.vector(query.text))
             telemetry.fast_lane_query(answer)
             if answer.error is not None:
                 logger.debug("fast lane: %s", answer.error)
                 continue  # an Error is the rounds' to report
             now = self._now()
-            began = time.thread_time()
             parts = core.split(query, answer)
             for done, w in enumerate(query.members):
                 if done and done % CHUNK == 0:
-                    self.busy[server] += time.thread_time() - began
-                    await asyncio.sleep(0)
-                    began = time.thread_time()
+                    await self._off_the_clock(server, asyncio.sleep(0))
+                if self._memory is not memory:
+                    return found
                 if self._watched.get(w.key) is not w:
                     continue  # left, or enrolled afresh, while the query was out
-                memory = self._memory
                 seen = core.observed(parts[w.key], window, cadence)
                 judged = core.judge_split(
                     w,
@@ -320,8 +333,15 @@ class FastLane:
                         logger.info("fast lane: %s/%s %s", w.namespace, w.name, breach.status.message)
                 found += len(judged.breaches)
                 self._wake(w.key)
-            self.busy[server] += time.thread_time() - began
         return found
+
+    async def _off_the_clock(self, server: Hashable, awaited: Awaitable[T]) -> T:
+        """Await `awaited` without counting the time meanwhile (others' work) in the look's `busy`."""
+        began = time.thread_time()
+        try:
+            return await awaited
+        finally:
+            self._off[server] += time.thread_time() - began
 
 
 # The process's lane, when it runs (`install`); reconciles reach it through the functions below.
