@@ -202,7 +202,7 @@ def test_a_deleted_rollout_takes_its_series_with_it_and_the_namespaces_last_take
 
 
 def test_a_rollout_costs_a_scrape_two_series_whatever_its_releases_and_rollbacks() -> None:
-    # At 10,000 Rollouts a histogram per Rollout was 360,000 lines, 11 s of the operator's time a scrape.
+    # At 10,000 Rollouts a histogram per Rollout and level was 420,000 lines, 11 s of the operator's time a scrape.
     telemetry.observed("t-lines", "a", "Healthy")
     before = len(_series("t-lines"))
     telemetry.observed("t-lines", "b", "Healthy")
