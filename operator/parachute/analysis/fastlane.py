@@ -15,7 +15,7 @@ pods' samples land (their targets' last scrape, from the same API), not at a mom
 scrape's cycle unrelated to them: that is up to a cadence sooner. The lane's queries go
 through the provider, so they are counted with every other PromQL query, and also on their own.
 
-Its looks take at most about a third of the operator's time, all its Prometheus servers'
+Its looks use at most about a third of the operator's CPU, all its Prometheus servers'
 together (`plan.fastlane.next_look`; the answers' parsing on the providers' threads is not
 counted): with thousands of canaries a look comes less often than the cadence, and the
 reconciles, a rollback's among them, keep the rest. A look's Rollouts are judged a chunk at a
