@@ -99,15 +99,20 @@ def test_a_look_that_took_the_operator_long_is_followed_no_sooner_than_three_tim
     assert core.next_look(100.0, 1.0, phase, busy) == pytest.approx(expected)
 
 
-def test_a_look_at_many_rollouts_lets_others_run_between_its_chunks_and_says_its_time() -> None:
-    members = [watched(namespace="shop", name=f"app-{i}", versions=versions("shop", f"app-{i}"))
-               for i in range(3 * lane.CHUNK)]  # fmt: skip
+def watching(rollouts: int) -> lane.FastLane:
+    """A lane watching this many Rollouts' canaries, each answered with no series."""
     fast = lane.FastLane(
         lane.Settings(cadence=1.0), wake=lambda key: None, now=lambda: T0 + timedelta(seconds=30)
     )
     provider = FixedProvider(default_vector=Series())
-    for w in members:
+    for i in range(rollouts):
+        w = watched(namespace="shop", name=f"app-{i}", versions=versions("shop", f"app-{i}"))
         fast.enrol(w.key, w, provider)
+    return fast
+
+
+def test_a_look_at_many_rollouts_lets_others_run_between_its_chunks_and_says_its_time() -> None:
+    fast = watching(3 * lane.CHUNK)
     turns = 0
 
     async def other_work() -> None:
@@ -146,13 +151,7 @@ def test_a_look_that_fails_still_says_its_time_and_a_lane_that_stands_down_forge
 
 def test_a_look_whose_leadership_lapses_between_chunks_counts_nothing_more() -> None:
     # A fresh memory means another process may have looked: this look's counts are not its own.
-    members = [watched(namespace="shop", name=f"app-{i}", versions=versions("shop", f"app-{i}"))
-               for i in range(2 * lane.CHUNK)]  # fmt: skip
-    fast = lane.FastLane(
-        lane.Settings(cadence=1.0), wake=lambda key: None, now=lambda: T0 + timedelta(seconds=30)
-    )
-    for w in members:
-        fast.enrol(w.key, w, FixedProvider(default_vector=Series()))
+    fast = watching(2 * lane.CHUNK)
     first = fast._memory
 
     async def look() -> None:
