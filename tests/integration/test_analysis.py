@@ -113,7 +113,7 @@ def test_six_percent_errors_are_rolled_back_within_two_intervals(
 @pytest.fixture
 def one_pod(crds: Cluster, namespace: str, tmp_path: Path) -> Iterator[Analysed]:
     """`checkout` with a single pod, so that every stage's canary (one pod) gets half the
-    requests: enough in one interval's window for 0.3% (one in 333) to show."""
+    requests: enough in one interval's window for 0.4% (one in 250) to show."""
     world = Analysed(crds, namespace, tmp_path, replicas=1)
     yield world
     world.stop()
@@ -123,7 +123,12 @@ def test_a_warning_rate_of_errors_is_watched_but_the_release_proceeds(
     one_pod: Analysed, operator: RunningOperator
 ) -> None:
     analysed = one_pod
-    analysed.set_app(NEW, Behaviour(error_rate=0.003))
+    # One request in 250 fails, evenly spaced, so a window of 250 requests or more reads past
+    # the 0.2% warning line: at one in 333 a window of 500-666 requests read 0.15-0.2%, and a
+    # release on a slow machine could pass every stage without a Warning shown. A short window
+    # that catches two errors reads past 0.5%, but is never shown worse than stable with 95%
+    # confidence: it holds, it does not fail.
+    analysed.set_app(NEW, Behaviour(error_rate=0.004))
     warned: list[str] = []
 
     def progress() -> bool:
@@ -131,9 +136,9 @@ def test_a_warning_rate_of_errors_is_watched_but_the_release_proceeds(
             warned.append(analysed.metric("error-rate")["message"])
         return analysed.released()
 
-    analysed.release(min="4s", max="12s")
+    analysed.release(min="6s", max="12s")
     eventually(progress, timeout=150, interval=0.5, what="released despite warnings")
-    assert warned, "a 0.3% error rate is in the warning band"
+    assert warned, "a 0.4% error rate is in the warning band"
     assert "watching" in warned[0] or "critical" in warned[0]
     assert analysed.metric("error-rate")["failed"] == 0
 
