@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from parachute.analysis import fastlane as lane
 from parachute.analysis.prometheus import PrometheusProvider
@@ -131,6 +132,22 @@ def test_a_look_at_many_rollouts_lets_others_run_between_its_chunks_and_says_its
 
     asyncio.run(look())
     assert fast.busy[PROM] > 0
+
+
+class Slow(FixedProvider):
+    async def vector(self, query: str) -> Series:
+        await asyncio.sleep(0.3)
+        return Series()
+
+
+def test_a_looks_time_is_its_hold_on_the_event_loop_not_the_wait_for_its_answer() -> None:
+    fast = lane.FastLane(lane.Settings(cadence=1.0), wake=lambda key: None)
+    w = watched()
+    fast.enrol(w.key, w, Slow())
+    looks = REGISTRY.get_sample_value("parachute_fast_lane_look_seconds_count") or 0.0
+    asyncio.run(fast.tick(PROM, 1.0))
+    assert 0 <= fast.busy[PROM] < 0.1
+    assert REGISTRY.get_sample_value("parachute_fast_lane_look_seconds_count") == looks + 1
 
 
 class Refusing(FixedProvider):

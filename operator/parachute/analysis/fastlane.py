@@ -15,10 +15,12 @@ pods' samples land (their targets' last scrape, from the same API), not at a mom
 scrape's cycle unrelated to them: that is up to a cadence sooner. The lane's queries go
 through the provider, so they are counted with every other PromQL query, and also on their own.
 
-Its looks use at most about a third of the operator's CPU, all its Prometheus servers'
-together (`plan.fastlane.next_look`; the answers' parsing on the providers' threads is not
-counted): with thousands of canaries a look comes less often than the cadence, and the
-reconciles, a rollback's among them, keep the rest. A look's Rollouts are judged a chunk at a
+Its looks hold the operator's event loop at most about a third of the time, all its Prometheus
+servers' together (`plan.fastlane.next_look`; the answers' parsing on the providers' threads is
+not counted): with thousands of canaries a look comes less often than the cadence, and the
+reconciles, a rollback's among them, keep the rest. A look's time is wall-clock time, not CPU
+time: on a machine whose cores are all busy, the loop waits for a core and for Python's lock
+inside a look as well, and every reconcile due meanwhile waits with it. A look's Rollouts are judged a chunk at a
 time, between the others' work (matching the answer's series to them is still one piece).
 """
 
@@ -139,7 +141,7 @@ class FastLane:
         self._changed = asyncio.Event()
         self.cadences: dict[Hashable, float] = {}
         self.phases: dict[Hashable, float | None] = {}
-        self.busy: dict[Hashable, float] = {}  # the operator's time each server's last look took
+        self.busy: dict[Hashable, float] = {}  # how long each server's last look held the event loop
         self._off: dict[Hashable, float] = {}  # ... of it, the others' work while the look awaited
 
     # What reconciles call.
@@ -281,14 +283,15 @@ class FastLane:
 
         The Rollouts are judged CHUNK at a time, each chunk's turn on the event loop followed by
         the others' (at 5,000 canaries a look held the loop for 2.6 s, and every reconcile due
-        meanwhile with it); the look's own CPU time on the loop is kept in `busy`, for when the
-        next comes (the answer's parsing, on the provider's thread, is not in it)."""
+        meanwhile with it); how long the look held the loop is kept in `busy`, for when the next
+        comes, and exported (the answer's parsing, on the provider's thread, is not in it)."""
         self._off[server] = 0.0
-        began = time.thread_time()
+        began = time.perf_counter()
         try:
             return await self._look(server, cadence)
         finally:
-            self.busy[server] = time.thread_time() - began - self._off[server]
+            self.busy[server] = max(0.0, time.perf_counter() - began - self._off[server])
+            telemetry.fast_lane_look(self.busy[server])
 
     async def _look(self, server: Hashable, cadence: float) -> int:
         provider = self._providers.get(server)
@@ -336,12 +339,13 @@ class FastLane:
         return found
 
     async def _off_the_clock(self, server: Hashable, awaited: Awaitable[T]) -> T:
-        """Await `awaited` without counting the time meanwhile (others' work) in the look's `busy`."""
-        began = time.thread_time()
+        """Await `awaited` without counting the time meanwhile (the answer's wait, the others'
+        turns) in the look's `busy`."""
+        began = time.perf_counter()
         try:
             return await awaited
         finally:
-            self._off[server] += time.thread_time() - began
+            self._off[server] += time.perf_counter() - began
 
 
 # The process's lane, when it runs (`install`); reconciles reach it through the functions below.

@@ -55,7 +55,7 @@ GROUPABLE = (MetricsSource.app, MetricsSource.linkerd)
 # Beyond this the pods' patterns are left out of the query (the namespaces still select, and
 # the split matches pods itself): a URL that long is refused by many proxies in front of Prometheus.
 MAX_QUERY = 6000
-LANE_SHARE = 1 / 3  # of the operator's time, at most, for the lane's looks (`next_look`)
+LANE_SHARE = 1 / 3  # of the operator's event loop's time, at most, for the lane's looks (`next_look`)
 FAST_LANE_PREFIX = "fast lane: "
 
 Key = tuple[str, str]  # namespace, name
@@ -454,9 +454,10 @@ def next_look(now: float, cadence: float, phase: float | None, busy: float = 0.0
     cadence on when the lane has no phase, else the next moment at its phase, at least half a
     cadence away (a look that ran late does not make the next one come at once).
 
-    `busy` is the operator's time the look took: the next comes no sooner than 1 / LANE_SHARE
-    times that after it began, so however many Rollouts the lane watches, the reconciles keep
-    the rest (at 5,000 canaries a look took 2.6 s, every 5 s cadence, half the operator)."""
+    `busy` is how long the look held the operator's event loop: the next comes no sooner than
+    1 / LANE_SHARE times that after it began, so however many Rollouts the lane watches, the
+    reconciles keep the rest (at 5,000 canaries a look took 2.6 s, every 5 s cadence, half the
+    operator)."""
     rest = busy / LANE_SHARE
     if phase is None:
         return now + max(cadence, rest)
