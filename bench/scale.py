@@ -534,9 +534,13 @@ class Run:
                  f"the fast lane's {lane / span:.2f}/s included; one per metric per version per interval "
                  f"for every release under way would be {bound:.0f}/s")  # fmt: skip
         looks, look = grew("parachute_fast_lane_look_seconds_count"), "parachute_fast_lane_look_seconds"
-        self.put("fast lane: looks during the releases, hold on the event loop median / p99",
-                 f"{looks:,.0f}, {quantile(before, after, look, 0.5):.2f} / {quantile(before, after, look, 0.99):.2f} s",
-                 f"one every {span / max(looks, 1):.1f} s; a look is followed by twice its hold before the next")  # fmt: skip
+        held = (
+            f", {quantile(before, after, look, 0.5):.2f} / {quantile(before, after, look, 0.99):.2f} s"
+            if looks
+            else ""
+        )
+        self.put("fast lane: looks during the releases, hold on the event loop median / p99", f"{looks:,.0f}{held}",
+                 f"one every {span / max(looks, 1):.1f} s; the next comes no sooner than 3x the hold after one began")  # fmt: skip
         self.put("CPU seconds during the releases", f"{after.cpu - before.cpu:.0f} s", f"over {span:.0f} s")
         # Whether the operator or the machine is the bound: the control plane, Prometheus and the
         # bench's exporter share the cores with it.

@@ -104,8 +104,9 @@ FAST_LANE_LOOK_SECONDS = Histogram(
     "parachute_fast_lane_look_seconds",
     "How long one look of the fast lane held the operator's event loop (wall clock; the wait for "
     "Prometheus's answer and the others' turns between its chunks not counted). Its count is the "
-    "looks made: the next look comes no sooner than three times this after the last began.",
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    "looks made: the next comes no sooner than three times the last looks' holds (every "
+    "Prometheus's) after this one began.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 API_REQUESTS = Counter(
     "parachute_api_requests_total",

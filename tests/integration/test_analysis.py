@@ -123,17 +123,19 @@ def test_a_warning_rate_of_errors_is_watched_but_the_release_proceeds(
     one_pod: Analysed, operator: RunningOperator
 ) -> None:
     analysed = one_pod
-    # One request in 250 fails, evenly spaced, so a window of 250 requests or more reads past
-    # the 0.2% warning line: at one in 333 a window of 500-666 requests read 0.15-0.2%, and a
-    # release on a slow machine could pass every stage without a Warning shown. A short window
-    # that catches two errors reads past 0.5%, but is never shown worse than stable with 95%
-    # confidence: it holds, it does not fail.
+    # One request in 250 fails, evenly spaced, so a window of 250 requests or more reads about
+    # 0.2% or more, past the warning line in all but a few: at one in 333 a window of 500-666
+    # requests read 0.15-0.2%, and a release on a slow machine passed every stage without a
+    # Warning shown. A short window that catches two errors reads past 0.5%, but a few errors
+    # prove nothing with 95% confidence, and a critical reading is a Warning for `sustainFor`
+    # (10 minutes): it holds, it does not fail.
     analysed.set_app(NEW, Behaviour(error_rate=0.004))
     warned: list[str] = []
 
     def progress() -> bool:
-        if analysed.metric("error-rate").get("verdict") == "Warning":
-            warned.append(analysed.metric("error-rate")["message"])
+        metric = analysed.metric("error-rate")  # read once: a round may land between two reads
+        if metric.get("verdict") == "Warning":
+            warned.append(metric["message"])
         return analysed.released()
 
     analysed.release(min="6s", max="12s")

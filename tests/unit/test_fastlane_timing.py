@@ -5,6 +5,8 @@ when Prometheus does not say when they land."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -148,6 +150,40 @@ def test_a_looks_time_is_its_hold_on_the_event_loop_not_the_wait_for_its_answer(
     asyncio.run(fast.tick(PROM, 1.0))
     assert 0 <= fast.busy[PROM] < 0.1
     assert REGISTRY.get_sample_value("parachute_fast_lane_look_seconds_count") == looks + 1
+
+
+def test_a_looks_time_counts_what_kept_the_event_loop_from_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On a machine whose cores are busy the loop waits for a core and for Python's lock inside a
+    # look: wall time, where the look's CPU time would leave it out.
+    judge = core.judge_split
+
+    def blocking(*args: Any, **kwargs: Any) -> core.Judged:
+        time.sleep(0.2)
+        return judge(*args, **kwargs)
+
+    monkeypatch.setattr(core, "judge_split", blocking)
+    fast = lane.FastLane(lane.Settings(cadence=1.0), wake=lambda key: None)
+    w = watched()
+    fast.enrol(w.key, w, FixedProvider(default_vector=Series()))
+    asyncio.run(fast.tick(PROM, 1.0))
+    assert fast.busy[PROM] >= 0.15
+
+
+def test_a_server_no_rollout_reads_any_more_leaves_no_time_to_space_the_others_looks() -> None:
+    fast = watching(1)
+
+    async def go() -> None:
+        watcher = asyncio.create_task(fast._watch(PROM))
+        while PROM not in fast.busy:
+            await asyncio.sleep(0.01)
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+    asyncio.run(go())
+    assert PROM not in fast.busy
 
 
 class Refusing(FixedProvider):

@@ -16,12 +16,13 @@ scrape's cycle unrelated to them: that is up to a cadence sooner. The lane's que
 through the provider, so they are counted with every other PromQL query, and also on their own.
 
 Its looks hold the operator's event loop at most about a third of the time, all its Prometheus
-servers' together (`plan.fastlane.next_look`; the answers' parsing on the providers' threads is
-not counted): with thousands of canaries a look comes less often than the cadence, and the
-reconciles, a rollback's among them, keep the rest. A look's time is wall-clock time, not CPU
-time: on a machine whose cores are all busy, the loop waits for a core and for Python's lock
-inside a look as well, and every reconcile due meanwhile waits with it. A look's Rollouts are judged a chunk at a
-time, between the others' work (matching the answer's series to them is still one piece).
+servers' together (`plan.fastlane.next_look`; the parsing of its answers on the providers'
+threads is not counted): with thousands of canaries a look comes less often than the cadence,
+and the reconciles, a rollback's among them, keep the rest. A look's time is wall-clock time,
+not CPU time: on a machine whose cores are all busy, the loop waits for a core and for Python's
+lock inside a look as well, and every reconcile due meanwhile waits with it. A look's Rollouts
+are judged a chunk at a time, between the others' work (matching the answer's series to them is
+still one piece).
 """
 
 from __future__ import annotations
@@ -214,7 +215,6 @@ class FastLane:
                     self._tasks[server] = asyncio.create_task(self._watch(server), name="parachute-fast-lane")
                 for server in set(self._tasks) - servers:
                     self._tasks.pop(server).cancel()
-                    self.busy.pop(server, None)
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=5.0)
@@ -223,6 +223,12 @@ class FastLane:
                 task.cancel()
 
     async def _watch(self, server: Hashable) -> None:
+        try:
+            await self._looking(server)
+        finally:  # no Rollout reads it now: its last look's time must not space the others' looks
+            self.busy.pop(server, None)
+
+    async def _looking(self, server: Hashable) -> None:
         detected_at = -REDETECT
         cadence = self.settings.cadence or FALLBACK_CADENCE
         aligned: Alignment = Alignment()
