@@ -252,12 +252,14 @@ def _pods_prefix(where: Where) -> str:
     return f"{where.workload}-"[:GENERATED_BASE]
 
 
-def _prefixes(pod: str) -> set[str]:
-    """Every way the pod's name could begin with `_pods_prefix` of its Deployment."""
+@functools.lru_cache(maxsize=65_536)
+def _prefixes(pod: str) -> frozenset[str]:
+    """Every way the pod's name could begin with `_pods_prefix` of its Deployment (a pod's
+    series come back every look: at 5,000 canaries this was a quarter of matching them)."""
     found = {pod[: i + 1] for i, char in enumerate(pod[:GENERATED_BASE]) if char == "-"}
     if len(pod) >= GENERATED_BASE:
         found.add(pod[:GENERATED_BASE])
-    return found
+    return frozenset(found)
 
 
 def observed(counts: Split, window: timedelta, cadence: float) -> Split:
