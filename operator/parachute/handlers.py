@@ -397,7 +397,10 @@ async def on_deployment(
     gone = kwargs.get("type") == "DELETED" or not ours
     news = None
     if gone:
-        watched.DEPLOYMENTS.gone(namespace or "", name)
+        if kwargs.get("type") == "DELETED" and ours:
+            watched.DEPLOYMENTS.deleted(kwargs["event"]["object"])  # absent: the next look asks nothing
+        else:
+            watched.DEPLOYMENTS.gone(namespace or "", name)
         watched.DEPLOYMENT_NEWS.gone(namespace or "", name)
     else:
         watched.DEPLOYMENTS.seen(kwargs["event"]["object"])

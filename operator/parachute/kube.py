@@ -195,7 +195,7 @@ async def read_deployment(namespace: str, name: str) -> dict[str, Any] | None:
     """The Deployment as a plain dict, or None when it does not exist."""
     found = await _read(client.AppsV1Api(api_client()).read_namespaced_deployment, namespace, name)
     if found is None:
-        watched.DEPLOYMENTS.gone(namespace, name)  # a copy the watch missed the deletion of
+        watched.DEPLOYMENTS.answered_absent(namespace, name)  # also a copy the watch missed the deletion of
         return None
     watched.DEPLOYMENTS.answered(found)
     return found
@@ -203,7 +203,10 @@ async def read_deployment(namespace: str, name: str) -> dict[str, Any] | None:
 
 @calls(("apps", "deployments", "get"))
 async def latest_deployment(namespace: str, name: str) -> dict[str, Any] | None:
-    """The Deployment as the watch last showed it (`parachute.watched`), else as read now."""
+    """The Deployment as the watch last showed it (`parachute.watched`), else as read now;
+    None, without asking, when it is known not to exist."""
+    if watched.DEPLOYMENTS.known_absent(namespace, name):
+        return None
     kept = watched.DEPLOYMENTS.get(namespace, name)
     return kept if kept is not None else await read_deployment(namespace, name)
 

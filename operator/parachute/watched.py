@@ -17,6 +17,11 @@ Why a copy is safe to decide on:
   Every change it missed is on its way as an event, and that event wakes the Rollout again
   (unless it is no news: `News`; a decision that holds for a status the controller has not
   caught up with looks again on its own).
+- An object known not to exist (a read answered 404, or the watch showed its deletion) is kept
+  as absent on the same terms: until the watch shows it again, or for `keep` seconds. Without
+  it, every look of a Rollout without a canary read the canary to be told so: a third of the
+  requests of a Rollout at rest. A creation the watch has not shown yet is the watch's lag
+  again; a create it leads to is refused as already there.
 
 Copies are kept as JSON text, so that each read gets dicts of its own to change.
 """
@@ -63,6 +68,12 @@ class _Copy:
     confirmed: float  # monotonic seconds: when the watch or an answer last showed this version
 
 
+@dataclass(frozen=True)
+class _Absence:
+    version: int | None  # the deletion's resourceVersion; None: a read's 404, as new as anything then
+    confirmed: float
+
+
 class Copies:
     """The newest copy of each object of one kind."""
 
@@ -74,6 +85,7 @@ class Copies:
         self._doubted: set[Key] = set()
         # After `distrust`: only keys the API server answered for since are kept from the watch.
         self._answered_since: set[Key] | None = None
+        self._absent: dict[Key, _Absence] = {}
 
     def __len__(self) -> int:
         return len(self._copies)
@@ -81,13 +93,36 @@ class Copies:
     def seen(self, body: Mapping[str, Any]) -> None:
         """A watch event's object."""
         key = _key(body)
-        if key in self._doubted or (self._answered_since is not None and key not in self._answered_since):
+        absence = self._absent.get(key)
+        if absence is not None:
+            number = version(body)
+            if absence.version is not None and number is not None and number <= absence.version:
+                return  # from before its deletion
+            del self._absent[key]  # there again, or maybe (a 404 cannot be ordered with an event)
+        if self._untrusted(key):
             return
         self._put(key, body)
+
+    def deleted(self, body: Mapping[str, Any]) -> None:
+        """A watch event of the object's deletion: absent from then on, unless an answer
+        already showed it made again."""
+        key, number = _key(body), version(body)
+        kept = self._copies.get(key)
+        if kept is not None and number is not None and kept.version > number:
+            return
+        trusted = number is not None and not self._untrusted(key)
+        self.gone(*key)
+        if trusted:
+            self._absent[key] = _Absence(number, self.clock())
+
+    def _untrusted(self, key: Key) -> bool:
+        """The watch's word is not taken for `key` until the API server has answered for it."""
+        return key in self._doubted or (self._answered_since is not None and key not in self._answered_since)
 
     def answered(self, body: Mapping[str, Any]) -> None:
         """The API server's answer to a read or a write: as new as anything the watch can show."""
         key = _key(body)
+        self._absent.pop(key, None)
         self._doubted.discard(key)
         if self._answered_since is not None:
             self._answered_since.add(key)
@@ -100,17 +135,38 @@ class Copies:
         it read without a guarded write."""
         self._copies.clear()
         self._doubted.clear()
+        self._absent.clear()
         self._answered_since = set()
 
+    def answered_absent(self, namespace: str, name: str) -> None:
+        """A read was answered 404: the object does not exist."""
+        key = (namespace, name)
+        self.gone(namespace, name)
+        if self._answered_since is not None:
+            self._answered_since.add(key)
+        self._absent[key] = _Absence(None, self.clock())
+
     def gone(self, namespace: str, name: str) -> None:
-        """The object was deleted, or is no longer of interest."""
+        """The object was deleted, or is no longer of interest: nothing is known of it."""
         self._copies.pop((namespace, name), None)
+        self._absent.pop((namespace, name), None)
         self._doubted.discard((namespace, name))
 
     def doubt(self, namespace: str, name: str) -> None:
         """The copy is older than the object (a write based on it was refused): read it again."""
         self._copies.pop((namespace, name), None)
+        self._absent.pop((namespace, name), None)
         self._doubted.add((namespace, name))
+
+    def known_absent(self, namespace: str, name: str) -> bool:
+        """True when the object is known not to exist (`get` is then None too, with no need to ask)."""
+        found = self._absent.get((namespace, name))
+        if found is None:
+            return False
+        if self.clock() - found.confirmed > self.keep:
+            del self._absent[(namespace, name)]
+            return False
+        return True
 
     def get(self, namespace: str, name: str) -> Body | None:
         """A fresh dict of the trusted copy, or None: then ask the API server."""

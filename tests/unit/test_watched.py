@@ -1,6 +1,7 @@
 """The copies a reconcile reads instead of asking the API server: the newest version wins, this
 process's own write is never hidden by the watch's older event, a copy proved stale is not
-trusted until the API server answers, and a copy nothing confirms for long is read again."""
+trusted until the API server answers, and a copy nothing confirms for long is read again. An
+object known not to exist (a 404, or its deletion seen) is known absent on the same terms."""
 
 from __future__ import annotations
 
@@ -121,3 +122,55 @@ def test_a_new_leader_takes_nothing_from_its_watch_until_the_api_server_has_answ
     copies.answered(rollout("100", "RollingBack"))  # the first reconcile read it
     copies.seen(rollout("101", "RolledBack"))
     assert phase(copies) == "RolledBack"
+
+
+# What is known not to exist.
+
+
+def test_a_read_answered_not_found_is_known_absent_until_the_watch_shows_the_object() -> None:
+    copies = Copies()
+    copies.answered_absent("shop", "checkout")
+    assert copies.known_absent("shop", "checkout") and copies.get("shop", "checkout") is None
+    copies.seen(rollout("20"))  # made since (or a late event: a 404 cannot be ordered with it)
+    assert not copies.known_absent("shop", "checkout")
+    assert phase(copies) == "Progressing"
+
+
+def test_a_deletion_the_watch_showed_is_absence_and_older_events_do_not_bring_the_object_back() -> None:
+    copies = Copies()
+    copies.seen(rollout("10"))
+    copies.deleted(rollout("12"))
+    assert copies.known_absent("shop", "checkout") and copies.get("shop", "checkout") is None
+    copies.seen(rollout("11"))  # from before the deletion
+    assert copies.known_absent("shop", "checkout")
+    copies.seen(rollout("13"))  # made again
+    assert not copies.known_absent("shop", "checkout") and phase(copies) == "Progressing"
+
+
+def test_a_deletion_seen_after_an_answer_that_showed_the_object_made_again_changes_nothing() -> None:
+    copies = Copies()
+    copies.answered(rollout("15", "Healthy"))  # this process made it again
+    copies.deleted(rollout("12"))  # the deletion before, seen late
+    assert not copies.known_absent("shop", "checkout") and phase(copies) == "Healthy"
+
+
+def test_absence_is_forgotten_when_a_write_is_refused_or_after_it_is_kept() -> None:
+    clock = Clock()
+    copies = Copies(keep=120, clock=clock)
+    copies.answered_absent("shop", "checkout")
+    copies.doubt("shop", "checkout")  # a create refused: it is there after all
+    assert not copies.known_absent("shop", "checkout")
+    copies.answered_absent("shop", "checkout")
+    clock.now = 121
+    assert not copies.known_absent("shop", "checkout")  # asked again
+
+
+def test_a_new_leader_knows_no_absence_until_the_api_server_says_so() -> None:
+    copies = Copies()
+    copies.answered_absent("shop", "checkout")
+    copies.distrust()
+    assert not copies.known_absent("shop", "checkout")
+    copies.deleted(rollout("30"))  # the watch's word alone: the last leader may have made it since
+    assert not copies.known_absent("shop", "checkout")
+    copies.answered_absent("shop", "checkout")
+    assert copies.known_absent("shop", "checkout")
