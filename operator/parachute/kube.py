@@ -193,9 +193,11 @@ async def _read(call: Any, namespace: str, name: str) -> dict[str, Any] | None:
 @calls(("apps", "deployments", "get"))
 async def read_deployment(namespace: str, name: str) -> dict[str, Any] | None:
     """The Deployment as a plain dict, or None when it does not exist."""
+    asked_at = watched.DEPLOYMENTS.clock()
     found = await _read(client.AppsV1Api(api_client()).read_namespaced_deployment, namespace, name)
     if found is None:
-        watched.DEPLOYMENTS.answered_absent(namespace, name)  # also a copy the watch missed the deletion of
+        # Also a copy the watch missed the deletion of; not one it showed made since.
+        watched.DEPLOYMENTS.answered_absent(namespace, name, asked_at)
         return None
     watched.DEPLOYMENTS.answered(found)
     return found

@@ -41,6 +41,7 @@ Body = dict[str, Any]
 Key = tuple[str, str]  # namespace, name
 
 KEEP = 120.0  # seconds a copy is trusted without a sign of life from the watch or a read
+SWEEP = 1000  # absences recorded between two sweeps of those kept too long (never asked again)
 
 
 def version(body: Mapping[str, Any]) -> int | None:
@@ -86,6 +87,7 @@ class Copies:
         # After `distrust`: only keys the API server answered for since are kept from the watch.
         self._answered_since: set[Key] | None = None
         self._absent: dict[Key, _Absence] = {}
+        self._recorded = 0  # absences recorded since the last sweep
 
     def __len__(self) -> int:
         return len(self._copies)
@@ -113,7 +115,7 @@ class Copies:
         trusted = number is not None and not self._untrusted(key)
         self.gone(*key)
         if trusted:
-            self._absent[key] = _Absence(number, self.clock())
+            self._record_absent(key, _Absence(number, self.clock()))
 
     def _untrusted(self, key: Key) -> bool:
         """The watch's word is not taken for `key` until the API server has answered for it."""
@@ -138,13 +140,25 @@ class Copies:
         self._absent.clear()
         self._answered_since = set()
 
-    def answered_absent(self, namespace: str, name: str) -> None:
-        """A read was answered 404: the object does not exist."""
+    def answered_absent(self, namespace: str, name: str, asked_at: float) -> None:
+        """A read asked at `asked_at` (this clock's) was answered 404: the object did not exist
+        then. A copy the watch showed since is newer (made while the answer was on its way)."""
         key = (namespace, name)
+        kept = self._copies.get(key)
+        if kept is not None and kept.confirmed > asked_at:
+            return
         self.gone(namespace, name)
         if self._answered_since is not None:
             self._answered_since.add(key)
-        self._absent[key] = _Absence(None, self.clock())
+        self._record_absent(key, _Absence(None, self.clock()))
+
+    def _record_absent(self, key: Key, absence: _Absence) -> None:
+        self._absent[key] = absence
+        self._recorded += 1
+        if self._recorded >= SWEEP:  # an absence nobody asks about again is not kept for ever
+            self._recorded = 0
+            now = self.clock()
+            self._absent = {k: a for k, a in self._absent.items() if now - a.confirmed <= self.keep}
 
     def gone(self, namespace: str, name: str) -> None:
         """The object was deleted, or is no longer of interest: nothing is known of it."""
@@ -157,6 +171,11 @@ class Copies:
         self._copies.pop((namespace, name), None)
         self._absent.pop((namespace, name), None)
         self._doubted.add((namespace, name))
+
+    @property
+    def absences(self) -> int:
+        """How many absences are held (expired ones included until a sweep)."""
+        return len(self._absent)
 
     def known_absent(self, namespace: str, name: str) -> bool:
         """True when the object is known not to exist (`get` is then None too, with no need to ask)."""

@@ -50,10 +50,9 @@ def test_a_canary_the_watch_saw_deleted_is_not_asked_for(
     release.new_image()
     eventually(lambda: release.status().get("phase") == "Healthy" and release.canary_replicas() == 0
                and "ReleaseCompleted" in release.reasons(), timeout=120, what="released, its canary at 0")  # fmt: skip
-    looked = served(metrics_port, RECONCILES)
+    looked, asked = served(metrics_port, RECONCILES), served(metrics_port, NOT_FOUND)
     release.cluster.apps.delete_namespaced_deployment("checkout-canary", release.namespace)
     eventually(lambda: served(metrics_port, RECONCILES) > looked, timeout=30, what="woken by the deletion")
-    asked = served(metrics_port, NOT_FOUND)
     for replicas in (3, 2):
         looked = served(metrics_port, RECONCILES)
         release.cluster.apps.patch_namespaced_deployment(

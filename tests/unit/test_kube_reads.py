@@ -204,3 +204,42 @@ def test_the_echo_of_a_patch_that_landed_on_someone_elses_change_is_news(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert patch_and_hear_the_echo(monkeypatch, meanwhile={"spec": {"replicas": 3}})
+
+
+class Absent(FakeApps):
+    """A Deployment that is not there; `meanwhile` runs while the read is on its way."""
+
+    reads = 0
+    meanwhile: Any = None
+
+    def read_namespaced_deployment(self, name: str, namespace: str, **_: Any) -> Answer:
+        Absent.reads += 1
+        if Absent.meanwhile is not None:
+            Absent.meanwhile()
+        raise kube.ApiException(status=404, reason="Not Found")
+
+
+@pytest.fixture
+def absent(monkeypatch: pytest.MonkeyPatch) -> type[Absent]:
+    Absent.reads, Absent.meanwhile = 0, None
+    monkeypatch.setattr(kube.client, "AppsV1Api", Absent)
+    monkeypatch.setattr(kube, "api_client", lambda: None)
+    return Absent
+
+
+def test_a_deployment_that_is_not_there_is_asked_for_once(absent: type[Absent]) -> None:
+    async def looks() -> list[Any]:
+        return [await kube.latest_deployment("shop", "checkout-canary") for _ in range(3)]
+
+    assert asyncio.run(looks()) == [None, None, None]
+    assert absent.reads == 1
+
+
+def test_a_deployment_the_watch_showed_made_while_the_read_was_answered_not_found_is_kept(
+    absent: type[Absent],
+) -> None:
+    made = {"metadata": {"namespace": "shop", "name": "checkout", "resourceVersion": "9"}}
+    absent.meanwhile = lambda: watched.DEPLOYMENTS.seen(made)
+    assert asyncio.run(kube.read_deployment("shop", "checkout")) is None  # the answer, as it came
+    found = asyncio.run(kube.latest_deployment("shop", "checkout"))
+    assert found is not None and found["metadata"]["resourceVersion"] == "9"

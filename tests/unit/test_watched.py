@@ -129,7 +129,7 @@ def test_a_new_leader_takes_nothing_from_its_watch_until_the_api_server_has_answ
 
 def test_a_read_answered_not_found_is_known_absent_until_the_watch_shows_the_object() -> None:
     copies = Copies()
-    copies.answered_absent("shop", "checkout")
+    copies.answered_absent("shop", "checkout", asked_at=0.0)
     assert copies.known_absent("shop", "checkout") and copies.get("shop", "checkout") is None
     copies.seen(rollout("20"))  # made since (or a late event: a 404 cannot be ordered with it)
     assert not copies.known_absent("shop", "checkout")
@@ -157,20 +157,41 @@ def test_a_deletion_seen_after_an_answer_that_showed_the_object_made_again_chang
 def test_absence_is_forgotten_when_a_write_is_refused_or_after_it_is_kept() -> None:
     clock = Clock()
     copies = Copies(keep=120, clock=clock)
-    copies.answered_absent("shop", "checkout")
+    copies.answered_absent("shop", "checkout", asked_at=0.0)
     copies.doubt("shop", "checkout")  # a create refused: it is there after all
     assert not copies.known_absent("shop", "checkout")
-    copies.answered_absent("shop", "checkout")
+    copies.answered_absent("shop", "checkout", asked_at=0.0)
     clock.now = 121
     assert not copies.known_absent("shop", "checkout")  # asked again
 
 
 def test_a_new_leader_knows_no_absence_until_the_api_server_says_so() -> None:
     copies = Copies()
-    copies.answered_absent("shop", "checkout")
+    copies.answered_absent("shop", "checkout", asked_at=0.0)
     copies.distrust()
     assert not copies.known_absent("shop", "checkout")
     copies.deleted(rollout("30"))  # the watch's word alone: the last leader may have made it since
     assert not copies.known_absent("shop", "checkout")
-    copies.answered_absent("shop", "checkout")
+    copies.answered_absent("shop", "checkout", asked_at=0.0)
     assert copies.known_absent("shop", "checkout")
+
+
+def test_a_late_not_found_does_not_hide_what_the_watch_showed_made_meanwhile() -> None:
+    clock = Clock()
+    copies = Copies(clock=clock)
+    clock.now = 10.0  # the read is asked
+    clock.now = 10.5
+    copies.seen(rollout("40"))  # made while the 404 was on its way
+    copies.answered_absent("shop", "checkout", asked_at=10.0)
+    assert not copies.known_absent("shop", "checkout") and phase(copies) == "Progressing"
+
+
+def test_absences_nobody_asks_about_again_are_swept(monkeypatch: Any) -> None:
+    monkeypatch.setattr("parachute.watched.SWEEP", 10)
+    clock = Clock()
+    copies = Copies(keep=120, clock=clock)
+    for i in range(9):
+        copies.answered_absent("shop", f"gone-{i}", asked_at=clock.now)
+    clock.now = 200.0
+    copies.answered_absent("shop", "checkout", asked_at=clock.now)  # the tenth: a sweep
+    assert copies.absences == 1 and copies.known_absent("shop", "checkout")
