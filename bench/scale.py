@@ -214,6 +214,20 @@ def status_writes(cluster: LocalCluster) -> float:
     )
 
 
+def by_resource(before: Sample, after: Sample, reconciles: float) -> str:
+    """The operator's API requests per reconcile by method and resource, the most first."""
+    grown: dict[str, float] = {}
+    for key, value in after.values.items():
+        found = re.fullmatch(
+            r'parachute_api_requests_total\{code="[^"]*",method="([^"]+)",resource="([^"]+)"\}', key
+        )
+        if found:
+            what = f"{found.group(1)} {found.group(2)}"
+            grown[what] = grown.get(what, 0.0) + value - before.values.get(key, 0.0)
+    top = sorted(grown.items(), key=lambda item: -item[1])[:6]
+    return ", ".join(f"{what} {count / reconciles:.2f}" for what, count in top if count > 0)
+
+
 def quantile(before: Sample, after: Sample, name: str, q: float) -> float:
     """The q-quantile of a histogram's observations between two samples, interpolated within
     its bucket as PromQL's histogram_quantile does."""
@@ -527,7 +541,8 @@ class Run:
         )
         self.put("Rollout status writes per release", f"{written / (len(releasing) + 1):.1f}",
                  f"{written:,.0f} in all, as the API server counted them; the failing one's rollback included")  # fmt: skip
-        self.put("API requests per reconcile", f"{requests / max(reconciles, 1):.2f}")
+        self.put("API requests per reconcile", f"{requests / max(reconciles, 1):.2f}",
+                 by_resource(before, after, max(reconciles, 1)))  # fmt: skip
         self.put("API requests per second during the releases", f"{requests / span:.1f}")
         bound = len(releasing) * METRICS * 2 / INTERVAL
         self.put("PromQL queries per second during the releases", f"{queries / span:.1f}",

@@ -122,12 +122,12 @@ class _Client(client.ApiClient):  # type: ignore[misc]  # the client is untyped
         try:
             response = super().request(method, url, *args, **kwargs)
         except ApiException as error:
-            telemetry.api_request(method, error.status)
+            telemetry.api_request(method, error.status, url)
             raise
         except Exception:
-            telemetry.api_request(method, None)
+            telemetry.api_request(method, None, url)
             raise
-        telemetry.api_request(method, getattr(response, "status", None))
+        telemetry.api_request(method, getattr(response, "status", None), url)
         return response
 
 

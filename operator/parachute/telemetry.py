@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -110,9 +111,10 @@ FAST_LANE_LOOK_SECONDS = Histogram(
 )
 API_REQUESTS = Counter(
     "parachute_api_requests_total",
-    "Kubernetes API requests the operator made itself (not kopf's watches), by HTTP method and "
-    "status code; `error` when no response came. Errors are the codes other than 2xx.",
-    ["method", "code"],
+    "Kubernetes API requests the operator made itself (not kopf's watches), by HTTP method, status "
+    "code (`error` when no response came; errors are the codes other than 2xx) and resource "
+    "(`deployments`, `rollouts/status`, `events`, ...).",
+    ["method", "code", "resource"],
 )
 
 USER_REPORTS = Counter(
@@ -297,8 +299,21 @@ def fast_lane_breach(namespace: str) -> None:
     FAST_LANE_BREACHES.labels(namespace).inc()
 
 
-def api_request(method: str, code: int | None) -> None:
-    API_REQUESTS.labels(method, str(code) if code else "error").inc()
+def api_request(method: str, code: int | None, url: str = "") -> None:
+    API_REQUESTS.labels(method, str(code) if code else "error", resource_of(url)).inc()
+
+
+def resource_of(url: str) -> str:
+    """The resource a request's path names, with its subresource: `/apis/apps/v1/namespaces/shop/
+    deployments/checkout` is `deployments`, `.../rollouts/checkout/status` is `rollouts/status`."""
+    parts = [p for p in urllib.parse.urlsplit(url).path.split("/") if p]
+    # /api/v1/... or /apis/<group>/<version>/...: what follows the version.
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:] if parts[:1] == ["apis"] else []
+    if len(rest) > 2 and rest[0] == "namespaces":
+        rest = rest[2:]  # a namespaced resource; `namespaces/<name>` alone is the namespace
+    if not rest:
+        return "other"
+    return f"{rest[0]}/{rest[2]}" if len(rest) >= 3 else rest[0]
 
 
 def user_report(code: int) -> None:

@@ -25,7 +25,7 @@ def release(crds: Cluster, namespace: str) -> Release:
     return Release(crds, namespace)
 
 
-NOT_FOUND = 'parachute_api_requests_total{code="404",method="GET"}'
+NOT_FOUND = 'parachute_api_requests_total{code="404",method="GET",resource="deployments"}'
 RECONCILES = "parachute_reconcile_duration_seconds_count"
 
 

@@ -135,13 +135,15 @@ def test_a_replica_that_does_not_lead_refuses_every_write_before_sending_it(
     unreachable: client.ApiClient,
 ) -> None:
     kube.fence(lambda: False)
-    refused = value("parachute_api_requests_total", method="PATCH", code="error")
+    refused = value("parachute_api_requests_total", method="PATCH", code="error", resource="deployments")
     for method in ("POST", "PUT", "PATCH", "DELETE"):
         with pytest.raises(kube.NotLeadingError):
             unreachable.request(
                 method, "http://127.0.0.1:9/apis/apps/v1/namespaces/shop/deployments/checkout"
             )
-    assert value("parachute_api_requests_total", method="PATCH", code="error") == refused  # never sent
+    assert (
+        value("parachute_api_requests_total", method="PATCH", code="error", resource="deployments") == refused
+    )  # never sent
     # Reads go on (a standby watches and reads), and so do the Lease's writes.
     with pytest.raises(Exception) as read:
         unreachable.request("GET", "http://127.0.0.1:9/api/v1/namespaces")
@@ -153,10 +155,12 @@ def test_a_replica_that_does_not_lead_refuses_every_write_before_sending_it(
 
 
 def test_an_api_request_without_an_answer_is_counted_as_an_error(unreachable: client.ApiClient) -> None:
-    before = value("parachute_api_requests_total", method="GET", code="error")
+    before = value("parachute_api_requests_total", method="GET", code="error", resource="namespaces")
     with pytest.raises(Exception):  # noqa: B017  (urllib3's, whichever it is)
         unreachable.request("GET", "http://127.0.0.1:9/api/v1/namespaces")
-    assert value("parachute_api_requests_total", method="GET", code="error") == before + 1
+    assert (
+        value("parachute_api_requests_total", method="GET", code="error", resource="namespaces") == before + 1
+    )
 
 
 def test_a_rollouts_rollback_and_recovery_series_exist_at_zero_before_its_first_rollback() -> None:
@@ -219,3 +223,26 @@ def test_what_a_reconcile_under_way_counts_after_its_rollout_went_goes_with_the_
     telemetry.decided("t-late", "checkout", old, status(stageIndex=1, release={"revision": "r2"}, plan=PLAN))
     telemetry.gone("t-late", "checkout")  # the next event of it
     assert [labels for labels in _series("t-late") if labels.get("rollout") == "checkout"] == []
+
+
+@pytest.mark.parametrize(
+    ("url", "resource"),
+    [
+        ("https://10.0.0.1:6443/apis/apps/v1/namespaces/shop/deployments/checkout", "deployments"),
+        ("https://10.0.0.1:6443/apis/apps/v1/namespaces/shop/replicasets?labelSelector=app", "replicasets"),
+        (
+            "https://10.0.0.1:6443/apis/parachute.dev/v1alpha1/namespaces/shop/rollouts/checkout/status",
+            "rollouts/status",
+        ),
+        ("https://10.0.0.1:6443/api/v1/namespaces/shop/events", "events"),
+        ("https://10.0.0.1:6443/api/v1/namespaces/shop", "namespaces"),
+        ("https://10.0.0.1:6443/api/v1/namespaces", "namespaces"),
+        (
+            "https://10.0.0.1:6443/apis/apiextensions.k8s.io/v1/customresourcedefinitions/x",
+            "customresourcedefinitions",
+        ),
+        ("https://10.0.0.1:6443/version", "other"),
+    ],
+)
+def test_each_api_request_is_counted_by_the_resource_its_path_names(url: str, resource: str) -> None:
+    assert telemetry.resource_of(url) == resource
