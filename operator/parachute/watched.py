@@ -38,7 +38,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from parachute.plan.desired_workload import as_news
 
@@ -78,6 +78,9 @@ class _Copy:
 class _Absence:
     version: int | None  # the deletion's resourceVersion; None: a read's 404, as new as anything then
     confirmed: float
+
+
+Held = TypeVar("Held", _Copy, _Absence)
 
 
 class Copies:
@@ -184,24 +187,23 @@ class Copies:
 
     def known_absent(self, namespace: str, name: str) -> bool:
         """True when the object is known not to exist (`get` is then None too, with no need to ask)."""
-        found = self._absent.get((namespace, name))
-        if found is None:
-            return False
-        if self.clock() - found.confirmed > self.keep:
-            del self._absent[(namespace, name)]
-            return False
-        return True
+        return self._fresh(self._absent, (namespace, name)) is not None
 
     def get(self, namespace: str, name: str) -> Body | None:
         """A fresh dict of the trusted copy, or None: then ask the API server."""
-        found = self._copies.get((namespace, name))
+        found = self._fresh(self._copies, (namespace, name))
         if found is None:
-            return None
-        if self.clock() - found.confirmed > self.keep:
-            del self._copies[(namespace, name)]
             return None
         parsed: Body = json.loads(found.text)
         return parsed
+
+    def _fresh(self, held: dict[Key, Held], key: Key) -> Held | None:
+        """What is held for `key`, unless nothing confirmed it for longer than it is kept."""
+        found = held.get(key)
+        if found is not None and self.clock() - found.confirmed > self.keep:
+            del held[key]
+            return None
+        return found
 
     def _put(self, key: Key, body: Mapping[str, Any]) -> None:
         number = version(body)
