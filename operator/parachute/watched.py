@@ -165,8 +165,7 @@ class Copies:
         self._recorded += 1
         if self._recorded >= SWEEP:  # an absence nobody asks about again is not kept for ever
             self._recorded = 0
-            now = self.clock()
-            self._absent = {k: a for k, a in self._absent.items() if now - a.confirmed <= self.keep}
+            self._absent = {k: a for k, a in self._absent.items() if not self._stale(a)}
 
     def gone(self, namespace: str, name: str) -> None:
         """The object was deleted, or is no longer of interest: nothing is known of it."""
@@ -200,10 +199,14 @@ class Copies:
     def _fresh(self, held: dict[Key, Held], key: Key) -> Held | None:
         """What is held for `key`, unless nothing confirmed it for longer than it is kept."""
         found = held.get(key)
-        if found is not None and self.clock() - found.confirmed > self.keep:
+        if found is not None and self._stale(found):
             del held[key]
             return None
         return found
+
+    def _stale(self, held: _Copy | _Absence) -> bool:
+        """Nothing confirmed it for longer than it is kept."""
+        return self.clock() - held.confirmed > self.keep
 
     def _put(self, key: Key, body: Mapping[str, Any]) -> None:
         number = version(body)
