@@ -33,7 +33,7 @@ from typing import Any
 
 import kopf
 
-from parachute import api, clock, handback, kube, readiness, sharding, switch, telemetry, watched
+from parachute import api, clock, handback, kube, listings, readiness, sharding, switch, telemetry, watched
 from parachute.analysis import fastlane
 from parachute.engine_loop import ReconcileLoop
 from parachute.kube_api import KubeClient
@@ -135,6 +135,7 @@ async def _deferred_hand_backs(memo: kopf.Memo) -> None:
 def _on_leadership(memo: kopf.Memo, leading: bool) -> None:
     watched.ROLLOUTS.distrust()  # read afresh: the watch may be behind what the last leader wrote
     watched.DEPLOYMENTS.distrust()
+    listings.REPLICA_SETS.clear()
     if not leading:
         memo.scheduler.stand_down()
         if fastlane.LANE is not None:

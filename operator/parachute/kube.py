@@ -29,7 +29,8 @@ from typing import Any, TypeVar, cast
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from parachute import api, faults, rbac, telemetry, watched
+from parachute import api, faults, listings, rbac, telemetry, watched
+from parachute.plan.desired_workload import canary_name, label_selector
 
 COMPONENT = "parachute"
 # Which replica posts an Event (`reportingInstance`): the Lease's holder name when electing.
@@ -690,6 +691,26 @@ async def list_replica_sets(namespace: str, selector: str) -> list[dict[str, Any
     items = [watched.without_managed_fields(item) for item in found.get("items") or []]
     if listed is not None:
         listed[(namespace, selector)] = json.dumps(items)
+    return items
+
+
+@calls(("apps", "replicasets", "list"))
+async def replica_sets_of(target: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ReplicaSets of `target` and of its canary (its selector selects both): as last
+    listed while neither Deployment has changed since (`parachute.listings`), else listed now."""
+    meta = target["metadata"]
+    namespace, name, selector = meta["namespace"], meta["name"], label_selector(target)
+    # Taken before the listing is asked for: a change after them moves them, and lists again.
+    marks = (
+        watched.DEPLOYMENTS.mark(namespace, name),
+        watched.DEPLOYMENTS.mark(namespace, canary_name(name)),
+    )
+    kept = listings.REPLICA_SETS.get((namespace, selector), marks)
+    if kept is not None:
+        return kept
+    asked_at = listings.REPLICA_SETS.clock()
+    items = await list_replica_sets(namespace, selector)
+    listings.REPLICA_SETS.put((namespace, selector), marks, items, asked_at)
     return items
 
 

@@ -36,7 +36,7 @@ class KubeApi(Protocol):
 
     async def replace_deployment(self, namespace: str, name: str, body: Body) -> None: ...
 
-    async def list_replica_sets(self, namespace: str, selector: str) -> list[Body]: ...
+    async def replica_sets_of(self, target: Body) -> list[Body]: ...
 
     async def list_pods(self, namespace: str, selector: str) -> list[Body]: ...
 
@@ -72,8 +72,8 @@ class KubeClient:
     async def replace_deployment(self, namespace: str, name: str, body: Body) -> None:
         await kube.replace_deployment(namespace, name, body)
 
-    async def list_replica_sets(self, namespace: str, selector: str) -> list[Body]:
-        return await kube.list_replica_sets(namespace, selector)
+    async def replica_sets_of(self, target: Body) -> list[Body]:
+        return await kube.replica_sets_of(target)
 
     async def list_pods(self, namespace: str, selector: str) -> list[Body]:
         return await kube.list_pods(namespace, selector)

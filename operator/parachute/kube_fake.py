@@ -27,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 
 from parachute import kube
 from parachute.kube_api import KubeApi
+from parachute.plan.desired_workload import label_selector
 
 Body = dict[str, Any]
 Key = tuple[str, str, str]  # (kind, namespace, name)
@@ -107,8 +108,8 @@ class FakeKube:
     async def replace_deployment(self, namespace: str, name: str, body: Body) -> None:
         self._replace("Deployment", namespace, name, body)
 
-    async def list_replica_sets(self, namespace: str, selector: str) -> list[Body]:
-        return self._list("ReplicaSet", namespace, selector)
+    async def replica_sets_of(self, target: Body) -> list[Body]:
+        return self._list("ReplicaSet", target["metadata"]["namespace"], label_selector(target))
 
     async def list_pods(self, namespace: str, selector: str) -> list[Body]:
         return self._list("Pod", namespace, selector)

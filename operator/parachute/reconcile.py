@@ -39,7 +39,7 @@ from parachute.kube_api import KubeApi
 from parachute.notify import outbox, statuspage
 from parachute.plan import rounds
 from parachute.plan.checklist import GateResult, gates_for
-from parachute.plan.desired_workload import label_selector, with_config
+from parachute.plan.desired_workload import with_config
 from parachute.plan.engine import analysing, decide, judges_target, note_reach, parse_time
 from parachute.plan.metrics import MetricSpecError
 from parachute.plan.model import (
@@ -482,7 +482,7 @@ async def _analyse(
         # What the target's pods serve is judged at 100%, at the code level and after a rollback.
         release = status.release
         versions = locate(
-            await kube.list_replica_sets(namespace, label_selector(target)),
+            await kube.replica_sets_of(target),
             target=target, canary=canary, revision=release.revision if release else None,
             stable_revision=release.stable_revision if release else None,
             judges_target=judges_target(status, observed), service=routed_service(spec),

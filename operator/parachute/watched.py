@@ -188,6 +188,18 @@ class Copies:
         """True when the object is known not to exist (`get` is then None too, with no need to ask)."""
         return self._fresh(self._absent, (namespace, name)) is not None
 
+    def mark(self, namespace: str, name: str) -> tuple[str, int | None, float] | None:
+        """What is known of the object, as a value that changes whenever that does: the version
+        of its copy, or its absence (`parachute.listings` keeps a listing while these stay);
+        None when nothing is known."""
+        copy = self._fresh(self._copies, (namespace, name))
+        if copy is not None:
+            return ("copy", copy.version, 0.0)
+        absence = self._fresh(self._absent, (namespace, name))
+        if absence is not None:  # a 404 has no version: each one recorded is a mark of its own
+            return ("absent", absence.version, absence.confirmed)
+        return None
+
     def get(self, namespace: str, name: str) -> Body | None:
         """A fresh dict of the trusted copy, or None: then ask the API server."""
         found = self._fresh(self._copies, (namespace, name))

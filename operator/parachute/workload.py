@@ -17,7 +17,7 @@ from parachute import api, faults
 from parachute.kube_api import KubeApi
 from parachute.plan.desired_workload import (
     RESTARTED_AT,
-    label_selector,
+    canary_name,
     ready_by_revision,
     restart_stamp,
     revision_of,
@@ -35,10 +35,6 @@ COMMANDS = (api.PROMOTE_ANNOTATION, api.ABORT_ANNOTATION, api.RETRY_ANNOTATION, 
 
 class ForeignObjectError(Exception):
     """An object Parachute would manage exists and belongs to someone else: it is left alone."""
-
-
-def canary_name(target: str) -> str:
-    return f"{target}-canary"
 
 
 def target_state(deployment: dict[str, Any]) -> TargetState:
@@ -99,7 +95,7 @@ async def serving(
 ) -> Serving:
     """Ready pods of each template revision, in the target and in the canary, from their
     ReplicaSets (one list: the canary's carry the target's labels too)."""
-    replica_sets = await cluster.list_replica_sets(namespace, label_selector(target))
+    replica_sets = await cluster.replica_sets_of(target)
     canary_uid = canary["metadata"].get("uid") if canary else None
     return Serving(
         target=ready_by_revision(replica_sets, target["metadata"].get("uid")),

@@ -1,5 +1,6 @@
 """What a reconcile reads, on the real cluster: a Rollout at rest asks the API server once for a
-canary it has not got (or none, when the watch showed it deleted), however often it looks."""
+canary it has not got (or none, when the watch showed it deleted), however often it looks, and
+lists its target's ReplicaSets again only when the target or the canary changed."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def release(crds: Cluster, namespace: str) -> Release:
 
 NOT_FOUND = 'parachute_api_requests_total{code="404",method="GET",resource="deployments"}'
 RECONCILES = "parachute_reconcile_duration_seconds_count"
+LISTED = 'parachute_api_requests_total{code="200",method="GET",resource="replicasets"}'
 
 
 def test_a_rollout_at_rest_asks_once_for_the_canary_it_has_not_got(
@@ -61,3 +63,24 @@ def test_a_canary_the_watch_saw_deleted_is_not_asked_for(
         eventually(lambda: served(metrics_port, RECONCILES) > looked, timeout=30, what="looked again")  # noqa: B023
     assert served(metrics_port, NOT_FOUND) == asked
     assert release.status().get("phase") == "Healthy"
+
+
+def test_a_rollout_woken_while_its_deployments_are_unchanged_does_not_list_their_replica_sets_again(
+    release: Release, operator_with_metrics: RunningOperator, metrics_port: int
+) -> None:
+    release.create(replicas=2)
+    eventually(lambda: (release.target().status.ready_replicas or 0) == 2, timeout=30, what="target ready")
+
+    def look(n: int) -> None:  # a change of the Rollout only: it looks again
+        looked = served(metrics_port, RECONCILES)
+        release.annotate("example.com/looked", str(n))
+        eventually(lambda: served(metrics_port, RECONCILES) > looked, timeout=30, what="looked again")
+
+    look(0)  # the first look since the target's pods became ready lists what serves now
+    listed, version = served(metrics_port, LISTED), release.target().metadata.resource_version
+    assert listed >= 1
+    for n in range(1, 4):
+        look(n)
+    # The target's status may still have been catching up with its pods: that change lists once.
+    moved = release.target().metadata.resource_version != version
+    assert served(metrics_port, LISTED) - listed <= (1 if moved else 0)

@@ -1,5 +1,5 @@
 """What a reconcile asks the API server: a target's ReplicaSets once per reconcile (again after a
-Deployment write), and the watch events of this process's own writes (a Rollout's status, a
+Deployment write), and not again while its Deployments are unchanged; the watch events of this process's own writes (a Rollout's status, a
 Deployment's patch) are known as its own."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from parachute import kube, watched
+from parachute import kube, listings, watched
 from parachute.plan.desired_workload import as_news
 
 
@@ -47,6 +47,7 @@ def no_copies_left(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(watched, "ROLLOUTS", watched.Copies())
     monkeypatch.setattr(watched, "DEPLOYMENTS", watched.Copies())
     monkeypatch.setattr(watched, "DEPLOYMENT_NEWS", watched.News(read=as_news))
+    monkeypatch.setattr(listings, "REPLICA_SETS", listings.Listings())
 
 
 @pytest.fixture
@@ -88,6 +89,76 @@ def test_outside_a_reconcile_every_listing_asks(apps: type[FakeApps]) -> None:
         await kube.list_replica_sets("shop", "app=checkout")
 
     asyncio.run(twice())
+    assert apps.lists == 2
+
+
+def deployment(name: str, version: int) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "shop", "name": name, "resourceVersion": str(version)},
+        "spec": {"selector": {"matchLabels": {"app": "checkout"}}},
+    }
+
+
+def test_a_targets_replica_sets_are_not_listed_again_while_its_deployments_are_unchanged(
+    apps: type[FakeApps],
+) -> None:
+    target = deployment("checkout", 7)
+    watched.DEPLOYMENTS.seen(target)
+    watched.DEPLOYMENTS.answered_absent("shop", "checkout-canary", asked_at=0.0)
+
+    async def looks() -> list[list[dict[str, Any]]]:
+        return [await kube.replica_sets_of(target) for _ in range(3)]
+
+    found = asyncio.run(looks())
+    assert apps.lists == 1
+    assert found[2] == [{"metadata": {"name": "rs-1"}}]
+
+
+def test_a_change_the_watch_shows_of_the_target_or_its_canary_lists_again(apps: type[FakeApps]) -> None:
+    target = deployment("checkout", 7)
+    watched.DEPLOYMENTS.seen(target)
+    watched.DEPLOYMENTS.answered_absent("shop", "checkout-canary", asked_at=0.0)
+
+    async def looks() -> None:
+        await kube.replica_sets_of(target)
+        watched.DEPLOYMENTS.seen(deployment("checkout", 8))  # its status: ready replicas changed
+        await kube.replica_sets_of(target)
+        watched.DEPLOYMENTS.seen(deployment("checkout-canary", 9))  # the canary was made
+        await kube.replica_sets_of(target)
+        await kube.replica_sets_of(target)
+
+    asyncio.run(looks())
+    assert apps.lists == 3
+
+
+def test_a_listing_asked_while_a_deployment_changed_is_not_answered_again(apps: type[FakeApps]) -> None:
+    target = deployment("checkout", 7)
+    watched.DEPLOYMENTS.seen(target)
+    watched.DEPLOYMENTS.answered_absent("shop", "checkout-canary", asked_at=0.0)
+    listing = apps.list_namespaced_replica_set
+
+    def while_listing(self: FakeApps, namespace: str, label_selector: str, **_: Any) -> Answer:
+        watched.DEPLOYMENTS.seen(deployment("checkout", 8))  # the answer may be from before it
+        return listing(self, namespace, label_selector)
+
+    async def looks() -> None:
+        await kube.replica_sets_of(target)
+        await kube.replica_sets_of(target)
+
+    apps.list_namespaced_replica_set = while_listing  # type: ignore[method-assign]
+    try:
+        asyncio.run(looks())
+    finally:
+        apps.list_namespaced_replica_set = listing  # type: ignore[method-assign]
+    assert apps.lists == 2
+
+
+def test_without_a_copy_of_its_deployments_every_ask_lists(apps: type[FakeApps]) -> None:
+    async def looks() -> None:
+        await kube.replica_sets_of(deployment("checkout", 7))
+        await kube.replica_sets_of(deployment("checkout", 7))
+
+    asyncio.run(looks())
     assert apps.lists == 2
 
 

@@ -37,7 +37,6 @@ from parachute.api import (
     RolloutStatus,
 )
 from parachute.conditions import timestamp
-from parachute.plan.desired_workload import label_selector
 from parachute.plan.engine import parse_time
 from parachute.plan.metrics import Kind, MetricDefinition, definitions, render
 from parachute.plan.sources import Check, routed_service, source_for
@@ -219,7 +218,7 @@ async def refresh(
         return status
     provider = await provider_for(spec.analysis, namespace)
     templates = await templates_for(spec, namespace)
-    replica_sets = await kube.list_replica_sets(namespace, label_selector(target))
+    replica_sets = await kube.replica_sets_of(target)
     where = at_rest(replica_sets, target, routed_service(spec))
     found = await check(spec, namespace, provider, templates, where)
     reason = {ConditionStatus.true: "SeriesFound", ConditionStatus.false: "SeriesMissing",

@@ -49,7 +49,6 @@ from parachute.api import (
     format_duration,
 )
 from parachute.plan import fastlane as core
-from parachute.plan.desired_workload import label_selector
 from parachute.plan.engine import judges_target, parse_time
 from parachute.plan.metrics import DEFAULT_MIN_REQUESTS, definitions
 from parachute.plan.model import Event, Observed
@@ -430,7 +429,7 @@ async def enrol_stage(
         provider = await provider_for(spec.analysis, namespace)
         templates = await templates_for(spec, namespace)
         versions = locate(
-            await kube.list_replica_sets(namespace, label_selector(target)),
+            await kube.replica_sets_of(target),
             target=target, canary=canary, revision=revision,
             stable_revision=release.stable_revision if release else None,
             judges_target=on_target, service=routed_service(spec),

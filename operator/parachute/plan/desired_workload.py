@@ -214,6 +214,11 @@ def sets_by_hash(replica_sets: Iterable[dict[str, Any]], owner_uid: str | None) 
     return out
 
 
+def canary_name(target: str) -> str:
+    """The name of the Deployment that runs a target's canary."""
+    return f"{target}-canary"
+
+
 def label_selector(deployment: dict[str, Any]) -> str:
     """A Deployment's `matchLabels` as a label selector (what its ReplicaSets carry)."""
     labels = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from parachute.plan.desired_workload import replica_set_revision, template_revision
+from parachute.plan.desired_workload import canary_name, replica_set_revision, template_revision
 
 # A pod's name is its ReplicaSet's name and a dash, cut to 58 characters, then 5 random ones
 # (Kubernetes' name generator).
@@ -116,7 +116,6 @@ def locate(
     sets = list(replica_sets)
     name = str(target["metadata"]["name"])
     target_uid = (target.get("metadata") or {}).get("uid")
-    canary_name = f"{name}-canary"
     stable_sets = _names(sets, target_uid, stable_revision) if stable_revision else []
     stable = Where(
         pods=pod_pattern(stable_sets) if stable_sets else any_pod_of(name),
@@ -134,8 +133,8 @@ def locate(
     canary_uid = (canary.get("metadata") or {}).get("uid") if canary else None
     canary_sets = _names(sets, canary_uid, revision, (CANARY_LABEL,)) if revision else []
     judged = Where(
-        pods=pod_pattern(canary_sets) if canary_sets else any_pod_of(canary_name),
-        workload=canary_name,
+        pods=pod_pattern(canary_sets) if canary_sets else any_pod_of(canary_name(name)),
+        workload=canary_name(name),
         service=f"{service}-canary" if service else "",
         canary_backend=True,
     )

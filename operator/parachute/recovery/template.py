@@ -9,7 +9,7 @@ from typing import Any
 
 from parachute import faults
 from parachute.kube_api import KubeApi
-from parachute.plan.desired_workload import label_selector, revision_of, template_of_replica_set
+from parachute.plan.desired_workload import revision_of, template_of_replica_set
 from parachute.recovery import snapshots
 
 
@@ -20,7 +20,7 @@ async def restore(
     # `revision` is a pod template's revision (without the tracked configuration's part).
     if revision_of(target["spec"]["template"]) == revision:
         return []
-    for replica_set in await cluster.list_replica_sets(namespace, label_selector(target)):
+    for replica_set in await cluster.replica_sets_of(target):
         template = template_of_replica_set(replica_set)
         if revision_of(template) != revision:
             continue
