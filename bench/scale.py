@@ -184,6 +184,11 @@ class Timeline:
         return lines
 
 
+def growth(before: Sample, after: Sample) -> Callable[[str], float]:
+    """How much the series whose names begin with the name asked grew from `before` to `after`."""
+    return lambda name: after.total(name) - before.total(name)
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -515,8 +520,7 @@ class Run:
         written = status_writes(self.cluster) - written
         span = after.at - before.at
 
-        def grew(name: str) -> float:
-            return after.total(name) - before.total(name)
+        grew = growth(before, after)
 
         reconciles = grew("parachute_reconcile_duration_seconds_count")
         requests, queries = grew("parachute_api_requests_total"), grew("parachute_promql_queries_total")
@@ -548,15 +552,7 @@ class Run:
         self.put("PromQL queries per second during the releases", f"{queries / span:.1f}",
                  f"the fast lane's {lane / span:.2f}/s included; one per metric per version per interval "
                  f"for every release under way would be {bound:.0f}/s")  # fmt: skip
-        looks, look = grew("parachute_fast_lane_look_seconds_count"), "parachute_fast_lane_look_seconds"
-        held = (
-            f", {quantile(before, after, look, 0.5):.2f} / {quantile(before, after, look, 0.99):.2f} s"
-            if looks
-            else ""
-        )
-        self.put("fast lane: looks during the releases, hold on the event loop median / p99", f"{looks:,.0f}{held}",
-                 f"one every {span / max(looks, 1):.1f} s; the next comes no sooner than 3x the hold after one began")  # fmt: skip
-        self.put("CPU seconds during the releases", f"{after.cpu - before.cpu:.0f} s", f"over {span:.0f} s")
+        self.held(before, after)
         # Whether the operator or the machine is the bound: the control plane, Prometheus and the
         # bench's exporter share the cores with it.
         spent = machine_after.since(machine, {self.pid: "operator", os.getpid(): "bench and exporter"})
@@ -568,6 +564,27 @@ class Run:
                  f"while {len(releasing):,} others release")  # fmt: skip
         self.put("failing canary, busy: first 500 to canary at 0", _seconds(busy.canary_off))
         self.put("failing canary, busy: first 500 to RolledBack", _seconds(busy.rolled_back))
+
+    def held(self, before: Sample, after: Sample) -> None:
+        """What held the operator during the releases: the fast lane's looks, its CPU, and the
+        garbage collector's pauses (each stops every reconcile due)."""
+        span = after.at - before.at
+
+        grew = growth(before, after)
+
+        looks, look = grew("parachute_fast_lane_look_seconds_count"), "parachute_fast_lane_look_seconds"
+        held = (
+            f", {quantile(before, after, look, 0.5):.2f} / {quantile(before, after, look, 0.99):.2f} s"
+            if looks
+            else ""
+        )
+        self.put("fast lane: looks during the releases, hold on the event loop median / p99", f"{looks:,.0f}{held}",
+                 f"one every {span / max(looks, 1):.1f} s; the next comes no sooner than 3x the hold after one began")  # fmt: skip
+        self.put("CPU seconds during the releases", f"{after.cpu - before.cpu:.0f} s", f"over {span:.0f} s")
+        pause, full = "parachute_gc_pause_seconds", '{generation="2"}'
+        self.put("garbage collector during the releases: full collections, their pause",
+                 f"{grew(f'{pause}_count{full}'):,.0f}, {grew(f'{pause}_sum{full}'):.1f} s",
+                 f"every generation: {grew(f'{pause}_count'):,.0f} collections, {grew(f'{pause}_sum'):.1f} s")  # fmt: skip
 
     def idle(self, fleet: Fleet, exporter: PodExporter) -> None:
         time.sleep(10)  # the last status writes' watch events

@@ -1,10 +1,11 @@
 """The operator's own metrics count what happened once each: a stage entered, a rollback level
-entered, a verdict, a PromQL query by outcome, an API request by code; Rollouts by phase come
-from the leader alone; and a replica that does not lead writes nothing."""
+entered, a verdict, a PromQL query by outcome, an API request by code, a pause of the garbage collector; Rollouts
+by phase come from the leader alone; and a replica that does not lead writes nothing."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Iterator
 
 import pytest
@@ -246,3 +247,20 @@ def test_what_a_reconcile_under_way_counts_after_its_rollout_went_goes_with_the_
 )
 def test_each_api_request_is_counted_by_the_resource_its_path_names(url: str, resource: str) -> None:
     assert telemetry.resource_of(url) == resource
+
+
+def test_a_full_collection_of_the_garbage_collector_is_timed_as_a_pause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(telemetry, "start_http_server", lambda port: None)
+    before = value("parachute_gc_pause_seconds_count", generation="2")
+    try:
+        telemetry.serve(0)
+        telemetry.serve(0)  # served once more (a restart of the server): still one timer
+        gc.collect(2)
+    finally:
+        timers = [c for c in gc.callbacks if isinstance(c, telemetry._GcPauses)]
+        for timer in timers:
+            gc.callbacks.remove(timer)
+    assert len(timers) == 1
+    assert value("parachute_gc_pause_seconds_count", generation="2") == before + 1
