@@ -230,9 +230,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="parachute-io")
     )
-    memo.scheduler = Scheduler(
-        _listing_once(memo.reconciler), clock=clock.now, concurrency=RECONCILE_SLOTS, gate=elector
-    )
+    memo.scheduler = Scheduler(memo.reconciler, clock=clock.now, concurrency=RECONCILE_SLOTS, gate=elector)
     telemetry.scheduler(lambda: memo.scheduler.pending)
     memo.scheduler_task = asyncio.create_task(memo.scheduler.run(), name="parachute-scheduler")
     if elector is not None:
@@ -246,18 +244,6 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.reports = None
     if options.reports is not None:
         memo.reports = await _serve_reports(options)
-
-
-def _listing_once(
-    work: Callable[[Key], Awaitable[datetime | None]],
-) -> Callable[[Key], Awaitable[datetime | None]]:
-    """Each reconcile lists a target's ReplicaSets once, however many of its parts ask."""
-
-    async def once(key: Key) -> datetime | None:
-        with kube.one_listing():
-            return await work(key)
-
-    return once
 
 
 async def _serve_reports(options: Options) -> Any:

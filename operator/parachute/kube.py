@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import contextvars
 import functools
 import importlib.metadata
 import json
@@ -239,7 +238,6 @@ def _writing_deployment(namespace: str, name: str) -> Iterator[None]:
 
 @calls(("apps", "deployments", "create"))
 async def create_deployment(namespace: str, body: dict[str, Any]) -> None:
-    _written_deployment()
     apps = client.AppsV1Api(api_client())
     with _writing_deployment(namespace, str((body.get("metadata") or {}).get("name") or "")):
         answer = await asyncio.to_thread(_json, apps.create_namespaced_deployment, namespace, body)
@@ -249,7 +247,6 @@ async def create_deployment(namespace: str, body: dict[str, Any]) -> None:
 @calls(("apps", "deployments", "patch"))
 async def patch_deployment(namespace: str, name: str, patch: dict[str, Any]) -> None:
     """A merge patch (strategic for Deployments: lists of containers merge by name)."""
-    _written_deployment()
     apps = client.AppsV1Api(api_client())
     # The newest copy: what the answer shows if nothing else changed (an event after the
     # reconcile's read and before this asks that reconcile to run again).
@@ -273,7 +270,6 @@ async def _guarded(what: str, call: Any, *args: Any) -> Any:
 @calls(("apps", "deployments", "update"))
 async def replace_deployment(namespace: str, name: str, body: dict[str, Any]) -> None:
     """A full replace, guarded by the resourceVersion in `body`."""
-    _written_deployment()
     apps = client.AppsV1Api(api_client())
     with _writing_deployment(namespace, name):
         answer = await _guarded(f"Deployment {namespace}/{name}", _json,
@@ -652,65 +648,37 @@ async def replace_feature_flag(namespace: str, name: str, body: dict[str, Any]) 
                    group, version, namespace, plural, name, body)  # fmt: skip
 
 
-# One reconcile asks for a target's ReplicaSets up to three times before it acts (observing what
-# serves, checking that the metrics' series exist, locating the versions analysed): within
-# `one_listing()` they are listed once, and again only after a Deployment was written. Kept as
-# JSON text, so that each ask gets dicts of its own: parsing it is several times cheaper than a
-# deep copy (which was a fifteenth of the operator's time at 1,000 Rollouts).
-_listed: contextvars.ContextVar[dict[tuple[str, str], str] | None] = contextvars.ContextVar(
-    "parachute_replica_sets", default=None
-)
-
-
-@contextlib.contextmanager
-def one_listing() -> Iterator[None]:
-    """Within this block (one reconcile), a selector's ReplicaSets are listed once."""
-    token = _listed.set({})
-    try:
-        yield
-    finally:
-        _listed.reset(token)
-
-
-def _written_deployment() -> None:
-    listed = _listed.get()
-    if listed is not None:
-        listed.clear()
-
-
 @calls(("apps", "replicasets", "list"))
 async def list_replica_sets(namespace: str, selector: str) -> list[dict[str, Any]]:
     """The ReplicaSets `selector` selects, without their managedFields (nobody reads them)."""
-    listed = _listed.get()
-    if listed is not None and (namespace, selector) in listed:
-        return cast(list[dict[str, Any]], json.loads(listed[(namespace, selector)]))
     apps = client.AppsV1Api(api_client())
     found = await asyncio.to_thread(
         _json, apps.list_namespaced_replica_set, namespace, label_selector=selector
     )
-    items = [watched.without_managed_fields(item) for item in found.get("items") or []]
-    if listed is not None:
-        listed[(namespace, selector)] = json.dumps(items)
-    return items
+    return [watched.without_managed_fields(item) for item in found.get("items") or []]
 
 
 @calls(("apps", "replicasets", "list"))
 async def replica_sets_of(target: dict[str, Any]) -> list[dict[str, Any]]:
     """The ReplicaSets of `target` and of its canary (its selector selects both): as last
-    listed while neither Deployment has changed since (`parachute.listings`), else listed now."""
+    listed while neither Deployment has changed since (`parachute.listings`), else listed now.
+
+    One reconcile asks up to four times (what serves, whether the metrics' series exist, where
+    the versions analysed are, the fast lane's enrolment): a write to either Deployment in
+    between stores its answer as the copy, and the next ask lists again."""
     meta = target["metadata"]
-    namespace, name, selector = meta["namespace"], meta["name"], label_selector(target)
+    namespace, name = meta["namespace"], meta["name"]
+    names = (name, canary_name(name))
     # Taken before the listing is asked for: a change after them moves them, and lists again.
-    marks = (
-        watched.DEPLOYMENTS.mark(namespace, name),
-        watched.DEPLOYMENTS.mark(namespace, canary_name(name)),
-    )
-    kept = listings.REPLICA_SETS.get((namespace, selector), marks)
+    marks = tuple(watched.DEPLOYMENTS.mark(namespace, n) for n in names)
+    kept = listings.REPLICA_SETS.get((namespace, name), marks)
     if kept is not None:
         return kept
     asked_at = listings.REPLICA_SETS.clock()
-    items = await list_replica_sets(namespace, selector)
-    listings.REPLICA_SETS.put((namespace, selector), marks, items, asked_at)
+    items = await list_replica_sets(namespace, label_selector(target))
+    if tuple(watched.DEPLOYMENTS.mark(namespace, n) for n in names) == marks:  # none changed meanwhile
+        shown = [watched.DEPLOYMENTS.get(namespace, n) for n in names]
+        listings.REPLICA_SETS.put((namespace, name), marks, items, asked_at, shown)
     return items
 
 

@@ -7,28 +7,32 @@ its canary, and kept with what was known of both Deployments just before it was 
 (`marks`: the version of each one's copy, or its absence; `parachute.watched`).
 
 Why it holds while the marks do: a Deployment's ReplicaSets are changed by the Deployment
-controller, and it writes the Deployment's status when they change (its replicas, ready,
-available and updated replicas are theirs added up), which the watch brings as a new version of
-the copy. A listing made after the marks were taken has seen every change before them; a change
-after them moves a mark first, and the next ask lists again. What a Deployment's status cannot
-show (pods that moved between two of its ReplicaSets with every sum unchanged, a ReplicaSet
-edited by hand) is bounded by `keep`: a listing is not answered for longer than that.
+controller, which then writes the Deployment's status from them (its replicas, ready and
+available replicas are theirs added up), and the watch brings that as a new version of the copy.
+A listing is kept only when it agrees with both copies as they were marked: the controller had
+seen their last spec (`observedGeneration`), and each one's ReplicaSets add up to its status.
+One that does not (caught between a ReplicaSet's change and the status the controller writes
+for it, or one it never writes because the change went back before it looked) is not kept, and
+the next ask lists again. What a status cannot show (pods moving between two ReplicaSets of one
+Deployment with every sum unchanged, a ReplicaSet edited by hand) is bounded by `keep`: a
+listing is not answered for longer than that.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 Body = dict[str, Any]
-Key = tuple[str, str]  # namespace, label selector
+Key = tuple[str, str]  # namespace, target
 Marks = tuple[Hashable | None, ...]
 
 KEEP = 120.0  # seconds a listing is answered at most, however still its Deployments are
 SWEEP = 1000  # listings stored between two sweeps of those kept too long (never asked again)
+SUMMED = ("replicas", "readyReplicas", "availableReplicas")
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ class _Listing:
 
 
 class Listings:
-    """The last listing of each selector's ReplicaSets, with the marks it holds under."""
+    """The last listing of each target's ReplicaSets, with the marks it holds under."""
 
     def __init__(self, keep: float = KEEP, clock: Callable[[], float] = time.monotonic) -> None:
         self.keep, self.clock = keep, clock
@@ -58,9 +62,12 @@ class Listings:
         items: list[Body] = json.loads(held.text)
         return items
 
-    def put(self, key: Key, marks: Marks, items: list[Body], asked_at: float) -> None:
-        """A listing asked for at `asked_at`, with the marks taken before it was asked."""
-        if None in marks:
+    def put(
+        self, key: Key, marks: Marks, items: list[Body], asked_at: float, shown: Sequence[Body | None]
+    ) -> None:
+        """A listing asked for at `asked_at`, with the marks taken before it was asked and the
+        Deployments they mark (None: absent); kept when it agrees with them."""
+        if None in marks or not all(agrees(items, d) for d in shown if d is not None):
             self._held.pop(key, None)
             return
         self._held[key] = _Listing(marks, json.dumps(items), asked_at)
@@ -74,6 +81,21 @@ class Listings:
 
     def _stale(self, held: _Listing) -> bool:
         return self.clock() - held.at > self.keep
+
+
+def agrees(replica_sets: Iterable[Body], deployment: Body) -> bool:
+    """The Deployment's status was written from these ReplicaSets (as far as it can tell): the
+    controller had seen its last spec, and the ones it owns add up to its status."""
+    meta, status = deployment.get("metadata") or {}, deployment.get("status") or {}
+    if status.get("observedGeneration") != meta.get("generation"):
+        return False
+    uid = meta.get("uid")
+    owned = [
+        rs.get("status") or {}
+        for rs in replica_sets
+        if any(o.get("uid") == uid for o in (rs.get("metadata") or {}).get("ownerReferences") or [])
+    ]
+    return all(sum(int(s.get(f) or 0) for s in owned) == int(status.get(f) or 0) for f in SUMMED)
 
 
 REPLICA_SETS = Listings()

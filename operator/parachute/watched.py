@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -188,13 +188,13 @@ class Copies:
         """True when the object is known not to exist (`get` is then None too, with no need to ask)."""
         return self._fresh(self._absent, (namespace, name)) is not None
 
-    def mark(self, namespace: str, name: str) -> tuple[str, int | None, float] | None:
+    def mark(self, namespace: str, name: str) -> Hashable | None:
         """What is known of the object, as a value that changes whenever that does: the version
         of its copy, or its absence (`parachute.listings` keeps a listing while these stay);
         None when nothing is known."""
         copy = self._fresh(self._copies, (namespace, name))
         if copy is not None:
-            return ("copy", copy.version, 0.0)
+            return ("copy", copy.version)
         absence = self._fresh(self._absent, (namespace, name))
         if absence is not None:  # a 404 has no version: each one recorded is a mark of its own
             return ("absent", absence.version, absence.confirmed)

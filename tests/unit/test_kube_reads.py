@@ -1,6 +1,7 @@
-"""What a reconcile asks the API server: a target's ReplicaSets once per reconcile (again after a
-Deployment write), and not again while its Deployments are unchanged; the watch events of this process's own writes (a Rollout's status, a
-Deployment's patch) are known as its own."""
+"""What a reconcile asks the API server: a target's ReplicaSets are not listed again while the
+target and its canary show no change (and the listing agrees with their status); the watch
+events of this process's own writes (a Rollout's status, a Deployment's patch) are known as its
+own."""
 
 from __future__ import annotations
 
@@ -25,20 +26,32 @@ class Answer:
 
 
 class FakeApps:
-    """The typed client's ReplicaSet list and Deployment patch, counted."""
+    """The typed client's ReplicaSet list and Deployment patch, counted: ReplicaSet `rs-N` of the
+    N-th listing, owned by `owner` with `ready` pods ready."""
 
     lists = 0
+    owner, ready = "", 0
+    during: Any = None  # what happens while a listing is asked for
 
     def __init__(self, _: Any = None) -> None:
         pass
 
     def list_namespaced_replica_set(self, namespace: str, label_selector: str, **_: Any) -> Answer:
         FakeApps.lists += 1
+        if FakeApps.during is not None:
+            FakeApps.during()
         managed = [{"manager": "kube-controller-manager", "operation": "Update"}]
-        return Answer({"items": [{"metadata": {"name": f"rs-{FakeApps.lists}", "managedFields": managed}}]})
+        meta = {"name": f"rs-{FakeApps.lists}", "managedFields": managed,
+                "ownerReferences": [{"uid": FakeApps.owner}] if FakeApps.owner else []}  # fmt: skip
+        ready = {
+            "replicas": FakeApps.ready,
+            "readyReplicas": FakeApps.ready,
+            "availableReplicas": FakeApps.ready,
+        }
+        return Answer({"items": [{"metadata": meta, "status": ready if FakeApps.owner else {}}]})
 
     def patch_namespaced_deployment(self, name: str, namespace: str, patch: Any, **_: Any) -> Answer:
-        return Answer({"metadata": {"namespace": namespace, "name": name, "resourceVersion": "7"}})
+        return Answer({"metadata": {"namespace": namespace, "name": name, "resourceVersion": "70"}})
 
 
 @pytest.fixture(autouse=True)
@@ -52,113 +65,109 @@ def no_copies_left(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def apps(monkeypatch: pytest.MonkeyPatch) -> type[FakeApps]:
-    FakeApps.lists = 0
+    FakeApps.lists, FakeApps.owner, FakeApps.ready, FakeApps.during = 0, "", 0, None
     monkeypatch.setattr(kube.client, "AppsV1Api", FakeApps)
     monkeypatch.setattr(kube, "api_client", lambda: None)
     return FakeApps
 
 
-def test_within_one_reconcile_the_replica_sets_are_listed_once_without_their_managed_fields(
-    apps: type[FakeApps],
-) -> None:
-    async def reconcile() -> list[list[dict[str, Any]]]:
-        with kube.one_listing():
-            first = await kube.list_replica_sets("shop", "app=checkout")
-            first[0]["metadata"]["name"] = "changed by a caller"  # a caller's copy is its own
-            return [first, await kube.list_replica_sets("shop", "app=checkout")]
-
-    found = asyncio.run(reconcile())
-    assert apps.lists == 1
-    assert found[1] == [{"metadata": {"name": "rs-1"}}]
-
-
-def test_a_deployment_write_makes_the_next_listing_ask_again(apps: type[FakeApps]) -> None:
-    async def reconcile() -> None:
-        with kube.one_listing():
-            await kube.list_replica_sets("shop", "app=checkout")
-            await kube.patch_deployment("shop", "checkout", {"spec": {"paused": True}})
-            await kube.list_replica_sets("shop", "app=checkout")
-
-    asyncio.run(reconcile())
-    assert apps.lists == 2
-
-
-def test_outside_a_reconcile_every_listing_asks(apps: type[FakeApps]) -> None:
-    async def twice() -> None:
-        await kube.list_replica_sets("shop", "app=checkout")
-        await kube.list_replica_sets("shop", "app=checkout")
-
-    asyncio.run(twice())
-    assert apps.lists == 2
-
-
-def deployment(name: str, version: int) -> dict[str, Any]:
-    return {
+def deployment(name: str, version: int, ready: int | None = None) -> dict[str, Any]:
+    """Deployment `name` in namespace shop, selecting app=checkout; with `ready`, a status
+    written from its ReplicaSets with that many pods ready."""
+    body: dict[str, Any] = {
         "metadata": {"namespace": "shop", "name": name, "resourceVersion": str(version)},
         "spec": {"selector": {"matchLabels": {"app": "checkout"}}},
     }
+    if ready is not None:
+        body["metadata"] |= {"uid": f"uid-{name}", "generation": 3}
+        body["status"] = {"observedGeneration": 3, "replicas": ready, "readyReplicas": ready,
+                          "availableReplicas": ready}  # fmt: skip
+    return body
+
+
+def at_rest(target: dict[str, Any]) -> None:
+    """The watch showed the target; the canary was asked for and is not there."""
+    watched.DEPLOYMENTS.seen(target)
+    watched.DEPLOYMENTS.answered_absent("shop", "checkout-canary", asked_at=0.0)
+
+
+def asks(*targets: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    async def looks() -> list[list[dict[str, Any]]]:
+        return [await kube.replica_sets_of(target) for target in targets]
+
+    return asyncio.run(looks())
 
 
 def test_a_targets_replica_sets_are_not_listed_again_while_its_deployments_are_unchanged(
     apps: type[FakeApps],
 ) -> None:
     target = deployment("checkout", 7)
-    watched.DEPLOYMENTS.seen(target)
-    watched.DEPLOYMENTS.answered_absent("shop", "checkout-canary", asked_at=0.0)
-
-    async def looks() -> list[list[dict[str, Any]]]:
-        return [await kube.replica_sets_of(target) for _ in range(3)]
-
-    found = asyncio.run(looks())
+    at_rest(target)
+    found = asks(target, target)
+    found[0][0]["metadata"]["name"] = "changed by a caller"  # a caller's copy is its own
+    found.append(asks(target)[0])
     assert apps.lists == 1
-    assert found[2] == [{"metadata": {"name": "rs-1"}}]
+    assert found[2] == [
+        {"metadata": {"name": "rs-1", "ownerReferences": []}, "status": {}}
+    ]  # no managedFields
 
 
 def test_a_change_the_watch_shows_of_the_target_or_its_canary_lists_again(apps: type[FakeApps]) -> None:
     target = deployment("checkout", 7)
-    watched.DEPLOYMENTS.seen(target)
-    watched.DEPLOYMENTS.answered_absent("shop", "checkout-canary", asked_at=0.0)
-
-    async def looks() -> None:
-        await kube.replica_sets_of(target)
-        watched.DEPLOYMENTS.seen(deployment("checkout", 8))  # its status: ready replicas changed
-        await kube.replica_sets_of(target)
-        watched.DEPLOYMENTS.seen(deployment("checkout-canary", 9))  # the canary was made
-        await kube.replica_sets_of(target)
-        await kube.replica_sets_of(target)
-
-    asyncio.run(looks())
+    at_rest(target)
+    asks(target)
+    watched.DEPLOYMENTS.seen(deployment("checkout", 8))  # its status: ready replicas changed
+    assert asks(target)[0][0]["metadata"]["name"] == "rs-2"
+    watched.DEPLOYMENTS.seen(deployment("checkout-canary", 9))  # the canary was made
+    assert [names[0]["metadata"]["name"] for names in asks(target, target)] == ["rs-3", "rs-3"]
     assert apps.lists == 3
+
+
+def test_a_write_to_the_target_between_two_asks_lists_again(apps: type[FakeApps]) -> None:
+    target = deployment("checkout", 7)
+    at_rest(target)
+
+    async def reconcile() -> None:
+        await kube.replica_sets_of(target)
+        await kube.patch_deployment("shop", "checkout", {"spec": {"paused": True}})  # its answer is the copy
+        await kube.replica_sets_of(target)
+
+    asyncio.run(reconcile())
+    assert apps.lists == 2
 
 
 def test_a_listing_asked_while_a_deployment_changed_is_not_answered_again(apps: type[FakeApps]) -> None:
     target = deployment("checkout", 7)
-    watched.DEPLOYMENTS.seen(target)
-    watched.DEPLOYMENTS.answered_absent("shop", "checkout-canary", asked_at=0.0)
-    listing = apps.list_namespaced_replica_set
+    at_rest(target)
+    apps.during = lambda: watched.DEPLOYMENTS.seen(
+        deployment("checkout", 8)
+    )  # the answer may be from before it
+    asks(target, target)
+    assert apps.lists == 2
 
-    def while_listing(self: FakeApps, namespace: str, label_selector: str, **_: Any) -> Answer:
-        watched.DEPLOYMENTS.seen(deployment("checkout", 8))  # the answer may be from before it
-        return listing(self, namespace, label_selector)
 
-    async def looks() -> None:
-        await kube.replica_sets_of(target)
-        await kube.replica_sets_of(target)
+def test_a_listing_that_does_not_add_up_to_the_targets_status_is_not_kept(apps: type[FakeApps]) -> None:
+    target = deployment("checkout", 7, ready=2)
+    at_rest(target)
+    apps.owner, apps.ready = "uid-checkout", 1  # a pod no longer ready: its status is not written yet
+    asks(target, target)
+    assert apps.lists == 2
+    apps.ready = 2  # as the status says
+    asks(target, target)
+    assert apps.lists == 3
 
-    apps.list_namespaced_replica_set = while_listing  # type: ignore[method-assign]
-    try:
-        asyncio.run(looks())
-    finally:
-        apps.list_namespaced_replica_set = listing  # type: ignore[method-assign]
+
+def test_two_targets_of_one_selector_keep_their_own_listings(apps: type[FakeApps]) -> None:
+    checkout, cart = deployment("checkout", 7), deployment("cart", 8)
+    for target in (checkout, cart):
+        at_rest(target)
+    watched.DEPLOYMENTS.answered_absent("shop", "cart-canary", asked_at=0.0)
+    asks(checkout, cart, checkout, cart)
     assert apps.lists == 2
 
 
 def test_without_a_copy_of_its_deployments_every_ask_lists(apps: type[FakeApps]) -> None:
-    async def looks() -> None:
-        await kube.replica_sets_of(deployment("checkout", 7))
-        await kube.replica_sets_of(deployment("checkout", 7))
-
-    asyncio.run(looks())
+    asks(deployment("checkout", 7), deployment("checkout", 7))
     assert apps.lists == 2
 
 
@@ -218,7 +227,7 @@ def test_a_deployment_write_is_what_the_next_read_sees(apps: type[FakeApps]) -> 
     asyncio.run(kube.patch_deployment("shop", "checkout", {"spec": {"paused": True}}))
     watched.DEPLOYMENTS.seen({"metadata": {"namespace": "shop", "name": "checkout", "resourceVersion": "6"}})
     found = asyncio.run(kube.latest_deployment("shop", "checkout"))
-    assert found is not None and found["metadata"]["resourceVersion"] == "7"
+    assert found is not None and found["metadata"]["resourceVersion"] == "70"
 
 
 def test_a_deployment_write_that_finds_it_gone_drops_the_copy(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,8 @@
 """The copies a reconcile reads instead of asking the API server: the newest version wins, this
 process's own write is never hidden by the watch's older event, a copy proved stale is not
 trusted until the API server answers, and a copy nothing confirms for long is read again. An
-object known not to exist (a 404, or its deletion seen) is known absent on the same terms."""
+object known not to exist (a 404, or its deletion seen) is known absent on the same terms; what
+is known of an object is marked by a value that changes whenever that does."""
 
 from __future__ import annotations
 
@@ -195,3 +196,22 @@ def test_absences_nobody_asks_about_again_are_swept(monkeypatch: Any) -> None:
     clock.now = 200.0
     copies.answered_absent("shop", "checkout", asked_at=clock.now)  # the tenth: a sweep
     assert copies.absences == 1 and copies.known_absent("shop", "checkout")
+
+
+def test_an_objects_mark_changes_whenever_what_is_known_of_it_does() -> None:
+    clock = Clock()
+    copies = Copies(keep=120, clock=clock)
+    assert copies.mark("shop", "checkout") is None  # nothing known
+    copies.seen(rollout("10"))
+    assert copies.mark("shop", "checkout") == ("copy", 10)
+    copies.seen(rollout("10", "Healthy"))  # the same version again: the same mark
+    assert copies.mark("shop", "checkout") == ("copy", 10)
+    copies.doubt("shop", "checkout")
+    assert copies.mark("shop", "checkout") is None
+    copies.answered_absent("shop", "checkout", asked_at=clock.now)
+    gone = copies.mark("shop", "checkout")
+    clock.now = 1.0
+    copies.answered_absent("shop", "checkout", asked_at=clock.now)  # a 404 is not ordered: a new mark
+    assert gone is not None and copies.mark("shop", "checkout") not in (None, gone)
+    clock.now = 200.0
+    assert copies.mark("shop", "checkout") is None  # kept too long

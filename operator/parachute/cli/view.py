@@ -25,9 +25,8 @@ from parachute.api import (
 )
 from parachute.conditions import parse_time
 from parachute.plan.desired_workload import actual_weight, revision_of, with_config
+from parachute.plan.desired_workload import canary_name as canary_of
 from parachute.plan.rollback import content_hash
-
-CANARY_SUFFIX = "-canary"
 
 
 def humanize(seconds: float) -> str:
@@ -312,7 +311,7 @@ def build(body: dict[str, Any], target: dict[str, Any] | None, canary: dict[str,
 
 def canary_name(body: dict[str, Any]) -> str | None:
     target = target_name(body)
-    return f"{target}{CANARY_SUFFIX}" if target else None
+    return canary_of(target) if target else None
 
 
 # ---------------------------------------------------------------------------- revision
