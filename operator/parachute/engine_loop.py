@@ -159,7 +159,9 @@ async def write_fault_to_status(key: Key, fault: tuple[str, str] | None, now: da
     with the condition, posted after, and posted by whoever writes next if this process dies
     in between."""
     namespace, name = key
-    body = await kube.read_rollout(namespace, name)
+    # The copy: this follows a reconcile that read or wrote the Rollout (at adoption a read of
+    # each Rollout, 10,000 at 10,000), and the write below is refused if the copy is behind.
+    body = await kube.latest_rollout(namespace, name)
     if body is None:
         return
     old: dict[str, Any] = dict(body.get("status") or {})

@@ -169,6 +169,9 @@ async def _first_listing(memo: kopf.Memo) -> None:
     for body in found:
         meta = body.get("metadata") or {}
         if options.selector.matches(meta.get("labels")):
+            # The listing is as new as the watch's first events, which may come after the first
+            # reconciles: without it, each of them read its Rollout again.
+            watched.ROLLOUTS.seen(body)
             memo.scheduler.wake((meta.get("namespace") or "", meta.get("name") or ""))
     del found
     memo.listed = True

@@ -1,6 +1,7 @@
-"""What a reconcile reads, on the real cluster: a Rollout at rest asks the API server once for a
-canary it has not got (or none, when the watch showed it deleted), however often it looks, and
-lists its target's ReplicaSets again only when the target or the canary changed."""
+"""What a reconcile reads, on the real cluster: a Rollout is adopted without a read of its own; a
+Rollout at rest asks the API server once for a canary it has not got (or none, when the watch
+showed it deleted), however often it looks, and lists its target's ReplicaSets again only when
+the target or the canary changed."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def release(crds: Cluster, namespace: str) -> Release:
 
 NOT_FOUND = 'parachute_api_requests_total{code="404",method="GET",resource="deployments"}'
 RECONCILES = "parachute_reconcile_duration_seconds_count"
+ROLLOUTS_READ = 'parachute_api_requests_total{code="200",method="GET",resource="rollouts"}'
 LISTED = 'parachute_api_requests_total{code="200",method="GET",resource="replicasets"}'
 
 
@@ -37,6 +39,8 @@ def test_a_rollout_at_rest_asks_once_for_the_canary_it_has_not_got(
     release.create(replicas=2)  # adopted: nothing released, so no canary
     asked = served(metrics_port, NOT_FOUND)
     assert asked >= 1  # the first look asked, and was told it is not there
+    # The Rollout itself came with the first listing or the watch: listed once, never read.
+    assert served(metrics_port, ROLLOUTS_READ) == 1
     apps = release.cluster.apps
     for replicas in (3, 2, 3):  # each a change of the target the Rollout reads: it looks again
         looked = served(metrics_port, RECONCILES)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from parachute import engine_loop, faults, kube
+from parachute import engine_loop, faults, kube, watched
 from parachute.engine_loop import CONFLICT_RETRY, FAULT_ATTEMPTS, ReconcileLoop, describe
 from parachute.notify import outbox
 from parachute.notify.outbox import event_name
@@ -181,7 +181,7 @@ class Rollout:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, status: dict[str, Any]) -> None:
         self.status = status
         self.events: list[tuple[str, str | None]] = []
-        monkeypatch.setattr(kube, "read_rollout", self.read)
+        monkeypatch.setattr(kube, "latest_rollout", self.read)
         monkeypatch.setattr(kube, "patch_rollout_status", self.patch)
         monkeypatch.setattr(kube, "post_event", self.post_event)
 
@@ -247,3 +247,18 @@ def test_what_a_reconcile_owes_its_outbox_decides_when_it_is_looked_at_again(
     loop = ReconcileLoop(Work(), Status().write, now=lambda: T0)
     assert run(loop, 1) == [T0 + timedelta(seconds=10)]
     assert asked == [(A, T0 + timedelta(minutes=1), T0)]
+
+
+def test_a_fault_is_cleared_on_the_copy_the_reconcile_left_without_reading_the_rollout_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    copies = watched.Copies()
+    monkeypatch.setattr(watched, "ROLLOUTS", copies)
+    meta = {"namespace": A[0], "name": A[1], "resourceVersion": "7", "generation": 2}
+    copies.seen({"metadata": meta, "status": {"phase": "Healthy"}})
+
+    async def read_again(*_: object) -> None:
+        raise AssertionError("read from the API server")
+
+    monkeypatch.setattr(kube, "read_rollout", read_again)
+    asyncio.run(engine_loop.write_fault_to_status(A, None, T0))  # no fault shown: nothing to clear
