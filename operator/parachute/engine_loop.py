@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from parachute import clock, conditions, faults, kube, telemetry
+from parachute import clock, conditions, faults, kube, listings, telemetry
 from parachute.api import Condition, RolloutStatus
 from parachute.notify import outbox
 from parachute.plan.model import Event, EventType
@@ -85,7 +85,8 @@ class ReconcileLoop:
         now = self._now()
         started = time.monotonic()
         try:
-            following = await self._work(*key, now)
+            with listings.one_reconcile():
+                following = await self._work(*key, now)
         except kube.ConflictError:
             telemetry.reconciled("conflict", time.monotonic() - started)
             return now + CONFLICT_RETRY

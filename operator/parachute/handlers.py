@@ -169,8 +169,10 @@ async def _first_listing(memo: kopf.Memo) -> None:
     for body in found:
         meta = body.get("metadata") or {}
         if options.selector.matches(meta.get("labels")):
-            # The listing is as new as the watch's first events, which may come after the first
-            # reconciles: without it, each of them read its Rollout again.
+            # The first reconciles may come before the watch's first events: without the
+            # listing's copy each of them read its Rollout again. An older state than the watch
+            # showed (a deletion included) is not taken. (A leader distrusts copies it did not
+            # read: with leader election, the leader's first look of each Rollout still reads it.)
             watched.ROLLOUTS.seen(body)
             memo.scheduler.wake((meta.get("namespace") or "", meta.get("name") or ""))
     del found
@@ -336,7 +338,10 @@ async def on_rollout(
         statuspage.forget(*key)
         wiring.forget(*key)
         kube.forget_writes(*key)
-        watched.ROLLOUTS.gone(*key)
+        if type == "DELETED":  # kept as gone: the first listing may still bring its last state
+            watched.ROLLOUTS.deleted(event["object"])
+        else:
+            watched.ROLLOUTS.gone(*key)
         memo.served.discard(key)
         telemetry.gone(*key)
         if type != "DELETED":

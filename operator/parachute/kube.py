@@ -662,10 +662,7 @@ async def list_replica_sets(namespace: str, selector: str) -> list[dict[str, Any
 async def replica_sets_of(target: dict[str, Any]) -> list[dict[str, Any]]:
     """The ReplicaSets of `target` and of its canary (its selector selects both): as last
     listed while neither Deployment has changed since (`parachute.listings`), else listed now.
-
-    One reconcile asks up to four times (what serves, whether the metrics' series exist, where
-    the versions analysed are, the fast lane's enrolment): a write to either Deployment in
-    between stores its answer as the copy, and the next ask lists again."""
+    A write to either one stores its answer as the copy: the next ask lists again."""
     meta = target["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     names = (name, canary_name(name))
@@ -676,9 +673,9 @@ async def replica_sets_of(target: dict[str, Any]) -> list[dict[str, Any]]:
         return kept
     asked_at = listings.REPLICA_SETS.clock()
     items = await list_replica_sets(namespace, label_selector(target))
-    if tuple(watched.DEPLOYMENTS.mark(namespace, n) for n in names) == marks:  # none changed meanwhile
-        shown = [watched.DEPLOYMENTS.get(namespace, n) for n in names]
-        listings.REPLICA_SETS.put((namespace, name), marks, items, asked_at, shown)
+    now = [watched.DEPLOYMENTS.marked(namespace, n) for n in names]
+    if tuple(mark for mark, _ in now) == marks:  # what it is checked against is what was marked
+        listings.REPLICA_SETS.put((namespace, name), marks, items, asked_at, [body for _, body in now])
     return items
 
 

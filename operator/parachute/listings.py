@@ -16,13 +16,20 @@ for it, or one it never writes because the change went back before it looked) is
 the next ask lists again. What a status cannot show (pods moving between two ReplicaSets of one
 Deployment with every sum unchanged, a ReplicaSet edited by hand) is bounded by `keep`: a
 listing is not answered for longer than that.
+
+Within one reconcile (`one_reconcile`), a listing not kept is still answered again while its
+marks hold: a reconcile asks up to four times (what serves, whether the metrics' series exist,
+where the versions analysed are, the fast lane's enrolment), and a status catching up would
+otherwise list at each.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import time
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +49,22 @@ class _Listing:
     at: float  # monotonic seconds: when it was asked for
 
 
+# The listings of the reconcile under way, whether kept or not.
+_reconcile: contextvars.ContextVar[dict[Key, _Listing] | None] = contextvars.ContextVar(
+    "parachute_listings", default=None
+)
+
+
+@contextlib.contextmanager
+def one_reconcile() -> Iterator[None]:
+    """Within this block (one reconcile), a listing is answered again while its marks hold."""
+    token = _reconcile.set({})
+    try:
+        yield
+    finally:
+        _reconcile.reset(token)
+
+
 class Listings:
     """The last listing of each target's ReplicaSets, with the marks it holds under."""
 
@@ -54,23 +77,35 @@ class Listings:
         return len(self._held)
 
     def get(self, key: Key, marks: Marks) -> list[Body] | None:
-        """Fresh dicts of the listing, if it was made under these marks and not too long ago;
-        None: list again. Nothing is answered when a mark is unknown (None)."""
+        """Fresh dicts of the listing, if it was made under these marks (and kept, not too long
+        ago, or made in this reconcile); None: list again. Nothing is answered when a mark is
+        unknown (None)."""
+        if None in marks:
+            return None
         held = self._held.get(key)
-        if held is None or None in marks or held.marks != marks or self._stale(held):
+        if held is None or held.marks != marks or self._stale(held):
+            held = (_reconcile.get() or {}).get(key)
+        if held is None or held.marks != marks:
             return None
         items: list[Body] = json.loads(held.text)
         return items
 
     def put(
-        self, key: Key, marks: Marks, items: list[Body], asked_at: float, shown: Sequence[Body | None]
+        self, key: Key, marks: Marks, items: list[Body], asked_at: float, deployments: Sequence[Body | None]
     ) -> None:
         """A listing asked for at `asked_at`, with the marks taken before it was asked and the
         Deployments they mark (None: absent); kept when it agrees with them."""
-        if None in marks or not all(agrees(items, d) for d in shown if d is not None):
+        if None in marks:
             self._held.pop(key, None)
             return
-        self._held[key] = _Listing(marks, json.dumps(items), asked_at)
+        listing = _Listing(marks, json.dumps(items), asked_at)
+        this_reconcile = _reconcile.get()
+        if this_reconcile is not None:
+            this_reconcile[key] = listing
+        if not all(agrees(items, d) for d in deployments if d is not None):
+            self._held.pop(key, None)
+            return
+        self._held[key] = listing
         self._stored += 1
         if self._stored >= SWEEP:  # a target no Rollout asks about any more is not kept for ever
             self._stored = 0

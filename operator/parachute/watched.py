@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -44,6 +44,7 @@ from parachute.plan.desired_workload import as_news
 
 Body = dict[str, Any]
 Key = tuple[str, str]  # namespace, name
+Mark = tuple[str, int] | tuple[str, int | None, float]  # a copy's version, or an absence
 
 KEEP = 600.0  # seconds a copy is trusted without a sign of life from the watch or a read
 SWEEP = 1000  # absences recorded between two sweeps of those kept too long (never asked again)
@@ -188,17 +189,25 @@ class Copies:
         """True when the object is known not to exist (`get` is then None too, with no need to ask)."""
         return self._fresh(self._absent, (namespace, name)) is not None
 
-    def mark(self, namespace: str, name: str) -> Hashable | None:
+    def mark(self, namespace: str, name: str) -> Mark | None:
         """What is known of the object, as a value that changes whenever that does: the version
         of its copy, or its absence (`parachute.listings` keeps a listing while these stay);
         None when nothing is known."""
-        copy = self._fresh(self._copies, (namespace, name))
+        return self._marked((namespace, name))[0]
+
+    def marked(self, namespace: str, name: str) -> tuple[Mark | None, Body | None]:
+        """The mark, and a fresh dict of the copy it marks (None when it marks none)."""
+        mark, copy = self._marked((namespace, name))
+        return mark, (json.loads(copy.text) if copy is not None else None)
+
+    def _marked(self, key: Key) -> tuple[Mark | None, _Copy | None]:
+        copy = self._fresh(self._copies, key)
         if copy is not None:
-            return ("copy", copy.version)
-        absence = self._fresh(self._absent, (namespace, name))
+            return ("copy", copy.version), copy
+        absence = self._fresh(self._absent, key)
         if absence is not None:  # a 404 has no version: each one recorded is a mark of its own
-            return ("absent", absence.version, absence.confirmed)
-        return None
+            return ("absent", absence.version, absence.confirmed), None
+        return None, None
 
     def get(self, namespace: str, name: str) -> Body | None:
         """A fresh dict of the trusted copy, or None: then ask the API server."""

@@ -254,11 +254,29 @@ def test_a_fault_is_cleared_on_the_copy_the_reconcile_left_without_reading_the_r
 ) -> None:
     copies = watched.Copies()
     monkeypatch.setattr(watched, "ROLLOUTS", copies)
-    meta = {"namespace": A[0], "name": A[1], "resourceVersion": "7", "generation": 2}
-    copies.seen({"metadata": meta, "status": {"phase": "Healthy"}})
+    failed = engine_loop.reported([], ("KeyError", "KeyError: 'x'"), T0, 2)
+    assert failed is not None
+    shown = [c.model_dump(by_alias=True, exclude_none=True, mode="json") for c in failed[0]]
+    meta = {"namespace": A[0], "name": A[1], "uid": "u-1", "resourceVersion": "7", "generation": 2}
+    copies.seen({"metadata": meta, "status": {"phase": "Healthy", "conditions": shown}})
+    written: list[tuple[str, dict[str, Any]]] = []
 
     async def read_again(*_: object) -> None:
         raise AssertionError("read from the API server")
 
+    async def patch(
+        namespace: str, name: str, old: object, new: dict[str, Any], version: str, **_: Any
+    ) -> None:
+        written.append((version, new))
+
+    async def post_event(*_: object, **__: object) -> bool:
+        return True
+
     monkeypatch.setattr(kube, "read_rollout", read_again)
-    asyncio.run(engine_loop.write_fault_to_status(A, None, T0))  # no fault shown: nothing to clear
+    monkeypatch.setattr(kube, "patch_rollout_status", patch)
+    monkeypatch.setattr(kube, "post_event", post_event)
+    asyncio.run(engine_loop.write_fault_to_status(A, None, T0 + timedelta(seconds=5)))
+    ((version, new),) = written
+    assert version == "7"  # refused if the copy is behind the Rollout
+    assert [(c["type"], c["status"]) for c in new["conditions"]] == [("ReconcileFailed", "False")]
+    outbox.forget(A)

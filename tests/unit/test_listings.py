@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from parachute.listings import Listings, agrees
+from parachute.listings import Listings, agrees, one_reconcile
 
 KEY = ("shop", "checkout")
 AT_REST = (("copy", 7), ("absent", None, 3.0))
@@ -101,3 +101,13 @@ def test_listings_nobody_asks_for_again_are_swept() -> None:
     for n in range(1000):
         listings.put(("shop", f"app-{n}"), AT_REST, SETS, 400.0, [TARGET, None])
     assert len(listings) == 1000
+
+
+def test_within_one_reconcile_a_listing_not_kept_is_answered_again_while_its_marks_hold() -> None:
+    listings = Listings(keep=120, clock=Clock())
+    catching_up = [replica_set("target", 1)]  # the target's status not written from it yet
+    with one_reconcile():
+        listings.put(KEY, AT_REST, catching_up, 100.0, [TARGET, None])
+        assert listings.get(KEY, AT_REST) == catching_up
+        assert listings.get(KEY, (("copy", 8), ("absent", None, 3.0))) is None
+    assert listings.get(KEY, AT_REST) is None  # the next reconcile lists again

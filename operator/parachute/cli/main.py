@@ -81,7 +81,7 @@ class Context:
 
     def view(self, body: dict[str, Any]) -> view.RolloutView:
         namespace = body["metadata"]["namespace"]
-        target_name, canary_name = view.target_name(body), view.canary_name(body)
+        target_name, canary_name = view.target_name(body), view.canary_deployment(body)
         target = self.cluster.deployment(namespace, target_name) if target_name else None
         canary = self.cluster.deployment(namespace, canary_name) if canary_name else None
         return view.build(body, target, canary)

@@ -24,8 +24,7 @@ from parachute.api import (
     WindowStatus,
 )
 from parachute.conditions import parse_time
-from parachute.plan.desired_workload import actual_weight, revision_of, with_config
-from parachute.plan.desired_workload import canary_name as canary_of
+from parachute.plan.desired_workload import actual_weight, canary_name, revision_of, with_config
 from parachute.plan.rollback import content_hash
 
 
@@ -309,9 +308,10 @@ def build(body: dict[str, Any], target: dict[str, Any] | None, canary: dict[str,
     )
 
 
-def canary_name(body: dict[str, Any]) -> str | None:
+def canary_deployment(body: dict[str, Any]) -> str | None:
+    """The name of the Rollout's canary Deployment (None without a target)."""
     target = target_name(body)
-    return canary_of(target) if target else None
+    return canary_name(target) if target else None
 
 
 # ---------------------------------------------------------------------------- revision
