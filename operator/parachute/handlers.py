@@ -33,7 +33,19 @@ from typing import Any
 
 import kopf
 
-from parachute import api, clock, handback, kube, listings, readiness, sharding, switch, telemetry, watched
+from parachute import (
+    api,
+    clock,
+    handback,
+    heap,
+    kube,
+    listings,
+    readiness,
+    sharding,
+    switch,
+    telemetry,
+    watched,
+)
 from parachute.analysis import fastlane
 from parachute.engine_loop import ReconcileLoop
 from parachute.kube_api import KubeClient
@@ -212,6 +224,7 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    heap.tune()
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.persistence.finalizer = f"{api.GROUP}/finalizer"
