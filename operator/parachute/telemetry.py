@@ -2,8 +2,8 @@
 
 What releases do: Rollouts by phase, stage transitions, verdicts by metric, rollbacks by level,
 recovery times. How the operator itself is doing: reconcile latency, how late the scheduler
-runs what is due, PromQL queries and Kubernetes API requests by outcome, and whether this
-replica leads.
+runs what is due, PromQL queries and Kubernetes API requests by outcome, the garbage
+collector's pauses, and whether this replica leads.
 
 Each replica serves its own. Counters grow where the work was done, which is the leader; the
 gauge of Rollouts by phase is reported by the leader alone (a standby watches the same
