@@ -173,8 +173,8 @@ class Timeline:
         lag, count = "parachute_scheduler_lag_seconds", "parachute_reconcile_duration_seconds_count"
         look = "parachute_fast_lane_look_seconds"
         for (before, busy), (after, busy_after) in zip(self.samples, self.samples[1:], strict=False):
-            span, done = after.at - before.at, after.total(count) - before.total(count)
-            looks = after.total(f"{look}_count") - before.total(f"{look}_count")
+            grew = growth(before, after)
+            span, done, looks = after.at - before.at, grew(count), grew(f"{look}_count")
             held = f", held median {quantile(before, after, look, 0.5):.2f} s" if looks else ""
             lines.append(
                 f"{before.at - first:4.0f}-{after.at - first:4.0f} s: {done / span:5.1f} reconciles/s, "
@@ -568,10 +568,7 @@ class Run:
     def held(self, before: Sample, after: Sample) -> None:
         """What held the operator during the releases: the fast lane's looks, its CPU, and the
         garbage collector's pauses (each stops every reconcile due)."""
-        span = after.at - before.at
-
-        grew = growth(before, after)
-
+        span, grew = after.at - before.at, growth(before, after)
         looks, look = grew("parachute_fast_lane_look_seconds_count"), "parachute_fast_lane_look_seconds"
         held = (
             f", {quantile(before, after, look, 0.5):.2f} / {quantile(before, after, look, 0.99):.2f} s"
