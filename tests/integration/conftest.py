@@ -231,7 +231,7 @@ def operator(operator_kubeconfig: Path, tmp_path: Path) -> Iterator[RunningOpera
     running = RunningOperator(operator_kubeconfig, tmp_path / "operator.log").start()
     yield running
     running.stop()
-    _assert_never_refused(running)
+    assert_never_refused(running)
 
 
 @pytest.fixture
@@ -248,7 +248,7 @@ def operator_with_metrics(
                               args=[f"--metrics-port={metrics_port}"]).start()  # fmt: skip
     yield running
     running.stop()
-    _assert_never_refused(running)
+    assert_never_refused(running)
 
 
 def free_port() -> int:
@@ -273,10 +273,10 @@ def operator_at(operator_kubeconfig: Path, tmp_path: Path) -> Iterator[Callable[
     yield start
     for running in started:
         running.stop()
-        _assert_never_refused(running)
+        assert_never_refused(running)
 
 
-def _assert_never_refused(running: RunningOperator) -> None:
+def assert_never_refused(running: RunningOperator) -> None:
     # Least privilege must still be enough: an RBAC refusal fails the test that caused it.
     # (A 403 for a namespace being deleted is not one: nothing may be created there.)
     for refusal in ('is forbidden: User "system:serviceaccount:', "Not enough permissions"):

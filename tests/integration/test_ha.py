@@ -25,7 +25,7 @@ from testbed.install import OPERATOR_NAMESPACE, apply
 from tests.integration.conftest import (
     Cluster,
     RunningOperator,
-    _assert_never_refused,
+    assert_never_refused,
     deployment,
     eventually,
     free_port,
@@ -105,7 +105,7 @@ def replicas(crds: Cluster, operator_kubeconfig: Path, namespace: str, tmp_path:
         if replica.process is not None:
             replica.signal(signal.SIGCONT)  # a frozen one must be able to stop
         replica.stop()
-        _assert_never_refused(replica)
+        assert_never_refused(replica)
     client.CoordinationV1Api(crds.api).delete_namespaced_lease(group.lease, OPERATOR_NAMESPACE)
 
 
@@ -345,4 +345,4 @@ def test_label_selectors_shard_rollouts_between_installs_and_a_relabelled_one_mo
         for group in shards.values():
             for replica in group.started:
                 replica.stop()
-                _assert_never_refused(replica)
+                assert_never_refused(replica)

@@ -21,7 +21,7 @@ from tests.integration.analysed import Analysed
 from tests.integration.conftest import (
     Cluster,
     RunningOperator,
-    _assert_never_refused,
+    assert_never_refused,
     deployment,
     eventually,
     rollout,
@@ -193,7 +193,7 @@ def namespaced_operator(
     running = NamespacedOperator(namespaced_kubeconfig, tmp_path / "operator.log", [namespace]).start()
     yield running
     running.stop()
-    _assert_never_refused(running)
+    assert_never_refused(running)
 
 
 CHECKOUT_5XX = (

@@ -14,7 +14,7 @@ import pytest
 
 from parachute.plan.fastlane import FAST_LANE_PREFIX
 from tests.integration.analysed import NEW
-from tests.integration.conftest import Cluster, RunningOperator, _assert_never_refused, eventually
+from tests.integration.conftest import Cluster, RunningOperator, assert_never_refused, eventually
 from tests.integration.test_recovery import BAD, ONE_STAGE, Receiver, Recovering, secret
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
@@ -88,5 +88,5 @@ def test_an_operator_killed_right_after_writing_an_incident_tells_it_once_when_i
     finally:
         first.stop()
         second.stop()
-    _assert_never_refused(first)
-    _assert_never_refused(second)
+    assert_never_refused(first)
+    assert_never_refused(second)

@@ -21,7 +21,7 @@ import pytest
 from testbed.dataplane import AUDIENCE_COUNTER, AUDIENCE_HEADER
 from testbed.demoapp import Behaviour
 from testbed.routes import audience_rule
-from tests.integration.conftest import Cluster, _assert_never_refused, eventually
+from tests.integration.conftest import Cluster, assert_never_refused, eventually
 from tests.integration.routed import ENOUGH, RATE, SETUPS, Routed, Sampler, Setup
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
@@ -90,7 +90,7 @@ def world(cluster: Cluster, namespace: str, workdir: Path, setup: Setup, new: Be
     started = Phased(cluster, namespace, workdir, setup, new)
     yield started
     started.stop()
-    _assert_never_refused(started.operator)
+    assert_never_refused(started.operator)
 
 
 @pytest.fixture

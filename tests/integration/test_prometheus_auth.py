@@ -21,7 +21,7 @@ from parachute.analysis.prometheus import PrometheusProvider, trust
 from parachute.plan.verdicts import Sample
 from testbed.prometheus import LocalPrometheus, TLSFiles, WebConfig, mint_tls
 from tests.integration.analysed import Analysed
-from tests.integration.conftest import Cluster, RunningOperator, _assert_never_refused, eventually
+from tests.integration.conftest import Cluster, RunningOperator, assert_never_refused, eventually
 
 pytestmark = pytest.mark.prometheus
 
@@ -196,6 +196,6 @@ def test_a_rollout_is_measured_through_basic_auth_and_tls_and_follows_a_rotated_
     finally:
         operator.stop()
         world.stop()
-    _assert_never_refused(operator)
+    assert_never_refused(operator)
     for secret in ("pw-1", "pw-2"):
         assert secret not in operator.output

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from testbed.demoapp import Behaviour
-from tests.integration.conftest import Cluster, _assert_never_refused, eventually
+from tests.integration.conftest import Cluster, assert_never_refused, eventually
 from tests.integration.routed import ENOUGH, RATE, SETUPS, Routed, Setup
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
@@ -46,7 +46,7 @@ def healthy(crds: Cluster, namespace: str, tmp_path: Path, setup: Setup) -> Iter
     world = started(crds, namespace, tmp_path, setup, Behaviour(latency_ms=5))
     yield world
     world.stop()
-    _assert_never_refused(world.operator)
+    assert_never_refused(world.operator)
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def failing(crds: Cluster, namespace: str, tmp_path: Path, setup: Setup) -> Iter
     world = started(crds, namespace, tmp_path, setup, Behaviour(error_rate=0.3, latency_ms=5))
     yield world
     world.stop()
-    _assert_never_refused(world.operator)
+    assert_never_refused(world.operator)
 
 
 def never_to_a_canary_without_pods(world: Routed) -> None:

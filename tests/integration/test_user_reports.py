@@ -28,7 +28,7 @@ from testbed.install import OPERATOR_NAMESPACE, apply
 from tests.integration.conftest import (
     Cluster,
     RunningOperator,
-    _assert_never_refused,
+    assert_never_refused,
     deployment,
     event_reasons,
     eventually,
@@ -102,7 +102,7 @@ def reporting(operator_kubeconfig: Path, tmp_path: Path) -> Iterator[Reporting]:
     yield operators
     for running in operators.started:
         running.stop()
-        _assert_never_refused(running)
+        assert_never_refused(running)
         assert TOKEN not in running.output, "the reports token reached the operator's log"
 
 
@@ -287,5 +287,5 @@ def test_a_standby_records_a_report_and_the_leader_counts_it(
         for replica in replicas:
             replica.signal(signal.SIGCONT)
             replica.stop()
-            _assert_never_refused(replica)
+            assert_never_refused(replica)
         client.CoordinationV1Api(crds.api).delete_namespaced_lease(lease, OPERATOR_NAMESPACE)
