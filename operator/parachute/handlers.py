@@ -36,6 +36,7 @@ import kopf
 from parachute import (
     api,
     clock,
+    confirmation,
     handback,
     heap,
     kube,
@@ -255,6 +256,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         elector.on_change(lambda leading: _on_leadership(memo, leading))
         memo.elector_task = asyncio.create_task(elector.run(), name="parachute-leader-election")
     memo.listing_task = asyncio.create_task(_first_listing(memo), name="parachute-first-listing")
+    memo.confirming_task = asyncio.create_task(
+        confirmation.keep_confirming(list(options.namespaces), lambda: _leading(memo)),
+        name="parachute-copies-confirmed",
+    )
     _start_fast_lane(memo, options.fast_lane)
     memo.readiness = None
     if options.readiness:
@@ -296,7 +301,7 @@ def _start_fast_lane(memo: kopf.Memo, settings: fastlane.Settings) -> None:
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     """Stop acting first, then give the Lease up: a standby takes over without waiting for it to expire."""
-    for name in ("listing_task", "elector_task", "scheduler_task", "fast_lane_task"):
+    for name in ("listing_task", "confirming_task", "elector_task", "scheduler_task", "fast_lane_task"):
         task: asyncio.Task[None] | None = getattr(memo, name, None)
         if task is not None:
             task.cancel()

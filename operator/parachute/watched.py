@@ -13,10 +13,13 @@ Why a copy is safe to decide on:
   as it comes, so a reconcile always sees its own last write, never the watch's older event.
 - A copy is kept at most `keep` seconds after it was last confirmed: an object whose deletion
   the watch missed (a watch that restarts lists what exists, and says nothing of what went
-  meanwhile) is read again, and found gone. Ten minutes, not two: at 10,000 Rollouts a
-  Rollout's looks came minutes apart, and with two minutes every look read its Rollout, its
-  target and its canary again, 2.8 of a reconcile's 5.8 requests. What a copy of a deleted
-  object can mislead is bounded: the Rollout's status write is guarded by its resourceVersion,
+  meanwhile) is read again, and found gone. What confirms a copy: the watch showing its
+  version, an answer of the API server, or a listing of the kind's names and versions
+  (`confirm`), which the leader asks for every `CONFIRM_EVERY` seconds. Without the listings a
+  copy nothing changed for `keep` was read again at its next look: at 10,000 Rollouts, whose
+  releases' looks came minutes apart and whose targets stood paused for half an hour, 0.5 reads
+  of a Deployment and 0.2 of a Rollout a reconcile. What a copy of a deleted object can mislead
+  while it is kept is bounded: the Rollout's status write is guarded by its resourceVersion,
   and a write to a deleted Deployment is answered 404, which drops the copy.
 - The watch may lag: a copy can be a moment behind the API server, as any watch cache is.
   Every change it missed is on its way as an event, and that event wakes the Rollout again
@@ -46,7 +49,8 @@ Body = dict[str, Any]
 Key = tuple[str, str]  # namespace, name
 Mark = tuple[str, int] | tuple[str, int | None, float]  # a copy's version, or an absence
 
-KEEP = 600.0  # seconds a copy is trusted without a sign of life from the watch or a read
+KEEP = 600.0  # seconds a copy is trusted without a sign of life from the watch, a read or a listing
+CONFIRM_EVERY = KEEP / 3  # seconds between two listings that confirm the copies (one may fail)
 SWEEP = 1000  # absences recorded between two sweeps of those kept too long (never asked again)
 
 
@@ -79,6 +83,15 @@ class _Copy:
 class _Absence:
     version: int | None  # the deletion's resourceVersion; None: a read's 404, as new as anything then
     confirmed: float
+    recorded: float  # when it was recorded: two 404s are two marks, a listing confirming one is not
+
+
+def _within(key: Key, namespace: str | None) -> bool:
+    return namespace is None or key[0] == namespace
+
+
+def _absence(number: int | None, now: float) -> _Absence:
+    return _Absence(number, now, now)
 
 
 Held = TypeVar("Held", _Copy, _Absence)
@@ -124,7 +137,7 @@ class Copies:
         trusted = number is not None and not self._untrusted(key)
         self.gone(*key)
         if trusted:
-            self._record_absent(key, _Absence(number, self.clock()))
+            self._record_absent(key, _absence(number, self.clock()))
 
     def _untrusted(self, key: Key) -> bool:
         """The watch's word is not taken for `key` until the API server has answered for it."""
@@ -159,7 +172,7 @@ class Copies:
         self.gone(namespace, name)
         if self._answered_since is not None:
             self._answered_since.add(key)
-        self._record_absent(key, _Absence(None, self.clock()))
+        self._record_absent(key, _absence(None, self.clock()))
 
     def _record_absent(self, key: Key, absence: _Absence) -> None:
         self._absent[key] = absence
@@ -167,6 +180,33 @@ class Copies:
         if self._recorded >= SWEEP:  # an absence nobody asks about again is not kept for ever
             self._recorded = 0
             self._absent = {k: a for k, a in self._absent.items() if not self._stale(a)}
+
+    def confirm(
+        self, listed: Mapping[Key, int], at: int, asked_at: float, namespace: str | None = None
+    ) -> int:
+        """A listing of every object of the kind (in `namespace`; all when None), a snapshot at
+        resourceVersion `at` asked for at `asked_at` (this clock's): copies of the versions it
+        lists are confirmed, and so are absences of what it does not list; a copy it should
+        list but does not is of an object deleted since (the watch missed it, or its event is
+        on its way), and is dropped. A copy newer than the snapshot is not its to judge, and
+        one older than the version listed waits for its event, confirmed by nothing. Returns
+        how many copies it dropped."""
+        dropped = 0
+        for key, copy in list(self._copies.items()):
+            if not _within(key, namespace) or copy.version > at:
+                continue
+            shown = listed.get(key)
+            if shown is None:
+                self.gone(*key)
+                self._record_absent(key, _absence(at, self.clock()))
+                dropped += 1
+            elif shown == copy.version and copy.confirmed < asked_at:
+                self._copies[key] = _Copy(copy.version, copy.text, asked_at)
+        for key, absence in list(self._absent.items()):
+            older = absence.version is None or absence.version <= at
+            if _within(key, namespace) and key not in listed and older and absence.confirmed < asked_at:
+                self._absent[key] = _Absence(absence.version, asked_at, absence.recorded)
+        return dropped
 
     def gone(self, namespace: str, name: str) -> None:
         """The object was deleted, or is no longer of interest: nothing is known of it."""
@@ -206,7 +246,7 @@ class Copies:
             return ("copy", copy.version), copy
         absence = self._fresh(self._absent, key)
         if absence is not None:  # a 404 has no version: each one recorded is a mark of its own
-            return ("absent", absence.version, absence.confirmed), None
+            return ("absent", absence.version, absence.recorded), None
         return None, None
 
     def get(self, namespace: str, name: str) -> Body | None:

@@ -1,17 +1,29 @@
 """What a reconcile reads, on the real cluster: a Rollout is adopted without a read of its own; a
 Rollout at rest asks the API server once for a canary it has not got (or none, when the watch
 showed it deleted), however often it looks, and lists its target's ReplicaSets again only when
-the target or the canary changed."""
+the target or the canary changed; the names and versions the leader lists, page by page and
+under the operator's own account, confirm the copies the watch keeps and find those deleted
+unseen."""
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Cluster, RunningOperator, assert_never_refused, eventually
+from parachute import kube
+from parachute.watched import Copies
+from tests.integration.conftest import (
+    Cluster,
+    RunningOperator,
+    assert_never_refused,
+    deployment,
+    eventually,
+    rollout,
+)
 from tests.integration.test_release import Release
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -115,3 +127,41 @@ def test_a_rollout_woken_while_its_deployments_are_unchanged_does_not_list_their
     release.cluster.apps.patch_namespaced_deployment("checkout", release.namespace, {"spec": {"replicas": 3}})
     eventually(lambda: served(metrics_port, LISTED) > listed + again, timeout=30,
                what="the target's ReplicaSets listed again after it changed")  # fmt: skip
+
+
+@pytest.fixture
+def as_the_operator(operator_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """`parachute.kube` in this process, under the operator's ServiceAccount."""
+    monkeypatch.setenv("KUBECONFIG", str(operator_kubeconfig))
+    kube.api_client.cache_clear()
+    yield
+    kube.api_client.cache_clear()
+
+
+def test_the_listed_names_and_versions_confirm_copies_and_find_the_deleted_ones(
+    crds: Cluster, namespace: str, as_the_operator: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kube, "VERSIONS_PAGE", 2)  # five Deployments: three pages of one snapshot
+    for n in range(5):
+        crds.apps.create_namespaced_deployment(namespace, deployment(f"app-{n}", replicas=0))
+    crds.custom.create_namespaced_custom_object(
+        "parachute.dev", "v1alpha1", namespace, "rollouts", rollout("checkout", targetRef={"name": "app-0"})
+    )
+    copies = Copies()
+    for n in range(5):
+        copies.answered(
+            crds.api.sanitize_for_serialization(crds.apps.read_namespaced_deployment(f"app-{n}", namespace))
+        )
+    crds.apps.delete_namespaced_deployment("app-3", namespace)
+
+    found = asyncio.run(kube.deployment_versions(namespace))
+    assert found is not None
+    assert set(found.listed) == {(namespace, f"app-{n}") for n in (0, 1, 2, 4)}
+    assert copies.confirm(found.listed, found.at, copies.clock(), namespace) == 1
+    assert copies.known_absent(namespace, "app-3")
+    assert copies.get(namespace, "app-0") is not None
+
+    rollouts = asyncio.run(kube.rollout_versions(namespace))
+    assert rollouts is not None and set(rollouts.listed) == {(namespace, "checkout")}
+    everywhere = asyncio.run(kube.deployment_versions(None))
+    assert everywhere is not None and (namespace, "app-4") in everywhere.listed

@@ -215,3 +215,73 @@ def test_an_objects_mark_changes_whenever_what_is_known_of_it_does() -> None:
     assert gone is not None and copies.mark("shop", "checkout") not in (None, gone)
     clock.now = 200.0
     assert copies.mark("shop", "checkout") is None  # kept too long
+
+
+KEY = ("shop", "checkout")
+
+
+def test_a_listing_of_the_same_version_confirms_a_copy_nothing_changed() -> None:
+    clock = Clock()
+    copies = Copies(keep=600, clock=clock)
+    copies.seen(rollout("10"))
+    clock.now = 500.0
+    assert copies.confirm({KEY: 10}, at=40, asked_at=500.0) == 0
+    clock.now = 1000.0  # 500 s after the listing, 1,000 after the watch's event
+    assert phase(copies) == "Progressing"
+    clock.now = 1101.0
+    assert copies.get(*KEY) is None  # nothing confirmed it since: read again
+
+
+def test_a_copy_the_listing_does_not_have_is_of_an_object_deleted_unseen() -> None:
+    clock = Clock()
+    copies = Copies(keep=600, clock=clock)
+    copies.seen(rollout("10"))
+    assert copies.confirm({}, at=40, asked_at=0.0) == 1
+    assert copies.get(*KEY) is None
+    assert copies.known_absent(*KEY)  # the next look asks nothing
+    copies.seen(rollout("30"))  # an event from before the listing: before the deletion
+    assert copies.known_absent(*KEY)
+    copies.seen(rollout("41"))  # made again since
+    assert phase(copies) == "Progressing"
+
+
+def test_a_copy_newer_than_the_listing_is_not_its_to_judge() -> None:
+    clock = Clock()
+    copies = Copies(keep=600, clock=clock)
+    copies.answered(rollout("50", "Healthy"))  # made after the snapshot at 40
+    assert copies.confirm({}, at=40, asked_at=0.0) == 0
+    assert phase(copies) == "Healthy"
+
+
+def test_a_copy_behind_the_listing_waits_for_its_event_unconfirmed() -> None:
+    clock = Clock()
+    copies = Copies(keep=600, clock=clock)
+    copies.seen(rollout("10"))
+    clock.now = 500.0
+    copies.confirm({KEY: 12}, at=40, asked_at=500.0)  # changed since: its event is on its way
+    assert phase(copies) == "Progressing"
+    clock.now = 601.0
+    assert copies.get(*KEY) is None  # never came: read again when its time is up
+
+
+def test_a_listing_of_one_namespace_judges_only_that_namespace() -> None:
+    copies = Copies()
+    copies.seen(rollout("10"))
+    assert copies.confirm({}, at=40, asked_at=0.0, namespace="other") == 0
+    assert phase(copies) == "Progressing"
+
+
+def test_a_listing_confirms_an_absence_without_changing_its_mark() -> None:
+    clock = Clock()
+    copies = Copies(keep=600, clock=clock)
+    copies.answered_absent(*KEY, asked_at=0.0)  # a read's 404
+    mark = copies.mark(*KEY)
+    clock.now = 500.0
+    copies.confirm({}, at=40, asked_at=500.0)
+    clock.now = 1000.0
+    assert copies.known_absent(*KEY)
+    assert copies.mark(*KEY) == mark  # a ReplicaSet listing kept under it still holds
+    clock.now = 900.0
+    copies.confirm({KEY: 45}, at=50, asked_at=900.0)  # there after all: not confirmed absent
+    clock.now = 1101.0
+    assert not copies.known_absent(*KEY)
