@@ -164,8 +164,9 @@ class Timeline:
                 return
 
     def stop(self) -> list[str]:
-        """One line a window: reconciles a second, lag median and p99, the fast lane's looks and
-        their median hold on the event loop, the machine busy."""
+        """One line a window: reconciles a second (and those in vain, by what woke them), lag
+        median and p99, the fast lane's looks and their median hold on the event loop, the
+        machine busy."""
         self._stop.set()
         self._thread.join(60)
         lines, cores = [], os.cpu_count() or 1
@@ -179,7 +180,8 @@ class Timeline:
             lines.append(
                 f"{before.at - first:4.0f}-{after.at - first:4.0f} s: {done / span:5.1f} reconciles/s, "
                 f"lag median {_lag(quantile(before, after, lag, 0.5))} p99 {_lag(quantile(before, after, lag, 0.99))}, "
-                f"lane {looks:.0f} looks{held}, machine {(busy_after - busy) / (span * cores):.0%} busy"
+                f"lane {looks:.0f} looks{held}, machine {(busy_after - busy) / (span * cores):.0%} busy; "
+                f"{in_vain(before, after)}"
             )
         return lines
 
@@ -231,6 +233,28 @@ def by_resource(before: Sample, after: Sample, reconciles: float) -> str:
             grown[what] = grown.get(what, 0.0) + value - before.values.get(key, 0.0)
     top = sorted(grown.items(), key=lambda item: -item[1])[:6]
     return ", ".join(f"{what} {count / reconciles:.2f}" for what, count in top if count > 0)
+
+
+VAIN = "parachute_reconciles_in_vain_total"
+
+
+def by_label(before: Sample, after: Sample, name: str, label: str) -> dict[str, float]:
+    """How much a counter grew between two samples, by one of its labels, the most first."""
+    grown: dict[str, float] = {}
+    for key, value in after.values.items():
+        found = re.fullmatch(rf'{name}\{{(?:[^}}]*,)?{label}="([^"]*)"(?:,[^}}]*)?\}}', key)
+        if found:
+            grown[found.group(1)] = grown.get(found.group(1), 0.0) + value - before.values.get(key, 0.0)
+    return dict(sorted(((k, v) for k, v in grown.items() if v > 0), key=lambda item: -item[1]))
+
+
+def in_vain(before: Sample, after: Sample) -> str:
+    """The reconciles that wrote and changed nothing, by what made them due."""
+    causes = by_label(before, after, VAIN, "woken_by")
+    shares = ", ".join(f"{cause} {count:,.0f}" for cause, count in causes.items())
+    return f"{sum(causes.values()):,.0f} wrote and changed nothing" + (
+        f" (woken by {shares})" if shares else ""
+    )
 
 
 def quantile(before: Sample, after: Sample, name: str, q: float) -> float:
@@ -533,7 +557,7 @@ class Run:
         conflicts = grew('parachute_reconcile_duration_seconds_count{outcome="conflict"}')
         self.put("reconciles per second during the releases", f"{reconciles / span:.1f}",
                  f"{reconciles:,.0f} in all, {conflicts:,.0f} of them refused a stale write (409) and run again, "
-                 f"{grew('parachute_reconciles_in_vain_total'):,.0f} wrote and changed nothing")  # fmt: skip
+                 f"{in_vain(before, after)}")  # fmt: skip
         took = "parachute_reconcile_duration_seconds"
         self.put("reconcile duration, median / p99",
                  f"{quantile(before, after, took, 0.5):.3f} / {quantile(before, after, took, 0.99):.3f} s",

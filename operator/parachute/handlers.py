@@ -59,7 +59,7 @@ from parachute.reports import record as report_events
 from parachute.reports import server as reports_server
 from parachute.rollout_index import RolloutIndex
 from parachute.routing import record, teardown, wiring
-from parachute.scheduler import Key, Scheduler
+from parachute.scheduler import Key, Scheduler, Woken
 
 ROLLOUTS = (api.GROUP, api.VERSION, api.PLURAL)
 KOPF_PREFIX = f"kopf.{api.GROUP}"
@@ -100,9 +100,10 @@ def _serves(memo: kopf.Memo, key: Key) -> bool:
     return options.selector is sharding.EVERYTHING or key in memo.served
 
 
-def _wake(memo: kopf.Memo, key: Key) -> None:
+def _wake_tracking(memo: kopf.Memo, key: Key) -> None:
+    """Something the Rollout tracks changed (a ConfigMap, its routing record, its policy)."""
     if _serves(memo, key):
-        memo.scheduler.wake(key)
+        memo.scheduler.wake(key, woken=Woken.TRACKED)
 
 
 def _leading(memo: kopf.Memo) -> bool:
@@ -187,7 +188,7 @@ async def _first_listing(memo: kopf.Memo) -> None:
             # showed (a deletion included) is not taken. (A leader distrusts copies it did not
             # read: with leader election, the leader's first look of each Rollout still reads it.)
             watched.ROLLOUTS.seen(body)
-            memo.scheduler.wake((meta.get("namespace") or "", meta.get("name") or ""))
+            memo.scheduler.wake((meta.get("namespace") or "", meta.get("name") or ""), woken=Woken.LISTING)
     del found
     memo.listed = True
     unchecked, memo.unchecked = memo.unchecked, {}
@@ -292,7 +293,7 @@ def _start_fast_lane(memo: kopf.Memo, settings: fastlane.Settings) -> None:
         fastlane.install(None)
         return
     lane = fastlane.FastLane(
-        settings, lambda key: memo.scheduler.wake(key, urgent=True), lambda: _leading(memo)
+        settings, lambda key: memo.scheduler.wake(key, urgent=True, woken=Woken.LANE), lambda: _leading(memo)
     )
     fastlane.install(lane)
     memo.fast_lane_task = asyncio.create_task(lane.run(), name="parachute-fast-lane")
@@ -384,7 +385,7 @@ async def on_rollout(
         return  # no news: the reconcile that wrote it said when to look again
     # A change by someone else; or, while its reconcile runs, maybe that reconcile's own write,
     # seen before the write's answer: it is asked once that reconcile ends.
-    scheduler.wake(key, news=lambda: not kube.own_write(*key, version))
+    scheduler.wake(key, news=lambda: not kube.own_write(*key, version), woken=Woken.ROLLOUT)
     due = status.get("nextCheckAt")
     if due:  # written by another replica: this one's heap is warm if it comes to lead
         scheduler.wake(key, datetime.fromisoformat(due.replace("Z", "+00:00")))
@@ -423,7 +424,7 @@ async def on_deployment(
     # news to another on the same Deployment.
     shared = len(ours) > 1
     for rollout in ours if gone or shared or news is not None else ():
-        memo.scheduler.wake((namespace or "", rollout), news=None if shared else news)
+        memo.scheduler.wake((namespace or "", rollout), news=None if shared else news, woken=Woken.DEPLOYMENT)
     mark = (meta.get("annotations") or {}).get(api.PAUSED_BY_ANNOTATION)
     if not namespace or not mark or mark in rollouts:
         return
@@ -454,12 +455,12 @@ async def on_config_map(
     (deleted while the operator was away) has its route given back."""
     index: RolloutIndex = memo.index
     for rollout in index.by_config(namespace or "", name):
-        _wake(memo, (namespace or "", rollout))
+        _wake_tracking(memo, (namespace or "", rollout))
     plain = dict(body)
     record.KNOWN.seen(plain, gone=kwargs.get("type") == "DELETED")
     found = record.parse(plain) if namespace and record.is_record(plain) else None
     if found is not None and kwargs.get("type") != "DELETED":
-        _wake(memo, (found.namespace, found.rollout))
+        _wake_tracking(memo, (found.namespace, found.rollout))
         await _give_back_route(memo, found.namespace, found.rollout)
 
 
@@ -471,7 +472,7 @@ async def on_release_policy(name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     if name == os.environ.get(DEFAULT_POLICY_ENV):
         keys += index.by_policy("")
     for key in keys:
-        _wake(memo, key)
+        _wake_tracking(memo, key)
 
 
 EVENTS = ("", "v1", "events")
@@ -494,4 +495,4 @@ async def on_user_report(*, type: str, body: kopf.Body, memo: kopf.Memo, **_: An
     if _serves(memo, key):
         user_reports.arrived(key, clock.now())
         # A new report is urgent; the watch's (re)listing of older ones is not.
-        memo.scheduler.wake(key, urgent=type == "ADDED")
+        memo.scheduler.wake(key, urgent=type == "ADDED", woken=Woken.REPORT)

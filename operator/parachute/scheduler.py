@@ -26,6 +26,7 @@ import heapq
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Protocol
 
 from parachute import telemetry
@@ -34,6 +35,19 @@ Key = tuple[str, str]  # namespace, name
 Work = Callable[[Key], Awaitable[datetime | None]]
 
 logger = logging.getLogger("parachute.scheduler")
+
+
+class Woken(StrEnum):
+    """What made a Rollout due: a reconcile that decided nothing is counted under it."""
+
+    LISTING = "listing"  # the first listing: adoption, or a new process
+    ROLLOUT = "rollout"  # someone else changed the Rollout
+    DEPLOYMENT = "deployment"  # its target or its canary changed
+    TRACKED = "tracked"  # a ConfigMap it tracks, its routing record or its policy changed
+    LANE = "lane"  # the fast lane found a critical breach
+    REPORT = "report"  # a user report
+    TIME = "time"  # a due time: its own next look, or one another replica wrote
+    RETRY = "retry"  # its last reconcile failed
 
 
 def utcnow() -> datetime:
@@ -63,6 +77,8 @@ class Scheduler:
         self._opened_at = datetime.min.replace(tzinfo=UTC)
         self._clock = clock
         self._due: dict[Key, datetime] = {}
+        self._woken: dict[Key, Woken] = {}  # why it is due: the cause of its earliest due time
+        self._woken_again: dict[Key, Woken] = {}  # why it runs once more after its reconcile
         self._heap: list[tuple[datetime, Key]] = []
         self._running: set[Key] = set()  # queued for a slot or reconciling
         self._started: set[Key] = set()  # reconciling: it may have read what a wake now changes
@@ -88,6 +104,7 @@ class Scheduler:
         at: datetime | None = None,
         urgent: bool = False,
         news: Callable[[], bool] | None = None,
+        woken: Woken = Woken.TIME,
     ) -> None:
         """Make `key` due at `at` (now if None), unless it is already due earlier. An urgent wake
         (a critical breach) is due now and runs ahead of routine work, without waiting for a slot.
@@ -99,19 +116,22 @@ class Scheduler:
             at = min(at, self._clock())
             self._urgent.add(key)
         if urgent and key in self._running and (queued := self._take_queued(key)) is not None:
+            self._woken[key] = woken
             self._start(key, queued[0])  # it was waiting for a slot: it runs now
             return
         if key in self._running:
             if key not in self._started:
                 return  # still waiting for a slot: it reads what this wake is about, and says when next
             if at > self._clock():
-                self._schedule(key, at)
-            elif news is None:
+                self._schedule(key, at, woken)
+                return
+            if news is None:
                 self._again.add(key)
             else:
                 self._again_if.setdefault(key, []).append(news)
+            self._woken_again[key] = woken
             return
-        self._schedule(key, at)
+        self._schedule(key, at, woken)
 
     def recovering(self, key: Key, yes: bool) -> None:
         """Whether `key` is rolling back or has a failed verdict: its reconciles go first."""
@@ -136,6 +156,8 @@ class Scheduler:
 
     def forget(self, key: Key) -> None:
         self._due.pop(key, None)
+        self._woken.pop(key, None)
+        self._woken_again.pop(key, None)
         self._again.discard(key)
         self._again_if.pop(key, None)
         self._urgent.discard(key)
@@ -145,11 +167,12 @@ class Scheduler:
     def pending(self) -> int:
         return len(self._due)
 
-    def _schedule(self, key: Key, at: datetime) -> None:
+    def _schedule(self, key: Key, at: datetime, woken: Woken = Woken.TIME) -> None:
         current = self._due.get(key)
         if current is not None and current <= at:
             return
         self._due[key] = at
+        self._woken[key] = woken
         heapq.heappush(self._heap, (at, key))
         self._changed.set()
 
@@ -165,7 +188,7 @@ class Scheduler:
             while lane:
                 _, key = lane.popleft()
                 self._running.discard(key)
-                self._schedule(key, self._clock())
+                self._schedule(key, self._clock(), self._woken.get(key, Woken.TIME))
 
     def _open(self) -> bool:
         return self._gate is None or self._gate.is_open()
@@ -186,6 +209,7 @@ class Scheduler:
                 if key in self._running:  # running already: once more right after
                     if key in self._started:
                         self._again.add(key)
+                        self._woken_again[key] = self._woken.pop(key, Woken.TIME)
                     continue  # (waiting for a slot: it reads everything when it starts)
                 # Running from the moment it is queued: a wake while it waits for a slot must
                 # not start a second reconcile of the same Rollout beside it.
@@ -228,7 +252,7 @@ class Scheduler:
             self._running.discard(key)
             self._again.discard(key)
             self._again_if.pop(key, None)
-            self._schedule(key, self._clock())
+            self._schedule(key, self._clock(), self._woken_again.pop(key, Woken.TIME))
 
     async def _one(self, key: Key, due: datetime) -> None:
         try:
@@ -246,8 +270,10 @@ class Scheduler:
         telemetry.late((self._clock() - max(due, self._opened_at)).total_seconds())
         self._started.add(key)
         self._urgent.discard(key)  # it reads everything now: a breach found before this is seen
+        woken, next_woken = self._woken.pop(key, Woken.TIME), Woken.TIME
         try:
-            following = await self._work(key)
+            with telemetry.woken_by(woken):
+                following = await self._work(key)
             self._failures.pop(key, None)
         except asyncio.CancelledError:
             raise
@@ -255,13 +281,14 @@ class Scheduler:
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             backoff = min(self._max_backoff, 2 ** min(failures, 10))
             logger.warning("reconcile of %s/%s failed (%s); again in %ss", *key, error, backoff)
-            following = self._clock() + timedelta(seconds=backoff)
+            following, next_woken = self._clock() + timedelta(seconds=backoff), Woken.RETRY
         finally:
             self._running.discard(key)
             self._started.discard(key)
         maybe = self._again_if.pop(key, [])
+        again = self._woken_again.pop(key, Woken.TIME)
         if key in self._again or any(news() for news in maybe):
             self._again.discard(key)
-            following = self._clock()
+            following, next_woken = self._clock(), again
         if following is not None:
-            self._schedule(key, following)
+            self._schedule(key, following, next_woken)

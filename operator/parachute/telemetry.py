@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import gc
 import time
 import urllib.parse
@@ -74,8 +75,12 @@ RECONCILE_SECONDS = Histogram(
 LOOKS_IN_VAIN = Counter(
     "parachute_reconciles_in_vain_total",
     "Reconciles that wrote no status and changed no object (also counted in "
-    "parachute_reconcile_duration_seconds): a look woken by a change of no consequence, or a poll.",
+    "parachute_reconcile_duration_seconds), by what made them due: a change of no consequence "
+    "(deployment, rollout, tracked, listing), a poll (time), a breach or report already seen.",
+    ["woken_by"],
 )
+# What made the reconcile under way due (`parachute.scheduler.Woken`), set by the scheduler.
+_WOKEN_BY: contextvars.ContextVar[str] = contextvars.ContextVar("woken_by", default="unknown")
 SCHEDULER_LAG = Histogram(
     "parachute_scheduler_lag_seconds",
     "From the moment a Rollout was due to the moment its reconcile started.",
@@ -278,8 +283,23 @@ def decided(namespace: str, rollout: str, old: dict[str, Any], new: RolloutStatu
                 ROLLBACK_LEVELS.labels(namespace, record.level.value).inc()
 
 
+@contextlib.contextmanager
+def woken_by(cause: str) -> Iterator[None]:
+    """The reconciles run within are counted as made due by `cause`."""
+    token = _WOKEN_BY.set(cause)
+    try:
+        yield
+    finally:
+        _WOKEN_BY.reset(token)
+
+
+def woken() -> str:
+    """What made the reconcile under way due ("unknown" outside one)."""
+    return _WOKEN_BY.get()
+
+
 def looked_in_vain() -> None:
-    LOOKS_IN_VAIN.inc()
+    LOOKS_IN_VAIN.labels(woken()).inc()
 
 
 def judged(namespace: str, metrics: list[MetricStatus]) -> None:

@@ -1,12 +1,13 @@
 """The scheduler runs each Rollout when it is due, never two reconciles of one Rollout at
-once, and backs off from failures."""
+once, and backs off from failures; each reconcile knows what made it due."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from parachute.scheduler import Key, Scheduler
+from parachute import telemetry
+from parachute.scheduler import Key, Scheduler, Woken
 
 A: Key = ("shop", "checkout")
 B: Key = ("shop", "payments")
@@ -368,3 +369,32 @@ def test_a_wake_while_reconciling_runs_once_more_only_if_it_is_still_news_at_the
 
     asyncio.run(story())
     assert slow.calls.count(A) == 1 and slow.calls.count(B) == 2
+
+
+def test_each_reconcile_knows_what_made_it_due() -> None:
+    seen: list[tuple[Key, str]] = []
+
+    async def work(key: Key) -> datetime | None:
+        seen.append((key, telemetry.woken()))
+        looks = [k for k, _ in seen].count(key)
+        await asyncio.sleep(0.05)
+        if key == B and looks == 1:
+            raise RuntimeError("the API server did not answer")
+        return now() + timedelta(milliseconds=50) if key == A and looks == 1 else None
+
+    async def story() -> None:
+        scheduler = Scheduler(work, max_backoff=0.1)
+        scheduler.wake(A, woken=Woken.DEPLOYMENT)
+        scheduler.wake(A, now() + timedelta(seconds=5), woken=Woken.TIME)  # later: the earlier cause stands
+        scheduler.wake(B, woken=Woken.LISTING)
+        task = asyncio.create_task(scheduler.run())
+        await asyncio.sleep(0.4)  # A: its own next look; B: retried
+        scheduler.wake(A, woken=Woken.ROLLOUT)
+        await asyncio.sleep(0.02)
+        scheduler.wake(A, news=lambda: True, woken=Woken.TRACKED)  # while it runs: once more after
+        await asyncio.sleep(0.3)
+        task.cancel()
+
+    asyncio.run(story())
+    assert [cause for key, cause in seen if key == A] == ["deployment", "time", "rollout", "tracked"]
+    assert [cause for key, cause in seen if key == B] == ["listing", "retry"]

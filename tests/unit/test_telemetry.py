@@ -264,3 +264,11 @@ def test_a_full_collection_of_the_garbage_collector_is_timed_as_a_pause(
             gc.callbacks.remove(timer)
     assert len(timers) == 1
     assert value("parachute_gc_pause_seconds_count", generation="2") == before + 1
+
+
+def test_a_reconcile_in_vain_is_counted_under_what_made_it_due() -> None:
+    before = value("parachute_reconciles_in_vain_total", woken_by="deployment")
+    with telemetry.woken_by("deployment"):
+        telemetry.looked_in_vain()
+    assert value("parachute_reconciles_in_vain_total", woken_by="deployment") == before + 1
+    assert telemetry.woken() == "unknown"  # outside a reconcile
