@@ -42,14 +42,19 @@ async def confirm(
             asked_at = copies.clock()
             try:
                 found = await versions(namespace)
-            except Exception as error:
-                logger.warning("listing %s to confirm their copies failed: %s", kind, error)
+            except Exception as error:  # an ApiException's text carries its headers and body
+                logger.warning("listing %s to confirm their copies failed: %s", kind, _reason(error))
                 continue
             if found is None:
                 continue
             dropped = copies.confirm(found.listed, found.at, asked_at, namespace)
             if dropped:
                 logger.info("%d %s gone without a deletion from the watch: no longer kept", dropped, kind)
+
+
+def _reason(error: Exception) -> str:
+    status, reason = getattr(error, "status", None), getattr(error, "reason", None)
+    return f"{status} {reason}" if status is not None else type(error).__name__
 
 
 async def keep_confirming(
@@ -59,5 +64,8 @@ async def keep_confirming(
     distrusted when it comes to lead)."""
     while True:
         await asyncio.sleep(every)
-        if leading():
-            await confirm(namespaces)
+        try:
+            if leading():
+                await confirm(namespaces)
+        except Exception:  # the copies are read again when their time is up; the next pass may do
+            logger.exception("confirming the copies failed")

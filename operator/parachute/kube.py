@@ -477,7 +477,9 @@ class Versions:
 
 def _versions(path: str) -> Versions | None:
     """The objects at `path` as one snapshot, page by page (the continue token keeps the
-    first page's resourceVersion); None when a version is not a number."""
+    first page's resourceVersion; an expired one is a 410, raised: its offer to go on from a
+    newer snapshot is not taken); None when a version is not a number, or a page is of
+    another snapshot."""
     client_ = api_client()
     listed: dict[tuple[str, str], int] = {}
     at: int | None = None
@@ -493,13 +495,16 @@ def _versions(path: str) -> Versions | None:
         finally:
             response.release_conn()
         meta = page.get("metadata") or {}
-        at = watched.number(meta.get("resourceVersion")) if at is None else at
+        number = watched.number(meta.get("resourceVersion"))
+        if at is not None and number != at:
+            return None  # not one snapshot after all: it confirms nothing
+        at = number
         for item in page.get("items") or []:
             item_meta = item.get("metadata") or {}
-            number = watched.number(item_meta.get("resourceVersion"))
-            if number is None:
+            item_version = watched.number(item_meta.get("resourceVersion"))
+            if item_version is None:
                 return None
-            listed[(item_meta.get("namespace") or "", item_meta.get("name") or "")] = number
+            listed[(item_meta.get("namespace") or "", item_meta.get("name") or "")] = item_version
         token = meta.get("continue") or ""
         if not token:
             return None if at is None else Versions(listed, at)

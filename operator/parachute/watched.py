@@ -29,7 +29,9 @@ Why a copy is safe to decide on:
   as absent on the same terms: until the watch shows it again, or for `keep` seconds. Without
   it, every look of a Rollout without a canary read the canary to be told so: a third of the
   requests of a Rollout at rest. A creation the watch has not shown yet is the watch's lag
-  again; a create it leads to is refused as already there.
+  again; a create it leads to is refused as already there. A listing confirms only the
+  absences asked about within `keep`: the others (names deleted and never asked for again)
+  still expire, and are swept.
 
 Copies are kept as JSON text, so that each read gets dicts of its own to change.
 """
@@ -40,7 +42,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from parachute.plan.desired_workload import as_news
@@ -76,7 +78,8 @@ def _key(body: Mapping[str, Any]) -> Key:
 class _Copy:
     version: int
     text: str
-    confirmed: float  # monotonic seconds: when the watch or an answer last showed this version
+    confirmed: float  # monotonic seconds: when the watch, an answer or a listing last vouched for it
+    shown: float  # when the watch or an answer last showed this version (a listing only vouches)
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class _Absence:
     version: int | None  # the deletion's resourceVersion; None: a read's 404, as new as anything then
     confirmed: float
     recorded: float  # when it was recorded: two 404s are two marks, a listing confirming one is not
+    asked: float  # when a look last asked whether it exists: a listing confirms only those asked
 
 
 def _within(key: Key, namespace: str | None) -> bool:
@@ -91,7 +95,7 @@ def _within(key: Key, namespace: str | None) -> bool:
 
 
 def _absence(number: int | None, now: float) -> _Absence:
-    return _Absence(number, now, now)
+    return _Absence(number, now, now, now)
 
 
 Held = TypeVar("Held", _Copy, _Absence)
@@ -167,7 +171,7 @@ class Copies:
         then. A copy the watch showed since is newer (made while the answer was on its way)."""
         key = (namespace, name)
         kept = self._copies.get(key)
-        if kept is not None and kept.confirmed > asked_at:
+        if kept is not None and kept.shown > asked_at:
             return
         self.gone(namespace, name)
         if self._answered_since is not None:
@@ -201,11 +205,18 @@ class Copies:
                 self._record_absent(key, _absence(at, self.clock()))
                 dropped += 1
             elif shown == copy.version and copy.confirmed < asked_at:
-                self._copies[key] = _Copy(copy.version, copy.text, asked_at)
+                self._copies[key] = _Copy(copy.version, copy.text, asked_at, copy.shown)
         for key, absence in list(self._absent.items()):
             older = absence.version is None or absence.version <= at
-            if _within(key, namespace) and key not in listed and older and absence.confirmed < asked_at:
-                self._absent[key] = _Absence(absence.version, asked_at, absence.recorded)
+            asked = asked_at - absence.asked <= self.keep
+            if (
+                _within(key, namespace)
+                and key not in listed
+                and older
+                and asked
+                and absence.confirmed < asked_at
+            ):
+                self._absent[key] = replace(absence, confirmed=asked_at)
         return dropped
 
     def gone(self, namespace: str, name: str) -> None:
@@ -227,7 +238,7 @@ class Copies:
 
     def known_absent(self, namespace: str, name: str) -> bool:
         """True when the object is known not to exist (`get` is then None too, with no need to ask)."""
-        return self._fresh(self._absent, (namespace, name)) is not None
+        return self._asked_absent((namespace, name)) is not None
 
     def mark(self, namespace: str, name: str) -> Mark | None:
         """What is known of the object, as a value that changes whenever that does: the version
@@ -244,10 +255,17 @@ class Copies:
         copy = self._fresh(self._copies, key)
         if copy is not None:
             return ("copy", copy.version), copy
-        absence = self._fresh(self._absent, key)
+        absence = self._asked_absent(key)
         if absence is not None:  # a 404 has no version: each one recorded is a mark of its own
             return ("absent", absence.version, absence.recorded), None
         return None, None
+
+    def _asked_absent(self, key: Key) -> _Absence | None:
+        """The absence held for `key`, noted as asked about now."""
+        absence = self._fresh(self._absent, key)
+        if absence is not None:
+            absence = self._absent[key] = replace(absence, asked=self.clock())
+        return absence
 
     def get(self, namespace: str, name: str) -> Body | None:
         """A fresh dict of the trusted copy, or None: then ask the API server."""
@@ -278,9 +296,11 @@ class Copies:
         if kept is not None and number < kept.version:
             return  # an older event than what an answer already showed
         if kept is not None and number == kept.version:
-            self._copies[key] = _Copy(number, kept.text, self.clock())
+            now = self.clock()
+            self._copies[key] = _Copy(number, kept.text, now, now)
             return
-        self._copies[key] = _Copy(number, json.dumps(without_managed_fields(body)), self.clock())
+        now = self.clock()
+        self._copies[key] = _Copy(number, json.dumps(without_managed_fields(body)), now, now)
 
 
 def without_managed_fields(body: Mapping[str, Any]) -> dict[str, Any]:

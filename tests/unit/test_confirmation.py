@@ -61,3 +61,21 @@ def test_a_listing_that_fails_confirms_nothing_and_the_next_namespace_is_still_l
     asyncio.run(confirmation.confirm(["shop", "bank"], [("Deployments", copies, lister)]))
     assert copies.get("shop", "checkout") is not None  # kept as it was: read when its time is up
     assert copies.get("bank", "ledger") is None
+
+
+def test_a_pass_that_fails_is_logged_and_the_next_one_still_runs() -> None:
+    passes: list[int] = []
+
+    def leading() -> bool:
+        passes.append(1)
+        if len(passes) == 1:
+            raise RuntimeError("the elector's state could not be read")
+        return False  # a standby: nothing listed
+
+    async def story() -> None:
+        task = asyncio.create_task(confirmation.keep_confirming([], leading, every=0.01))
+        await asyncio.sleep(0.1)
+        task.cancel()
+
+    asyncio.run(story())
+    assert len(passes) >= 2

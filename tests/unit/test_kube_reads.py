@@ -326,3 +326,42 @@ def test_a_deployment_the_watch_showed_made_while_the_read_was_answered_not_foun
     assert asyncio.run(kube.read_deployment("shop", "checkout")) is None  # the answer, as it came
     found = asyncio.run(kube.latest_deployment("shop", "checkout"))
     assert found is not None and found["metadata"]["resourceVersion"] == "9"
+
+
+class PagedApi:
+    """The API server's metadata listing, page by page: each page names its snapshot."""
+
+    def __init__(self, pages: list[tuple[str, list[tuple[str, str]]]]) -> None:
+        self.pages = pages
+        self.asked: list[tuple[str, dict[str, Any], str]] = []
+
+    def call_api(self, path: str, method: str, query_params: list[tuple[str, Any]], **kwargs: Any) -> Answer:
+        self.asked.append((path, dict(query_params), kwargs["header_params"]["Accept"]))
+        at, items = self.pages[len(self.asked) - 1]
+        more = len(self.asked) < len(self.pages)
+        meta = {"resourceVersion": at, **({"continue": f"token-{len(self.asked)}"} if more else {})}
+        listed = [
+            {"metadata": {"namespace": "shop", "name": name, "resourceVersion": rv}} for name, rv in items
+        ]
+        return Answer({"metadata": meta, "items": listed})
+
+
+def test_the_names_and_versions_are_listed_page_by_page_as_one_snapshot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    paged = PagedApi([("40", [("checkout", "10"), ("payments", "12")]), ("40", [("ledger", "30")])])
+    monkeypatch.setattr(kube, "api_client", lambda: paged)
+    found = asyncio.run(kube.deployment_versions("shop"))
+    assert found == kube.Versions(
+        {("shop", "checkout"): 10, ("shop", "payments"): 12, ("shop", "ledger"): 30}, 40
+    )
+    (path, first, accept), (_, second, _) = paged.asked
+    assert path == "/apis/apps/v1/namespaces/shop/deployments" and "PartialObjectMetadataList" in accept
+    assert "continue" not in first and second["continue"] == "token-1"
+
+
+def test_a_listing_whose_pages_are_of_two_snapshots_confirms_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    paged = PagedApi([("40", [("checkout", "10")]), ("41", [("ledger", "30")])])
+    monkeypatch.setattr(kube, "api_client", lambda: paged)
+    assert asyncio.run(kube.rollout_versions(None)) is None
+    assert paged.asked[0][0] == "/apis/parachute.dev/v1alpha1/rollouts"

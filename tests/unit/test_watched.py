@@ -285,3 +285,28 @@ def test_a_listing_confirms_an_absence_without_changing_its_mark() -> None:
     copies.confirm({KEY: 45}, at=50, asked_at=900.0)  # there after all: not confirmed absent
     clock.now = 1101.0
     assert not copies.known_absent(*KEY)
+
+
+def test_an_absence_nobody_asks_about_is_not_kept_alive_by_listings() -> None:
+    clock = Clock()
+    copies = Copies(keep=600, clock=clock)
+    copies.deleted(rollout("10"))  # a name deleted and never asked for again
+    for now in (200.0, 400.0, 600.0, 800.0, 1000.0, 1200.0):  # the last ask within `keep`: 600
+        clock.now = now
+        copies.confirm({}, at=40, asked_at=now)
+    clock.now = 1201.0
+    assert copies.absences == 1  # held until a sweep or an ask
+    assert not copies.known_absent(*KEY)
+    assert copies.absences == 0
+
+
+def test_a_404_answered_after_a_listing_vouched_for_the_copy_still_drops_it() -> None:
+    clock = Clock()
+    copies = Copies(keep=600, clock=clock)
+    copies.seen(rollout("10"))
+    clock.now = 10.0  # a read is sent
+    clock.now = 20.0
+    copies.confirm({KEY: 10}, at=40, asked_at=20.0)  # the listing saw it: deleted after it
+    copies.answered_absent(*KEY, asked_at=10.0)  # the read's answer: gone
+    assert copies.get(*KEY) is None
+    assert copies.known_absent(*KEY)
