@@ -143,7 +143,7 @@ class Timeline:
     # Only the series the lines read are kept: the operator serves series per Rollout, and at
     # 10,000 Rollouts a whole sample every 10 s for half an hour is a few hundred of them.
     KEPT = ("parachute_scheduler_lag_seconds_bucket", "parachute_reconcile_duration_seconds_count",
-            "parachute_fast_lane_look_seconds")  # fmt: skip
+            "parachute_fast_lane_look_seconds", "parachute_reconciles_in_vain_total")  # fmt: skip
 
     def __init__(self, pid: int, port: int, every: float = 10.0) -> None:
         self.pid, self.port, self.every = pid, port, every

@@ -46,8 +46,8 @@ class Woken(StrEnum):
     TRACKED = "tracked"  # a ConfigMap it tracks, its routing record or its policy changed
     LANE = "lane"  # the fast lane found a critical breach
     REPORT = "report"  # a user report
-    TIME = "time"  # a due time: its own next look, or one another replica wrote
-    RETRY = "retry"  # its last reconcile failed
+    TIME = "time"  # a due time: its own next look (after a 409 too), or one another replica wrote
+    RETRY = "retry"  # its last reconcile raised
 
 
 def utcnow() -> datetime:
@@ -78,12 +78,13 @@ class Scheduler:
         self._clock = clock
         self._due: dict[Key, datetime] = {}
         self._woken: dict[Key, Woken] = {}  # why it is due: the cause of its earliest due time
-        self._woken_again: dict[Key, Woken] = {}  # why it runs once more after its reconcile
         self._heap: list[tuple[datetime, Key]] = []
         self._running: set[Key] = set()  # queued for a slot or reconciling
         self._started: set[Key] = set()  # reconciling: it may have read what a wake now changes
-        self._again: set[Key] = set()  # woken while reconciling: run once more right after
-        self._again_if: dict[Key, list[Callable[[], bool]]] = {}  # ... if one of these is still news
+        # Woken while reconciling: run once more right after (why: the first such wake) ...
+        self._again: dict[Key, Woken] = {}
+        # ... or if one of these is still news (why: the first that is)
+        self._again_if: dict[Key, list[tuple[Callable[[], bool], Woken]]] = {}
         self._urgent: set[Key] = set()  # a critical breach: runs without waiting for a slot
         self._recovering: set[Key] = set()  # rolling back or failing: first to a free slot
         # Due, waiting for a slot: (due, key), recovering ones first, else first come.
@@ -92,6 +93,7 @@ class Scheduler:
             False: collections.deque(),
         }
         self._slots = concurrency
+        telemetry.in_vain_causes(list(Woken))
         self._failures: dict[Key, int] = {}
         self._changed = asyncio.Event()
         self._max_backoff = max_backoff
@@ -126,10 +128,9 @@ class Scheduler:
                 self._schedule(key, at, woken)
                 return
             if news is None:
-                self._again.add(key)
+                self._again.setdefault(key, woken)
             else:
-                self._again_if.setdefault(key, []).append(news)
-            self._woken_again[key] = woken
+                self._again_if.setdefault(key, []).append((news, woken))
             return
         self._schedule(key, at, woken)
 
@@ -157,8 +158,7 @@ class Scheduler:
     def forget(self, key: Key) -> None:
         self._due.pop(key, None)
         self._woken.pop(key, None)
-        self._woken_again.pop(key, None)
-        self._again.discard(key)
+        self._again.pop(key, None)
         self._again_if.pop(key, None)
         self._urgent.discard(key)
         self._recovering.discard(key)
@@ -208,8 +208,7 @@ class Scheduler:
                 del self._due[key]
                 if key in self._running:  # running already: once more right after
                     if key in self._started:
-                        self._again.add(key)
-                        self._woken_again[key] = self._woken.pop(key, Woken.TIME)
+                        self._again.setdefault(key, self._woken.pop(key, Woken.TIME))
                     continue  # (waiting for a slot: it reads everything when it starts)
                 # Running from the moment it is queued: a wake while it waits for a slot must
                 # not start a second reconcile of the same Rollout beside it.
@@ -250,9 +249,9 @@ class Scheduler:
         self._give_back(task)  # also for a task cancelled before its first step
         if task.cancelled():  # stood down (or shutting down): due again at once, for the next leader
             self._running.discard(key)
-            self._again.discard(key)
+            self._again.pop(key, None)
             self._again_if.pop(key, None)
-            self._schedule(key, self._clock(), self._woken_again.pop(key, Woken.TIME))
+            self._schedule(key, self._clock(), self._woken.get(key, Woken.TIME))
 
     async def _one(self, key: Key, due: datetime) -> None:
         try:
@@ -265,7 +264,7 @@ class Scheduler:
     async def _reconcile(self, key: Key, due: datetime) -> None:
         if not self._open():  # the gate closed while it waited for a slot
             self._running.discard(key)
-            self._schedule(key, self._clock())
+            self._schedule(key, self._clock(), self._woken.get(key, Woken.TIME))
             return
         telemetry.late((self._clock() - max(due, self._opened_at)).total_seconds())
         self._started.add(key)
@@ -276,6 +275,7 @@ class Scheduler:
                 following = await self._work(key)
             self._failures.pop(key, None)
         except asyncio.CancelledError:
+            self._woken.setdefault(key, woken)  # due again at once, for the same reason
             raise
         except Exception as error:
             failures = self._failures[key] = self._failures.get(key, 0) + 1
@@ -286,9 +286,8 @@ class Scheduler:
             self._running.discard(key)
             self._started.discard(key)
         maybe = self._again_if.pop(key, [])
-        again = self._woken_again.pop(key, Woken.TIME)
-        if key in self._again or any(news() for news in maybe):
-            self._again.discard(key)
+        again = self._again.pop(key, None) or next((why for news, why in maybe if news()), None)
+        if again is not None:
             following, next_woken = self._clock(), again
         if following is not None:
             self._schedule(key, following, next_woken)

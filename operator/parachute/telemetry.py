@@ -76,7 +76,8 @@ LOOKS_IN_VAIN = Counter(
     "parachute_reconciles_in_vain_total",
     "Reconciles that wrote no status and changed no object (also counted in "
     "parachute_reconcile_duration_seconds), by what made them due: a change of no consequence "
-    "(deployment, rollout, tracked, listing), a poll (time), a breach or report already seen.",
+    "(deployment, rollout, tracked, listing), a due time (time: a poll, or the look after a 409), "
+    "a failed reconcile's retry (retry), a breach or a report already seen (lane, report).",
     ["woken_by"],
 )
 # What made the reconcile under way due (`parachute.scheduler.Woken`), set by the scheduler.
@@ -291,6 +292,12 @@ def woken_by(cause: str) -> Iterator[None]:
         yield
     finally:
         _WOKEN_BY.reset(token)
+
+
+def in_vain_causes(causes: list[str]) -> None:
+    """Serve a zero for each cause before any reconcile is in vain: a sum over none is no answer."""
+    for cause in causes:
+        LOOKS_IN_VAIN.labels(cause)
 
 
 def woken() -> str:

@@ -398,3 +398,50 @@ def test_each_reconcile_knows_what_made_it_due() -> None:
     asyncio.run(story())
     assert [cause for key, cause in seen if key == A] == ["deployment", "time", "rollout", "tracked"]
     assert [cause for key, cause in seen if key == B] == ["listing", "retry"]
+
+
+def test_a_run_once_more_is_counted_under_the_wake_that_was_news() -> None:
+    seen: list[str] = []
+
+    async def work(key: Key) -> datetime | None:
+        seen.append(telemetry.woken())
+        await asyncio.sleep(0.05)
+        return None
+
+    async def story() -> None:
+        scheduler = Scheduler(work)
+        scheduler.wake(A, woken=Woken.TIME)
+        task = asyncio.create_task(scheduler.run())
+        await asyncio.sleep(0.02)  # under way
+        scheduler.wake(A, news=lambda: True, woken=Woken.DEPLOYMENT)  # someone else's change
+        scheduler.wake(A, news=lambda: False, woken=Woken.ROLLOUT)  # the echo of its own write
+        await asyncio.sleep(0.2)
+        task.cancel()
+
+    asyncio.run(story())
+    assert seen == ["time", "deployment"]
+
+
+def test_work_cut_short_by_standing_down_runs_again_for_the_same_reason() -> None:
+    seen: list[str] = []
+
+    async def work(key: Key) -> datetime | None:
+        seen.append(telemetry.woken())
+        await asyncio.sleep(0.2)
+        return None
+
+    async def story() -> None:
+        gate = Gate(open_=True)
+        scheduler = Scheduler(work, gate=gate)
+        task = asyncio.create_task(scheduler.run())
+        scheduler.wake(A, woken=Woken.LISTING)
+        await asyncio.sleep(0.05)
+        gate.set(False)
+        scheduler.stand_down()
+        await asyncio.sleep(0.05)
+        gate.set(True)
+        await asyncio.sleep(0.3)
+        task.cancel()
+
+    asyncio.run(story())
+    assert seen == ["listing", "listing"]
