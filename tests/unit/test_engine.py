@@ -120,6 +120,15 @@ def test_the_stage_waits_for_its_pods_before_its_wait_counts() -> None:
     assert decision.next_check_at == story.now + timedelta(seconds=15)
 
 
+def test_a_stage_that_has_waited_long_for_its_pods_looks_again_less_often() -> None:
+    patient = spec(risk="medium", progressDeadline="3h")
+    story = released(Story(patient, World(canary_delay=timedelta(hours=2))))
+    decision = story.tick(4 * 60 * SECONDS)  # 4 minutes in: a quarter of that
+    assert decision.next_check_at == story.now + timedelta(minutes=1)
+    decision = story.tick(60 * 60 * SECONDS)  # over an hour in: five minutes at most
+    assert decision.next_check_at == story.now + timedelta(minutes=5)
+
+
 def test_a_stage_waiting_for_a_route_looks_again_soon() -> None:
     routed = spec(risk="medium", waits={"min": "1m", "max": "5m"},
                   trafficRouting={"gatewayAPI": {"httpRoute": "checkout", "service": "checkout"}})  # fmt: skip

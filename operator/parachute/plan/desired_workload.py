@@ -81,8 +81,8 @@ def as_news(deployment: Mapping[str, Any]) -> dict[str, Any]:
     thousand Rollouts adopted are a thousand such events), and no decision is left waiting on
     it alone: one that holds for a current status looks again within `CLUSTER_TICK` (the
     unpause of a paused target, a rollback's restarts), and a stage waiting for pods within
-    `DEPLOYMENTS_TICK` when their counts do not change (a Deployment at 0 replicas, pods a quota
-    refused)."""
+    `waiting_tick` (15 s, then a quarter of its wait) when their counts do not change (a
+    Deployment at 0 replicas, pods a quota refused)."""
     read = as_read(deployment)
     return {**read, "status": {k: v for k, v in read["status"].items() if k != "observedGeneration"}}
 

@@ -55,7 +55,7 @@ def progressing(tick: Tick, st: RolloutStatus) -> Outcome:
                   f"{label}: still waiting for {not_ready} after {spec.progress_deadline}")  # fmt: skip
             return log.outcome(st, AT_REST)
         st.message = f"{label}: waiting for {not_ready}"
-        log.check_at(min(now + waiting_tick(tick), deadline))
+        log.check_at(min(now + waiting_tick(tick, now - started), deadline))
         return log.outcome(st, intent.workload, intent.traffic)
     if mark_reached(tick, st, label) and _round_due(tick, st):
         # Found in place by this decision, after the look's analysis (a resume, a retry): its

@@ -36,6 +36,11 @@ CLUSTER_TICK = timedelta(seconds=2)
 # waiting for pods was reconciled again as soon as its turn came, the queue full of looks that
 # found nothing new (bench/results.md).
 DEPLOYMENTS_TICK = timedelta(seconds=15)
+# ... and a quarter of the time the stage has waited, up to this: at 10,000 Rollouts the testbed's
+# controller made 5,000 canaries' pods over ten minutes, and their stages' looks every 15 s were
+# 330 a second, two thirds of all reconciles found nothing new, the rounds of stages in place
+# behind them. The progress deadline has a look of its own.
+LONGEST_DEPLOYMENTS_TICK = timedelta(minutes=5)
 # How often unmet gates are checked again (a new annotation wakes the Rollout at once anyway).
 GATE_RECHECK = timedelta(seconds=10)
 ACTIVE = (Phase.progressing, Phase.paused, Phase.waiting)
@@ -44,10 +49,12 @@ STOPPED = (Phase.aborted, Phase.rolled_back)
 WATCHED = (Phase.rolled_back, Phase.waiting)
 
 
-def waiting_tick(tick: Tick) -> timedelta:
-    """How soon a stage not yet reached is looked at again."""
+def waiting_tick(tick: Tick, waited: timedelta = timedelta(0)) -> timedelta:
+    """How soon a stage not yet reached, after `waited`, is looked at again."""
     watched = not tick.routed and tick.spec.feature_flags is None  # blue/green is routed too
-    return DEPLOYMENTS_TICK if watched else CLUSTER_TICK
+    if not watched:
+        return CLUSTER_TICK
+    return min(LONGEST_DEPLOYMENTS_TICK, max(DEPLOYMENTS_TICK, waited / 4))
 
 
 @dataclass(frozen=True)
