@@ -12,7 +12,7 @@ import pytest
 
 from parachute import api, kube
 from parachute.kube_fake import FakeKube
-from parachute.plan.desired_workload import RESTARTED_AT
+from parachute.plan.desired_workload import RESTARTED_AT, replica_set_revision
 from parachute.plan.model import WorkloadIntent
 from parachute.workload import CANARY_LABEL, REVISION_ANNOTATION, ForeignObjectError, act, observe
 
@@ -182,3 +182,27 @@ def test_what_serves_is_counted_from_one_listing_of_the_targets_replica_sets(clu
         ("get", "Deployment", NS, "checkout-canary"),
         ("list", "ReplicaSet", NS, "app=checkout"),
     ]
+
+
+def test_a_canary_ready_by_its_replica_set_is_ready_before_its_deployment_says_so(cluster: FakeKube) -> None:
+    reconcile(cluster, RELEASE)
+    target = cluster.look("Deployment", NS, "checkout")
+    canary = cluster.look("Deployment", NS, "checkout-canary")
+    template = copy.deepcopy(canary["spec"]["template"])
+    template["metadata"]["labels"]["pod-template-hash"] = "h1"
+    replica_set = {
+        "kind": "ReplicaSet",
+        "metadata": {"name": "checkout-canary-h1", "namespace": NS,
+                     "labels": {"app": "checkout", "pod-template-hash": "h1", CANARY_LABEL: "true"},
+                     "ownerReferences": [{"uid": canary["metadata"]["uid"]}]},
+        "spec": {"template": template},
+        "status": {"readyReplicas": 1},
+    }  # fmt: skip
+    cluster.put(replica_set)
+    # The canary runs the template its ReplicaSet has; its Deployment's status says nothing yet.
+    canary["metadata"]["annotations"][REVISION_ANNOTATION] = replica_set_revision(
+        replica_set, (CANARY_LABEL,)
+    )
+    cluster.put(canary)
+    observed, _ = asyncio.run(observe(cluster, ROLLOUT, target))
+    assert observed.canary is not None and observed.canary.ready == 1
