@@ -12,7 +12,7 @@ import pytest
 
 from parachute import api, kube
 from parachute.kube_fake import FakeKube
-from parachute.plan.desired_workload import RESTARTED_AT, replica_set_revision
+from parachute.plan.desired_workload import RESTARTED_AT
 from parachute.plan.model import WorkloadIntent
 from parachute.workload import CANARY_LABEL, REVISION_ANNOTATION, ForeignObjectError, act, observe
 
@@ -184,25 +184,41 @@ def test_what_serves_is_counted_from_one_listing_of_the_targets_replica_sets(clu
     ]
 
 
+def canary_replica_set(canary: dict[str, Any], digest: str, ready: int, **annotations: str) -> dict[str, Any]:
+    """A ReplicaSet the Deployment controller made of the canary's template (with `annotations`
+    on its pods), `ready` of its pods ready."""
+    template = copy.deepcopy(canary["spec"]["template"])
+    template["metadata"]["labels"]["pod-template-hash"] = digest
+    template["metadata"].setdefault("annotations", {}).update(annotations)
+    if not template["metadata"]["annotations"]:
+        del template["metadata"]["annotations"]
+    return {
+        "kind": "ReplicaSet",
+        "metadata": {"name": f"checkout-canary-{digest}", "namespace": NS,
+                     "labels": {"app": "checkout", "pod-template-hash": digest, CANARY_LABEL: "true"},
+                     "ownerReferences": [{"uid": canary["metadata"]["uid"]}]},
+        "spec": {"template": template},
+        "status": {"readyReplicas": ready},
+    }  # fmt: skip
+
+
 def test_a_canary_ready_by_its_replica_set_is_ready_before_its_deployment_says_so(cluster: FakeKube) -> None:
     reconcile(cluster, RELEASE)
     target = cluster.look("Deployment", NS, "checkout")
     canary = cluster.look("Deployment", NS, "checkout-canary")
-    template = copy.deepcopy(canary["spec"]["template"])
-    template["metadata"]["labels"]["pod-template-hash"] = "h1"
-    replica_set = {
-        "kind": "ReplicaSet",
-        "metadata": {"name": "checkout-canary-h1", "namespace": NS,
-                     "labels": {"app": "checkout", "pod-template-hash": "h1", CANARY_LABEL: "true"},
-                     "ownerReferences": [{"uid": canary["metadata"]["uid"]}]},
-        "spec": {"template": template},
-        "status": {"readyReplicas": 1},
-    }  # fmt: skip
-    cluster.put(replica_set)
-    # The canary runs the template its ReplicaSet has; its Deployment's status says nothing yet.
-    canary["metadata"]["annotations"][REVISION_ANNOTATION] = replica_set_revision(
-        replica_set, (CANARY_LABEL,)
-    )
-    cluster.put(canary)
+    assert "status" not in canary  # the Deployment controller has not written its count yet
+    cluster.put(canary_replica_set(canary, "h1", ready=1))
     observed, _ = asyncio.run(observe(cluster, ROLLOUT, target))
     assert observed.canary is not None and observed.canary.ready == 1
+
+
+def test_the_pods_of_a_template_that_differs_only_in_its_restart_stamp_are_not_the_canarys(
+    cluster: FakeKube,
+) -> None:
+    reconcile(cluster, RELEASE)
+    target = cluster.look("Deployment", NS, "checkout")
+    canary = cluster.look("Deployment", NS, "checkout-canary")
+    # Ready, but made before a restart: they run the configuration of before.
+    cluster.put(canary_replica_set(canary, "h0", ready=1, **{RESTARTED_AT: "2026-12-06T10:00:00Z"}))
+    observed, _ = asyncio.run(observe(cluster, ROLLOUT, target))
+    assert observed.canary is not None and observed.canary.ready == 0

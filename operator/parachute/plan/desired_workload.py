@@ -200,6 +200,24 @@ def ready_by_revision(
     return out
 
 
+def ready_of_template(
+    replica_sets: Iterable[dict[str, Any]], owner_uid: str | None, template: Mapping[str, Any]
+) -> int:
+    """Ready pods of the ReplicaSets `owner_uid` owns whose pod template is `template` exactly,
+    the Deployment controller's hash label aside: a Deployment's current ReplicaSet, whatever
+    its status says yet. Exactly, not by revision: a revision leaves the restart stamp out, and
+    the pods of a template that differs only in it run another configuration."""
+    want = _without_nulls(dict(template))
+    ready = 0
+    for replica_set in replica_sets:
+        owners = replica_set.get("metadata", {}).get("ownerReferences") or []
+        if owner_uid is None or all(o.get("uid") != owner_uid for o in owners):
+            continue
+        if _without_nulls(template_of_replica_set(replica_set)) == want:
+            ready += int((replica_set.get("status") or {}).get("readyReplicas") or 0)
+    return ready
+
+
 def sets_by_hash(replica_sets: Iterable[dict[str, Any]], owner_uid: str | None) -> dict[str, tuple[str, int]]:
     """The ReplicaSets `owner_uid` owns, by pod-template-hash: (template revision, ready pods)."""
     out: dict[str, tuple[str, int]] = {}
