@@ -176,6 +176,10 @@ class Scheduler:
         heapq.heappush(self._heap, (at, key))
         self._changed.set()
 
+    def _due_again(self, key: Key) -> None:
+        """Due at once, for the reason it was due before (work put back, not newly woken)."""
+        self._schedule(key, self._clock(), self._woken.get(key, Woken.TIME))
+
     def stand_down(self) -> None:
         """The gate closed: cancel what runs (each is due again at once, for whoever leads next)."""
         for task in list(self._tasks):
@@ -188,7 +192,7 @@ class Scheduler:
             while lane:
                 _, key = lane.popleft()
                 self._running.discard(key)
-                self._schedule(key, self._clock(), self._woken.get(key, Woken.TIME))
+                self._due_again(key)
 
     def _open(self) -> bool:
         return self._gate is None or self._gate.is_open()
@@ -251,7 +255,7 @@ class Scheduler:
             self._running.discard(key)
             self._again.pop(key, None)
             self._again_if.pop(key, None)
-            self._schedule(key, self._clock(), self._woken.get(key, Woken.TIME))
+            self._due_again(key)
 
     async def _one(self, key: Key, due: datetime) -> None:
         try:
@@ -264,7 +268,7 @@ class Scheduler:
     async def _reconcile(self, key: Key, due: datetime) -> None:
         if not self._open():  # the gate closed while it waited for a slot
             self._running.discard(key)
-            self._schedule(key, self._clock(), self._woken.get(key, Woken.TIME))
+            self._due_again(key)
             return
         telemetry.late((self._clock() - max(due, self._opened_at)).total_seconds())
         self._started.add(key)
