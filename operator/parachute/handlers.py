@@ -28,13 +28,14 @@ import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import kopf
 
 from parachute import (
     api,
+    canary_sets,
     clock,
     confirmation,
     handback,
@@ -62,6 +63,7 @@ from parachute.routing import record, teardown, wiring
 from parachute.scheduler import Key, Scheduler, Woken
 
 ROLLOUTS = (api.GROUP, api.VERSION, api.PLURAL)
+REPLICA_SETS = ("apps", "v1", "replicasets")
 KOPF_PREFIX = f"kopf.{api.GROUP}"
 
 logger = logging.getLogger("parachute.handlers")
@@ -232,6 +234,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.persistence.finalizer = f"{api.GROUP}/finalizer"
     settings.posting.level = logging.ERROR  # Parachute posts its own Events, with reasons
     settings.watching.server_timeout = 300
+    # Only canaries' ReplicaSets: the API server applies the selector.
+    settings.watching.label_selectors[REPLICA_SETS] = canary_sets.LABEL
     settings.watching.client_timeout = 330
     options: Options = getattr(memo, "options", None) or Options()
     memo.options = options
@@ -444,6 +448,25 @@ async def _orphaned(memo: kopf.Memo, namespace: str, name: str, deployment: dict
     await _give_back_route(memo, namespace, mark)  # the route before the target
     await _hand_back(memo, namespace, name,
                      lambda: handback.hand_back_if_orphaned(namespace, deployment, known=False))  # fmt: skip
+
+
+@kopf.on.event(*REPLICA_SETS, labels={canary_sets.LABEL: kopf.PRESENT})
+async def on_canary_replica_set(
+    namespace: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A canary's ReplicaSet's ready pods changed: its Rollout looks again, a grace later (its
+    Deployment's event, when the controller keeps up, wakes it first; `parachute.canary_sets`)."""
+    if not canary_sets.READY.changed(body, deleted=kwargs.get("type") == "DELETED"):
+        return
+    target = canary_sets.target_of(body)
+    if not namespace or target is None:
+        return
+    listings.REPLICA_SETS.drop((namespace, target))  # a kept listing would not show these pods
+    at = clock.now() + timedelta(seconds=canary_sets.GRACE)
+    index: RolloutIndex = memo.index
+    for rollout in index.by_target(namespace, target):
+        if _serves(memo, (namespace, rollout)):
+            memo.scheduler.wake((namespace, rollout), at, woken=Woken.REPLICA_SET)
 
 
 @kopf.on.event("", "v1", "configmaps")

@@ -111,6 +111,11 @@ class Listings:
             self._stored = 0
             self._held = {k: v for k, v in self._held.items() if not self._stale(v)}
 
+    def drop(self, key: Key) -> None:
+        """Something its marks cannot show changed (a canary ReplicaSet's ready pods, ahead of
+        its Deployment's status): the next ask lists again."""
+        self._held.pop(key, None)
+
     def clear(self) -> None:
         self._held.clear()
 

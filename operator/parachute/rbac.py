@@ -82,7 +82,9 @@ RULES: tuple[Rule, ...] = (
     Rule(("apps",), ("deployments",), ("get", "list", "watch", "create", "patch", "update"),
          "watch targets and canaries; pause the target, run the canary it owns, put a template back "
          "(never deletes: the canary goes with its Rollout, by owner reference)"),
-    Rule(("apps",), ("replicasets",), ("list",), "find the stable revision's pod template"),
+    Rule(("apps",), ("replicasets",), ("list", "watch"),
+         "find the stable revision's pod template and the pods of each version; a canary's ReplicaSets "
+         "are watched (by their label), so that their pods becoming ready wake the stage waiting on them"),
     Rule(("",), ("pods",), ("list",),
          "find the pods serving a rolled-back revision, to ask their app whether it serves the flags off "
          "(spec.featureFlags.verify); before a route sends more requests to an Istio subset, see which of "
@@ -158,6 +160,8 @@ class Uses:
 KOPF_USES: tuple[Uses, ...] = (
     Uses(api.GROUP, "rollouts", ("list", "watch"), "kopf.on.event on Rollouts, and the first listing that indexes them (parachute.rollout_index)"),
     Uses("apps", "deployments", ("list", "watch"), "kopf.on.event on Deployments wakes their Rollouts"),
+    Uses("apps", "replicasets", ("list", "watch"),
+         "kopf.on.event on canary ReplicaSets (by their label) wakes the stage waiting on their pods"),
     Uses("", "configmaps", ("list", "watch"), "kopf.on.event on ConfigMaps wakes the Rollouts tracking one"),
     Uses(api.GROUP, "releasepolicies", ("list", "watch"), "kopf.on.event on ReleasePolicies wakes their Rollouts"),
     Uses("", "events", ("create",), "kopf posts an Event when a handler fails (posting level ERROR)"),

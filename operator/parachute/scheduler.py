@@ -43,6 +43,7 @@ class Woken(StrEnum):
     LISTING = "listing"  # the first listing: adoption, or a new process
     ROLLOUT = "rollout"  # someone else changed the Rollout
     DEPLOYMENT = "deployment"  # its target or its canary changed
+    REPLICA_SET = "replicaset"  # its canary's ReplicaSet's ready pods changed
     TRACKED = "tracked"  # a ConfigMap it tracks, its routing record or its policy changed
     LANE = "lane"  # the fast lane found a critical breach
     REPORT = "report"  # a user report
@@ -113,6 +114,7 @@ class Scheduler:
         `news`, for a wake while its reconcile runs: asked when that reconcile ends, whether
         what woke it is still news (the event of the reconcile's own write, seen before the
         write's answer, is not)."""
+        telemetry.woke(woken)
         at = at or self._clock()
         if urgent:
             at = min(at, self._clock())

@@ -80,6 +80,13 @@ LOOKS_IN_VAIN = Counter(
     "a failed reconcile's retry (retry), a breach or a report already seen (lane, report).",
     ["woken_by"],
 )
+WAKES = Counter(
+    "parachute_wakes_total",
+    "Wakes asked of the scheduler, by what asked (the causes of parachute_reconciles_in_vain_total, "
+    "and replicaset: a canary ReplicaSet's ready pods changed); a wake for a Rollout already due "
+    "sooner, or that a sooner one overtakes, runs nothing of its own.",
+    ["woken_by"],
+)
 # What made the reconcile under way due (`parachute.scheduler.Woken`), set by the scheduler.
 _WOKEN_BY: contextvars.ContextVar[str] = contextvars.ContextVar("woken_by", default="unknown")
 SCHEDULER_LAG = Histogram(
@@ -298,11 +305,16 @@ def in_vain_causes(causes: list[str]) -> None:
     """Serve a zero for each cause before any reconcile is in vain: a sum over none is no answer."""
     for cause in causes:
         LOOKS_IN_VAIN.labels(cause)
+        WAKES.labels(cause)
 
 
 def woken() -> str:
     """What made the reconcile under way due ("unknown" outside one)."""
     return _WOKEN_BY.get()
+
+
+def woke(cause: str) -> None:
+    WAKES.labels(cause).inc()
 
 
 def looked_in_vain() -> None:

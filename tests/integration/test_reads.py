@@ -3,7 +3,8 @@ Rollout at rest asks the API server once for a canary it has not got (or none, w
 showed it deleted), however often it looks, and lists its target's ReplicaSets again only when
 the target or the canary changed; the names and versions the leader lists, page by page and
 under the operator's own account, confirm the copies the watch keeps and find those deleted
-unseen."""
+unseen; a canary's ReplicaSets (and only a canary's) wake its Rollout when their pods become
+ready."""
 
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ RECONCILES = "parachute_reconcile_duration_seconds_count"
 ROLLOUTS_READ = 'parachute_api_requests_total{code="200",method="GET",resource="rollouts"}'
 REFUSED = 'parachute_api_requests_total{code="409",method="PATCH",resource="rollouts/status"}'
 LISTED = 'parachute_api_requests_total{code="200",method="GET",resource="replicasets"}'
+WOKEN_BY_REPLICA_SETS = 'parachute_wakes_total{woken_by="replicaset"}'
 
 
 def test_a_rollout_at_rest_asks_once_for_the_canary_it_has_not_got(
@@ -97,6 +99,26 @@ def test_a_canary_the_watch_saw_deleted_is_not_asked_for(
         eventually(lambda: served(metrics_port, RECONCILES) > looked, timeout=30, what="looked again")  # noqa: B023
     assert served(metrics_port, NOT_FOUND) == asked
     assert release.status().get("phase") == "Healthy"
+
+
+def test_a_canarys_replica_set_wakes_its_rollout_when_its_pods_become_ready_and_the_targets_wake_nothing(
+    release: Release, operator_with_metrics: RunningOperator, metrics_port: int
+) -> None:
+    release.create(replicas=2, waits={"min": "2s", "max": "4s"})
+    apps = release.cluster.apps
+
+    def ready(replicas: int) -> bool:
+        return (release.target().status.ready_replicas or 0) == replicas
+
+    eventually(lambda: ready(2), timeout=30, what="target ready")
+    apps.patch_namespaced_deployment("checkout", release.namespace, {"spec": {"replicas": 3}})
+    eventually(lambda: ready(3), timeout=30, what="target's third pod ready")
+    assert served(metrics_port, WOKEN_BY_REPLICA_SETS) == 0  # only canaries' ReplicaSets are watched
+
+    release.new_image()
+    eventually(lambda: release.status().get("phase") == "Healthy" and "ReleaseCompleted" in release.reasons(),
+               timeout=120, what="released")  # fmt: skip
+    assert served(metrics_port, WOKEN_BY_REPLICA_SETS) >= 1
 
 
 def test_a_rollout_woken_while_its_deployments_are_unchanged_does_not_list_their_replica_sets_again(

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 from parachute import kube, telemetry
 from parachute.api import MetricStatus, RolloutStatus, Verdict
 from parachute.plan.verdicts import Sample, Series
+from parachute.scheduler import Scheduler, Woken
 
 
 def value(name: str, **labels: str) -> float:
@@ -272,3 +273,16 @@ def test_a_reconcile_in_vain_is_counted_under_what_made_it_due() -> None:
         telemetry.looked_in_vain()
     assert value("parachute_reconciles_in_vain_total", woken_by="deployment") == before + 1
     assert telemetry.woken() == "unknown"  # outside a reconcile
+
+
+def test_every_wake_asked_of_the_scheduler_is_counted_under_who_asked() -> None:
+    async def work(key: tuple[str, str]) -> None:
+        return None
+
+    before = value("parachute_wakes_total", woken_by="replicaset")
+    scheduler = Scheduler(work)
+    scheduler.wake(("shop", "checkout"), woken=Woken.REPLICA_SET)
+    scheduler.wake(("shop", "checkout"), woken=Woken.REPLICA_SET)  # due already: asked all the same
+    assert value("parachute_wakes_total", woken_by="replicaset") == before + 2
+    served = REGISTRY.get_sample_value("parachute_wakes_total", {"woken_by": "lane"})
+    assert served is not None  # served from the start, none asked

@@ -232,9 +232,12 @@ def sets_by_hash(replica_sets: Iterable[dict[str, Any]], owner_uid: str | None) 
     return out
 
 
+CANARY_SUFFIX = "-canary"
+
+
 def canary_name(target: str) -> str:
     """The name of the Deployment that runs a target's canary."""
-    return f"{target}-canary"
+    return f"{target}{CANARY_SUFFIX}"
 
 
 def label_selector(deployment: dict[str, Any]) -> str:
