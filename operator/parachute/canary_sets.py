@@ -6,11 +6,14 @@ Deployment controller writes a Deployment's count after its ReplicaSet's, and at
 it was minutes late. Without this watch a stage waiting for its canary learnt of a ReplicaSet's
 pods only at its Deployment's event or at its own next look (a quarter of its wait later, up to
 five minutes). Only ReplicaSets carrying the canary label are watched (the API server applies
-the selector): none at rest, one or two per release under way.
+the selector; it selects ReplicaSets on no field but their name and namespace): a canary scaled
+to 0 keeps its ReplicaSets, two at most (`workload.CANARY_HISTORY`), so at rest two per target
+that has had a canary, and only their ready pods are remembered.
 
-The wake comes `GRACE` later: the Deployment's own event follows within a second when the
-controller keeps up, and wakes the Rollout at once; its reconcile then decides when to look next,
-and this later wake is dropped, so a timely controller costs no second reconcile.
+The wake comes `GRACE` later: the Deployment's own event usually follows within a second when
+the controller keeps up, and wakes the Rollout at once; its reconcile then decides when to look
+next, and this later wake is dropped, so a timely controller costs no second reconcile (unless
+the Deployment's event is handled before the ReplicaSet's: the watches are two streams).
 """
 
 from __future__ import annotations
@@ -46,8 +49,10 @@ class ReadyCounts:
             self._ready.pop(key, None)
             return False
         ready = int((body.get("status") or {}).get("readyReplicas") or 0)
-        before = self._ready.get(key, 0)
-        self._ready[key] = ready
+        # None kept is none ready: a ReplicaSet gone while the watch was away leaves no entry behind.
+        before = self._ready.pop(key, 0)
+        if ready:
+            self._ready[key] = ready
         return ready != before
 
 

@@ -71,6 +71,7 @@ class Listings:
     def __init__(self, keep: float = KEEP, clock: Callable[[], float] = time.monotonic) -> None:
         self.keep, self.clock = keep, clock
         self._held: dict[Key, _Listing] = {}
+        self._dropped: dict[Key, float] = {}  # when `drop` last said a target's listing is out of date
         self._stored = 0
 
     def __len__(self) -> int:
@@ -102,7 +103,10 @@ class Listings:
         this_reconcile = _reconcile.get()
         if this_reconcile is not None:
             this_reconcile[key] = listing
-        if not all(agrees(items, d) for d in deployments if d is not None):
+        dropped = self._dropped.get(key)
+        if (dropped is not None and dropped >= asked_at) or not all(
+            agrees(items, d) for d in deployments if d is not None
+        ):  # out of date already: answered before a change its marks do not show
             self._held.pop(key, None)
             return
         self._held[key] = listing
@@ -110,14 +114,18 @@ class Listings:
         if self._stored >= SWEEP:  # a target no Rollout asks about any more is not kept for ever
             self._stored = 0
             self._held = {k: v for k, v in self._held.items() if not self._stale(v)}
+            self._dropped = {k: at for k, at in self._dropped.items() if self.clock() - at <= self.keep}
 
     def drop(self, key: Key) -> None:
         """Something its marks cannot show changed (a canary ReplicaSet's ready pods, ahead of
-        its Deployment's status): the next ask lists again."""
+        its Deployment's status): the next ask lists again, and a listing asked for before now
+        and answered after it is not kept."""
         self._held.pop(key, None)
+        self._dropped[key] = self.clock()
 
     def clear(self) -> None:
         self._held.clear()
+        self._dropped.clear()
 
     def _stale(self, held: _Listing) -> bool:
         return self.clock() - held.at > self.keep

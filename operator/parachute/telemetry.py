@@ -76,14 +76,14 @@ LOOKS_IN_VAIN = Counter(
     "parachute_reconciles_in_vain_total",
     "Reconciles that wrote no status and changed no object (also counted in "
     "parachute_reconcile_duration_seconds), by what made them due: a change of no consequence "
-    "(deployment, rollout, tracked, listing), a due time (time: a poll, or the look after a 409), "
+    "(deployment, replicaset, rollout, tracked, listing), a due time (time: a poll, or the look after a 409), "
     "a failed reconcile's retry (retry), a breach or a report already seen (lane, report).",
     ["woken_by"],
 )
 WAKES = Counter(
     "parachute_wakes_total",
-    "Wakes asked of the scheduler, by what asked (the causes of parachute_reconciles_in_vain_total, "
-    "and replicaset: a canary ReplicaSet's ready pods changed); a wake for a Rollout already due "
+    "Wakes asked of the scheduler, by what asked (the causes of parachute_reconciles_in_vain_total; "
+    "replicaset: a canary ReplicaSet's ready pods changed); a wake for a Rollout already due "
     "sooner, or that a sooner one overtakes, runs nothing of its own.",
     ["woken_by"],
 )

@@ -31,6 +31,9 @@ from parachute.plan.model import CanaryState, Observed, Serving, TargetState, Wo
 CANARY_LABEL = f"{api.GROUP}/canary"
 ROLLOUT_LABEL = f"{api.GROUP}/rollout"
 REVISION_ANNOTATION = f"{api.GROUP}/revision"
+# A canary's old ReplicaSets kept (scaled to 0): nothing reads them, and every one carrying the
+# canary label is in the operator's watch of canaries' ReplicaSets (the Deployment's default keeps 10).
+CANARY_HISTORY = 1
 COMMANDS = (api.PROMOTE_ANNOTATION, api.ABORT_ANNOTATION, api.RETRY_ANNOTATION, api.RESOLVED_ANNOTATION)
 
 
@@ -131,7 +134,12 @@ def desired_canary(
             "annotations": {REVISION_ANNOTATION: revision},
             "ownerReferences": [api.owner_reference(meta["name"], meta["uid"])],
         },
-        "spec": {"replicas": replicas, "selector": selector, "template": template},
+        "spec": {
+            "replicas": replicas,
+            "selector": selector,
+            "template": template,
+            "revisionHistoryLimit": CANARY_HISTORY,
+        },
     }
 
 
@@ -186,6 +194,7 @@ async def act(
             **current["spec"],
             "replicas": intent.canary_replicas,
             "template": desired["spec"]["template"],
+            "revisionHistoryLimit": CANARY_HISTORY,
         }
         await cluster.replace_deployment(namespace, canary_name(name), current)
         changed.append(f"moved {canary_name(name)} to revision {intent.canary_revision}")

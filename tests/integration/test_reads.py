@@ -113,7 +113,7 @@ def test_a_canarys_replica_set_wakes_its_rollout_when_its_pods_become_ready_and_
     eventually(lambda: ready(2), timeout=30, what="target ready")
     apps.patch_namespaced_deployment("checkout", release.namespace, {"spec": {"replicas": 3}})
     eventually(lambda: ready(3), timeout=30, what="target's third pod ready")
-    assert served(metrics_port, WOKEN_BY_REPLICA_SETS) == 0  # only canaries' ReplicaSets are watched
+    assert served(metrics_port, WOKEN_BY_REPLICA_SETS) == 0  # the target's ReplicaSets wake nothing
 
     release.new_image()
     eventually(lambda: release.status().get("phase") == "Healthy" and "ReleaseCompleted" in release.reasons(),

@@ -70,6 +70,8 @@ def test_the_canary_is_created_once_and_the_target_paused_with_the_rollouts_mark
     assert canary["metadata"]["annotations"] == {REVISION_ANNOTATION: "rev-2"}
     assert canary["spec"]["selector"]["matchLabels"] == {"app": "checkout", CANARY_LABEL: "true"}
     assert canary["spec"]["template"]["metadata"]["labels"] == {"app": "checkout", CANARY_LABEL: "true"}
+    # Its old ReplicaSets carry the canary label too, and all of those are watched: one is kept.
+    assert canary["spec"]["revisionHistoryLimit"] == 1
 
     assert reconcile(cluster, RELEASE) == []  # as it should be: nothing is written again
     assert len(cluster.writes) == 2
@@ -105,6 +107,7 @@ def test_a_new_revision_replaces_the_canarys_template_whole(cluster: FakeKube) -
     canary = cluster.look("Deployment", NS, "checkout-canary")
     assert canary["spec"]["template"]["spec"]["containers"] == [{"name": "app", "image": "shop/checkout:3"}]
     assert canary["spec"]["replicas"] == 2
+    assert canary["spec"]["revisionHistoryLimit"] == 1  # set here too: a canary made before the limit gets it
     assert canary["metadata"]["annotations"][REVISION_ANNOTATION] == "rev-3"
 
 

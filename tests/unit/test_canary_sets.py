@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 import pytest
 
-from parachute import canary_sets, clock, handlers, listings
+from parachute import canary_sets, clock, handlers, listings, sharding
 from parachute.rollout_index import RolloutIndex
 from parachute.scheduler import Key, Woken
 
@@ -110,4 +110,23 @@ def test_an_event_that_leaves_the_ready_pods_as_they_were_wakes_nothing(memo: ko
 def test_a_replica_set_of_no_rollouts_canary_wakes_nothing(memo: kopf.Memo) -> None:
     event(memo, replica_set(1, owner="payments-canary", name="payments-canary-1"))
     event(memo, replica_set(1, owner="checkout", name="checkout-1"))
+    assert memo.scheduler.woken == []
+
+
+def test_a_replica_set_scaled_to_none_ready_is_forgotten() -> None:
+    counts = canary_sets.ReadyCounts()
+    counts.changed(replica_set(2))
+    assert counts.changed(replica_set(0))
+    assert len(counts) == 0
+
+
+def test_a_deleted_replica_set_wakes_no_rollout(memo: kopf.Memo) -> None:
+    event(memo, replica_set(1))
+    event(memo, replica_set(1), type="DELETED")
+    assert len(memo.scheduler.woken) == 1
+
+
+def test_a_rollout_of_another_shard_is_not_woken(memo: kopf.Memo) -> None:
+    memo.options = handlers.Options(selector=sharding.parse("team=payments"))
+    event(memo, replica_set(1))
     assert memo.scheduler.woken == []

@@ -57,6 +57,19 @@ def test_a_new_version_of_the_target_or_the_canary_lists_again() -> None:
     assert listings.get(KEY, (("copy", 7), ("copy", 9))) is None  # the canary was made
 
 
+def test_a_dropped_listing_is_listed_again_and_one_asked_for_before_the_drop_is_not_kept() -> None:
+    clock = Clock()
+    listings = Listings(keep=120, clock=clock)
+    listings.put(KEY, AT_REST, SETS, 100.0, [TARGET, None])
+    clock.now = 101.0
+    listings.drop(KEY)  # a canary ReplicaSet's pods changed: the marks cannot show it
+    assert listings.get(KEY, AT_REST) is None
+    listings.put(KEY, AT_REST, SETS, 100.5, [TARGET, None])  # asked before the drop, answered after
+    assert listings.get(KEY, AT_REST) is None
+    listings.put(KEY, AT_REST, SETS, 101.5, [TARGET, None])  # asked after it
+    assert listings.get(KEY, AT_REST) == SETS
+
+
 def test_nothing_is_kept_when_a_deployment_is_not_known() -> None:
     listings = Listings(keep=120, clock=Clock())
     listings.put(KEY, (("copy", 7), None), SETS, 100.0, [TARGET, None])
