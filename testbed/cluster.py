@@ -39,12 +39,14 @@ SERVICE_CIDR = "10.96.0.0/16"
 # The controllers' default client rate (20 requests/s) paces a test cluster, not Parachute:
 # fifty Deployments rolling at once would wait on it.
 CLIENT_RATE = ("--kube-api-qps=200", "--kube-api-burst=400")
-# The Deployment controller's workers (5 by default) wait on the API server for each sync: at
-# 10,000 Deployments on two busy cores a sync took 179 ms, all 5 were busy all the time, and a
-# Deployment's change waited 249 s in their queue on average (13,600 queued), so the canaries'
-# ReplicaSets and their status came minutes late and paced the releases, not Parachute. A
-# cluster that size runs its control plane on its own machines, and more workers.
-DEPLOYMENT_WORKERS = "--concurrent-deployment-syncs=50"
+# The Deployment and ReplicaSet controllers' workers (5 each by default) wait on the API server
+# for each sync: at 10,000 Deployments on two busy cores a Deployment's sync took 179 ms, all 5
+# were busy all the time, and a change waited 249 s in their queue on average (13,600 queued), so
+# the canaries' ReplicaSets and their status came minutes late and paced the releases, not
+# Parachute; with 50 of those, the ReplicaSet controller's 5 held 4,400 queued for 111 s on
+# average, and the canaries' pods came late. A cluster that size runs its control plane on its
+# own machines, and more workers.
+CONTROLLER_WORKERS = ("--concurrent-deployment-syncs=50", "--concurrent-replicaset-syncs=50")
 FAKE_NODES = ("kwok-node-1", "kwok-node-2")
 
 
@@ -250,7 +252,7 @@ class LocalCluster:
             "--bind-address=127.0.0.1", f"--secure-port={ports.controller_manager}",
             "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
             f"--root-ca-file={self.pki / 'ca.crt'}", f"--service-account-private-key-file={self.pki / 'sa.key'}",
-            "--leader-elect=false", "--v=1", *CLIENT_RATE, DEPLOYMENT_WORKERS,
+            "--leader-elect=false", "--v=1", *CLIENT_RATE, *CONTROLLER_WORKERS,
         ])  # fmt: skip
         self._start("kube-scheduler", [
             str(kube / "kube-scheduler"), f"--kubeconfig={self.admin_kubeconfig}",
