@@ -39,14 +39,21 @@ SERVICE_CIDR = "10.96.0.0/16"
 # The controllers' default client rate (20 requests/s) paces a test cluster, not Parachute:
 # fifty Deployments rolling at once would wait on it.
 CLIENT_RATE = ("--kube-api-qps=200", "--kube-api-burst=400")
-# The Deployment and ReplicaSet controllers' workers (5 each by default) wait on the API server
-# for each sync: at 10,000 Deployments on two busy cores a Deployment's sync took 179 ms, all 5
-# were busy all the time, and a change waited 249 s in their queue on average (13,600 queued), so
-# the canaries' ReplicaSets and their status came minutes late and paced the releases, not
-# Parachute; with 50 of those, the ReplicaSet controller's 5 held 4,400 queued for 111 s on
-# average, and the canaries' pods came late. A cluster that size runs its control plane on its
-# own machines, and more workers.
-CONTROLLER_WORKERS = ("--concurrent-deployment-syncs=50", "--concurrent-replicaset-syncs=50")
+
+
+# The Deployment and ReplicaSet controllers' workers wait on the API server for each sync: at
+# 10,000 Deployments on two busy cores, with their default 5, a Deployment's sync took 179 ms,
+# all 5 were busy all the time, and a change waited 249 s in their queue on average (13,600
+# queued), so the canaries' ReplicaSets and their status came minutes late and paced the
+# releases, not Parachute. A cluster that size runs its control plane on its own machines, with
+# more workers; a cluster of this size may be given them (`controller_workers`). At 1,000 the 5
+# keep up, and 50 only take the cores from the API server in the releases' bursts.
+def controller_workers(workers: int | None) -> tuple[str, ...]:
+    if workers is None:
+        return ()
+    return (f"--concurrent-deployment-syncs={workers}", f"--concurrent-replicaset-syncs={workers}")
+
+
 FAKE_NODES = ("kwok-node-1", "kwok-node-2")
 
 
@@ -170,9 +177,12 @@ def _http_ok(url: str, context: ssl.SSLContext | None = None, expect: str | None
 class LocalCluster:
     """One local control plane rooted at a work directory (its state, logs and PIDs)."""
 
-    def __init__(self, workdir: Path = DEFAULT_DIR, profiling: bool = False) -> None:
+    def __init__(
+        self, workdir: Path = DEFAULT_DIR, profiling: bool = False, controller_workers: int | None = None
+    ) -> None:
         self.dir = workdir.resolve()
         self.profiling = profiling  # the API server serves /debug/pprof (benchmarks: where its CPU goes)
+        self.controller_workers = controller_workers  # None: the controllers' default (5 each)
         self.pki = self.dir / "pki"
         self.logs = self.dir / "logs"
         self.admin_kubeconfig = self.dir / "admin.kubeconfig"
@@ -252,7 +262,7 @@ class LocalCluster:
             "--bind-address=127.0.0.1", f"--secure-port={ports.controller_manager}",
             "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
             f"--root-ca-file={self.pki / 'ca.crt'}", f"--service-account-private-key-file={self.pki / 'sa.key'}",
-            "--leader-elect=false", "--v=1", *CLIENT_RATE, *CONTROLLER_WORKERS,
+            "--leader-elect=false", "--v=1", *CLIENT_RATE, *controller_workers(self.controller_workers),
         ])  # fmt: skip
         self._start("kube-scheduler", [
             str(kube / "kube-scheduler"), f"--kubeconfig={self.admin_kubeconfig}",

@@ -28,7 +28,7 @@ import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import kopf
@@ -53,6 +53,7 @@ from parachute.engine_loop import ReconcileLoop
 from parachute.kube_api import KubeClient
 from parachute.leadership import Elector, KubeLease, Timing, identity
 from parachute.notify import outbox, statuspage
+from parachute.plan.desired_workload import canary_name
 from parachute.policy import DEFAULT_POLICY_ENV
 from parachute.reconcile import reconcile, routing_client
 from parachute.reports import counting as user_reports
@@ -454,19 +455,25 @@ async def _orphaned(memo: kopf.Memo, namespace: str, name: str, deployment: dict
 async def on_canary_replica_set(
     namespace: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
 ) -> None:
-    """A canary's ReplicaSet's ready pods changed: its Rollout looks again, a grace later (its
-    Deployment's event, when the controller keeps up, wakes it first; `parachute.canary_sets`)."""
-    if not canary_sets.READY.changed(body, deleted=kwargs.get("type") == "DELETED"):
-        return
+    """A canary's ReplicaSet has more pods ready: a grace later, its Rollout is woken if its
+    canary Deployment does not say so yet (`parachute.canary_sets`)."""
+    ready = canary_sets.READY.rose(body, deleted=kwargs.get("type") == "DELETED")
     target = canary_sets.target_of(body)
-    if not namespace or target is None:
+    if ready is None or not namespace or target is None:
         return
+    asyncio.get_running_loop().call_later(
+        canary_sets.GRACE, functools.partial(_wake_if_canary_behind, memo, namespace, target, ready)
+    )
+
+
+def _wake_if_canary_behind(memo: kopf.Memo, namespace: str, target: str, ready: int) -> None:
+    if canary_sets.caught_up(watched.DEPLOYMENTS.get(namespace, canary_name(target)), ready):
+        return  # its event said so, and woke the Rollout if that was news
     listings.REPLICA_SETS.drop((namespace, target))  # a kept listing would not show these pods
-    at = clock.now() + timedelta(seconds=canary_sets.GRACE)
     index: RolloutIndex = memo.index
     for rollout in index.by_target(namespace, target):
         if _serves(memo, (namespace, rollout)):
-            memo.scheduler.wake((namespace, rollout), at, woken=Woken.REPLICA_SET)
+            memo.scheduler.wake((namespace, rollout), woken=Woken.REPLICA_SET)
 
 
 @kopf.on.event("", "v1", "configmaps")

@@ -61,7 +61,8 @@ def canary_state(deployment: dict[str, Any], replica_sets: list[dict[str, Any]] 
     from its ReplicaSets: the Deployment controller writes the Deployment's count after the
     ReplicaSet's, and at 10,000 Rollouts it was minutes behind (3,263 canaries ready by their
     ReplicaSets and none by their Deployments), every stage waiting on the later word. (A
-    canary ReplicaSet's pods becoming ready wake its Rollout: `parachute.canary_sets`.)"""
+    canary ReplicaSet's pods becoming ready wake its Rollout when its Deployment lags:
+    `parachute.canary_sets`.)"""
     meta, spec, status = deployment["metadata"], deployment.get("spec") or {}, deployment.get("status") or {}
     current = status.get("observedGeneration", 0) >= meta.get("generation", 0)
     # Pods of an earlier template may still be ready: count only updated ones.
