@@ -43,6 +43,10 @@ class ReadyCounts:
     def __len__(self) -> int:
         return len(self._ready)
 
+    def ready(self, namespace: str, name: str) -> int:
+        """Its ready pods as last shown (none, when not shown or gone)."""
+        return self._ready.get((namespace, name), 0)
+
     def rose(self, body: Mapping[str, Any], deleted: bool = False) -> int | None:
         """The ReplicaSet's ready pods, if this event brings more of them than the last (a new one
         counts from none; a deleted one brings none: its canary went or moved on)."""

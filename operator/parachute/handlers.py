@@ -461,12 +461,15 @@ async def on_canary_replica_set(
     target = canary_sets.target_of(body)
     if ready is None or not namespace or target is None:
         return
+    name = body.get("metadata", {}).get("name") or ""
     asyncio.get_running_loop().call_later(
-        canary_sets.GRACE, functools.partial(_wake_if_canary_behind, memo, namespace, target, ready)
+        canary_sets.GRACE, functools.partial(_wake_if_canary_behind, memo, namespace, name, target, ready)
     )
 
 
-def _wake_if_canary_behind(memo: kopf.Memo, namespace: str, target: str, ready: int) -> None:
+def _wake_if_canary_behind(memo: kopf.Memo, namespace: str, name: str, target: str, ready: int) -> None:
+    if canary_sets.READY.ready(namespace, name) < ready:
+        return  # fewer since (the canary scaled down or retired): its Deployment's event says that
     if canary_sets.caught_up(watched.DEPLOYMENTS.get(namespace, canary_name(target)), ready):
         return  # its event said so, and woke the Rollout if that was news
     listings.REPLICA_SETS.drop((namespace, target))  # a kept listing would not show these pods

@@ -129,7 +129,8 @@ def test_without_a_copy_of_the_canary_deployment_the_rollout_is_woken(memo: kopf
 
 
 def test_the_same_or_fewer_pods_ready_or_a_deleted_replica_set_wake_nothing(memo: kopf.Memo) -> None:
-    events(memo, replica_set(1), replica_set(1), replica_set(0))
+    events(memo, replica_set(1), replica_set(1))
+    events(memo, replica_set(0))
     events(memo, replica_set(2), type="DELETED")
     assert len(memo.scheduler.woken) == 1
 
@@ -143,4 +144,10 @@ def test_a_replica_set_of_no_rollouts_canary_wakes_nothing(memo: kopf.Memo) -> N
 def test_a_rollout_of_another_shard_is_not_woken(memo: kopf.Memo) -> None:
     memo.options = handlers.Options(selector=sharding.parse("team=payments"))
     events(memo, replica_set(1))
+    assert memo.scheduler.woken == []
+
+
+def test_pods_ready_that_are_gone_again_by_the_grace_wake_nothing(memo: kopf.Memo) -> None:
+    """The canary scaled to 0 (its release ended) before its Deployment said the pods were ready."""
+    events(memo, replica_set(3), replica_set(0))
     assert memo.scheduler.woken == []
