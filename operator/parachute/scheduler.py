@@ -43,7 +43,7 @@ class Woken(StrEnum):
     LISTING = "listing"  # the first listing: adoption, or a new process
     ROLLOUT = "rollout"  # someone else changed the Rollout
     DEPLOYMENT = "deployment"  # its target or its canary changed
-    REPLICA_SET = "replicaset"  # its canary's ReplicaSet's ready pods changed
+    REPLICA_SET = "replicaset"  # its canary's ReplicaSet has more pods ready than its Deployment says
     TRACKED = "tracked"  # a ConfigMap it tracks, its routing record or its policy changed
     LANE = "lane"  # the fast lane found a critical breach
     REPORT = "report"  # a user report
