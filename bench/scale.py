@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -144,11 +145,12 @@ class Timeline:
     # Only the series the lines read are kept: the operator serves series per Rollout, and at
     # 10,000 Rollouts a whole sample every 10 s for half an hour is a few hundred of them.
     KEPT = ("parachute_scheduler_lag_seconds_bucket", "parachute_reconcile_duration_seconds_count",
-            "parachute_fast_lane_look_seconds", "parachute_reconciles_in_vain_total")  # fmt: skip
+            "parachute_fast_lane_look_seconds", "parachute_reconciles_in_vain_total",
+            "parachute_api_requests_total")  # fmt: skip
 
-    def __init__(self, pid: int, port: int, every: float = 10.0) -> None:
-        self.pid, self.port, self.every = pid, port, every
-        self.samples: list[tuple[Sample, float]] = []
+    def __init__(self, pid: int, port: int, api_server: Callable[[], float], every: float = 10.0) -> None:
+        self.pid, self.port, self.every, self.api_server = pid, port, every, api_server
+        self.samples: list[tuple[Sample, float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="timeline", daemon=True)
 
@@ -157,31 +159,38 @@ class Timeline:
 
     def _run(self) -> None:
         while True:
-            with contextlib.suppress(OSError):
+            # A sample lost (either endpoint slow under the load) only widens a window.
+            with contextlib.suppress(OSError, ApiException, urllib3.exceptions.HTTPError):
                 whole = sample(self.pid, self.port)
                 kept = {k: v for k, v in whole.values.items() if k.startswith(self.KEPT)}
-                self.samples.append((Sample(whole.at, whole.cpu, kept), MachineCpu.busy_now()))
+                served = self.api_server()
+                self.samples.append((Sample(whole.at, whole.cpu, kept), MachineCpu.busy_now(), served))
             if self._stop.wait(self.every):
                 return
 
     def stop(self) -> list[str]:
         """One line a window: reconciles a second (and those in vain, by what woke them), lag
         median and p99, the fast lane's looks and their median hold on the event loop, the
-        machine busy."""
+        machine busy, and the requests the API server served a second, every client's and the
+        operator's."""
         self._stop.set()
         self._thread.join(60)
         lines, cores = [], os.cpu_count() or 1
         first = self.samples[0][0].at if self.samples else 0.0
         lag, count = "parachute_scheduler_lag_seconds", "parachute_reconcile_duration_seconds_count"
         look = "parachute_fast_lane_look_seconds"
-        for (before, busy), (after, busy_after) in zip(self.samples, self.samples[1:], strict=False):
+        for (before, busy, served), (after, busy_after, served_after) in zip(
+            self.samples, self.samples[1:], strict=False
+        ):
             grew = growth(before, after)
             span, done, looks = after.at - before.at, grew(count), grew(f"{look}_count")
+            asked = grew("parachute_api_requests_total")
             held = f", held median {quantile(before, after, look, 0.5):.2f} s" if looks else ""
             lines.append(
                 f"{before.at - first:4.0f}-{after.at - first:4.0f} s: {done / span:5.1f} reconciles/s, "
                 f"lag median {_lag(quantile(before, after, lag, 0.5))} p99 {_lag(quantile(before, after, lag, 0.99))}, "
-                f"lane {looks:.0f} looks{held}, machine {(busy_after - busy) / (span * cores):.0%} busy; "
+                f"lane {looks:.0f} looks{held}, machine {(busy_after - busy) / (span * cores):.0%} busy, "
+                f"API server {(served_after - served) / span:.0f} requests/s ({asked / span:.0f} the operator's); "
                 f"{in_vain(before, after)}"
             )
         return lines
@@ -210,16 +219,29 @@ def sample(pid: int, port: int) -> Sample:
     return Sample(time.monotonic(), cpu_seconds(pid), values)
 
 
-def status_writes(cluster: LocalCluster) -> float:
-    """Rollout status writes the API server has served (its own count, from its /metrics)."""
-    wanted = ('resource="rollouts"', 'subresource="status"')
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in cluster.api_server_get("/metrics", 60).decode().splitlines()
-        if line.startswith("apiserver_request_total{")
-        and all(label in line for label in wanted)
-        and ('verb="PATCH"' in line or 'verb="UPDATE"' in line)
-    )
+@dataclass(frozen=True)
+class ApiServerCount:
+    """What the API server has served (its own counts, from its /metrics)."""
+
+    requests: float  # every client's, watches not counted (one is a connection, not a request)
+    status_writes: float  # of Rollouts' status
+
+    @classmethod
+    def now(cls, cluster: LocalCluster) -> ApiServerCount:
+        requests = writes = 0.0
+        for line in cluster.api_server_get("/metrics", 60).decode().splitlines():
+            if not line.startswith("apiserver_request_total{"):
+                continue
+            value = float(line.rsplit(" ", 1)[1])
+            if 'verb="WATCH"' not in line and 'verb="CONNECT"' not in line:
+                requests += value
+            if (
+                'resource="rollouts"' in line
+                and 'subresource="status"' in line
+                and ('verb="PATCH"' in line or 'verb="UPDATE"' in line)
+            ):
+                writes += value
+        return cls(requests, writes)
 
 
 def by_resource(before: Sample, after: Sample, reconciles: float) -> str:
@@ -479,13 +501,17 @@ class Run:
         return self.peak
 
     def prepare(self, fleet: Fleet, exporter: PodExporter, prometheus: ExporterPrometheus) -> None:
-        started = time.monotonic()
+        served, started = ApiServerCount.now(self.cluster).requests, time.monotonic()
         fleet.create(prometheus.url)
         exporter.start()
         prometheus.start()
         self.put("create Deployments and Rollouts", _seconds(time.monotonic() - started), "8 client threads")
         pods = _until(lambda: exporter.pods() >= self.count * 3 // 2 + 2, 900, 2)
-        self.put("all pods listed", _seconds(pods), f"{exporter.pods():,} pods")
+        # What this machine's API server serves with the cores to itself and the controllers:
+        # no operator runs yet, and the fleet's creation is the most writes it sees.
+        rate = (ApiServerCount.now(self.cluster).requests - served) / (time.monotonic() - started)
+        self.put("all pods listed", _seconds(pods),
+                 f"{exporter.pods():,} pods; the API server served {rate:,.0f} requests/s from the first create")  # fmt: skip
 
     def profile_api_server(self, seconds: int) -> None:
         """Save the API server's CPU profile of the next `seconds` beside the operator's log."""
@@ -521,12 +547,17 @@ class Run:
         releasing = fleet.names[::2]
         keys = {f"{ns}/{name}" for ns, name in releasing}
         before, machine = sample(self.pid, self.port), MachineCpu.now()
-        written = status_writes(self.cluster)
+        served = ApiServerCount.now(self.cluster)
         started = time.monotonic()
         if self.cluster.profiling:
             self.profile_api_server(PROFILE_SECONDS)
         # Each look reads the operator's whole metrics endpoint: at 10,000 one every 50 s.
-        timeline = Timeline(self.pid, self.port, every=max(10.0, self.count / 200))
+        timeline = Timeline(
+            self.pid,
+            self.port,
+            lambda: ApiServerCount.now(self.cluster).requests,
+            every=max(10.0, self.count / 200),
+        )
         timeline.start()
         fleet.release(releasing, "bench:2")
         busy = _breach(fleet, exporter, "bench:2")
@@ -542,7 +573,8 @@ class Run:
         for line in timeline.stop():
             print(f"scale {self.count:,}: releases, {line}", flush=True)
         after, machine_after = sample(self.pid, self.port), MachineCpu.now()
-        written = status_writes(self.cluster) - written
+        served_after = ApiServerCount.now(self.cluster)
+        written = served_after.status_writes - served.status_writes
         span = after.at - before.at
 
         grew = growth(before, after)
@@ -572,7 +604,8 @@ class Run:
                  f"{written:,.0f} in all, as the API server counted them; the failing one's rollback included")  # fmt: skip
         self.put("API requests per reconcile", f"{requests / max(reconciles, 1):.2f}",
                  by_resource(before, after, max(reconciles, 1)))  # fmt: skip
-        self.put("API requests per second during the releases", f"{requests / span:.1f}")
+        self.put("API requests per second during the releases", f"{requests / span:.1f}",
+                 f"of {(served_after.requests - served.requests) / span:,.0f} the API server served, every client's")  # fmt: skip
         bound = len(releasing) * METRICS * 2 / INTERVAL
         self.put("PromQL queries per second during the releases", f"{queries / span:.1f}",
                  f"the fast lane's {lane / span:.2f}/s included; one per metric per version per interval "
