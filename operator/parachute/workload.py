@@ -16,8 +16,10 @@ from typing import Any
 from parachute import api, faults
 from parachute.kube_api import KubeApi
 from parachute.plan.desired_workload import (
+    CONFIGURATION,
     RESTARTED_AT,
     canary_name,
+    configuration_revision,
     ready_by_revision,
     ready_of_template,
     restart_stamp,
@@ -123,6 +125,13 @@ def desired_canary(
     meta = rollout["metadata"]
     template = copy.deepcopy(target["spec"]["template"])
     template.setdefault("metadata", {}).setdefault("labels", {})[CANARY_LABEL] = "true"
+    # A release of configuration alone leaves the pod template as it was: the canary's pods must
+    # start again to read it (a second change while the first's canary runs would otherwise be
+    # judged on pods that read the first), as the target's are restarted at its promotion.
+    configuration = configuration_revision(revision)
+    if configuration is not None:
+        annotations = template["metadata"].get("annotations") or {}
+        template["metadata"]["annotations"] = {**annotations, CONFIGURATION: configuration}
     selector = copy.deepcopy(target["spec"]["selector"])
     selector.setdefault("matchLabels", {})[CANARY_LABEL] = "true"
     return {

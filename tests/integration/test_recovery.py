@@ -227,6 +227,41 @@ def test_a_bad_configuration_is_recovered_by_restoring_its_snapshot(
     told(world.reasons, "RevertedToStable")
 
 
+def test_a_configuration_changed_again_while_its_canary_runs_is_judged_on_pods_that_read_it(
+    world: Recovering, operator: RunningOperator
+) -> None:
+    good = {"settings": "fast_path=false\nretries=3\n"}
+    world.config_map("checkout-config", good)
+    setting = StartupSetting("checkout-config", "settings", "fast_path")
+    world.set_app(STABLE, App(flag=setting, when_flag_on=BAD))
+    world.adopt(spec={"steps": ONE_STAGE, "configRefs": [{"name": "checkout-config"}]})
+    eventually(lambda: world.status().get("configSnapshots"), what="snapshot taken")
+    stable = world.status()["release"]["stableRevision"]
+
+    def canary_serving(revision: str) -> bool:
+        canary = world.cluster.apps.read_namespaced_deployment("checkout-canary", world.namespace)
+        annotations = canary.metadata.annotations or {}
+        return (
+            annotations.get("parachute.dev/revision") == revision and (canary.status.ready_replicas or 0) > 0
+        )
+
+    # A harmless change: its canary's pods start with it and serve.
+    world.cluster.core.patch_namespaced_config_map("checkout-config", world.namespace,
+                                                   {"data": {"settings": "fast_path=false\nretries=4\n"}})  # fmt: skip
+    first = eventually(lambda: world.status()["release"]["revision"] != stable and world.status()["release"]["revision"],
+                       what="the first change released")  # fmt: skip
+    eventually(lambda: canary_serving(first), what="the first change's canary serving")
+    # A second change, the pod template the same: the canary's pods start again to read it,
+    # and what they do with it is judged.
+    world.cluster.core.patch_namespaced_config_map("checkout-config", world.namespace,
+                                                   {"data": {"settings": "fast_path=true\nretries=4\n"}})  # fmt: skip
+    incident = world.recovered()
+    assert incident["revision"] not in (stable, first)
+    assert incident["revision"].split(".")[0] == first.split(".")[0] == stable.split(".")[0]
+    assert_recovery_time_recorded(incident, "config")
+    assert world.data("checkout-config") == good
+
+
 # ---------------------------------------------------------------------------- level 3 and notifications
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from parachute import api, kube
 from parachute.kube_fake import FakeKube
-from parachute.plan.desired_workload import RESTARTED_AT
+from parachute.plan.desired_workload import CONFIGURATION, RESTARTED_AT, revision_of
 from parachute.plan.model import WorkloadIntent
 from parachute.workload import CANARY_LABEL, REVISION_ANNOTATION, ForeignObjectError, act, observe
 
@@ -225,3 +225,39 @@ def test_the_pods_of_a_template_that_differs_only_in_its_restart_stamp_are_not_t
     cluster.put(canary_replica_set(canary, "h0", ready=1, **{RESTARTED_AT: "2026-12-06T10:00:00Z"}))
     observed, _ = asyncio.run(observe(cluster, ROLLOUT, target))
     assert observed.canary is not None and observed.canary.ready == 0
+
+
+def test_a_configuration_released_over_a_running_one_starts_the_canarys_pods_again(cluster: FakeKube) -> None:
+    """The pod template is the same for both: without a mark of the configuration the canary's
+    pods, started with the first change's, would be judged as the second's."""
+    first = WorkloadIntent(target_paused=True, canary_replicas=1, canary_revision="rev-2.aaaa1111")
+    reconcile(cluster, first)
+    target = cluster.look("Deployment", NS, "checkout")
+    before = cluster.look("Deployment", NS, "checkout-canary")
+    assert before["spec"]["template"]["metadata"]["annotations"] == {CONFIGURATION: "aaaa1111"}
+    cluster.put(canary_replica_set(before, "h1", ready=1, **{CONFIGURATION: "aaaa1111"}))
+
+    second = WorkloadIntent(target_paused=True, canary_replicas=1, canary_revision="rev-2.bbbb2222")
+    assert reconcile(cluster, second) == ["moved checkout-canary to revision rev-2.bbbb2222"]
+    after = cluster.look("Deployment", NS, "checkout-canary")
+    assert after["spec"]["template"]["metadata"]["annotations"] == {CONFIGURATION: "bbbb2222"}
+    assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1  # its pods roll
+    observed, _ = asyncio.run(observe(cluster, ROLLOUT, target))
+    assert observed.canary is not None and observed.canary.ready == 0  # those of the first are not its own
+
+
+def test_the_mark_of_the_configuration_leaves_the_release_of_the_template_what_it_was(
+    cluster: FakeKube,
+) -> None:
+    """A canary's pods are the target's template's, whatever configuration they run."""
+    reconcile(
+        cluster, WorkloadIntent(target_paused=True, canary_replicas=1, canary_revision="rev-2.aaaa1111")
+    )
+    target = cluster.look("Deployment", NS, "checkout")
+    canary = cluster.look("Deployment", NS, "checkout-canary")
+    assert revision_of(canary["spec"]["template"]) == revision_of(
+        {**target["spec"]["template"], "metadata": {"labels": {"app": "checkout", CANARY_LABEL: "true"}}}
+    )
+    reconcile(cluster, WorkloadIntent(target_paused=True, canary_replicas=1, canary_revision="rev-2"))
+    untracked = cluster.look("Deployment", NS, "checkout-canary")
+    assert CONFIGURATION not in (untracked["spec"]["template"]["metadata"].get("annotations") or {})

@@ -17,9 +17,11 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-# Annotations that change a pod template without changing what runs.
+# Annotations that change a pod template without changing the code that runs: they start new
+# pods, which read the configuration afresh.
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
-IGNORED_TEMPLATE_ANNOTATIONS = frozenset({RESTARTED_AT})
+CONFIGURATION = "parachute.dev/configuration"  # a canary's: the tracked configuration it runs
+IGNORED_TEMPLATE_ANNOTATIONS = frozenset({RESTARTED_AT, CONFIGURATION})
 HASH_LABEL = "pod-template-hash"  # added by the Deployment controller to its ReplicaSets' pods
 
 
@@ -124,6 +126,12 @@ def with_config(template_revision: str, config_hashes: dict[str, str]) -> str:
 def template_revision(revision: str) -> str:
     """The pod template's part of a release's revision."""
     return revision.split(".", 1)[0]
+
+
+def configuration_revision(revision: str) -> str | None:
+    """The tracked configuration's part of a release's revision (None: it tracks none)."""
+    parts = revision.split(".", 1)
+    return parts[1] if len(parts) == 2 else None
 
 
 def revision_of(template: dict[str, Any]) -> str:
