@@ -230,20 +230,26 @@ def test_the_pods_of_a_template_that_differs_only_in_its_restart_stamp_are_not_t
 def test_a_configuration_released_over_a_running_one_starts_the_canarys_pods_again(cluster: FakeKube) -> None:
     """The pod template is the same for both: without a mark of the configuration the canary's
     pods, started with the first change's, would be judged as the second's."""
-    first = WorkloadIntent(target_paused=True, canary_replicas=1, canary_revision="rev-2.aaaa1111")
+    template = revision_of(deployment()["spec"]["template"])
+    first = WorkloadIntent(target_paused=True, canary_replicas=1, canary_revision=f"{template}.aaaa1111")
     reconcile(cluster, first)
     target = cluster.look("Deployment", NS, "checkout")
     before = cluster.look("Deployment", NS, "checkout-canary")
     assert before["spec"]["template"]["metadata"]["annotations"] == {CONFIGURATION: "aaaa1111"}
     cluster.put(canary_replica_set(before, "h1", ready=1, **{CONFIGURATION: "aaaa1111"}))
+    observed, _ = asyncio.run(observe(cluster, ROLLOUT, target))
+    assert observed.serving.in_canary_of(f"{template}.aaaa1111") == 1
 
-    second = WorkloadIntent(target_paused=True, canary_replicas=1, canary_revision="rev-2.bbbb2222")
-    assert reconcile(cluster, second) == ["moved checkout-canary to revision rev-2.bbbb2222"]
+    second = f"{template}.bbbb2222"
+    moved = reconcile(cluster, WorkloadIntent(target_paused=True, canary_replicas=1, canary_revision=second))
+    assert moved == [f"moved checkout-canary to revision {second}"]
     after = cluster.look("Deployment", NS, "checkout-canary")
     assert after["spec"]["template"]["metadata"]["annotations"] == {CONFIGURATION: "bbbb2222"}
     assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1  # its pods roll
     observed, _ = asyncio.run(observe(cluster, ROLLOUT, target))
-    assert observed.canary is not None and observed.canary.ready == 0  # those of the first are not its own
+    # The first's pods are not the release's, but they still serve until they stop.
+    assert observed.canary is not None and observed.canary.ready == 0
+    assert observed.serving.in_canary_of(second) == 0 and observed.serving.in_canary() == 1
 
 
 def test_the_mark_of_the_configuration_leaves_the_release_of_the_template_what_it_was(

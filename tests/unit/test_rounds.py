@@ -218,6 +218,23 @@ def test_a_canary_s_pods_count_as_serving_before_its_deployment_says_so() -> Non
     assert not deferred(releasing(), lagging)
 
 
+def test_a_canary_s_pods_started_for_an_earlier_configuration_are_not_the_release_s() -> None:
+    """A configuration released over one whose canary runs a new template: the canary's pods of
+    the first configuration still serve while those of the second start."""
+    seen = World(revision="rev-2.cfg-2").observe(T0)
+    first_only = seen.__class__(**{**seen.__dict__, "canary": CanaryState("rev-2.cfg-2", 1, 0),
+                                   "serving": Serving(canary={"rev-2.cfg-1": 1})})  # fmt: skip
+    assert deferred(releasing(revision="rev-2.cfg-2", stable="rev-1.cfg-1"), first_only)
+    both = first_only.__class__(
+        **{**first_only.__dict__, "serving": Serving(canary={"rev-2.cfg-1": 1, "rev-2.cfg-2": 1})}
+    )
+    assert not deferred(releasing(revision="rev-2.cfg-2", stable="rev-1.cfg-1"), both)
+    unmarked = first_only.__class__(**{**first_only.__dict__, "serving": Serving(canary={"rev-2": 1})})
+    assert not deferred(
+        releasing(revision="rev-2.cfg-2", stable="rev-1.cfg-1"), unmarked
+    )  # made before the mark
+
+
 def test_rounds_never_wait_at_100_percent_once_reached_or_for_configuration_alone() -> None:
     seen = World(revision="rev-2").observe(T0)
     assert deferred(releasing(), seen)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from parachute.plan.desired_workload import replica_set_revision, revision_of
+from parachute.plan.desired_workload import CONFIGURATION, replica_set_revision, revision_of
 from parachute.plan.versions import any_pod_of, at_rest, locate, pod_pattern
 
 TEMPLATE = {
@@ -130,3 +130,30 @@ def test_a_replica_sets_revision_is_its_templates_and_is_hashed_again_only_for_a
     assert replica_set_revision(changed) == RELEASE
     # Without a uid and a generation nothing is remembered.
     assert replica_set_revision(replica_set("checkout-7b9f5c8d4", "t-uid", NEW)) == RELEASE
+
+
+def marked(replica_set: dict[str, Any], configuration: str) -> dict[str, Any]:
+    """A canary's ReplicaSet of a tracked configuration: its pods marked with the configuration."""
+    replica_set["spec"]["template"]["metadata"]["annotations"] = {CONFIGURATION: configuration}
+    return replica_set
+
+
+def test_a_canarys_pods_started_for_another_configuration_are_not_the_release_judged() -> None:
+    """A configuration released over another keeps the pod template: the first's pods (their
+    ReplicaSet kept, or still stopping) read the first configuration when they started."""
+    sets = [
+        replica_set("checkout-6d4cf56db6", "t-uid", TEMPLATE),
+        marked(replica_set("checkout-canary-5f7b8c9d4b", "c-uid", NEW, replicas=1, canary=True), "aaaa1111"),
+        marked(replica_set("checkout-canary-6c8d9f7b5d", "c-uid", NEW, canary=True), "bbbb2222"),
+    ]
+    versions = locate(sets, target=TARGET, canary=CANARY, revision=f"{RELEASE}.bbbb2222",
+                      stable_revision=f"{STABLE}.0000aaaa", judges_target=False)  # fmt: skip
+    assert matches(versions.judged.pods, "checkout-canary-6c8d9f7b5d-kq8zt")
+    assert not matches(versions.judged.pods, "checkout-canary-5f7b8c9d4b-kq8zt")
+    assert matches(versions.stable.pods, "checkout-6d4cf56db6-x2v9q")  # the target's pods are not marked
+
+
+def test_a_canary_made_before_the_mark_is_judged_by_its_template_alone() -> None:
+    versions = locate(SETS, target=TARGET, canary=CANARY, revision=f"{RELEASE}.bbbb2222",
+                      stable_revision=STABLE, judges_target=False)  # fmt: skip
+    assert matches(versions.judged.pods, "checkout-canary-5f7b8c9d4b-kq8zt")

@@ -134,6 +134,21 @@ def configuration_revision(revision: str) -> str | None:
     return parts[1] if len(parts) == 2 else None
 
 
+def configuration_of(replica_set: Mapping[str, Any]) -> str | None:
+    """The configuration a canary ReplicaSet's pods were started for (None: not marked; the
+    target's, and a canary's made before the mark)."""
+    template = (replica_set.get("spec") or {}).get("template") or {}
+    mark = ((template.get("metadata") or {}).get("annotations") or {}).get(CONFIGURATION)
+    return str(mark) if mark is not None else None
+
+
+def runs_configuration_of(replica_set: Mapping[str, Any], revision: str) -> bool:
+    """Whether `replica_set`'s pods can run the configuration of the release `revision`: those
+    marked for another one read it when they started, whatever it is now."""
+    mark = configuration_of(replica_set)
+    return mark is None or mark == configuration_revision(revision)
+
+
 def revision_of(template: dict[str, Any]) -> str:
     """A short, stable hash of a pod template: a new value is a new release.
 
@@ -195,7 +210,9 @@ def replica_set_revision(replica_set: Mapping[str, Any], added_labels: Iterable[
 def ready_by_revision(
     replica_sets: Iterable[dict[str, Any]], owner_uid: str | None, added_labels: Iterable[str] = ()
 ) -> dict[str, int]:
-    """Ready pods of each template revision among the ReplicaSets `owner_uid` owns."""
+    """Ready pods of each template revision among the ReplicaSets `owner_uid` owns; pods marked
+    with the configuration they were started for (a canary's) under `<template>.<config>`, the
+    release's revision."""
     added = tuple(added_labels)
     out: dict[str, int] = {}
     for replica_set in replica_sets:
@@ -204,6 +221,9 @@ def ready_by_revision(
         if owner_uid is None or ready <= 0 or all(o.get("uid") != owner_uid for o in owners):
             continue
         revision = replica_set_revision(replica_set, added)
+        mark = configuration_of(replica_set)
+        if mark is not None:
+            revision = f"{revision}.{mark}"
         out[revision] = out.get(revision, 0) + ready
     return out
 

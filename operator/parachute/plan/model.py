@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Literal
 
 from parachute.api import RolloutStatus
+from parachute.plan.desired_workload import template_revision
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class Serving:
     of the canary: what really serves, whatever the templates say."""
 
     target: Mapping[str, int] = field(default_factory=dict)  # template revision -> ready pods
+    # The same; pods marked with the configuration they started for under <template>.<config>.
     canary: Mapping[str, int] = field(default_factory=dict)
     # The target's ReplicaSets by pod-template-hash: (template revision, ready pods). A router's
     # stable backend selects one of them.
@@ -83,6 +85,13 @@ class Serving:
 
     def in_canary(self) -> int:
         return sum(self.canary.values())
+
+    def in_canary_of(self, revision: str) -> int:
+        """Ready canary pods of the release `revision`: of its template, and started for its
+        configuration (pods not marked, of a canary made before the mark, count by template)."""
+        template = template_revision(revision)
+        marked = self.canary.get(revision, 0) if revision != template else 0
+        return self.canary.get(template, 0) + marked
 
 
 @dataclass(frozen=True)

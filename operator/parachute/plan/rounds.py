@@ -104,4 +104,4 @@ def deferred(status: RolloutStatus, observed: Observed) -> bool:
     template = template_revision(revision)
     canary = observed.canary
     ready = canary.ready if canary is not None and canary.revision == revision else 0
-    return max(ready, observed.serving.canary.get(template, 0), observed.serving.in_target(template)) == 0
+    return max(ready, observed.serving.in_canary_of(revision), observed.serving.in_target(template)) == 0

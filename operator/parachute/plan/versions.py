@@ -17,7 +17,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from parachute.plan.desired_workload import canary_name, replica_set_revision, template_revision
+from parachute.plan.desired_workload import (
+    canary_name,
+    replica_set_revision,
+    runs_configuration_of,
+    template_revision,
+)
 
 # A pod's name is its ReplicaSet's name and a dash, cut to 58 characters, then 5 random ones
 # (Kubernetes' name generator).
@@ -90,8 +95,9 @@ def _names(
             continue
         if serving_only and int((replica_set.get("status") or {}).get("replicas") or 0) <= 0:
             continue
-        if revision is not None and replica_set_revision(replica_set, added_labels) != template_revision(
-            revision
+        if revision is not None and (
+            replica_set_revision(replica_set, added_labels) != template_revision(revision)
+            or not runs_configuration_of(replica_set, revision)
         ):
             continue
         out.append(str(replica_set["metadata"]["name"]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from parachute.api import PlannedStage, RolloutSpec, RolloutStatus
 from parachute.plan import facts
-from parachute.plan.desired_workload import canary_replicas, routed_canary_replicas, template_revision
+from parachute.plan.desired_workload import canary_replicas, routed_canary_replicas
 from parachute.plan.model import Observed, TrafficIntent, WorkloadIntent
 from parachute.plan.stages import effective_risk, flag_gated_plan, plan_for
 from parachute.plan.strategies.base import StageIntent
@@ -114,7 +114,7 @@ def _held(observed: Observed, runs: bool, revision: str, share: int) -> int:
     canary = observed.canary
     if not runs or canary is None:
         return 0
-    if max(canary.ready, observed.serving.canary.get(template_revision(revision), 0)) == 0:
+    if max(canary.ready, observed.serving.in_canary_of(revision)) == 0:
         return 0
     return min(facts.applied(observed) or 0, share)
 

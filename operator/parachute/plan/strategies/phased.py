@@ -21,7 +21,6 @@ from dataclasses import replace
 
 from parachute.api import Audience, PlannedStage, RolloutSpec, RolloutStatus
 from parachute.plan import facts
-from parachute.plan.desired_workload import template_revision
 from parachute.plan.model import AudienceMatch, Observed, TrafficIntent, WorkloadIntent
 from parachute.plan.strategies.base import StageIntent
 from parachute.plan.strategies.canary import CANARY
@@ -117,7 +116,7 @@ def _held(observed: Observed, revision: str) -> AudienceMatch | None:
     canary, traffic = observed.canary, observed.traffic
     if canary is None or canary.revision != revision or traffic is None:
         return None
-    if max(canary.ready, observed.serving.canary.get(template_revision(revision), 0)) == 0:
+    if max(canary.ready, observed.serving.in_canary_of(revision)) == 0:
         return None
     return traffic.applied.audience
 
