@@ -63,6 +63,21 @@ class Recovering(Analysed):
         self.volumes.append(projection.start())
         return projection
 
+    def adopt_with_settings(self, good: dict[str, str]) -> dict[str, Any]:
+        """`checkout` tracking `checkout-config` (`good`), which its app reads when a pod starts:
+        the pods that start with fast_path on fail. The snapshot taken at adoption."""
+        self.config_map("checkout-config", good)
+        self.set_app(
+            STABLE, App(flag=StartupSetting("checkout-config", "settings", "fast_path"), when_flag_on=BAD)
+        )
+        self.adopt(spec={"steps": ONE_STAGE, "configRefs": [{"name": "checkout-config"}]})
+        return eventually(lambda: (self.status().get("configSnapshots") or [None])[0], what="snapshot taken")
+
+    def configure(self, settings: str) -> None:
+        self.cluster.core.patch_namespaced_config_map(
+            "checkout-config", self.namespace, {"data": {"settings": settings}}
+        )
+
     def data(self, name: str) -> dict[str, str]:
         return dict(self.cluster.core.read_namespaced_config_map(name, self.namespace).data or {})
 
@@ -202,17 +217,11 @@ def test_a_bad_configuration_is_recovered_by_restoring_its_snapshot(
     world: Recovering, operator: RunningOperator
 ) -> None:
     good = {"settings": "fast_path=false\nretries=3\n"}
-    world.config_map("checkout-config", good)
-    # The app reads its settings when its pod starts: the pods that start with fast_path on fail.
-    setting = StartupSetting("checkout-config", "settings", "fast_path")
-    world.set_app(STABLE, App(flag=setting, when_flag_on=BAD))
-    world.adopt(spec={"steps": ONE_STAGE, "configRefs": [{"name": "checkout-config"}]})
-    snapshot = eventually(lambda: (world.status().get("configSnapshots") or [None])[0], what="snapshot taken")
+    snapshot = world.adopt_with_settings(good)
     assert world.data(snapshot["snapshot"]) == good
     stable = world.status()["release"]["stableRevision"]
     # A change to a tracked ConfigMap is a release of its own, even with the template untouched.
-    world.cluster.core.patch_namespaced_config_map("checkout-config", world.namespace,
-                                                   {"data": {"settings": "fast_path=true\nretries=3\n"}})  # fmt: skip
+    world.configure("fast_path=true\nretries=3\n")
     incident = world.recovered()
     assert incident["revision"] != stable and incident["revision"].split(".")[0] == stable.split(".")[0]
     assert_recovery_time_recorded(incident, "config")
@@ -231,11 +240,7 @@ def test_a_configuration_changed_again_while_its_canary_runs_is_judged_on_pods_t
     world: Recovering, operator: RunningOperator
 ) -> None:
     good = {"settings": "fast_path=false\nretries=3\n"}
-    world.config_map("checkout-config", good)
-    setting = StartupSetting("checkout-config", "settings", "fast_path")
-    world.set_app(STABLE, App(flag=setting, when_flag_on=BAD))
-    world.adopt(spec={"steps": ONE_STAGE, "configRefs": [{"name": "checkout-config"}]})
-    eventually(lambda: world.status().get("configSnapshots"), what="snapshot taken")
+    world.adopt_with_settings(good)
     stable = world.status()["release"]["stableRevision"]
 
     def canary_serving(revision: str) -> bool:
@@ -246,15 +251,13 @@ def test_a_configuration_changed_again_while_its_canary_runs_is_judged_on_pods_t
         )
 
     # A harmless change: its canary's pods start with it and serve.
-    world.cluster.core.patch_namespaced_config_map("checkout-config", world.namespace,
-                                                   {"data": {"settings": "fast_path=false\nretries=4\n"}})  # fmt: skip
+    world.configure("fast_path=false\nretries=4\n")
     first = eventually(lambda: world.status()["release"]["revision"] != stable and world.status()["release"]["revision"],
                        what="the first change released")  # fmt: skip
     eventually(lambda: canary_serving(first), what="the first change's canary serving")
     # A second change, the pod template the same: the canary's pods start again to read it,
     # and what they do with it is judged.
-    world.cluster.core.patch_namespaced_config_map("checkout-config", world.namespace,
-                                                   {"data": {"settings": "fast_path=true\nretries=4\n"}})  # fmt: skip
+    world.configure("fast_path=true\nretries=4\n")
     incident = world.recovered()
     assert incident["revision"] not in (stable, first)
     assert incident["revision"].split(".")[0] == first.split(".")[0] == stable.split(".")[0]
