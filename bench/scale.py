@@ -37,7 +37,7 @@ from testbed.install import install_crd, install_operator_account
 
 GROUP, VERSION, PLURAL = api.GROUP, api.VERSION, api.PLURAL
 INTERVAL = 30  # analysis interval, s
-LARGE_CLUSTER_WORKERS = 50  # the testbed's Deployment and ReplicaSet controllers' workers at 10,000
+LARGE_CLUSTER_WORKERS = 50  # the testbed's Deployment controller's workers at 10,000
 STEPS = [
     {"name": "canary", "weight": 10, "minWait": "60s"},
     {"name": "full", "weight": 100, "minWait": "30s"},
@@ -677,9 +677,10 @@ def run_scale(
 ) -> None:
     """One column of the table: N Rollouts on a fresh local cluster (its API server profiled
     during the releases when `profile`)."""
-    # At 10,000 the controllers' default workers, not Parachute, paced the releases (testbed.cluster).
+    # At 10,000 the Deployment controller's default workers, not Parachute, paced the releases
+    # (testbed.cluster).
     workers = LARGE_CLUSTER_WORKERS if count >= 10_000 else None
-    cluster = LocalCluster(workdir / f"cluster-{count}", profiling=profile, controller_workers=workers)
+    cluster = LocalCluster(workdir / f"cluster-{count}", profiling=profile, deployment_workers=workers)
     cluster.up()
     run = Run(count, workdir, figure, rows, cluster)
     fleet = Fleet(cluster, count)
